@@ -1,0 +1,12 @@
+//! Owned by the foundation work (issue 2); replace wholesale.
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum CaCommand {
+    /// Not yet built.
+    Todo,
+}
+
+pub fn run(_c: CaCommand) -> ExitCode {
+    super::fail(2, "not yet built")
+}

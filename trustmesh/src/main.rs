@@ -1,0 +1,41 @@
+//! `trustmesh`: one binary, CLI wiring only. Every subcommand lives in `cmd/` and calls into the
+//! workspace crates, which hold the logic.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Istio's zero-trust security model: SPIFFE identities, mutual TLS and Istio policies.
+#[derive(Parser)]
+#[command(name = "trustmesh", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Certificate authority: create a root or intermediate (plug-in) CA, issue workload certs.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCommand),
+    /// Inspect and verify X.509-SVIDs.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCommand),
+    /// Validate Istio security policies (PeerAuthentication, RequestAuthentication, AuthorizationPolicy).
+    Validate(cmd::policy::ValidateArgs),
+    /// Explain which policies allow or deny a request.
+    #[command(subcommand)]
+    Authz(cmd::policy::AuthzCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ca(c) => cmd::ca::run(c),
+        Command::Cert(c) => cmd::cert::run(c),
+        Command::Validate(a) => cmd::policy::validate(a),
+        Command::Authz(c) => cmd::policy::authz(c),
+    }
+}
