@@ -28,6 +28,10 @@ enum Command {
     /// Explain which policies allow or deny a request.
     #[command(subcommand)]
     Authz(cmd::policy::AuthzCommand),
+    /// Run the mTLS sidecar proxy.
+    Proxy(cmd::proxy::Args),
+    /// Run the node agent: key + CSR, rotation, SPIFFE Workload API.
+    Agent(cmd::agent::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +41,7 @@ fn main() -> ExitCode {
         Command::Cert(c) => cmd::cert::run(c),
         Command::Validate(a) => cmd::policy::validate(a),
         Command::Authz(c) => cmd::policy::authz(c),
+        Command::Proxy(a) => cmd::proxy::run(a),
+        Command::Agent(a) => cmd::agent::run(a),
     }
 }

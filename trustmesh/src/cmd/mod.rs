@@ -1,9 +1,12 @@
 //! One module per command family. Each exposes clap argument types and `run`-style functions
 //! that return the process exit code, printing errors as one clear line on stderr.
 
+pub mod agent;
 pub mod ca;
+pub mod ca_serve;
 pub mod cert;
 pub mod policy;
+pub mod proxy;
 
 use std::process::ExitCode;
 
