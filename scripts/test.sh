@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. The Python interop peers the tests drive (PyJWT, grpcio,
+# py-spiffe) are installed with pip on first use, so this also works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import jwt, grpc, grpc_tools, spiffe, cryptography' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+
+cargo test --workspace --all-targets "$@"
