@@ -162,6 +162,13 @@ impl FromStr for TrustDomain {
     }
 }
 
+/// Lets APIs such as `TrustBundleSet::add_root` take either an owned or a borrowed domain.
+impl From<&TrustDomain> for TrustDomain {
+    fn from(td: &TrustDomain) -> Self {
+        td.clone()
+    }
+}
+
 impl AsRef<str> for TrustDomain {
     fn as_ref(&self) -> &str {
         &self.0
