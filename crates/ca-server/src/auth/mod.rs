@@ -1,0 +1,4 @@
+//! Caller authentication. Client-certificate checks live with the service (they need the CA's
+//! trust configuration); token verification is here.
+
+pub mod jwt;

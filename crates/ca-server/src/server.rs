@@ -1,0 +1,165 @@
+//! Starts the CA's listeners: the gRPC certificate service and, optionally, the bundle endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain};
+
+use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
+use crate::pb::istio_certificate_service_server::IstioCertificateServiceServer;
+use crate::service::CaService;
+use crate::signer::Signer;
+
+/// The certificate and key the CA's listeners present to clients.
+pub struct ServerIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+pub struct Options {
+    pub trust_domain: TrustDomain,
+    pub listen: SocketAddr,
+    pub bundle_listen: Option<SocketAddr>,
+    pub issuers: Vec<IssuerConfig>,
+    pub audiences: Vec<String>,
+    pub max_ttl: Duration,
+    pub default_ttl: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    #[error("bundle: {0}")]
+    Bundle(String),
+    #[error("trust bundle: {0}")]
+    Trust(String),
+}
+
+/// The running servers; dropping this does not stop them, [`Running::shutdown`] does.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub bundle_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn shutdown(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Waits until any listener task ends (they only end on a fatal error), then stops the rest.
+    pub async fn wait(self) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        for t in self.tasks {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = t.await;
+                let _ = tx.send(()).await;
+            });
+        }
+        drop(tx);
+        let _ = rx.recv().await;
+        for a in aborts {
+            a.abort();
+        }
+    }
+}
+
+/// Binds both listeners and starts serving. Errors (a taken port, an unreadable JWKS) surface
+/// here, before anything is served.
+pub async fn start(
+    signer: Arc<dyn Signer>,
+    identity: ServerIdentity,
+    opts: Options,
+) -> Result<Running, ServerError> {
+    let roots = signer.roots();
+    let mut bundles = TrustBundleSet::new();
+    for r in &roots {
+        bundles
+            .add_root(opts.trust_domain.clone(), r.clone())
+            .map_err(|e| ServerError::Trust(e.to_string()))?;
+    }
+    let jwt = JwtAuthenticator::new(opts.issuers, opts.audiences).await?;
+    let service = Arc::new(CaService {
+        signer: signer.clone(),
+        trust_domain: opts.trust_domain.clone(),
+        jwt,
+        trust: TrustConfig::new(opts.trust_domain.clone(), bundles),
+        max_ttl: opts.max_ttl,
+        default_ttl: opts.default_ttl.min(opts.max_ttl),
+    });
+
+    let grpc_tls = crate::tls::server_config(
+        identity.chain.clone(),
+        identity.key.clone_key(),
+        Some(&roots),
+        &[b"h2"],
+    )
+    .map_err(ServerError::Tls)?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let incoming = crate::tls::accept_tls(listener, Arc::new(grpc_tls));
+    let grpc = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(IstioCertificateServiceServer::new(service))
+            .serve_with_incoming(ReceiverStream::new(incoming))
+            .await;
+        if let Err(e) = result {
+            tracing::error!("gRPC server stopped: {e}");
+        }
+    });
+    let mut tasks = vec![grpc];
+
+    let mut bundle_addr = None;
+    if let Some(baddr) = opts.bundle_listen {
+        let doc = crate::bundle_endpoint::document(&roots)
+            .map_err(|e| ServerError::Bundle(e.to_string()))?;
+        let tls = crate::tls::server_config(identity.chain, identity.key, None, &[b"http/1.1"])
+            .map_err(ServerError::Tls)?;
+        let l = TcpListener::bind(baddr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: baddr,
+                source,
+            })?;
+        bundle_addr = Some(l.local_addr().map_err(|source| ServerError::Bind {
+            addr: baddr,
+            source,
+        })?);
+        tasks.push(tokio::spawn(crate::bundle_endpoint::serve(
+            l,
+            Arc::new(tls),
+            doc,
+        )));
+    }
+    Ok(Running {
+        addr,
+        bundle_addr,
+        tasks,
+    })
+}

@@ -1,0 +1,202 @@
+//! `istio.v1.auth.IstioCertificateService/CreateCertificate`: authenticate the caller, decide
+//! the one identity it may have, check the CSR against it, and sign.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tonic::{Request, Response, Status};
+use trustmesh_identity::{SpiffeId, TrustConfig, TrustDomain, Usage};
+
+use crate::auth::jwt::JwtAuthenticator;
+use crate::csr;
+use crate::pb::istio_certificate_service_server::IstioCertificateService;
+use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::signer::Signer;
+use crate::ttl::format_duration;
+
+/// Everything `CreateCertificate` needs; shared by all connections.
+pub struct CaService {
+    pub signer: Arc<dyn Signer>,
+    pub trust_domain: TrustDomain,
+    pub jwt: JwtAuthenticator,
+    /// Anchors for renewal with a client certificate: the CA's own roots, local domain only.
+    pub trust: TrustConfig,
+    pub max_ttl: Duration,
+    pub default_ttl: Duration,
+}
+
+/// How the caller proved who it is; logged with each issuance for audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Token { issuer: String, id: SpiffeId },
+    ClientCert { id: SpiffeId },
+}
+
+impl Caller {
+    pub fn id(&self) -> &SpiffeId {
+        match self {
+            Caller::Token { id, .. } | Caller::ClientCert { id } => id,
+        }
+    }
+}
+
+impl CaService {
+    /// Tries the client certificate first, then the bearer token, like istiod's authenticator
+    /// chain: the first that succeeds decides the identity, so a workload whose token expired can
+    /// still renew with its valid certificate.
+    pub async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let mut reasons = Vec::new();
+        if let Some(certs) = req.peer_certs() {
+            if !certs.is_empty() {
+                let chain: Vec<CertificateDer<'static>> =
+                    certs.iter().map(|c| c.clone().into_owned()).collect();
+                match trustmesh_identity::verify_svid_for(
+                    &chain,
+                    &self.trust,
+                    UnixTime::now(),
+                    Usage::ClientAuth,
+                ) {
+                    Ok(v) if v.id.trust_domain() == &self.trust_domain => {
+                        return Ok(Caller::ClientCert { id: v.id });
+                    }
+                    Ok(v) => reasons.push(format!(
+                        "client certificate {} is not in trust domain {}",
+                        v.id, self.trust_domain
+                    )),
+                    Err(e) => reasons.push(format!("client certificate: {e}")),
+                }
+            }
+        }
+        match bearer_token(req)? {
+            Some(token) if self.jwt.is_empty() => {
+                let _ = token;
+                reasons.push("bearer token given but no token issuer is configured".into());
+            }
+            Some(token) => match self.jwt.authenticate(token).await {
+                Ok(sa) => {
+                    let id = SpiffeId::istio(&self.trust_domain, &sa.namespace, &sa.name).map_err(
+                        |e| {
+                            Status::permission_denied(format!(
+                                "service account {}/{} does not form a valid SPIFFE ID: {e}",
+                                sa.namespace, sa.name
+                            ))
+                        },
+                    )?;
+                    return Ok(Caller::Token {
+                        issuer: sa.issuer,
+                        id,
+                    });
+                }
+                Err(e) => reasons.push(format!("bearer token: {e}")),
+            },
+            None => {}
+        }
+        if reasons.is_empty() {
+            reasons.push(
+                "no credentials: send a bearer token in \"authorization\" or connect with a client certificate"
+                    .into(),
+            );
+        }
+        Err(Status::unauthenticated(format!(
+            "authentication failed: {}",
+            reasons.join("; ")
+        )))
+    }
+
+    /// Istio semantics: zero or negative means the default; above the maximum is an error
+    /// (istiod answers "requested TTL ... is greater than the max allowed TTL ..." with
+    /// INVALID_ARGUMENT rather than silently clipping, and so do we).
+    pub fn ttl(&self, requested_secs: i64) -> Result<Duration, Status> {
+        if requested_secs <= 0 {
+            return Ok(self.default_ttl);
+        }
+        let requested = Duration::from_secs(requested_secs as u64);
+        if requested > self.max_ttl {
+            return Err(Status::invalid_argument(format!(
+                "requested TTL {} is greater than the max allowed TTL {}",
+                format_duration(requested),
+                format_duration(self.max_ttl)
+            )));
+        }
+        Ok(requested)
+    }
+}
+
+fn bearer_token<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
+    let Some(v) = req.metadata().get("authorization") else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| Status::unauthenticated("\"authorization\" metadata is not ASCII"))?;
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            Status::unauthenticated("\"authorization\" metadata must be \"Bearer <token>\"")
+        })?;
+    Ok(Some(token.trim()))
+}
+
+/// The CSR may ask for nothing, or for exactly the caller's SPIFFE ID; anything else means the
+/// workload believes it is someone it is not.
+pub fn check_csr_sans(req: &csr::CsrRequest, caller: &SpiffeId) -> Result<(), Status> {
+    if let Some(other) = req.uri_sans.iter().find(|u| u.as_str() != caller.as_str()) {
+        let why = match SpiffeId::parse(other) {
+            Ok(id) if id.trust_domain() != caller.trust_domain() => format!(
+                "trust domain {} is not this CA's trust domain {}",
+                id.trust_domain(),
+                caller.trust_domain()
+            ),
+            Ok(_) => "a different identity".to_string(),
+            Err(_) => "not a valid SPIFFE ID".to_string(),
+        };
+        return Err(Status::permission_denied(format!(
+            "caller is authenticated as {caller} and may only obtain a certificate for that ID, \
+             but the CSR asks for {other} ({why})"
+        )));
+    }
+    if req.uri_sans.len() > 1 {
+        return Err(Status::invalid_argument(
+            "CSR repeats its URI SAN; an X.509-SVID has exactly one",
+        ));
+    }
+    if !req.other_sans.is_empty() {
+        return Err(Status::permission_denied(format!(
+            "caller {caller} may only obtain its SPIFFE ID, but the CSR also asks for {}",
+            req.other_sans.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for Arc<CaService> {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let caller = self.authenticate(&request).await?;
+        let body = request.into_inner();
+        let ttl = self.ttl(body.validity_duration)?;
+        let inspected =
+            csr::inspect(&body.csr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_csr_sans(&inspected, caller.id())?;
+
+        let signer = self.signer.clone();
+        let id = caller.id().clone();
+        // Signing is CPU work; keep it off the reactor threads that serve handshakes.
+        let chain = tokio::task::spawn_blocking(move || signer.sign(&body.csr, &id, ttl))
+            .await
+            .map_err(|e| Status::internal(format!("signing task failed: {e}")))?
+            .map_err(|e| e.into_status())?;
+        tracing::info!(caller = ?caller, ttl_secs = ttl.as_secs(), "issued certificate");
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: chain
+                .iter()
+                .map(trustmesh_identity::pem::cert_to_pem)
+                .collect(),
+        }))
+    }
+}
