@@ -36,6 +36,9 @@ pub(crate) struct RootMeta {
     pub subject: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// The root's own pathLenConstraint. Enforced by us: webpki reduces anchors to subject and
+    /// key and so would ignore it, while Go and OpenSSL honour it.
+    pub path_len: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,6 +97,7 @@ impl TrustBundleSet {
             subject: facts.subject,
             not_before: facts.not_before,
             not_after: facts.not_after,
+            path_len: facts.path_len,
         });
         Ok(true)
     }

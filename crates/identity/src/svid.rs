@@ -314,6 +314,21 @@ fn build_path(
     usage: Usage,
 ) -> Result<usize, PathError> {
     let anchors: Vec<TrustAnchor<'_>> = roots.iter().map(|m| view(&m.anchor)).collect();
+    // Checked while webpki is still choosing a path, so another root can be tried if this one's
+    // pathLenConstraint is too tight.
+    let root_path_len = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
+        let spki = path.anchor().subject_public_key_info.as_ref();
+        let limit = roots
+            .iter()
+            .find(|m| m.anchor.subject_public_key_info.as_ref() == spki)
+            .and_then(|m| m.path_len);
+        match limit {
+            Some(max) if path.intermediate_certificates().count() > max as usize => {
+                Err(webpki::Error::PathLenConstraintViolated)
+            }
+            _ => Ok(()),
+        }
+    };
     let path = ee
         .verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -322,7 +337,7 @@ fn build_path(
             now,
             usage,
             None,
-            None,
+            Some(&root_path_len),
         )
         .map_err(PathError::Webpki)?;
     let mut len = 2;
@@ -420,8 +435,10 @@ fn map_webpki_error(
             id: id.clone(),
             td: id.trust_domain().clone(),
         },
-        W::InvalidSignatureForPublicKey
-        | W::SignatureAlgorithmMismatch
+        W::InvalidSignatureForPublicKey => SvidError::BadSignature(
+            "a certificate's signature does not verify with its issuer's public key".into(),
+        ),
+        W::SignatureAlgorithmMismatch
         | W::UnsupportedSignatureAlgorithmContext(_)
         | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
             SvidError::BadSignature(format!("{e:?}"))

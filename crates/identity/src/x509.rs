@@ -18,6 +18,8 @@ pub(crate) struct CertFacts {
     pub not_before: i64,
     pub not_after: i64,
     pub is_ca: bool,
+    /// basicConstraints pathLenConstraint (CA certificates only).
+    pub path_len: Option<u32>,
     /// `None` when the certificate has no key usage extension.
     pub key_usage: Option<KeyUsageBits>,
     pub uri_sans: Vec<String>,
@@ -81,7 +83,8 @@ pub(crate) fn facts_of(cert: &X509Certificate<'_>) -> Result<CertFacts, String> 
         subject: cert.subject().to_string(),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
-        is_ca: bc.is_some_and(|b| b.value.ca),
+        is_ca: bc.as_ref().is_some_and(|b| b.value.ca),
+        path_len: bc.and_then(|b| b.value.path_len_constraint),
         key_usage: ku.map(|k| KeyUsageBits {
             digital_signature: k.value.digital_signature(),
             key_cert_sign: k.value.key_cert_sign(),

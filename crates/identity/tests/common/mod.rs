@@ -1,0 +1,177 @@
+//! A tiny test PKI built with rcgen: real keys, real signatures, validity around a fixed `NOW`.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::OffsetDateTime;
+
+/// 2027-01-15T08:00:00Z — a fixed verification time so tests do not depend on the clock.
+pub const NOW_SECS: i64 = 1_800_000_000;
+pub const HOUR: i64 = 3600;
+pub const DAY: i64 = 24 * HOUR;
+
+pub fn now() -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(NOW_SECS as u64))
+}
+
+pub fn at(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap()
+}
+
+pub struct Ca {
+    pub cert: CertificateDer<'static>,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+pub struct CaSpec {
+    pub cn: String,
+    pub uri: Option<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub path_len: Option<u8>,
+    pub is_ca: bool,
+    pub key_usages: Vec<KeyUsagePurpose>,
+}
+
+impl CaSpec {
+    pub fn new(cn: &str, td: &str) -> CaSpec {
+        CaSpec {
+            cn: cn.to_string(),
+            uri: Some(format!("spiffe://{td}")),
+            not_before: NOW_SECS - 30 * DAY,
+            not_after: NOW_SECS + 365 * DAY,
+            path_len: None,
+            is_ca: true,
+            key_usages: vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ],
+        }
+    }
+
+    fn params(&self) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, self.cn.as_str());
+        dn.push(DnType::OrganizationName, "trustmesh tests");
+        p.distinguished_name = dn;
+        if let Some(uri) = &self.uri {
+            p.subject_alt_names = vec![SanType::URI(uri.as_str().try_into().unwrap())];
+        }
+        p.not_before = at(self.not_before);
+        p.not_after = at(self.not_after);
+        p.is_ca = if self.is_ca {
+            match self.path_len {
+                Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
+                None => IsCa::Ca(BasicConstraints::Unconstrained),
+            }
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        p.key_usages = self.key_usages.clone();
+        p.use_authority_key_identifier_extension = true;
+        p
+    }
+
+    pub fn self_signed(&self) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let params = self.params();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    pub fn signed_by(&self, parent: &Ca) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let params = self.params();
+        let cert = params.signed_by(&key, &parent.issuer).unwrap();
+        Ca {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+}
+
+pub fn root(td: &str) -> Ca {
+    CaSpec::new(&format!("root {td}"), td).self_signed()
+}
+
+pub fn intermediate(parent: &Ca, td: &str) -> Ca {
+    CaSpec::new(&format!("intermediate {td}"), td).signed_by(parent)
+}
+
+pub struct LeafSpec {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub is_ca: bool,
+    pub key_usages: Vec<KeyUsagePurpose>,
+    pub ekus: Vec<ExtendedKeyUsagePurpose>,
+    pub serial: Option<u64>,
+}
+
+impl LeafSpec {
+    /// What Istio issues: one SPIFFE URI SAN, digitalSignature + keyEncipherment, server+client
+    /// auth, short lifetime.
+    pub fn new(uri: &str) -> LeafSpec {
+        LeafSpec {
+            uris: vec![uri.to_string()],
+            dns: vec![],
+            not_before: NOW_SECS - HOUR,
+            not_after: NOW_SECS + DAY,
+            is_ca: false,
+            key_usages: vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+            ekus: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            serial: None,
+        }
+    }
+
+    pub fn signed_by(&self, ca: &Ca) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = self
+            .uris
+            .iter()
+            .map(|u| SanType::URI(u.as_str().try_into().unwrap()))
+            .chain(
+                self.dns
+                    .iter()
+                    .map(|d| SanType::DnsName(d.as_str().try_into().unwrap())),
+            )
+            .collect();
+        p.not_before = at(self.not_before);
+        p.not_after = at(self.not_after);
+        p.is_ca = if self.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        p.key_usages = self.key_usages.clone();
+        p.extended_key_usages = self.ekus.clone();
+        p.use_authority_key_identifier_extension = true;
+        if let Some(s) = self.serial {
+            p.serial_number = Some(s.into());
+        }
+        p.signed_by(&key, &ca.issuer).unwrap().der().clone()
+    }
+}
+
+pub fn leaf(ca: &Ca, uri: &str) -> CertificateDer<'static> {
+    LeafSpec::new(uri).signed_by(ca)
+}
