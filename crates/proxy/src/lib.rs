@@ -1,1 +1,29 @@
-//! placeholder
+//! trustmesh's sidecar proxy: mTLS with SPIFFE identities, Istio PeerAuthentication /
+//! RequestAuthentication / AuthorizationPolicy enforcement, an admin endpoint, and hot reload.
+//!
+//! Layout: [`config`] (the YAML file) → [`snapshot`] (everything loaded from disk, swapped
+//! atomically by [`reload`]) → listeners ([`inbound`], [`outbound`]) → the L4 ([`tcp`]) or L7
+//! ([`http`]) path, which asks [`authz`] for decisions. [`jwt`] and [`extauthz`] implement
+//! RequestAuthentication and the CUSTOM action; [`authn`] and [`custom`] wire them in.
+
+pub mod accesslog;
+pub mod admin;
+pub mod authn;
+pub mod authz;
+pub mod config;
+pub mod custom;
+pub mod extauthz;
+pub mod http;
+pub mod inbound;
+pub mod jwt;
+pub mod metrics;
+pub mod outbound;
+pub mod reload;
+pub mod run;
+pub mod snapshot;
+pub mod state;
+pub mod tcp;
+pub mod tls;
+
+pub use config::ProxyConfig;
+pub use run::{run, start, Bound};

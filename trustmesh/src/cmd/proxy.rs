@@ -1,13 +1,37 @@
-//! Placeholder until its owner replaces it wholesale.
+//! `trustmesh proxy --config FILE`: run the mTLS sidecar proxy.
+//!
+//! Diagnostics go to stderr (`RUST_LOG` filters them, default `info`); stdout carries only the
+//! JSON access log, one line per request or connection.
+
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Configuration file.
+    /// Proxy configuration file (YAML; see crates/proxy/README.md).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
 }
 
-pub fn run(_a: Args) -> ExitCode {
-    super::fail(2, "not yet built")
+pub fn run(a: Args) -> ExitCode {
+    let Some(config) = a.config else {
+        return super::fail(2, "--config FILE is required");
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return super::fail(1, format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(trustmesh_proxy::run(&config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::fail(1, format!("{e:#}")),
+    }
 }

@@ -1,0 +1,163 @@
+//! Admin HTTP server: `/metrics`, `/config_dump`, `/certs`, `/healthz/ready`.
+//!
+//! Read-only by design — nothing here can change proxy state — and it should be bound to
+//! loopback: `/config_dump` shows the policy set and file paths, which are operational detail an
+//! attacker would value.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::http::{bytes_response, text, Body};
+use crate::state::Shared;
+
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&shared, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn json_response(v: serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    let mut r = bytes_response(StatusCode::OK, Bytes::from(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != http::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = bytes_response(
+                StatusCode::OK,
+                Bytes::from(shared.metrics.render(unix_now())),
+            );
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        "/config_dump" => json_response(config_dump(shared)),
+        "/certs" => json_response(certs(shared)),
+        "/healthz/ready" => text(StatusCode::OK, "ready\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics /config_dump /certs /healthz/ready\n",
+        ),
+    }
+}
+
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn config_dump(shared: &Shared) -> serde_json::Value {
+    let snap = shared.current();
+    json!({
+        "generation": snap.generation,
+        "loadedAt": snap.loaded_at,
+        "identity": snap.own_id.to_string(),
+        "config": snap.config,
+        "mesh": snap.mesh,
+        "trustDomain": snap.trust.local.to_string(),
+        "trustDomainAliases": snap.trust.aliases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "policies": snap.policies.dump(&snap.config.inbound.iter().map(|l| l.target_port).collect::<Vec<_>>()),
+    })
+}
+
+fn fingerprint(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn cert_facts(der: &[u8]) -> serde_json::Value {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, c)) => json!({
+            "subject": c.subject().to_string(),
+            "issuer": c.issuer().to_string(),
+            "serial": c.raw_serial_as_string(),
+            "notBefore": rfc3339(c.validity().not_before.timestamp()),
+            "notAfter": rfc3339(c.validity().not_after.timestamp()),
+            "sha256": fingerprint(der),
+        }),
+        Err(_) => json!({ "sha256": fingerprint(der), "error": "unparsable certificate" }),
+    }
+}
+
+fn certs(shared: &Shared) -> serde_json::Value {
+    let snap = shared.current();
+    let now = unix_now();
+    let mut bundles = serde_json::Map::new();
+    for td in snap.trust.bundles.trust_domains() {
+        let roots: Vec<_> = snap
+            .trust
+            .bundles
+            .roots(td)
+            .iter()
+            .map(|r| cert_facts(r.as_ref()))
+            .collect();
+        bundles.insert(td.to_string(), serde_json::Value::Array(roots));
+    }
+    json!({
+        "workload": {
+            "spiffeId": snap.own_id.to_string(),
+            "notBefore": rfc3339(snap.own_not_before),
+            "notAfter": rfc3339(snap.own_not_after),
+            "expiresInSeconds": snap.own_not_after - now,
+            "chain": snap.own.chain.iter().map(|c| cert_facts(c.as_ref())).collect::<Vec<_>>(),
+        },
+        "trustBundles": bundles,
+    })
+}
+
+/// Binds the admin listener, so a port conflict is reported at startup.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,212 @@
+//! The proxy's view of policy: the loaded `PolicySet` for *this* workload, turned into the
+//! questions the data plane asks (which mTLS mode on this port? may this connection/request
+//! pass?).
+//!
+//! The policy crate owns Istio semantics; this module only translates sockets, TLS identities and
+//! HTTP requests into its `Request` shape and its verdicts into something the listeners act on.
+
+use std::collections::BTreeMap;
+
+use anyhow::anyhow;
+use http::{HeaderMap, Uri};
+use trustmesh_policy::{Action, MeshConfig, MtlsMode, PolicySet, Request, Verdict, Workload};
+
+use crate::config::ProxyConfig;
+use crate::inbound::ConnCtx;
+
+/// What the listener should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// Ask this ext_authz provider, then continue with DENY/ALLOW policies if it allows.
+    Custom(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyVerdict {
+    pub decision: Decision,
+    /// Deciding policy as `namespace.name`.
+    pub policy: Option<String>,
+    pub reason: String,
+}
+
+impl ProxyVerdict {
+    pub fn allowed(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+    pub fn label(&self) -> &'static str {
+        match self.decision {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Custom(_) => "custom",
+        }
+    }
+}
+
+/// HTTP attributes of one request.
+pub struct HttpAttrs<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub headers: &'a HeaderMap,
+    pub auth: Option<&'a crate::jwt::AuthInfo>,
+}
+
+pub struct Policies {
+    pub set: PolicySet,
+    pub workload: Workload,
+    /// Files the set was loaded from, for /config_dump.
+    pub sources: Vec<String>,
+    jwt: crate::authn::Jwt,
+}
+
+impl Policies {
+    pub fn load(cfg: &ProxyConfig, mesh: &MeshConfig) -> anyhow::Result<Policies> {
+        let workload = Workload {
+            namespace: cfg.workload.namespace.clone(),
+            labels: cfg.workload.labels.clone(),
+        };
+        let paths: Vec<_> = cfg.policy_dir.iter().cloned().collect();
+        let (set, notices) = if paths.is_empty() {
+            PolicySet::from_yaml_str("(no policyDir)", "", mesh)
+                .map_err(|e| anyhow!("empty policy set: {e}"))?
+        } else {
+            PolicySet::load(&paths, mesh).map_err(|e| anyhow!("policies: {e}"))?
+        };
+        for n in notices {
+            tracing::warn!("policy notice: {n}");
+        }
+        let jwt = crate::authn::Jwt::new(&set, &workload)?;
+        Ok(Policies {
+            sources: paths.iter().map(|p| p.display().to_string()).collect(),
+            set,
+            workload,
+            jwt,
+        })
+    }
+
+    /// Effective mTLS mode for a workload port; UNSET resolves to PERMISSIVE as in Istio.
+    pub fn mtls_mode(&self, port: u16) -> MtlsMode {
+        match self.set.mtls_mode(&self.workload, port).0 {
+            MtlsMode::Unset => MtlsMode::Permissive,
+            m => m,
+        }
+    }
+
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<crate::jwt::AuthInfo>, crate::jwt::JwtError> {
+        self.jwt.authenticate(headers, uri)
+    }
+
+    pub fn prepare_upstream(&self, auth: Option<&crate::jwt::AuthInfo>, headers: &mut HeaderMap) {
+        self.jwt.prepare_upstream(auth, headers)
+    }
+
+    fn base_request(&self, ctx: &ConnCtx) -> Request {
+        let mut r = Request::default();
+        r.destination.namespace = self.workload.namespace.clone();
+        r.destination.labels = self.workload.labels.clone();
+        r.destination.ip = Some(ctx.target.ip());
+        r.destination.port = ctx.target.port();
+        r.source.principal = ctx.peer.as_ref().map(|p| p.id.to_string());
+        r.source.ip = Some(ctx.source.ip());
+        r
+    }
+
+    pub fn check_tcp(&self, ctx: &ConnCtx) -> ProxyVerdict {
+        let req = self.base_request(ctx);
+        self.decide(&req, false)
+    }
+
+    fn http_request(&self, ctx: &ConnCtx, a: &HttpAttrs<'_>) -> Request {
+        let mut req = self.base_request(ctx);
+        let mut headers = BTreeMap::new();
+        for (k, v) in a.headers.iter() {
+            if let Ok(v) = v.to_str() {
+                // Repeated headers are joined as Envoy presents them to RBAC.
+                headers
+                    .entry(k.as_str().to_string())
+                    .and_modify(|e: &mut String| {
+                        e.push(',');
+                        e.push_str(v);
+                    })
+                    .or_insert_with(|| v.to_string());
+            }
+        }
+        req.http = Some(trustmesh_policy::request::Http {
+            method: a.method.to_string(),
+            path: a.path.to_string(),
+            host: a.host.to_string(),
+            headers,
+        });
+        req.auth = a.auth.map(|x| trustmesh_policy::request::Auth {
+            principal: x.principal.clone(),
+            audiences: x.audiences.clone(),
+            presenter: x.presenter.clone().unwrap_or_default(),
+            claims: match &x.claims {
+                serde_json::Value::Object(m) => m.clone(),
+                _ => Default::default(),
+            },
+        });
+        req
+    }
+
+    pub fn check_http(&self, ctx: &ConnCtx, a: &HttpAttrs<'_>) -> ProxyVerdict {
+        let req = self.http_request(ctx, a);
+        self.decide(&req, false)
+    }
+
+    /// After a CUSTOM provider allowed: only DENY and ALLOW policies remain.
+    pub fn check_http_after_custom(&self, ctx: &ConnCtx, a: &HttpAttrs<'_>) -> ProxyVerdict {
+        let req = self.http_request(ctx, a);
+        self.decide(&req, true)
+    }
+
+    fn decide(&self, req: &Request, after_custom: bool) -> ProxyVerdict {
+        let v = if after_custom {
+            self.set.evaluate_after_custom(req)
+        } else {
+            self.set.evaluate_authz_only(req)
+        };
+        let policy = v
+            .policies
+            .iter()
+            .rev()
+            .find(|p| p.action != Action::Audit)
+            .map(|p| p.name.clone());
+        let decision = match v.decision {
+            Verdict::Allow => Decision::Allow,
+            Verdict::Deny => Decision::Deny,
+            Verdict::Custom { provider, .. } => Decision::Custom(provider),
+        };
+        ProxyVerdict {
+            decision,
+            policy,
+            reason: v.reason,
+        }
+    }
+
+    pub fn dump(&self, ports: &[u16]) -> serde_json::Value {
+        let modes: BTreeMap<String, serde_json::Value> = ports
+            .iter()
+            .map(|p| {
+                let (mode, by) = self.set.mtls_mode(&self.workload, *p);
+                (
+                    p.to_string(),
+                    serde_json::json!({ "mode": self.mtls_mode(*p).as_str(), "declared": mode.as_str(), "policy": by }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "sources": self.sources,
+            "workload": { "namespace": self.workload.namespace, "labels": self.workload.labels },
+            "authorizationPolicies": self.set.authorization_policy_count(),
+            "mtlsByPort": modes,
+            "jwtIssuers": self.set.jwt_rules(&self.workload).iter().map(|r| r.issuer.clone()).collect::<Vec<_>>(),
+        })
+    }
+}

@@ -1,0 +1,319 @@
+//! The L7 path: hyper serves HTTP/1.1 and HTTP/2 on the inbound stream, each request is
+//! authenticated and authorized, then forwarded to the local app over a pooled HTTP/1.1 client.
+//!
+//! Policy is looked up from the *current* snapshot for every request, so a policy change applies
+//! to long-lived keep-alive connections too, while the peer identity stays the one proven in this
+//! connection's handshake.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::authz::{Decision, HttpAttrs};
+use crate::inbound::ConnCtx;
+use crate::metrics::RejectReason;
+use crate::state::Shared;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+pub const XFCC: &str = "x-forwarded-client-cert";
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|n| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+pub fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// Serves one inbound connection until the client closes it or it misbehaves.
+pub async fn serve<S>(shared: Arc<Shared>, ctx: ConnCtx, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeouts = shared.current().config.timeouts.clone();
+    let ctx = Arc::new(ctx);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read())
+        .max_buf_size(timeouts.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(timeouts.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
+    });
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+        shared.metrics.reject(RejectReason::HttpProtocol);
+        tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+    }
+}
+
+fn request_log(ctx: &ConnCtx, req: &Request<Incoming>) -> AccessLog {
+    AccessLog {
+        time: now_rfc3339(),
+        direction: "inbound",
+        protocol: "http",
+        listener_port: ctx.listener_port,
+        source_address: ctx.source.to_string(),
+        destination_address: ctx.target.to_string(),
+        source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
+        tls: ctx.tls,
+        method: Some(req.method().to_string()),
+        path: Some(
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+        ),
+        authority: authority(req),
+        ..Default::default()
+    }
+}
+
+/// `:authority` for HTTP/2, `Host` for HTTP/1.1.
+pub fn authority(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let snap = shared.current();
+    let mut log = request_log(ctx, &req);
+
+    let auth = match snap.policies.authenticate(req.headers(), req.uri()) {
+        Ok(a) => a,
+        Err(e) => {
+            shared.metrics.decision("unauthenticated", "");
+            log.decision = "unauthenticated".into();
+            log.reason = Some(format!("{e:?}"));
+            log.status = Some(401);
+            log.duration_ms = started.elapsed().as_millis() as u64;
+            log.emit();
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut r = bytes_response(status, Bytes::from(e.http_body()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            return r;
+        }
+    };
+    log.request_principal = auth.as_ref().map(|a| a.principal.clone());
+
+    let attrs = HttpAttrs {
+        method: req.method().as_str(),
+        path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        host: log.authority.as_deref().unwrap_or(""),
+        headers: req.headers(),
+        auth: auth.as_ref(),
+    };
+    let verdict = snap.policies.check_http(ctx, &attrs);
+    log.policy = verdict.policy.clone();
+    log.reason = Some(verdict.reason.clone());
+    match &verdict.decision {
+        Decision::Deny => {
+            shared
+                .metrics
+                .decision("deny", verdict.policy.as_deref().unwrap_or(""));
+            log.decision = "deny".into();
+            log.status = Some(403);
+            log.duration_ms = started.elapsed().as_millis() as u64;
+            log.emit();
+            return text(StatusCode::FORBIDDEN, "RBAC: access denied");
+        }
+        Decision::Custom(provider) => {
+            match crate::custom::check(&snap, provider, ctx, &req).await {
+                crate::custom::Outcome::Allow(outcome) => {
+                    outcome.apply_to_request(req.headers_mut());
+                    // CUSTOM allowed: the remaining DENY/ALLOW policies still apply.
+                    let attrs = HttpAttrs {
+                        method: req.method().as_str(),
+                        path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                        host: log.authority.as_deref().unwrap_or(""),
+                        headers: req.headers(),
+                        auth: auth.as_ref(),
+                    };
+                    let after = snap.policies.check_http_after_custom(ctx, &attrs);
+                    if !after.allowed() {
+                        shared
+                            .metrics
+                            .decision("deny", after.policy.as_deref().unwrap_or(""));
+                        log.decision = "deny".into();
+                        log.policy = after.policy.clone();
+                        log.reason = Some(after.reason.clone());
+                        log.status = Some(403);
+                        log.duration_ms = started.elapsed().as_millis() as u64;
+                        log.emit();
+                        return text(StatusCode::FORBIDDEN, "RBAC: access denied");
+                    }
+                }
+                crate::custom::Outcome::Deny(resp) => {
+                    shared
+                        .metrics
+                        .decision("deny", verdict.policy.as_deref().unwrap_or(""));
+                    log.decision = "deny".into();
+                    log.reason = Some(format!("CUSTOM provider {provider} denied"));
+                    log.status = Some(resp.status().as_u16());
+                    log.duration_ms = started.elapsed().as_millis() as u64;
+                    log.emit();
+                    return resp;
+                }
+            }
+        }
+        Decision::Allow => {}
+    }
+    shared
+        .metrics
+        .decision("allow", verdict.policy.as_deref().unwrap_or(""));
+    log.decision = "allow".into();
+
+    snap.policies.prepare_upstream(auth.as_ref(), req.headers_mut());
+    let resp = forward(shared, ctx, snap.own_id.as_str(), req).await;
+    log.status = Some(resp.status().as_u16());
+    log.duration_ms = started.elapsed().as_millis() as u64;
+    log.emit();
+    resp
+}
+
+/// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// Envoy's XFCC element for a verified peer: `By` (us), `Hash` (SHA-256 of the peer leaf), `URI`.
+pub fn xfcc_value(own_id: &str, ctx: &ConnCtx) -> Option<HeaderValue> {
+    let peer = ctx.peer.as_ref()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &peer.leaf);
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!(
+        "By={own_id};Hash={hash};Subject=\"\";URI={}",
+        peer.id
+    ))
+    .ok()
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    ctx: &ConnCtx,
+    own_id: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+    strip_hop_by_hop(&mut parts.headers);
+    // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
+    // to the app by sending its own XFCC.
+    parts.headers.remove(XFCC);
+    if let Some(v) = xfcc_value(own_id, ctx) {
+        parts.headers.insert(XFCC, v);
+    }
+    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        parts.headers.insert(http::header::HOST, h);
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    parts.uri = match Uri::builder()
+        .scheme("http")
+        .authority(ctx.target.to_string())
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
+    };
+    // The app side is always HTTP/1.1, whatever the client spoke to us.
+    parts.version = http::Version::HTTP_11;
+    let upstream = Request::from_parts(parts, body);
+    match shared.app_client.request(upstream).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(e) => {
+            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target = %ctx.target, error = %e, "forwarding to local app failed");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers",
+            )
+        }
+    }
+}

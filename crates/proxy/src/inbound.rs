@@ -1,0 +1,205 @@
+//! Inbound listeners: accept, decide plaintext vs mTLS by the port's PeerAuthentication mode,
+//! terminate TLS, then hand the stream to the TCP or HTTP path.
+//!
+//! PERMISSIVE needs both protocols on one port, so the first byte is *peeked* (not read): a TLS
+//! ClientHello always starts with record type 0x16 (handshake), which no plaintext HTTP method or
+//! typical TCP protocol starts with. Peeking leaves the byte in the socket for whichever side
+//! consumes it. Every step before traffic flows is under the handshake timeout, so a client that
+//! connects and sends nothing (or half a handshake) is dropped instead of pinning a task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use trustmesh_identity::SpiffeId;
+use trustmesh_policy::MtlsMode;
+
+use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::config::Protocol;
+use crate::metrics::RejectReason;
+use crate::state::Shared;
+
+/// A verified mTLS peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub id: SpiffeId,
+    /// DER of the peer's leaf, for the XFCC `Hash=` element.
+    pub leaf: Vec<u8>,
+}
+
+/// What is known about an inbound connection once its transport is settled.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    pub listener: usize,
+    pub listener_port: u16,
+    pub source: SocketAddr,
+    /// The address the client connected to (our listener).
+    pub local: SocketAddr,
+    /// The local app: destination address/port for policy purposes.
+    pub target: SocketAddr,
+    pub peer: Option<Peer>,
+    pub tls: bool,
+    pub started: Instant,
+}
+
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Accepts connections forever. Accept errors (e.g. out of file descriptors) are logged and
+/// retried after a pause rather than ending the listener.
+pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, source)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared
+                        .metrics
+                        .active_connections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    handle(&shared, index, stream, source).await;
+                    shared
+                        .metrics
+                        .active_connections
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "inbound accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn log_reject(ctx: &ConnCtx, reason: &str) {
+    AccessLog {
+        time: now_rfc3339(),
+        direction: "inbound",
+        protocol: "tcp",
+        listener_port: ctx.listener_port,
+        source_address: ctx.source.to_string(),
+        destination_address: ctx.target.to_string(),
+        tls: ctx.tls,
+        decision: "rejected".into(),
+        reason: Some(reason.into()),
+        duration_ms: ctx.started.elapsed().as_millis() as u64,
+        ..Default::default()
+    }
+    .emit();
+}
+
+async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: SocketAddr) {
+    shared
+        .metrics
+        .inbound_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let snap = shared.current();
+    let Some(l) = snap.config.inbound.get(index) else {
+        return;
+    };
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(l.address, l.port));
+    let mut ctx = ConnCtx {
+        listener: index,
+        listener_port: l.port,
+        source,
+        local,
+        target: SocketAddr::new(l.target_address, l.target_port),
+        peer: None,
+        tls: false,
+        started: Instant::now(),
+    };
+    let protocol = l.protocol;
+    let mode = snap.policies.mtls_mode(l.target_port);
+    let handshake = snap.config.timeouts.handshake();
+
+    let mut first = [0u8; 1];
+    let is_tls = match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return, // closed before sending anything
+        Ok(Ok(_)) => first[0] == TLS_HANDSHAKE_RECORD,
+        Err(_) => {
+            shared.metrics.reject(RejectReason::HandshakeTimeout);
+            log_reject(&ctx, "no data before handshake timeout");
+            return;
+        }
+    };
+
+    let use_tls = match (mode, is_tls) {
+        (MtlsMode::Disable, _) => false,
+        (MtlsMode::Strict, false) => {
+            shared.metrics.reject(RejectReason::ModeMismatch);
+            log_reject(&ctx, "plaintext on a STRICT mTLS port");
+            return;
+        }
+        (_, tls) => tls,
+    };
+
+    if !use_tls {
+        dispatch(shared, ctx, protocol, stream).await;
+        return;
+    }
+
+    let server = match protocol {
+        Protocol::Http => snap.server_tls_http.clone(),
+        Protocol::Tcp => snap.server_tls_tcp.clone(),
+    };
+    drop(snap);
+    let acceptor = TlsAcceptor::from(server);
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            shared.metrics.reject(RejectReason::TlsHandshake);
+            tracing::info!(source = %source, error = %e, "inbound TLS handshake failed");
+            ctx.tls = true;
+            log_reject(&ctx, &format!("TLS handshake failed: {e}"));
+            return;
+        }
+        Err(_) => {
+            shared.metrics.reject(RejectReason::HandshakeTimeout);
+            ctx.tls = true;
+            log_reject(&ctx, "TLS handshake timed out");
+            return;
+        }
+    };
+    ctx.tls = true;
+    ctx.peer = peer_of(shared, tls.get_ref().1);
+    if ctx.peer.is_none() {
+        // The verifier accepted the chain, so this only happens if trust changed between the
+        // handshake and now; refuse rather than run with an unknown identity.
+        shared.metrics.reject(RejectReason::TlsHandshake);
+        log_reject(&ctx, "peer certificate no longer verifies");
+        return;
+    }
+    dispatch(shared, ctx, protocol, tls).await;
+}
+
+/// Re-derives the verified SPIFFE ID from the certificates rustls accepted.
+fn peer_of(shared: &Shared, conn: &rustls::ServerConnection) -> Option<Peer> {
+    let certs = conn.peer_certificates()?;
+    let snap = shared.current();
+    let svid = trustmesh_identity::verify_svid(
+        certs,
+        &snap.trust,
+        rustls_pki_types::UnixTime::now(),
+    )
+    .ok()?;
+    Some(Peer {
+        id: svid.id,
+        leaf: certs.first()?.as_ref().to_vec(),
+    })
+}
+
+async fn dispatch<S>(shared: &Arc<Shared>, ctx: ConnCtx, protocol: Protocol, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match protocol {
+        Protocol::Tcp => crate::tcp::serve(shared, ctx, stream).await,
+        Protocol::Http => crate::http::serve(shared.clone(), ctx, stream).await,
+    }
+}

@@ -1,0 +1,209 @@
+//! Counters exposed on the admin `/metrics` endpoint in Prometheus text format.
+//!
+//! Plain atomics rather than a metrics library: the set is small and fixed, and the hot path
+//! (one increment per connection/request) must never block on a lock. Only the per-policy
+//! decision table takes a mutex, and only for a map lookup.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Why a connection was closed before it carried any traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// Plaintext on a STRICT port, TLS on a DISABLE port.
+    ModeMismatch,
+    /// TLS handshake failed (bad cert, untrusted CA, garbage bytes that looked like TLS).
+    TlsHandshake,
+    /// No first byte / no completed handshake within the handshake timeout.
+    HandshakeTimeout,
+    /// HTTP framing error, oversized headers, header read timeout.
+    HttpProtocol,
+    /// L4 policy denied the connection.
+    Denied,
+}
+
+impl RejectReason {
+    fn label(self) -> &'static str {
+        match self {
+            RejectReason::ModeMismatch => "mtls_mode_mismatch",
+            RejectReason::TlsHandshake => "tls_handshake_error",
+            RejectReason::HandshakeTimeout => "handshake_timeout",
+            RejectReason::HttpProtocol => "http_protocol_error",
+            RejectReason::Denied => "policy_denied",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub inbound_connections: AtomicU64,
+    pub outbound_connections: AtomicU64,
+    pub active_connections: AtomicI64,
+    pub requests: AtomicU64,
+    pub tls_handshake_errors: AtomicU64,
+    pub outbound_tls_errors: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Seconds until our certificate expires (negative once expired), set at each reload.
+    pub cert_expiry_unix: AtomicI64,
+    rejected: Mutex<BTreeMap<RejectReason, u64>>,
+    /// (decision, policy) → count.
+    decisions: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl Metrics {
+    pub fn reject(&self, reason: RejectReason) {
+        if reason == RejectReason::TlsHandshake || reason == RejectReason::HandshakeTimeout {
+            self.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut m = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(reason).or_default() += 1;
+    }
+
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        let m = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Records an authorization decision; `policy` is `ns.name` or empty for "no policy".
+    pub fn decision(&self, decision: &str, policy: &str) {
+        let mut m = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((decision.to_string(), policy.to_string()))
+            .or_default() += 1;
+    }
+
+    pub fn render(&self, now_unix: i64) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "trustmesh_inbound_connections_total",
+            "Inbound connections accepted.",
+            ld(&self.inbound_connections),
+        );
+        counter(
+            &mut out,
+            "trustmesh_outbound_connections_total",
+            "Outbound connections accepted from the local app.",
+            ld(&self.outbound_connections),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trustmesh_active_connections Connections currently open.\n\
+             # TYPE trustmesh_active_connections gauge\ntrustmesh_active_connections {}",
+            self.active_connections.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            "trustmesh_http_requests_total",
+            "HTTP requests received on inbound listeners.",
+            ld(&self.requests),
+        );
+        counter(
+            &mut out,
+            "trustmesh_tls_handshake_errors_total",
+            "Inbound TLS handshakes that failed or timed out.",
+            ld(&self.tls_handshake_errors),
+        );
+        counter(
+            &mut out,
+            "trustmesh_outbound_tls_errors_total",
+            "Outbound mTLS handshakes to peers that failed (including peer identity mismatch).",
+            ld(&self.outbound_tls_errors),
+        );
+        counter(
+            &mut out,
+            "trustmesh_upstream_errors_total",
+            "Failures connecting to or talking to the local app or a peer.",
+            ld(&self.upstream_errors),
+        );
+        counter(
+            &mut out,
+            "trustmesh_config_reloads_total",
+            "Configuration reloads applied.",
+            ld(&self.reloads_ok),
+        );
+        counter(
+            &mut out,
+            "trustmesh_config_reload_failures_total",
+            "Configuration changes refused as invalid (last good config kept).",
+            ld(&self.reloads_failed),
+        );
+        let exp = self.cert_expiry_unix.load(Ordering::Relaxed);
+        if exp != 0 {
+            let _ = writeln!(
+                out,
+                "# HELP trustmesh_cert_expiry_seconds Seconds until the workload certificate expires.\n\
+                 # TYPE trustmesh_cert_expiry_seconds gauge\ntrustmesh_cert_expiry_seconds {}",
+                exp - now_unix
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP trustmesh_connections_rejected_total Connections closed before carrying traffic, by reason.\n\
+             # TYPE trustmesh_connections_rejected_total counter"
+        );
+        for (r, v) in self.rejected.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "trustmesh_connections_rejected_total{{reason=\"{}\"}} {v}",
+                r.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP trustmesh_authz_decisions_total Authorization decisions by decision and deciding policy.\n\
+             # TYPE trustmesh_authz_decisions_total counter"
+        );
+        for ((d, p), v) in self
+            .decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "trustmesh_authz_decisions_total{{decision=\"{}\",policy=\"{}\"}} {v}",
+                escape(d),
+                escape(p)
+            );
+        }
+        out
+    }
+}
+
+/// Prometheus label values escape backslash, quote and newline.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_labels() {
+        let m = Metrics::default();
+        m.requests.fetch_add(3, Ordering::Relaxed);
+        m.decision("deny", "foo.deny-\"x\"");
+        m.decision("deny", "foo.deny-\"x\"");
+        m.reject(RejectReason::TlsHandshake);
+        m.cert_expiry_unix.store(1_000, Ordering::Relaxed);
+        let t = m.render(400);
+        assert!(t.contains("trustmesh_http_requests_total 3"), "{t}");
+        assert!(t.contains(
+            "trustmesh_authz_decisions_total{decision=\"deny\",policy=\"foo.deny-\\\"x\\\"\"} 2"
+        ));
+        assert!(t.contains("trustmesh_tls_handshake_errors_total 1"));
+        assert!(t.contains("reason=\"tls_handshake_error\"} 1"));
+        assert!(t.contains("trustmesh_cert_expiry_seconds 600"));
+    }
+}

@@ -1,0 +1,122 @@
+//! Outbound listeners: the local app connects in plaintext, the proxy originates mTLS to the
+//! peer's proxy with our SVID and refuses any server that is not the expected identity.
+//!
+//! The bytes are relayed as-is. For `protocol: http` that is still correct: the peer's inbound
+//! HTTP listener detects HTTP/1.1 vs HTTP/2 from the bytes themselves, so no ALPN is offered.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::state::Shared;
+
+pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, source)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared.metrics.active_connections.fetch_add(1, Ordering::Relaxed);
+                    handle(&shared, index, stream, source).await;
+                    shared.metrics.active_connections.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outbound accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: SocketAddr) {
+    shared.metrics.outbound_connections.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let snap = shared.current();
+    let Some(l) = snap.config.outbound.get(index) else {
+        return;
+    };
+    let client = snap.client_tls.get(index).cloned().flatten();
+    let timeouts = snap.config.timeouts.clone();
+    let mut log = AccessLog {
+        time: now_rfc3339(),
+        direction: "outbound",
+        protocol: match l.protocol {
+            crate::config::Protocol::Http => "http",
+            crate::config::Protocol::Tcp => "tcp",
+        },
+        listener_port: l.port,
+        source_address: source.to_string(),
+        destination_address: l.peer.to_string(),
+        tls: l.tls,
+        decision: "allow".into(),
+        ..Default::default()
+    };
+    let peer_addr = l.peer;
+    drop(snap);
+    let _ = app.set_nodelay(true);
+    let fail = |log: &mut AccessLog, reason: String| {
+        log.decision = "error".into();
+        log.reason = Some(reason);
+        log.duration_ms = started.elapsed().as_millis() as u64;
+        log.emit();
+    };
+
+    let tcp = match tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer_addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            return fail(&mut log, format!("connecting to peer {peer_addr}: {e}"));
+        }
+        Err(_) => {
+            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            return fail(&mut log, format!("connecting to peer {peer_addr}: timed out"));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+
+    let Some(client) = client else {
+        let mut tcp = tcp;
+        if let Ok((tx, rx)) = tokio::io::copy_bidirectional(&mut app, &mut tcp).await {
+            log.bytes_sent = Some(tx);
+            log.bytes_received = Some(rx);
+        }
+        log.duration_ms = started.elapsed().as_millis() as u64;
+        log.emit();
+        return;
+    };
+
+    let connector = TlsConnector::from(client);
+    let name = ServerName::IpAddress(peer_addr.ip().into());
+    let mut tls =
+        match tokio::time::timeout(timeouts.handshake(), connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                shared.metrics.outbound_tls_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer_addr, error = %e, "outbound mTLS handshake failed");
+                return fail(&mut log, format!("mTLS to {peer_addr}: {e}"));
+            }
+            Err(_) => {
+                shared.metrics.outbound_tls_errors.fetch_add(1, Ordering::Relaxed);
+                return fail(&mut log, format!("mTLS to {peer_addr}: handshake timed out"));
+            }
+        };
+    log.destination_principal = tls.get_ref().1.peer_certificates().and_then(|chain| {
+        let snap = shared.current();
+        trustmesh_identity::verify_svid(chain, &snap.trust, rustls_pki_types::UnixTime::now())
+            .ok()
+            .map(|s| s.id.to_string())
+    });
+    if let Ok((tx, rx)) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
+        log.bytes_sent = Some(tx);
+        log.bytes_received = Some(rx);
+    }
+    log.duration_ms = started.elapsed().as_millis() as u64;
+    log.emit();
+}

@@ -1,0 +1,114 @@
+//! Startup: load and check everything, bind every listener, then serve until a shutdown signal.
+//!
+//! All binding happens before any serving so a port conflict or bad file aborts startup with a
+//! clear error rather than leaving a half-working proxy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::ProxyConfig;
+use crate::state::Shared;
+
+/// Addresses actually bound, for logs and tests.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub inbound: Vec<SocketAddr>,
+    pub outbound: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{what}: cannot listen on {addr}"))
+}
+
+/// Loads `config_file`, binds, and starts every task on the current runtime. Returns the shared
+/// state and the bound addresses; the tasks run until the runtime stops.
+pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
+    let cfg = ProxyConfig::load(config_file)?;
+    let cfg_for_build = cfg.clone();
+    let snap = tokio::task::spawn_blocking(move || crate::snapshot::build(cfg_for_build, 1))
+        .await
+        .context("loading configuration")??;
+    let shared = Shared::new(snap);
+
+    let mut bound = Bound {
+        inbound: vec![],
+        outbound: vec![],
+        admin: None,
+    };
+    let mut inbound = Vec::new();
+    for (i, l) in cfg.inbound.iter().enumerate() {
+        let ln = bind(SocketAddr::new(l.address, l.port), &format!("inbound[{i}]")).await?;
+        bound.inbound.push(ln.local_addr()?);
+        inbound.push(ln);
+    }
+    let mut outbound = Vec::new();
+    for (i, l) in cfg.outbound.iter().enumerate() {
+        let ln = bind(SocketAddr::new(l.address, l.port), &format!("outbound[{i}]")).await?;
+        bound.outbound.push(ln.local_addr()?);
+        outbound.push(ln);
+    }
+    let admin = match &cfg.admin {
+        Some(a) => {
+            let ln = bind(a.address, "admin.address").await?;
+            bound.admin = Some(ln.local_addr()?);
+            Some(ln)
+        }
+        None => None,
+    };
+
+    for (i, ln) in inbound.into_iter().enumerate() {
+        tokio::spawn(crate::inbound::serve(shared.clone(), i, ln));
+    }
+    for (i, ln) in outbound.into_iter().enumerate() {
+        tokio::spawn(crate::outbound::serve(shared.clone(), i, ln));
+    }
+    if let Some(ln) = admin {
+        tokio::spawn(crate::admin::serve(shared.clone(), ln));
+    }
+    tokio::spawn(crate::reload::watch(shared.clone(), config_file.to_path_buf()));
+    Ok((shared, bound))
+}
+
+/// Runs the proxy until SIGINT/SIGTERM.
+pub async fn run(config_file: &Path) -> anyhow::Result<()> {
+    let (shared, bound) = start(config_file).await?;
+    tracing::info!(
+        identity = %shared.current().own_id,
+        inbound = ?bound.inbound,
+        outbound = ?bound.outbound,
+        admin = ?bound.admin,
+        "trustmesh proxy ready"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

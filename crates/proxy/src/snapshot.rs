@@ -1,0 +1,252 @@
+//! Building a [`Snapshot`]: everything the data plane needs, loaded and cross-checked from the
+//! files the configuration names.
+//!
+//! A snapshot is all-or-nothing. Any file that is missing, unparsable or inconsistent (a key that
+//! does not match its certificate, a certificate our own trust config would reject, a policy that
+//! fails validation) fails the whole build with an error naming the file, and the previous
+//! snapshot keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivateKeyDer, UnixTime};
+use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_policy::MeshConfig;
+
+use crate::authz::Policies;
+use crate::config::{MeshSource, ProxyConfig};
+use crate::tls::{self, ExpectedPeer, OwnCert};
+
+pub struct Snapshot {
+    /// Increments with every applied reload; shown on /config_dump.
+    pub generation: u64,
+    pub loaded_at: String,
+    pub config: ProxyConfig,
+    pub mesh: MeshConfig,
+    pub trust: Arc<TrustConfig>,
+    pub own: OwnCert,
+    pub own_id: SpiffeId,
+    pub own_not_before: i64,
+    pub own_not_after: i64,
+    pub policies: Policies,
+    /// Inbound server configs: with ALPN (HTTP listeners) and without (TCP listeners).
+    pub server_tls_http: Arc<rustls::ServerConfig>,
+    pub server_tls_tcp: Arc<rustls::ServerConfig>,
+    /// Per outbound listener (same index as `config.outbound`); `None` when `tls: false`.
+    pub client_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+    /// ext_authz clients by extension provider name.
+    pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::ExtAuthzClient>,
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{}: cannot read {what}", path.display()))
+}
+
+/// Loads the mesh config from its inline form or its file.
+pub fn load_mesh(cfg: &ProxyConfig) -> anyhow::Result<MeshConfig> {
+    match cfg.mesh_source() {
+        MeshSource::File(p) => {
+            let text = String::from_utf8(read(&p, "mesh config")?)
+                .with_context(|| format!("{}: not UTF-8", p.display()))?;
+            MeshConfig::from_yaml_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
+        }
+        MeshSource::Inline(v) => {
+            let text = serde_yaml::to_string(&v)?;
+            MeshConfig::from_yaml_str(&text).map_err(|e| anyhow!("config field mesh: {e}"))
+        }
+    }
+}
+
+/// Merges every configured bundle source into one set.
+pub fn load_bundles(cfg: &ProxyConfig) -> anyhow::Result<TrustBundleSet> {
+    let mut set = TrustBundleSet::new();
+    for src in cfg.bundle_sources() {
+        let td = match &src.trust_domain {
+            Some(t) => Some(TrustDomain::parse(t).map_err(|e| {
+                anyhow!(
+                    "trustBundles: {t}={}: bad trust domain: {e}",
+                    src.path.display()
+                )
+            })?),
+            None => None,
+        };
+        let loaded = if src.path.is_dir() {
+            if td.is_some() {
+                bail!(
+                    "trustBundles: {}: a TD= prefix applies to a file, not a directory \
+                     (a directory's roots carry their trust domain in their URI SAN)",
+                    src.path.display()
+                );
+            }
+            trustmesh_identity::load::bundle_from_dir(&src.path)
+        } else {
+            trustmesh_identity::load::bundle_from_pem_file(&src.path, td)
+        }
+        .map_err(|e| anyhow!("trustBundles: {}: {e}", src.path.display()))?;
+        set.merge(loaded);
+    }
+    Ok(set)
+}
+
+fn load_own_cert(cfg: &ProxyConfig) -> anyhow::Result<OwnCert> {
+    let chain_pem = read(&cfg.certs.cert_chain, "certificate chain")?;
+    let chain = trustmesh_identity::pem::certs_from_pem(&chain_pem)
+        .map_err(|e| anyhow!("{}: {e}", cfg.certs.cert_chain.display()))?;
+    if chain.is_empty() {
+        bail!(
+            "{}: no CERTIFICATE blocks found",
+            cfg.certs.cert_chain.display()
+        );
+    }
+    let key_pem = read(&cfg.certs.key, "private key")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| anyhow!("{}: no usable private key: {e}", cfg.certs.key.display()))?;
+    Ok(OwnCert { chain, key })
+}
+
+/// Checks that the key belongs to the leaf certificate, so a half-written rotation (new cert,
+/// old key) is refused instead of breaking every handshake.
+fn check_key_matches(own: &OwnCert, cfg: &ProxyConfig) -> anyhow::Result<()> {
+    let provider = tls::provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(own.key.clone_key())
+        .map_err(|e| anyhow!("{}: unsupported private key: {e}", cfg.certs.key.display()))?;
+    let ck = rustls::sign::CertifiedKey::new(own.chain.clone(), signing);
+    ck.keys_match().map_err(|e| {
+        anyhow!(
+            "{} does not match the leaf of {}: {e}",
+            cfg.certs.key.display(),
+            cfg.certs.cert_chain.display()
+        )
+    })
+}
+
+fn expected_peer(cfg: &ProxyConfig, i: usize) -> anyhow::Result<Option<ExpectedPeer>> {
+    let l = &cfg.outbound[i];
+    if let Some(id) = &l.peer_identity {
+        let id = SpiffeId::parse(id)
+            .map_err(|e| anyhow!("outbound[{i}].peerIdentity: {id:?}: {e}"))?;
+        return Ok(Some(ExpectedPeer::Exact(id)));
+    }
+    if let Some(td) = &l.peer_trust_domain {
+        let td = TrustDomain::parse(td)
+            .map_err(|e| anyhow!("outbound[{i}].peerTrustDomain: {td:?}: {e}"))?;
+        return Ok(Some(ExpectedPeer::TrustDomain(td)));
+    }
+    Ok(None)
+}
+
+/// Builds a complete snapshot from `cfg`, reading every file it names.
+pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
+    let mesh = load_mesh(&cfg)?;
+    let local = TrustDomain::parse(&mesh.trust_domain)
+        .map_err(|e| anyhow!("mesh.trustDomain: {:?}: {e}", mesh.trust_domain))?;
+    let mut aliases = Vec::new();
+    for (i, a) in mesh.trust_domain_aliases.iter().enumerate() {
+        aliases.push(
+            TrustDomain::parse(a)
+                .map_err(|e| anyhow!("mesh.trustDomainAliases[{i}]: {a:?}: {e}"))?,
+        );
+    }
+    let bundles = load_bundles(&cfg)?;
+    if bundles.roots(&local).is_empty() {
+        bail!(
+            "trustBundles: no root for the local trust domain {local}; add the mesh root \
+             (e.g. `{local}=/path/root-cert.pem`)"
+        );
+    }
+    let trust = Arc::new(TrustConfig {
+        local,
+        aliases,
+        bundles,
+    });
+
+    let own = load_own_cert(&cfg)?;
+    check_key_matches(&own, &cfg)?;
+    let svid = trustmesh_identity::verify_svid(&own.chain, &trust, UnixTime::now())
+        .map_err(|e| {
+            anyhow!(
+                "{}: our own certificate is not a valid SVID under the configured trust: {e}",
+                cfg.certs.cert_chain.display()
+            )
+        })?;
+    let own_id = svid.id.clone();
+    if own_id.namespace() != Some(cfg.workload.namespace.as_str())
+        || own_id.service_account() != Some(cfg.workload.service_account.as_str())
+    {
+        tracing::warn!(
+            id = %own_id,
+            namespace = %cfg.workload.namespace,
+            service_account = %cfg.workload.service_account,
+            "certificate identity does not match workload namespace/serviceAccount"
+        );
+    }
+
+    let policies = Policies::load(&cfg, &mesh)?;
+    let ext_authz = crate::custom::clients(&mesh)?;
+
+    let server_tls_http = tls::server_config(trust.clone(), &own, true)
+        .map_err(|e| anyhow!("building TLS server config: {e}"))?;
+    let server_tls_tcp = tls::server_config(trust.clone(), &own, false)
+        .map_err(|e| anyhow!("building TLS server config: {e}"))?;
+    let mut client_tls = Vec::new();
+    for (i, l) in cfg.outbound.iter().enumerate() {
+        if !l.tls {
+            client_tls.push(None);
+            continue;
+        }
+        let expected = expected_peer(&cfg, i)?
+            .ok_or_else(|| anyhow!("outbound[{i}]: needs peerIdentity or peerTrustDomain"))?;
+        client_tls.push(Some(
+            tls::client_config(trust.clone(), &own, expected)
+                .map_err(|e| anyhow!("outbound[{i}]: building TLS client config: {e}"))?,
+        ));
+    }
+
+    Ok(Snapshot {
+        generation,
+        loaded_at: crate::accesslog::now_rfc3339(),
+        own_not_before: unix(svid.not_before),
+        own_not_after: unix(svid.not_after),
+        config: cfg,
+        mesh,
+        trust,
+        own,
+        own_id,
+        policies,
+        server_tls_http,
+        server_tls_tcp,
+        client_tls,
+        ext_authz,
+    })
+}
+
+fn unix(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// Files listed under a watched path, for change detection.
+pub fn watched_files(cfg: &ProxyConfig, config_file: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(c) = config_file {
+        out.push(c.to_path_buf());
+    }
+    for p in cfg.watched_paths() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                v.sort();
+                out.extend(v);
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,65 @@
+//! The proxy's shared state: an atomically swapped [`Snapshot`] of everything loaded from disk,
+//! plus process-lifetime pieces (metrics, HTTP client pool).
+//!
+//! Each new connection (and each HTTP request) takes the snapshot current at that moment; a
+//! reload builds a complete new snapshot off to the side and swaps it in only if every part of it
+//! loaded. Connections already established keep the `Arc` they hold, so a reload never drops
+//! them and a bad reload never half-applies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::ProxyConfig;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    /// Pooled HTTP/1.1 client to local apps, shared by all inbound HTTP listeners.
+    pub app_client: Client<HttpConnector, Incoming>,
+    /// The configuration the listeners were bound from; listener changes need a restart.
+    pub startup_config: ProxyConfig,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(snapshot.config.timeouts.connect()));
+        connector.set_nodelay(true);
+        let app_client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let startup_config = snapshot.config.clone();
+        let metrics = Metrics::default();
+        metrics.cert_expiry_unix.store(
+            snapshot.own_not_after,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            app_client,
+            startup_config,
+        })
+    }
+
+    /// The snapshot in force right now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn install(&self, snapshot: Snapshot) {
+        self.metrics.cert_expiry_unix.store(
+            snapshot.own_not_after,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,77 @@
+//! The L4 path: one authorization decision per connection, then a byte pipe to the local app.
+//!
+//! Only connection-level attributes exist here (peer identity, addresses, ports), so HTTP-only
+//! policy fields are handled by the policy crate's TCP semantics (a rule that needs HTTP
+//! attributes cannot match). A deny closes the connection without a byte written, as Envoy's
+//! network RBAC filter does.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::inbound::ConnCtx;
+use crate::metrics::RejectReason;
+use crate::state::Shared;
+
+pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let snap = shared.current();
+    let verdict = snap.policies.check_tcp(&ctx);
+    shared
+        .metrics
+        .decision(verdict.label(), verdict.policy.as_deref().unwrap_or(""));
+    let mut log = AccessLog {
+        time: now_rfc3339(),
+        direction: "inbound",
+        protocol: "tcp",
+        listener_port: ctx.listener_port,
+        source_address: ctx.source.to_string(),
+        destination_address: ctx.target.to_string(),
+        source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
+        tls: ctx.tls,
+        decision: verdict.label().into(),
+        policy: verdict.policy.clone(),
+        reason: Some(verdict.reason.clone()),
+        ..Default::default()
+    };
+    if !verdict.allowed() {
+        shared.metrics.reject(RejectReason::Denied);
+        log.duration_ms = ctx.started.elapsed().as_millis() as u64;
+        log.emit();
+        return;
+    }
+    let connect = snap.config.timeouts.connect();
+    drop(snap);
+    let mut app = match tokio::time::timeout(connect, TcpStream::connect(ctx.target)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            log.decision = "error".into();
+            log.reason = Some(format!("connecting to app {}: {e}", ctx.target));
+            log.duration_ms = ctx.started.elapsed().as_millis() as u64;
+            log.emit();
+            return;
+        }
+        Err(_) => {
+            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            log.decision = "error".into();
+            log.reason = Some(format!("connecting to app {}: timed out", ctx.target));
+            log.duration_ms = ctx.started.elapsed().as_millis() as u64;
+            log.emit();
+            return;
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let result = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
+    if let Ok((rx, tx)) = result {
+        log.bytes_received = Some(rx);
+        log.bytes_sent = Some(tx);
+    }
+    log.duration_ms = ctx.started.elapsed().as_millis() as u64;
+    log.emit();
+}

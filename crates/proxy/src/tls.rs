@@ -1,0 +1,267 @@
+//! rustls plumbing: SPIFFE-aware certificate verifiers and the server/client configs built on
+//! them.
+//!
+//! WebPKI's hostname checks do not apply to a mesh: identities are SPIFFE URIs, and which CA may
+//! vouch for a peer depends on the peer's *trust domain* (local, alias, or federated). So both
+//! directions delegate chain validation to `trustmesh_identity::verify_svid`, keeping the trust
+//! decision in one place shared with the CLI and the agent; rustls still does the handshake
+//! signature checks with the ring provider.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use trustmesh_identity::{verify_svid_for, SpiffeId, TrustConfig, TrustDomain, Usage};
+
+/// Who the peer of an outbound connection must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedPeer {
+    Exact(SpiffeId),
+    TrustDomain(TrustDomain),
+}
+
+impl std::fmt::Display for ExpectedPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedPeer::Exact(id) => write!(f, "{id}"),
+            ExpectedPeer::TrustDomain(td) => write!(f, "any identity in trust domain {td}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("peer presented {got}, expected {expected}")]
+struct PeerMismatch {
+    got: SpiffeId,
+    expected: String,
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn chain_of(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Vec<CertificateDer<'static>> {
+    std::iter::once(end_entity)
+        .chain(intermediates.iter())
+        .map(|c| c.clone().into_owned())
+        .collect()
+}
+
+fn cert_error(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// Verifies client certificates on inbound mTLS: the chain must be a valid X.509-SVID of an
+/// accepted trust domain, anchored in that domain's bundle.
+#[derive(Debug)]
+pub struct SvidClientVerifier {
+    trust: Arc<TrustConfig>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SvidClientVerifier {
+    pub fn new(trust: Arc<TrustConfig>, provider: Arc<CryptoProvider>) -> Self {
+        SvidClientVerifier { trust, provider }
+    }
+}
+
+impl ClientCertVerifier for SvidClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No CA hints: peers have exactly one SVID, and listing every federated root would leak
+        // the federation topology to anyone who connects.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let chain = chain_of(end_entity, intermediates);
+        verify_svid_for(&chain, &self.trust, now, Usage::ClientAuth).map_err(cert_error)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+}
+
+/// Verifies the server on outbound mTLS: a valid SVID *and* the identity we meant to reach.
+/// The TLS server name is ignored — peers are addressed by IP and identified by SPIFFE ID.
+#[derive(Debug)]
+pub struct SvidServerVerifier {
+    trust: Arc<TrustConfig>,
+    expected: ExpectedPeer,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SvidServerVerifier {
+    pub fn new(
+        trust: Arc<TrustConfig>,
+        expected: ExpectedPeer,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        SvidServerVerifier {
+            trust,
+            expected,
+            provider,
+        }
+    }
+}
+
+impl ServerCertVerifier for SvidServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain = chain_of(end_entity, intermediates);
+        let svid =
+            verify_svid_for(&chain, &self.trust, now, Usage::ServerAuth).map_err(cert_error)?;
+        let ok = match &self.expected {
+            ExpectedPeer::Exact(id) => &svid.id == id,
+            ExpectedPeer::TrustDomain(td) => svid.id.trust_domain() == td,
+        };
+        if !ok {
+            return Err(cert_error(PeerMismatch {
+                got: svid.id.clone(),
+                expected: self.expected.to_string(),
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Our own certificate and key, as loaded from disk.
+pub struct OwnCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for OwnCert {
+    fn clone(&self) -> Self {
+        OwnCert {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Inbound server config. `alpn` is offered only on HTTP listeners; TCP listeners advertise
+/// none, because rustls fails a handshake whose offered ALPN set has no overlap with ours.
+pub fn server_config(
+    trust: Arc<TrustConfig>,
+    own: &OwnCert,
+    alpn: bool,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = SvidClientVerifier::new(trust, provider.clone());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(own.chain.clone(), own.key.clone_key())?;
+    if alpn {
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok(Arc::new(cfg))
+}
+
+/// Outbound client config presenting our SVID and pinning the expected peer.
+pub fn client_config(
+    trust: Arc<TrustConfig>,
+    own: &OwnCert,
+    expected: ExpectedPeer,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = SvidServerVerifier::new(trust, expected, provider.clone());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(own.chain.clone(), own.key.clone_key())?;
+    Ok(Arc::new(cfg))
+}
