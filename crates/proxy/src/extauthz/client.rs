@@ -1,0 +1,138 @@
+//! The gRPC client for Istio's CUSTOM action (`envoyExtAuthzGrpc` extension providers).
+//!
+//! The channel is lazy: building the client never touches the network, so a proxy starts even
+//! while its authorizer is down, and requests then follow `failOpen`. Every check is bounded by
+//! the provider's `timeout` (sent to the server as `grpc-timeout` too), and any failure —
+//! unreachable, timed out, non-OK gRPC status — becomes an allow when `failOpen` is set and
+//! otherwise a deny with `statusOnError` (Istio's default: 403).
+
+use super::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use super::request::{build, CheckInput};
+use super::response::{outcome_from, ExtAuthzOutcome};
+use hyper::http::HeaderName;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Istio's `statusOnError` default.
+pub const DEFAULT_STATUS_ON_ERROR: u16 = 403;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtAuthzError {
+    #[error("invalid ext_authz target {target:?}: {reason}")]
+    InvalidTarget { target: String, reason: String },
+    #[error("invalid statusOnError {0:?}: must be an HTTP status code")]
+    InvalidStatus(String),
+    #[error("invalid header name {0:?}")]
+    InvalidHeader(String),
+}
+
+/// A client for one ext_authz provider.
+#[derive(Clone, Debug)]
+pub struct ExtAuthzClient {
+    client: AuthorizationClient<Channel>,
+    target: String,
+    timeout: Duration,
+    fail_open: bool,
+    status_on_error: u16,
+    allowed_headers: Option<Vec<HeaderName>>,
+}
+
+impl ExtAuthzClient {
+    /// `target` is `host:port` or a `http://host:port` URL (plaintext gRPC, as Istio's
+    /// `envoyExtAuthzGrpc` uses toward a local or in-mesh authorizer).
+    pub fn new(
+        target: &str,
+        timeout: Duration,
+        fail_open: bool,
+        status_on_error: u16,
+    ) -> Result<Self, ExtAuthzError> {
+        let url = if target.contains("://") {
+            target.to_string()
+        } else {
+            format!("http://{target}")
+        };
+        let invalid = |reason: String| ExtAuthzError::InvalidTarget {
+            target: target.to_string(),
+            reason,
+        };
+        if !(100..=599).contains(&status_on_error) {
+            return Err(ExtAuthzError::InvalidStatus(status_on_error.to_string()));
+        }
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true);
+        Ok(ExtAuthzClient {
+            client: AuthorizationClient::new(endpoint.connect_lazy()),
+            target: url,
+            timeout,
+            fail_open,
+            status_on_error,
+            allowed_headers: None,
+        })
+    }
+
+    /// Sends only these request headers (plus the pseudo-headers) instead of all of them.
+    pub fn with_allowed_headers<I, S>(mut self, names: I) -> Result<Self, ExtAuthzError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            list.push(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| ExtAuthzError::InvalidHeader(name.to_string()))?,
+            );
+        }
+        self.allowed_headers = Some(list);
+        Ok(self)
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Asks the authorizer about one request. Never fails: errors are turned into the
+    /// provider's configured failure behaviour.
+    pub async fn check(&self, input: &CheckInput<'_>) -> ExtAuthzOutcome {
+        let mut request = tonic::Request::new(build(input, self.allowed_headers.as_deref()));
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        let result = tokio::time::timeout(self.timeout, client.check(request)).await;
+        let error = match result {
+            Ok(Ok(response)) => return outcome_from(response.into_inner()),
+            Ok(Err(status)) => format!("ext_authz call failed: {status}"),
+            Err(_) => format!("ext_authz call timed out after {:?}", self.timeout),
+        };
+        tracing::warn!(target = %self.target, %error, fail_open = self.fail_open, "ext_authz error");
+        if self.fail_open {
+            ExtAuthzOutcome::Allow {
+                headers_to_add: Vec::new(),
+                headers_to_remove: Vec::new(),
+                response_headers_to_add: Vec::new(),
+                failed_open: true,
+            }
+        } else {
+            ExtAuthzOutcome::Deny {
+                status: self.status_on_error,
+                body: String::new(),
+                headers: Vec::new(),
+                error: Some(error),
+            }
+        }
+    }
+}
+
+/// Parses Istio's `statusOnError` string (e.g. `"503"`); `None` gives the default 403.
+pub fn parse_status_on_error(value: Option<&str>) -> Result<u16, ExtAuthzError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_STATUS_ON_ERROR),
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| ExtAuthzError::InvalidStatus(text.to_string())),
+    }
+}

@@ -1,0 +1,122 @@
+//! The `jwtRules` model the authenticator is driven by.
+//!
+//! The field set and JSON names are exactly Istio's `JWTRule`, so a RequestAuthentication's
+//! `jwtRules` entry deserializes straight into it. It stays a proxy-side type (rather than the
+//! policy crate's) only so that this module does not depend on the policy crate's parse model;
+//! `From<&trustmesh_policy::JwtRule>` can be added without changing callers.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// One RequestAuthentication `jwtRules` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtRule {
+    /// Must equal the token's `iss` claim; also the key the authenticator picks a rule by.
+    pub issuer: String,
+    /// When non-empty the token's `aud` must contain at least one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Where to fetch the JWKS from (http or https). Ignored when `jwks` is set.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Inline JWKS document (a JSON string).
+    #[serde(default)]
+    pub jwks: Option<String>,
+    #[serde(default)]
+    pub from_headers: Vec<JwtHeader>,
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
+    /// Header that receives the token's payload segment (base64url) after verification.
+    #[serde(default)]
+    pub output_payload_to_header: Option<String>,
+    /// Keep the token in the forwarded request; by default its header is removed.
+    #[serde(default)]
+    pub forward_original_token: bool,
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// Timeout for fetching `jwksUri`, e.g. `5s` (Istio's default).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// A header a token may arrive in, with the prefix (e.g. `Bearer `) to strip.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtHeader {
+    pub name: String,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Copy claim `claim` (dotted path for nested claims) into request header `header`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
+}
+
+/// Parses Istio duration strings such as `5s`, `500ms`, `1m30s`, `1.5s`.
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(value * scale).ok()?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_istio_durations() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn deserializes_istio_field_names() {
+        let rule: JwtRule = serde_json::from_str(
+            r#"{"issuer":"i","audiences":["a"],"jwksUri":"http://x/jwks",
+                "fromHeaders":[{"name":"x-jwt","prefix":"Bearer "}],"fromParams":["tok"],
+                "outputPayloadToHeader":"x-payload","forwardOriginalToken":true,
+                "outputClaimToHeaders":[{"header":"x-sub","claim":"sub"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(rule.from_headers[0].prefix, "Bearer ");
+        assert_eq!(rule.output_claim_to_headers[0].claim, "sub");
+        assert!(rule.forward_original_token);
+        assert_eq!(rule.jwks_uri.as_deref(), Some("http://x/jwks"));
+    }
+}
