@@ -15,6 +15,7 @@ use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
 use crate::pb::istio_certificate_service_server::IstioCertificateServiceServer;
 use crate::service::CaService;
 use crate::signer::Signer;
+use crate::tls::RotatingCert;
 
 /// The certificate and key the CA's listeners present to clients.
 pub struct ServerIdentity {
@@ -22,7 +23,12 @@ pub struct ServerIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
+/// Produces a fresh serving certificate; called at start and again at half its lifetime.
+pub type IdentitySource = Arc<dyn Fn() -> Result<ServerIdentity, String> + Send + Sync>;
+
 pub struct Options {
+    /// Lifetime of the serving certificate; it is renewed at half of it.
+    pub server_cert_ttl: Duration,
     pub trust_domain: TrustDomain,
     pub listen: SocketAddr,
     pub bundle_listen: Option<SocketAddr>,
@@ -86,7 +92,7 @@ impl Running {
 /// here, before anything is served.
 pub async fn start(
     signer: Arc<dyn Signer>,
-    identity: ServerIdentity,
+    identity: IdentitySource,
     opts: Options,
 ) -> Result<Running, ServerError> {
     let roots = signer.roots();
@@ -106,13 +112,10 @@ pub async fn start(
         default_ttl: opts.default_ttl.min(opts.max_ttl),
     });
 
-    let grpc_tls = crate::tls::server_config(
-        identity.chain.clone(),
-        identity.key.clone_key(),
-        Some(&roots),
-        &[b"h2"],
-    )
-    .map_err(ServerError::Tls)?;
+    let first = identity().map_err(ServerError::Tls)?;
+    let cert = Arc::new(RotatingCert::new(first.chain, &first.key).map_err(ServerError::Tls)?);
+    let grpc_tls = crate::tls::server_config(cert.clone(), Some(&roots), &[b"h2"])
+        .map_err(ServerError::Tls)?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -133,14 +136,19 @@ pub async fn start(
             tracing::error!("gRPC server stopped: {e}");
         }
     });
-    let mut tasks = vec![grpc];
+    let renew = tokio::spawn(renew_serving_cert(
+        cert.clone(),
+        identity,
+        opts.server_cert_ttl / 2,
+    ));
+    let mut tasks = vec![grpc, renew];
 
     let mut bundle_addr = None;
     if let Some(baddr) = opts.bundle_listen {
         let doc = crate::bundle_endpoint::document(&roots)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
-        let tls = crate::tls::server_config(identity.chain, identity.key, None, &[b"http/1.1"])
-            .map_err(ServerError::Tls)?;
+        let tls =
+            crate::tls::server_config(cert, None, &[b"http/1.1"]).map_err(ServerError::Tls)?;
         let l = TcpListener::bind(baddr)
             .await
             .map_err(|source| ServerError::Bind {
@@ -162,4 +170,36 @@ pub async fn start(
         bundle_addr,
         tasks,
     })
+}
+
+/// Renews the serving certificate every `every`; a failure is retried after a short pause
+/// while the current certificate keeps being served.
+async fn renew_serving_cert(cert: Arc<RotatingCert>, identity: IdentitySource, every: Duration) {
+    let every = every.max(Duration::from_secs(1));
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let source = identity.clone();
+        let fresh = tokio::task::spawn_blocking(move || source()).await;
+        match fresh {
+            Ok(Ok(id)) => match cert.set(id.chain, &id.key) {
+                Ok(()) => {
+                    tracing::info!("renewed the CA endpoint's serving certificate");
+                    wait = every;
+                }
+                Err(e) => {
+                    tracing::error!("renewed serving certificate unusable: {e}");
+                    wait = Duration::from_secs(5).min(every);
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::error!("renewing serving certificate failed: {e}");
+                wait = Duration::from_secs(5).min(every);
+            }
+            Err(e) => {
+                tracing::error!("renewal task failed: {e}");
+                wait = Duration::from_secs(5).min(every);
+            }
+        }
+    }
 }

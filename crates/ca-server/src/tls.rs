@@ -3,11 +3,12 @@
 //! performs handshakes concurrently so one slow client cannot stall the others.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -21,12 +22,52 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server config presenting `chain`/`key`. With `client_roots`, a client certificate is
-/// requested and, if sent, must chain to one of them (full SPIFFE checks happen per request);
-/// clients without one are still admitted.
-pub fn server_config(
+/// The serving certificate, swapped in place when it is renewed: the CA endpoint runs for far
+/// longer than the short-lived certificate it presents.
+#[derive(Debug)]
+pub struct RotatingCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl RotatingCert {
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: &PrivateKeyDer<'static>,
+    ) -> Result<Self, String> {
+        Ok(RotatingCert {
+            current: RwLock::new(certified(chain, key)?),
+        })
+    }
+
+    pub fn set(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: &PrivateKeyDer<'static>,
+    ) -> Result<(), String> {
+        *self.current.write().expect("cert lock") = certified(chain, key)?;
+        Ok(())
+    }
+}
+
+fn certified(
     chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    key: &PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let signing = rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+impl ResolvesServerCert for RotatingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().expect("cert lock").clone())
+    }
+}
+
+/// Server config presenting `cert`. With `client_roots`, a client certificate is requested
+/// and, if sent, must chain to one of them (full SPIFFE checks happen per request); clients
+/// without one are still admitted.
+pub fn server_config(
+    cert: Arc<RotatingCert>,
     client_roots: Option<&[CertificateDer<'static>]>,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, String> {
@@ -49,9 +90,7 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -1,13 +1,144 @@
-//! Placeholder until its owner replaces it wholesale.
+//! `trustmesh ca serve`: runs the CA server (Istio's certificate API over TLS, plus the SPIFFE
+//! bundle endpoint) from an Istio `cacerts` folder.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trustmesh_ca::{CertificateAuthority, TtlPolicy};
+use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
+use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
+use trustmesh_ca_server::server::{self, IdentitySource, Options};
+use trustmesh_ca_server::ttl::parse_duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Configuration file.
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
+    /// CA folder in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
+    #[arg(long, value_name = "DIR")]
+    pub ca: PathBuf,
+    /// Address of the gRPC certificate service (istiod uses port 15012).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15012")]
+    pub listen: SocketAddr,
+    /// Address of the HTTPS SPIFFE bundle endpoint for federation (off when not given).
+    #[arg(long, value_name = "ADDR")]
+    pub bundle_listen: Option<SocketAddr>,
+    /// Trusted token issuer (`iss`); repeat together with --jwks, paired in order.
+    #[arg(long = "jwt-issuer", value_name = "ISS")]
+    pub jwt_issuers: Vec<String>,
+    /// JWKS of the issuer at the same position: a file, or an https:// URL verified with --jwks-ca.
+    #[arg(long = "jwks", value_name = "FILE|URL")]
+    pub jwks: Vec<String>,
+    /// Roots (PEM) that verify https:// JWKS servers.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_ca: Option<PathBuf>,
+    /// Accepted token audience; a token must carry one of these (Istio's default is istio-ca).
+    #[arg(long = "audience", value_name = "AUD", default_values_t = vec!["istio-ca".to_string()])]
+    pub audiences: Vec<String>,
+    /// Longest certificate lifetime a caller may request; longer requests are refused.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+    /// Lifetime issued when a request asks for none (clipped to --max-ttl).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+    /// DNS names / IPs in the CA endpoint's serving certificate.
+    #[arg(long = "server-name", value_name = "NAME", default_values_t = vec!["trustmesh-ca".to_string(), "istiod.istio-system.svc".to_string(), "localhost".to_string(), "127.0.0.1".to_string()])]
+    pub server_names: Vec<String>,
+    /// Lifetime of the serving certificate (renewed at half of it).
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
+    pub server_cert_ttl: Duration,
 }
 
-pub fn run(_a: Args) -> ExitCode {
-    super::fail(2, "not yet built")
+pub fn run(a: Args) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    if a.jwt_issuers.len() != a.jwks.len() {
+        return super::fail(
+            2,
+            format!(
+                "--jwt-issuer and --jwks must be given in pairs ({} issuer(s), {} JWKS)",
+                a.jwt_issuers.len(),
+                a.jwks.len()
+            ),
+        );
+    }
+    let mut ca = match CertificateAuthority::load(&a.ca) {
+        Ok(ca) => ca,
+        Err(e) => return super::fail(1, format!("loading CA: {e}")),
+    };
+    let default_ttl = a.default_ttl.min(a.max_ttl);
+    if let Err(e) = ca.set_ttl_policy(TtlPolicy {
+        default_ttl,
+        max_ttl: a.max_ttl,
+    }) {
+        return super::fail(2, e);
+    }
+    let issuers = a
+        .jwt_issuers
+        .iter()
+        .zip(&a.jwks)
+        .map(|(iss, jwks)| IssuerConfig {
+            issuer: iss.clone(),
+            jwks: JwksSource::from_arg(jwks, a.jwks_ca.clone()),
+        })
+        .collect();
+    let opts = Options {
+        server_cert_ttl: a.server_cert_ttl,
+        trust_domain: ca.trust_domain().clone(),
+        listen: a.listen,
+        bundle_listen: a.bundle_listen,
+        issuers,
+        audiences: a.audiences.clone(),
+        max_ttl: a.max_ttl,
+        default_ttl,
+    };
+    let ca = Arc::new(CaSigner { ca });
+    let identity: IdentitySource = {
+        let (ca, dir, names, ttl) = (
+            ca.clone(),
+            a.ca.clone(),
+            a.server_names.clone(),
+            a.server_cert_ttl,
+        );
+        Arc::new(move || server_identity(&dir, &ca.ca, &names, ttl))
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return super::fail(1, format!("starting runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let running = match server::start(ca, identity, opts).await {
+            Ok(r) => r,
+            Err(e) => return super::fail(1, e),
+        };
+        // Machine-readable lines: tests and scripts started with port 0 learn the real ports.
+        println!("listening grpc={}", running.addr);
+        if let Some(b) = running.bundle_addr {
+            println!("listening bundle={b}");
+        }
+        tokio::select! {
+            _ = running.wait() => super::fail(1, "CA server stopped unexpectedly"),
+            _ = shutdown_signal() => ExitCode::SUCCESS,
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
