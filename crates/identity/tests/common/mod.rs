@@ -31,6 +31,7 @@ pub struct Ca {
 pub struct CaSpec {
     pub cn: String,
     pub uri: Option<String>,
+    pub extra_uris: Vec<String>,
     pub not_before: i64,
     pub not_after: i64,
     pub path_len: Option<u8>,
@@ -43,6 +44,7 @@ impl CaSpec {
         CaSpec {
             cn: cn.to_string(),
             uri: Some(format!("spiffe://{td}")),
+            extra_uris: Vec::new(),
             not_before: NOW_SECS - 30 * DAY,
             not_after: NOW_SECS + 365 * DAY,
             path_len: None,
@@ -61,9 +63,12 @@ impl CaSpec {
         dn.push(DnType::CommonName, self.cn.as_str());
         dn.push(DnType::OrganizationName, "trustmesh tests");
         p.distinguished_name = dn;
-        if let Some(uri) = &self.uri {
-            p.subject_alt_names = vec![SanType::URI(uri.as_str().try_into().unwrap())];
-        }
+        p.subject_alt_names = self
+            .uri
+            .iter()
+            .chain(&self.extra_uris)
+            .map(|u| SanType::URI(u.as_str().try_into().unwrap()))
+            .collect();
         p.not_before = at(self.not_before);
         p.not_after = at(self.not_after);
         p.is_ca = if self.is_ca {
