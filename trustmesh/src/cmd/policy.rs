@@ -1,19 +1,204 @@
-//! Owned by the policy engine work (issue 3); replace wholesale.
+//! `trustmesh validate` and `trustmesh authz check`: thin wiring over `trustmesh_policy`.
+//!
+//! Exit codes: `validate` 0 clean / 1 problems found / 2 unreadable input; `authz check` 0 when
+//! the request was evaluated (whatever the decision) / 2 on bad input, so scripts can tell
+//! "denied" from "could not evaluate" by the JSON, not by guessing at the exit code.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct ValidateArgs {}
+use trustmesh_policy::{
+    load, validate as validate_sources, MeshConfig, PolicySet, Request, Verdict,
+};
 
-#[derive(clap::Subcommand)]
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// Policy YAML file or directory (repeatable); multi-document files and `kind: List` work.
+    #[arg(long = "config", required = true, value_name = "DIR|FILE")]
+    pub config: Vec<PathBuf>,
+    /// Istio mesh config (trustDomain, trustDomainAliases, rootNamespace, extensionProviders).
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
 pub enum AuthzCommand {
-    /// Not yet built.
-    Check,
+    /// Evaluate one request (JSON) against the policies and explain the decision.
+    Check(CheckArgs),
 }
 
-pub fn validate(_a: ValidateArgs) -> ExitCode {
-    super::fail(2, "not yet built")
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Output {
+    Json,
+    Text,
 }
 
-pub fn authz(_c: AuthzCommand) -> ExitCode {
-    super::fail(2, "not yet built")
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    #[arg(long = "config", required = true, value_name = "DIR|FILE")]
+    pub config: Vec<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+    /// Request description as JSON, or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub request: String,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: Output,
+}
+
+/// Loads the mesh config; `Err` carries the exit code and is already reported.
+fn mesh(path: Option<&Path>) -> Result<MeshConfig, (u8, String)> {
+    let Some(path) = path else {
+        return Ok(MeshConfig::default());
+    };
+    match load::read_mesh(path) {
+        Err(e) => Err((2, e.to_string())),
+        Ok(Err(p)) => Err((if p.unreadable { 2 } else { 1 }, p.to_string())),
+        Ok(Ok(m)) => Ok(m),
+    }
+}
+
+pub fn validate(a: ValidateArgs) -> ExitCode {
+    let mesh = match mesh(a.mesh.as_deref()) {
+        Ok(m) => m,
+        Err((code, e)) => return super::fail(code, e),
+    };
+    let sources = match load::read_paths(&a.config) {
+        Ok(s) => s,
+        Err(e) => return super::fail(2, e),
+    };
+    let report = validate_sources(&sources, &mesh);
+    for n in &report.notices {
+        eprintln!("note: {n}");
+    }
+    for p in &report.problems {
+        println!("{p}");
+    }
+    let summary = format!(
+        "{} file(s): {} AuthorizationPolicy, {} PeerAuthentication, {} RequestAuthentication; {} problem(s)",
+        sources.len(),
+        report.authorization_policies,
+        report.peer_authentications,
+        report.request_authentications,
+        report.problems.len()
+    );
+    eprintln!("{summary}");
+    if report.problems.iter().any(|p| p.unreadable) {
+        ExitCode::from(2)
+    } else if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub fn authz(c: AuthzCommand) -> ExitCode {
+    match c {
+        AuthzCommand::Check(a) => check(a),
+    }
+}
+
+fn read_request(src: &str) -> Result<Request, String> {
+    let text = if src == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("stdin: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(src).map_err(|e| format!("{src}: cannot read: {e}"))?
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        format!("{src}: invalid request JSON: {e} (hint: see `trustmesh authz check --help`; fields: destination{{namespace,labels,ip,port}}, source{{principal,ip,remoteIp}}, connection{{sni}}, http{{method,path,host,headers}}, auth{{principal,audiences,presenter,claims}})")
+    })
+}
+
+fn check(a: CheckArgs) -> ExitCode {
+    let mesh = match mesh(a.mesh.as_deref()) {
+        Ok(m) => m,
+        Err((_, e)) => return super::fail(2, e),
+    };
+    let set = match PolicySet::load(&a.config, &mesh) {
+        Ok((set, notices)) => {
+            for n in notices {
+                eprintln!("note: {n}");
+            }
+            set
+        }
+        Err(e) => {
+            return super::fail(
+                2,
+                format!("{e}\n(hint: run `trustmesh validate --config ...` for details)"),
+            )
+        }
+    };
+    let req = match read_request(&a.request) {
+        Ok(r) => r,
+        Err(e) => return super::fail(2, e),
+    };
+    let d = set.evaluate(&req);
+    match a.output {
+        Output::Json => match serde_json::to_string_pretty(&d) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return super::fail(2, e),
+        },
+        Output::Text => print!("{}", text(&req, &d)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// A short explanation a person can act on: decision, why, the mTLS mode, then each policy.
+fn text(req: &Request, d: &trustmesh_policy::Decision) -> String {
+    let mut out = String::new();
+    let verdict = match &d.decision {
+        Verdict::Custom { provider, .. } => format!("CUSTOM (external authorizer {provider:?})"),
+        v => v.as_str().to_string(),
+    };
+    let what = match &req.http {
+        Some(h) => format!("HTTP {} {} (host {:?})", h.method, h.path, h.host),
+        None => "TCP connection".to_string(),
+    };
+    let from = req
+        .source
+        .principal
+        .as_deref()
+        .unwrap_or("a plaintext peer");
+    out.push_str(&format!(
+        "{verdict}: {what} from {from} to {}/{:?} port {}\n",
+        req.destination.namespace, req.destination.labels, req.destination.port
+    ));
+    out.push_str(&format!("  why: {}\n", d.reason));
+    if let Some(m) = d.mtls_mode {
+        let by = d
+            .mtls_policy
+            .as_deref()
+            .map_or("default".to_string(), |p| format!("PeerAuthentication {p}"));
+        out.push_str(&format!("  mTLS: {} ({by})\n", m.as_str()));
+    }
+    if d.policies.is_empty() {
+        out.push_str("  no AuthorizationPolicy applies to this workload\n");
+    } else {
+        out.push_str("  policies:\n");
+        for p in &d.policies {
+            let mark = if p.matched { "✓" } else { "✗" };
+            let dry = if p.dry_run {
+                " [dry-run, not enforced]"
+            } else {
+                ""
+            };
+            let prov = p
+                .provider
+                .as_deref()
+                .map(|x| format!(" provider={x}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "    {mark} {} {}{prov}{dry}: {}\n",
+                p.action.as_str(),
+                p.name,
+                p.reason
+            ));
+        }
+    }
+    out
 }

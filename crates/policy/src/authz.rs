@@ -1,0 +1,924 @@
+//! AuthorizationPolicy compiled for evaluation, with validation done in the same pass so every
+//! problem is found once and reported with its field path.
+//!
+//! Semantics ("Authorization Policy" reference, section "Rule"): within a rule `from`, `to`
+//! and `when` are ANDed; entries of `from`/`to` are ORed; fields inside a Source/Operation are
+//! ANDed; values of one field are ORed; a `not*` field matches when no value matches. An absent
+//! request attribute never matches a positive field and always satisfies a negative one.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::crd::{Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source};
+use crate::matcher::{parse_cidr, parse_port, template_error, AnyOf, HostMatch, PathMatch};
+use crate::mesh::{MeshConfig, CLUSTER_LOCAL};
+use crate::problem::{Location, Problem};
+use crate::request::Request;
+
+/// An AuthorizationPolicy ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// `namespace/name`.
+    pub name: String,
+    pub namespace: String,
+    /// `None` (or empty) selects every workload in scope.
+    pub selector: Option<Vec<(String, String)>>,
+    pub action: Action,
+    pub provider: Option<String>,
+    pub dry_run: bool,
+    /// Policies with `targetRef(s)` attach to gateways/waypoints, never to sidecars.
+    pub targets_ref: bool,
+    pub rules: Vec<CompiledRule>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CompiledRule {
+    pub from: Vec<CSource>,
+    pub to: Vec<COperation>,
+    pub when: Vec<CCondition>,
+    /// Uses a field that only exists for HTTP (Istio: an ALLOW rule with one cannot match TCP
+    /// traffic; for DENY the field is ignored so the rule matches on the rest).
+    pub http_only: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StrField {
+    pub pos: AnyOf,
+    pub neg: AnyOf,
+}
+
+impl StrField {
+    fn new(pos: &[String], neg: &[String]) -> Self {
+        StrField {
+            pos: AnyOf::compile(pos),
+            neg: AnyOf::compile(neg),
+        }
+    }
+    fn set(&self) -> bool {
+        !self.pos.is_empty() || !self.neg.is_empty()
+    }
+    #[inline]
+    fn check(&self, v: Option<&str>) -> bool {
+        (self.pos.is_empty() || v.is_some_and(|v| self.pos.matches(v)))
+            && (self.neg.is_empty() || !v.is_some_and(|v| self.neg.matches(v)))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IpField {
+    pub pos: Vec<IpNet>,
+    pub neg: Vec<IpNet>,
+}
+
+impl IpField {
+    fn set(&self) -> bool {
+        !self.pos.is_empty() || !self.neg.is_empty()
+    }
+    fn check(&self, v: Option<IpAddr>) -> bool {
+        let hit = |l: &[IpNet]| v.is_some_and(|ip| l.iter().any(|n| n.contains(&ip)));
+        (self.pos.is_empty() || hit(&self.pos)) && (self.neg.is_empty() || !hit(&self.neg))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CSource {
+    pub principals: StrField,
+    pub request_principals: StrField,
+    pub namespaces: StrField,
+    pub service_accounts: StrField,
+    pub ip_blocks: IpField,
+    pub remote_ip_blocks: IpField,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct COperation {
+    pub hosts: (Vec<HostMatch>, Vec<HostMatch>),
+    pub ports: (Vec<u16>, Vec<u16>),
+    pub methods: StrField,
+    pub paths: (Vec<PathMatch>, Vec<PathMatch>),
+}
+
+/// A `when` key, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CondKey {
+    Header(String),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    AuthPrincipal,
+    AuthAudiences,
+    AuthPresenter,
+    AuthClaims(Vec<String>),
+    DestinationIp,
+    DestinationPort,
+    ConnectionSni,
+}
+
+impl CondKey {
+    /// Parses a condition key ("Authorization Policy Conditions" reference).
+    pub fn parse(key: &str) -> Result<CondKey, String> {
+        let fixed = match key {
+            "source.ip" => Some(CondKey::SourceIp),
+            "remote.ip" => Some(CondKey::RemoteIp),
+            "source.namespace" => Some(CondKey::SourceNamespace),
+            "source.principal" => Some(CondKey::SourcePrincipal),
+            "request.auth.principal" => Some(CondKey::AuthPrincipal),
+            "request.auth.audiences" => Some(CondKey::AuthAudiences),
+            "request.auth.presenter" => Some(CondKey::AuthPresenter),
+            "destination.ip" => Some(CondKey::DestinationIp),
+            "destination.port" => Some(CondKey::DestinationPort),
+            "connection.sni" => Some(CondKey::ConnectionSni),
+            _ => None,
+        };
+        if let Some(k) = fixed {
+            return Ok(k);
+        }
+        if let Some(rest) = key.strip_prefix("request.headers[") {
+            let name = rest
+                .strip_suffix(']')
+                .filter(|n| !n.is_empty() && !n.contains(['[', ']']));
+            return name
+                .map(|n| CondKey::Header(n.to_ascii_lowercase()))
+                .ok_or_else(|| "expected request.headers[<header-name>]".to_string());
+        }
+        if let Some(rest) = key.strip_prefix("request.auth.claims") {
+            let mut names = Vec::new();
+            let mut r = rest;
+            while let Some(s) = r.strip_prefix('[') {
+                let end = s.find(']').ok_or("unclosed `[` in claim name")?;
+                if end == 0 {
+                    return Err("empty claim name".into());
+                }
+                names.push(s[..end].to_string());
+                r = &s[end + 1..];
+            }
+            if names.is_empty() || !r.is_empty() {
+                return Err("expected request.auth.claims[<name>] or nested [<a>][<b>]".into());
+            }
+            return Ok(CondKey::AuthClaims(names));
+        }
+        Err(format!("unknown condition key {key:?}"))
+    }
+
+    pub fn http_only(&self) -> bool {
+        matches!(
+            self,
+            CondKey::Header(_)
+                | CondKey::AuthPrincipal
+                | CondKey::AuthAudiences
+                | CondKey::AuthPresenter
+                | CondKey::AuthClaims(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum CondValues {
+    Str(StrField),
+    Ip(IpField),
+    Port(Vec<u16>, Vec<u16>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CCondition {
+    pub key: CondKey,
+    pub raw_key: String,
+    pub values: CondValues,
+}
+
+pub const SUPPORTED_KEYS: &str =
+    "request.headers[<name>], source.ip, remote.ip, source.namespace, \
+source.principal, request.auth.principal, request.auth.audiences, request.auth.presenter, \
+request.auth.claims[<name>], destination.ip, destination.port, connection.sni";
+
+/// Trust-domain alias expansion (Istio "Security concepts", trust domain migration): a
+/// principal `td/ns/x/sa/y` whose `td` is the local domain, an alias, or `cluster.local` also
+/// matches the same `ns/x/sa/y` in every one of those domains. Principals not in that exact
+/// five-part form, or with a `*` trust domain, are left alone.
+pub fn expand_principal(p: &str, mesh: &MeshConfig) -> Vec<String> {
+    let parts: Vec<&str> = p.split('/').collect();
+    if parts.len() != 5 || parts[0] == "*" {
+        return vec![p.to_string()];
+    }
+    let td = parts[0];
+    if td != CLUSTER_LOCAL && !mesh.trust_domains().any(|d| d == td) {
+        return vec![p.to_string()];
+    }
+    let rest = &p[td.len()..];
+    let mut out: Vec<String> = Vec::new();
+    for d in mesh.trust_domains() {
+        let s = format!("{d}{rest}");
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn expand_all(ps: &[String], mesh: &MeshConfig) -> Vec<String> {
+    ps.iter().flat_map(|p| expand_principal(p, mesh)).collect()
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Ports that essentially always carry non-HTTP traffic; used only to warn about HTTP-only
+/// fields that could never apply there (the config alone cannot tell a port's protocol).
+const TCP_PORTS: [u16; 14] = [
+    22, 25, 53, 1433, 1521, 2181, 3306, 5432, 5672, 6379, 9042, 9092, 11211, 27017,
+];
+
+struct Ctx<'a> {
+    mesh: &'a MeshConfig,
+    problems: &'a mut Vec<Problem>,
+}
+
+/// Compiles and validates one policy. Problems are pushed; the policy is still returned (with
+/// bad values dropped) so validation can continue, but callers must not enforce a policy set
+/// that produced problems.
+pub fn compile(
+    name: &str,
+    namespace: &str,
+    dry_run: bool,
+    spec: &AuthorizationPolicySpec,
+    loc: &Location,
+    mesh: &MeshConfig,
+    problems: &mut Vec<Problem>,
+) -> CompiledPolicy {
+    let spec_loc = loc.at("spec");
+    let mut cx = Ctx { mesh, problems };
+    let targets_ref = spec.target_ref.is_some() || !spec.target_refs.is_empty();
+    if spec.selector.is_some() && targets_ref {
+        cx.problems.push(
+            Problem::new(
+                spec_loc.at("selector"),
+                "selector and targetRef(s) are mutually exclusive",
+            )
+            .hint("use selector for sidecar workloads, targetRefs for gateways/waypoints"),
+        );
+    }
+    match (spec.action, &spec.provider) {
+        (Action::Custom, None) => cx.problems.push(
+            Problem::new(spec_loc.at("provider"), "action CUSTOM requires a provider")
+                .hint(provider_hint(mesh)),
+        ),
+        (Action::Custom, Some(p)) => match mesh.provider(&p.name) {
+            None => cx.problems.push(
+                Problem::new(
+                    spec_loc.at("provider.name"),
+                    format!("unknown extension provider {:?}", p.name),
+                )
+                .hint(provider_hint(mesh)),
+            ),
+            Some(ep) if !ep.is_ext_authz() => cx.problems.push(
+                Problem::new(
+                    spec_loc.at("provider.name"),
+                    format!(
+                        "extension provider {:?} is not an ext_authz provider",
+                        p.name
+                    ),
+                )
+                .hint("CUSTOM needs a provider with envoyExtAuthzGrpc or envoyExtAuthzHttp"),
+            ),
+            Some(_) => {}
+        },
+        (a, Some(_)) => cx.problems.push(
+            Problem::new(
+                spec_loc.at("provider"),
+                format!(
+                    "provider is only used with action CUSTOM, not {}",
+                    a.as_str()
+                ),
+            )
+            .hint("remove provider or set action: CUSTOM"),
+        ),
+        _ => {}
+    }
+    if spec.action == Action::Custom && spec.rules.is_empty() {
+        cx.problems.push(
+            Problem::new(spec_loc.at("rules"), "CUSTOM policy with a provider but no rules never calls the provider")
+                .hint("add rules selecting the requests to send to the external authorizer, e.g. `rules: [{}]` for all"),
+        );
+    }
+    let rules = spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_rule(r, &spec_loc.at(format!("rules[{i}]")), &mut cx))
+        .collect();
+    CompiledPolicy {
+        name: format!("{namespace}/{name}"),
+        namespace: namespace.to_string(),
+        selector: spec.selector.as_ref().map(|s| {
+            s.match_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        action: spec.action,
+        provider: spec.provider.as_ref().map(|p| p.name.clone()),
+        dry_run,
+        targets_ref,
+        rules,
+    }
+}
+
+fn provider_hint(mesh: &MeshConfig) -> String {
+    let names: Vec<&str> = mesh
+        .extension_providers
+        .iter()
+        .filter(|p| p.is_ext_authz())
+        .map(|p| p.name.as_str())
+        .collect();
+    if names.is_empty() {
+        "define an envoyExtAuthzGrpc/envoyExtAuthzHttp entry in the mesh config's extensionProviders and pass it with --mesh".into()
+    } else {
+        format!(
+            "set provider.name to one of the mesh extensionProviders: {}",
+            names.join(", ")
+        )
+    }
+}
+
+fn compile_rule(r: &Rule, loc: &Location, cx: &mut Ctx) -> CompiledRule {
+    let mut out = CompiledRule::default();
+    for (i, f) in r.from.iter().enumerate() {
+        let l = loc.at(format!("from[{i}].source"));
+        match &f.source {
+            None => cx.problems.push(
+                Problem::new(l, "from entry without source")
+                    .hint("write `- source: {...}`; an empty from entry is rejected by Istio"),
+            ),
+            Some(s) => {
+                let (c, http) = compile_source(s, &l, cx);
+                out.http_only |= http;
+                out.from.push(c);
+            }
+        }
+    }
+    for (i, t) in r.to.iter().enumerate() {
+        let l = loc.at(format!("to[{i}].operation"));
+        match &t.operation {
+            None => cx.problems.push(
+                Problem::new(l, "to entry without operation")
+                    .hint("write `- operation: {...}`; an empty to entry is rejected by Istio"),
+            ),
+            Some(o) => {
+                let (c, http) = compile_operation(o, &l, cx);
+                out.http_only |= http;
+                if http && !o.ports.is_empty() {
+                    let ports: Vec<u16> = o.ports.iter().filter_map(|p| parse_port(p)).collect();
+                    if !ports.is_empty() && ports.iter().all(|p| TCP_PORTS.contains(p)) {
+                        cx.problems.push(
+                            Problem::new(l.at("ports"), format!("HTTP-only fields (hosts/methods/paths) used on TCP port(s) {ports:?}"))
+                                .hint("on TCP traffic an ALLOW rule using them never matches and a DENY rule ignores them (denying more); use principals, namespaces, ipBlocks or ports only"),
+                        );
+                    }
+                }
+                out.to.push(c);
+            }
+        }
+    }
+    for (i, c) in r.when.iter().enumerate() {
+        if let Some(cc) = compile_condition(c, &loc.at(format!("when[{i}]")), cx) {
+            out.http_only |= cc.key.http_only();
+            out.when.push(cc);
+        }
+    }
+    out
+}
+
+fn check_principals(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
+    for (i, v) in vs.iter().enumerate() {
+        if let Some(rest) = v.strip_prefix("spiffe://") {
+            cx.problems.push(
+                Problem::new(
+                    loc.at(format!("{field}[{i}]")),
+                    format!("principal {v:?} has a spiffe:// prefix and will never match"),
+                )
+                .hint(format!("Istio principals omit the scheme: write {rest:?}")),
+            );
+        }
+    }
+}
+
+fn ip_field(
+    pos: &[String],
+    neg: &[String],
+    names: (&str, &str),
+    loc: &Location,
+    cx: &mut Ctx,
+) -> IpField {
+    IpField {
+        pos: cidrs(pos, names.0, loc, cx),
+        neg: cidrs(neg, names.1, loc, cx),
+    }
+}
+
+fn cidrs(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, v) in vs.iter().enumerate() {
+        match parse_cidr(v) {
+            Some(n) => out.push(n),
+            None => cx.problems.push(
+                Problem::new(
+                    loc.at(format!("{field}[{i}]")),
+                    format!("{v:?} is not an IP address or CIDR"),
+                )
+                .hint("use a form like 10.0.0.0/16, 192.168.1.7 or 2001:db8::/32"),
+            ),
+        }
+    }
+    out
+}
+
+fn ports(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) -> Vec<u16> {
+    let mut out = Vec::new();
+    for (i, v) in vs.iter().enumerate() {
+        match parse_port(v) {
+            Some(p) => out.push(p),
+            None => cx.problems.push(
+                Problem::new(
+                    loc.at(format!("{field}[{i}]")),
+                    format!("{v:?} is not a port number"),
+                )
+                .hint("ports are decimal strings from 0 to 65535, e.g. \"8080\""),
+            ),
+        }
+    }
+    out
+}
+
+fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
+    let empty = s.principals.is_empty()
+        && s.not_principals.is_empty()
+        && s.request_principals.is_empty()
+        && s.not_request_principals.is_empty()
+        && s.namespaces.is_empty()
+        && s.not_namespaces.is_empty()
+        && s.service_accounts.is_empty()
+        && s.not_service_accounts.is_empty()
+        && s.ip_blocks.is_empty()
+        && s.not_ip_blocks.is_empty()
+        && s.remote_ip_blocks.is_empty()
+        && s.not_remote_ip_blocks.is_empty();
+    if empty {
+        cx.problems.push(
+            Problem::new(loc.clone(), "source has no fields")
+                .hint("Istio rejects an empty source; remove the from entry to match any source"),
+        );
+    }
+    check_principals(&s.principals, "principals", loc, cx);
+    check_principals(&s.not_principals, "notPrincipals", loc, cx);
+    for (field, vs) in [
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+    ] {
+        for (i, v) in vs.iter().enumerate() {
+            if v.split('/').count() != 2 {
+                cx.problems.push(
+                    Problem::new(
+                        loc.at(format!("{field}[{i}]")),
+                        format!("{v:?} is not <namespace>/<serviceaccount>"),
+                    )
+                    .hint("write serviceAccounts as \"ns/sa\"; use principals for full identities"),
+                );
+            }
+        }
+    }
+    let http = !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
+    let c = CSource {
+        principals: StrField::new(
+            &expand_all(&s.principals, cx.mesh),
+            &expand_all(&s.not_principals, cx.mesh),
+        ),
+        request_principals: StrField::new(&s.request_principals, &s.not_request_principals),
+        namespaces: StrField::new(&s.namespaces, &s.not_namespaces),
+        service_accounts: StrField::new(&s.service_accounts, &s.not_service_accounts),
+        ip_blocks: ip_field(
+            &s.ip_blocks,
+            &s.not_ip_blocks,
+            ("ipBlocks", "notIpBlocks"),
+            loc,
+            cx,
+        ),
+        remote_ip_blocks: ip_field(
+            &s.remote_ip_blocks,
+            &s.not_remote_ip_blocks,
+            ("remoteIpBlocks", "notRemoteIpBlocks"),
+            loc,
+            cx,
+        ),
+    };
+    (c, http)
+}
+
+fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation, bool) {
+    let empty = o.hosts.is_empty()
+        && o.not_hosts.is_empty()
+        && o.ports.is_empty()
+        && o.not_ports.is_empty()
+        && o.methods.is_empty()
+        && o.not_methods.is_empty()
+        && o.paths.is_empty()
+        && o.not_paths.is_empty();
+    if empty {
+        cx.problems.push(
+            Problem::new(loc.clone(), "operation has no fields").hint(
+                "Istio rejects an empty operation; remove the to entry to match any operation",
+            ),
+        );
+    }
+    for (field, vs) in [("methods", &o.methods), ("notMethods", &o.not_methods)] {
+        for (i, m) in vs.iter().enumerate() {
+            let token = !m.is_empty()
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let bad = if !token {
+                Some(format!("{m:?} is not a valid HTTP method"))
+            } else if m.contains('*') {
+                None
+            } else if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                Some(format!("{m:?} is lower-case; methods are matched case-sensitively and requests use upper case"))
+            } else if !METHODS.contains(&m.as_str()) {
+                Some(format!("{m:?} is not a standard HTTP method"))
+            } else {
+                None
+            };
+            if let Some(msg) = bad {
+                cx.problems.push(
+                    Problem::new(loc.at(format!("{field}[{i}]")), msg)
+                        .hint(format!("use one of {}", METHODS.join(", "))),
+                );
+            }
+        }
+    }
+    for (field, vs) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+        for (i, p) in vs.iter().enumerate() {
+            if let Some(e) = template_error(p) {
+                cx.problems.push(
+                    Problem::new(
+                        loc.at(format!("{field}[{i}]")),
+                        format!("invalid path template {p:?}: {e}"),
+                    )
+                    .hint("e.g. /api/{*}/items or /static/{**}"),
+                );
+            }
+        }
+    }
+    let http = !(o.hosts.is_empty()
+        && o.not_hosts.is_empty()
+        && o.methods.is_empty()
+        && o.not_methods.is_empty()
+        && o.paths.is_empty()
+        && o.not_paths.is_empty());
+    let c = COperation {
+        hosts: (
+            o.hosts.iter().map(|h| HostMatch::compile(h)).collect(),
+            o.not_hosts.iter().map(|h| HostMatch::compile(h)).collect(),
+        ),
+        ports: (
+            ports(&o.ports, "ports", loc, cx),
+            ports(&o.not_ports, "notPorts", loc, cx),
+        ),
+        methods: StrField::new(&o.methods, &o.not_methods),
+        paths: (
+            o.paths.iter().map(|p| PathMatch::compile(p)).collect(),
+            o.not_paths.iter().map(|p| PathMatch::compile(p)).collect(),
+        ),
+    };
+    (c, http)
+}
+
+fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCondition> {
+    let key = match CondKey::parse(&c.key) {
+        Ok(k) => k,
+        Err(e) => {
+            cx.problems.push(
+                Problem::new(loc.at("key"), e).hint(format!("supported keys: {SUPPORTED_KEYS}")),
+            );
+            return None;
+        }
+    };
+    if c.values.is_empty() && c.not_values.is_empty() {
+        cx.problems.push(
+            Problem::new(
+                loc.clone(),
+                format!("condition {:?} has neither values nor notValues", c.key),
+            )
+            .hint("add values (any matches) and/or notValues (none may match)"),
+        );
+    }
+    let values =
+        match key {
+            CondKey::SourceIp | CondKey::RemoteIp | CondKey::DestinationIp => CondValues::Ip(
+                ip_field(&c.values, &c.not_values, ("values", "notValues"), loc, cx),
+            ),
+            CondKey::DestinationPort => CondValues::Port(
+                ports(&c.values, "values", loc, cx),
+                ports(&c.not_values, "notValues", loc, cx),
+            ),
+            CondKey::SourcePrincipal => {
+                check_principals(&c.values, "values", loc, cx);
+                check_principals(&c.not_values, "notValues", loc, cx);
+                CondValues::Str(StrField::new(
+                    &expand_all(&c.values, cx.mesh),
+                    &expand_all(&c.not_values, cx.mesh),
+                ))
+            }
+            _ => CondValues::Str(StrField::new(&c.values, &c.not_values)),
+        };
+    Some(CCondition {
+        key,
+        raw_key: c.key.clone(),
+        values,
+    })
+}
+
+/// Request attributes a rule needs, resolved once per request.
+pub struct Attrs<'r> {
+    pub req: &'r Request,
+    pub principal: Option<&'r str>,
+    pub namespace: Option<&'r str>,
+    pub service_account: Option<String>,
+    pub path: Option<&'r str>,
+}
+
+impl<'r> Attrs<'r> {
+    /// `drop_peer`: evaluate as if plaintext (the peer identity is not verified, e.g. DISABLE).
+    pub fn new(req: &'r Request, drop_peer: bool) -> Self {
+        let (principal, namespace, service_account) = if drop_peer {
+            (None, None, None)
+        } else {
+            (
+                req.peer_principal(),
+                req.source_namespace(),
+                req.source_service_account()
+                    .map(|(n, s)| format!("{n}/{s}")),
+            )
+        };
+        Attrs {
+            req,
+            principal,
+            namespace,
+            service_account,
+            path: req.http.as_ref().map(|h| crate::matcher::url_path(&h.path)),
+        }
+    }
+}
+
+/// Why a rule did not match (built only when explaining).
+pub type Miss = Option<String>;
+
+fn miss(explain: bool, f: impl FnOnce() -> String) -> Result<(), Miss> {
+    Err(explain.then(f))
+}
+
+fn show(v: Option<&str>) -> String {
+    v.map_or_else(|| "(none)".to_string(), |s| format!("{s:?}"))
+}
+
+impl CompiledRule {
+    /// Whether the rule matches. On TCP (`req.http` is None) with `deny_semantics` the
+    /// HTTP-only fields are ignored; without it, a rule that uses any cannot match.
+    pub fn check(&self, a: &Attrs, deny_semantics: bool, explain: bool) -> Result<(), Miss> {
+        let tcp = a.req.http.is_none();
+        if tcp && self.http_only && !deny_semantics {
+            return miss(explain, || {
+                "uses HTTP-only fields (requestPrincipals/hosts/methods/paths/request.*) on a TCP connection: an ALLOW-type rule cannot match".into()
+            });
+        }
+        let skip_http = tcp && deny_semantics;
+        if !self.from.is_empty() {
+            let mut first = None;
+            let hit =
+                self.from
+                    .iter()
+                    .enumerate()
+                    .any(|(i, s)| match s.check(a, skip_http, explain) {
+                        Ok(()) => true,
+                        Err(m) => {
+                            if first.is_none() {
+                                first = m.map(|m| format!("from[{i}].source.{m}"));
+                            }
+                            false
+                        }
+                    });
+            if !hit {
+                return Err(first);
+            }
+        }
+        if !self.to.is_empty() {
+            let mut first = None;
+            let hit =
+                self.to
+                    .iter()
+                    .enumerate()
+                    .any(|(i, o)| match o.check(a, skip_http, explain) {
+                        Ok(()) => true,
+                        Err(m) => {
+                            if first.is_none() {
+                                first = m.map(|m| format!("to[{i}].operation.{m}"));
+                            }
+                            false
+                        }
+                    });
+            if !hit {
+                return Err(first);
+            }
+        }
+        for (i, c) in self.when.iter().enumerate() {
+            if skip_http && c.key.http_only() {
+                continue;
+            }
+            c.check(a, explain)
+                .map_err(|m| m.map(|m| format!("when[{i}] {m}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl CSource {
+    fn check(&self, a: &Attrs, skip_http: bool, explain: bool) -> Result<(), Miss> {
+        let peer = a.principal;
+        if self.principals.set() && !self.principals.check(peer) {
+            return miss(explain, || {
+                format!("principals/notPrincipals: peer principal {}", show(peer))
+            });
+        }
+        if !skip_http && self.request_principals.set() {
+            let rp = a.req.auth.as_ref().map(|x| x.principal.as_str());
+            if !self.request_principals.check(rp) {
+                return miss(explain, || {
+                    format!(
+                        "requestPrincipals/notRequestPrincipals: request principal {}",
+                        show(rp)
+                    )
+                });
+            }
+        }
+        if self.namespaces.set() && !self.namespaces.check(a.namespace) {
+            return miss(explain, || {
+                format!(
+                    "namespaces/notNamespaces: source namespace {}",
+                    show(a.namespace)
+                )
+            });
+        }
+        if self.service_accounts.set() && !self.service_accounts.check(a.service_account.as_deref())
+        {
+            return miss(explain, || {
+                format!(
+                    "serviceAccounts/notServiceAccounts: source service account {}",
+                    show(a.service_account.as_deref())
+                )
+            });
+        }
+        if self.ip_blocks.set() && !self.ip_blocks.check(a.req.source.ip) {
+            return miss(explain, || {
+                format!("ipBlocks/notIpBlocks: source ip {:?}", a.req.source.ip)
+            });
+        }
+        if self.remote_ip_blocks.set() && !self.remote_ip_blocks.check(a.req.source.remote_ip) {
+            return miss(explain, || {
+                format!(
+                    "remoteIpBlocks/notRemoteIpBlocks: remote ip {:?}",
+                    a.req.source.remote_ip
+                )
+            });
+        }
+        Ok(())
+    }
+}
+
+fn list_check<M>(pos: &[M], neg: &[M], f: impl Fn(&M) -> bool) -> bool {
+    (pos.is_empty() || pos.iter().any(&f)) && !neg.iter().any(f)
+}
+
+impl COperation {
+    fn check(&self, a: &Attrs, skip_http: bool, explain: bool) -> Result<(), Miss> {
+        let port = a.req.destination.port;
+        if !list_check(&self.ports.0, &self.ports.1, |p| *p == port) {
+            return miss(explain, || {
+                format!("ports/notPorts: destination port {port}")
+            });
+        }
+        if skip_http {
+            return Ok(());
+        }
+        let http = a.req.http.as_ref();
+        if !(self.hosts.0.is_empty() && self.hosts.1.is_empty()) {
+            let host = http.map(|h| h.host.as_str());
+            let ok = match host {
+                Some(h) => list_check(&self.hosts.0, &self.hosts.1, |m| m.matches(h)),
+                None => self.hosts.0.is_empty(),
+            };
+            if !ok {
+                return miss(explain, || format!("hosts/notHosts: host {}", show(host)));
+            }
+        }
+        if self.methods.set() {
+            let m = http.map(|h| h.method.as_str());
+            if !self.methods.check(m) {
+                return miss(explain, || {
+                    format!("methods/notMethods: method {}", show(m))
+                });
+            }
+        }
+        if !(self.paths.0.is_empty() && self.paths.1.is_empty()) {
+            let ok = match a.path {
+                Some(p) => list_check(&self.paths.0, &self.paths.1, |m| m.matches(p)),
+                None => self.paths.0.is_empty(),
+            };
+            if !ok {
+                return miss(explain, || format!("paths/notPaths: path {}", show(a.path)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON claim as the strings it can match: a string, or each string of an array.
+fn claim_strings(v: &serde_json::Value) -> Vec<&str> {
+    match v {
+        serde_json::Value::String(s) => vec![s.as_str()],
+        serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl CCondition {
+    fn check(&self, a: &Attrs, explain: bool) -> Result<(), Miss> {
+        let req = a.req;
+        let auth = req.auth.as_ref();
+        let str_values: Vec<&str> = match &self.key {
+            CondKey::Header(n) => req
+                .http
+                .as_ref()
+                .and_then(|h| h.header(n))
+                .into_iter()
+                .collect(),
+            CondKey::SourceNamespace => a.namespace.into_iter().collect(),
+            CondKey::SourcePrincipal => a.principal.into_iter().collect(),
+            CondKey::AuthPrincipal => auth.map(|x| x.principal.as_str()).into_iter().collect(),
+            CondKey::AuthPresenter => auth
+                .map(|x| x.presenter.as_str())
+                .filter(|p| !p.is_empty())
+                .into_iter()
+                .collect(),
+            CondKey::AuthAudiences => auth
+                .map(|x| x.audiences.iter().map(String::as_str).collect())
+                .unwrap_or_default(),
+            CondKey::AuthClaims(path) => {
+                let mut cur = auth.and_then(|x| x.claims.get(&path[0]));
+                for p in &path[1..] {
+                    cur = cur.and_then(|v| v.get(p));
+                }
+                cur.map(claim_strings).unwrap_or_default()
+            }
+            CondKey::ConnectionSni => req.connection.sni.as_deref().into_iter().collect(),
+            CondKey::SourceIp
+            | CondKey::RemoteIp
+            | CondKey::DestinationIp
+            | CondKey::DestinationPort => Vec::new(),
+        };
+        let ok = match &self.values {
+            CondValues::Str(f) => {
+                (f.pos.is_empty() || str_values.iter().any(|v| f.pos.matches(v)))
+                    && !str_values.iter().any(|v| f.neg.matches(v))
+            }
+            CondValues::Ip(f) => f.check(match self.key {
+                CondKey::SourceIp => req.source.ip,
+                CondKey::RemoteIp => req.source.remote_ip,
+                _ => req.destination.ip,
+            }),
+            CondValues::Port(pos, neg) => {
+                let p = req.destination.port;
+                list_check(pos, neg, |x| *x == p)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            miss(explain, || {
+                let got = match &self.values {
+                    CondValues::Str(_) if str_values.is_empty() => "(none)".to_string(),
+                    CondValues::Str(_) => format!("{str_values:?}"),
+                    CondValues::Ip(_) => format!(
+                        "{:?}",
+                        match self.key {
+                            CondKey::SourceIp => req.source.ip,
+                            CondKey::RemoteIp => req.source.remote_ip,
+                            _ => req.destination.ip,
+                        }
+                    ),
+                    CondValues::Port(..) => req.destination.port.to_string(),
+                };
+                format!("{}: got {got}", self.raw_key)
+            })
+        }
+    }
+}

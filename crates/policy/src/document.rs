@@ -1,0 +1,201 @@
+//! Splitting YAML text into Istio security resources (pure; the text comes from `load`).
+//!
+//! Handles multi-document files and `kind: List` (as `kubectl get -o yaml` prints). Kinds other
+//! than the three security CRDs are skipped with a notice so a whole manifests folder can be
+//! pointed at; unknown fields inside a security resource are problems naming the field path.
+
+use serde::Deserialize;
+
+use crate::crd::{
+    AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
+use crate::problem::{Location, Notice, Problem};
+
+/// API versions accepted for the security kinds, as Istio serves them.
+pub const API_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
+
+/// Annotation that makes an AuthorizationPolicy report-only (Istio's dry-run).
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+#[derive(Debug, Clone)]
+pub enum Spec {
+    Authorization(AuthorizationPolicySpec),
+    Peer(PeerAuthenticationSpec),
+    Request(RequestAuthenticationSpec),
+}
+
+/// One parsed security resource and where it came from (`location.field` is the path of the
+/// object itself: empty, or `items[3]` inside a List).
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub location: Location,
+    pub name: String,
+    pub namespace: String,
+    pub creation_timestamp: Option<String>,
+    pub dry_run: bool,
+    pub spec: Spec,
+}
+
+/// Everything found in a set of texts.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub resources: Vec<Resource>,
+    pub problems: Vec<Problem>,
+    pub notices: Vec<Notice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Object<S> {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: S,
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<serde_yaml::Value>,
+}
+
+/// Parses one file's text; `file` is only used to label locations.
+pub fn parse_text(file: &str, text: &str, out: &mut Parsed) {
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let doc = i + 1;
+        let value = match serde_yaml::Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                out.problems.push(
+                    Problem::new(Location::new(file, doc, ""), format!("not valid YAML: {e}"))
+                        .hint("fix the YAML syntax; nothing after this point in the file was read")
+                        .unreadable(),
+                );
+                return;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let loc = Location::new(file, doc, "");
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
+            match value.get("items").and_then(|i| i.as_sequence()) {
+                Some(items) => {
+                    for (n, item) in items.iter().enumerate() {
+                        parse_object(loc.at(format!("items[{n}]")), item.clone(), out);
+                    }
+                }
+                None => out.problems.push(
+                    Problem::new(loc.at("items"), "a List must have an `items` sequence")
+                        .hint("use the output of `kubectl get ... -o yaml` unchanged"),
+                ),
+            }
+        } else {
+            parse_object(loc, value, out);
+        }
+    }
+}
+
+fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
+    if !value.is_mapping() {
+        out.problems.push(
+            Problem::new(
+                loc,
+                "expected a Kubernetes object (a mapping with apiVersion and kind)",
+            )
+            .hint("each YAML document must be one resource"),
+        );
+        return;
+    }
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("")
+        .to_string();
+    let api = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or("")
+        .to_string();
+    let known = matches!(
+        kind.as_str(),
+        "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication"
+    );
+    if !known {
+        let what = if kind.is_empty() {
+            "(no kind)".to_string()
+        } else {
+            kind
+        };
+        out.notices.push(Notice {
+            location: loc,
+            message: format!("skipped {what} {api}: not a security.istio.io policy kind"),
+        });
+        return;
+    }
+    if !API_VERSIONS.contains(&api.as_str()) {
+        out.problems.push(
+            Problem::new(
+                loc.at("apiVersion"),
+                format!("unsupported apiVersion {api:?} for {kind}"),
+            )
+            .hint("use security.istio.io/v1 or security.istio.io/v1beta1"),
+        );
+        return;
+    }
+    let result = match kind.as_str() {
+        "AuthorizationPolicy" => {
+            de::<AuthorizationPolicySpec>(&loc, value).map(|(m, s)| (m, Spec::Authorization(s)))
+        }
+        "PeerAuthentication" => {
+            de::<PeerAuthenticationSpec>(&loc, value).map(|(m, s)| (m, Spec::Peer(s)))
+        }
+        _ => de::<RequestAuthenticationSpec>(&loc, value).map(|(m, s)| (m, Spec::Request(s))),
+    };
+    match result {
+        Ok((meta, spec)) => {
+            if meta.name.is_empty() {
+                out.problems.push(
+                    Problem::new(loc.at("metadata.name"), "metadata.name is required")
+                        .hint("give every policy a name so decisions can report it"),
+                );
+                return;
+            }
+            let dry_run = meta
+                .annotations
+                .get(DRY_RUN_ANNOTATION)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            out.resources.push(Resource {
+                location: loc,
+                name: meta.name,
+                namespace: meta.namespace.unwrap_or_else(|| "default".to_string()),
+                creation_timestamp: meta.creation_timestamp,
+                dry_run,
+                spec,
+            })
+        }
+        Err(p) => out.problems.push(p),
+    }
+}
+
+fn de<S: for<'de> Deserialize<'de> + Default>(
+    loc: &Location,
+    value: serde_yaml::Value,
+) -> Result<(ObjectMeta, S), Problem> {
+    match serde_path_to_error::deserialize::<_, Object<S>>(value) {
+        Ok(o) => Ok((o.metadata, o.spec)),
+        Err(e) => {
+            let path = e.path().to_string();
+            let msg = e.inner().to_string();
+            let hint = if msg.contains("unknown field") {
+                "check the spelling against the Istio reference; unknown fields are rejected so a typo cannot silently change access"
+            } else {
+                "check the value's type against the Istio reference"
+            };
+            let field = if path == "." { String::new() } else { path };
+            Err(Problem::new(loc.at(field), msg).hint(hint))
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The slice of Istio's `MeshConfig` that security policy depends on.
+//!
+//! A mesh config carries dozens of unrelated settings (access logs, proxy defaults, tracing...),
+//! so unknown fields are tolerated here: users must be able to point `--mesh` at the file they
+//! already have. Accepted shapes: a bare meshConfig document, a `meshConfig:` wrapper, an
+//! IstioOperator (`spec.meshConfig`), or the `istio` ConfigMap (`data.mesh` as a YAML string).
+
+use serde::{Deserialize, Serialize};
+
+/// Istio's special trust domain name: in a policy it stands for the local trust domain.
+pub const CLUSTER_LOCAL: &str = "cluster.local";
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfig {
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
+    #[serde(default)]
+    pub extension_providers: Vec<ExtensionProvider>,
+}
+
+fn default_trust_domain() -> String {
+    CLUSTER_LOCAL.to_string()
+}
+fn default_root_namespace() -> String {
+    "istio-system".to_string()
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            trust_domain: default_trust_domain(),
+            trust_domain_aliases: Vec::new(),
+            root_namespace: default_root_namespace(),
+            extension_providers: Vec::new(),
+        }
+    }
+}
+
+/// `extensionProviders[]`. Only the ext_authz kinds matter to authorization; other kinds
+/// (tracing, access logging...) are accepted and ignored.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionProvider {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
+}
+
+impl ExtensionProvider {
+    /// Whether this provider can serve a CUSTOM AuthorizationPolicy.
+    pub fn is_ext_authz(&self) -> bool {
+        self.envoy_ext_authz_grpc.is_some() || self.envoy_ext_authz_http.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthzGrpc {
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub clear_route_cache: bool,
+    #[serde(default)]
+    pub status_on_error: Option<String>,
+    #[serde(default)]
+    pub include_request_body_in_check: Option<RequestBody>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthzHttp {
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub clear_route_cache: bool,
+    #[serde(default)]
+    pub status_on_error: Option<String>,
+    #[serde(default)]
+    pub include_request_headers_in_check: Vec<String>,
+    #[serde(default)]
+    pub include_headers_in_check: Vec<String>,
+    #[serde(default)]
+    pub include_additional_headers_in_check: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub include_request_body_in_check: Option<RequestBody>,
+    #[serde(default)]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default)]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default)]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody {
+    #[serde(default)]
+    pub max_request_bytes: u32,
+    #[serde(default)]
+    pub allow_partial_message: bool,
+    #[serde(default)]
+    pub pack_as_bytes: bool,
+}
+
+/// A mesh config that could not be parsed; `path` is the field path inside the document.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct MeshError {
+    pub path: String,
+    pub message: String,
+}
+
+impl MeshConfig {
+    /// Parses any of the accepted shapes (see module docs). An empty document is the default.
+    pub fn from_yaml_str(text: &str) -> Result<MeshConfig, MeshError> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| MeshError {
+            path: String::new(),
+            message: format!("not valid YAML: {e}"),
+        })?;
+        let (value, prefix) = unwrap_mesh(value)?;
+        if value.is_null() {
+            return Ok(MeshConfig::default());
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| MeshError {
+            path: join(&prefix, &e.path().to_string()),
+            message: e.inner().to_string(),
+        })
+    }
+
+    /// Every trust domain a policy principal may be rewritten into: local first, then aliases.
+    pub fn trust_domains(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.trust_domain.as_str())
+            .chain(self.trust_domain_aliases.iter().map(String::as_str))
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers.iter().find(|p| p.name == name)
+    }
+}
+
+fn join(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path == ".") {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+fn unwrap_mesh(value: serde_yaml::Value) -> Result<(serde_yaml::Value, String), MeshError> {
+    let get = |v: &serde_yaml::Value, k: &str| v.get(k).cloned();
+    if let Some(data) = get(&value, "data") {
+        if let Some(mesh) = data.get("mesh").and_then(|m| m.as_str()) {
+            let inner = serde_yaml::from_str(mesh).map_err(|e| MeshError {
+                path: "data.mesh".into(),
+                message: format!("not valid YAML: {e}"),
+            })?;
+            return Ok((inner, "data.mesh".into()));
+        }
+    }
+    if let Some(spec) = get(&value, "spec") {
+        if let Some(m) = spec.get("meshConfig") {
+            return Ok((m.clone(), "spec.meshConfig".into()));
+        }
+    }
+    if let Some(m) = get(&value, "meshConfig") {
+        return Ok((m, "meshConfig".into()));
+    }
+    Ok((value, String::new()))
+}

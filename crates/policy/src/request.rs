@@ -1,0 +1,122 @@
+//! The request being authorized: the JSON shape of `trustmesh authz check --request`.
+//!
+//! `source.principal` absent means a plaintext peer, `http` absent means a TCP connection,
+//! `auth` absent means no valid JWT was presented.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Request {
+    pub destination: Destination,
+    #[serde(default)]
+    pub source: SourcePeer,
+    #[serde(default)]
+    pub connection: Connection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Http>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Destination {
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourcePeer {
+    /// Full SPIFFE ID of the verified peer certificate (`spiffe://td/ns/x/sa/y`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Direct peer address (`source.ip`, `ipBlocks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Original client address, e.g. from X-Forwarded-For (`remote.ip`, `remoteIpBlocks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Connection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Http {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub host: String,
+    /// Header names are matched case-insensitively (HTTP semantics); store them lower-case for
+    /// the fastest lookup, though any case is accepted.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Http {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        if let Some(v) = self.headers.get(name) {
+            return Some(v);
+        }
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The verified JWT (`request.auth.*`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    /// `iss/sub`.
+    pub principal: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub presenter: String,
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Request {
+    /// The peer principal without the `spiffe://` prefix, the form policies are written in.
+    pub fn peer_principal(&self) -> Option<&str> {
+        self.source
+            .principal
+            .as_deref()
+            .map(|p| p.strip_prefix("spiffe://").unwrap_or(p))
+    }
+
+    /// The peer's namespace, from the Istio identity form `td/ns/<ns>/sa/<sa>`.
+    pub fn source_namespace(&self) -> Option<&str> {
+        let p = self.peer_principal()?;
+        let i = p.find("/ns/")?;
+        let rest = &p[i + 4..];
+        Some(rest.split('/').next().unwrap_or(rest))
+    }
+
+    /// `ns/sa` for `serviceAccounts`.
+    pub fn source_service_account(&self) -> Option<(&str, &str)> {
+        let p = self.peer_principal()?;
+        let i = p.find("/ns/")?;
+        let mut it = p[i + 4..].split('/');
+        let ns = it.next()?;
+        (it.next()? == "sa").then_some(())?;
+        Some((ns, it.next()?))
+    }
+}

@@ -1,0 +1,77 @@
+//! Shared helpers for the table-driven tests.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use trustmesh_policy::{Decision, MeshConfig, PolicySet, Request, Verdict};
+
+/// A baseline HTTP request to `prod/reviews:9080` from `prod/frontend` over mTLS.
+pub fn base() -> Value {
+    json!({
+        "destination": {"namespace": "prod", "labels": {"app": "reviews"}, "ip": "10.0.0.2", "port": 9080},
+        "source": {"principal": "spiffe://cluster.local/ns/prod/sa/frontend", "ip": "10.0.0.1", "remoteIp": "203.0.113.7"},
+        "connection": {"sni": "reviews.prod"},
+        "http": {"method": "GET", "path": "/api/v1?q=1", "host": "reviews:9080", "headers": {"x-token": "a"}},
+        "auth": {"principal": "https://issuer/sub", "audiences": ["aud1"], "presenter": "pres",
+                 "claims": {"groups": ["admin", "dev"], "iss": "https://issuer", "nested": {"level": {"key": "deep"}}}}
+    })
+}
+
+/// Applies a JSON merge patch (RFC 7386): `null` deletes.
+pub fn patch(mut v: Value, p: &Value) -> Value {
+    merge(&mut v, p);
+    v
+}
+
+fn merge(v: &mut Value, p: &Value) {
+    match p {
+        Value::Object(po) => {
+            if !v.is_object() {
+                *v = json!({});
+            }
+            let vo = v.as_object_mut().unwrap();
+            for (k, pv) in po {
+                if pv.is_null() {
+                    vo.remove(k);
+                } else {
+                    merge(vo.entry(k.clone()).or_insert(Value::Null), pv);
+                }
+            }
+        }
+        _ => *v = p.clone(),
+    }
+}
+
+pub fn request(v: Value) -> Request {
+    serde_json::from_value(v).expect("test request JSON")
+}
+
+pub fn set(yaml: &str, mesh: &MeshConfig) -> PolicySet {
+    match PolicySet::from_yaml_str("test.yaml", yaml, mesh) {
+        Ok((s, _)) => s,
+        Err(e) => panic!("policies did not load: {e}"),
+    }
+}
+
+/// Evaluates with the full explaining path and checks the fast path agrees on the verdict
+/// (the fast path skips the mTLS check, so only compare when mTLS did not decide).
+pub fn eval(set: &PolicySet, req: &Request) -> Decision {
+    let full = set.evaluate(req);
+    let fast = set.evaluate_authz_only(req);
+    if !full.reason.starts_with("plaintext connection rejected")
+        && full.mtls_mode != Some(trustmesh_policy::MtlsMode::Disable)
+    {
+        assert_eq!(
+            full.decision, fast.decision,
+            "fast path disagrees: full={full:?} fast={fast:?}"
+        );
+    }
+    full
+}
+
+pub fn verdict(s: &str) -> Verdict {
+    match s {
+        "ALLOW" => Verdict::Allow,
+        "DENY" => Verdict::Deny,
+        other => panic!("unknown verdict {other}"),
+    }
+}
