@@ -1,7 +1,9 @@
 //! The gRPC client for Istio's CUSTOM action (`envoyExtAuthzGrpc` extension providers).
 //!
-//! The channel is lazy: building the client never touches the network, so a proxy starts even
-//! while its authorizer is down, and requests then follow `failOpen`. Every check is bounded by
+//! The channel is lazy: building the client never touches the network (nor needs a Tokio
+//! runtime, so configuration can be validated anywhere); the channel is created on the first
+//! check and then shared by all clones. A proxy therefore starts even while its authorizer is
+//! down, and requests then follow `failOpen`. Every check is bounded by
 //! the provider's `timeout` (sent to the server as `grpc-timeout` too), and any failure —
 //! unreachable, timed out, non-OK gRPC status — becomes an allow when `failOpen` is set and
 //! otherwise a deny with `statusOnError` (Istio's default: 403).
@@ -10,6 +12,7 @@ use super::proto::envoy::service::auth::v3::authorization_client::AuthorizationC
 use super::request::{build, CheckInput};
 use super::response::{outcome_from, ExtAuthzOutcome};
 use hyper::http::HeaderName;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -29,7 +32,8 @@ pub enum ExtAuthzError {
 /// A client for one ext_authz provider.
 #[derive(Clone, Debug)]
 pub struct ExtAuthzClient {
-    client: AuthorizationClient<Channel>,
+    endpoint: Endpoint,
+    channel: Arc<OnceLock<AuthorizationClient<Channel>>>,
     target: String,
     timeout: Duration,
     fail_open: bool,
@@ -63,7 +67,8 @@ impl ExtAuthzClient {
             .connect_timeout(timeout)
             .tcp_nodelay(true);
         Ok(ExtAuthzClient {
-            client: AuthorizationClient::new(endpoint.connect_lazy()),
+            endpoint,
+            channel: Arc::new(OnceLock::new()),
             target: url,
             timeout,
             fail_open,
@@ -99,7 +104,10 @@ impl ExtAuthzClient {
     pub async fn check(&self, input: &CheckInput<'_>) -> ExtAuthzOutcome {
         let mut request = tonic::Request::new(build(input, self.allowed_headers.as_deref()));
         request.set_timeout(self.timeout);
-        let mut client = self.client.clone();
+        let mut client = self
+            .channel
+            .get_or_init(|| AuthorizationClient::new(self.endpoint.connect_lazy()))
+            .clone();
         let result = tokio::time::timeout(self.timeout, client.check(request)).await;
         let error = match result {
             Ok(Ok(response)) => return outcome_from(response.into_inner()),

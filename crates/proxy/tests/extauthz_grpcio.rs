@@ -1,0 +1,341 @@
+//! The CUSTOM-action client against a third-party ext_authz server: a Python grpcio
+//! implementation (tests/python/ext_authz_server.py) that compiles our .proto files with
+//! grpc_tools, so both the wire format and the semantics are checked end to end on loopback.
+//!
+//! Needs python3 with grpcio + grpcio-tools. Without them the tests print a loud SKIP, except
+//! under CI (`CI` set), where their absence is a failure.
+
+use hyper::http::{HeaderMap, HeaderValue};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use trustmesh_proxy::extauthz::{CheckInput, ExtAuthzClient, ExtAuthzOutcome, HeaderAction};
+
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/foo/sa/client";
+const SERVER_ID: &str = "spiffe://cluster.local/ns/bar/sa/server";
+
+fn grpcio_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but python3 cannot import grpc/grpc_tools: pip install -r tests/python/requirements.txt"
+        );
+        eprintln!("\n!!!!! SKIP: python3 lacks grpcio/grpcio-tools; ext_authz interop test not run !!!!!\n");
+    }
+    ok
+}
+
+/// The Python authorizer, killed on drop.
+struct Authorizer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Authorizer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Authorizer {
+    fn start() -> Authorizer {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("checks.jsonl");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/ext_authz_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--log")
+            .arg(&log)
+            .args(["--max-seconds", "120"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ext_authz_server.py");
+        // The server prints "PORT <n>" once it is serving (after compiling the protos).
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(p) = line.strip_prefix("PORT ") {
+                    let _ = tx.send(p.trim().parse::<u16>().unwrap());
+                    return;
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("ext_authz_server.py did not report its port within 30 s");
+        Authorizer {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The CheckRequests the server recorded, oldest first.
+    fn seen(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            hyper::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn input<'a>(path: &'a str, headers: &'a HeaderMap) -> CheckInput<'a> {
+    CheckInput {
+        source_addr: Some(SocketAddr::from(([127, 0, 0, 7], 41000))),
+        source_principal: Some(CLIENT_ID),
+        destination_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15006))),
+        destination_principal: Some(SERVER_ID),
+        method: "GET",
+        path,
+        host: "server.bar.svc:8080",
+        scheme: "https",
+        protocol: "HTTP/1.1",
+        headers,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn allow_carries_header_mutations_and_server_sees_the_request() {
+    if !grpcio_available() {
+        return;
+    }
+    let server = Authorizer::start();
+    let rt = runtime();
+    let client = ExtAuthzClient::new(&server.target(), Duration::from_secs(5), false, 403).unwrap();
+    let h = headers(&[
+        ("x-ext-authz", "allow"),
+        ("x-remove-me", "gone"),
+        ("x-ext-authz-appended", "first"),
+        ("x-multi", "a"),
+        ("x-multi", "b"),
+        ("x-request-id", "req-42"),
+    ]);
+    let outcome = rt.block_on(client.check(&input("/api/items?x=1", &h)));
+    let ExtAuthzOutcome::Allow {
+        headers_to_add,
+        headers_to_remove,
+        failed_open,
+        ..
+    } = &outcome
+    else {
+        panic!("expected allow, got {outcome:?}");
+    };
+    assert!(!failed_open);
+    let added = |name: &str| {
+        headers_to_add
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} not added: {headers_to_add:?}"))
+    };
+    assert_eq!(added("x-ext-authz-check-result").value, "allowed");
+    assert_eq!(
+        added("x-ext-authz-check-result").action,
+        HeaderAction::Overwrite
+    );
+    assert_eq!(added("x-ext-authz-seen-principal").value, CLIENT_ID);
+    assert_eq!(added("x-ext-authz-seen-path").value, "/api/items?x=1");
+    assert_eq!(added("x-ext-authz-appended").action, HeaderAction::Append);
+    assert_eq!(headers_to_remove, &vec!["x-remove-me".to_string()]);
+
+    let mut forwarded = h.clone();
+    outcome.apply_to_request(&mut forwarded);
+    assert_eq!(forwarded["x-ext-authz-check-result"], "allowed");
+    assert!(!forwarded.contains_key("x-remove-me"));
+    let appended: Vec<_> = forwarded.get_all("x-ext-authz-appended").iter().collect();
+    assert_eq!(appended, ["first", "second"]);
+
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s["source_principal"], CLIENT_ID);
+    assert_eq!(s["source_address"], "127.0.0.7");
+    assert_eq!(s["source_port"], 41000);
+    assert_eq!(s["destination_principal"], SERVER_ID);
+    assert_eq!(s["method"], "GET");
+    assert_eq!(s["path"], "/api/items?x=1");
+    assert_eq!(s["host"], "server.bar.svc:8080");
+    assert_eq!(s["scheme"], "https");
+    assert_eq!(s["protocol"], "HTTP/1.1");
+    assert_eq!(s["has_time"], true);
+    assert_eq!(s["headers"]["x-multi"], "a,b");
+    assert_eq!(s["headers"][":path"], "/api/items?x=1");
+    assert_eq!(s["headers"][":authority"], "server.bar.svc:8080");
+}
+
+#[test]
+fn deny_uses_the_denied_response() {
+    if !grpcio_available() {
+        return;
+    }
+    let server = Authorizer::start();
+    let rt = runtime();
+    let client = ExtAuthzClient::new(&server.target(), Duration::from_secs(5), true, 403).unwrap();
+    let h = headers(&[("x-ext-authz", "deny"), ("x-ext-authz-deny-status", "401")]);
+    let outcome = rt.block_on(client.check(&input("/admin", &h)));
+    assert_eq!(
+        outcome,
+        ExtAuthzOutcome::Deny {
+            status: 401,
+            body: "denied by ext_authz: /admin".into(),
+            headers: vec![("x-ext-authz-check-result".into(), "denied".into())],
+            error: None,
+        },
+        "a decision to deny is not an error: failOpen must not turn it into an allow"
+    );
+    let h = headers(&[("x-ext-authz", "nope")]);
+    let outcome = rt.block_on(client.check(&input("/other", &h)));
+    assert!(
+        matches!(outcome, ExtAuthzOutcome::Deny { status: 403, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[test]
+fn timeouts_follow_fail_open() {
+    if !grpcio_available() {
+        return;
+    }
+    let server = Authorizer::start();
+    let rt = runtime();
+    let h = headers(&[("x-ext-authz", "allow"), ("x-ext-authz-sleep-ms", "2000")]);
+    let timeout = Duration::from_millis(300);
+
+    let open = ExtAuthzClient::new(&server.target(), timeout, true, 403).unwrap();
+    let started = Instant::now();
+    let outcome = rt.block_on(open.check(&input("/slow", &h)));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(outcome, ExtAuthzOutcome::Allow { failed_open: true, ref headers_to_add, .. } if headers_to_add.is_empty()),
+        "{outcome:?}"
+    );
+
+    let closed = ExtAuthzClient::new(&server.target(), timeout, false, 403).unwrap();
+    let started = Instant::now();
+    let outcome = rt.block_on(closed.check(&input("/slow", &h)));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    match outcome {
+        ExtAuthzOutcome::Deny { status, error, .. } => {
+            assert_eq!(status, 403);
+            assert!(error.is_some());
+        }
+        other => panic!("expected deny, got {other:?}"),
+    }
+    // The same client still works for fast requests afterwards.
+    let fast = headers(&[("x-ext-authz", "allow")]);
+    assert!(rt.block_on(closed.check(&input("/fast", &fast))).is_allow());
+}
+
+#[test]
+fn unreachable_authorizer_follows_fail_open_and_status_on_error() {
+    // No Python needed: nothing listens on the port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = format!("127.0.0.1:{port}");
+    let rt = runtime();
+    let h = headers(&[("x-ext-authz", "allow")]);
+    let timeout = Duration::from_millis(500);
+
+    let closed = ExtAuthzClient::new(&target, timeout, false, 403).unwrap();
+    let outcome = rt.block_on(closed.check(&input("/", &h)));
+    assert!(
+        matches!(
+            outcome,
+            ExtAuthzOutcome::Deny {
+                status: 403,
+                error: Some(_),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+
+    let custom = ExtAuthzClient::new(&target, timeout, false, 503).unwrap();
+    let outcome = rt.block_on(custom.check(&input("/", &h)));
+    assert!(
+        matches!(outcome, ExtAuthzOutcome::Deny { status: 503, .. }),
+        "{outcome:?}"
+    );
+
+    let open = ExtAuthzClient::new(&target, timeout, true, 403).unwrap();
+    let outcome = rt.block_on(open.check(&input("/", &h)));
+    assert!(
+        matches!(
+            outcome,
+            ExtAuthzOutcome::Allow {
+                failed_open: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn allowed_headers_limit_what_the_authorizer_sees() {
+    if !grpcio_available() {
+        return;
+    }
+    let server = Authorizer::start();
+    let rt = runtime();
+    let client = ExtAuthzClient::new(&server.target(), Duration::from_secs(5), false, 403)
+        .unwrap()
+        .with_allowed_headers(["X-Ext-Authz"])
+        .unwrap();
+    let h = headers(&[("x-ext-authz", "allow"), ("cookie", "session=secret")]);
+    assert!(rt.block_on(client.check(&input("/p", &h))).is_allow());
+    let seen = server.seen();
+    let sent = seen[0]["headers"].as_object().unwrap();
+    assert!(sent.contains_key("x-ext-authz"));
+    assert!(
+        !sent.contains_key("cookie"),
+        "cookie must not leak: {sent:?}"
+    );
+}
