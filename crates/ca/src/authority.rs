@@ -1,0 +1,425 @@
+//! The CA itself: a signing key, its certificate, the chain up to the root, and the TTL policy,
+//! read from and written to Istio's `cacerts` layout.
+//!
+//! Loading is deliberately strict: a CA with a mismatched key, a broken chain or an expired
+//! certificate would hand out certificates that no peer accepts, and that failure would only
+//! surface later, far from its cause. Every check names the file at fault.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, SerialNumber};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use trustmesh_identity::{SpiffeId, TrustDomain};
+
+use crate::certs::{self, rfc3339, CertFacts};
+use crate::error::CaError;
+use crate::fsutil::{self, OutFile, CERT_MODE, KEY_MODE};
+use crate::keys;
+
+/// File names of Istio's plug-in CA layout (the `cacerts` secret / directory).
+pub const CA_CERT_FILE: &str = "ca-cert.pem";
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+pub const ROOT_CERT_FILE: &str = "root-cert.pem";
+pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
+
+/// Trust domain assumed for a `cacerts` directory whose certificates carry no `spiffe://` URI:
+/// Istio's own default, which is what an Istio CA with the same files would issue for.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// Workload certificate lifetimes. Defaults are Istio's: `DEFAULT_WORKLOAD_CERT_TTL` 24h and
+/// `MAX_WORKLOAD_CERT_TTL` 90 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// Used when a request asks for no particular lifetime (TTL zero).
+    pub default_ttl: Duration,
+    /// Requests above this are refused, as Istio does, rather than silently shortened: a
+    /// caller that asked for 1 year and got 90 days would find out at the worst moment.
+    pub max_ttl: Duration,
+}
+
+impl Default for TtlPolicy {
+    fn default() -> Self {
+        TtlPolicy {
+            default_ttl: Duration::from_secs(24 * 3600),
+            max_ttl: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// A loaded or freshly created certificate authority.
+pub struct CertificateAuthority {
+    pub(crate) trust_domain: TrustDomain,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+    /// `cert-chain.pem`: the signing cert first, then its issuers, ending at a root.
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    /// `root-cert.pem`: may hold several roots (during a root rotation).
+    pub(crate) roots: Vec<CertificateDer<'static>>,
+    pub(crate) signing: CertFacts,
+    /// Earliest notAfter along the chain: nothing issued may outlive it.
+    pub(crate) chain_not_after: OffsetDateTime,
+    pub(crate) chain_pem: String,
+    pub(crate) roots_pem: String,
+    pub(crate) ttl: TtlPolicy,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("trust_domain", &self.trust_domain.as_str())
+            .field("subject", &self.signing.subject)
+            .field("not_after", &self.signing.not_after)
+            .field("chain_len", &self.chain.len())
+            .field("key", &"[elided]")
+            .finish()
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads an Istio `cacerts` directory. The trust domain is the one the root (or signing
+    /// certificate) names in a `spiffe://<td>` URI SAN, else Istio's default `cluster.local`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, CaError> {
+        load(dir.as_ref(), None, OffsetDateTime::now_utc())
+    }
+
+    /// Like [`load`](Self::load) with an explicit trust domain, for `cacerts` without SPIFFE
+    /// URIs (openssl-made). Refused if the certificates name a different trust domain.
+    pub fn load_with_trust_domain(
+        dir: impl AsRef<Path>,
+        trust_domain: &TrustDomain,
+    ) -> Result<Self, CaError> {
+        load(dir.as_ref(), Some(trust_domain), OffsetDateTime::now_utc())
+    }
+
+    /// Writes the four `cacerts` files atomically; `ca-key.pem` is PKCS#8 with mode 0600.
+    pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), CaError> {
+        let ca_cert = certs::to_pem(&self.chain[..1]);
+        let key = keys::to_pkcs8_pem(self.issuer.key());
+        fsutil::write_files_atomically(
+            dir.as_ref(),
+            &[
+                OutFile {
+                    name: CA_KEY_FILE,
+                    contents: key.as_bytes(),
+                    mode: KEY_MODE,
+                },
+                OutFile {
+                    name: CA_CERT_FILE,
+                    contents: ca_cert.as_bytes(),
+                    mode: CERT_MODE,
+                },
+                OutFile {
+                    name: CERT_CHAIN_FILE,
+                    contents: self.chain_pem.as_bytes(),
+                    mode: CERT_MODE,
+                },
+                OutFile {
+                    name: ROOT_CERT_FILE,
+                    contents: self.roots_pem.as_bytes(),
+                    mode: CERT_MODE,
+                },
+            ],
+        )
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The signing certificate (`ca-cert.pem`).
+    pub fn ca_cert(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// `cert-chain.pem`: signing cert first, root last.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// `root-cert.pem` contents: the trust anchors to distribute to workloads.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    pub fn roots_pem(&self) -> &str {
+        &self.roots_pem
+    }
+
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// notAfter of the signing certificate.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.signing.not_after
+    }
+
+    /// Human name of the signing key's algorithm (`ECDSA P-256`, `RSA`, ...).
+    pub fn key_algorithm(&self) -> &'static str {
+        keys::describe(self.issuer.key().algorithm())
+    }
+
+    pub fn ttl_policy(&self) -> TtlPolicy {
+        self.ttl
+    }
+
+    /// Replaces the TTL policy; refused when the default exceeds the maximum or either is 0.
+    pub fn set_ttl_policy(&mut self, policy: TtlPolicy) -> Result<(), CaError> {
+        if policy.max_ttl.is_zero() || policy.default_ttl.is_zero() {
+            return Err(CaError::InvalidOptions(
+                "TTLs must be greater than zero".into(),
+            ));
+        }
+        if policy.default_ttl > policy.max_ttl {
+            return Err(CaError::InvalidOptions(format!(
+                "default TTL {} is greater than the max TTL {}",
+                crate::duration::format_go(policy.default_ttl),
+                crate::duration::format_go(policy.max_ttl)
+            )));
+        }
+        self.ttl = policy;
+        Ok(())
+    }
+
+    /// Assembles a CA from parts already known to be consistent (fresh from `init_*`) or
+    /// verified by [`load`]. Also runs the issuer-name probe: see [`probe_issuer`].
+    pub(crate) fn from_parts(
+        trust_domain: TrustDomain,
+        key: KeyPair,
+        chain: Vec<CertificateDer<'static>>,
+        roots: Vec<CertificateDer<'static>>,
+        facts: &[CertFacts],
+        invalid: &dyn Fn(String) -> CaError,
+    ) -> Result<Self, CaError> {
+        let issuer = Issuer::from_ca_cert_der(&chain[0], key).map_err(|_| {
+            invalid(format!(
+                "{CA_CERT_FILE} subject cannot be used as an issuer name (multi-valued RDN or \
+                 unsupported string type); reissue the CA with a simple subject"
+            ))
+        })?;
+        probe_issuer(&issuer, &chain[0], &facts[0]).map_err(invalid)?;
+        let chain_not_after = facts
+            .iter()
+            .map(|f| f.not_after)
+            .min()
+            .expect("non-empty chain");
+        Ok(CertificateAuthority {
+            trust_domain,
+            issuer,
+            chain_pem: certs::to_pem(&chain),
+            roots_pem: certs::to_pem(&roots),
+            chain,
+            roots,
+            signing: facts[0].clone(),
+            chain_not_after,
+            ttl: TtlPolicy::default(),
+        })
+    }
+}
+
+/// Signs a throw-away certificate and checks that its issuer name is byte-identical to the CA
+/// certificate's subject, and that it verifies under the CA certificate's key. rcgen rebuilds
+/// the issuer name from parsed attributes; webpki matches names byte-for-byte, so any
+/// re-encoding difference would make every issued certificate unverifiable. Better to find out
+/// at load time than at the first handshake.
+fn probe_issuer(
+    issuer: &Issuer<'static, KeyPair>,
+    ca_der: &CertificateDer<'_>,
+    ca: &CertFacts,
+) -> Result<(), String> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.serial_number = Some(SerialNumber::from_slice(&[1]));
+    params.is_ca = IsCa::ExplicitNoCa;
+    let probe = params
+        .signed_by(issuer.key(), issuer)
+        .map_err(|e| format!("cannot sign with {CA_KEY_FILE}: {e}"))?;
+    let probe_facts = certs::facts(probe.der()).map_err(|e| format!("probe certificate: {e}"))?;
+    if probe_facts.issuer_raw != ca.subject_raw {
+        return Err(format!(
+            "{CA_CERT_FILE} subject ({}) cannot be reproduced byte-for-byte as an issuer name; \
+             reissue the CA with UTF8String/PrintableString attributes",
+            ca.subject
+        ));
+    }
+    if !certs::signed_by(probe.der(), ca_der) {
+        return Err(format!("{CA_KEY_FILE} does not match {CA_CERT_FILE}"));
+    }
+    Ok(())
+}
+
+fn load(
+    dir: &Path,
+    explicit_td: Option<&TrustDomain>,
+    now: OffsetDateTime,
+) -> Result<CertificateAuthority, CaError> {
+    let invalid = |reason: String| CaError::InvalidCa {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let ca_cert_path = dir.join(CA_CERT_FILE);
+    let key_path = dir.join(CA_KEY_FILE);
+    let chain_path = dir.join(CERT_CHAIN_FILE);
+    let root_path = dir.join(ROOT_CERT_FILE);
+
+    // Read everything first so a missing file is reported before any content problem.
+    let ca_certs = certs::read_pem_certs(&ca_cert_path)?;
+    let key_text = std::fs::read_to_string(&key_path).map_err(|e| CaError::io(&key_path, e))?;
+    let chain = certs::read_pem_certs(&chain_path)?;
+    let roots = certs::read_pem_certs(&root_path)?;
+    let key = keys::from_pem(&key_text).map_err(|r| CaError::malformed(&key_path, r))?;
+
+    // Like Istio, ca-cert.pem's first certificate is the signing certificate.
+    let ca_der = ca_certs[0].clone();
+    let ca = certs::facts(&ca_der).map_err(|r| CaError::malformed(&ca_cert_path, r))?;
+    if !ca.is_ca {
+        return Err(invalid(format!(
+            "{CA_CERT_FILE} is not a CA certificate (basicConstraints CA:TRUE missing)"
+        )));
+    }
+    if ca.key_cert_sign == Some(false) {
+        return Err(invalid(format!(
+            "{CA_CERT_FILE} keyUsage does not allow keyCertSign"
+        )));
+    }
+    if key.public_key_raw() != ca.public_key.as_slice() {
+        return Err(invalid(format!(
+            "{CA_KEY_FILE} does not match {CA_CERT_FILE}"
+        )));
+    }
+    check_validity(&ca, CA_CERT_FILE, "CA certificate", now).map_err(invalid)?;
+
+    let (chain, facts) =
+        check_chain(chain, &ca_der, &roots, &root_path, now).map_err(|e| match e {
+            ChainError::Invalid(r) => invalid(r),
+            ChainError::Malformed(p, r) => CaError::malformed(p, r),
+        })?;
+    let derived = derived_trust_domain(&facts);
+    let trust_domain = match (explicit_td, derived) {
+        (Some(td), Some(found)) if *td != found => {
+            return Err(invalid(format!(
+                "trust domain {td} was requested but the CA certificates name spiffe://{found}"
+            )))
+        }
+        (Some(td), _) => td.clone(),
+        (None, Some(found)) => found,
+        (None, None) => TrustDomain::parse(DEFAULT_TRUST_DOMAIN).expect("valid default"),
+    };
+    let roots = roots.into_iter().collect();
+    CertificateAuthority::from_parts(trust_domain, key, chain, roots, &facts, &invalid)
+}
+
+fn check_validity(
+    f: &CertFacts,
+    file: &str,
+    what: &str,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    if now > f.not_after {
+        return Err(format!("{what} {file} expired at {}", rfc3339(f.not_after)));
+    }
+    if now < f.not_before {
+        return Err(format!(
+            "{what} {file} is not valid before {}",
+            rfc3339(f.not_before)
+        ));
+    }
+    Ok(())
+}
+
+enum ChainError {
+    Invalid(String),
+    Malformed(std::path::PathBuf, String),
+}
+
+/// Checks `cert-chain.pem`: starts with the signing cert, each certificate is issued and
+/// signed by the next, all are valid now, path-length constraints allow the depth, and it ends
+/// at a root from `root-cert.pem` (appended when the file stops just below the root).
+fn check_chain(
+    mut chain: Vec<CertificateDer<'static>>,
+    ca_der: &CertificateDer<'static>,
+    roots: &[CertificateDer<'static>],
+    root_path: &Path,
+    now: OffsetDateTime,
+) -> Result<(Vec<CertificateDer<'static>>, Vec<CertFacts>), ChainError> {
+    use ChainError::Invalid;
+    if chain[0] != *ca_der {
+        return Err(Invalid(format!(
+            "{CERT_CHAIN_FILE} does not start with {CA_CERT_FILE}"
+        )));
+    }
+    let root_facts = roots
+        .iter()
+        .map(|r| certs::facts(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|r| ChainError::Malformed(root_path.to_path_buf(), r))?;
+    let last = chain.last().expect("non-empty").clone();
+    if !roots.contains(&last) {
+        let last_facts =
+            certs::facts(&last).map_err(|r| Invalid(format!("{CERT_CHAIN_FILE}: {r}")))?;
+        let parent = roots
+            .iter()
+            .zip(&root_facts)
+            .find(|(r, f)| f.subject_raw == last_facts.issuer_raw && certs::signed_by(&last, r));
+        match parent {
+            Some((r, _)) => chain.push(r.clone()),
+            None => {
+                return Err(Invalid(format!(
+                "{CERT_CHAIN_FILE} does not end at (or directly below) a root in {ROOT_CERT_FILE}"
+            )))
+            }
+        }
+    }
+    let facts = chain
+        .iter()
+        .map(|c| certs::facts(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|r| Invalid(format!("{CERT_CHAIN_FILE}: {r}")))?;
+    for (i, pair) in facts.windows(2).enumerate() {
+        let (child, parent) = (&pair[0], &pair[1]);
+        let (ci, pi) = (i + 1, i + 2);
+        if child.issuer_raw != parent.subject_raw || !certs::signed_by(&chain[i], &chain[i + 1]) {
+            return Err(Invalid(format!(
+                "{CERT_CHAIN_FILE}: certificate {ci} ({}) is not issued by certificate {pi} ({})",
+                child.subject, parent.subject
+            )));
+        }
+        if !parent.is_ca {
+            return Err(Invalid(format!(
+                "{CERT_CHAIN_FILE}: certificate {pi} ({}) is not a CA certificate",
+                parent.subject
+            )));
+        }
+    }
+    for (i, f) in facts.iter().enumerate().skip(1) {
+        let what = format!("certificate {} ({}) in", i + 1, f.subject);
+        check_validity(f, CERT_CHAIN_FILE, &what, now).map_err(Invalid)?;
+        // Certificates 1..i sit between this one and any leaf we issue; self-issued ones
+        // (a root re-signing itself) don't count, per RFC 5280 6.1.4 (l).
+        let below = facts[..i].iter().filter(|c| !c.self_issued()).count() as u32;
+        if let Some(max) = f.path_len {
+            if below > max {
+                return Err(Invalid(format!(
+                    "{CERT_CHAIN_FILE}: certificate {} ({}) has pathLenConstraint {max}, too \
+                     small for {below} CA certificate(s) below it",
+                    i + 1,
+                    f.subject
+                )));
+            }
+        }
+    }
+    Ok((chain, facts))
+}
+
+/// The trust domain named by a `spiffe://<td>` URI SAN (empty path), looking at the root
+/// first and then down the chain.
+pub(crate) fn derived_trust_domain(facts: &[CertFacts]) -> Option<TrustDomain> {
+    facts.iter().rev().find_map(|f| {
+        f.uri_sans.iter().find_map(|u| {
+            let id = SpiffeId::parse(u).ok()?;
+            id.path().is_empty().then(|| id.trust_domain().clone())
+        })
+    })
+}

@@ -1,0 +1,396 @@
+//! Issuance: root → intermediate → leaf, CSR handling, TTL and trust-domain rules.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{openssl, uri_sans, with_cert};
+use rcgen::{CertificateParams, KeyPair, SanType};
+use time::OffsetDateTime;
+use trustmesh_ca::{CaError, CertificateAuthority, InitOptions, IssueRequest, KeyType, TtlPolicy};
+use trustmesh_identity::{SpiffeId, TrustDomain};
+
+fn td(s: &str) -> TrustDomain {
+    TrustDomain::parse(s).unwrap()
+}
+
+fn plugin_ca(domain: &str) -> (CertificateAuthority, CertificateAuthority) {
+    let root = CertificateAuthority::init_root(&td(domain), &InitOptions::root()).unwrap();
+    let ca =
+        CertificateAuthority::init_intermediate(&root, &td(domain), &InitOptions::intermediate())
+            .unwrap();
+    (root, ca)
+}
+
+fn csr_for(key: &KeyPair, uris: &[&str]) -> String {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().unwrap()))
+        .collect();
+    params.serialize_request(key).unwrap().pem().unwrap()
+}
+
+#[test]
+fn plugin_chain_has_istio_workload_profile() {
+    let (root, ca) = plugin_ca("cluster.local");
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+    let mut req = IssueRequest::new(id.clone());
+    req.ttl = Duration::from_secs(3600);
+    let before = OffsetDateTime::now_utc();
+    let svid = ca.issue(&req).unwrap();
+
+    // Chain: leaf, intermediate, root; root-cert.pem is the root.
+    assert_eq!(svid.chain.len(), 3);
+    assert_eq!(svid.chain[1], *ca.ca_cert());
+    assert_eq!(svid.chain[2], root.roots()[0]);
+    assert_eq!(svid.root_pem, root.roots_pem());
+    assert!(svid
+        .key_pem
+        .as_deref()
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(svid.chain_pem.matches("BEGIN CERTIFICATE").count(), 3);
+
+    with_cert(svid.leaf(), |c| {
+        // Empty subject, SAN = exactly the SPIFFE ID, critical (RFC 5280 with empty subject).
+        assert_eq!(c.subject().iter().count(), 0);
+        let san = c.subject_alternative_name().unwrap().unwrap();
+        assert!(san.critical);
+        assert_eq!(san.value.general_names.len(), 1);
+        assert_eq!(uri_sans(svid.leaf()), [id.as_str()]);
+        let bc = c.basic_constraints().unwrap().unwrap();
+        assert!(!bc.value.ca);
+        let ku = c.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && ku.key_encipherment());
+        assert!(!ku.key_cert_sign());
+        let eku = c.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        // Serial: positive, 16 bytes.
+        let serial = c.raw_serial();
+        assert_eq!(serial.len(), 16);
+        assert!(serial[0] & 0x80 == 0 && serial[0] != 0);
+        assert_eq!(c.raw_serial_as_string().replace(':', ""), svid.serial_hex);
+        // Issuer is the intermediate.
+        with_cert(ca.ca_cert(), |i| {
+            assert_eq!(c.issuer().as_raw(), i.subject().as_raw())
+        });
+        assert!(c.verify_signature(None).is_err());
+        with_cert(ca.ca_cert(), |i| {
+            c.verify_signature(Some(i.public_key())).unwrap()
+        });
+        // Validity: 2 minutes of clock-skew grace, 1h lifetime.
+        let nb = c.validity().not_before.timestamp();
+        let na = c.validity().not_after.timestamp();
+        let t0 = before.unix_timestamp();
+        assert!(
+            (t0 - 121..=t0 - 119).contains(&nb),
+            "notBefore {nb} vs now {t0}"
+        );
+        assert!(
+            (t0 + 3599..=t0 + 3601).contains(&na),
+            "notAfter {na} vs now {t0}"
+        );
+    });
+    // Two issuances never share a serial.
+    let other = ca.issue(&req).unwrap();
+    assert_ne!(other.serial_hex, svid.serial_hex);
+}
+
+#[test]
+fn intermediate_is_constrained_ca_below_root() {
+    let (root, ca) = plugin_ca("example.org");
+    assert_eq!(ca.chain().len(), 2);
+    assert_eq!(ca.chain()[1], root.roots()[0]);
+    with_cert(ca.ca_cert(), |c| {
+        let bc = c.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(0));
+        let ku = c.key_usage().unwrap().unwrap().value;
+        assert!(ku.key_cert_sign() && ku.crl_sign());
+        with_cert(&root.roots()[0], |r| {
+            assert_eq!(c.issuer().as_raw(), r.subject().as_raw());
+            assert_ne!(c.subject().as_raw(), r.subject().as_raw());
+            c.verify_signature(Some(r.public_key())).unwrap();
+        });
+    });
+    with_cert(&root.roots()[0], |r| {
+        assert_eq!(r.subject().to_string(), "O=example.org");
+        let bc = r.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca && bc.path_len_constraint.is_none());
+        r.verify_signature(None).unwrap();
+        let na = r.validity().not_after.timestamp() - OffsetDateTime::now_utc().unix_timestamp();
+        assert!((3650 * 86_400 - 5..=3650 * 86_400 + 5).contains(&na));
+    });
+    assert_eq!(uri_sans(&root.roots()[0]), ["spiffe://example.org"]);
+
+    // pathlen:0 forbids another level.
+    let err = CertificateAuthority::init_intermediate(
+        &ca,
+        &td("example.org"),
+        &InitOptions::intermediate(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("pathLenConstraint 0"), "{err}");
+    // A different trust domain under this root is refused.
+    let err = CertificateAuthority::init_intermediate(
+        &root,
+        &td("other.org"),
+        &InitOptions::intermediate(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("parent CA serves trust domain example.org"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chain_is_accepted_by_openssl_verify() {
+    let (_root, ca) = plugin_ca("cluster.local");
+    let svid = ca
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap(),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    svid.write_issued(dir.path()).unwrap();
+    let pems: Vec<_> = svid
+        .chain
+        .iter()
+        .map(|c| pem::Pem::new("CERTIFICATE", c.to_vec()))
+        .collect();
+    std::fs::write(dir.path().join("leaf.pem"), pem::encode(&pems[0])).unwrap();
+    std::fs::write(dir.path().join("inter.pem"), pem::encode(&pems[1])).unwrap();
+    let out = openssl(
+        dir.path(),
+        &[
+            "verify",
+            "-CAfile",
+            "root-cert.pem",
+            "-untrusted",
+            "inter.pem",
+            "-purpose",
+            "sslclient",
+            "leaf.pem",
+        ],
+    );
+    assert!(out.contains("leaf.pem: OK"), "{out}");
+    let text = openssl(dir.path(), &["x509", "-in", "leaf.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/a/sa/b"),
+        "{text}"
+    );
+    assert!(
+        text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{text}"
+    );
+}
+
+#[test]
+fn csr_key_is_certified_and_san_checked() {
+    let (_root, ca) = plugin_ca("cluster.local");
+    let id = "spiffe://cluster.local/ns/default/sa/api";
+    let key = KeyPair::generate().unwrap();
+
+    for uris in [vec![id], vec![]] {
+        let mut req = IssueRequest::new(SpiffeId::parse(id).unwrap());
+        req.csr_pem = Some(csr_for(&key, &uris));
+        let svid = ca.issue(&req).unwrap();
+        assert!(svid.key_pem.is_none());
+        assert_eq!(uri_sans(svid.leaf()), [id]);
+        with_cert(svid.leaf(), |c| {
+            assert_eq!(
+                c.public_key().subject_public_key.data.as_ref(),
+                key.public_key_raw()
+            );
+        });
+    }
+
+    let mut req = IssueRequest::new(SpiffeId::parse(id).unwrap());
+    req.csr_pem = Some(csr_for(
+        &key,
+        &["spiffe://cluster.local/ns/default/sa/admin"],
+    ));
+    let err = ca.issue(&req).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "CSR asks for spiffe://cluster.local/ns/default/sa/admin, request is for spiffe://cluster.local/ns/default/sa/api"
+    );
+    // A second, different URI next to the right one is refused too.
+    req.csr_pem = Some(csr_for(
+        &key,
+        &[id, "spiffe://cluster.local/ns/kube-system/sa/x"],
+    ));
+    assert!(matches!(
+        ca.issue(&req),
+        Err(CaError::CsrIdentityMismatch { .. })
+    ));
+}
+
+#[test]
+fn tampered_or_garbage_csr_is_refused() {
+    let (_root, ca) = plugin_ca("cluster.local");
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/api").unwrap();
+    let key = KeyPair::generate().unwrap();
+    let csr = csr_for(&key, &[id.as_str()]);
+    let mut der = pem::parse(&csr).unwrap().into_contents();
+    // Flip a bit inside the SAN value: the self-signature must no longer verify.
+    let pos = der.windows(4).position(|w| w == b"sa/a").unwrap();
+    der[pos + 3] ^= 0x01;
+    let tampered = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+    let mut req = IssueRequest::new(id.clone());
+    req.csr_pem = Some(tampered);
+    let err = ca.issue(&req).unwrap_err();
+    assert!(
+        err.to_string().contains("signature does not verify"),
+        "{err}"
+    );
+
+    req.csr_pem = Some("not a csr".into());
+    let err = ca.issue(&req).unwrap_err();
+    assert!(err.to_string().starts_with("invalid CSR:"), "{err}");
+}
+
+#[test]
+fn weak_rsa_csr_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl(dir.path(), &["genrsa", "-out", "k.pem", "1024"]);
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-new",
+            "-key",
+            "k.pem",
+            "-subj",
+            "/CN=x",
+            "-addext",
+            "subjectAltName=URI:spiffe://cluster.local/ns/a/sa/b",
+            "-out",
+            "r.csr",
+        ],
+    );
+    let (_root, ca) = plugin_ca("cluster.local");
+    let mut req = IssueRequest::new(SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap());
+    req.csr_pem = Some(std::fs::read_to_string(dir.path().join("r.csr")).unwrap());
+    let err = ca.issue(&req).unwrap_err();
+    assert!(
+        err.to_string().contains("RSA key of 1024 bits is too weak"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ttl_rules_follow_istio() {
+    let (_root, mut ca) = plugin_ca("cluster.local");
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+
+    // Zero TTL → default 24h.
+    let now = OffsetDateTime::now_utc();
+    let svid = ca.issue_at(&IssueRequest::new(id.clone()), now).unwrap();
+    assert_eq!(
+        (svid.not_after - now).whole_seconds(),
+        24 * 3600 - (now.nanosecond() > 0) as i64
+    );
+
+    // Exactly the max (90 days) is fine; a second more is refused with Istio's wording.
+    let mut req = IssueRequest::new(id.clone());
+    req.ttl = Duration::from_secs(90 * 86_400);
+    ca.issue(&req).unwrap();
+    req.ttl = Duration::from_secs(91 * 86_400);
+    let err = ca.issue(&req).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "requested TTL 2184h0m0s is greater than the max allowed TTL 2160h0m0s"
+    );
+
+    // A custom policy is honoured and validated.
+    ca.set_ttl_policy(TtlPolicy {
+        default_ttl: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(3600),
+    })
+    .unwrap();
+    req.ttl = Duration::from_secs(7200);
+    assert!(matches!(ca.issue(&req), Err(CaError::TtlTooLong { .. })));
+    let err = ca
+        .set_ttl_policy(TtlPolicy {
+            default_ttl: Duration::from_secs(7200),
+            max_ttl: Duration::from_secs(3600),
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("default TTL 2h0m0s is greater than the max TTL 1h0m0s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn leaf_is_clamped_to_ca_expiry() {
+    let (_root, ca) = plugin_ca("cluster.local");
+    let ca_expiry = ca.not_after();
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+    let mut req = IssueRequest::new(id);
+    req.ttl = Duration::from_secs(24 * 3600);
+    // One hour before the CA expires, a 24h request ends with the CA.
+    let late = ca_expiry - time::Duration::hours(1);
+    let svid = ca.issue_at(&req, late).unwrap();
+    assert_eq!(svid.not_after, ca_expiry);
+    with_cert(svid.leaf(), |c| {
+        assert_eq!(
+            c.validity().not_after.timestamp(),
+            ca_expiry.unix_timestamp()
+        )
+    });
+    // After the CA expired, issuance is refused.
+    let err = ca
+        .issue_at(&req, ca_expiry + time::Duration::seconds(1))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("signing certificate has expired at"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_trust_domain_is_refused() {
+    let (_root, ca) = plugin_ca("cluster.local");
+    let req =
+        IssueRequest::new(SpiffeId::parse("spiffe://evil.example/ns/default/sa/web").unwrap());
+    let err = ca.issue(&req).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spiffe://evil.example/ns/default/sa/web is not in trust domain cluster.local served by this CA"
+    );
+}
+
+#[test]
+fn rsa_root_and_rsa_leaf() {
+    let opts = InitOptions {
+        key_type: KeyType::Rsa2048,
+        ..InitOptions::root()
+    };
+    let root = CertificateAuthority::init_root(&td("rsa.example"), &opts).unwrap();
+    assert_eq!(root.key_algorithm(), "RSA");
+    let mut req = IssueRequest::new(SpiffeId::parse("spiffe://rsa.example/ns/a/sa/b").unwrap());
+    req.key_type = KeyType::Rsa2048;
+    let svid = root.issue(&req).unwrap();
+    assert_eq!(svid.chain.len(), 2);
+    assert!(svid
+        .key_pem
+        .as_deref()
+        .unwrap()
+        .contains("BEGIN PRIVATE KEY"));
+    with_cert(svid.leaf(), |c| {
+        with_cert(&root.roots()[0], |r| {
+            c.verify_signature(Some(r.public_key())).unwrap()
+        });
+        assert!(matches!(
+            c.public_key().parsed().unwrap(),
+            x509_parser::public_key::PublicKey::RSA(_)
+        ));
+    });
+}

@@ -1,0 +1,360 @@
+//! Loading and writing Istio `cacerts` directories, including ones made by openssl.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{gen_key, openssl, openssl_cacerts, uri_sans, OsslKey};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use trustmesh_ca::{CaError, CertificateAuthority, InitOptions, IssueRequest};
+use trustmesh_identity::{SpiffeId, TrustDomain};
+
+fn td(s: &str) -> TrustDomain {
+    TrustDomain::parse(s).unwrap()
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issues from `ca` and checks with openssl that the chain verifies to `root-cert.pem`.
+fn issue_and_openssl_verify(ca: &CertificateAuthority, id: &str) {
+    let svid = ca
+        .issue(&IssueRequest::new(SpiffeId::parse(id).unwrap()))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    svid.write_issued(out.path()).unwrap();
+    let leaf = pem::encode(&pem::Pem::new("CERTIFICATE", svid.chain[0].to_vec()));
+    fs::write(out.path().join("leaf.pem"), leaf).unwrap();
+    fs::write(out.path().join("chain.pem"), &svid.chain_pem).unwrap();
+    let res = openssl(
+        out.path(),
+        &[
+            "verify",
+            "-CAfile",
+            "root-cert.pem",
+            "-untrusted",
+            "chain.pem",
+            "leaf.pem",
+        ],
+    );
+    assert!(res.contains("leaf.pem: OK"), "{res}");
+    assert_eq!(uri_sans(&svid.chain[0]), [id]);
+}
+
+#[test]
+fn loads_openssl_cacerts_with_every_key_encoding() {
+    for (root_key, ca_key) in [
+        (OsslKey::RsaPkcs1, OsslKey::RsaPkcs1),
+        (OsslKey::RsaPkcs1, OsslKey::EcSec1),
+        (OsslKey::EcPkcs8, OsslKey::EcPkcs8),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        openssl_cacerts(dir.path(), root_key, ca_key, None);
+        let ca = CertificateAuthority::load(dir.path())
+            .unwrap_or_else(|e| panic!("{root_key:?}/{ca_key:?}: {e}"));
+        // No SPIFFE URI in Istio's tool-made certs: Istio's default trust domain applies.
+        assert_eq!(ca.trust_domain().as_str(), "cluster.local");
+        assert_eq!(ca.chain().len(), 2);
+        let expected = match ca_key {
+            OsslKey::RsaPkcs1 => "RSA",
+            _ => "ECDSA P-256",
+        };
+        assert_eq!(ca.key_algorithm(), expected);
+        issue_and_openssl_verify(&ca, "spiffe://cluster.local/ns/default/sa/sleep");
+    }
+}
+
+#[test]
+fn trust_domain_from_root_uri_or_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_cacerts(
+        dir.path(),
+        OsslKey::EcPkcs8,
+        OsslKey::EcSec1,
+        Some("spiffe://corp.example"),
+    );
+    let ca = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(ca.trust_domain().as_str(), "corp.example");
+    let same =
+        CertificateAuthority::load_with_trust_domain(dir.path(), &td("corp.example")).unwrap();
+    assert_eq!(same.trust_domain().as_str(), "corp.example");
+    let err =
+        CertificateAuthority::load_with_trust_domain(dir.path(), &td("other.example")).unwrap_err();
+    assert!(
+        err.to_string().contains("name spiffe://corp.example"),
+        "{err}"
+    );
+
+    // Without URIs an explicit domain is taken as is.
+    let plain = tempfile::tempdir().unwrap();
+    openssl_cacerts(plain.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    let ca =
+        CertificateAuthority::load_with_trust_domain(plain.path(), &td("mesh.example")).unwrap();
+    issue_and_openssl_verify(&ca, "spiffe://mesh.example/ns/x/sa/y");
+}
+
+#[test]
+fn write_then_load_round_trips() {
+    let root = CertificateAuthority::init_root(&td("rt.example"), &InitOptions::root()).unwrap();
+    let ca = CertificateAuthority::init_intermediate(
+        &root,
+        &td("rt.example"),
+        &InitOptions::intermediate(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cacerts");
+    ca.write(&out).unwrap();
+    assert_eq!(
+        listing(&out),
+        [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "cert-chain.pem",
+            "root-cert.pem"
+        ]
+    );
+    let mode = fs::metadata(out.join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = fs::read_to_string(out.join("ca-key.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+
+    let loaded = CertificateAuthority::load(&out).unwrap();
+    assert_eq!(loaded.trust_domain().as_str(), "rt.example");
+    assert_eq!(loaded.chain(), ca.chain());
+    assert_eq!(loaded.roots(), root.roots());
+    // openssl agrees the stored chain is sound.
+    let res = openssl(&out, &["verify", "-CAfile", "root-cert.pem", "ca-cert.pem"]);
+    assert!(res.contains("ca-cert.pem: OK"), "{res}");
+    issue_and_openssl_verify(&loaded, "spiffe://rt.example/ns/a/sa/b");
+}
+
+#[test]
+fn missing_files_are_named() {
+    for name in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "cert-chain.pem",
+        "root-cert.pem",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+        fs::remove_file(dir.path().join(name)).unwrap();
+        let err = CertificateAuthority::load(dir.path()).unwrap_err();
+        assert!(matches!(err, CaError::Missing { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.ends_with(&format!("{name}: file not found")), "{msg}");
+    }
+}
+
+#[test]
+fn key_not_matching_cert_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    gen_key(dir.path(), OsslKey::EcSec1, "ca-key.pem");
+    let err = CertificateAuthority::load(dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ca-key.pem does not match ca-cert.pem"),
+        "{msg}"
+    );
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn garbage_key_and_cert_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    fs::write(dir.path().join("ca-key.pem"), "hello").unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ca-key.pem: no PRIVATE KEY PEM block found"),
+        "{err}"
+    );
+
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    fs::write(dir.path().join("root-cert.pem"), "").unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("root-cert.pem: no PEM CERTIFICATE block found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn non_ca_certificate_is_refused() {
+    // A leaf placed where the CA belongs.
+    let root = CertificateAuthority::init_root(&td("x.example"), &InitOptions::root()).unwrap();
+    let svid = root
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://x.example/w").unwrap(),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("ca-cert.pem"),
+        pem::encode(&pem::Pem::new("CERTIFICATE", svid.chain[0].to_vec())),
+    )
+    .unwrap();
+    fs::write(dir.path().join("ca-key.pem"), svid.key_pem.unwrap()).unwrap();
+    fs::write(dir.path().join("cert-chain.pem"), &svid.chain_pem).unwrap();
+    fs::write(dir.path().join("root-cert.pem"), &svid.root_pem).unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ca-cert.pem is not a CA certificate"), "{err}");
+}
+
+#[test]
+fn expired_ca_is_refused() {
+    // Made with rcgen directly (openssl 3.0 cannot back-date), expired yesterday.
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "old.example");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now - time::Duration::days(1);
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
+        fs::write(dir.path().join(name), cert.pem()).unwrap();
+    }
+    fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    let when = trustmesh_ca::rfc3339(params.not_after);
+    assert!(
+        err.contains(&format!("CA certificate ca-cert.pem expired at {when}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn inconsistent_chains_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    let other = tempfile::tempdir().unwrap();
+    openssl_cacerts(other.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+
+    // root-cert.pem from another hierarchy.
+    fs::copy(
+        other.path().join("root-cert.pem"),
+        dir.path().join("root-cert.pem"),
+    )
+    .unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not end at (or directly below) a root in root-cert.pem"),
+        "{err}"
+    );
+
+    // cert-chain.pem that starts elsewhere.
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    fs::copy(
+        other.path().join("cert-chain.pem"),
+        dir.path().join("cert-chain.pem"),
+    )
+    .unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cert-chain.pem does not start with ca-cert.pem"),
+        "{err}"
+    );
+
+    // Intermediate followed by a root with the same name but a different key: signature fails.
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    let chain = fs::read_to_string(dir.path().join("ca-cert.pem")).unwrap()
+        + &fs::read_to_string(other.path().join("root-cert.pem")).unwrap();
+    fs::write(dir.path().join("cert-chain.pem"), chain).unwrap();
+    fs::copy(
+        other.path().join("root-cert.pem"),
+        dir.path().join("root-cert.pem"),
+    )
+    .unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate 1 (O=Istio, CN=Intermediate CA, L=cluster1) is not issued by certificate 2"), "{err}");
+
+    // cert-chain.pem without the root is completed from root-cert.pem.
+    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    fs::copy(
+        dir.path().join("ca-cert.pem"),
+        dir.path().join("cert-chain.pem"),
+    )
+    .unwrap();
+    let ca = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(ca.chain().len(), 2);
+    assert_eq!(ca.chain()[1], ca.roots()[0]);
+}
+
+#[test]
+fn failed_write_leaves_no_partial_files() {
+    let root = CertificateAuthority::init_root(&td("w.example"), &InitOptions::root()).unwrap();
+    let svid = root
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://w.example/x").unwrap(),
+        ))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Output path under a regular file: nothing can be created.
+    fs::write(tmp.path().join("file"), "x").unwrap();
+    let err = svid
+        .write_issued(tmp.path().join("file/out"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("file/out"), "{err}");
+    assert_eq!(listing(tmp.path()), ["file"]);
+    let err = root
+        .write(tmp.path().join("file/ca"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("file/ca"), "{err}");
+
+    // One target name blocked by a directory: the key must not be written alone.
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::create_dir(out.join("root-cert.pem")).unwrap();
+    let err = svid.write_issued(&out).unwrap_err().to_string();
+    assert!(err.contains("root-cert.pem"), "{err}");
+    assert_eq!(listing(&out), ["root-cert.pem"]);
+
+    // A read-only directory, where permissions are enforced (not for root).
+    let ro = tmp.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    if fs::write(ro.join("probe"), "x").is_err() {
+        let err = svid.write_issued(&ro).unwrap_err().to_string();
+        assert!(err.contains("Permission denied"), "{err}");
+        assert!(listing(&ro).is_empty());
+    }
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+}
