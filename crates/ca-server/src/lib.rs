@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bundle;
 pub mod bundle_endpoint;
 pub mod ca_signer;
+pub mod client;
 pub mod csr;
 pub mod https_get;
 pub mod server;
