@@ -643,7 +643,8 @@ pub struct Attrs<'r> {
     pub req: &'r Request,
     pub principal: Option<&'r str>,
     pub namespace: Option<&'r str>,
-    pub service_account: Option<String>,
+    /// `(namespace, service account)` of the peer.
+    pub service_account: Option<(&'r str, &'r str)>,
     pub path: Option<&'r str>,
 }
 
@@ -768,14 +769,16 @@ impl CSource {
                 )
             });
         }
-        if self.service_accounts.set() && !self.service_accounts.check(a.service_account.as_deref())
-        {
-            return miss(explain, || {
-                format!(
-                    "serviceAccounts/notServiceAccounts: source service account {}",
-                    show(a.service_account.as_deref())
-                )
-            });
+        if self.service_accounts.set() {
+            let sa = a.service_account.map(|(n, s)| format!("{n}/{s}"));
+            if !self.service_accounts.check(sa.as_deref()) {
+                return miss(explain, || {
+                    format!(
+                        "serviceAccounts/notServiceAccounts: source service account {}",
+                        show(sa.as_deref())
+                    )
+                });
+            }
         }
         if self.ip_blocks.set() && !self.ip_blocks.check(a.req.source.ip) {
             return miss(explain, || {

@@ -1,0 +1,259 @@
+//! Loading users' existing Istio YAML unchanged, and `validate` finding every problem with its
+//! file:document:field location and a hint.
+
+use std::path::PathBuf;
+
+use trustmesh_policy::{load, validate, MeshConfig, PolicySet, SourceText};
+
+fn src(file: &str, text: &str) -> SourceText {
+    SourceText {
+        file: file.into(),
+        text: text.into(),
+    }
+}
+
+fn problems(text: &str, mesh: &MeshConfig) -> Vec<String> {
+    validate(&[src("p.yaml", text)], mesh)
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+fn has(ps: &[String], loc: &str, word: &str) {
+    assert!(
+        ps.iter()
+            .any(|p| p.starts_with(loc) && p.contains(word) && p.contains("(hint: ")),
+        "no problem at {loc} mentioning {word:?}; got:\n{}",
+        ps.join("\n")
+    );
+}
+
+const KUBECTL_LIST: &str = r#"apiVersion: v1
+items:
+- apiVersion: security.istio.io/v1
+  kind: AuthorizationPolicy
+  metadata:
+    annotations:
+      kubectl.kubernetes.io/last-applied-configuration: |
+        {"apiVersion":"security.istio.io/v1"}
+    creationTimestamp: "2024-05-01T10:00:00Z"
+    generation: 1
+    managedFields:
+    - apiVersion: security.istio.io/v1
+      fieldsType: FieldsV1
+    name: allow-get
+    namespace: prod
+    resourceVersion: "12345"
+    uid: 6f1c0e2a-0000-0000-0000-000000000000
+  spec:
+    rules:
+    - to:
+      - operation:
+          methods: ["GET"]
+  status:
+    validationMessages: []
+- apiVersion: security.istio.io/v1beta1
+  kind: PeerAuthentication
+  metadata:
+    name: default
+    namespace: istio-system
+  spec:
+    mtls:
+      mode: STRICT
+kind: List
+metadata:
+  resourceVersion: ""
+"#;
+
+#[test]
+fn loads_kubectl_list_multidoc_and_skips_other_kinds() {
+    let multi = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n---\n---\napiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: prod}\nspec: {jwtRules: [{issuer: https://i}]}\n";
+    let (set, notices) = PolicySet::from_sources(
+        &[src("list.yaml", KUBECTL_LIST), src("multi.yaml", multi)],
+        &MeshConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(set.authorization_policy_count(), 1);
+    assert_eq!(notices.len(), 1);
+    assert!(
+        notices[0].to_string().starts_with("multi.yaml:1:"),
+        "{}",
+        notices[0]
+    );
+    assert!(notices[0].message.contains("Deployment"));
+    let w = trustmesh_policy::Workload::new("prod", &[]);
+    assert_eq!(set.mtls_mode(&w, 80).0, trustmesh_policy::MtlsMode::Strict);
+    assert_eq!(set.jwt_rules(&w).len(), 1);
+}
+
+#[test]
+fn unknown_fields_name_file_document_and_path() {
+    let y = "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  rules:\n  - from:\n    - source:\n        principal: [x]\n";
+    let ps = problems(y, &MeshConfig::default());
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    has(
+        &ps,
+        "p.yaml:2:spec.rules[0].from[0].source",
+        "unknown field `principal`",
+    );
+    // Inside a List the item index is part of the path.
+    let l = KUBECTL_LIST.replace("methods: [\"GET\"]", "method: [\"GET\"]");
+    let ps = problems(&l, &MeshConfig::default());
+    has(
+        &ps,
+        "p.yaml:1:items[0].spec.rules[0].to[0].operation",
+        "unknown field `method`",
+    );
+    // Bad enum values are located too.
+    let ps = problems("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec: {mtls: {mode: STRICTLY}}\n", &MeshConfig::default());
+    has(&ps, "p.yaml:1:spec.mtls.mode", "STRICTLY");
+    // Unsupported apiVersion for a security kind.
+    let ps = problems(
+        "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\n",
+        &MeshConfig::default(),
+    );
+    has(&ps, "p.yaml:1:apiVersion", "v1alpha1");
+}
+
+fn ap(spec: &str) -> String {
+    format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: prod}}\nspec: {spec}\n")
+}
+
+#[test]
+fn validation_problems_table() {
+    let mesh = MeshConfig::from_yaml_str(
+        "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 9191}\n- name: zipkin\n  zipkin: {service: z, port: 9411}\n",
+    )
+    .unwrap();
+    let r = "p.yaml:1:spec.rules[0]";
+    let cases: Vec<(String, String, &str)> = vec![
+        (ap("{rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]}"), format!("{r}.from[0].source.ipBlocks[0]"), "CIDR"),
+        (ap("{rules: [{from: [{source: {notRemoteIpBlocks: [nope]}}]}]}"), format!("{r}.from[0].source.notRemoteIpBlocks[0]"), "CIDR"),
+        (ap("{rules: [{to: [{operation: {methods: [get]}}]}]}"), format!("{r}.to[0].operation.methods[0]"), "lower-case"),
+        (ap("{rules: [{to: [{operation: {methods: ['GE T']}}]}]}"), format!("{r}.to[0].operation.methods[0]"), "not a valid HTTP method"),
+        (ap("{rules: [{to: [{operation: {ports: ['http']}}]}]}"), format!("{r}.to[0].operation.ports[0]"), "port"),
+        (ap("{rules: [{to: [{operation: {paths: ['/a/{**}/b']}}]}]}"), format!("{r}.to[0].operation.paths[0]"), "last"),
+        (ap("{action: CUSTOM, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "requires a provider"),
+        (ap("{action: CUSTOM, provider: {name: nope}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "unknown extension provider"),
+        (ap("{action: CUSTOM, provider: {name: zipkin}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "not an ext_authz"),
+        (ap("{action: CUSTOM, provider: {name: opa}}"), "p.yaml:1:spec.rules".into(), "no rules"),
+        (ap("{action: DENY, provider: {name: opa}, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "only used with action CUSTOM"),
+        (ap("{rules: [{to: [{operation: {ports: ['3306'], methods: [GET]}}]}]}"), format!("{r}.to[0].operation.ports"), "TCP"),
+        (ap("{rules: [{from: [{source: {principals: [spiffe://cluster.local/ns/a/sa/b]}}]}]}"), format!("{r}.from[0].source.principals[0]"), "spiffe://"),
+        (ap("{rules: [{when: [{key: source.principal, values: [spiffe://cluster.local/ns/a/sa/b]}]}]}"), format!("{r}.when[0].values[0]"), "spiffe://"),
+        (ap("{rules: [{when: [{key: 'request.header[x]', values: [a]}]}]}"), format!("{r}.when[0].key"), "unknown condition key"),
+        (ap("{rules: [{when: [{key: source.ip, values: [1.2.3]}]}]}"), format!("{r}.when[0].values[0]"), "CIDR"),
+        (ap("{rules: [{when: [{key: destination.port, notValues: [x]}]}]}"), format!("{r}.when[0].notValues[0]"), "port"),
+        (ap("{rules: [{when: [{key: source.ip}]}]}"), format!("{r}.when[0]"), "neither values nor notValues"),
+        (ap("{rules: [{from: [{source: {}}]}]}"), format!("{r}.from[0].source"), "no fields"),
+        (ap("{rules: [{to: [{}]}]}"), format!("{r}.to[0].operation"), "without operation"),
+        (ap("{rules: [{from: [{source: {serviceAccounts: [a/b/c]}}]}]}"), format!("{r}.from[0].source.serviceAccounts[0]"), "namespace"),
+        (
+            "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {portLevelMtls: {8080: {mode: DISABLE}}}\n".into(),
+            "p.yaml:1:spec.portLevelMtls".into(),
+            "selector",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{jwksUri: 'ftp://x'}]}\n".into(),
+            "p.yaml:1:spec.jwtRules[0].issuer".into(),
+            "issuer",
+        ),
+        (format!("{}---\n{}", ap("{}"), ap("{}")), "p.yaml:2:metadata.name".into(), "duplicate"),
+    ];
+    for (yaml, loc, word) in &cases {
+        let ps = problems(yaml, &mesh);
+        has(&ps, loc, word);
+    }
+    // Every problem in one file is reported, not only the first.
+    let many = ap("{rules: [{from: [{source: {ipBlocks: [x], principals: [spiffe://a/b]}}], to: [{operation: {methods: [get]}}]}]}");
+    assert_eq!(problems(&many, &mesh).len(), 3);
+    // A clean file has no problems.
+    assert!(problems(
+        &ap("{rules: [{to: [{operation: {methods: [GET], paths: ['/a/{*}/b/{**}']}}]}]}"),
+        &mesh
+    )
+    .is_empty());
+}
+
+#[test]
+fn yaml_syntax_is_unreadable() {
+    let r = validate(
+        &[src("bad.yaml", "kind: [unclosed\n")],
+        &MeshConfig::default(),
+    );
+    assert_eq!(r.problems.len(), 1);
+    assert!(r.problems[0].unreadable);
+    assert!(r.problems[0].to_string().starts_with("bad.yaml:1:"));
+}
+
+#[test]
+fn mesh_config_shapes() {
+    let bare = "trustDomain: td.example\ntrustDomainAliases: [old.example]\naccessLogFile: /dev/stdout\ndefaultConfig: {holdApplicationUntilProxyStarts: true}\nextensionProviders:\n- name: ext\n  envoyExtAuthzHttp: {service: ext.svc, port: 8000, includeRequestHeadersInCheck: [authorization], headersToUpstreamOnAllow: [x-user]}\n";
+    let m = MeshConfig::from_yaml_str(bare).unwrap();
+    assert_eq!(m.trust_domain, "td.example");
+    assert_eq!(m.root_namespace, "istio-system");
+    assert_eq!(
+        m.trust_domains().collect::<Vec<_>>(),
+        ["td.example", "old.example"]
+    );
+    let http = m
+        .provider("ext")
+        .unwrap()
+        .envoy_ext_authz_http
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (http.port, http.include_request_headers_in_check.len()),
+        (8000, 1)
+    );
+    let wrapped = format!(
+        "meshConfig:\n{}",
+        bare.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    );
+    assert_eq!(MeshConfig::from_yaml_str(&wrapped).unwrap(), m);
+    let iop = format!(
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  meshConfig:\n{}",
+        bare.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    assert_eq!(MeshConfig::from_yaml_str(&iop).unwrap(), m);
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\ndata:\n  mesh: |\n{}",
+        bare.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    assert_eq!(MeshConfig::from_yaml_str(&cm).unwrap(), m);
+    assert_eq!(
+        MeshConfig::from_yaml_str("").unwrap(),
+        MeshConfig::default()
+    );
+    let e = MeshConfig::from_yaml_str("trustDomainAliases: 3\n").unwrap_err();
+    assert!(e.path.contains("trustDomainAliases"), "{e}");
+}
+
+#[test]
+fn load_directory_and_read_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), KUBECTL_LIST).unwrap();
+    std::fs::write(dir.path().join("sub/b.yml"), "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: prod}\nspec: {action: DENY, rules: [{}]}\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "not yaml: [").unwrap();
+    let (set, _) = PolicySet::load(&[dir.path().to_path_buf()], &MeshConfig::default()).unwrap();
+    assert_eq!(set.authorization_policy_count(), 2);
+    let missing = PolicySet::load(&[PathBuf::from("/nonexistent/x")], &MeshConfig::default());
+    assert!(matches!(missing, Err(trustmesh_policy::LoadError::Read(_))));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(load::read_paths(&[empty.path().to_path_buf()]).is_err());
+    std::fs::write(dir.path().join("sub/c.yaml"), "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c, namespace: prod}\nspec: {rules: [{from: [{source: {ipBlocks: [bad]}}]}]}\n").unwrap();
+    match PolicySet::load(&[dir.path().to_path_buf()], &MeshConfig::default()) {
+        Err(trustmesh_policy::LoadError::Invalid(ps)) => {
+            assert_eq!(ps.len(), 1);
+            assert!(ps[0].location.file.ends_with("sub/c.yaml"));
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
