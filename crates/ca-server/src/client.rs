@@ -56,7 +56,11 @@ pub async fn create_certificate(
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
     let channel = endpoint.connect().await.map_err(|e| {
-        Status::unavailable(format!("cannot reach CA at {}: {}", ca.address, error_chain(&e)))
+        Status::unavailable(format!(
+            "cannot reach CA at {}: {}",
+            ca.address,
+            error_chain(&e)
+        ))
     })?;
     let mut client = IstioCertificateServiceClient::new(channel);
     let mut req = Request::new(IstioCertificateRequest {
@@ -65,11 +69,16 @@ pub async fn create_certificate(
         metadata: None,
     });
     if let Some(token) = &creds.bearer_token {
-        let v = MetadataValue::try_from(format!("Bearer {}", token.trim()))
-            .map_err(|_| Status::invalid_argument("token contains characters not allowed in metadata"))?;
+        let v = MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+            Status::invalid_argument("token contains characters not allowed in metadata")
+        })?;
         req.metadata_mut().insert("authorization", v);
     }
-    Ok(client.create_certificate(req).await?.into_inner().cert_chain)
+    Ok(client
+        .create_certificate(req)
+        .await?
+        .into_inner()
+        .cert_chain)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
