@@ -657,8 +657,7 @@ impl<'r> Attrs<'r> {
             (
                 req.peer_principal(),
                 req.source_namespace(),
-                req.source_service_account()
-                    .map(|(n, s)| format!("{n}/{s}")),
+                req.source_service_account(),
             )
         };
         Attrs {
