@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# bench/proxy.sh — what does a trustmesh sidecar pair cost, next to no proxy and next to nginx?
+#
+# In one run, on this machine, over loopback only, it measures requests/s and p50/p99 latency
+# with wrk for three paths to the same backend (nginx serving a 13-byte static body):
+#
+#   (a) direct     wrk ──HTTP──▶ backend
+#   (b) trustmesh  wrk ──HTTP──▶ client proxy ══mTLS══▶ server proxy ──HTTP──▶ backend
+#                  (SPIFFE identities from `trustmesh ca init/issue`, PeerAuthentication STRICT,
+#                   an ALLOW AuthorizationPolicy naming the client's principal)
+#   (c) nginx      wrk ──HTTP──▶ nginx client ══mTLS══▶ nginx server ──HTTP──▶ backend
+#                  (server: ssl_verify_client on + ssl_client_certificate; client:
+#                   proxy_ssl_certificate/_key, proxy_ssl_trusted_certificate, proxy_ssl_verify
+#                   on, keepalive to the upstream) — certificates from the same CA and the same
+#                   key type (ECDSA P-256), so both pairs do the same cryptography.
+#
+# It prints a table side by side, with the latency each proxy hop adds over (a): a pair is two
+# hops, so "added per hop" is (pair − direct) / 2.
+#
+# Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS]
+#         defaults: -d 10 -t 2 -c 32 (wrk --latency); every run is bounded by -d.
+# Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
+#                         `cargo build --release -p trustmesh`). When it is missing, (b) is
+#                         skipped and the table says so.
+#         BENCH_PORT_BASE first of the loopback ports used (default 18000; uses base..base+5).
+#         KEEP_WORKDIR=1  keep the temporary directory (configs, certificates, logs).
+#
+# Needs wrk, nginx, openssl and curl on PATH; it installs nothing. On Debian/Ubuntu:
+#   apt-get install -y wrk nginx-light openssl curl      (or the `nginx` package)
+#
+# Caveats: wrk, the proxies and the backend share this machine's cores, so the numbers are
+# for comparing the three paths with each other in the same run, not absolute capacity.
+# trustmesh writes its JSON access log to stdout (one line per request, as in production);
+# the script sends it to a file in the work directory, so that cost is included.
+set -euo pipefail
+
+duration=10
+threads=2
+connections=32
+while getopts "d:t:c:h" opt; do
+    case "$opt" in
+        d) duration=$OPTARG ;;
+        t) threads=$OPTARG ;;
+        c) connections=$OPTARG ;;
+        *) sed -n '2,36p' "$0"; exit 2 ;;
+    esac
+done
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bin=${TRUSTMESH_BIN:-$repo/target/release/trustmesh}
+base=${BENCH_PORT_BASE:-18000}
+backend_port=$base
+tm_server_port=$((base + 1))
+tm_client_port=$((base + 2))
+ngx_server_port=$((base + 3))
+ngx_client_port=$((base + 4))
+admin_port=$((base + 5))
+
+missing=()
+for tool in wrk nginx openssl curl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "bench/proxy.sh: missing ${missing[*]}." >&2
+    echo "  install with: apt-get install -y wrk nginx-light openssl curl" >&2
+    exit 1
+fi
+nginx_bin=$(command -v nginx)
+
+work=$(mktemp -d /tmp/trustmesh-bench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${KEEP_WORKDIR:-}" == 1 ]]; then
+        echo "work directory kept: $work" >&2
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+
+log() { echo "[bench] $*" >&2; }
+
+# Waits (at most 10 s) until URL answers 200.
+wait_ok() {
+    local url=$1 i
+    for i in $(seq 1 100); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench/proxy.sh: $url did not answer 200 within 10 s" >&2
+    return 1
+}
+
+# Starts nginx in the foreground (tracked for cleanup) with config file $1.
+start_nginx() {
+    local conf=$1 name
+    name=$(basename "$conf" .conf)
+    mkdir -p "$work/$name"
+    "$nginx_bin" -p "$work/$name" -c "$conf" -g 'daemon off;' \
+        >"$work/$name.out" 2>&1 &
+    pids+=($!)
+}
+
+# Common nginx settings: run from the work directory, no access log, temp files local.
+nginx_preamble() {
+    local name=$1
+    # Workers run as the invoking user so they can read the private work directory.
+    [[ $EUID -eq 0 ]] && echo "user root;"
+    cat <<EOF
+worker_processes auto;
+pid $work/$name.pid;
+error_log $work/$name.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/$name/body;
+    proxy_temp_path $work/$name/proxy;
+    fastcgi_temp_path $work/$name/fastcgi;
+    uwsgi_temp_path $work/$name/uwsgi;
+    scgi_temp_path $work/$name/scgi;
+    keepalive_requests 1000000;
+EOF
+}
+
+# Runs wrk against URL; prints "rps p50_ms p99_ms".
+measure() {
+    local url=$1 out
+    out=$(wrk -t "$threads" -c "$connections" -d "${duration}s" --timeout 5s --latency "$url")
+    echo "$out" >>"$work/wrk.log"
+    if grep -q "Non-2xx" <<<"$out"; then
+        echo "bench/proxy.sh: non-2xx answers from $url:" >&2
+        echo "$out" >&2
+        return 1
+    fi
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+            return v + 0
+        }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.3f %.3f\n", rps, p50, p99 }
+    ' <<<"$out"
+}
+
+# --- backend -------------------------------------------------------------------------------
+mkdir -p "$work/www"
+printf 'hello, mesh\n\n' >"$work/www/index.html"
+{
+    nginx_preamble backend
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$backend_port;
+        location / { root $work/www; }
+    }
+}
+EOF
+} >"$work/backend.conf"
+start_nginx "$work/backend.conf"
+wait_ok "http://127.0.0.1:$backend_port/"
+
+# --- certificates ----------------------------------------------------------------------------
+# One CA for everything. trustmesh issues the SVIDs for its pair when the binary is present;
+# the nginx pair gets certificates from the same CA made with openssl, with the same key type
+# and a DNS name added, because nginx verifies the upstream's name and SVIDs carry only a URI.
+td=cluster.local
+server_id=spiffe://$td/ns/bench/sa/server
+client_id=spiffe://$td/ns/bench/sa/client
+have_trustmesh=0
+if [[ -x "$bin" ]]; then
+    have_trustmesh=1
+    "$bin" ca init --trust-domain "$td" --out "$work/ca" >/dev/null
+    "$bin" ca issue --ca "$work/ca" --spiffe-id "$server_id" --out "$work/server" >/dev/null
+    "$bin" ca issue --ca "$work/ca" --spiffe-id "$client_id" --out "$work/client" >/dev/null
+    ca_cert=$work/ca/ca-cert.pem
+    ca_key=$work/ca/ca-key.pem
+    root=$work/ca/root-cert.pem
+else
+    log "no trustmesh binary at $bin: skipping (b); build it with: cargo build --release -p trustmesh"
+    mkdir -p "$work/ca"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/O=bench/CN=bench-root" -keyout "$work/ca/ca-key.pem" \
+        -out "$work/ca/ca-cert.pem" 2>/dev/null
+    ca_cert=$work/ca/ca-cert.pem
+    ca_key=$work/ca/ca-key.pem
+    root=$ca_cert
+fi
+
+# issue_nginx NAME SPIFFE_ID [DNS]: ECDSA P-256 leaf from the same CA, for the nginx pair.
+issue_nginx() {
+    local name=$1 id=$2 dns=${3:-} dir=$work/nginx-$1
+    mkdir -p "$dir"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+        -keyout "$dir/key.pem" -out "$dir/req.csr" 2>/dev/null
+    {
+        echo "basicConstraints=CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        echo "extendedKeyUsage=serverAuth,clientAuth"
+        if [[ -n "$dns" ]]; then
+            echo "subjectAltName=URI:$id,DNS:$dns"
+        else
+            echo "subjectAltName=URI:$id"
+        fi
+    } >"$dir/ext.cnf"
+    openssl x509 -req -in "$dir/req.csr" -CA "$ca_cert" -CAkey "$ca_key" -CAcreateserial \
+        -days 1 -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
+}
+issue_nginx server "$server_id" server.bench.local
+issue_nginx client "$client_id"
+
+# --- (b) trustmesh pair ----------------------------------------------------------------------
+if ((have_trustmesh)); then
+    mkdir -p "$work/policies"
+    cat >"$work/policies/bench.yaml" <<EOF
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default, namespace: bench }
+spec:
+  mtls: { mode: STRICT }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-client, namespace: bench }
+spec:
+  selector: { matchLabels: { app: server } }
+  action: ALLOW
+  rules:
+  - from:
+    - source: { principals: ["$td/ns/bench/sa/client"] }
+EOF
+    cat >"$work/server-proxy.yaml" <<EOF
+workload: { namespace: bench, serviceAccount: server, labels: { app: server } }
+certs: { key: $work/server/key.pem, certChain: $work/server/cert-chain.pem }
+trustBundles: [ "$td=$root" ]
+mesh: { trustDomain: $td }
+policyDir: $work/policies
+inbound: [ { port: $tm_server_port, targetPort: $backend_port, protocol: http } ]
+admin: { address: "127.0.0.1:$admin_port" }
+EOF
+    cat >"$work/client-proxy.yaml" <<EOF
+workload: { namespace: bench, serviceAccount: client, labels: { app: client } }
+certs: { key: $work/client/key.pem, certChain: $work/client/cert-chain.pem }
+trustBundles: [ "$td=$root" ]
+mesh: { trustDomain: $td }
+outbound:
+- { port: $tm_client_port, peer: "127.0.0.1:$tm_server_port", peerIdentity: "$server_id", protocol: http }
+EOF
+    RUST_LOG=warn "$bin" proxy --config "$work/server-proxy.yaml" \
+        >"$work/server-proxy.access.log" 2>"$work/server-proxy.err" &
+    pids+=($!)
+    RUST_LOG=warn "$bin" proxy --config "$work/client-proxy.yaml" \
+        >"$work/client-proxy.access.log" 2>"$work/client-proxy.err" &
+    pids+=($!)
+    if ! wait_ok "http://127.0.0.1:$tm_client_port/"; then
+        log "trustmesh pair not ready; its stderr:"
+        cat "$work/server-proxy.err" "$work/client-proxy.err" >&2
+        exit 1
+    fi
+fi
+
+# --- (c) nginx pair --------------------------------------------------------------------------
+{
+    nginx_preamble nginx-server
+    cat <<EOF
+    upstream backend { server 127.0.0.1:$backend_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:$ngx_server_port ssl;
+        ssl_certificate $work/nginx-server/cert.pem;
+        ssl_certificate_key $work/nginx-server/key.pem;
+        ssl_protocols TLSv1.3;
+        ssl_verify_client on;
+        ssl_client_certificate $root;
+        ssl_verify_depth 3;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$work/nginx-server.conf"
+{
+    nginx_preamble nginx-client
+    cat <<EOF
+    upstream mtls_server { server 127.0.0.1:$ngx_server_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:$ngx_client_port;
+        location / {
+            proxy_pass https://mtls_server;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_certificate $work/nginx-client/cert.pem;
+            proxy_ssl_certificate_key $work/nginx-client/key.pem;
+            proxy_ssl_trusted_certificate $root;
+            proxy_ssl_verify on;
+            proxy_ssl_verify_depth 3;
+            proxy_ssl_name server.bench.local;
+            proxy_ssl_server_name on;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_session_reuse on;
+        }
+    }
+}
+EOF
+} >"$work/nginx-client.conf"
+start_nginx "$work/nginx-server.conf"
+start_nginx "$work/nginx-client.conf"
+wait_ok "http://127.0.0.1:$ngx_client_port/"
+
+# --- sanity: both server sides really demand a client certificate ---------------------------
+code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:$ngx_server_port/" || true)
+if [[ "$code" != 400 ]]; then
+    echo "bench/proxy.sh: nginx server answered $code without a client certificate (want 400)" >&2
+    exit 1
+fi
+if ((have_trustmesh)); then
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$tm_server_port/" || true)
+    if [[ "$code" == 200 ]]; then
+        echo "bench/proxy.sh: trustmesh server proxy served plaintext under STRICT mTLS" >&2
+        exit 1
+    fi
+fi
+
+# --- measure ----------------------------------------------------------------------------------
+log "wrk -t$threads -c$connections -d${duration}s --latency, per scenario"
+log "(a) direct"
+res=$(measure "http://127.0.0.1:$backend_port/")
+read -r a_rps a_p50 a_p99 <<<"$res"
+if ((have_trustmesh)); then
+    log "(b) trustmesh mTLS pair"
+    res=$(measure "http://127.0.0.1:$tm_client_port/")
+    read -r b_rps b_p50 b_p99 <<<"$res"
+    # The pair really enforced mTLS + policy: the server proxy logged the client's identity.
+    if ! grep -q "ns/bench/sa/client" "$work/server-proxy.access.log"; then
+        log "warning: the server proxy's access log does not name the client identity"
+    fi
+fi
+log "(c) nginx mTLS pair"
+res=$(measure "http://127.0.0.1:$ngx_client_port/")
+read -r c_rps c_p50 c_p99 <<<"$res"
+
+row() { # name rps p50 p99
+    awk -v n="$1" -v r="$2" -v p50="$3" -v p99="$4" -v a50="$a_p50" -v a99="$a_p99" -v direct="$5" '
+        BEGIN {
+            if (direct) printf "%-24s %12.0f %10.3f %10.3f %14s %14s\n", n, r, p50, p99, "-", "-"
+            else printf "%-24s %12.0f %10.3f %10.3f %14.3f %14.3f\n", n, r, p50, p99,
+                (p50 - a50) / 2, (p99 - a99) / 2
+        }'
+}
+echo
+echo "loopback, wrk -t$threads -c$connections -d${duration}s, $(nproc) cores shared by all processes"
+printf "%-24s %12s %10s %10s %14s %14s\n" scenario "req/s" "p50 ms" "p99 ms" "+p50 ms/hop" "+p99 ms/hop"
+row "(a) direct" "$a_rps" "$a_p50" "$a_p99" 1
+if ((have_trustmesh)); then
+    row "(b) trustmesh mTLS pair" "$b_rps" "$b_p50" "$b_p99" 0
+else
+    printf "%-24s %s\n" "(b) trustmesh mTLS pair" "skipped: no binary at $bin"
+fi
+row "(c) nginx mTLS pair" "$c_rps" "$c_p50" "$c_p99" 0
