@@ -204,3 +204,35 @@ fn fingerprint(der: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_len_counts_significant_bits() {
+        assert_eq!(bit_len(&[0x00, 0x80, 0x00]), 16);
+        assert_eq!(bit_len(&[0x7f, 0xff]), 15);
+        assert_eq!(bit_len(&[0x01]), 1);
+        assert_eq!(bit_len(&[0x00, 0x00]), 0);
+        let mut modulus = vec![0x00, 0xc1];
+        modulus.extend([0u8; 255]);
+        assert_eq!(bit_len(&modulus), 2048);
+    }
+
+    #[test]
+    fn key_usage_bits_in_rfc_order() {
+        assert_eq!(key_usage_names(0b1), ["digitalSignature"]);
+        assert_eq!(key_usage_names(0b110_0000), ["keyCertSign", "cRLSign"]);
+        assert!(key_usage_names(0).is_empty());
+    }
+
+    #[test]
+    fn ip_san_rendering() {
+        assert_eq!(ip_string(&[127, 0, 0, 1]), "127.0.0.1");
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(ip_string(&v6), "::1");
+        assert_eq!(ip_string(&[1, 2, 3]), "invalid IP SAN (3 bytes)");
+    }
+}

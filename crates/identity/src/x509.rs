@@ -143,3 +143,23 @@ pub(crate) fn rfc3339(secs: i64) -> String {
         })
         .unwrap_or_else(|| format!("unix time {secs}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_hex_strips_sign_byte_only() {
+        assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8f01");
+        assert_eq!(serial_hex(&[0x01, 0x00]), "0100");
+        assert_eq!(serial_hex(&[0x00]), "00");
+        assert_eq!(serial_hex(&[]), "");
+    }
+
+    #[test]
+    fn rfc3339_formats_and_degrades() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), format!("unix time {}", i64::MAX));
+    }
+}

@@ -339,3 +339,16 @@ fn ordering_and_hashing_follow_the_uri() {
     let order: Vec<_> = tds.iter().map(|t| t.as_str()).collect();
     assert_eq!(order, ["a", "m", "z"]);
 }
+
+#[test]
+fn serde_uses_the_string_form_and_validates() {
+    let id = SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap();
+    let json = serde_json::to_string(&id).unwrap();
+    assert_eq!(json, "\"spiffe://td/ns/a/sa/b\"");
+    assert_eq!(serde_json::from_str::<SpiffeId>(&json).unwrap(), id);
+    let err = serde_json::from_str::<SpiffeId>("\"spiffe://td/a//b\"").unwrap_err();
+    assert!(err.to_string().contains("empty path segment"), "{err}");
+    let td: TrustDomain = serde_json::from_str("\"cluster.local\"").unwrap();
+    assert_eq!(td.as_str(), "cluster.local");
+    assert!(serde_json::from_str::<TrustDomain>("\"Cluster.local\"").is_err());
+}
