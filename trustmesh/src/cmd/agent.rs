@@ -1,13 +1,59 @@
-//! Placeholder until its owner replaces it wholesale.
+//! `trustmesh agent --config FILE`: the node agent (key + CSR, rotation, certificate files,
+//! SPIFFE Workload API).
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use trustmesh_agent::Config;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Configuration file.
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
+    /// Agent configuration (YAML): CA address and root, token file, trust domain, workload
+    /// identity, output folder, Workload API socket, rotation fraction, TTL, federation.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
-pub fn run(_a: Args) -> ExitCode {
-    super::fail(2, "not yet built")
+pub fn run(a: Args) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => return super::fail(2, e),
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return super::fail(1, format!("starting runtime: {e}")),
+    };
+    rt.block_on(async move {
+        if let Some(sock) = &cfg.workload_api_socket {
+            println!("workload-api unix://{}", sock.display());
+        }
+        tokio::select! {
+            r = trustmesh_agent::run(cfg) => match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => super::fail(1, e),
+            },
+            _ = shutdown_signal() => ExitCode::SUCCESS,
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

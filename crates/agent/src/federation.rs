@@ -1,0 +1,76 @@
+//! Federated trust domains: each peer's SPIFFE bundle is fetched from its bundle endpoint and
+//! served to workloads next to the local roots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use trustmesh_ca_server::bundle;
+use trustmesh_identity::pem::certs_from_pem;
+
+use crate::config::Federation;
+use crate::state::StateTx;
+
+/// Bounds on the peer's `spiffe_refresh_hint`: never hammer a peer, never sit on a stale bundle.
+const MIN_REFRESH: Duration = Duration::from_secs(5);
+const MAX_REFRESH: Duration = Duration::from_secs(3600);
+const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Polls one peer forever. The endpoint is authenticated with `root_cert` (the peer's initial
+/// bundle, per the `https_spiffe` profile's bootstrap); once fetched, the peer's current roots
+/// authenticate later fetches as well, so the peer can rotate its root.
+pub async fn run(peer: Federation, state: StateTx) {
+    let mut anchors = match std::fs::read(&peer.root_cert)
+        .map_err(|e| e.to_string())
+        .and_then(|p| certs_from_pem(&p).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(trust_domain = %peer.trust_domain, "federation root {}: {e}", peer.root_cert.display());
+            return;
+        }
+    };
+    let peer = Arc::new(peer);
+    loop {
+        let wait = match trustmesh_ca_server::https_get::get_with_roots(&peer.endpoint, &anchors)
+            .await
+        {
+            Ok(body) => match bundle::parse(&body) {
+                Ok(b) if !b.x509_authorities.is_empty() => {
+                    tracing::info!(trust_domain = %peer.trust_domain, roots = b.x509_authorities.len(), "federated bundle updated");
+                    let roots = b.x509_authorities.clone();
+                    state.send_if_modified(|snap| {
+                        let changed = snap.federated.get(&peer.trust_domain) != Some(&roots);
+                        snap.federated
+                            .insert(peer.trust_domain.clone(), roots.clone());
+                        changed
+                    });
+                    let mut next = roots;
+                    for a in anchors.drain(..) {
+                        if !next.contains(&a) {
+                            next.push(a);
+                        }
+                    }
+                    anchors = next;
+                    b.refresh_hint
+                        .map(Duration::from_secs)
+                        .unwrap_or(DEFAULT_REFRESH)
+                        .clamp(MIN_REFRESH, MAX_REFRESH)
+                }
+                Ok(_) => {
+                    tracing::warn!(trust_domain = %peer.trust_domain, "bundle from {} has no X.509 roots; keeping the previous one", peer.endpoint);
+                    RETRY
+                }
+                Err(e) => {
+                    tracing::warn!(trust_domain = %peer.trust_domain, "bundle from {}: {e}", peer.endpoint);
+                    RETRY
+                }
+            },
+            Err(e) => {
+                tracing::warn!(trust_domain = %peer.trust_domain, "fetching bundle: {e}");
+                RETRY
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,199 @@
+//! The agent's X.509-SVID: generated key, CSR, the CA's answer checked before it is trusted,
+//! and the files the proxy watches.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{CertificateParams, KeyPair, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use trustmesh_identity::pem::{certs_from_pem, certs_to_pem};
+use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// File names in the output folder, the names istio-agent uses for file-mounted certificates.
+pub const KEY_FILE: &str = "key.pem";
+pub const CHAIN_FILE: &str = "cert-chain.pem";
+pub const ROOT_FILE: &str = "root-cert.pem";
+
+/// One identity with its key, ready to be served.
+#[derive(Debug, Clone)]
+pub struct Svid {
+    pub id: SpiffeId,
+    /// Leaf first, then intermediates; never the root.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Roots of the local trust domain.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// PKCS#8 DER.
+    pub key_der: Vec<u8>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub serial_hex: String,
+}
+
+impl Svid {
+    /// When to renew: after `fraction` of the lifetime has passed.
+    pub fn refresh_at(&self, fraction: f64) -> SystemTime {
+        let life = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + life.mul_f64(fraction)
+    }
+
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.not_after
+    }
+}
+
+/// A fresh ECDSA P-256 key: generated here, it never leaves this host.
+pub fn new_key() -> Result<KeyPair, String> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| format!("generating key: {e}"))
+}
+
+/// A CSR carrying exactly one URI SAN, the SPIFFE ID.
+pub fn csr_pem(key: &KeyPair, id: &SpiffeId) -> Result<String, String> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let uri = id
+        .as_str()
+        .try_into()
+        .map_err(|e| format!("SPIFFE ID as URI SAN: {e:?}"))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params
+        .serialize_request(key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| format!("building CSR: {e}"))
+}
+
+/// Turns the CA's answer (PEM certificates, leaf first, root last) into an [`Svid`], refusing
+/// one that does not verify, names another identity or certifies another key: a confused or
+/// compromised CA must not make the agent serve something the workload did not ask for.
+pub fn from_ca_response(
+    pems: &[String],
+    key: &KeyPair,
+    expected: &SpiffeId,
+) -> Result<Svid, String> {
+    let mut certs = Vec::new();
+    for p in pems {
+        certs.extend(certs_from_pem(p.as_bytes()).map_err(|e| format!("CA response: {e}"))?);
+    }
+    if certs.len() < 2 {
+        return Err(format!(
+            "CA response has {} certificate(s); expected the leaf and at least the root",
+            certs.len()
+        ));
+    }
+    let root = certs.pop().expect("len checked");
+    let svid = assemble(certs, vec![root], key.serialize_der(), expected)?;
+    let (_, leaf) = X509Certificate::from_der(&svid.chain[0]).map_err(|e| e.to_string())?;
+    if leaf.public_key().raw != key.subject_public_key_info().as_slice() {
+        return Err("CA returned a certificate for a different key than the CSR's".into());
+    }
+    Ok(svid)
+}
+
+/// Verifies `chain` against `roots` as an X.509-SVID of `expected`.
+fn assemble(
+    chain: Vec<CertificateDer<'static>>,
+    roots: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+    expected: &SpiffeId,
+) -> Result<Svid, String> {
+    let mut bundles = TrustBundleSet::new();
+    for r in &roots {
+        bundles
+            .add_root(expected.trust_domain().clone(), r.clone())
+            .map_err(|e| format!("root certificate: {e}"))?;
+    }
+    let trust = TrustConfig::new(expected.trust_domain().clone(), bundles);
+    let verified = trustmesh_identity::verify_svid(&chain, &trust, UnixTime::now())
+        .map_err(|e| format!("certificate does not verify: {e}"))?;
+    if &verified.id != expected {
+        return Err(format!(
+            "certificate is for {}, expected {expected}",
+            verified.id
+        ));
+    }
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| e.to_string())?;
+    let to_time = |t: i64| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+    Ok(Svid {
+        id: verified.id,
+        not_before: to_time(leaf.validity().not_before.timestamp()),
+        not_after: to_time(leaf.validity().not_after.timestamp()),
+        serial_hex: leaf.raw_serial_as_string(),
+        chain,
+        roots,
+        key_der,
+    })
+}
+
+/// Loads a previous run's files, if they still hold a valid SVID for `expected`, so a restarted
+/// agent serves at once even while the CA is unreachable.
+pub fn load_existing(dir: &Path, expected: &SpiffeId) -> Option<Svid> {
+    let chain = certs_from_pem(&std::fs::read(dir.join(CHAIN_FILE)).ok()?).ok()?;
+    let roots = certs_from_pem(&std::fs::read(dir.join(ROOT_FILE)).ok()?).ok()?;
+    let key_pem = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
+    let key = KeyPair::from_pem(&key_pem).ok()?;
+    if chain.is_empty() {
+        return None;
+    }
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).ok()?;
+    if leaf.public_key().raw != key.subject_public_key_info().as_slice() {
+        return None;
+    }
+    assemble(chain, roots, key.serialize_der(), expected).ok()
+}
+
+/// Writes the three files so that a watcher never reads a half-written one: each goes to a
+/// temporary file in the same folder and is renamed over the old one. The root goes first (so
+/// a new chain is already trusted when it appears) and the chain last (a proxy that reloads
+/// when the chain changes then finds the matching key in place).
+pub fn write_files(dir: &Path, svid: &Svid) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let key_pem = pem_block("PRIVATE KEY", &svid.key_der);
+    write_atomic(
+        &dir.join(ROOT_FILE),
+        certs_to_pem(&svid.roots).as_bytes(),
+        0o644,
+    )?;
+    write_atomic(&dir.join(KEY_FILE), key_pem.as_bytes(), 0o600)?;
+    write_atomic(
+        &dir.join(CHAIN_FILE),
+        certs_to_pem(&svid.chain).as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}
+
+fn pem_block(tag: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// Writes `data` to `path` via a temporary sibling and a rename; the temporary file gets `mode`
+/// before any byte is written, so a key is never readable by others even for an instant.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
