@@ -36,7 +36,11 @@ impl Jwt {
         self.auth.is_some()
     }
 
-    pub fn authenticate(&self, headers: &HeaderMap, uri: &Uri) -> Result<Option<AuthInfo>, JwtError> {
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<AuthInfo>, JwtError> {
         match &self.auth {
             None => Ok(None),
             Some(a) => a.authenticate(headers, uri),

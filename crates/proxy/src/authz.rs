@@ -14,6 +14,18 @@ use trustmesh_policy::{Action, MeshConfig, MtlsMode, PolicySet, Request, Verdict
 use crate::config::ProxyConfig;
 use crate::inbound::ConnCtx;
 
+fn is_empty_policy_dir(p: &std::path::Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return false;
+    };
+    !rd.filter_map(|e| e.ok()).any(|e| {
+        let path = e.path();
+        let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        !hidden && matches!(ext, "yaml" | "yml" | "json")
+    })
+}
+
 /// What the listener should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -67,7 +79,14 @@ impl Policies {
             namespace: cfg.workload.namespace.clone(),
             labels: cfg.workload.labels.clone(),
         };
-        let paths: Vec<_> = cfg.policy_dir.iter().cloned().collect();
+        // An existing but empty policy directory is a normal state (no policies yet: PERMISSIVE,
+        // allow all), not an error; a missing one is a configuration mistake and is reported.
+        let paths: Vec<_> = cfg
+            .policy_dir
+            .iter()
+            .filter(|p| !is_empty_policy_dir(p))
+            .cloned()
+            .collect();
         let (set, notices) = if paths.is_empty() {
             PolicySet::from_yaml_str("(no policyDir)", "", mesh)
                 .map_err(|e| anyhow!("empty policy set: {e}"))?
@@ -79,7 +98,11 @@ impl Policies {
         }
         let jwt = crate::authn::Jwt::new(&set, &workload)?;
         Ok(Policies {
-            sources: paths.iter().map(|p| p.display().to_string()).collect(),
+            sources: cfg
+                .policy_dir
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             set,
             workload,
             jwt,

@@ -329,7 +329,10 @@ impl ProxyConfig {
                 return Err(err(field, "port 0 is not a valid listen port".into()));
             }
             if let Some(prev) = seen.insert((addr, port), field.clone()) {
-                return Err(err(field, format!("{addr}:{port} is already used by {prev}")));
+                return Err(err(
+                    field,
+                    format!("{addr}:{port} is already used by {prev}"),
+                ));
             }
         }
         for (i, l) in self.inbound.iter().enumerate() {
@@ -459,7 +462,10 @@ admin: { address: "127.0.0.1:15000" }
         let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("outbound[0].port") && e.contains("already used"), "{e}");
+        assert!(
+            e.contains("outbound[0].port") && e.contains("already used"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -468,7 +474,10 @@ admin: { address: "127.0.0.1:15000" }
         let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("outbound[0]") && e.contains("peerIdentity"), "{e}");
+        assert!(
+            e.contains("outbound[0]") && e.contains("peerIdentity"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -83,7 +83,10 @@ pub async fn check(
     req: &Request<Incoming>,
 ) -> Outcome {
     let Some(client) = snap.ext_authz.get(provider) else {
-        tracing::warn!(provider, "CUSTOM policy names an unusable ext_authz provider; denying");
+        tracing::warn!(
+            provider,
+            "CUSTOM policy names an unusable ext_authz provider; denying"
+        );
         return Outcome::Deny(text(StatusCode::FORBIDDEN, "RBAC: access denied"));
     };
     let source_principal = ctx.peer.as_ref().map(|p| p.id.to_string());
@@ -100,7 +103,11 @@ pub async fn check(
         destination_addr: Some(ctx.local),
         destination_principal: Some(&own),
         method: req.method().as_str(),
-        path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
         host: &host,
         scheme: if ctx.tls { "https" } else { "http" },
         protocol,

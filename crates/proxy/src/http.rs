@@ -105,15 +105,12 @@ fn request_log(ctx: &ConnCtx, req: &Request<Incoming>) -> AccessLog {
 
 /// `:authority` for HTTP/2, `Host` for HTTP/1.1.
 pub fn authority(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+    req.uri().authority().map(|a| a.to_string()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    })
 }
 
 async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
@@ -144,7 +141,11 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
 
     let attrs = HttpAttrs {
         method: req.method().as_str(),
-        path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
         host: log.authority.as_deref().unwrap_or(""),
         headers: req.headers(),
         auth: auth.as_ref(),
@@ -170,7 +171,11 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
                     // CUSTOM allowed: the remaining DENY/ALLOW policies still apply.
                     let attrs = HttpAttrs {
                         method: req.method().as_str(),
-                        path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                        path: req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.as_str())
+                            .unwrap_or("/"),
                         host: log.authority.as_deref().unwrap_or(""),
                         headers: req.headers(),
                         auth: auth.as_ref(),
@@ -209,7 +214,8 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
         .decision("allow", verdict.policy.as_deref().unwrap_or(""));
     log.decision = "allow".into();
 
-    snap.policies.prepare_upstream(auth.as_ref(), req.headers_mut());
+    snap.policies
+        .prepare_upstream(auth.as_ref(), req.headers_mut());
     let resp = forward(shared, ctx, snap.own_id.as_str(), req).await;
     log.status = Some(resp.status().as_u16());
     log.duration_ms = started.elapsed().as_millis() as u64;
@@ -263,17 +269,13 @@ async fn forward(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+    let host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+        parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
     strip_hop_by_hop(&mut parts.headers);
     // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
     // to the app by sending its own XFCC.
@@ -308,7 +310,10 @@ async fn forward(
             Response::from_parts(parts, body.boxed())
         }
         Err(e) => {
-            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target = %ctx.target, error = %e, "forwarding to local app failed");
             text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -182,12 +182,9 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
 fn peer_of(shared: &Shared, conn: &rustls::ServerConnection) -> Option<Peer> {
     let certs = conn.peer_certificates()?;
     let snap = shared.current();
-    let svid = trustmesh_identity::verify_svid(
-        certs,
-        &snap.trust,
-        rustls_pki_types::UnixTime::now(),
-    )
-    .ok()?;
+    let svid =
+        trustmesh_identity::verify_svid(certs, &snap.trust, rustls_pki_types::UnixTime::now())
+            .ok()?;
     Some(Peer {
         id: svid.id,
         leaf: certs.first()?.as_ref().to_vec(),

@@ -78,7 +78,10 @@ impl Metrics {
     pub fn render(&self, now_unix: i64) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         counter(
@@ -149,7 +152,12 @@ impl Metrics {
             "# HELP trustmesh_connections_rejected_total Connections closed before carrying traffic, by reason.\n\
              # TYPE trustmesh_connections_rejected_total counter"
         );
-        for (r, v) in self.rejected.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (r, v) in self
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(
                 out,
                 "trustmesh_connections_rejected_total{{reason=\"{}\"}} {v}",

@@ -22,9 +22,15 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
             Ok((stream, source)) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    shared.metrics.active_connections.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .active_connections
+                        .fetch_add(1, Ordering::Relaxed);
                     handle(&shared, index, stream, source).await;
-                    shared.metrics.active_connections.fetch_sub(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .active_connections
+                        .fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Err(e) => {
@@ -36,7 +42,10 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
 }
 
 async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: SocketAddr) {
-    shared.metrics.outbound_connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .outbound_connections
+        .fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let snap = shared.current();
     let Some(l) = snap.config.outbound.get(index) else {
@@ -71,12 +80,21 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
     let tcp = match tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer_addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             return fail(&mut log, format!("connecting to peer {peer_addr}: {e}"));
         }
         Err(_) => {
-            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            return fail(&mut log, format!("connecting to peer {peer_addr}: timed out"));
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return fail(
+                &mut log,
+                format!("connecting to peer {peer_addr}: timed out"),
+            );
         }
     };
     let _ = tcp.set_nodelay(true);
@@ -98,13 +116,22 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
         match tokio::time::timeout(timeouts.handshake(), connector.connect(name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                shared.metrics.outbound_tls_errors.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .outbound_tls_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %peer_addr, error = %e, "outbound mTLS handshake failed");
                 return fail(&mut log, format!("mTLS to {peer_addr}: {e}"));
             }
             Err(_) => {
-                shared.metrics.outbound_tls_errors.fetch_add(1, Ordering::Relaxed);
-                return fail(&mut log, format!("mTLS to {peer_addr}: handshake timed out"));
+                shared
+                    .metrics
+                    .outbound_tls_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                return fail(
+                    &mut log,
+                    format!("mTLS to {peer_addr}: handshake timed out"),
+                );
             }
         };
     log.destination_principal = tls.get_ref().1.peer_certificates().and_then(|chain| {

@@ -90,7 +90,10 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
                 last = fingerprint(&files_of(&shared));
             }
             Ok(Err(e)) => {
-                shared.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload refused, keeping the last good configuration: {e:#}");
                 // If a writer was mid-way through a file while we read it, its final contents
                 // differ from what we fingerprinted: look again on the next poll.
@@ -99,7 +102,10 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
                 }
             }
             Err(e) => {
-                shared.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload task failed: {e}");
             }
         }

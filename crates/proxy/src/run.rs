@@ -50,7 +50,11 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     }
     let mut outbound = Vec::new();
     for (i, l) in cfg.outbound.iter().enumerate() {
-        let ln = bind(SocketAddr::new(l.address, l.port), &format!("outbound[{i}]")).await?;
+        let ln = bind(
+            SocketAddr::new(l.address, l.port),
+            &format!("outbound[{i}]"),
+        )
+        .await?;
         bound.outbound.push(ln.local_addr()?);
         outbound.push(ln);
     }
@@ -72,7 +76,10 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     if let Some(ln) = admin {
         tokio::spawn(crate::admin::serve(shared.clone(), ln));
     }
-    tokio::spawn(crate::reload::watch(shared.clone(), config_file.to_path_buf()));
+    tokio::spawn(crate::reload::watch(
+        shared.clone(),
+        config_file.to_path_buf(),
+    ));
     Ok((shared, bound))
 }
 

@@ -127,8 +127,8 @@ fn check_key_matches(own: &OwnCert, cfg: &ProxyConfig) -> anyhow::Result<()> {
 fn expected_peer(cfg: &ProxyConfig, i: usize) -> anyhow::Result<Option<ExpectedPeer>> {
     let l = &cfg.outbound[i];
     if let Some(id) = &l.peer_identity {
-        let id = SpiffeId::parse(id)
-            .map_err(|e| anyhow!("outbound[{i}].peerIdentity: {id:?}: {e}"))?;
+        let id =
+            SpiffeId::parse(id).map_err(|e| anyhow!("outbound[{i}].peerIdentity: {id:?}: {e}"))?;
         return Ok(Some(ExpectedPeer::Exact(id)));
     }
     if let Some(td) = &l.peer_trust_domain {
@@ -166,8 +166,8 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
 
     let own = load_own_cert(&cfg)?;
     check_key_matches(&own, &cfg)?;
-    let svid = trustmesh_identity::verify_svid(&own.chain, &trust, UnixTime::now())
-        .map_err(|e| {
+    let svid =
+        trustmesh_identity::verify_svid(&own.chain, &trust, UnixTime::now()).map_err(|e| {
             anyhow!(
                 "{}: our own certificate is not a valid SVID under the configured trust: {e}",
                 cfg.certs.cert_chain.display()

@@ -38,10 +38,9 @@ impl Shared {
             .build(connector);
         let startup_config = snapshot.config.clone();
         let metrics = Metrics::default();
-        metrics.cert_expiry_unix.store(
-            snapshot.own_not_after,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        metrics
+            .cert_expiry_unix
+            .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -56,10 +55,9 @@ impl Shared {
     }
 
     pub fn install(&self, snapshot: Snapshot) {
-        self.metrics.cert_expiry_unix.store(
-            snapshot.own_not_after,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.metrics
+            .cert_expiry_unix
+            .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         self.snapshot.store(Arc::new(snapshot));
     }
 }

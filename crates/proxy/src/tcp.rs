@@ -50,7 +50,10 @@ where
     let mut app = match tokio::time::timeout(connect, TcpStream::connect(ctx.target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             log.decision = "error".into();
             log.reason = Some(format!("connecting to app {}: {e}", ctx.target));
             log.duration_ms = ctx.started.elapsed().as_millis() as u64;
@@ -58,7 +61,10 @@ where
             return;
         }
         Err(_) => {
-            shared.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             log.decision = "error".into();
             log.reason = Some(format!("connecting to app {}: timed out", ctx.target));
             log.duration_ms = ctx.started.elapsed().as_millis() as u64;
