@@ -217,7 +217,7 @@ pub fn verify_svid_for(
         Ok(len) => len,
         Err(PathError::Webpki(webpki::Error::UnknownIssuer)) if !stale.is_empty() => {
             // Only a stale root would complete the path: report that root's validity problem.
-            if let Ok(Some(root)) = stale_root_used(&ee, &stale, intermediates, now, usage) {
+            if let Some(root) = stale_root_used(&ee, &stale, intermediates, now, usage) {
                 return Err(root_validity_error(root, now_secs));
             }
             return Err(SvidError::UnknownIssuer {
@@ -364,13 +364,11 @@ fn stale_root_used<'a>(
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
     usage: Usage,
-) -> Result<Option<&'a RootMeta>, PathError> {
-    for root in stale {
-        if build_path(ee, &[root], intermediates, now, usage).is_ok() {
-            return Ok(Some(root));
-        }
-    }
-    Ok(None)
+) -> Option<&'a RootMeta> {
+    stale
+        .iter()
+        .copied()
+        .find(|root| build_path(ee, &[root], intermediates, now, usage).is_ok())
 }
 
 fn root_validity_error(root: &RootMeta, now: i64) -> SvidError {
