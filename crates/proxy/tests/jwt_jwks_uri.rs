@@ -256,6 +256,19 @@ async fn refresh_failure_keeps_cache_and_rotation_is_picked_up() {
         .unwrap()
         .is_some());
 
+    // A policy reload rebuilds the authenticator: it starts from the last good keys instead
+    // of rejecting tokens until its own fetch (which fails here) completes.
+    let rebuilt = JwtAuthenticator::new(
+        vec![remote_rule(format!("{}/jwks", server.base))],
+        fast_options(),
+    )
+    .unwrap();
+    assert!(rebuilt
+        .authenticate(&bearer(&old_token), &uri)
+        .unwrap()
+        .is_some());
+    drop(rebuilt);
+
     // The issuer rotates its key: the next refresh replaces the set.
     server.serve(Some(jwks_of(&new, "new")));
     eventually("a successful refresh", || {
@@ -436,23 +449,9 @@ async fn https_jwks_uri_with_a_trusted_and_an_untrusted_ca() {
         ..fast_options()
     };
     let rule = remote_rule(format!("{}/jwks", server.base));
-    let trusted = JwtAuthenticator::new(vec![rule.clone()], options).unwrap();
-    assert!(
-        trusted.wait_ready(Duration::from_secs(5)).await,
-        "{:?}",
-        trusted.jwks_status()
-    );
-    assert_eq!(
-        trusted
-            .authenticate(&bearer(&t), &uri)
-            .unwrap()
-            .unwrap()
-            .subject,
-        "erin"
-    );
-
     // The system trust store does not know our private CA: the fetch must fail, closed.
-    let untrusted = JwtAuthenticator::new(vec![rule], fast_options()).unwrap();
+    // (Checked first: a successful fetch of the same URI would seed later authenticators.)
+    let untrusted = JwtAuthenticator::new(vec![rule.clone()], fast_options()).unwrap();
     assert!(!untrusted.wait_ready(Duration::from_secs(5)).await);
     let status = &untrusted.jwks_status()[0];
     assert!(
@@ -466,4 +465,19 @@ async fn https_jwks_uri_with_a_trusted_and_an_untrusted_ca() {
         untrusted.authenticate(&bearer(&t), &uri),
         Err(JwtError::JwksUnavailable { .. })
     ));
+
+    let trusted = JwtAuthenticator::new(vec![rule], options).unwrap();
+    assert!(
+        trusted.wait_ready(Duration::from_secs(5)).await,
+        "{:?}",
+        trusted.jwks_status()
+    );
+    assert_eq!(
+        trusted
+            .authenticate(&bearer(&t), &uri)
+            .unwrap()
+            .unwrap()
+            .subject,
+        "erin"
+    );
 }

@@ -5,12 +5,17 @@
 //! fails, so a flapping identity provider does not log everybody out. Until the first fetch
 //! succeeds there are no keys, and every token of that issuer is rejected with a clear error
 //! rather than let through: fail closed.
+//!
+//! The proxy rebuilds its authenticator on every policy reload. So that a reload does not open
+//! a window of 401s while the new authenticator fetches, the last good key set of every source
+//! is kept process-wide and a new [`RemoteJwks`] starts from it (and refreshes right away).
 
 use super::fetch;
 use super::jwks::KeySet;
 use hyper::http::Uri;
 use serde_json::Value;
-use std::sync::{Arc, RwLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Where the key set comes from.
@@ -50,13 +55,36 @@ pub struct JwksStatus {
     pub last_success: Option<Instant>,
 }
 
+/// Last good key set per (issuer, source URI), shared by all authenticators of the process.
+fn last_good() -> &'static Mutex<HashMap<(String, String), Arc<KeySet>>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, String), Arc<KeySet>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+impl JwksSource {
+    fn uri(&self) -> &Uri {
+        match self {
+            JwksSource::Uri(u) | JwksSource::Discovery(u) => u,
+        }
+    }
+}
+
 impl RemoteJwks {
     pub(crate) fn new(issuer: String, source: JwksSource, timeout: Duration) -> Self {
+        let cache_key = (issuer.clone(), source.uri().to_string());
+        let keys = last_good()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cache_key)
+            .cloned();
         RemoteJwks {
             issuer,
             source,
             timeout,
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                keys,
+                ..State::default()
+            }),
         }
     }
 
@@ -76,9 +104,7 @@ impl RemoteJwks {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         JwksStatus {
             issuer: self.issuer.clone(),
-            uri: match &self.source {
-                JwksSource::Uri(u) | JwksSource::Discovery(u) => u.to_string(),
-            },
+            uri: self.source.uri().to_string(),
             keys: state.keys.as_ref().map_or(0, |k| k.len()),
             last_error: state.last_error.clone(),
             attempts: state.attempts,
@@ -94,7 +120,15 @@ impl RemoteJwks {
         match result {
             Ok(keys) => {
                 tracing::debug!(issuer = %self.issuer, keys = keys.len(), "JWKS refreshed");
-                state.keys = Some(Arc::new(keys));
+                let keys = Arc::new(keys);
+                last_good()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        (self.issuer.clone(), self.source.uri().to_string()),
+                        keys.clone(),
+                    );
+                state.keys = Some(keys);
                 state.last_error = None;
                 state.last_success = Some(Instant::now());
                 true
