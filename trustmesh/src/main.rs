@@ -32,6 +32,9 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Run the node agent: key + CSR, rotation, SPIFFE Workload API.
     Agent(cmd::agent::Args),
+    /// Start a whole mesh on loopback (two CAs, agents, sidecars, demo apps) and tour it.
+    #[command(alias = "demo")]
+    Quickstart(cmd::quickstart::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +46,6 @@ fn main() -> ExitCode {
         Command::Authz(c) => cmd::policy::authz(c),
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Agent(a) => cmd::agent::run(a),
+        Command::Quickstart(a) => cmd::quickstart::run(a),
     }
 }

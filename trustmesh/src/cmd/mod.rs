@@ -7,6 +7,7 @@ pub mod ca_serve;
 pub mod cert;
 pub mod policy;
 pub mod proxy;
+pub mod quickstart;
 
 use std::process::ExitCode;
 

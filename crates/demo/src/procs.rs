@@ -1,0 +1,136 @@
+//! Child processes of the quickstart: every CA server, agent and proxy is a real `trustmesh`
+//! process, so the demo exercises exactly what an operator would run.
+//!
+//! The supervisor owns every child. Dropping it kills them all, which is what makes Ctrl-C (and
+//! any early error) leave nothing behind: the tour's future is cancelled, the supervisor is
+//! dropped, the temporary directory is removed after it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+/// A running child and where its output goes.
+struct Running {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// Starts and owns the mesh's processes.
+pub struct Supervisor {
+    exe: PathBuf,
+    logs: PathBuf,
+    children: Vec<Running>,
+}
+
+impl Supervisor {
+    /// `exe` is the `trustmesh` binary to run; logs go to `<logs>/<name>.log`.
+    pub fn new(exe: PathBuf, logs: PathBuf) -> anyhow::Result<Supervisor> {
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("creating log directory {}", logs.display()))?;
+        Ok(Supervisor {
+            exe,
+            logs,
+            children: Vec::new(),
+        })
+    }
+
+    /// Starts `trustmesh <args...>` as `name`, stdout and stderr appended to its log file.
+    pub fn spawn(&mut self, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        let log = self.logs.join(format!("{name}.log"));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(&self.exe)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Belt and braces: if the supervisor is dropped without running `shutdown`, tokio
+            // still kills the child.
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}: {}", self.exe.display()))?;
+        self.children.push(Running {
+            name: name.to_string(),
+            child,
+            log,
+        });
+        Ok(())
+    }
+
+    /// Fails with the tail of the child's log if any child has exited: a dead CA or proxy would
+    /// otherwise surface later as a confusing connection error.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for r in &mut self.children {
+            if let Some(status) = r.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}); last lines of {}:\n{}",
+                    r.name,
+                    r.log.display(),
+                    tail(&r.log, 15)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Log file of the named child.
+    pub fn log_of(&self, name: &str) -> Option<&Path> {
+        self.children
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.log.as_path())
+    }
+
+    /// The `trustmesh` binary children run.
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    pub fn count(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Stops every child: SIGTERM first so proxies can log their shutdown, SIGKILL after a grace
+    /// period.
+    pub async fn shutdown(&mut self) {
+        for r in &self.children {
+            if let Some(pid) = r.child.id() {
+                // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped), so it
+                // cannot name an unrelated process.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        for r in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(3), r.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = r.child.kill().await;
+            }
+        }
+        self.children.clear();
+    }
+}
+
+/// The last `n` lines of a file, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A free loopback port: bind to port 0 and let the kernel choose. The port is released before
+/// the child binds it; on a loopback-only demo the window for a collision is negligible, and a
+/// collision is reported by the child as a clear bind error.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,295 @@
+//! The scripted tour: each step makes real calls through the mesh and compares what happened
+//! with what Istio's security model says must happen.
+
+use std::time::{Duration, Instant};
+
+use crate::client::{call, Connection, Outcome};
+use crate::mesh::{Mesh, Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, TD_B};
+
+/// One step's verdict.
+pub struct Step {
+    pub title: String,
+    pub expected: String,
+    pub observed: String,
+    pub ok: bool,
+}
+
+/// Collects steps and prints each as it completes.
+#[derive(Default)]
+pub struct Report {
+    pub steps: Vec<Step>,
+}
+
+impl Report {
+    fn record(&mut self, title: &str, expected: &str, observed: String, ok: bool) {
+        let n = self.steps.len() + 1;
+        let mark = if ok { "PASS" } else { "FAIL" };
+        println!("  {n:>2}. [{mark}] {title}");
+        println!("        expected: {expected}");
+        println!("        observed: {observed}");
+        self.steps.push(Step {
+            title: title.into(),
+            expected: expected.into(),
+            observed,
+            ok,
+        });
+    }
+
+    pub fn all_ok(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(|s| s.ok)
+    }
+
+    /// The closing table.
+    pub fn print_summary(&self) {
+        let width = self.steps.iter().map(|s| s.title.len()).max().unwrap_or(10);
+        println!();
+        println!("  {:<3} {:<width$}  result", "#", "step");
+        println!("  {}", "-".repeat(width + 13));
+        for (i, s) in self.steps.iter().enumerate() {
+            let mark = if s.ok { "PASS" } else { "FAIL" };
+            println!("  {:<3} {:<width$}  {mark}", i + 1, s.title);
+        }
+        let passed = self.steps.iter().filter(|s| s.ok).count();
+        println!(
+            "\n  {passed} passed, {} failed",
+            self.steps.len() - passed
+        );
+    }
+}
+
+fn peer_of(o: &Outcome) -> Option<String> {
+    o.json()
+        .and_then(|j| j.get("peer").and_then(|p| p.as_str().map(str::to_string)))
+}
+
+/// A call from `from`'s app to `to`, through `from`'s sidecar.
+async fn via(mesh: &Mesh, from: &Workload, to: &Workload, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+    call(mesh.route(from, to), method, path, headers).await
+}
+
+fn expect_status(o: &Outcome, want: u16) -> bool {
+    o.status() == Some(want)
+}
+
+/// Runs every step; never stops early, so the summary shows the whole picture.
+pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n== Identity and mutual TLS");
+    let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/reviews/1", &[]).await;
+    let peer = peer_of(&o);
+    report.record(
+        "frontend -> reviews over mTLS; reviews sees frontend's SPIFFE ID",
+        &format!("HTTP 200, caller {}", FRONTEND.spiffe_id()),
+        format!("{}, caller {}", short_status(&o), peer.as_deref().unwrap_or("-")),
+        expect_status(&o, 200) && peer.as_deref() == Some(FRONTEND.spiffe_id().as_str()),
+    );
+
+    let inbound = mesh.sidecar(&REVIEWS).inbound.expect("reviews has an inbound listener");
+    let o = call(inbound, "GET", "/reviews/1", &[]).await;
+    report.record(
+        "plaintext client -> reviews (PeerAuthentication STRICT)",
+        "refused: no HTTP response",
+        o.describe(),
+        o.status().is_none(),
+    );
+
+    println!("\n== Trust domains as security boundaries");
+    let o = via(mesh, &ANALYTICS, &REVIEWS, "GET", "/reviews/1", &[]).await;
+    report.record(
+        "team-b analytics -> team-a reviews, not federated",
+        "refused (reviews does not trust team-b's root)",
+        o.describe(),
+        o.status() != Some(200),
+    );
+
+    mesh.federate_reviews_with_team_b()?;
+    let applied = wait_for_alias(mesh, Duration::from_secs(5)).await;
+    let o = via(mesh, &ANALYTICS, &REVIEWS, "GET", "/reviews/1", &[]).await;
+    let peer = peer_of(&o);
+    report.record(
+        "federate: add team-b root to reviews' bundle + alias, then call again",
+        &format!("config reloaded, HTTP 200, caller {}", ANALYTICS.spiffe_id()),
+        format!(
+            "reload {}, {}, caller {}",
+            if applied { "seen" } else { "NOT seen" },
+            short_status(&o),
+            peer.as_deref().unwrap_or("-")
+        ),
+        applied && expect_status(&o, 200) && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
+    );
+
+    println!("\n== AuthorizationPolicy");
+    let o = via(mesh, &FRONTEND, &RATINGS, "GET", "/ratings/7", &[]).await;
+    report.record(
+        "frontend GET /ratings/7 (ALLOW principal frontend, path /ratings/*)",
+        "HTTP 200",
+        o.describe(),
+        expect_status(&o, 200),
+    );
+    let o = via(mesh, &FRONTEND, &RATINGS, "GET", "/admin/config", &[]).await;
+    report.record(
+        "frontend GET /admin/config on ratings (path not allowed)",
+        "HTTP 403 RBAC: access denied",
+        o.describe(),
+        expect_status(&o, 403) && o.body().contains("RBAC: access denied"),
+    );
+    let o = via(mesh, &ANALYTICS, &RATINGS, "GET", "/ratings/7", &[]).await;
+    report.record(
+        "team-b analytics GET /ratings/7 (trusted TLS, principal not allowed)",
+        "HTTP 403 RBAC: access denied",
+        o.describe(),
+        expect_status(&o, 403),
+    );
+
+    println!("\n== RequestAuthentication (JWT required for /api)");
+    let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/api/reviews", &[]).await;
+    report.record(
+        "GET /api/reviews without a token",
+        "HTTP 403 (no request principal)",
+        o.describe(),
+        expect_status(&o, 403),
+    );
+    let forged = mesh.user_token("alice", true)?;
+    let bearer = format!("Bearer {forged}");
+    let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/api/reviews", &[("authorization", &bearer)]).await;
+    report.record(
+        "GET /api/reviews with a forged token",
+        "HTTP 401",
+        o.describe(),
+        expect_status(&o, 401),
+    );
+    let token = mesh.user_token("alice", false)?;
+    let bearer = format!("Bearer {token}");
+    let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/api/reviews", &[("authorization", &bearer)]).await;
+    let payload = o
+        .json()
+        .and_then(|j| j.get("jwtPayload").and_then(|p| p.as_str().map(str::to_string)));
+    report.record(
+        "GET /api/reviews with a valid token",
+        "HTTP 200, app receives the verified payload",
+        format!(
+            "{}, x-jwt-payload {}",
+            short_status(&o),
+            if payload.is_some() { "present" } else { "absent" }
+        ),
+        expect_status(&o, 200) && payload.is_some(),
+    );
+
+    println!("\n== CUSTOM action (external authorizer over Envoy's ext_authz gRPC)");
+    let o = via(mesh, &FRONTEND, &PAYROLL, "GET", "/salaries/alice", &[]).await;
+    report.record(
+        "GET /salaries/alice without approval",
+        "HTTP 403 from demo-authz",
+        o.describe(),
+        expect_status(&o, 403) && o.body().contains("demo-authz"),
+    );
+    let approval = [("x-demo-approval", "granted")];
+    let o = via(mesh, &FRONTEND, &PAYROLL, "GET", "/salaries/alice", &approval).await;
+    let seen = o
+        .json()
+        .and_then(|j| j.get("extAuthz").and_then(|p| p.as_str().map(str::to_string)));
+    report.record(
+        "GET /salaries/alice with approval",
+        "HTTP 200, authorizer's header reaches the app",
+        format!("{}, x-ext-authz {}", short_status(&o), seen.as_deref().unwrap_or("absent")),
+        expect_status(&o, 200) && seen.is_some(),
+    );
+    let o = via(mesh, &FRONTEND, &PAYROLL, "DELETE", "/salaries/alice", &approval).await;
+    report.record(
+        "DELETE /salaries/alice with approval (DENY policy after CUSTOM)",
+        "HTTP 403 RBAC: access denied",
+        o.describe(),
+        expect_status(&o, 403) && o.body().contains("RBAC"),
+    );
+
+    println!("\n== Certificate rotation");
+    rotation(mesh, report).await;
+    Ok(())
+}
+
+fn short_status(o: &Outcome) -> String {
+    match o.status() {
+        Some(s) => format!("HTTP {s}"),
+        None => o.describe(),
+    }
+}
+
+/// Polls reviews' admin endpoint until the trust domain alias shows up in its live config.
+async fn wait_for_alias(mesh: &Mesh, limit: Duration) -> bool {
+    let admin = mesh.sidecar(&REVIEWS).admin;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let alias = call(admin, "GET", "/config_dump", &[]).await.json().is_some_and(|j| {
+            j["trustDomainAliases"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == TD_B))
+        });
+        let bundle = call(admin, "GET", "/certs", &[])
+            .await
+            .json()
+            .is_some_and(|j| j["trustBundles"].get(TD_B).is_some());
+        if alias && bundle {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Serial number of the certificate reviews' sidecar currently serves.
+async fn reviews_serial(mesh: &Mesh) -> Option<String> {
+    let o = call(mesh.sidecar(&REVIEWS).admin, "GET", "/certs", &[]).await;
+    o.json()?
+        .pointer("/workload/chain/0/serial")?
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn rotation(mesh: &Mesh, report: &mut Report) {
+    let before = reviews_serial(mesh).await;
+    let mut conn = match Connection::open(mesh.route(&FRONTEND, &REVIEWS)).await {
+        Ok(c) => c,
+        Err(e) => {
+            report.record(
+                "reviews' certificate rotates; an open connection keeps working",
+                "new serial, HTTP 200 before and after on one connection",
+                format!("could not connect: {e:#}"),
+                false,
+            );
+            return;
+        }
+    };
+    let first = conn.send("GET", "/reviews/1", &[]).await;
+    println!(
+        "        waiting for the agent to rotate reviews' {}s certificate at half its lifetime...",
+        crate::mesh::REVIEWS_TTL_SECS
+    );
+    let deadline = Instant::now() + Duration::from_secs(crate::mesh::REVIEWS_TTL_SECS + 10);
+    let mut after = before.clone();
+    while Instant::now() < deadline && after == before {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = reviews_serial(mesh).await.or(after);
+    }
+    let second = conn.send("GET", "/reviews/2", &[]).await;
+    let fresh = via(mesh, &FRONTEND, &REVIEWS, "GET", "/reviews/3", &[]).await;
+    let rotated = before.is_some() && after.is_some() && before != after;
+    report.record(
+        "reviews' certificate rotates; an open connection keeps working",
+        "new serial, HTTP 200 before and after on one connection, and on a new one",
+        format!(
+            "serial {} -> {}, {} / {} / new connection {}",
+            abbrev(before.as_deref()),
+            abbrev(after.as_deref()),
+            short_status(&first),
+            short_status(&second),
+            short_status(&fresh)
+        ),
+        rotated && expect_status(&first, 200) && expect_status(&second, 200) && expect_status(&fresh, 200),
+    );
+}
+
+fn abbrev(serial: Option<&str>) -> String {
+    match serial {
+        Some(s) => s.chars().take(11).collect::<String>() + "…",
+        None => "?".into(),
+    }
+}
