@@ -116,11 +116,16 @@ pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>
 
 /// PEM text for certificates, LF line endings, in the given order.
 pub(crate) fn to_pem(certs: &[CertificateDer<'_>]) -> String {
-    let blocks: Vec<pem::Pem> = certs
+    // Blocks back to back, no blank line between them, as openssl and Istio write chains.
+    certs
         .iter()
-        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
-        .collect();
-    pem::encode_many_config(&blocks, pem_config())
+        .map(|c| {
+            pem::encode_config(
+                &pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()),
+                pem_config(),
+            )
+        })
+        .collect()
 }
 
 pub(crate) fn pem_config() -> pem::EncodeConfig {

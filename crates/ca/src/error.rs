@@ -87,6 +87,7 @@ impl CaError {
                 | CaError::Io { .. }
                 | CaError::Malformed { .. }
                 | CaError::InvalidCa { .. }
+                | CaError::InvalidCsr(_)
                 | CaError::InvalidOptions(_)
         )
     }

@@ -394,3 +394,42 @@ fn rsa_root_and_rsa_leaf() {
         ));
     });
 }
+
+#[test]
+fn plugin_chain_verifies_with_identity_verify_svid() {
+    use trustmesh_identity::{verify_svid, TrustBundleSet, TrustConfig, UnixTime};
+    let (root, ca) = plugin_ca("cluster.local");
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+    let svid = ca.issue(&IssueRequest::new(id.clone())).unwrap();
+
+    let mut bundles = TrustBundleSet::new();
+    bundles
+        .add_root(td("cluster.local"), root.roots()[0].clone())
+        .unwrap();
+    let trust = TrustConfig::new(td("cluster.local"), bundles);
+    let verified = verify_svid(&svid.chain, &trust, UnixTime::now()).unwrap();
+    assert_eq!(verified.id, id);
+    assert_eq!(verified.serial_hex, svid.serial_hex);
+    // Leaf + intermediate only (what a peer sends without the root) verifies too.
+    verify_svid(&svid.chain[..2], &trust, UnixTime::now()).unwrap();
+
+    // Another CA's root for the same domain must not verify it.
+    let (other_root, _) = plugin_ca("cluster.local");
+    let mut other = TrustBundleSet::new();
+    other
+        .add_root(td("cluster.local"), other_root.roots()[0].clone())
+        .unwrap();
+    let trust = TrustConfig::new(td("cluster.local"), other);
+    assert!(verify_svid(&svid.chain, &trust, UnixTime::now()).is_err());
+
+    // Past the leaf's notAfter it is rejected.
+    let later = UnixTime::since_unix_epoch(Duration::from_secs(
+        svid.not_after.unix_timestamp() as u64 + 10,
+    ));
+    let mut bundles = TrustBundleSet::new();
+    bundles
+        .add_root(td("cluster.local"), root.roots()[0].clone())
+        .unwrap();
+    let trust = TrustConfig::new(td("cluster.local"), bundles);
+    assert!(verify_svid(&svid.chain, &trust, later).is_err());
+}
