@@ -93,6 +93,8 @@ def main():
                 "protocol": http.protocol,
                 "headers": headers,
                 "has_time": attrs.request.HasField("time"),
+                "body": http.body,
+                "raw_body_hex": http.raw_body.hex(),
             }
             with log_lock, open(opts.log, "a") as log:
                 log.write(json.dumps(seen) + "\n")

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use trustmesh_proxy::extauthz::{CheckInput, ExtAuthzClient, ExtAuthzOutcome, HeaderAction};
+use trustmesh_proxy::extauthz::{
+    BodySettings, CheckInput, ExtAuthzClient, ExtAuthzOutcome, HeaderAction,
+};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/foo/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/bar/sa/server";
@@ -338,4 +340,53 @@ fn allowed_headers_limit_what_the_authorizer_sees() {
         !sent.contains_key("cookie"),
         "cookie must not leak: {sent:?}"
     );
+}
+
+#[test]
+fn request_body_follows_include_request_body_in_check() {
+    if !grpcio_available() {
+        return;
+    }
+    let server = Authorizer::start();
+    let rt = runtime();
+    let settings = |allow_partial_message, pack_as_bytes| BodySettings {
+        max_request_bytes: 8,
+        allow_partial_message,
+        pack_as_bytes,
+    };
+    let client = |s| {
+        ExtAuthzClient::new(&server.target(), Duration::from_secs(5), false, 403)
+            .unwrap()
+            .with_request_body(s)
+    };
+    let h = headers(&[("x-ext-authz", "allow")]);
+
+    let partial = client(settings(true, false));
+    let outcome =
+        rt.block_on(partial.check_with_body(&input("/upload", &h), Some(b"hello world!")));
+    assert!(outcome.is_allow(), "{outcome:?}");
+    let short = rt.block_on(partial.check_with_body(&input("/upload", &h), Some(b"tiny")));
+    assert!(short.is_allow());
+    let seen = server.seen();
+    assert_eq!(seen[0]["body"], "hello wo");
+    assert_eq!(seen[0]["headers"]["x-envoy-auth-partial-body"], "true");
+    assert_eq!(seen[1]["body"], "tiny");
+    assert_eq!(seen[1]["headers"]["x-envoy-auth-partial-body"], "false");
+
+    let bytes = client(settings(true, true));
+    assert!(rt
+        .block_on(bytes.check_with_body(&input("/bin", &h), Some(&[0xff, 0x00, 0x41])))
+        .is_allow());
+    let seen = server.seen();
+    assert_eq!(seen[2]["raw_body_hex"], "ff0041");
+    assert_eq!(seen[2]["body"], "");
+
+    // Too large without allowPartialMessage: 413, and the authorizer is not even asked.
+    let strict = client(settings(false, false));
+    let outcome = rt.block_on(strict.check_with_body(&input("/upload", &h), Some(b"hello world!")));
+    assert!(
+        matches!(outcome, ExtAuthzOutcome::Deny { status: 413, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(server.seen().len(), 3);
 }

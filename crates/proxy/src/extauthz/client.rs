@@ -9,7 +9,7 @@
 //! otherwise a deny with `statusOnError` (Istio's default: 403).
 
 use super::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use super::request::{build, CheckInput};
+use super::request::{build, BodySettings, CheckInput};
 use super::response::{outcome_from, ExtAuthzOutcome};
 use hyper::http::HeaderName;
 use std::sync::{Arc, OnceLock};
@@ -39,6 +39,7 @@ pub struct ExtAuthzClient {
     fail_open: bool,
     status_on_error: u16,
     allowed_headers: Option<Vec<HeaderName>>,
+    body: Option<BodySettings>,
 }
 
 impl ExtAuthzClient {
@@ -74,6 +75,7 @@ impl ExtAuthzClient {
             fail_open,
             status_on_error,
             allowed_headers: None,
+            body: None,
         })
     }
 
@@ -95,6 +97,18 @@ impl ExtAuthzClient {
         Ok(self)
     }
 
+    /// Sends the request body too (Istio's `includeRequestBodyInCheck`); see
+    /// [`ExtAuthzClient::check_with_body`].
+    pub fn with_request_body(mut self, settings: BodySettings) -> Self {
+        self.body = Some(settings);
+        self
+    }
+
+    /// The body settings, so the caller knows whether (and how much) to buffer.
+    pub fn body_settings(&self) -> Option<&BodySettings> {
+        self.body.as_ref()
+    }
+
     pub fn target(&self) -> &str {
         &self.target
     }
@@ -102,7 +116,34 @@ impl ExtAuthzClient {
     /// Asks the authorizer about one request. Never fails: errors are turned into the
     /// provider's configured failure behaviour.
     pub async fn check(&self, input: &CheckInput<'_>) -> ExtAuthzOutcome {
-        let mut request = tonic::Request::new(build(input, self.allowed_headers.as_deref()));
+        self.check_with_body(input, None).await
+    }
+
+    /// Like [`Self::check`], with the buffered request body (or its first bytes) when the
+    /// provider sends bodies. As in Envoy, a body longer than `max_request_bytes` is answered
+    /// with 413 unless `allow_partial_message`, in which case it is cut to that size and the
+    /// authorizer sees `x-envoy-auth-partial-body: true`.
+    pub async fn check_with_body(
+        &self,
+        input: &CheckInput<'_>,
+        body: Option<&[u8]>,
+    ) -> ExtAuthzOutcome {
+        let body = match (&self.body, body) {
+            (Some(settings), Some(bytes)) => {
+                let max = settings.max_request_bytes as usize;
+                if bytes.len() > max && !settings.allow_partial_message {
+                    return ExtAuthzOutcome::Deny {
+                        status: 413,
+                        body: "Payload Too Large".into(),
+                        headers: Vec::new(),
+                        error: None,
+                    };
+                }
+                Some((&bytes[..bytes.len().min(max)], bytes.len() > max, settings))
+            }
+            _ => None,
+        };
+        let mut request = tonic::Request::new(build(input, self.allowed_headers.as_deref(), body));
         request.set_timeout(self.timeout);
         let mut client = self
             .channel

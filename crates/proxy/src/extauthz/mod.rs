@@ -13,5 +13,5 @@ mod request;
 mod response;
 
 pub use client::{parse_status_on_error, ExtAuthzClient, ExtAuthzError, DEFAULT_STATUS_ON_ERROR};
-pub use request::CheckInput;
+pub use request::{BodySettings, CheckInput};
 pub use response::{apply_mutations, ExtAuthzOutcome, HeaderAction, HeaderMutation};

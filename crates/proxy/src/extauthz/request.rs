@@ -36,7 +36,25 @@ pub struct CheckInput<'a> {
     pub headers: &'a HeaderMap,
 }
 
-pub(crate) fn build(input: &CheckInput<'_>, allowed: Option<&[HeaderName]>) -> CheckRequest {
+/// Istio's `includeRequestBodyInCheck` for a gRPC provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodySettings {
+    /// Most body bytes sent to the authorizer.
+    pub max_request_bytes: u32,
+    /// Send the first `max_request_bytes` of a longer body instead of answering 413.
+    pub allow_partial_message: bool,
+    /// Send the body as bytes (`raw_body`) rather than as a string (`body`).
+    pub pack_as_bytes: bool,
+}
+
+/// The body part of a check: the bytes to send, whether they were cut, and how to pack them.
+pub(crate) type BodyPart<'a> = (&'a [u8], bool, &'a BodySettings);
+
+pub(crate) fn build(
+    input: &CheckInput<'_>,
+    allowed: Option<&[HeaderName]>,
+    body: Option<BodyPart<'_>>,
+) -> CheckRequest {
     let mut headers: HashMap<String, String> = HashMap::new();
     for name in input.headers.keys() {
         if allowed.is_some_and(|list| !list.contains(name)) {
@@ -68,7 +86,17 @@ pub(crate) fn build(input: &CheckInput<'_>, allowed: Option<&[HeaderName]>) -> C
         .unwrap_or_default()
         .to_string();
 
+    if let Some((_, partial, _)) = body {
+        headers.insert("x-envoy-auth-partial-body".into(), partial.to_string());
+    }
+    let (body_text, raw_body) = match body {
+        Some((bytes, _, settings)) if settings.pack_as_bytes => (String::new(), bytes.to_vec()),
+        Some((bytes, _, _)) => (String::from_utf8_lossy(bytes).into_owned(), Vec::new()),
+        None => (String::new(), Vec::new()),
+    };
     let http = attribute_context::HttpRequest {
+        body: body_text,
+        raw_body,
         id,
         method: input.method.to_string(),
         headers,
@@ -129,7 +157,7 @@ mod tests {
             protocol: "HTTP/1.1",
             headers: &headers,
         };
-        let req = build(&input, None);
+        let req = build(&input, None, None);
         let attrs = req.attributes.unwrap();
         let http = attrs.request.unwrap().http.unwrap();
         assert_eq!(http.headers["x-a"], "1,2");
@@ -139,7 +167,7 @@ mod tests {
         assert!(attrs.destination.unwrap().address.is_none());
 
         let only = [HeaderName::from_static("x-a")];
-        let req = build(&input, Some(&only));
+        let req = build(&input, Some(&only), None);
         let http = req.attributes.unwrap().request.unwrap().http.unwrap();
         assert!(!http.headers.contains_key("x-secret"));
         assert!(http.headers.contains_key("x-a"));
