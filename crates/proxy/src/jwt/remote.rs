@@ -56,8 +56,10 @@ pub struct JwksStatus {
 }
 
 /// Last good key set per (issuer, source URI), shared by all authenticators of the process.
-fn last_good() -> &'static Mutex<HashMap<(String, String), Arc<KeySet>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, String), Arc<KeySet>>>> = OnceLock::new();
+type LastGood = Mutex<HashMap<(String, String), Arc<KeySet>>>;
+
+fn last_good() -> &'static LastGood {
+    static CACHE: OnceLock<LastGood> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
