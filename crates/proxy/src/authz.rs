@@ -137,6 +137,9 @@ impl Policies {
         r.destination.port = ctx.target.port();
         r.source.principal = ctx.peer.as_ref().map(|p| p.id.to_string());
         r.source.ip = Some(ctx.source.ip());
+        // Istio's default (no trusted proxies in front): the remote address is the peer itself.
+        r.source.remote_ip = Some(ctx.source.ip());
+        r.connection.sni = ctx.sni.clone();
         r
     }
 

@@ -151,6 +151,8 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
         auth: auth.as_ref(),
     };
     let verdict = snap.policies.check_http(ctx, &attrs);
+    // Headers a CUSTOM authorizer asked to add to the client's response on allow.
+    let mut response_headers = Vec::new();
     log.policy = verdict.policy.clone();
     log.reason = Some(verdict.reason.clone());
     match &verdict.decision {
@@ -168,6 +170,13 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
             match crate::custom::check(&snap, provider, ctx, &req).await {
                 crate::custom::Outcome::Allow(outcome) => {
                     outcome.apply_to_request(req.headers_mut());
+                    if let crate::extauthz::ExtAuthzOutcome::Allow {
+                        response_headers_to_add,
+                        ..
+                    } = outcome
+                    {
+                        response_headers = response_headers_to_add;
+                    }
                     // CUSTOM allowed: the remaining DENY/ALLOW policies still apply.
                     let attrs = HttpAttrs {
                         method: req.method().as_str(),
@@ -216,7 +225,8 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
 
     snap.policies
         .prepare_upstream(auth.as_ref(), req.headers_mut());
-    let resp = forward(shared, ctx, snap.own_id.as_str(), req).await;
+    let mut resp = forward(shared, ctx, snap.own_id.as_str(), req).await;
+    crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     log.status = Some(resp.status().as_u16());
     log.duration_ms = started.elapsed().as_millis() as u64;
     log.emit();

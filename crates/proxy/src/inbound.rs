@@ -42,6 +42,8 @@ pub struct ConnCtx {
     pub target: SocketAddr,
     pub peer: Option<Peer>,
     pub tls: bool,
+    /// SNI the client sent, if any (`connection.sni` in policies).
+    pub sni: Option<String>,
     pub started: Instant,
 }
 
@@ -112,6 +114,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
         target: SocketAddr::new(l.target_address, l.target_port),
         peer: None,
         tls: false,
+        sni: None,
         started: Instant::now(),
     };
     let protocol = l.protocol;
@@ -168,6 +171,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
     };
     ctx.tls = true;
     ctx.peer = peer_of(shared, tls.get_ref().1);
+    ctx.sni = tls.get_ref().1.server_name().map(str::to_string);
     if ctx.peer.is_none() {
         // The verifier accepted the chain, so this only happens if trust changed between the
         // handshake and now; refuse rather than run with an unknown identity.
