@@ -123,8 +123,8 @@ async fn backend() -> u16 {
                             break;
                         }
                         let lower = h.to_ascii_lowercase();
-                        if lower.starts_with("content-length:") {
-                            len = lower[15..].trim().parse().unwrap_or(0);
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
                         }
                         let interesting =
                             lower.starts_with("x-") || lower.starts_with("authorization");
