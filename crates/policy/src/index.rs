@@ -1,25 +1,89 @@
 //! Per-workload view of the authorization policies, built once per distinct workload and
 //! cached, with a rule index so a decision does not scan every policy.
 //!
-//! Envoy's RBAC filter tries every policy in turn. Here each enforced rule is filed under one
-//! exact value it requires: the peer principal when its single `from` entry lists only exact
-//! principals, otherwise (not for DENY, whose HTTP-only fields are ignored on TCP) the path
-//! when its single `to` entry lists only exact paths. A request then checks the rules filed
-//! under its own principal and path plus the unindexed rest; any rule filed elsewhere cannot
-//! match it, so the answer is the same as a full scan.
+//! Envoy's RBAC filter tries every policy in turn. Here each enforced rule is filed under the
+//! values of one field it requires: the peer principal when its single `from` entry lists only
+//! exact/prefix/suffix principals, otherwise (not for DENY, whose HTTP-only fields are ignored
+//! on TCP) the path when its single `to` entry lists only such paths. A request then checks the
+//! rules filed under its own principal and path (exact key, plus one lookup per distinct
+//! prefix/suffix length) and the unindexed rest. A rule filed elsewhere requires a value the
+//! request does not have, so the answer is the same as a full scan, in set order.
 
 use std::collections::HashMap;
 
 use crate::authz::{Attrs, CompiledPolicy};
 use crate::crd::Action;
+use crate::matcher::{PathMatch, StrMatch};
 
 /// (policy index in the set, rule index in the policy).
 pub type RuleRef = (u32, u32);
 
+/// Rules keyed by the exact, prefix or suffix values they require of one attribute.
+#[derive(Debug, Default)]
+struct KeyIndex {
+    exact: HashMap<Box<str>, Vec<RuleRef>>,
+    prefix: HashMap<Box<str>, Vec<RuleRef>>,
+    prefix_lens: Vec<usize>,
+    suffix: HashMap<Box<str>, Vec<RuleRef>>,
+    suffix_lens: Vec<usize>,
+}
+
+impl KeyIndex {
+    /// Files `rr` under every value, if none is a presence match (`*` cannot be keyed).
+    fn try_add(&mut self, ms: &[&StrMatch], rr: RuleRef) -> bool {
+        if ms.is_empty() || ms.iter().any(|m| matches!(m, StrMatch::Present)) {
+            return false;
+        }
+        for m in ms {
+            let (map, lens, key) = match m {
+                StrMatch::Exact(k) => (&mut self.exact, None, k),
+                StrMatch::Prefix(k) => (&mut self.prefix, Some(&mut self.prefix_lens), k),
+                StrMatch::Suffix(k) => (&mut self.suffix, Some(&mut self.suffix_lens), k),
+                StrMatch::Present => unreachable!("filtered above"),
+            };
+            let list = map.entry(key.clone()).or_default();
+            if list.last() != Some(&rr) {
+                list.push(rr);
+            }
+            if let Some(lens) = lens {
+                if let Err(i) = lens.binary_search(&key.len()) {
+                    lens.insert(i, key.len());
+                }
+            }
+        }
+        true
+    }
+
+    fn candidates<'s>(&'s self, v: &str, mut f: impl FnMut(&'s [RuleRef])) {
+        if let Some(l) = self.exact.get(v) {
+            f(l);
+        }
+        for &n in &self.prefix_lens {
+            match v.get(..n) {
+                Some(k) => {
+                    if let Some(l) = self.prefix.get(k) {
+                        f(l);
+                    }
+                }
+                None if n > v.len() => break,
+                None => {}
+            }
+        }
+        for &n in &self.suffix_lens {
+            if n > v.len() {
+                break;
+            }
+            if let Some(l) = v.get(v.len() - n..).and_then(|k| self.suffix.get(k)) {
+                f(l);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Bucket {
-    by_principal: HashMap<Box<str>, Vec<RuleRef>>,
-    by_path: HashMap<Box<str>, Vec<RuleRef>>,
+    by_principal: KeyIndex,
+    by_path: KeyIndex,
     rest: Vec<RuleRef>,
 }
 
@@ -28,23 +92,27 @@ impl Bucket {
         let deny = p.action == Action::Deny;
         for (ri, r) in p.rules.iter().enumerate() {
             let rr = (pi, ri as u32);
-            let principals = (r.from.len() == 1)
-                .then(|| exact_all(&r.from[0].principals.pos.0, |m| m.exact()))
-                .flatten();
-            let paths = (!deny && r.to.len() == 1)
-                .then(|| exact_all(&r.to[0].paths.0, |m| m.exact()))
-                .flatten();
-            if let Some(keys) = principals {
-                for k in keys {
-                    self.by_principal.entry(k.into()).or_default().push(rr);
+            if r.from.len() == 1 {
+                let ms: Vec<&StrMatch> = r.from[0].principals.pos.0.iter().collect();
+                if self.by_principal.try_add(&ms, rr) {
+                    continue;
                 }
-            } else if let Some(keys) = paths {
-                for k in keys {
-                    self.by_path.entry(k.into()).or_default().push(rr);
-                }
-            } else {
-                self.rest.push(rr);
             }
+            if !deny && r.to.len() == 1 {
+                let ms: Option<Vec<&StrMatch>> = r.to[0]
+                    .paths
+                    .0
+                    .iter()
+                    .map(|m| match m {
+                        PathMatch::Str(s) => Some(s),
+                        PathMatch::Template(_) => None,
+                    })
+                    .collect();
+                if ms.is_some_and(|ms| self.by_path.try_add(&ms, rr)) {
+                    continue;
+                }
+            }
+            self.rest.push(rr);
         }
     }
 
@@ -70,24 +138,13 @@ impl Bucket {
         };
         try_list(&self.rest);
         if let Some(p) = a.principal {
-            if let Some(l) = self.by_principal.get(p) {
-                try_list(l);
-            }
+            self.by_principal.candidates(p, &mut try_list);
         }
         if let Some(p) = a.path {
-            if let Some(l) = self.by_path.get(p) {
-                try_list(l);
-            }
+            self.by_path.candidates(p, &mut try_list);
         }
         best
     }
-}
-
-fn exact_all<'a, M>(ms: &'a [M], f: impl Fn(&'a M) -> Option<&'a str>) -> Option<Vec<&'a str>> {
-    if ms.is_empty() {
-        return None;
-    }
-    ms.iter().map(f).collect()
 }
 
 /// The policies that apply to one workload, split by action (enforced ones indexed).

@@ -51,13 +51,6 @@ impl StrMatch {
             StrMatch::Present => !v.is_empty(),
         }
     }
-
-    pub fn exact(&self) -> Option<&str> {
-        match self {
-            StrMatch::Exact(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// A list of values: matches when any value matches (OR within a field).
@@ -199,13 +192,6 @@ impl PathMatch {
                 }
                 i == parts.len()
             }
-        }
-    }
-
-    pub fn exact(&self) -> Option<&str> {
-        match self {
-            PathMatch::Str(m) => m.exact(),
-            PathMatch::Template(_) => None,
         }
     }
 }
