@@ -47,6 +47,16 @@ pub struct BodySettings {
     pub pack_as_bytes: bool,
 }
 
+impl From<&trustmesh_policy::mesh::RequestBody> for BodySettings {
+    fn from(b: &trustmesh_policy::mesh::RequestBody) -> Self {
+        BodySettings {
+            max_request_bytes: b.max_request_bytes,
+            allow_partial_message: b.allow_partial_message,
+            pack_as_bytes: b.pack_as_bytes,
+        }
+    }
+}
+
 /// The body part of a check: the bytes to send, whether they were cut, and how to pack them.
 pub(crate) type BodyPart<'a> = (&'a [u8], bool, &'a BodySettings);
 

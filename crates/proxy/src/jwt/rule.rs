@@ -1,9 +1,9 @@
 //! The `jwtRules` model the authenticator is driven by.
 //!
 //! The field set and JSON names are exactly Istio's `JWTRule`, so a RequestAuthentication's
-//! `jwtRules` entry deserializes straight into it. It stays a proxy-side type (rather than the
-//! policy crate's) only so that this module does not depend on the policy crate's parse model;
-//! `From<&trustmesh_policy::JwtRule>` can be added without changing callers.
+//! `jwtRules` entry deserializes straight into it. It is a proxy-side type (rather than the
+//! policy crate's) so the data plane is not tied to the policy crate's parse model (which, for
+//! example, rejects unknown fields); `From<&trustmesh_policy::JwtRule>` converts.
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -59,6 +59,38 @@ pub struct ClaimToHeader {
     pub claim: String,
 }
 
+impl From<&trustmesh_policy::JwtRule> for JwtRule {
+    fn from(r: &trustmesh_policy::JwtRule) -> Self {
+        JwtRule {
+            issuer: r.issuer.clone(),
+            audiences: r.audiences.clone(),
+            jwks_uri: r.jwks_uri.clone(),
+            jwks: r.jwks.clone(),
+            from_headers: r
+                .from_headers
+                .iter()
+                .map(|h| JwtHeader {
+                    name: h.name.clone(),
+                    prefix: h.prefix.clone(),
+                })
+                .collect(),
+            from_params: r.from_params.clone(),
+            from_cookies: r.from_cookies.clone(),
+            output_payload_to_header: r.output_payload_to_header.clone(),
+            forward_original_token: r.forward_original_token,
+            output_claim_to_headers: r
+                .output_claim_to_headers
+                .iter()
+                .map(|c| ClaimToHeader {
+                    header: c.header.clone(),
+                    claim: c.claim.clone(),
+                })
+                .collect(),
+            timeout: r.timeout.clone(),
+        }
+    }
+}
+
 /// Parses Istio duration strings such as `5s`, `500ms`, `1m30s`, `1.5s`.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
@@ -103,6 +135,20 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn converts_from_the_policy_model() {
+        let policy: trustmesh_policy::JwtRule = serde_json::from_str(
+            r#"{"issuer":"i","fromHeaders":[{"name":"x-jwt","prefix":"T "}],
+                "outputClaimToHeaders":[{"header":"x-sub","claim":"sub"}],"timeout":"3s"}"#,
+        )
+        .unwrap();
+        let rule = JwtRule::from(&policy);
+        assert_eq!(rule.issuer, "i");
+        assert_eq!(rule.from_headers[0].prefix, "T ");
+        assert_eq!(rule.output_claim_to_headers[0].header, "x-sub");
+        assert_eq!(rule.timeout.as_deref(), Some("3s"));
     }
 
     #[test]
