@@ -5,7 +5,7 @@
 //! Every wait is bounded (attempt count and wall time), so a broken proxy fails a test instead
 //! of hanging it.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1292,5 +1292,144 @@ async fn bad_config_is_reported_with_file_and_field() {
     assert!(
         err.contains("error:") && err.contains("trustBundles"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_rotation_applies_without_dropping_connections_and_bad_cert_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", TD);
+    let first = ca.issue("server1", &id("foo", "httpbin"));
+    let client_cert = ca.issue("client", &id("foo", "sleep"));
+    // The proxy reads its SVID from fixed paths, as from an agent-managed volume.
+    let live = (dir.join("cert-chain.pem"), dir.join("key.pem"));
+    std::fs::copy(&first.0, &live.0).unwrap();
+    std::fs::copy(&first.1, &live.1).unwrap();
+    let server_pol = policy_dir(dir, "server-policies");
+    let client_pol = policy_dir(dir, "client-policies");
+    let backend = http_backend("httpbin").await;
+    let (s_in, s_admin, c_out, c_admin) = (free_port(), free_port(), free_port(), free_port());
+    let server = Cfg {
+        ns: "foo",
+        sa: "httpbin",
+        cert: &live,
+        bundles: vec![format!("{TD}={}", ca.root.display())],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &server_pol,
+        inbound: vec![Inbound {
+            port: s_in,
+            target: backend,
+            protocol: "http",
+        }],
+        outbound: vec![],
+        admin: s_admin,
+        extra: "",
+    };
+    let client = Cfg {
+        ns: "foo",
+        sa: "sleep",
+        cert: &client_cert,
+        bundles: vec![format!("{TD}={}", ca.root.display())],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &client_pol,
+        inbound: vec![],
+        outbound: vec![Outbound {
+            port: c_out,
+            peer: s_in,
+            expect: format!("peerIdentity: \"{}\"", id("foo", "httpbin")),
+        }],
+        admin: c_admin,
+        extra: "",
+    };
+    let server_proxy = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
+    let _client_proxy = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
+
+    async fn leaf_serial(admin: u16) -> String {
+        let (_, body) = http_get(admin, "/certs").await.expect("/certs");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["workload"]["chain"][0]["serial"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+    /// One keep-alive HTTP/1.1 request on an existing connection; returns the status line.
+    async fn request(s: &mut BufReader<TcpStream>, path: &str) -> Option<String> {
+        let fut = async {
+            s.get_mut()
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: httpbin\r\n\r\n").as_bytes())
+                .await
+                .ok()?;
+            let mut status = String::new();
+            s.read_line(&mut status).await.ok()?;
+            let mut len = 0usize;
+            for _ in 0..100 {
+                let mut h = String::new();
+                s.read_line(&mut h).await.ok()?;
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().ok()?;
+                }
+            }
+            let mut body = vec![0u8; len];
+            s.read_exact(&mut body).await.ok()?;
+            Some(status.trim().to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(3), fut)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    let before = leaf_serial(s_admin).await;
+    assert!(!before.is_empty());
+    let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", c_out)).await.unwrap());
+    assert_eq!(
+        request(&mut conn, "/one").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+
+    // Rotate: new key + cert written in place (rename, so each file is whole).
+    let second = ca.issue("server2", &id("foo", "httpbin"));
+    for (src, dst) in [(&second.1, &live.1), (&second.0, &live.0)] {
+        let tmpf = dir.join("rotate.tmp");
+        std::fs::copy(src, &tmpf).unwrap();
+        std::fs::rename(&tmpf, dst).unwrap();
+    }
+    let took = within(Duration::from_secs(4), || async {
+        leaf_serial(s_admin).await != before
+    })
+    .await
+    .unwrap_or_else(|| panic!("rotation not applied: {}", server_proxy.logs()));
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    let rotated = leaf_serial(s_admin).await;
+    // The established connection survives; new connections handshake with the new cert.
+    assert_eq!(
+        request(&mut conn, "/two").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    assert_eq!(curl_plain(c_out, "/three", &[]).await.0, 200);
+    assert_eq!(curl_mtls(s_in, "/four", &client_cert, &[]).await.0, 200);
+
+    // A key that does not match the certificate is refused; the rotated cert keeps serving.
+    let stray = ca.issue("stray", &id("foo", "httpbin"));
+    std::fs::copy(&stray.1, &live.1).unwrap();
+    let refused = within(Duration::from_secs(4), || async {
+        server_proxy.logs().contains("does not match")
+    })
+    .await;
+    assert!(refused.is_some(), "{}", server_proxy.logs());
+    assert_eq!(leaf_serial(s_admin).await, rotated);
+    assert_eq!(curl_mtls(s_in, "/five", &client_cert, &[]).await.0, 200);
+    assert_eq!(
+        request(&mut conn, "/six").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let m = server_proxy.metrics().await;
+    assert!(
+        !m.contains("trustmesh_config_reload_failures_total 0"),
+        "{m}"
     );
 }
