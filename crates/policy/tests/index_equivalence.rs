@@ -100,5 +100,8 @@ fn index_matches_full_scan() {
             );
         }
     }
-    assert!(seen[0] > 50 && seen[1] > 50, "the sample must exercise both outcomes: {seen:?}");
+    assert!(
+        seen[0] > 50 && seen[1] > 50,
+        "the sample must exercise both outcomes: {seen:?}"
+    );
 }

@@ -164,9 +164,21 @@ fn text(req: &Request, d: &trustmesh_policy::Decision) -> String {
         .principal
         .as_deref()
         .unwrap_or("a plaintext peer");
+    let labels: Vec<String> = req
+        .destination
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     out.push_str(&format!(
-        "{verdict}: {what} from {from} to {}/{:?} port {}\n",
-        req.destination.namespace, req.destination.labels, req.destination.port
+        "{verdict}: {what} from {from} to namespace {} ({}) port {}\n",
+        req.destination.namespace,
+        if labels.is_empty() {
+            "no labels".to_string()
+        } else {
+            labels.join(",")
+        },
+        req.destination.port
     ));
     out.push_str(&format!("  why: {}\n", d.reason));
     if let Some(m) = d.mtls_mode {

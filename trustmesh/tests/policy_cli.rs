@@ -1,0 +1,264 @@
+//! `trustmesh validate` and `trustmesh authz check` end to end: exit codes, JSON and text.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = bin();
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(s) = stdin {
+        // The command may exit before reading stdin (e.g. bad policies): ignore a broken pipe.
+        let _ = child.stdin.take().unwrap().write_all(s.as_bytes());
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const POLICIES: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-frontend, namespace: prod}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/prod/sa/frontend]}}]
+    to: [{operation: {methods: [GET], paths: ["/api/*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-delete, namespace: prod}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {methods: [DELETE]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+"#;
+
+const MESH: &str = "trustDomain: cluster.local\nextensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa.opa.svc.cluster.local, port: 9191}\n";
+
+const REQUEST: &str = r#"{"destination": {"namespace": "prod", "labels": {"app": "reviews"}, "ip": "10.0.0.2", "port": 9080},
+ "source": {"principal": "spiffe://cluster.local/ns/prod/sa/frontend", "ip": "10.0.0.1", "remoteIp": "10.0.0.1"},
+ "connection": {"sni": "reviews.prod"},
+ "http": {"method": "GET", "path": "/api/v1", "host": "reviews:9080", "headers": {"x-token": "a"}},
+ "auth": {"principal": "https://issuer/sub", "audiences": ["a"], "presenter": "p", "claims": {"groups": ["x"]}}}"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn validate_exit_codes() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    write(&cfg, "p.yaml", POLICIES);
+    let dir = cfg.display().to_string();
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("skipped Service"), "{}", err(&o));
+
+    let bad = write(&cfg, "bad.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: prod}\nspec:\n  action: CUSTOM\n  provider: {name: opa}\n  rules:\n  - from: [{source: {ipBlocks: [10.0.0.0/99]}}]\n");
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let s = out(&o);
+    assert!(
+        s.contains(&format!(
+            "{bad}:1:spec.provider.name: unknown extension provider"
+        )),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("{bad}:1:spec.rules[0].from[0].source.ipBlocks[0]")),
+        "{s}"
+    );
+    assert!(s.contains("hint:"), "{s}");
+    // With the mesh config the provider is known; the CIDR is still wrong.
+    let mesh = write(
+        d.path(),
+        "mesh.yaml",
+        &format!(
+            "meshConfig:\n{}",
+            MESH.lines().map(|l| format!("  {l}\n")).collect::<String>()
+        ),
+    );
+    let o = run(&["validate", "--config", &dir, "--mesh", &mesh], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        !out(&o).contains("unknown extension provider"),
+        "{}",
+        out(&o)
+    );
+
+    let o = run(&["validate", "--config", "/nonexistent/dir"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("/nonexistent/dir"), "{}", err(&o));
+    write(&cfg, "broken.yaml", "spec: [unclosed\n");
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}
+
+#[test]
+fn authz_check_json_text_and_stdin() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write(d.path(), "p.yaml", POLICIES);
+    let req = write(d.path(), "req.json", REQUEST);
+    let o = run(
+        &["authz", "check", "--config", &cfg, "--request", &req],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "ALLOW");
+    assert_eq!(j["mtlsMode"], "STRICT");
+    assert_eq!(j["policies"].as_array().unwrap().len(), 2);
+    let allow = j["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "prod/allow-frontend")
+        .unwrap();
+    assert_eq!(
+        (
+            allow["matched"].clone(),
+            allow["rule"].clone(),
+            allow["action"].clone()
+        ),
+        (true.into(), 0.into(), "ALLOW".into())
+    );
+
+    // Plaintext to a STRICT port: denied with that reason (stdin request, text output).
+    let plain = REQUEST.replace(
+        r#""principal": "spiffe://cluster.local/ns/prod/sa/frontend", "#,
+        "",
+    );
+    let o = run(
+        &[
+            "authz",
+            "check",
+            "--config",
+            &cfg,
+            "--request",
+            "-",
+            "--output",
+            "text",
+        ],
+        Some(&plain),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let t = out(&o);
+    assert!(t.starts_with("DENY"), "{t}");
+    assert!(t.contains("STRICT") && t.contains("plaintext"), "{t}");
+
+    // A DELETE: DENY policy wins, text names it with a check mark.
+    let del = REQUEST.replace("\"GET\"", "\"DELETE\"");
+    let o = run(
+        &[
+            "authz",
+            "check",
+            "--config",
+            &cfg,
+            "--request",
+            "-",
+            "--output",
+            "text",
+        ],
+        Some(&del),
+    );
+    let t = out(&o);
+    assert!(t.starts_with("DENY"), "{t}");
+    assert!(t.contains("✓ DENY prod/deny-delete"), "{t}");
+    assert!(t.contains("✗ ALLOW prod/allow-frontend"), "{t}");
+    assert!(t.contains("methods"), "{t}");
+}
+
+#[test]
+fn authz_check_custom_and_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let custom = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: prod}\nspec:\n  action: CUSTOM\n  provider: {name: opa}\n  rules: [{to: [{operation: {paths: [\"/api/*\"]}}]}]\n";
+    let cfg = write(d.path(), "p.yaml", custom);
+    let mesh = write(d.path(), "mesh.yaml", MESH);
+    let o = run(
+        &[
+            "authz",
+            "check",
+            "--config",
+            &cfg,
+            "--mesh",
+            &mesh,
+            "--request",
+            "-",
+        ],
+        Some(REQUEST),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "CUSTOM");
+    assert_eq!(j["provider"], "opa");
+    // Without the mesh config the provider is unknown: the policies do not load -> 2.
+    let o = run(
+        &["authz", "check", "--config", &cfg, "--request", "-"],
+        Some(REQUEST),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("unknown extension provider"),
+        "{}",
+        err(&o)
+    );
+    // Bad request JSON -> 2 with a hint.
+    let o = run(
+        &[
+            "authz",
+            "check",
+            "--config",
+            &cfg,
+            "--mesh",
+            &mesh,
+            "--request",
+            "-",
+        ],
+        Some("{\"destination\": {}}"),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("invalid request JSON"), "{}", err(&o));
+    let o = run(
+        &[
+            "authz",
+            "check",
+            "--config",
+            &cfg,
+            "--mesh",
+            &mesh,
+            "--request",
+            "/nonexistent.json",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
