@@ -19,6 +19,10 @@ use std::time::Duration;
 use trustmesh_proxy::jwt::{JwtAuthenticator, JwtError, JwtOptions, JwtRule};
 
 const ISS: &str = "https://remote-issuer.trustmesh.test";
+/// The last good key set is cached process-wide per (issuer, URI); each test that depends on
+/// starting without keys uses its own issuer so a reused loopback port cannot seed it.
+const COLD_ISS: &str = "https://cold-start.trustmesh.test";
+const TLS_ISS: &str = "https://tls-issuer.trustmesh.test";
 
 fn pyjwt_available() -> bool {
     let ok = Command::new("python3")
@@ -195,8 +199,12 @@ fn fast_options() -> JwtOptions {
 }
 
 fn remote_rule(uri: String) -> JwtRule {
+    remote_rule_for(ISS, uri)
+}
+
+fn remote_rule_for(issuer: &str, uri: String) -> JwtRule {
     JwtRule {
-        issuer: ISS.into(),
+        issuer: issuer.into(),
         jwks_uri: Some(uri),
         ..Default::default()
     }
@@ -305,12 +313,12 @@ async fn no_keys_yet_fails_closed_then_recovers() {
     let key = ec_key(dir.path(), "k");
     let server = JwksServer::start(None).await;
     let auth = JwtAuthenticator::new(
-        vec![remote_rule(format!("{}/jwks", server.base))],
+        vec![remote_rule_for(COLD_ISS, format!("{}/jwks", server.base))],
         fast_options(),
     )
     .unwrap();
     assert!(!auth.wait_ready(Duration::from_secs(5)).await);
-    let t = token(&key, "k", ISS, "carol");
+    let t = token(&key, "k", COLD_ISS, "carol");
     let uri = Uri::from_static("/");
     match auth.authenticate(&bearer(&t), &uri) {
         Err(e @ JwtError::JwksUnavailable { .. }) => {
@@ -319,7 +327,7 @@ async fn no_keys_yet_fails_closed_then_recovers() {
             let JwtError::JwksUnavailable { reason, issuer } = e else {
                 unreachable!()
             };
-            assert_eq!(issuer, ISS);
+            assert_eq!(issuer, COLD_ISS);
             assert!(reason.contains("500"), "{reason}");
         }
         other => panic!("expected JwksUnavailable, got {other:?}"),
@@ -432,7 +440,7 @@ async fn https_jwks_uri_with_a_trusted_and_an_untrusted_ca() {
     let server = JwksServer::start(Some(Arc::new(server_cfg))).await;
     let key = ec_key(dir.path(), "k");
     server.serve(Some(jwks_of(&key, "k")));
-    let t = token(&key, "k", ISS, "erin");
+    let t = token(&key, "k", TLS_ISS, "erin");
     let uri = Uri::from_static("/");
 
     let mut roots = rustls::RootCertStore::empty();
@@ -448,7 +456,7 @@ async fn https_jwks_uri_with_a_trusted_and_an_untrusted_ca() {
         tls: Some(Arc::new(client_cfg)),
         ..fast_options()
     };
-    let rule = remote_rule(format!("{}/jwks", server.base));
+    let rule = remote_rule_for(TLS_ISS, format!("{}/jwks", server.base));
     // The system trust store does not know our private CA: the fetch must fail, closed.
     // (Checked first: a successful fetch of the same URI would seed later authenticators.)
     let untrusted = JwtAuthenticator::new(vec![rule.clone()], fast_options()).unwrap();
