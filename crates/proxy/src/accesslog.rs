@@ -1,10 +1,17 @@
 //! One JSON line per request (HTTP) or connection (TCP) on stdout.
 //!
 //! Access logs go to stdout and diagnostics (tracing) to stderr so a log shipper can take the
-//! access log as a clean JSON stream without filtering. Lines are written whole under the stdout
-//! lock so concurrent connections never interleave halves of two records.
+//! access log as a clean JSON stream without filtering.
+//!
+//! Records are handed to a dedicated writer thread through a bounded queue: a stalled stdout (a
+//! full pipe nobody reads) must never block the async workers that carry traffic. When the queue
+//! is full the record is dropped and counted ([`dropped`]) rather than waited for. The writer
+//! writes each line whole, so concurrent connections never interleave halves of two records.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -52,15 +59,48 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+const QUEUE: usize = 8192;
+
+static SENDER: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Access log records dropped because stdout could not keep up.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+fn sender() -> Option<&'static SyncSender<Vec<u8>>> {
+    SENDER
+        .get_or_init(|| {
+            let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || {
+                    let out = std::io::stdout();
+                    for line in rx {
+                        let mut lock = out.lock();
+                        // A closed stdout must not take the proxy down; the record is lost.
+                        let _ = lock.write_all(&line);
+                        let _ = lock.flush();
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
 impl AccessLog {
     pub fn emit(&self) {
-        if let Ok(mut line) = serde_json::to_vec(self) {
-            line.push(b'\n');
-            let out = std::io::stdout();
-            let mut lock = out.lock();
-            // A closed stdout must not take the proxy down; the record is simply lost.
-            let _ = lock.write_all(&line);
-            let _ = lock.flush();
+        let Ok(mut line) = serde_json::to_vec(self) else {
+            return;
+        };
+        line.push(b'\n');
+        match sender().map(|tx| tx.try_send(line)) {
+            Some(Ok(())) => {}
+            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -76,7 +76,14 @@ where
         async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
     });
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-        shared.metrics.reject(RejectReason::HttpProtocol);
+        // A client that simply went away mid-request is not misbehaving; parse errors, oversized
+        // heads, header timeouts and HTTP/2 protocol errors are.
+        let benign = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed());
+        if !benign {
+            shared.metrics.reject(RejectReason::HttpProtocol);
+        }
         tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
     }
 }

@@ -138,6 +138,12 @@ impl Metrics {
             "Configuration changes refused as invalid (last good config kept).",
             ld(&self.reloads_failed),
         );
+        counter(
+            &mut out,
+            "trustmesh_access_log_dropped_total",
+            "Access log records dropped because stdout could not keep up.",
+            crate::accesslog::dropped(),
+        );
         let exp = self.cert_expiry_unix.load(Ordering::Relaxed);
         if exp != 0 {
             let _ = writeln!(
