@@ -90,46 +90,18 @@ pub(crate) fn signed_by(child: &[u8], issuer: &[u8]) -> bool {
     c.verify_signature(Some(i.public_key())).is_ok()
 }
 
-/// All CERTIFICATE blocks of a PEM file, in order. Non-certificate blocks are an error: a
-/// stray key in a certificate file is a mistake worth reporting, not skipping.
+/// All certificates of a PEM file, in order (identity's parser: strict about each certificate,
+/// and it reports a truncated block instead of silently skipping it).
 pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> {
-    let text = std::fs::read(path).map_err(|e| CaError::io(path, e))?;
-    let blocks = pem::parse_many(&text)
-        .map_err(|e| CaError::malformed(path, format!("not valid PEM: {e}")))?;
-    if blocks.is_empty() {
-        return Err(CaError::malformed(path, "no PEM CERTIFICATE block found"));
-    }
-    blocks
-        .into_iter()
-        .map(|b| {
-            if b.tag() == "CERTIFICATE" {
-                Ok(CertificateDer::from(b.into_contents()))
-            } else {
-                Err(CaError::malformed(
-                    path,
-                    format!("unexpected PEM block {:?} (expected CERTIFICATE)", b.tag()),
-                ))
-            }
-        })
-        .collect()
+    let bytes = std::fs::read(path).map_err(|e| CaError::io(path, e))?;
+    trustmesh_identity::pem::certs_from_pem(&bytes)
+        .map_err(|e| CaError::malformed(path, e.to_string()))
 }
 
-/// PEM text for certificates, LF line endings, in the given order.
+/// PEM text for certificates in the given order, blocks back to back with LF line endings,
+/// as openssl and Istio write chains.
 pub(crate) fn to_pem(certs: &[CertificateDer<'_>]) -> String {
-    // Blocks back to back, no blank line between them, as openssl and Istio write chains.
-    certs
-        .iter()
-        .map(|c| {
-            pem::encode_config(
-                &pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()),
-                pem_config(),
-            )
-        })
-        .collect()
-}
-
-pub(crate) fn pem_config() -> pem::EncodeConfig {
-    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF)
+    trustmesh_identity::pem::certs_to_pem(certs)
 }
 
 /// Bits of an RSA modulus / EC field from a SubjectPublicKeyInfo, for minimum-strength checks.

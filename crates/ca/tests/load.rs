@@ -192,7 +192,7 @@ fn garbage_key_and_cert_files_are_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("root-cert.pem: no PEM CERTIFICATE block found"),
+        err.contains("root-cert.pem: no CERTIFICATE PEM block found"),
         "{err}"
     );
 }
