@@ -358,3 +358,87 @@ fn failed_write_leaves_no_partial_files() {
     }
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn root_only_ca_round_trips_and_issues() {
+    let root = CertificateAuthority::init_root(&td("solo.example"), &InitOptions::root()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    root.write(dir.path()).unwrap();
+    // Self-signed CA: ca-cert.pem, cert-chain.pem and root-cert.pem hold the same certificate.
+    let ca_cert = fs::read_to_string(dir.path().join("ca-cert.pem")).unwrap();
+    assert_eq!(
+        ca_cert,
+        fs::read_to_string(dir.path().join("cert-chain.pem")).unwrap()
+    );
+    assert_eq!(
+        ca_cert,
+        fs::read_to_string(dir.path().join("root-cert.pem")).unwrap()
+    );
+    let loaded = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(loaded.trust_domain().as_str(), "solo.example");
+    assert_eq!(loaded.chain().len(), 1);
+    issue_and_openssl_verify(&loaded, "spiffe://solo.example/ns/a/sa/b");
+}
+
+#[test]
+fn two_level_intermediates_respect_path_length() {
+    let d = td("deep.example");
+    let root = CertificateAuthority::init_root(&d, &InitOptions::root()).unwrap();
+    let mut opts = InitOptions::intermediate();
+    opts.path_len = Some(1);
+    let region = CertificateAuthority::init_intermediate(&root, &d, &opts).unwrap();
+    // Asking for more than the parent allows is tightened to fit (1 - 1 = 0).
+    opts.path_len = Some(5);
+    let cluster = CertificateAuthority::init_intermediate(&region, &d, &opts).unwrap();
+    common::with_cert(cluster.ca_cert(), |c| {
+        let bc = c.basic_constraints().unwrap().unwrap().value;
+        assert_eq!(bc.path_len_constraint, Some(0));
+    });
+    assert_eq!(cluster.chain().len(), 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    cluster.write(dir.path()).unwrap();
+    let loaded = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(loaded.chain(), cluster.chain());
+    issue_and_openssl_verify(&loaded, "spiffe://deep.example/ns/a/sa/b");
+}
+
+#[test]
+fn path_length_violation_is_refused_at_load() {
+    // Built with rcgen directly: a root with pathlen:0 that nevertheless signed an intermediate.
+    let root_key = KeyPair::generate().unwrap();
+    let mut root_params = CertificateParams::default();
+    root_params.distinguished_name = rcgen::DistinguishedName::new();
+    root_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "strict.example");
+    root_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let root_cert = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = rcgen::Issuer::new(root_params, &root_key);
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Intermediate");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca_params.signed_by(&ca_key, &root_issuer).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("ca-cert.pem"), ca_cert.pem()).unwrap();
+    fs::write(dir.path().join("ca-key.pem"), ca_key.serialize_pem()).unwrap();
+    fs::write(
+        dir.path().join("cert-chain.pem"),
+        ca_cert.pem() + &root_cert.pem(),
+    )
+    .unwrap();
+    fs::write(dir.path().join("root-cert.pem"), root_cert.pem()).unwrap();
+    let err = CertificateAuthority::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("certificate 2 (O=strict.example) has pathLenConstraint 0, too small for 1 CA certificate(s) below it"),
+        "{err}"
+    );
+}
