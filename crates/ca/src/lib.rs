@@ -5,6 +5,22 @@
 //! [`CertificateAuthority::write`], [`IssuedSvid::write_issued`]); the network-facing CA
 //! server lives in its own crate and calls [`CertificateAuthority::issue`].
 //!
+//! Where Istio's behaviour is defined, it is followed, so certificates and errors look the same
+//! to operators and peers:
+//! - workload TTL: default 24h, maximum 90 days; a request above the maximum is refused with
+//!   Istio's message ("requested TTL ... is greater than the max allowed TTL ...");
+//! - a leaf never outlives its CA: notAfter is clamped to the CA's notAfter (Istio clamps to the
+//!   signing certificate), and issuance stops once the signing certificate has expired;
+//! - notBefore is 2 minutes in the past (Istio's `ClockSkewGracePeriod`);
+//! - empty subject, critical URI SAN holding only the SPIFFE ID, `CA:FALSE`, keyUsage
+//!   digitalSignature + keyEncipherment, EKU serverAuth + clientAuth, 128-bit random serial;
+//! - `cacerts` files: `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem` (signing cert .. root),
+//!   `root-cert.pem`; keys in PKCS#8, PKCS#1 or SEC1 are read, PKCS#8 is written.
+//!
+//! Beyond Istio, a CSR whose URI SANs name another identity is refused rather than ignored,
+//! and a `cacerts` directory is checked as a whole at load (key matches, chain signatures,
+//! expiry, path lengths) so a broken CA fails at start-up, not at the first handshake.
+//!
 //! ```no_run
 //! use trustmesh_ca::{CertificateAuthority, InitOptions, IssueRequest};
 //! use trustmesh_identity::{SpiffeId, TrustDomain};
