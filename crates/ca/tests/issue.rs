@@ -253,12 +253,14 @@ fn tampered_or_garbage_csr_is_refused() {
     assert!(err.to_string().starts_with("invalid CSR:"), "{err}");
 }
 
-#[test]
-fn weak_rsa_csr_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    openssl(dir.path(), &["genrsa", "-out", "k.pem", "1024"]);
+/// CSR from an openssl-generated key: `genpkey` arguments per algorithm.
+fn openssl_csr(dir: &std::path::Path, genpkey: &[&str]) -> String {
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(genpkey);
+    args.extend_from_slice(&["-out", "k.pem"]);
+    openssl(dir, &args);
     openssl(
-        dir.path(),
+        dir,
         &[
             "req",
             "-new",
@@ -272,14 +274,56 @@ fn weak_rsa_csr_is_refused() {
             "r.csr",
         ],
     );
+    std::fs::read_to_string(dir.join("r.csr")).unwrap()
+}
+
+#[test]
+fn csr_key_algorithms() {
     let (_root, ca) = plugin_ca("cluster.local");
+    let dir = tempfile::tempdir().unwrap();
     let mut req = IssueRequest::new(SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap());
-    req.csr_pem = Some(std::fs::read_to_string(dir.path().join("r.csr")).unwrap());
-    let err = ca.issue(&req).unwrap_err();
-    assert!(
-        err.to_string().contains("RSA key of 1024 bits is too weak"),
-        "{err}"
-    );
+
+    for (args, key_type) in [
+        (
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+            "RSA",
+        ),
+        (
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"][..],
+            "EC",
+        ),
+    ] {
+        req.csr_pem = Some(openssl_csr(dir.path(), args));
+        let svid = ca.issue(&req).unwrap_or_else(|e| panic!("{key_type}: {e}"));
+        std::fs::write(
+            dir.path().join("leaf.pem"),
+            trustmesh_identity::pem::cert_to_pem(svid.leaf()),
+        )
+        .unwrap();
+        assert_eq!(
+            openssl(
+                dir.path(),
+                &["x509", "-in", "leaf.pem", "-noout", "-pubkey"]
+            ),
+            openssl(dir.path(), &["pkey", "-in", "k.pem", "-pubout"]),
+            "{key_type}"
+        );
+    }
+
+    for (args, want) in [
+        (
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"][..],
+            "RSA key of 1024 bits is too weak (minimum 2048)",
+        ),
+        (
+            &["-algorithm", "ED25519"][..],
+            "unsupported public key algorithm",
+        ),
+    ] {
+        req.csr_pem = Some(openssl_csr(dir.path(), args));
+        let err = ca.issue(&req).unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
 /// Key flavours openssl writes.
 #[derive(Clone, Copy, Debug)]
 pub enum OsslKey {
-    /// `openssl genrsa -traditional`: PKCS#1 `RSA PRIVATE KEY`.
+    /// `openssl genrsa -traditional 4096`: PKCS#1 `RSA PRIVATE KEY`, the size Istio's cert tools use.
     RsaPkcs1,
     /// `openssl ecparam -genkey`: SEC1 `EC PRIVATE KEY` preceded by `EC PARAMETERS`.
     EcSec1,
@@ -37,7 +37,7 @@ pub enum OsslKey {
 
 pub fn gen_key(dir: &Path, kind: OsslKey, out: &str) {
     match kind {
-        OsslKey::RsaPkcs1 => openssl(dir, &["genrsa", "-traditional", "-out", out, "2048"]),
+        OsslKey::RsaPkcs1 => openssl(dir, &["genrsa", "-traditional", "-out", out, "4096"]),
         OsslKey::EcSec1 => openssl(
             dir,
             &["ecparam", "-genkey", "-name", "prime256v1", "-out", out],
