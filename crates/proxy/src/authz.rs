@@ -9,21 +9,32 @@ use std::collections::BTreeMap;
 
 use anyhow::anyhow;
 use http::{HeaderMap, Uri};
-use trustmesh_policy::{Action, MeshConfig, MtlsMode, PolicySet, Request, Verdict, Workload};
+use serde::Deserialize;
+use trustmesh_policy::load::read_paths;
+use trustmesh_policy::{
+    Action, MeshConfig, MtlsMode, PolicySet, ReadError, Request, SourceText, Verdict, Workload,
+};
 
 use crate::config::ProxyConfig;
 use crate::inbound::ConnCtx;
 
-fn is_empty_policy_dir(p: &std::path::Path) -> bool {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return false;
-    };
-    !rd.filter_map(|e| e.ok()).any(|e| {
-        let path = e.path();
-        let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
-        let hidden = e.file_name().to_string_lossy().starts_with('.');
-        !hidden && matches!(ext, "yaml" | "yml" | "json")
-    })
+/// Every YAML document of every source file as JSON, for operators to see what is loaded.
+fn documents(sources: &[SourceText]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for src in sources {
+        for doc in serde_yaml::Deserializer::from_str(&src.text) {
+            let Ok(v) = serde_yaml::Value::deserialize(doc) else {
+                continue;
+            };
+            if v.is_null() {
+                continue;
+            }
+            if let Ok(json) = serde_json::to_value(&v) {
+                out.push(serde_json::json!({ "file": src.file, "document": json }));
+            }
+        }
+    }
+    out
 }
 
 /// What the listener should do.
@@ -68,8 +79,10 @@ pub struct HttpAttrs<'a> {
 pub struct Policies {
     pub set: PolicySet,
     pub workload: Workload,
-    /// Files the set was loaded from, for /config_dump.
+    /// Where the set was loaded from, for /config_dump.
     pub sources: Vec<String>,
+    /// The loaded policy documents as JSON (with their file), for /config_dump.
+    pub documents: Vec<serde_json::Value>,
     jwt: crate::authn::Jwt,
 }
 
@@ -81,18 +94,16 @@ impl Policies {
         };
         // An existing but empty policy directory is a normal state (no policies yet: PERMISSIVE,
         // allow all), not an error; a missing one is a configuration mistake and is reported.
-        let paths: Vec<_> = cfg
-            .policy_dir
-            .iter()
-            .filter(|p| !is_empty_policy_dir(p))
-            .cloned()
-            .collect();
-        let (set, notices) = if paths.is_empty() {
-            PolicySet::from_yaml_str("(no policyDir)", "", mesh)
-                .map_err(|e| anyhow!("empty policy set: {e}"))?
-        } else {
-            PolicySet::load(&paths, mesh).map_err(|e| anyhow!("policies: {e}"))?
+        let sources = match &cfg.policy_dir {
+            None => Vec::new(),
+            Some(p) => match read_paths(std::slice::from_ref(p)) {
+                Ok(s) => s,
+                Err(ReadError::Empty { .. }) => Vec::new(),
+                Err(e) => return Err(anyhow!("policyDir: {e}")),
+            },
         };
+        let (set, notices) =
+            PolicySet::from_sources(&sources, mesh).map_err(|e| anyhow!("policies: {e}"))?;
         for n in notices {
             tracing::warn!("policy notice: {n}");
         }
@@ -103,6 +114,7 @@ impl Policies {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
+            documents: documents(&sources),
             set,
             workload,
             jwt,
@@ -231,6 +243,7 @@ impl Policies {
             "sources": self.sources,
             "workload": { "namespace": self.workload.namespace, "labels": self.workload.labels },
             "authorizationPolicies": self.set.authorization_policy_count(),
+            "documents": self.documents,
             "mtlsByPort": modes,
             "jwtIssuers": self.set.jwt_rules(&self.workload).iter().map(|r| r.issuer.clone()).collect::<Vec<_>>(),
         })

@@ -101,6 +101,18 @@ pub struct InboundListener {
     pub target_address: IpAddr,
     #[serde(default = "default_protocol")]
     pub protocol: Protocol,
+    /// For `protocol: http`: how to talk to the app. `http1` (default) or `http2` (cleartext
+    /// HTTP/2 with prior knowledge, for gRPC apps).
+    #[serde(default)]
+    pub app_protocol: AppProtocol,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    #[default]
+    Http1,
+    Http2,
 }
 
 /// Traffic from our local app to a peer's proxy.

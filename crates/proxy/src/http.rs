@@ -251,7 +251,11 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
+    let te_trailers = keep_te_trailers
+        && h.get(http::header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
     let listed: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -264,6 +268,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     for n in HOP_BY_HOP {
         h.remove(*n);
+    }
+    // `te: trailers` is the one TE value HTTP/2 allows, and gRPC servers require it.
+    if te_trailers {
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -293,7 +301,8 @@ async fn forward(
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
     });
-    strip_hop_by_hop(&mut parts.headers);
+    let h2 = ctx.app_protocol == crate::config::AppProtocol::Http2;
+    strip_hop_by_hop(&mut parts.headers, h2);
     // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
     // to the app by sending its own XFCC.
     parts.headers.remove(XFCC);
@@ -317,13 +326,25 @@ async fn forward(
         Ok(u) => u,
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
     };
-    // The app side is always HTTP/1.1, whatever the client spoke to us.
-    parts.version = http::Version::HTTP_11;
+    // The app side speaks its configured protocol, whatever the client spoke to us.
+    let client = if h2 {
+        parts.version = http::Version::HTTP_2;
+        // The pooled client takes :authority from the URI, which must name the app's socket
+        // address (it is where the client connects); the client's original authority travels
+        // in x-forwarded-host instead of a Host header, which HTTP/2 does not use.
+        if let Some(v) = parts.headers.remove(http::header::HOST) {
+            parts.headers.insert("x-forwarded-host", v);
+        }
+        &shared.app_client_h2
+    } else {
+        parts.version = http::Version::HTTP_11;
+        &shared.app_client
+    };
     let upstream = Request::from_parts(parts, body);
-    match shared.app_client.request(upstream).await {
+    match client.request(upstream).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body.boxed())
         }
         Err(e) => {

@@ -42,6 +42,8 @@ pub struct ConnCtx {
     pub target: SocketAddr,
     pub peer: Option<Peer>,
     pub tls: bool,
+    /// How to talk to the app on HTTP listeners.
+    pub app_protocol: crate::config::AppProtocol,
     /// SNI the client sent, if any (`connection.sni` in policies).
     pub sni: Option<String>,
     pub started: Instant,
@@ -115,6 +117,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
         peer: None,
         tls: false,
         sni: None,
+        app_protocol: l.app_protocol,
         started: Instant::now(),
     };
     let protocol = l.protocol;

@@ -231,22 +231,36 @@ fn unix(t: std::time::SystemTime) -> i64 {
     }
 }
 
-/// Files listed under a watched path, for change detection.
+/// Files under the watched paths (directories walked recursively, bounded in depth and count so
+/// a mistaken `policyDir: /` cannot stall the watcher).
 pub fn watched_files(cfg: &ProxyConfig, config_file: Option<&Path>) -> Vec<PathBuf> {
+    const MAX_DEPTH: usize = 8;
+    const MAX_FILES: usize = 10_000;
+    fn walk(p: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        if out.len() >= MAX_FILES {
+            return;
+        }
+        if !p.is_dir() {
+            out.push(p.to_path_buf());
+            return;
+        }
+        if depth >= MAX_DEPTH {
+            return;
+        }
+        if let Ok(rd) = std::fs::read_dir(p) {
+            let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            v.sort();
+            for c in v {
+                walk(&c, depth + 1, out);
+            }
+        }
+    }
     let mut out = Vec::new();
     if let Some(c) = config_file {
         out.push(c.to_path_buf());
     }
     for p in cfg.watched_paths() {
-        if p.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                v.sort();
-                out.extend(v);
-            }
-        } else {
-            out.push(p);
-        }
+        walk(&p, 0, &mut out);
     }
     out
 }

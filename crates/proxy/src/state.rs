@@ -24,6 +24,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Pooled HTTP/1.1 client to local apps, shared by all inbound HTTP listeners.
     pub app_client: Client<HttpConnector, Incoming>,
+    /// Cleartext HTTP/2 (prior knowledge) client for `appProtocol: http2` apps.
+    pub app_client_h2: Client<HttpConnector, Incoming>,
     /// The configuration the listeners were bound from; listener changes need a restart.
     pub startup_config: ProxyConfig,
 }
@@ -35,6 +37,10 @@ impl Shared {
         connector.set_nodelay(true);
         let app_client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector.clone());
+        let app_client_h2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(true)
             .build(connector);
         let startup_config = snapshot.config.clone();
         let metrics = Metrics::default();
@@ -45,6 +51,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             app_client,
+            app_client_h2,
             startup_config,
         })
     }
