@@ -3,8 +3,8 @@
 //!
 //! Scenarios: `exact` — every policy names exact principals (the common case, served by the
 //! rule index; one policy in ten is a DENY); `prefix` — principals are namespace prefixes
-//! (indexed by prefix length); `linear` — rules keyed only on ipBlocks, which the index cannot
-//! key, so every rule is tried (the worst case, like Envoy's linear RBAC scan); `explain` — the
+//! (indexed by prefix length); `linear` — rules keyed only on ipBlocks and methods, which the index
+//! cannot key, so every rule is tried (the worst case, like Envoy's linear RBAC scan); `explain` — the
 //! full `evaluate` that `trustmesh authz check` prints, which reports on every policy by design.
 
 use std::hint::black_box;
@@ -40,8 +40,13 @@ fn policies(n: usize, kind: Kind) -> String {
                 format!("ipBlocks: [10.{}.{}.0/24]", i / 256, i % 256),
             ),
         };
+        // The linear case has no path: the index cannot key its rules at all.
+        let to = match kind {
+            Kind::Linear => "methods: [GET, POST]".to_string(),
+            _ => format!("methods: [GET, POST], paths: ['/api/{i}/*']"),
+        };
         y.push_str(&format!(
-            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: prod}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  action: {action}\n  rules:\n  - from: [{{source: {{{from}}}}}]\n    to: [{{operation: {{methods: [GET, POST], paths: ['/api/{i}/*']}}}}]\n    when: [{{key: 'request.headers[x-tenant]', values: [t{i}]}}]\n"
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: prod}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  action: {action}\n  rules:\n  - from: [{{source: {{{from}}}}}]\n    to: [{{operation: {{{to}}}}}]\n    when: [{{key: 'request.headers[x-tenant]', values: [t{i}]}}]\n"
         ));
     }
     y

@@ -741,30 +741,72 @@ impl CompiledRule {
     }
 }
 
+/// Explains a failed positive/negative field check: which list the value failed and its entries.
+fn explain_field<M: std::fmt::Display>(
+    names: (&str, &str),
+    what: &str,
+    value: &str,
+    pos: &[M],
+    pos_ok: bool,
+    neg: &[M],
+) -> String {
+    let join = |l: &[M]| {
+        l.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !pos_ok {
+        format!("{}: {what} {value} is not one of [{}]", names.0, join(pos))
+    } else {
+        format!("{}: {what} {value} is excluded by [{}]", names.1, join(neg))
+    }
+}
+
+fn explain_str(names: (&str, &str), what: &str, f: &StrField, v: Option<&str>) -> String {
+    let pos_ok = f.pos.is_empty() || v.is_some_and(|v| f.pos.matches(v));
+    explain_field(names, what, &show(v), &f.pos.0, pos_ok, &f.neg.0)
+}
+
+fn explain_ip(names: (&str, &str), what: &str, f: &IpField, v: Option<IpAddr>) -> String {
+    let pos_ok = f.pos.is_empty() || v.is_some_and(|ip| f.pos.iter().any(|n| n.contains(&ip)));
+    let shown = v.map_or("(none)".to_string(), |ip| ip.to_string());
+    explain_field(names, what, &shown, &f.pos, pos_ok, &f.neg)
+}
+
 impl CSource {
     fn check(&self, a: &Attrs, skip_http: bool, explain: bool) -> Result<(), Miss> {
         let peer = a.principal;
         if self.principals.set() && !self.principals.check(peer) {
             return miss(explain, || {
-                format!("principals/notPrincipals: peer principal {}", show(peer))
+                explain_str(
+                    ("principals", "notPrincipals"),
+                    "peer principal",
+                    &self.principals,
+                    peer,
+                )
             });
         }
         if !skip_http && self.request_principals.set() {
             let rp = a.req.auth.as_ref().map(|x| x.principal.as_str());
             if !self.request_principals.check(rp) {
                 return miss(explain, || {
-                    format!(
-                        "requestPrincipals/notRequestPrincipals: request principal {}",
-                        show(rp)
+                    explain_str(
+                        ("requestPrincipals", "notRequestPrincipals"),
+                        "request principal",
+                        &self.request_principals,
+                        rp,
                     )
                 });
             }
         }
         if self.namespaces.set() && !self.namespaces.check(a.namespace) {
             return miss(explain, || {
-                format!(
-                    "namespaces/notNamespaces: source namespace {}",
-                    show(a.namespace)
+                explain_str(
+                    ("namespaces", "notNamespaces"),
+                    "source namespace",
+                    &self.namespaces,
+                    a.namespace,
                 )
             });
         }
@@ -772,23 +814,32 @@ impl CSource {
             let sa = a.service_account.map(|(n, s)| format!("{n}/{s}"));
             if !self.service_accounts.check(sa.as_deref()) {
                 return miss(explain, || {
-                    format!(
-                        "serviceAccounts/notServiceAccounts: source service account {}",
-                        show(sa.as_deref())
+                    explain_str(
+                        ("serviceAccounts", "notServiceAccounts"),
+                        "source service account",
+                        &self.service_accounts,
+                        sa.as_deref(),
                     )
                 });
             }
         }
         if self.ip_blocks.set() && !self.ip_blocks.check(a.req.source.ip) {
             return miss(explain, || {
-                format!("ipBlocks/notIpBlocks: source ip {:?}", a.req.source.ip)
+                explain_ip(
+                    ("ipBlocks", "notIpBlocks"),
+                    "source ip",
+                    &self.ip_blocks,
+                    a.req.source.ip,
+                )
             });
         }
         if self.remote_ip_blocks.set() && !self.remote_ip_blocks.check(a.req.source.remote_ip) {
             return miss(explain, || {
-                format!(
-                    "remoteIpBlocks/notRemoteIpBlocks: remote ip {:?}",
-                    a.req.source.remote_ip
+                explain_ip(
+                    ("remoteIpBlocks", "notRemoteIpBlocks"),
+                    "remote ip",
+                    &self.remote_ip_blocks,
+                    a.req.source.remote_ip,
                 )
             });
         }
@@ -805,7 +856,15 @@ impl COperation {
         let port = a.req.destination.port;
         if !list_check(&self.ports.0, &self.ports.1, |p| *p == port) {
             return miss(explain, || {
-                format!("ports/notPorts: destination port {port}")
+                let pos_ok = self.ports.0.is_empty() || self.ports.0.contains(&port);
+                explain_field(
+                    ("ports", "notPorts"),
+                    "destination port",
+                    &port.to_string(),
+                    &self.ports.0,
+                    pos_ok,
+                    &self.ports.1,
+                )
             });
         }
         if skip_http {
@@ -819,14 +878,25 @@ impl COperation {
                 None => self.hosts.0.is_empty(),
             };
             if !ok {
-                return miss(explain, || format!("hosts/notHosts: host {}", show(host)));
+                return miss(explain, || {
+                    let pos_ok = self.hosts.0.is_empty()
+                        || host.is_some_and(|h| self.hosts.0.iter().any(|m| m.matches(h)));
+                    explain_field(
+                        ("hosts", "notHosts"),
+                        "host",
+                        &show(host),
+                        &self.hosts.0,
+                        pos_ok,
+                        &self.hosts.1,
+                    )
+                });
             }
         }
         if self.methods.set() {
             let m = http.map(|h| h.method.as_str());
             if !self.methods.check(m) {
                 return miss(explain, || {
-                    format!("methods/notMethods: method {}", show(m))
+                    explain_str(("methods", "notMethods"), "method", &self.methods, m)
                 });
             }
         }
@@ -836,7 +906,19 @@ impl COperation {
                 None => self.paths.0.is_empty(),
             };
             if !ok {
-                return miss(explain, || format!("paths/notPaths: path {}", show(a.path)));
+                return miss(explain, || {
+                    let pos_ok = self.paths.0.is_empty()
+                        || a.path
+                            .is_some_and(|p| self.paths.0.iter().any(|m| m.matches(p)));
+                    explain_field(
+                        ("paths", "notPaths"),
+                        "path",
+                        &show(a.path),
+                        &self.paths.0,
+                        pos_ok,
+                        &self.paths.1,
+                    )
+                });
             }
         }
         Ok(())
@@ -919,7 +1001,31 @@ impl CCondition {
                     ),
                     CondValues::Port(..) => req.destination.port.to_string(),
                 };
-                format!("{}: got {got}", self.raw_key)
+                {
+                    let j = |l: Vec<String>| l.join(", ");
+                    let (pos, neg) = match &self.values {
+                        CondValues::Str(f) => (
+                            j(f.pos.0.iter().map(|m| m.to_string()).collect()),
+                            j(f.neg.0.iter().map(|m| m.to_string()).collect()),
+                        ),
+                        CondValues::Ip(f) => (
+                            j(f.pos.iter().map(|m| m.to_string()).collect()),
+                            j(f.neg.iter().map(|m| m.to_string()).collect()),
+                        ),
+                        CondValues::Port(p, n) => (
+                            j(p.iter().map(|m| m.to_string()).collect()),
+                            j(n.iter().map(|m| m.to_string()).collect()),
+                        ),
+                    };
+                    let mut want = Vec::new();
+                    if !pos.is_empty() {
+                        want.push(format!("values [{pos}]"));
+                    }
+                    if !neg.is_empty() {
+                        want.push(format!("notValues [{neg}]"));
+                    }
+                    format!("{}: got {got}, need {}", self.raw_key, want.join(" and "))
+                }
             })
         }
     }

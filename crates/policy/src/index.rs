@@ -4,7 +4,8 @@
 //! Envoy's RBAC filter tries every policy in turn. Here each enforced rule is filed under the
 //! values of one field it requires: the peer principal when its single `from` entry lists only
 //! exact/prefix/suffix principals, otherwise (not for DENY, whose HTTP-only fields are ignored
-//! on TCP) the path when its single `to` entry lists only such paths. A request then checks the
+//! on TCP) the path when its single `to` entry lists paths (a template is keyed by its literal
+//! leading segments). A request then checks the
 //! rules filed under its own principal and path (exact key, plus one lookup per distinct
 //! prefix/suffix length) and the unindexed rest. A rule filed elsewhere requires a value the
 //! request does not have, so the answer is the same as a full scan, in set order.
@@ -30,7 +31,7 @@ struct KeyIndex {
 
 impl KeyIndex {
     /// Files `rr` under every value, if none is a presence match (`*` cannot be keyed).
-    fn try_add(&mut self, ms: &[&StrMatch], rr: RuleRef) -> bool {
+    fn try_add(&mut self, ms: &[StrMatch], rr: RuleRef) -> bool {
         if ms.is_empty() || ms.iter().any(|m| matches!(m, StrMatch::Present)) {
             return false;
         }
@@ -92,23 +93,17 @@ impl Bucket {
         let deny = p.action == Action::Deny;
         for (ri, r) in p.rules.iter().enumerate() {
             let rr = (pi, ri as u32);
-            if r.from.len() == 1 {
-                let ms: Vec<&StrMatch> = r.from[0].principals.pos.0.iter().collect();
-                if self.by_principal.try_add(&ms, rr) {
-                    continue;
-                }
+            if r.from.len() == 1 && self.by_principal.try_add(&r.from[0].principals.pos.0, rr) {
+                continue;
             }
             if !deny && r.to.len() == 1 {
-                let ms: Option<Vec<&StrMatch>> = r.to[0]
+                let ms: Vec<StrMatch> = r.to[0]
                     .paths
                     .0
                     .iter()
-                    .map(|m| match m {
-                        PathMatch::Str(s) => Some(s),
-                        PathMatch::Template(_) => None,
-                    })
+                    .map(PathMatch::required_prefix)
                     .collect();
-                if ms.is_some_and(|ms| self.by_path.try_add(&ms, rr)) {
+                if self.by_path.try_add(&ms, rr) {
                     continue;
                 }
             }

@@ -20,6 +20,27 @@
 //!   policy (and a matching AUDIT policy) in `policies`, and use the per-workload rule index.
 //!
 //! Dry-run policies (`istio.io/dry-run: "true"`) are reported by `evaluate` but never enforced.
+//!
+//! # Interpretations worth knowing
+//! - Scope: an AuthorizationPolicy applies to workloads of its namespace whose labels include
+//!   its `selector.matchLabels`; in the root namespace it applies mesh-wide (with a selector: to
+//!   matching workloads of every namespace). Policies with `targetRef(s)` attach to gateways and
+//!   waypoints and never to sidecar workloads.
+//! - HTTP-only fields (`requestPrincipals`, `hosts`, `methods`, `paths`, `request.headers`,
+//!   `request.auth.*`) on a TCP request (`http` absent): an ALLOW/CUSTOM/AUDIT rule using one
+//!   cannot match; a DENY rule ignores them and matches on the rest (Istio's generator does
+//!   the same, erring towards denying).
+//! - `hosts` match case-insensitively; a value without a port also matches `host:port`.
+//! - `paths` match the path without its query string.
+//! - An absent attribute (plaintext peer, no JWT, missing header) never satisfies a positive
+//!   field and always satisfies a `not*` field, like Envoy's RBAC `not_id`.
+//! - On a port whose mTLS mode is DISABLE the peer identity is not available to policies, so
+//!   `evaluate` treats the peer as plaintext there.
+//! - `validate` flags HTTP-only fields on well-known TCP ports (MySQL, PostgreSQL, Redis, ...):
+//!   the configuration alone cannot tell a port's protocol, so other ports are not judged.
+//! - Namespaces of resources without `metadata.namespace` default to `default`, as `kubectl
+//!   apply` would; the mesh config tolerates unknown fields (it holds much unrelated config),
+//!   security resources do not.
 
 pub mod authz;
 pub mod crd;

@@ -53,6 +53,17 @@ impl StrMatch {
     }
 }
 
+impl std::fmt::Display for StrMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StrMatch::Exact(e) => write!(f, "{e}"),
+            StrMatch::Prefix(p) => write!(f, "{p}*"),
+            StrMatch::Suffix(s) => write!(f, "*{s}"),
+            StrMatch::Present => write!(f, "*"),
+        }
+    }
+}
+
 /// A list of values: matches when any value matches (OR within a field).
 #[derive(Debug, Clone, Default)]
 pub struct AnyOf(pub Vec<StrMatch>);
@@ -97,6 +108,12 @@ impl HostMatch {
     }
 }
 
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
     Lit(Box<str>),
@@ -110,6 +127,24 @@ pub enum Seg {
 pub enum PathMatch {
     Str(StrMatch),
     Template(Vec<Seg>),
+}
+
+impl std::fmt::Display for PathMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathMatch::Str(m) => m.fmt(f),
+            PathMatch::Template(segs) => {
+                for s in segs {
+                    match s {
+                        Seg::Lit(l) => write!(f, "/{l}")?,
+                        Seg::One => write!(f, "/{{*}}")?,
+                        Seg::Many => write!(f, "/{{**}}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Why a path template is invalid (used by validation).
@@ -158,6 +193,27 @@ impl PathMatch {
             PathMatch::Template(segs)
         } else {
             PathMatch::Str(StrMatch::compile(v))
+        }
+    }
+
+    /// A string matcher every path this one matches also satisfies: itself for plain values,
+    /// the literal leading segments (as a prefix) for a template. Used to index rules.
+    pub fn required_prefix(&self) -> StrMatch {
+        match self {
+            PathMatch::Str(m) => m.clone(),
+            PathMatch::Template(segs) => {
+                let mut p = String::from("/");
+                for s in segs {
+                    match s {
+                        Seg::Lit(l) => {
+                            p.push_str(l);
+                            p.push('/');
+                        }
+                        _ => break,
+                    }
+                }
+                StrMatch::Prefix(p.into())
+            }
         }
     }
 
@@ -260,6 +316,14 @@ mod tests {
         for (pat, v, want) in cases {
             assert_eq!(PathMatch::compile(pat).matches(v), want, "{pat} vs {v}");
         }
+        assert_eq!(
+            PathMatch::compile("/a/b/{*}/c").required_prefix(),
+            StrMatch::Prefix("/a/b/".into())
+        );
+        assert_eq!(
+            PathMatch::compile("/{**}").required_prefix(),
+            StrMatch::Prefix("/".into())
+        );
         assert!(template_error("/a/{**}/b").is_some());
         assert!(template_error("/a/{*}x").is_some());
         assert!(template_error("/a/{*}/b*").is_some());
