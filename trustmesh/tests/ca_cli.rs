@@ -616,6 +616,65 @@ fn openssl_csr_is_accepted_and_checked() {
     );
     assert!(!d.join("w2").exists());
 
+    // Into a directory whose key.pem belongs to another certificate: refused, nothing changed.
+    ok(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "cluster1",
+            "--spiffe-id",
+            id,
+            "--out",
+            "gen",
+        ],
+    );
+    let before = fs::read(d.join("gen/cert-chain.pem")).unwrap();
+    let out = tm(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "cluster1",
+            "--spiffe-id",
+            id,
+            "--csr",
+            "good.csr",
+            "--out",
+            "gen",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("gen/key.pem: exists and is not the key"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(d.join("gen/cert-chain.pem")).unwrap(), before);
+    // ...while the matching key (openssl req -key out/key.pem) is kept.
+    fs::copy(d.join("k.pem"), d.join("w/key.pem")).unwrap();
+    ok(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "cluster1",
+            "--spiffe-id",
+            id,
+            "--csr",
+            "good.csr",
+            "--out",
+            "w",
+        ],
+    );
+    assert_eq!(
+        fs::read(d.join("w/key.pem")).unwrap(),
+        fs::read(d.join("k.pem")).unwrap()
+    );
+
     // --csr with --key-type is a usage error.
     let out = tm(
         d,

@@ -91,7 +91,16 @@ impl IssuedSvid {
     /// `root-cert.pem`: the file names Istio uses for workload certificates. All or nothing:
     /// see [`fsutil`](crate::fsutil). The key is renamed into place first, so a watcher that
     /// reloads on the chain's change always finds the matching key already there.
+    ///
+    /// For a CSR-based certificate no key is written; a `key.pem` already in `dir` is kept only
+    /// if it is the certified key (the usual `openssl req -key dir/key.pem` flow). A stale key
+    /// next to a new chain would be a broken pair that fails at the first handshake, so that is
+    /// refused before anything is written.
     pub fn write_issued(&self, dir: impl AsRef<Path>) -> Result<(), CaError> {
+        let dir = dir.as_ref();
+        if self.key_pem.is_none() {
+            self.check_existing_key(&dir.join(KEY_FILE))?;
+        }
         let mut files = Vec::with_capacity(3);
         if let Some(key) = &self.key_pem {
             files.push(OutFile {
@@ -110,7 +119,25 @@ impl IssuedSvid {
             contents: self.root_pem.as_bytes(),
             mode: CERT_MODE,
         });
-        fsutil::write_files_atomically(dir.as_ref(), &files)
+        fsutil::write_files_atomically(dir, &files)
+    }
+
+    fn check_existing_key(&self, path: &Path) -> Result<(), CaError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(CaError::io(path, e)),
+        };
+        let leaf = certs::facts(self.leaf()).map_err(CaError::Crypto)?;
+        let matches = keys::from_pem(&text).is_ok_and(|k| k.public_key_raw() == leaf.public_key);
+        if matches {
+            Ok(())
+        } else {
+            Err(CaError::malformed(
+                path,
+                "exists and is not the key of the issued certificate; remove it or write elsewhere",
+            ))
+        }
     }
 }
 
