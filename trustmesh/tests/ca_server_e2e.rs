@@ -27,15 +27,28 @@ fn fixture() -> Fixture {
     make_ca(&ca_dir);
     let jwks = dir.path().join("jwks.json");
     let issuer = TokenIssuer::new(&jwks, "key-1");
-    let (proc_, grpc, bundle) =
-        start_ca(&ca_dir, &jwks, &["--max-ttl", "1h", "--bundle-listen", "127.0.0.1:0"]);
+    let (proc_, grpc, bundle) = start_ca(
+        &ca_dir,
+        &jwks,
+        &["--max-ttl", "1h", "--bundle-listen", "127.0.0.1:0"],
+    );
     let ca = CaEndpoint {
         address: format!("https://{grpc}"),
         root_pem: std::fs::read(ca_dir.join("root-cert.pem")).unwrap(),
         server_name: "trustmesh-ca".into(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    Fixture { dir, issuer, ca, _proc: proc_, bundle: bundle.unwrap(), rt }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Fixture {
+        dir,
+        issuer,
+        ca,
+        _proc: proc_,
+        bundle: bundle.unwrap(),
+        rt,
+    }
 }
 
 fn csr_for(uri: &str) -> (KeyPair, String) {
@@ -47,12 +60,25 @@ fn csr_for(uri: &str) -> (KeyPair, String) {
 }
 
 fn token_creds(t: String) -> Credentials {
-    Credentials { bearer_token: Some(t), client_cert: None }
+    Credentials {
+        bearer_token: Some(t),
+        client_cert: None,
+    }
 }
 
 impl Fixture {
-    fn call(&self, creds: &Credentials, csr: String, ttl_secs: u64) -> Result<Vec<String>, tonic::Status> {
-        self.rt.block_on(create_certificate(&self.ca, creds, csr, Duration::from_secs(ttl_secs)))
+    fn call(
+        &self,
+        creds: &Credentials,
+        csr: String,
+        ttl_secs: u64,
+    ) -> Result<Vec<String>, tonic::Status> {
+        self.rt.block_on(create_certificate(
+            &self.ca,
+            creds,
+            csr,
+            Duration::from_secs(ttl_secs),
+        ))
     }
 
     /// Verifies an issued chain with the identity crate against root-cert.pem only.
@@ -63,11 +89,26 @@ impl Fixture {
         for r in &roots {
             set.add_root(td.clone(), r.clone()).unwrap();
         }
-        let certs: Vec<_> = chain.iter().flat_map(|p| certs_from_pem(p.as_bytes()).unwrap()).collect();
-        assert_eq!(certs.len(), chain.len(), "each cert_chain entry must hold exactly one PEM certificate");
-        assert_eq!(certs.last(), roots.first(), "the root must be the last entry, as istiod sends it");
-        let v = trustmesh_identity::verify_svid(&certs[..certs.len() - 1], &TrustConfig::new(td, set), UnixTime::now())
-            .expect("issued chain verifies against root-cert.pem");
+        let certs: Vec<_> = chain
+            .iter()
+            .flat_map(|p| certs_from_pem(p.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(
+            certs.len(),
+            chain.len(),
+            "each cert_chain entry must hold exactly one PEM certificate"
+        );
+        assert_eq!(
+            certs.last(),
+            roots.first(),
+            "the root must be the last entry, as istiod sends it"
+        );
+        let v = trustmesh_identity::verify_svid(
+            &certs[..certs.len() - 1],
+            &TrustConfig::new(td, set),
+            UnixTime::now(),
+        )
+        .expect("issued chain verifies against root-cert.pem");
         v.id.to_string()
     }
 }
@@ -79,42 +120,73 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // A valid token for default/sleep gets exactly its own identity, leaf → intermediate → root.
     let (key, csr) = csr_for(me);
-    let chain = f.call(&token_creds(f.issuer.token("default", "sleep")), csr, 600).expect("issue");
+    let chain = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
+        .expect("issue");
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
     assert_eq!(f.verify(&chain), me);
 
     // Zero TTL means the default (clipped to --max-ttl 1h).
     let (_, csr) = csr_for(me);
-    let chain0 = f.call(&token_creds(f.issuer.token("default", "sleep")), csr, 0).expect("default ttl");
+    let chain0 = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 0)
+        .expect("default ttl");
     assert_eq!(f.verify(&chain0), me);
 
     // Another identity in the same trust domain → PERMISSION_DENIED naming both.
     let (_, csr) = csr_for("spiffe://cluster.local/ns/prod/sa/payments");
-    let e = f.call(&token_creds(f.issuer.token("default", "sleep")), csr, 600).unwrap_err();
+    let e = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("ns/prod/sa/payments") && e.message().contains(me), "{}", e.message());
+    assert!(
+        e.message().contains("ns/prod/sa/payments") && e.message().contains(me),
+        "{}",
+        e.message()
+    );
 
     // Another trust domain → PERMISSION_DENIED that says so.
     let (_, csr) = csr_for("spiffe://evil.example/ns/default/sa/sleep");
-    let e = f.call(&token_creds(f.issuer.token("default", "sleep")), csr, 600).unwrap_err();
+    let e = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("trust domain evil.example"), "{}", e.message());
+    assert!(
+        e.message().contains("trust domain evil.example"),
+        "{}",
+        e.message()
+    );
 
     // A DNS SAN on top of the right ID is also more than the caller may have.
     let key2 = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = CertificateParams::new(vec!["payments.prod.svc".to_string()]).unwrap();
-    p.subject_alt_names.push(SanType::URI(me.try_into().unwrap()));
+    p.subject_alt_names
+        .push(SanType::URI(me.try_into().unwrap()));
     let csr = p.serialize_request(&key2).unwrap().pem().unwrap();
-    let e = f.call(&token_creds(f.issuer.token("default", "sleep")), csr, 600).unwrap_err();
+    let e = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     // Tokens: signed by an unknown key, expired, wrong audience, untrusted issuer, none at all.
     let other = TokenIssuer::new(&f.dir.path().join("other-jwks.json"), "key-1");
     for (what, token) in [
         ("forged", other.token("default", "sleep")),
-        ("expired", f.issuer.token_with(ISSUER, AUDIENCE, "default", "sleep", -3600)),
-        ("wrong audience", f.issuer.token_with(ISSUER, "not-istio", "default", "sleep", 600)),
-        ("untrusted issuer", f.issuer.token_with("https://evil.example", AUDIENCE, "default", "sleep", 600)),
+        (
+            "expired",
+            f.issuer
+                .token_with(ISSUER, AUDIENCE, "default", "sleep", -3600),
+        ),
+        (
+            "wrong audience",
+            f.issuer
+                .token_with(ISSUER, "not-istio", "default", "sleep", 600),
+        ),
+        (
+            "untrusted issuer",
+            f.issuer
+                .token_with("https://evil.example", AUDIENCE, "default", "sleep", 600),
+        ),
         ("garbage", "not.a.jwt".to_string()),
     ] {
         let (_, csr) = csr_for(me);
@@ -128,19 +200,37 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // TTL above --max-ttl → INVALID_ARGUMENT worded like istiod.
     let (_, csr) = csr_for(me);
-    let e = f.call(&token_creds(f.issuer.token("default", "sleep")), csr, 7200).unwrap_err();
+    let e = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 7200)
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("requested TTL 2h0m0s is greater than the max allowed TTL 1h0m0s"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("requested TTL 2h0m0s is greater than the max allowed TTL 1h0m0s"),
+        "{}",
+        e.message()
+    );
 
     // Malformed CSR → INVALID_ARGUMENT.
-    let e = f.call(&token_creds(f.issuer.token("default", "sleep")), "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(), 600).unwrap_err();
+    let e = f
+        .call(
+            &token_creds(f.issuer.token("default", "sleep")),
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
+            600,
+        )
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
     // Renewal with the issued certificate as the client certificate, no token at all.
     let chain_pem = chain[..chain.len() - 1].concat();
-    let cert_creds = Credentials { bearer_token: None, client_cert: Some((chain_pem, key.serialize_pem())) };
+    let cert_creds = Credentials {
+        bearer_token: None,
+        client_cert: Some((chain_pem, key.serialize_pem())),
+    };
     let (_, csr) = csr_for(me);
-    let renewed = f.call(&cert_creds, csr, 600).expect("renew with client certificate");
+    let renewed = f
+        .call(&cert_creds, csr, 600)
+        .expect("renew with client certificate");
     assert_eq!(f.verify(&renewed), me);
     assert_ne!(renewed[0], chain[0], "a new certificate was issued");
     // ...but the certificate only entitles to its own identity.
@@ -151,11 +241,22 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
     // Bundle endpoint, fetched by curl verifying the server against root-cert.pem.
     let root_file = f.dir.path().join("cacerts/root-cert.pem");
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "10", "--cacert", root_file.to_str().unwrap()])
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            root_file.to_str().unwrap(),
+        ])
         .arg(format!("https://localhost:{}/bundle", f.bundle.port()))
         .output()
         .expect("run curl");
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key0 = &doc["keys"][0];
     assert_eq!(key0["use"], "x509-svid");
@@ -164,14 +265,24 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
     assert!(doc["spiffe_sequence"].as_u64().unwrap() > 0);
     assert!(doc["spiffe_refresh_hint"].as_u64().unwrap() > 0);
     let parsed = trustmesh_ca_server::bundle::parse(&out.stdout).unwrap();
-    assert_eq!(parsed.x509_authorities, certs_from_pem(&f.ca.root_pem).unwrap());
+    assert_eq!(
+        parsed.x509_authorities,
+        certs_from_pem(&f.ca.root_pem).unwrap()
+    );
 }
 
 #[test]
 fn ca_serve_reports_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin())
-        .args(["ca", "serve", "--ca", dir.path().join("missing").to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "ca",
+            "serve",
+            "--ca",
+            dir.path().join("missing").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -181,7 +292,16 @@ fn ca_serve_reports_bad_configuration() {
     let ca_dir = dir.path().join("cacerts");
     make_ca(&ca_dir);
     let out = std::process::Command::new(bin())
-        .args(["ca", "serve", "--ca", ca_dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--jwt-issuer", ISSUER])
+        .args([
+            "ca",
+            "serve",
+            "--ca",
+            ca_dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-issuer",
+            ISSUER,
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod federation;
+pub mod h2_authority;
 pub mod rotation;
 pub mod state;
 pub mod svid;

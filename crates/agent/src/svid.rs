@@ -28,16 +28,19 @@ pub struct Svid {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub serial_hex: String,
+    /// When this host obtained it. CAs backdate `notBefore` to absorb clock skew (Istio's by
+    /// two minutes), so the lifetime that matters for rotation starts here, not there.
+    pub received_at: SystemTime,
 }
 
 impl Svid {
-    /// When to renew: after `fraction` of the lifetime has passed.
+    /// When to renew: after `fraction` of the lifetime has passed, counting from when the
+    /// certificate became usable here (the later of `notBefore` and its arrival). Counting from
+    /// a backdated `notBefore` would make a 6-second certificate look half-used on arrival.
     pub fn refresh_at(&self, fraction: f64) -> SystemTime {
-        let life = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
-        self.not_before + life.mul_f64(fraction)
+        let start = self.not_before.max(self.received_at);
+        let life = self.not_after.duration_since(start).unwrap_or_default();
+        start + life.mul_f64(fraction)
     }
 
     pub fn is_expired(&self, now: SystemTime) -> bool {
@@ -119,7 +122,8 @@ fn assemble(
         id: verified.id,
         not_before: to_time(leaf.validity().not_before.timestamp()),
         not_after: to_time(leaf.validity().not_after.timestamp()),
-        serial_hex: leaf.raw_serial_as_string(),
+        serial_hex: leaf.raw_serial_as_string().replace(':', ""),
+        received_at: SystemTime::now(),
         chain,
         roots,
         key_der,
@@ -140,7 +144,11 @@ pub fn load_existing(dir: &Path, expected: &SpiffeId) -> Option<Svid> {
     if leaf.public_key().raw != key.subject_public_key_info().as_slice() {
         return None;
     }
-    assemble(chain, roots, key.serialize_der(), expected).ok()
+    let mut svid = assemble(chain, roots, key.serialize_der(), expected).ok()?;
+    if let Ok(written) = std::fs::metadata(dir.join(CHAIN_FILE)).and_then(|m| m.modified()) {
+        svid.received_at = written.min(svid.received_at);
+    }
+    Some(svid)
 }
 
 /// Writes the three files so that a watcher never reads a half-written one: each goes to a

@@ -4,6 +4,10 @@
 //! gets the one identity this agent was configured for; access is controlled by who can open
 //! the socket, i.e. by the permissions of the folder it is created in.
 
+// Handlers must return tonic::Status, so helpers do too; boxing it would only add a
+// conversion on the (cold) error path.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
@@ -170,9 +174,12 @@ pub async fn serve(path: &Path, state: StateRx) -> Result<(), String> {
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    // Every connection goes through the `:authority` shim so gRPC-core clients work.
+    let incoming =
+        UnixListenerStream::new(listener).map(|conn| conn.map(crate::h2_authority::wrap));
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { state }))
-        .serve_with_incoming(UnixListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await
         .map_err(|e| format!("Workload API server: {e}"))
 }

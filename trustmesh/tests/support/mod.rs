@@ -13,8 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
-use trustmesh_ca::{CertificateAuthority, InitOptions};
-use trustmesh_identity::TrustDomain;
 
 pub const TD: &str = "cluster.local";
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -24,13 +22,37 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trustmesh"))
 }
 
-/// A plug-in CA (root → intermediate) in Istio's cacerts layout, so issued chains have an
-/// intermediate like a production mesh.
+/// A plug-in CA (root → intermediate) in Istio's cacerts layout, made with `trustmesh ca init`,
+/// so issued chains have an intermediate like a production mesh.
 pub fn make_ca(dir: &Path) {
-    let td = TrustDomain::parse(TD).unwrap();
-    let root = CertificateAuthority::init_root(&td, &InitOptions::root()).unwrap();
-    let ca = CertificateAuthority::init_intermediate(&root, &td, &InitOptions::intermediate()).unwrap();
-    ca.write(dir).unwrap();
+    let root = dir.with_extension("root");
+    ca_init(&["--trust-domain", TD, "--out", root.to_str().unwrap()]);
+    ca_init(&[
+        "--trust-domain",
+        TD,
+        "--out",
+        dir.to_str().unwrap(),
+        "--parent",
+        root.to_str().unwrap(),
+    ]);
+}
+
+/// A self-signed root CA for trust domain `td`.
+pub fn make_root_ca(dir: &Path, td: &str) {
+    ca_init(&["--trust-domain", td, "--out", dir.to_str().unwrap()]);
+}
+
+fn ca_init(args: &[&str]) {
+    let out = Command::new(bin())
+        .args(["ca", "init"])
+        .args(args)
+        .output()
+        .expect("run trustmesh ca init");
+    assert!(
+        out.status.success(),
+        "trustmesh ca init {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A token issuer: an ES256 key whose JWKS is written to `jwks_path`.
@@ -49,7 +71,10 @@ impl TokenIssuer {
             "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..]),
         }]});
         std::fs::write(jwks_path, serde_json::to_vec(&jwks).unwrap()).unwrap();
-        TokenIssuer { key, kid: kid.to_string() }
+        TokenIssuer {
+            key,
+            kid: kid.to_string(),
+        }
     }
 
     /// A projected service-account token for `ns/sa`, like the kubelet mounts for istio-agent.
@@ -58,7 +83,10 @@ impl TokenIssuer {
     }
 
     pub fn token_with(&self, iss: &str, aud: &str, ns: &str, sa: &str, exp_in: i64) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let claims = serde_json::json!({
             "iss": iss, "aud": [aud], "sub": format!("system:serviceaccount:{ns}:{sa}"),
             "iat": now, "nbf": now - 5, "exp": now + exp_in,
@@ -126,10 +154,24 @@ impl Drop for Proc {
 }
 
 /// Starts `trustmesh ca serve` on ephemeral ports; returns the process and its addresses.
-pub fn start_ca(ca_dir: &Path, jwks: &Path, extra: &[&str]) -> (Proc, SocketAddr, Option<SocketAddr>) {
+pub fn start_ca(
+    ca_dir: &Path,
+    jwks: &Path,
+    extra: &[&str],
+) -> (Proc, SocketAddr, Option<SocketAddr>) {
     let mut args = vec![
-        "ca", "serve", "--ca", ca_dir.to_str().unwrap(), "--listen", "127.0.0.1:0",
-        "--jwt-issuer", ISSUER, "--jwks", jwks.to_str().unwrap(), "--audience", AUDIENCE,
+        "ca",
+        "serve",
+        "--ca",
+        ca_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-issuer",
+        ISSUER,
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--audience",
+        AUDIENCE,
     ];
     args.extend_from_slice(extra);
     start_ca_args(&args)
@@ -137,9 +179,16 @@ pub fn start_ca(ca_dir: &Path, jwks: &Path, extra: &[&str]) -> (Proc, SocketAddr
 
 pub fn start_ca_args(args: &[&str]) -> (Proc, SocketAddr, Option<SocketAddr>) {
     let mut p = Proc::spawn(args);
-    let grpc: SocketAddr = p.wait_line("listening grpc=", Duration::from_secs(30)).parse().unwrap();
+    let grpc: SocketAddr = p
+        .wait_line("listening grpc=", Duration::from_secs(30))
+        .parse()
+        .unwrap();
     let bundle = if args.contains(&"--bundle-listen") {
-        Some(p.wait_line("listening bundle=", Duration::from_secs(10)).parse().unwrap())
+        Some(
+            p.wait_line("listening bundle=", Duration::from_secs(10))
+                .parse()
+                .unwrap(),
+        )
     } else {
         None
     };

@@ -1,0 +1,98 @@
+"""Interop peer for trustmesh's SPIFFE Workload API: the py-spiffe library (a client we did not
+write) fetches an X.509-SVID and bundles from the agent's socket.
+
+Reads SPIFFE_ENDPOINT_SOCKET (unix:///path). Prints one JSON object on stdout describing what
+the library saw, so the Rust test makes the assertions. Every wait is bounded.
+
+  python3 workload_api_client.py [--watch-seconds N]
+"""
+
+import argparse
+import base64
+import json
+import os
+import sys
+import threading
+import time
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from spiffe import WorkloadApiClient
+from spiffe._proto import workload_pb2, workload_pb2_grpc
+
+
+def b64(cert):
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def raw_code(socket, metadata, call):
+    """Calls the API with a plain grpcio stub, to see status codes the library hides."""
+    with grpc.insecure_channel(socket) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        try:
+            if call == "x509":
+                next(iter(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=metadata, timeout=5)))
+            else:
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["test"]), metadata=metadata, timeout=5)
+            return {"code": "OK", "details": ""}
+        except grpc.RpcError as e:
+            return {"code": e.code().name, "details": e.details()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--watch-seconds", type=float, default=0)
+    args = ap.parse_args()
+    socket = os.environ["SPIFFE_ENDPOINT_SOCKET"]
+
+    client = WorkloadApiClient(default_timeout=10)
+    ctx = client.fetch_x509_context()
+    svid = ctx.default_svid
+    pub_of_key = svid.private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub_of_leaf = svid.leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    bundles = {
+        str(b.trust_domain): sorted(b64(c) for c in b.x509_authorities)
+        for b in ctx.x509_bundle_set.bundles
+    }
+    only_bundles = client.fetch_x509_bundles()
+    out = {
+        "spiffe_id": str(svid.spiffe_id),
+        "leaf": b64(svid.leaf),
+        "chain_len": len(svid.cert_chain),
+        "key_matches_leaf": pub_of_key == pub_of_leaf,
+        "bundles": bundles,
+        "fetch_x509_bundles": sorted(str(b.trust_domain) for b in only_bundles.bundles),
+        "no_header": raw_code(socket, None, "x509"),
+        "jwt": raw_code(socket, [("workload.spiffe.io", "true")], "jwt"),
+    }
+
+    if args.watch_seconds > 0:
+        # Stream updates and record each distinct leaf until two are seen (a rotation) or time
+        # runs out.
+        seen = []
+        done = threading.Event()
+
+        def on_success(c):
+            leaf = b64(c.default_svid.leaf)
+            if leaf not in seen:
+                seen.append(leaf)
+            if len(seen) >= 2:
+                done.set()
+
+        def on_error(e):
+            out.setdefault("stream_errors", []).append(str(e))
+
+        handle = client.stream_x509_contexts(on_success, on_error, retry_connect=False)
+        done.wait(args.watch_seconds)
+        handle.cancel()
+        out["streamed_leaves"] = seen
+
+    client.close()
+    json.dump(out, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+//! End to end: `trustmesh agent` against `trustmesh ca serve` (real processes): certificate
+//! files, rotation, riding out a CA outage, federation, and the SPIFFE Workload API as seen by
+//! py-spiffe (a third-party client).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use support::*;
+use trustmesh_identity::pem::certs_from_pem;
+use trustmesh_identity::{CertificateDer, TrustBundleSet, TrustConfig, TrustDomain, UnixTime};
+
+const ME: &str = "spiffe://cluster.local/ns/default/sa/sleep";
+
+fn leaf(out: &Path) -> Option<CertificateDer<'static>> {
+    let pem = std::fs::read(out.join("cert-chain.pem")).ok()?;
+    certs_from_pem(&pem).ok()?.into_iter().next()
+}
+
+/// Polls (every 100 ms, bounded by `timeout`) until `f` yields a value.
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn verify_files(out: &Path, root_pem: &[u8]) -> trustmesh_identity::VerifiedSvid {
+    let td = TrustDomain::parse(TD).unwrap();
+    let mut set = TrustBundleSet::new();
+    for r in certs_from_pem(root_pem).unwrap() {
+        set.add_root(td.clone(), r).unwrap();
+    }
+    let chain = certs_from_pem(&std::fs::read(out.join("cert-chain.pem")).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("root-cert.pem")).unwrap(),
+        root_pem,
+        "root-cert.pem is the CA root"
+    );
+    trustmesh_identity::verify_svid(&chain, &TrustConfig::new(td, set), UnixTime::now())
+        .expect("written chain verifies")
+}
+
+struct Ca {
+    proc_: Proc,
+}
+
+fn ca_args(ca_dir: &Path, jwks: &Path, listen: &str, bundle: &str) -> Vec<String> {
+    [
+        "ca",
+        "serve",
+        "--ca",
+        ca_dir.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--bundle-listen",
+        bundle,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--audience",
+        AUDIENCE,
+        "--max-ttl",
+        "1h",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Ca {
+    fn start(args: Vec<String>) -> (Ca, std::net::SocketAddr, std::net::SocketAddr) {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (p, grpc, bundle) = start_ca_args(&refs);
+        (Ca { proc_: p }, grpc, bundle.unwrap())
+    }
+}
+
+#[test]
+fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+
+    // The local CA (cluster.local) and a federated peer (other.example).
+    let ca_dir = base.join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    let (mut ca, grpc, _) = Ca::start(ca_args(&ca_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
+    // Later restarts reuse the ports the first start got.
+    let fixed_args = ca_args(&ca_dir, &jwks, &grpc.to_string(), "127.0.0.1:0");
+
+    let peer_dir = base.join("peer");
+    make_root_ca(&peer_dir, "other.example");
+    let (_peer, _, peer_bundle) =
+        Ca::start(ca_args(&peer_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
+
+    let token_file = base.join("istio-token");
+    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    let out = base.join("certs");
+    let sock = base.join("run/agent.sock");
+    let config = format!(
+        "trust_domain: cluster.local\n\
+         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
+         token_file: {token}\n\
+         identity: {{namespace: default, service_account: sleep}}\n\
+         output_dir: {out}\n\
+         workload_api_socket: {sock}\n\
+         rotation_fraction: 0.5\n\
+         ttl: 12s\n\
+         max_retry_interval: 1s\n\
+         federation:\n  - trust_domain: other.example\n    endpoint: https://localhost:{pb}/bundle\n    root_cert: {proot}\n",
+        root = ca_dir.join("root-cert.pem").display(),
+        token = token_file.display(),
+        out = out.display(),
+        sock = sock.display(),
+        pb = peer_bundle.port(),
+        proot = peer_dir.join("root-cert.pem").display(),
+    );
+    let config_path = base.join("agent.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut agent = Proc::spawn(&["agent", "--config", config_path.to_str().unwrap()]);
+    let root_pem = std::fs::read(ca_dir.join("root-cert.pem")).unwrap();
+
+    // 1. Files appear, the key is private, the chain verifies as our identity.
+    let first = wait_for("certificate files", Duration::from_secs(30), || leaf(&out));
+    let mode = std::fs::metadata(out.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "key.pem must be readable by its owner only");
+    let v = verify_files(&out, &root_pem);
+    assert_eq!(v.id.as_str(), ME);
+    let life = v.not_after.duration_since(SystemTime::now()).unwrap();
+    assert!(
+        life <= Duration::from_secs(13),
+        "requested 12s TTL honoured, got {life:?} left"
+    );
+
+    // 2. Rotation at half of the 12 s lifetime: a new certificate within ~6 s (bounded at 12 s).
+    let t0 = Instant::now();
+    wait_for("rotation", Duration::from_secs(12), || {
+        leaf(&out).filter(|l| *l != first)
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "rotated too early: {:?}",
+        t0.elapsed()
+    );
+    verify_files(&out, &root_pem);
+
+    // 3. The Workload API through py-spiffe, watching the stream across a rotation.
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/workload_api_client.py");
+    let py = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--watch-seconds", "14"])
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", sock.display()),
+        )
+        .output()
+        .expect("run python3");
+    assert!(
+        py.status.success(),
+        "py-spiffe client failed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(r["spiffe_id"], ME);
+    assert_eq!(r["key_matches_leaf"], true);
+    assert_eq!(r["chain_len"], 2, "leaf and intermediate, no root");
+    let local_root = STANDARD.encode(certs_from_pem(&root_pem).unwrap()[0].as_ref());
+    assert_eq!(
+        r["bundles"]["cluster.local"],
+        serde_json::json!([local_root])
+    );
+    let peer_root = STANDARD.encode(
+        certs_from_pem(&std::fs::read(peer_dir.join("root-cert.pem")).unwrap()).unwrap()[0]
+            .as_ref(),
+    );
+    assert_eq!(
+        r["bundles"]["other.example"],
+        serde_json::json!([peer_root]),
+        "federated bundle served"
+    );
+    assert_eq!(
+        r["fetch_x509_bundles"],
+        serde_json::json!(["cluster.local", "other.example"])
+    );
+    assert_eq!(
+        r["no_header"]["code"], "INVALID_ARGUMENT",
+        "{}",
+        r["no_header"]
+    );
+    assert_eq!(r["jwt"]["code"], "UNIMPLEMENTED", "{}", r["jwt"]);
+    let streamed = r["streamed_leaves"].as_array().unwrap();
+    assert_eq!(streamed.len(), 2, "the stream delivered a rotation: {r}");
+
+    // 4. CA outage right after a rotation: past the renewal time the agent keeps the still-valid
+    //    certificate in place and stays up.
+    let before = leaf(&out).unwrap();
+    let current = wait_for("a fresh rotation", Duration::from_secs(12), || {
+        leaf(&out).filter(|l| *l != before)
+    });
+    let rotated_at = Instant::now();
+    ca.proc_.kill();
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(rotated_at.elapsed()));
+    assert_eq!(
+        leaf(&out).unwrap(),
+        current,
+        "certificate kept while the CA is down"
+    );
+    let v = verify_files(&out, &root_pem);
+    assert!(
+        v.not_after > SystemTime::now(),
+        "kept certificate is still valid"
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "agent still running"
+    );
+
+    // 5. The CA comes back on the same address: the agent renews promptly.
+    let refs: Vec<&str> = fixed_args.iter().map(String::as_str).collect();
+    let (_ca2, _, _) = start_ca_args(&refs);
+    let renewed = wait_for(
+        "renewal after the CA returns",
+        Duration::from_secs(15),
+        || leaf(&out).filter(|l| *l != current),
+    );
+    assert_ne!(renewed, current);
+    verify_files(&out, &root_pem);
+    agent.kill();
+}
+
+#[test]
+fn agent_rejects_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(&cfg, "trust_domain: Cluster.Local\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["agent", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("agent.yaml"),
+        "{err}"
+    );
+}
