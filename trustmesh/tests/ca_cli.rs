@@ -255,6 +255,24 @@ fn verify_rejects_foreign_bundle_and_bad_input() {
         stderr(&out)
     );
 
+    // Trust-domain migration: local domain new.example with cluster.local as an alias shares
+    // the local roots, so the old-domain SVID verifies; without the alias it does not.
+    let migrate = [
+        "cert",
+        "verify",
+        "--cert",
+        "w/cert-chain.pem",
+        "--trust-domain",
+        "new.example",
+    ];
+    let bundle = ["--bundle", "new.example=cluster1/root-cert.pem"];
+    let with_alias: Vec<&str> =
+        [&migrate[..], &bundle[..], &["--alias", "cluster.local"][..]].concat();
+    let out = ok(d, &with_alias);
+    assert!(out.starts_with("valid: spiffe://cluster.local/a "), "{out}");
+    let out = tm(d, &[&migrate[..], &bundle[..]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
     // Bad input → 2, one line naming the file.
     for args in [
         vec![
