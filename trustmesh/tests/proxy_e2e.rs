@@ -1433,3 +1433,76 @@ async fn cert_rotation_applies_without_dropping_connections_and_bad_cert_is_refu
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_connections_then_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", TD);
+    let server_cert = ca.issue("server", &id("foo", "db"));
+    let pol = policy_dir(dir, "policies");
+    let echo = echo_backend().await;
+    let (inb, admin) = (free_port(), free_port());
+    let cfg = Cfg {
+        ns: "foo",
+        sa: "db",
+        cert: &server_cert,
+        bundles: vec![format!("{TD}={}", ca.root.display())],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &pol,
+        inbound: vec![Inbound {
+            port: inb,
+            target: echo,
+            protocol: "tcp",
+        }],
+        outbound: vec![],
+        admin,
+        extra: "timeouts: { drainMs: 5000 }\n",
+    };
+    let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    let mut conn = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"hello").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"hello");
+
+    let pid = proxy.child.id().to_string();
+    let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(st.success());
+
+    // The listener closes and readiness fails, but the open connection keeps working.
+    let closed = within(Duration::from_secs(3), || async {
+        TcpStream::connect(("127.0.0.1", inb)).await.is_err()
+    })
+    .await;
+    assert!(closed.is_some(), "listener still open: {}", proxy.logs());
+    assert_eq!(
+        http_get(admin, "/healthz/ready").await.map(|r| r.0),
+        Some(503)
+    );
+    conn.write_all(b"world").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"world");
+    assert!(proxy.alive());
+
+    // Once it closes, the proxy exits promptly and cleanly.
+    drop(conn);
+    let started = Instant::now();
+    let mut status = None;
+    for _ in 0..60 {
+        if let Ok(Some(st)) = proxy.child.try_wait() {
+            status = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.unwrap_or_else(|| panic!("proxy did not exit: {}", proxy.logs()));
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

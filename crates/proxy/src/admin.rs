@@ -72,6 +72,9 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
         "/config_dump" => json_response(config_dump(shared)),
         "/certs" => json_response(certs(shared)),
+        "/healthz/ready" if shared.is_draining() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
         "/healthz/ready" => text(StatusCode::OK, "ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -159,6 +159,9 @@ pub struct Timeouts {
     /// Largest request header block accepted (bytes).
     #[serde(default = "default_max_header")]
     pub max_header_bytes: usize,
+    /// On SIGTERM/SIGINT: how long open connections may finish before the process exits (ms).
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -168,6 +171,7 @@ impl Default for Timeouts {
             header_read_ms: default_header_ms(),
             connect_ms: default_connect_ms(),
             max_header_bytes: default_max_header(),
+            drain_ms: default_drain_ms(),
         }
     }
 }
@@ -191,6 +195,9 @@ fn default_header_ms() -> u64 {
     10_000
 }
 fn default_connect_ms() -> u64 {
+    5_000
+}
+fn default_drain_ms() -> u64 {
     5_000
 }
 fn default_max_header() -> usize {

@@ -54,8 +54,14 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Accepts connections forever. Accept errors (e.g. out of file descriptors) are logged and
 /// retried after a pause rather than ending the listener.
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+    let mut drain = shared.drain_signal();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            // Dropping the listener closes the port, so new clients fail fast during a drain.
+            _ = drain.changed() => return,
+        };
+        match accepted {
             Ok((stream, source)) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {

@@ -17,8 +17,14 @@ use crate::accesslog::{now_rfc3339, AccessLog};
 use crate::state::Shared;
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+    let mut drain = shared.drain_signal();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            // Dropping the listener closes the port, so new clients fail fast during a drain.
+            _ = drain.changed() => return,
+        };
+        match accepted {
             Ok((stream, source)) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {

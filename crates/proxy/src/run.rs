@@ -94,8 +94,26 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         "trustmesh proxy ready"
     );
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    drain(&shared).await;
     Ok(())
+}
+
+/// Stops accepting, then gives open connections up to `timeouts.drainMs` to finish.
+pub async fn drain(shared: &Shared) {
+    let limit = std::time::Duration::from_millis(shared.current().config.timeouts.drain_ms);
+    shared.begin_drain();
+    let start = std::time::Instant::now();
+    let active = || {
+        shared
+            .metrics
+            .active_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    tracing::info!(active = active(), ?limit, "draining before shutdown");
+    while active() > 0 && start.elapsed() < limit {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::info!(still_open = active(), "shutting down");
 }
 
 async fn shutdown_signal() {

@@ -28,6 +28,8 @@ pub struct Shared {
     pub app_client_h2: Client<HttpConnector, Incoming>,
     /// The configuration the listeners were bound from; listener changes need a restart.
     pub startup_config: ProxyConfig,
+    /// Flips to true at shutdown: listeners stop accepting and readiness reports 503.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -53,12 +55,26 @@ impl Shared {
             app_client,
             app_client_h2,
             startup_config,
+            draining: tokio::sync::watch::channel(false).0,
         })
     }
 
     /// The snapshot in force right now.
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// A receiver that changes when draining starts.
+    pub fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.send_replace(true);
     }
 
     pub fn install(&self, snapshot: Snapshot) {
