@@ -307,7 +307,6 @@ fn load(
         (None, Some(found)) => found,
         (None, None) => TrustDomain::parse(DEFAULT_TRUST_DOMAIN).expect("valid default"),
     };
-    let roots = roots.into_iter().collect();
     CertificateAuthority::from_parts(trust_domain, key, chain, roots, &facts, &invalid)
 }
 
