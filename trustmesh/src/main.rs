@@ -35,6 +35,8 @@ enum Command {
     /// Start a whole mesh on loopback (two CAs, agents, sidecars, demo apps) and tour it.
     #[command(alias = "demo")]
     Quickstart(cmd::quickstart::Args),
+    /// Show a running sidecar's identity, certificate lifetime, trust bundles and mTLS modes.
+    TlsCheck(cmd::tls_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,5 +49,6 @@ fn main() -> ExitCode {
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Agent(a) => cmd::agent::run(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),
+        Command::TlsCheck(a) => cmd::tls_check::run(a),
     }
 }

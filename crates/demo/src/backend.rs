@@ -24,7 +24,8 @@ pub async fn start(name: &'static str) -> anyhow::Result<SocketAddr> {
                 continue;
             };
             tokio::spawn(async move {
-                let svc = service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
+                let svc =
+                    service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req)) });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;

@@ -111,12 +111,7 @@ impl Connection {
 }
 
 /// One request on a fresh connection.
-pub async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Outcome {
+pub async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
     match Connection::open(addr).await {
         Ok(mut c) => c.send(method, path, headers).await,
         Err(e) => Outcome::NoResponse(format!("{e:#}")),

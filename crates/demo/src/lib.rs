@@ -34,19 +34,33 @@ pub async fn quickstart(opts: Options) -> anyhow::Result<bool> {
         .context("creating a temporary directory")?;
     let dir = tmp.path().to_path_buf();
     let mut sup = procs::Supervisor::new(opts.exe.clone(), dir.join("logs"))?;
-    println!("trustmesh quickstart: a mesh on loopback in {}", dir.display());
+    println!(
+        "trustmesh quickstart: a mesh on loopback in {}",
+        dir.display()
+    );
 
     let started = Instant::now();
     let outcome = tokio::select! {
-        r = session(&dir, &mut sup, &opts, started) => Some(r),
+        r = session(&dir, &mut sup, started) => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
     let result = match outcome {
         None => {
-            println!("\ninterrupted: stopping every process and removing {}", dir.display());
+            println!(
+                "\ninterrupted: stopping every process and removing {}",
+                dir.display()
+            );
             Ok(false)
         }
-        Some(Ok(ok)) => Ok(ok),
+        Some(Ok((ok, mesh))) => {
+            if opts.keep_running {
+                print_how_to_use(&mesh);
+                println!("\nmesh running; press Ctrl-C to stop it and clean up");
+                let _ = tokio::signal::ctrl_c().await;
+                println!("\nstopping every process and removing {}", dir.display());
+            }
+            Ok(ok)
+        }
         Some(Err(e)) => Err(e),
     };
     sup.shutdown().await;
@@ -64,9 +78,8 @@ pub async fn quickstart(opts: Options) -> anyhow::Result<bool> {
 async fn session(
     dir: &std::path::Path,
     sup: &mut procs::Supervisor,
-    opts: &Options,
     started: Instant,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, mesh::Mesh)> {
     let mut progress = |what: &str| {
         println!("  [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     };
@@ -76,12 +89,7 @@ async fn session(
     tour::run(&mesh, &mut report).await?;
     report.print_summary();
     println!("  tour took {:.1}s", started.elapsed().as_secs_f64());
-    if opts.keep_running {
-        print_how_to_use(&mesh);
-        println!("\nmesh running; press Ctrl-C to stop it and clean up");
-        std::future::pending::<()>().await;
-    }
-    Ok(report.all_ok())
+    Ok((report.all_ok(), mesh))
 }
 
 fn print_how_to_use(mesh: &mesh::Mesh) {
@@ -114,5 +122,8 @@ fn print_how_to_use(mesh: &mesh::Mesh) {
         "  trustmesh authz check --admin {} --request req.json",
         mesh.sidecar(&REVIEWS).admin
     );
-    println!("Files (configs, certificates, policies, logs): {}", mesh.dir.display());
+    println!(
+        "Files (configs, certificates, policies, logs): {}",
+        mesh.dir.display()
+    );
 }

@@ -298,15 +298,25 @@ impl Mesh {
             // ratings is federated with team-b from the start (so policy, not TLS, decides
             // there); analytics trusts team-a so it can verify the servers it calls. reviews
             // only learns team-b's root during the tour.
-            let own_root = if w.trust_domain == TD_A { &ca_a_root } else { &ca_b_root };
-            copy(own_root, &wdir.join(format!("bundles/{}.pem", w.trust_domain)))?;
+            let own_root = if w.trust_domain == TD_A {
+                &ca_a_root
+            } else {
+                &ca_b_root
+            };
+            copy(
+                own_root,
+                &wdir.join(format!("bundles/{}.pem", w.trust_domain)),
+            )?;
             if w.name == RATINGS.name {
                 copy(&ca_b_root, &wdir.join(format!("bundles/{TD_B}.pem")))?;
             }
             if w.name == ANALYTICS.name {
                 copy(&ca_a_root, &wdir.join(format!("bundles/{TD_A}.pem")))?;
             }
-            write(&wdir.join("mesh.yaml"), &mesh_config(w.trust_domain, &[], authz))?;
+            write(
+                &wdir.join("mesh.yaml"),
+                &mesh_config(w.trust_domain, &[], authz),
+            )?;
             let sc = &sidecars[w.name];
             let mut cfg = format!(
                 "workload:\n  namespace: {ns}\n  serviceAccount: {sa}\n  labels:\n    app: {app}\n\
@@ -374,7 +384,11 @@ impl Mesh {
     /// An end-user JWT for `sub`, signed by the issuer reviews trusts (or, if `forged`, by a
     /// key it does not know).
     pub fn user_token(&self, sub: &str, forged: bool) -> anyhow::Result<String> {
-        let key = if forged { &self.rogue_key } else { &self.user_key };
+        let key = if forged {
+            &self.rogue_key
+        } else {
+            &self.user_key
+        };
         sign(
             key,
             "demo-user",
@@ -391,7 +405,10 @@ impl Mesh {
         let wdir = self.dir.join("workloads").join(REVIEWS.name);
         copy(&self.ca_b_root, &wdir.join(format!("bundles/{TD_B}.pem")))?;
         let mesh = std::fs::read_to_string(wdir.join("mesh.yaml"))?;
-        let mesh = mesh.replace("trustDomainAliases: []", &format!("trustDomainAliases: [{TD_B}]"));
+        let mesh = mesh.replace(
+            "trustDomainAliases: []",
+            &format!("trustDomainAliases: [{TD_B}]"),
+        );
         write(&wdir.join("mesh.yaml"), &mesh)
     }
 }
@@ -539,7 +556,11 @@ async fn run_to_completion(sup: &Supervisor, args: &[&str]) -> anyhow::Result<()
     Ok(())
 }
 
-async fn wait_for_port(addr: SocketAddr, limit: Duration, sup: &mut Supervisor) -> anyhow::Result<()> {
+async fn wait_for_port(
+    addr: SocketAddr,
+    limit: Duration,
+    sup: &mut Supervisor,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -565,10 +586,18 @@ async fn wait_for_file(path: &Path, limit: Duration, sup: &mut Supervisor) -> an
     Ok(())
 }
 
-async fn wait_ready(admin: SocketAddr, limit: Duration, sup: &mut Supervisor) -> anyhow::Result<()> {
+async fn wait_ready(
+    admin: SocketAddr,
+    limit: Duration,
+    sup: &mut Supervisor,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if crate::client::call(admin, "GET", "/healthz/ready", &[]).await.status() == Some(200) {
+        if crate::client::call(admin, "GET", "/healthz/ready", &[])
+            .await
+            .status()
+            == Some(200)
+        {
             return Ok(());
         }
         sup.check_alive()?;

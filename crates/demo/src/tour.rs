@@ -50,10 +50,7 @@ impl Report {
             println!("  {:<3} {:<width$}  {mark}", i + 1, s.title);
         }
         let passed = self.steps.iter().filter(|s| s.ok).count();
-        println!(
-            "\n  {passed} passed, {} failed",
-            self.steps.len() - passed
-        );
+        println!("\n  {passed} passed, {} failed", self.steps.len() - passed);
     }
 }
 
@@ -63,7 +60,14 @@ fn peer_of(o: &Outcome) -> Option<String> {
 }
 
 /// A call from `from`'s app to `to`, through `from`'s sidecar.
-async fn via(mesh: &Mesh, from: &Workload, to: &Workload, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+async fn via(
+    mesh: &Mesh,
+    from: &Workload,
+    to: &Workload,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Outcome {
     call(mesh.route(from, to), method, path, headers).await
 }
 
@@ -79,11 +83,18 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     report.record(
         "frontend -> reviews over mTLS; reviews sees frontend's SPIFFE ID",
         &format!("HTTP 200, caller {}", FRONTEND.spiffe_id()),
-        format!("{}, caller {}", short_status(&o), peer.as_deref().unwrap_or("-")),
+        format!(
+            "{}, caller {}",
+            short_status(&o),
+            peer.as_deref().unwrap_or("-")
+        ),
         expect_status(&o, 200) && peer.as_deref() == Some(FRONTEND.spiffe_id().as_str()),
     );
 
-    let inbound = mesh.sidecar(&REVIEWS).inbound.expect("reviews has an inbound listener");
+    let inbound = mesh
+        .sidecar(&REVIEWS)
+        .inbound
+        .expect("reviews has an inbound listener");
     let o = call(inbound, "GET", "/reviews/1", &[]).await;
     report.record(
         "plaintext client -> reviews (PeerAuthentication STRICT)",
@@ -107,14 +118,19 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     let peer = peer_of(&o);
     report.record(
         "federate: add team-b root to reviews' bundle + alias, then call again",
-        &format!("config reloaded, HTTP 200, caller {}", ANALYTICS.spiffe_id()),
+        &format!(
+            "config reloaded, HTTP 200, caller {}",
+            ANALYTICS.spiffe_id()
+        ),
         format!(
             "reload {}, {}, caller {}",
             if applied { "seen" } else { "NOT seen" },
             short_status(&o),
             peer.as_deref().unwrap_or("-")
         ),
-        applied && expect_status(&o, 200) && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
+        applied
+            && expect_status(&o, 200)
+            && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
     );
 
     println!("\n== AuthorizationPolicy");
@@ -150,7 +166,15 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     );
     let forged = mesh.user_token("alice", true)?;
     let bearer = format!("Bearer {forged}");
-    let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/api/reviews", &[("authorization", &bearer)]).await;
+    let o = via(
+        mesh,
+        &FRONTEND,
+        &REVIEWS,
+        "GET",
+        "/api/reviews",
+        &[("authorization", &bearer)],
+    )
+    .await;
     report.record(
         "GET /api/reviews with a forged token",
         "HTTP 401",
@@ -159,17 +183,30 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     );
     let token = mesh.user_token("alice", false)?;
     let bearer = format!("Bearer {token}");
-    let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/api/reviews", &[("authorization", &bearer)]).await;
-    let payload = o
-        .json()
-        .and_then(|j| j.get("jwtPayload").and_then(|p| p.as_str().map(str::to_string)));
+    let o = via(
+        mesh,
+        &FRONTEND,
+        &REVIEWS,
+        "GET",
+        "/api/reviews",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let payload = o.json().and_then(|j| {
+        j.get("jwtPayload")
+            .and_then(|p| p.as_str().map(str::to_string))
+    });
     report.record(
         "GET /api/reviews with a valid token",
         "HTTP 200, app receives the verified payload",
         format!(
             "{}, x-jwt-payload {}",
             short_status(&o),
-            if payload.is_some() { "present" } else { "absent" }
+            if payload.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
         ),
         expect_status(&o, 200) && payload.is_some(),
     );
@@ -183,17 +220,38 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         expect_status(&o, 403) && o.body().contains("demo-authz"),
     );
     let approval = [("x-demo-approval", "granted")];
-    let o = via(mesh, &FRONTEND, &PAYROLL, "GET", "/salaries/alice", &approval).await;
-    let seen = o
-        .json()
-        .and_then(|j| j.get("extAuthz").and_then(|p| p.as_str().map(str::to_string)));
+    let o = via(
+        mesh,
+        &FRONTEND,
+        &PAYROLL,
+        "GET",
+        "/salaries/alice",
+        &approval,
+    )
+    .await;
+    let seen = o.json().and_then(|j| {
+        j.get("extAuthz")
+            .and_then(|p| p.as_str().map(str::to_string))
+    });
     report.record(
         "GET /salaries/alice with approval",
         "HTTP 200, authorizer's header reaches the app",
-        format!("{}, x-ext-authz {}", short_status(&o), seen.as_deref().unwrap_or("absent")),
+        format!(
+            "{}, x-ext-authz {}",
+            short_status(&o),
+            seen.as_deref().unwrap_or("absent")
+        ),
         expect_status(&o, 200) && seen.is_some(),
     );
-    let o = via(mesh, &FRONTEND, &PAYROLL, "DELETE", "/salaries/alice", &approval).await;
+    let o = via(
+        mesh,
+        &FRONTEND,
+        &PAYROLL,
+        "DELETE",
+        "/salaries/alice",
+        &approval,
+    )
+    .await;
     report.record(
         "DELETE /salaries/alice with approval (DENY policy after CUSTOM)",
         "HTTP 403 RBAC: access denied",
@@ -218,11 +276,14 @@ async fn wait_for_alias(mesh: &Mesh, limit: Duration) -> bool {
     let admin = mesh.sidecar(&REVIEWS).admin;
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let alias = call(admin, "GET", "/config_dump", &[]).await.json().is_some_and(|j| {
-            j["trustDomainAliases"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v == TD_B))
-        });
+        let alias = call(admin, "GET", "/config_dump", &[])
+            .await
+            .json()
+            .is_some_and(|j| {
+                j["trustDomainAliases"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == TD_B))
+            });
         let bundle = call(admin, "GET", "/certs", &[])
             .await
             .json()
@@ -283,7 +344,10 @@ async fn rotation(mesh: &Mesh, report: &mut Report) {
             short_status(&second),
             short_status(&fresh)
         ),
-        rotated && expect_status(&first, 200) && expect_status(&second, 200) && expect_status(&fresh, 200),
+        rotated
+            && expect_status(&first, 200)
+            && expect_status(&second, 200)
+            && expect_status(&fresh, 200),
     );
 }
 

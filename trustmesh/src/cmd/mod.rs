@@ -1,6 +1,7 @@
 //! One module per command family. Each exposes clap argument types and `run`-style functions
 //! that return the process exit code, printing errors as one clear line on stderr.
 
+pub mod admin_client;
 pub mod agent;
 pub mod ca;
 pub mod ca_serve;
@@ -8,6 +9,7 @@ pub mod cert;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
+pub mod tls_check;
 
 use std::process::ExitCode;
 

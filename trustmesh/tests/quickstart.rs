@@ -1,0 +1,163 @@
+//! The README's first command, run as a newcomer would: `trustmesh quickstart` must bring the
+//! whole mesh up on loopback, pass every step of its tour, exit 0, and leave nothing behind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn quickstart_tour_passes_and_cleans_up() {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .arg("quickstart")
+        .output()
+        .expect("run trustmesh quickstart");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quickstart failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // Every step printed a verdict and none failed.
+    let passes = stdout.matches("[PASS]").count();
+    assert!(
+        passes >= 14,
+        "expected at least 14 passing steps, saw {passes}:\n{stdout}"
+    );
+    assert!(!stdout.contains("[FAIL]"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{passes} passed, 0 failed")),
+        "{stdout}"
+    );
+    // The rotation step waited for a real rotation, so the tour cannot be instant.
+    assert!(started.elapsed() > Duration::from_secs(5));
+
+    // The temporary directory named on the first line is gone.
+    let dir = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split(" in ").nth(1))
+        .expect("first line names the directory");
+    assert!(
+        !std::path::Path::new(dir.trim()).exists(),
+        "{dir} was left behind"
+    );
+}
+
+/// `--keep-running` leaves the mesh up and says how to use it; Ctrl-C (SIGINT) then stops every
+/// child process and removes the temporary files.
+#[test]
+fn keep_running_then_ctrl_c_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .args(["quickstart", "--keep-running"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quickstart");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("press Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no 'press Ctrl-C' line in time:\n{}", lines.join("\n"));
+            }
+        }
+    }
+    let dir = lines[0]
+        .split(" in ")
+        .nth(1)
+        .expect("dir on first line")
+        .trim()
+        .to_string();
+    // The admin addresses it printed are live while the mesh runs.
+    let admins: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.split("tls-check --admin ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(
+        admins.len(),
+        5,
+        "one admin endpoint per sidecar:\n{}",
+        lines.join("\n")
+    );
+    for a in &admins {
+        assert!(
+            std::net::TcpStream::connect(a).is_ok(),
+            "{a} should be listening"
+        );
+    }
+
+    // The operator's view of a live sidecar: reviews' identity, its bundles (team-b federated
+    // during the tour) and STRICT mTLS from the mesh-wide PeerAuthentication.
+    let reviews_admin = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("reviews "))
+        .and_then(|l| l.split("tls-check --admin ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("reviews admin line");
+    let out = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .args(["tls-check", "--admin", reviews_admin, "--output", "json"])
+        .output()
+        .expect("run tls-check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("tls-check JSON");
+    assert_eq!(
+        r["spiffeId"],
+        "spiffe://team-a.gke.local/ns/bookinfo/sa/reviews"
+    );
+    assert_eq!(r["trustDomainAliases"][0], "team-b.eks.local");
+    assert!(r["trustBundles"].get("team-b.eks.local").is_some(), "{r}");
+    let modes: Vec<&serde_json::Value> = r["inboundMtls"].as_object().unwrap().values().collect();
+    assert_eq!(modes.len(), 1, "{r}");
+    assert_eq!(modes[0]["mode"], "STRICT");
+    assert_eq!(modes[0]["policy"], "istio-system/default");
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quickstart did not stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The tour had finished and passed before the interrupt, so the exit code reports success.
+    assert!(exit.success(), "exit status {exit}");
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "{dir} was left behind"
+    );
+    for a in &admins {
+        assert!(
+            std::net::TcpStream::connect(a).is_err(),
+            "{a} still listening: a child process survived"
+        );
+    }
+}
