@@ -36,6 +36,17 @@ impl Jwt {
         self.auth.is_some()
     }
 
+    /// Waits (bounded) until every remote JWKS has had its first fetch, so a reload does not
+    /// answer valid tokens with 401 while the new authenticator's key sets are still loading.
+    /// Returns false if some key set is still unavailable (requests with tokens of that issuer
+    /// then get 401 until a fetch succeeds, as with Envoy).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        match &self.auth {
+            None => true,
+            Some(a) => a.wait_ready(timeout).await,
+        }
+    }
+
     pub fn authenticate(
         &self,
         headers: &HeaderMap,

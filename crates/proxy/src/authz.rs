@@ -137,6 +137,11 @@ impl Policies {
         self.jwt.authenticate(headers, uri)
     }
 
+    /// See [`crate::authn::Jwt::wait_ready`].
+    pub async fn jwks_ready(&self, timeout: std::time::Duration) -> bool {
+        self.jwt.wait_ready(timeout).await
+    }
+
     pub fn prepare_upstream(&self, auth: Option<&crate::jwt::AuthInfo>, headers: &mut HeaderMap) {
         self.jwt.prepare_upstream(auth, headers)
     }

@@ -82,6 +82,7 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
             tokio::task::spawn_blocking(move || try_reload(&shared2, &cfg_file, next)).await;
         match result {
             Ok(Ok(snap)) => {
+                crate::snapshot::warm_up(&snap).await;
                 generation = next;
                 shared.install(snap);
                 shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);

@@ -35,6 +35,7 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     let snap = tokio::task::spawn_blocking(move || crate::snapshot::build(cfg_for_build, 1))
         .await
         .context("loading configuration")??;
+    crate::snapshot::warm_up(&snap).await;
     let shared = Shared::new(snap);
 
     let mut bound = Bound {

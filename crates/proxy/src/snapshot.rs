@@ -139,6 +139,19 @@ fn expected_peer(cfg: &ProxyConfig, i: usize) -> anyhow::Result<Option<ExpectedP
     Ok(None)
 }
 
+/// How long a new snapshot may wait for remote JWKS before it is installed anyway. Short, because
+/// a reload must still apply within about two seconds even when a JWKS endpoint is unreachable.
+pub const JWKS_WARMUP: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Async part of preparing a snapshot: let remote key sets load before serving with it.
+pub async fn warm_up(snap: &Snapshot) {
+    if !snap.policies.jwks_ready(JWKS_WARMUP).await {
+        tracing::warn!(
+            "some remote JWKS are not loaded yet; tokens of those issuers get 401 until they are"
+        );
+    }
+}
+
 /// Builds a complete snapshot from `cfg`, reading every file it names.
 pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
     let mesh = load_mesh(&cfg)?;
