@@ -612,6 +612,29 @@ async fn strict_mtls_refuses_plaintext_and_untrusted_ca() {
     let out = s_client(inb, None).await;
     assert!(!out.contains("httpbin GET"), "{out}");
 
+    // TLS 1.3 is preferred, TLS 1.2 accepted, TLS 1.1 refused (the client's own security level
+    // is lowered so that the refusal is the proxy's).
+    let proto = |v: &'static str| {
+        let (c, k) = (client_cert.0.clone(), client_cert.1.clone());
+        async move {
+            let out = tokio::process::Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{inb}"), v])
+                .args(["-cipher", "DEFAULT@SECLEVEL=0", "-brief"])
+                .args(["-cert", c.to_str().unwrap(), "-key", k.to_str().unwrap()])
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+        }
+    };
+    let out = proto("-tls1_3").await;
+    assert!(out.contains("Protocol version: TLSv1.3"), "{out}");
+    let out = proto("-tls1_2").await;
+    assert!(out.contains("Protocol version: TLSv1.2"), "{out}");
+    let out = proto("-tls1_1").await;
+    assert!(!out.contains("Protocol version"), "{out}");
+
     // Access log: JSON lines with principal and decision.
     let log = proxy.access_log();
     let line = log
