@@ -3,8 +3,8 @@
 //!
 //! Scenarios: `exact` — every policy names exact principals (the common case, served by the
 //! rule index; one policy in ten is a DENY); `prefix` — principals are namespace prefixes
-//! (indexed by prefix length); `linear` — rules keyed only on ipBlocks and methods, which the index
-//! cannot key, so every rule is tried (the worst case, like Envoy's linear RBAC scan); `explain` — the
+//! (indexed by prefix length); `linear` — rules with only negative source fields and methods, which
+//! the index cannot key, so every rule is tried (the worst case, like Envoy's linear RBAC scan); `explain` — the
 //! full `evaluate` that `trustmesh authz check` prints, which reports on every policy by design.
 
 use std::hint::black_box;
@@ -37,7 +37,11 @@ fn policies(n: usize, kind: Kind) -> String {
             ),
             Kind::Linear => (
                 "ALLOW",
-                format!("ipBlocks: [10.{}.{}.0/24]", i / 256, i % 256),
+                format!(
+                    "notPrincipals: [cluster.local/ns/x/sa/y{i}], notIpBlocks: [10.{}.{}.0/24]",
+                    i / 256,
+                    (i + 1) % 256
+                ),
             ),
         };
         // The linear case has no path: the index cannot key its rules at all.

@@ -29,6 +29,8 @@ pub struct CompiledPolicy {
     pub dry_run: bool,
     /// Policies with `targetRef(s)` attach to gateways/waypoints, never to sidecars.
     pub targets_ref: bool,
+    /// Where the policy was defined (for problems found across policies).
+    pub location: Location,
     pub rules: Vec<CompiledRule>,
 }
 
@@ -322,6 +324,7 @@ pub fn compile(
         provider: spec.provider.as_ref().map(|p| p.name.clone()),
         dry_run,
         targets_ref,
+        location: loc.clone(),
         rules,
     }
 }

@@ -2,8 +2,8 @@
 //! cached, with a rule index so a decision does not scan every policy.
 //!
 //! Envoy's RBAC filter tries every policy in turn. Here each enforced rule is filed under the
-//! values of one field it requires: the peer principal when its single `from` entry lists only
-//! exact/prefix/suffix principals, otherwise (not for DENY, whose HTTP-only fields are ignored
+//! values of one field it requires: when its single `from` entry lists principals (without a
+//! bare `*`), namespaces or ipBlocks, the first of those; otherwise (not for DENY, whose HTTP-only fields are ignored
 //! on TCP) the path when its single `to` entry lists paths (a template is keyed by its literal
 //! leading segments). A request then checks the
 //! rules filed under its own principal and path (exact key, plus one lookup per distinct
@@ -11,6 +11,9 @@
 //! request does not have, so the answer is the same as a full scan, in set order.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use crate::authz::{Attrs, CompiledPolicy};
 use crate::crd::Action;
@@ -81,9 +84,53 @@ impl KeyIndex {
     }
 }
 
+/// Rules keyed by the CIDRs (`ipBlocks`) they require of the peer address: one hash lookup per
+/// distinct prefix length present.
+#[derive(Debug, Default)]
+struct IpIndex {
+    nets: HashMap<IpNet, Vec<RuleRef>>,
+    lens: Vec<(bool, u8)>,
+}
+
+impl IpIndex {
+    fn try_add(&mut self, nets: &[IpNet], rr: RuleRef) -> bool {
+        if nets.is_empty() {
+            return false;
+        }
+        for n in nets {
+            let list = self.nets.entry(n.trunc()).or_default();
+            if list.last() != Some(&rr) {
+                list.push(rr);
+            }
+            let key = (matches!(n, IpNet::V6(_)), n.prefix_len());
+            if let Err(i) = self.lens.binary_search(&key) {
+                self.lens.insert(i, key);
+            }
+        }
+        true
+    }
+
+    fn candidates<'s>(&'s self, ip: IpAddr, mut f: impl FnMut(&'s [RuleRef])) {
+        let v6 = ip.is_ipv6();
+        for &(is_v6, len) in &self.lens {
+            if is_v6 != v6 {
+                continue;
+            }
+            if let Some(l) = IpNet::new(ip, len)
+                .ok()
+                .and_then(|n| self.nets.get(&n.trunc()))
+            {
+                f(l);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Bucket {
     by_principal: KeyIndex,
+    by_namespace: KeyIndex,
+    by_ip: IpIndex,
     by_path: KeyIndex,
     rest: Vec<RuleRef>,
 }
@@ -93,8 +140,13 @@ impl Bucket {
         let deny = p.action == Action::Deny;
         for (ri, r) in p.rules.iter().enumerate() {
             let rr = (pi, ri as u32);
-            if r.from.len() == 1 && self.by_principal.try_add(&r.from[0].principals.pos.0, rr) {
-                continue;
+            if let [src] = r.from.as_slice() {
+                if self.by_principal.try_add(&src.principals.pos.0, rr)
+                    || self.by_namespace.try_add(&src.namespaces.pos.0, rr)
+                    || self.by_ip.try_add(&src.ip_blocks.pos, rr)
+                {
+                    continue;
+                }
             }
             if !deny && r.to.len() == 1 {
                 let ms: Vec<StrMatch> = r.to[0]
@@ -134,6 +186,12 @@ impl Bucket {
         try_list(&self.rest);
         if let Some(p) = a.principal {
             self.by_principal.candidates(p, &mut try_list);
+        }
+        if let Some(n) = a.namespace {
+            self.by_namespace.candidates(n, &mut try_list);
+        }
+        if let Some(ip) = a.req.source.ip {
+            self.by_ip.candidates(ip, &mut try_list);
         }
         if let Some(p) = a.path {
             self.by_path.candidates(p, &mut try_list);

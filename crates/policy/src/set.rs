@@ -131,6 +131,7 @@ fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Report) {
         }
     }
     authz.sort_by(|a, b| a.name.cmp(&b.name));
+    check_custom_providers(&authz, mesh, &mut report.problems);
     let mut authz_by_ns: HashMap<String, Vec<u32>> = HashMap::new();
     for (i, p) in authz.iter().enumerate() {
         authz_by_ns
@@ -147,6 +148,50 @@ fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Report) {
         views: RwLock::new(HashMap::new()),
     };
     (set, report)
+}
+
+/// Istio's ext_authz integration supports one provider per workload ("Authorization Policy"
+/// reference, CUSTOM action): flag CUSTOM policies with different providers that can select the
+/// same workload (same namespace or the root namespace, and selectors that do not conflict).
+fn check_custom_providers(
+    authz: &[CompiledPolicy],
+    mesh: &MeshConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let custom: Vec<&CompiledPolicy> = authz
+        .iter()
+        .filter(|p| p.action == Action::Custom && !p.targets_ref && p.provider.is_some())
+        .collect();
+    let compatible = |a: &Option<Vec<(String, String)>>, b: &Option<Vec<(String, String)>>| {
+        let (Some(a), Some(b)) = (a, b) else {
+            return true;
+        };
+        a.iter()
+            .all(|(k, v)| b.iter().all(|(k2, v2)| k != k2 || v == v2))
+    };
+    for (i, b) in custom.iter().enumerate() {
+        let clash = custom[..i].iter().find(|a| {
+            a.provider != b.provider
+                && (a.namespace == b.namespace
+                    || a.namespace == mesh.root_namespace
+                    || b.namespace == mesh.root_namespace)
+                && compatible(&a.selector, &b.selector)
+        });
+        if let Some(a) = clash {
+            problems.push(
+                Problem::new(
+                    b.location.at("spec.provider.name"),
+                    format!(
+                        "CUSTOM provider {:?} may apply to the same workloads as provider {:?} of {}",
+                        b.provider.as_deref().unwrap_or(""),
+                        a.provider.as_deref().unwrap_or(""),
+                        a.name
+                    ),
+                )
+                .hint("Istio supports one ext_authz provider per workload; use one provider or make the selectors disjoint"),
+            );
+        }
+    }
 }
 
 fn compile_peer(

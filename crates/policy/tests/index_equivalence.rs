@@ -30,13 +30,19 @@ fn policy(i: usize) -> String {
         4 => format!("ports: ['{}']", 9000 + i % 3),
         _ => "methods: [POST]".to_string(),
     };
-    let rule = match i % 4 {
+    let rule = match i % 5 {
         0 => format!("{{from: [{{source: {{{from}}}}}], to: [{{operation: {{{to}}}}}]}}"),
         1 => format!("{{from: [{{source: {{{from}}}}}]}}"),
         2 => format!("{{to: [{{operation: {{{to}}}}}]}}"),
-        _ => format!(
+        3 => format!(
             "{{from: [{{source: {{{from}}}}}, {{source: {{ipBlocks: [10.{}.0.0/16]}}}}]}}",
             i % 3
+        ),
+        _ => format!(
+            "{{from: [{{source: {{ipBlocks: [10.{}.0.0/16, 10.{}.1.1, '10.{}.1.0/24']}}}}], to: [{{operation: {{{to}}}}}]}}",
+            i % 3,
+            (i + 1) % 4,
+            (i + 2) % 4
         ),
     };
     format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i:03}, namespace: prod}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, action: {action}, rules: [{rule}]}}\n")
@@ -104,4 +110,12 @@ fn index_matches_full_scan() {
         seen[0] > 50 && seen[1] > 50,
         "the sample must exercise both outcomes: {seen:?}"
     );
+}
+
+/// The proxy shares one `PolicySet` across connection tasks.
+#[test]
+fn policy_set_is_shareable() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<trustmesh_policy::PolicySet>();
+    shareable::<trustmesh_policy::Decision>();
 }

@@ -123,7 +123,7 @@ fn ap(spec: &str) -> String {
 #[test]
 fn validation_problems_table() {
     let mesh = MeshConfig::from_yaml_str(
-        "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 9191}\n- name: zipkin\n  zipkin: {service: z, port: 9411}\n",
+        "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 9191}\n- name: opa2\n  envoyExtAuthzHttp: {service: opa2, port: 8181}\n- name: zipkin\n  zipkin: {service: z, port: 9411}\n",
     )
     .unwrap();
     let r = "p.yaml:1:spec.rules[0]";
@@ -160,6 +160,15 @@ fn validation_problems_table() {
             "issuer",
         ),
         (format!("{}---\n{}", ap("{}"), ap("{}")), "p.yaml:2:metadata.name".into(), "duplicate"),
+        (
+            format!(
+                "{}---\n{}",
+                ap("{action: CUSTOM, provider: {name: opa}, rules: [{}]}"),
+                ap("{action: CUSTOM, provider: {name: opa2}, rules: [{}]}").replace("name: p,", "name: q,")
+            ),
+            "p.yaml:2:spec.provider.name".into(),
+            "same workloads",
+        ),
     ];
     for (yaml, loc, word) in &cases {
         let ps = problems(yaml, &mesh);
