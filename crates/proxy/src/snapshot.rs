@@ -40,6 +40,16 @@ pub struct Snapshot {
     pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::ExtAuthzClient>,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("loaded_at", &self.loaded_at)
+            .field("own_id", &self.own_id.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{}: cannot read {what}", path.display()))
 }
