@@ -849,3 +849,134 @@ fn issues_from_openssl_made_istio_cacerts() {
         stderr(&out)
     );
 }
+
+/// Trust domain migration with a new intermediate under the old root: refused unless asked for
+/// explicitly; then old and new SVIDs both verify for a mesh of new.example aliasing old.example.
+#[test]
+fn cross_trust_domain_intermediate_for_migration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(
+        d,
+        &[
+            "ca",
+            "init",
+            "--trust-domain",
+            "old.example",
+            "--out",
+            "root",
+        ],
+    );
+    let refused = tm(
+        d,
+        &[
+            "ca",
+            "init",
+            "--trust-domain",
+            "new.example",
+            "--parent",
+            "root",
+            "--out",
+            "new",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("--cross-trust-domain"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !d.join("new").join("ca-key.pem").exists(),
+        "nothing written on refusal"
+    );
+
+    ok(
+        d,
+        &[
+            "ca",
+            "init",
+            "--trust-domain",
+            "new.example",
+            "--parent",
+            "root",
+            "--out",
+            "new",
+            "--cross-trust-domain",
+        ],
+    );
+    // The new CA serves only the new domain.
+    let wrong = tm(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "new",
+            "--spiffe-id",
+            "spiffe://old.example/ns/a/sa/b",
+            "--out",
+            "x",
+        ],
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    ok(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "new",
+            "--spiffe-id",
+            "spiffe://new.example/ns/shop/sa/web",
+            "--out",
+            "web",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--ca",
+            "root",
+            "--spiffe-id",
+            "spiffe://old.example/ns/shop/sa/cart",
+            "--out",
+            "cart",
+        ],
+    );
+    for svid in ["web", "cart"] {
+        let out = ok(
+            d,
+            &[
+                "cert",
+                "verify",
+                "--cert",
+                &format!("{svid}/cert-chain.pem"),
+                "--bundle",
+                "new.example=root/root-cert.pem",
+                "--trust-domain",
+                "new.example",
+                "--alias",
+                "old.example",
+            ],
+        );
+        assert!(out.contains("valid: spiffe://"), "{out}");
+    }
+    // Without the alias the old identity is a foreign trust domain.
+    let out = tm(
+        d,
+        &[
+            "cert",
+            "verify",
+            "--cert",
+            "cart/cert-chain.pem",
+            "--bundle",
+            "new.example=root/root-cert.pem",
+            "--trust-domain",
+            "new.example",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}

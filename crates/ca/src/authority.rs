@@ -412,10 +412,12 @@ fn check_chain(
     Ok((chain, facts))
 }
 
-/// The trust domain named by a `spiffe://<td>` URI SAN (empty path), looking at the root
-/// first and then down the chain.
+/// The trust domain named by a `spiffe://<td>` URI SAN (empty path), looking at the signing
+/// certificate first and then up the chain: the nearest CA that names a domain is the one this
+/// CA serves (an intermediate made for a trust domain migration names the new domain while its
+/// root still names the old one).
 pub(crate) fn derived_trust_domain(facts: &[CertFacts]) -> Option<TrustDomain> {
-    facts.iter().rev().find_map(|f| {
+    facts.iter().find_map(|f| {
         f.uri_sans.iter().find_map(|u| {
             let id = SpiffeId::parse(u).ok()?;
             id.path().is_empty().then(|| id.trust_domain().clone())

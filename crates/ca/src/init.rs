@@ -25,6 +25,11 @@ pub struct InitOptions {
     /// Common name; when `None`, roots get none (Istio's root subject is just `O=<td>`) and
     /// intermediates get a unique one (see [`InitOptions::intermediate`]).
     pub common_name: Option<String>,
+    /// Lets an intermediate serve a different trust domain than its parent. Off by default so a
+    /// typo cannot mint a CA for a domain nobody meant to create; on for a trust domain migration
+    /// (old-td → new-td under one root) or a shared root across clusters with their own domains,
+    /// where peers then trust the root for the new domain too (`new-td=root-cert.pem`) or alias it.
+    pub cross_trust_domain: bool,
 }
 
 /// Istio's `DefaultSelfSignedCACertTTL`: 3650 days.
@@ -38,6 +43,7 @@ impl InitOptions {
             validity: DEFAULT_CA_VALIDITY,
             path_len: None,
             common_name: None,
+            cross_trust_domain: false,
         }
     }
 
@@ -92,9 +98,11 @@ impl CertificateAuthority {
     ) -> Result<Self, CaError> {
         let now = OffsetDateTime::now_utc();
         check_validity_option(opts)?;
-        if *trust_domain != parent.trust_domain {
+        if *trust_domain != parent.trust_domain && !opts.cross_trust_domain {
             return Err(CaError::InvalidOptions(format!(
-                "parent CA serves trust domain {}, not {trust_domain}",
+                "parent CA serves trust domain {}, not {trust_domain} (to create an intermediate \
+                 for another trust domain under this root, e.g. for a trust domain migration, \
+                 ask for it explicitly: --cross-trust-domain)",
                 parent.trust_domain
             )));
         }

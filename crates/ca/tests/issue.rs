@@ -144,6 +144,29 @@ fn intermediate_is_constrained_ca_below_root() {
             .contains("parent CA serves trust domain example.org"),
         "{err}"
     );
+    // ...unless asked for explicitly (trust domain migration under one root): the intermediate
+    // then issues only for its own domain, and its leaves chain to the shared root.
+    let opts = InitOptions {
+        cross_trust_domain: true,
+        ..InitOptions::intermediate()
+    };
+    let other = CertificateAuthority::init_intermediate(&root, &td("other.org"), &opts).unwrap();
+    assert_eq!(other.trust_domain().as_str(), "other.org");
+    let svid = other
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://other.org/ns/a/sa/b").unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(svid.chain.len(), 3);
+    let err = other
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap(),
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not in trust domain other.org"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -46,6 +46,10 @@ pub struct InitArgs {
     /// pathLenConstraint (default: none for a root, 0 for an intermediate).
     #[arg(long, value_name = "N")]
     pub path_len: Option<u8>,
+    /// With --parent: allow an intermediate for another trust domain than the parent's (trust
+    /// domain migration or a shared root across clusters).
+    #[arg(long, requires = "parent")]
+    pub cross_trust_domain: bool,
     /// Replace a CA already present in --out.
     #[arg(long)]
     pub force: bool,
@@ -115,12 +119,21 @@ fn init(a: InitArgs) -> ExitCode {
     if a.path_len.is_some() {
         opts.path_len = a.path_len;
     }
+    opts.cross_trust_domain = a.cross_trust_domain;
     let created = match &a.parent {
         None => CertificateAuthority::init_root(&a.trust_domain, &opts),
         Some(parent_dir) => {
-            CertificateAuthority::load_with_trust_domain(parent_dir, &a.trust_domain).and_then(
-                |parent| CertificateAuthority::init_intermediate(&parent, &a.trust_domain, &opts),
-            )
+            // A parent naming no trust domain takes the requested one; a parent naming another
+            // domain is loaded as it is, and init_intermediate refuses it unless
+            // --cross-trust-domain was given, saying so.
+            let parent = CertificateAuthority::load_with_trust_domain(parent_dir, &a.trust_domain)
+                .or_else(|e| match CertificateAuthority::load(parent_dir) {
+                    Ok(p) if p.trust_domain() != &a.trust_domain => Ok(p),
+                    _ => Err(e),
+                });
+            parent.and_then(|parent| {
+                CertificateAuthority::init_intermediate(&parent, &a.trust_domain, &opts)
+            })
         }
     };
     let ca = match created.and_then(|ca| ca.write(&a.out).map(|()| ca)) {
