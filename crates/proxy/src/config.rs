@@ -52,6 +52,10 @@ pub struct ProxyConfig {
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Open connections (inbound + outbound) beyond which new ones are closed at once, so a
+    /// flood cannot exhaust file descriptors and starve established traffic.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: i64,
     /// How often watched files are checked for changes, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub reload_poll_ms: u64,
@@ -162,6 +166,9 @@ pub struct Timeouts {
     /// On SIGTERM/SIGINT: how long open connections may finish before the process exits (ms).
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
+    /// TCP relays (inbound tcp listeners, outbound) end after this long with no data (ms).
+    #[serde(default = "default_tcp_idle_ms")]
+    pub tcp_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -172,6 +179,7 @@ impl Default for Timeouts {
             connect_ms: default_connect_ms(),
             max_header_bytes: default_max_header(),
             drain_ms: default_drain_ms(),
+            tcp_idle_ms: default_tcp_idle_ms(),
         }
     }
 }
@@ -186,6 +194,9 @@ impl Timeouts {
     pub fn connect(&self) -> Duration {
         Duration::from_millis(self.connect_ms)
     }
+    pub fn tcp_idle(&self) -> Duration {
+        Duration::from_millis(self.tcp_idle_ms)
+    }
 }
 
 fn default_handshake_ms() -> u64 {
@@ -196,6 +207,12 @@ fn default_header_ms() -> u64 {
 }
 fn default_connect_ms() -> u64 {
     5_000
+}
+fn default_tcp_idle_ms() -> u64 {
+    3_600_000
+}
+fn default_max_connections() -> i64 {
+    16_384
 }
 fn default_drain_ms() -> u64 {
     5_000
@@ -376,7 +393,13 @@ impl ProxyConfig {
                 ));
             }
         }
-        if self.timeouts.handshake_ms == 0 || self.timeouts.header_read_ms == 0 {
+        if self.max_connections < 1 {
+            return Err(err("maxConnections".into(), "must be at least 1".into()));
+        }
+        if self.timeouts.handshake_ms == 0
+            || self.timeouts.header_read_ms == 0
+            || self.timeouts.tcp_idle_ms == 0
+        {
             return Err(err(
                 "timeouts".into(),
                 "timeouts must be greater than 0".into(),

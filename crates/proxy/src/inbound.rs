@@ -63,17 +63,14 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, source)) => {
+                let Some(guard) = shared.admit() else {
+                    drop(stream);
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    shared
-                        .metrics
-                        .active_connections
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _guard = guard;
                     handle(&shared, index, stream, source).await;
-                    shared
-                        .metrics
-                        .active_connections
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 });
             }
             Err(e) => {

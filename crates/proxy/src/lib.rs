@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod jwt;
 pub mod metrics;
 pub mod outbound;
+pub mod relay;
 pub mod reload;
 pub mod run;
 pub mod snapshot;

@@ -22,6 +22,8 @@ pub enum RejectReason {
     HttpProtocol,
     /// L4 policy denied the connection.
     Denied,
+    /// `maxConnections` reached.
+    ConnectionLimit,
 }
 
 impl RejectReason {
@@ -32,6 +34,7 @@ impl RejectReason {
             RejectReason::HandshakeTimeout => "handshake_timeout",
             RejectReason::HttpProtocol => "http_protocol_error",
             RejectReason::Denied => "policy_denied",
+            RejectReason::ConnectionLimit => "connection_limit",
         }
     }
 }

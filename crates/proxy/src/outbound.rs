@@ -26,17 +26,14 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, source)) => {
+                let Some(guard) = shared.admit() else {
+                    drop(stream);
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    shared
-                        .metrics
-                        .active_connections
-                        .fetch_add(1, Ordering::Relaxed);
+                    let _guard = guard;
                     handle(&shared, index, stream, source).await;
-                    shared
-                        .metrics
-                        .active_connections
-                        .fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Err(e) => {
@@ -107,7 +104,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
 
     let Some(client) = client else {
         let mut tcp = tcp;
-        if let Ok((tx, rx)) = tokio::io::copy_bidirectional(&mut app, &mut tcp).await {
+        if let Ok((tx, rx)) = crate::relay::relay(&mut app, &mut tcp, timeouts.tcp_idle()).await {
             log.bytes_sent = Some(tx);
             log.bytes_received = Some(rx);
         }
@@ -146,7 +143,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
             .ok()
             .map(|s| s.id.to_string())
     });
-    if let Ok((tx, rx)) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
+    if let Ok((tx, rx)) = crate::relay::relay(&mut app, &mut tls, timeouts.tcp_idle()).await {
         log.bytes_sent = Some(tx);
         log.bytes_received = Some(rx);
     }

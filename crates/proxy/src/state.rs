@@ -64,6 +64,21 @@ impl Shared {
         self.snapshot.load_full()
     }
 
+    /// Admits one more connection unless `maxConnections` are open (the refusal is counted).
+    /// The guard keeps it counted as active until dropped, even if its task panics.
+    pub fn admit(self: &Arc<Self>) -> Option<ConnGuard> {
+        use std::sync::atomic::Ordering;
+        let max = self.current().config.max_connections;
+        let active = &self.metrics.active_connections;
+        if active.fetch_add(1, Ordering::AcqRel) >= max {
+            active.fetch_sub(1, Ordering::AcqRel);
+            self.metrics
+                .reject(crate::metrics::RejectReason::ConnectionLimit);
+            return None;
+        }
+        Some(ConnGuard(self.clone()))
+    }
+
     /// A receiver that changes when draining starts.
     pub fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.draining.subscribe()
@@ -82,5 +97,17 @@ impl Shared {
             .cert_expiry_unix
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// One admitted connection; decrements the active count when dropped.
+pub struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .active_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -46,6 +46,7 @@ where
         return;
     }
     let connect = snap.config.timeouts.connect();
+    let idle = snap.config.timeouts.tcp_idle();
     drop(snap);
     let mut app = match tokio::time::timeout(connect, TcpStream::connect(ctx.target)).await {
         Ok(Ok(s)) => s,
@@ -73,10 +74,15 @@ where
         }
     };
     let _ = app.set_nodelay(true);
-    let result = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
-    if let Ok((rx, tx)) = result {
-        log.bytes_received = Some(rx);
-        log.bytes_sent = Some(tx);
+    match crate::relay::relay(&mut stream, &mut app, idle).await {
+        Ok((rx, tx)) => {
+            log.bytes_received = Some(rx);
+            log.bytes_sent = Some(tx);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            log.reason = Some(format!("closed after {idle:?} idle"));
+        }
+        Err(_) => {}
     }
     log.duration_ms = ctx.started.elapsed().as_millis() as u64;
     log.emit();

@@ -1,0 +1,139 @@
+//! Byte relay between two streams with an idle timeout.
+//!
+//! `tokio::io::copy_bidirectional` alone would keep a connection whose peers went silent (or
+//! vanished without a FIN) forever, holding a task and two sockets each. Every successful read in
+//! either direction stamps the time of last activity; a watchdog ends the relay once nothing has
+//! moved for the idle limit (Istio's TCP proxy default is one hour).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+struct Activity<S> {
+    inner: S,
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let now = self.start.elapsed().as_millis() as u64;
+            self.last_ms.store(now, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Copies both ways until both sides finish, an error occurs, or `idle` passes with no data in
+/// either direction (then `ErrorKind::TimedOut`). Returns bytes (a→b, b→a).
+pub async fn relay<A, B>(a: &mut A, b: &mut B, idle: Duration) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let last_ms = Arc::new(AtomicU64::new(0));
+    let mut wa = Activity {
+        inner: a,
+        start,
+        last_ms: last_ms.clone(),
+    };
+    let mut wb = Activity {
+        inner: b,
+        start,
+        last_ms: last_ms.clone(),
+    };
+    let idle_ms = idle.as_millis().max(1) as u64;
+    let tick = Duration::from_millis((idle_ms / 4).clamp(10, 30_000));
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = start.elapsed().as_millis() as u64;
+            if now.saturating_sub(last_ms.load(Ordering::Relaxed)) >= idle_ms {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut wa, &mut wb) => r,
+        _ = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn relays_and_ends_when_idle() {
+        let (mut client, mut proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let task = tokio::spawn(async move {
+            relay(&mut proxy_a, &mut proxy_b, Duration::from_millis(200)).await
+        });
+        // Activity keeps it alive past the idle limit...
+        for _ in 0..4 {
+            client.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ...silence ends it.
+        let r = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("relay must end when idle")
+            .unwrap();
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn finishes_normally_when_both_sides_close() {
+        let (mut client, mut proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let task = tokio::spawn(async move {
+            relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(60)).await
+        });
+        client.write_all(b"abc").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abc");
+        server.write_all(b"de").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"de");
+        let (ab, ba) = task.await.unwrap().unwrap();
+        assert_eq!((ab, ba), (3, 2));
+    }
+}
