@@ -1081,12 +1081,26 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
     let (code, _) = curl_mtls(s_in, "/before", &client_cert, &[]).await;
     assert_eq!(code, 0);
 
-    // Add team-b's root and make team-b an alias: config file + mesh file change.
+    // Alias alone is not enough: team-b's certificate does not chain to team-a's root.
     std::fs::write(
         &mesh_file,
         format!("trustDomain: {td_a}\ntrustDomainAliases: [{td_b}]\n"),
     )
     .unwrap();
+    let generation = || async {
+        let (_, body) = http_get(s_admin, "/config_dump").await.unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["generation"].as_u64())
+            .unwrap_or(0)
+    };
+    within(Duration::from_secs(4), || async { generation().await >= 2 })
+        .await
+        .unwrap_or_else(|| panic!("alias change not applied: {}", server_proxy.logs()));
+    let (code, _) = curl_plain(c_out, "/alias-only", &[]).await;
+    assert_eq!(code, 0, "team-b must still be refused without its root");
+
+    // Now add team-b's root too (config file change).
     let both = vec![
         format!("{td_a}={}", ca_a.root.display()),
         format!("{td_b}={}", ca_b.root.display()),
