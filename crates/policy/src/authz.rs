@@ -928,12 +928,32 @@ impl COperation {
     }
 }
 
+/// The string values of one request attribute, without allocating: none, one, a list of
+/// strings (audiences) or a JSON claim array (only its string items can match).
+#[derive(Clone)]
+enum Vals<'a> {
+    One(Option<&'a str>),
+    Strs(std::slice::Iter<'a, String>),
+    Json(std::slice::Iter<'a, serde_json::Value>),
+}
+
+impl<'a> Iterator for Vals<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            Vals::One(v) => v.take(),
+            Vals::Strs(it) => it.next().map(String::as_str),
+            Vals::Json(it) => it.find_map(|v| v.as_str()),
+        }
+    }
+}
+
 /// A JSON claim as the strings it can match: a string, or each string of an array.
-fn claim_strings(v: &serde_json::Value) -> Vec<&str> {
+fn claim_vals(v: Option<&serde_json::Value>) -> Vals<'_> {
     match v {
-        serde_json::Value::String(s) => vec![s.as_str()],
-        serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str()).collect(),
-        _ => Vec::new(),
+        Some(serde_json::Value::String(s)) => Vals::One(Some(s)),
+        Some(serde_json::Value::Array(items)) => Vals::Json(items.iter()),
+        _ => Vals::One(None),
     }
 }
 
@@ -941,41 +961,35 @@ impl CCondition {
     fn check(&self, a: &Attrs, explain: bool) -> Result<(), Miss> {
         let req = a.req;
         let auth = req.auth.as_ref();
-        let str_values: Vec<&str> = match &self.key {
-            CondKey::Header(n) => req
-                .http
-                .as_ref()
-                .and_then(|h| h.header(n))
-                .into_iter()
-                .collect(),
-            CondKey::SourceNamespace => a.namespace.into_iter().collect(),
-            CondKey::SourcePrincipal => a.principal.into_iter().collect(),
-            CondKey::AuthPrincipal => auth.map(|x| x.principal.as_str()).into_iter().collect(),
-            CondKey::AuthPresenter => auth
-                .map(|x| x.presenter.as_str())
-                .filter(|p| !p.is_empty())
-                .into_iter()
-                .collect(),
-            CondKey::AuthAudiences => auth
-                .map(|x| x.audiences.iter().map(String::as_str).collect())
-                .unwrap_or_default(),
+        let vals: Vals = match &self.key {
+            CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.header(n))),
+            CondKey::SourceNamespace => Vals::One(a.namespace),
+            CondKey::SourcePrincipal => Vals::One(a.principal),
+            CondKey::AuthPrincipal => Vals::One(auth.map(|x| x.principal.as_str())),
+            CondKey::AuthPresenter => {
+                Vals::One(auth.map(|x| x.presenter.as_str()).filter(|p| !p.is_empty()))
+            }
+            CondKey::AuthAudiences => match auth {
+                Some(x) => Vals::Strs(x.audiences.iter()),
+                None => Vals::One(None),
+            },
             CondKey::AuthClaims(path) => {
                 let mut cur = auth.and_then(|x| x.claims.get(&path[0]));
                 for p in &path[1..] {
                     cur = cur.and_then(|v| v.get(p));
                 }
-                cur.map(claim_strings).unwrap_or_default()
+                claim_vals(cur)
             }
-            CondKey::ConnectionSni => req.connection.sni.as_deref().into_iter().collect(),
+            CondKey::ConnectionSni => Vals::One(req.connection.sni.as_deref()),
             CondKey::SourceIp
             | CondKey::RemoteIp
             | CondKey::DestinationIp
-            | CondKey::DestinationPort => Vec::new(),
+            | CondKey::DestinationPort => Vals::One(None),
         };
         let ok = match &self.values {
             CondValues::Str(f) => {
-                (f.pos.is_empty() || str_values.iter().any(|v| f.pos.matches(v)))
-                    && !str_values.iter().any(|v| f.neg.matches(v))
+                (f.pos.is_empty() || vals.clone().any(|v| f.pos.matches(v)))
+                    && (f.neg.is_empty() || !vals.clone().any(|v| f.neg.matches(v)))
             }
             CondValues::Ip(f) => f.check(match self.key {
                 CondKey::SourceIp => req.source.ip,
@@ -992,8 +1006,14 @@ impl CCondition {
         } else {
             miss(explain, || {
                 let got = match &self.values {
-                    CondValues::Str(_) if str_values.is_empty() => "(none)".to_string(),
-                    CondValues::Str(_) => format!("{str_values:?}"),
+                    CondValues::Str(_) => {
+                        let all: Vec<&str> = vals.clone().collect();
+                        if all.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            format!("{all:?}")
+                        }
+                    }
                     CondValues::Ip(_) => format!(
                         "{:?}",
                         match self.key {

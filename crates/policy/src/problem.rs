@@ -39,8 +39,13 @@ impl Location {
 }
 
 impl fmt::Display for Location {
+    /// `file:document:field`, or `file:document` for the document as a whole.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.document, self.field)
+        if self.field.is_empty() {
+            write!(f, "{}:{}", self.file, self.document)
+        } else {
+            write!(f, "{}:{}:{}", self.file, self.document, self.field)
+        }
     }
 }
 
