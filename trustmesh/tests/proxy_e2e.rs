@@ -1203,6 +1203,10 @@ async fn outbound_refuses_unexpected_server_identity() {
     let (code, body) = curl_plain(c_ok, "/ok", &[]).await;
     assert_eq!(code, 200, "{body} {}", c.logs());
     assert!(body.contains(&format!("URI={}", id("foo", "sleep"))));
+    // HTTP/2 from the app (prior knowledge) is relayed and served by the peer's inbound.
+    let (code, body) = curl_plain(c_ok, "/h2", &["--http2-prior-knowledge"]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("httpbin GET /h2"), "{body}");
     assert_eq!(curl_plain(c_wrong, "/wrong", &[]).await.0, 0);
     assert_eq!(curl_plain(c_rogue, "/rogue", &[]).await.0, 0);
     let m = c.metrics().await;
