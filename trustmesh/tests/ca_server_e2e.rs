@@ -1,9 +1,14 @@
 //! End to end: `trustmesh ca serve` as a real process, called over TLS by a tonic client the
 //! way istio-agent calls istiod, and its bundle endpoint fetched with curl.
 
+// The call helper returns what the generated client returns.
+#![allow(clippy::result_large_err)]
+
 mod support;
 
 use std::time::Duration;
+
+use base64::Engine;
 
 use rcgen::{CertificateParams, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 use support::*;
@@ -216,6 +221,26 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
         .call(
             &token_creds(f.issuer.token("default", "sleep")),
             "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
+            600,
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // A CSR whose signature does not verify (no proof of possession) → INVALID_ARGUMENT.
+    let (_, csr) = csr_for(me);
+    let body: String = csr.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    *der.last_mut().unwrap() ^= 0x01;
+    let tampered = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    let e = f
+        .call(
+            &token_creds(f.issuer.token("default", "sleep")),
+            tampered,
             600,
         )
         .unwrap_err();

@@ -59,7 +59,10 @@ fn args() -> Args {
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (issued, elapsed) = rt.block_on(run(&a));
     let rate = issued as f64 / elapsed.as_secs_f64();
     println!(
@@ -92,7 +95,9 @@ async fn run(a: &Args) -> (u64, Duration) {
     let signer = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {
         let (s, d) = (signer.clone(), dir.path().to_path_buf());
-        Arc::new(move || server_identity(&d, &s.ca, &["localhost".into()], Duration::from_secs(3600)))
+        Arc::new(move || {
+            server_identity(&d, &s.ca, &["localhost".into()], Duration::from_secs(3600))
+        })
     };
     let running = start(
         signer,
@@ -102,7 +107,10 @@ async fn run(a: &Args) -> (u64, Duration) {
             trust_domain: td,
             listen: "127.0.0.1:0".parse().unwrap(),
             bundle_listen: None,
-            issuers: vec![IssuerConfig { issuer: ISS.into(), jwks: JwksSource::File(jwks_path) }],
+            issuers: vec![IssuerConfig {
+                issuer: ISS.into(),
+                jwks: JwksSource::File(jwks_path),
+            }],
             audiences: vec!["istio-ca".into()],
             max_ttl: Duration::from_secs(3600),
             default_ttl: Duration::from_secs(3600),
@@ -113,7 +121,10 @@ async fn run(a: &Args) -> (u64, Duration) {
     let root = std::fs::read(dir.path().join("root-cert.pem")).unwrap();
 
     // Everything the clients send is prepared before timing starts.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut work = Vec::new();
     for c in 0..a.clients {
         let sa = format!("sa{c}");

@@ -174,3 +174,89 @@ pub fn parse(doc: &[u8]) -> Result<SpiffeBundle, BundleError> {
     }
     Ok(bundle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair};
+    use trustmesh_ca::keys::{generate, KeyType};
+
+    fn self_signed(key: &KeyPair) -> CertificateDer<'static> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn ec_and_rsa_roots_round_trip_with_key_parameters() {
+        let ec_key = generate(KeyType::EcdsaP256).unwrap();
+        let rsa_key = generate(KeyType::Rsa2048).unwrap();
+        let roots = vec![self_signed(&ec_key), self_signed(&rsa_key)];
+        let doc = encode(&roots, 42, 300).unwrap();
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(v["spiffe_sequence"], 42);
+        assert_eq!(v["spiffe_refresh_hint"], 300);
+        let ec = &v["keys"][0];
+        assert_eq!(
+            (ec["kty"].as_str(), ec["crv"].as_str(), ec["use"].as_str()),
+            (Some("EC"), Some("P-256"), Some("x509-svid"))
+        );
+        let raw = ec_key.public_key_raw();
+        assert_eq!(ec["x"], URL_SAFE_NO_PAD.encode(&raw[1..33]));
+        assert_eq!(ec["y"], URL_SAFE_NO_PAD.encode(&raw[33..]));
+        let rsa = &v["keys"][1];
+        assert_eq!(rsa["kty"], "RSA");
+        assert_eq!(rsa["e"], "AQAB");
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(rsa["n"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            256
+        );
+
+        let parsed = parse(doc.as_bytes()).unwrap();
+        assert_eq!(parsed.x509_authorities, roots);
+        assert_eq!(
+            (parsed.sequence, parsed.refresh_hint),
+            (Some(42), Some(300))
+        );
+    }
+
+    #[test]
+    fn parse_skips_unknown_uses_and_keeps_jwt_authorities() {
+        let doc = br#"{"keys": [{"kty": "EC", "use": "enc"}, {"kty": "EC", "use": "jwt-svid", "kid": "k"}]}"#;
+        let b = parse(doc).unwrap();
+        assert!(b.x509_authorities.is_empty());
+        assert_eq!(b.jwt_authorities.len(), 1);
+        assert_eq!(b.sequence, None);
+    }
+
+    #[test]
+    fn parse_rejects_malformed_x509_authorities() {
+        for (doc, why) in [
+            (r#"{"keys": [{"kty": "EC", "use": "x509-svid"}]}"#, "x5c"),
+            (
+                r#"{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["AA==", "AA=="]}]}"#,
+                "exactly one",
+            ),
+            (
+                r#"{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["%%%"]}]}"#,
+                "base64",
+            ),
+            (
+                r#"{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["AAAA"]}]}"#,
+                "not a certificate",
+            ),
+            (
+                r#"{"keys": [{"use": "x509-svid", "x5c": ["AAAA"]}]}"#,
+                "kty",
+            ),
+            (r#"{"keys": {}}"#, "not an array"),
+            (r#"[]"#, "not an object"),
+        ] {
+            let e = parse(doc.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(why), "{doc}: {e}");
+        }
+    }
+}

@@ -37,6 +37,15 @@ pub enum Caller {
     ClientCert { id: SpiffeId },
 }
 
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Token { issuer, id } => write!(f, "{id} (token from {issuer})"),
+            Caller::ClientCert { id } => write!(f, "{id} (client certificate)"),
+        }
+    }
+}
+
 impl Caller {
     pub fn id(&self) -> &SpiffeId {
         match self {
@@ -195,12 +204,47 @@ impl IstioCertificateService for Arc<CaService> {
             .await
             .map_err(|e| Status::internal(format!("signing task failed: {e}")))?
             .map_err(|e| e.into_status())?;
-        tracing::info!(caller = ?caller, ttl_secs = ttl.as_secs(), "issued certificate");
+        tracing::info!(caller = %caller, ttl_secs = ttl.as_secs(), "issued certificate");
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain
                 .iter()
                 .map(trustmesh_identity::pem::cert_to_pem)
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uris: &[&str], other: &[&str]) -> csr::CsrRequest {
+        csr::CsrRequest {
+            uri_sans: uris.iter().map(|s| s.to_string()).collect(),
+            other_sans: other.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn csr_may_ask_for_the_callers_id_only() {
+        let me = SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap();
+        assert!(check_csr_sans(&req(&["spiffe://td/ns/a/sa/b"], &[]), &me).is_ok());
+        assert!(check_csr_sans(&req(&[], &[]), &me).is_ok());
+        let e = check_csr_sans(&req(&["spiffe://td/ns/a/sa/c"], &[]), &me).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let e = check_csr_sans(&req(&["spiffe://other/ns/a/sa/b"], &[]), &me).unwrap_err();
+        assert!(
+            e.message().contains("trust domain other"),
+            "{}",
+            e.message()
+        );
+        let e = check_csr_sans(&req(&["spiffe://td/ns/a/sa/b"], &["DNS:x"]), &me).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let e = check_csr_sans(
+            &req(&["spiffe://td/ns/a/sa/b", "spiffe://td/ns/a/sa/b"], &[]),
+            &me,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

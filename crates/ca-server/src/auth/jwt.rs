@@ -304,3 +304,61 @@ fn service_account(c: Claims, issuer: &str) -> Result<ServiceAccount, JwtError> 
         issuer: issuer.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(v: serde_json::Value) -> Claims {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn subject_and_kubernetes_claim_name_the_account() {
+        let sa = service_account(
+            claims(serde_json::json!({"sub": "system:serviceaccount:ns1:sa1"})),
+            "i",
+        )
+        .unwrap();
+        assert_eq!((sa.namespace.as_str(), sa.name.as_str()), ("ns1", "sa1"));
+        let sa = service_account(
+            claims(serde_json::json!({"kubernetes.io": {"namespace": "ns2", "serviceaccount": {"name": "sa2"}}})),
+            "i",
+        )
+        .unwrap();
+        assert_eq!((sa.namespace.as_str(), sa.name.as_str()), ("ns2", "sa2"));
+    }
+
+    #[test]
+    fn conflicting_or_missing_accounts_are_refused() {
+        let both = serde_json::json!({"sub": "system:serviceaccount:a:b",
+            "kubernetes.io": {"namespace": "a", "serviceaccount": {"name": "c"}}});
+        assert!(service_account(claims(both), "i")
+            .unwrap_err()
+            .to_string()
+            .contains("names a/b"));
+        for sub in [
+            "system:serviceaccount:a",
+            "system:serviceaccount::b",
+            "system:serviceaccount:a:b:c",
+        ] {
+            assert!(
+                service_account(claims(serde_json::json!({"sub": sub})), "i").is_err(),
+                "{sub}"
+            );
+        }
+        assert!(service_account(claims(serde_json::json!({"sub": "alice"})), "i").is_err());
+    }
+
+    #[test]
+    fn issuer_is_read_before_verification() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://x"}"#);
+        assert_eq!(
+            unverified_issuer(&format!("e30.{payload}.sig")).unwrap(),
+            "https://x"
+        );
+        assert!(unverified_issuer("nodots").is_err());
+        let no_iss = URL_SAFE_NO_PAD.encode(b"{}");
+        assert!(unverified_issuer(&format!("e30.{no_iss}.sig")).is_err());
+    }
+}
