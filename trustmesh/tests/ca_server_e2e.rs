@@ -332,3 +332,179 @@ fn ca_serve_reports_bad_configuration() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in pairs"));
 }
+
+/// `--jwks https://...`: the issuer's keys come from a real HTTPS server (Python's
+/// `http.server` behind `ssl`, certificates made with the openssl CLI), verified with
+/// `--jwks-ca`.
+#[test]
+fn jwks_is_fetched_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=jwks test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "srv.pem",
+    ]);
+
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    let issuer = TokenIssuer::new(&www.join("jwks.json"), "url-key");
+    let server = "import http.server, ssl, sys, functools\n\
+        h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+        s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n\
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+        s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+        print('listening port=%d' % s.server_address[1], flush=True)\n\
+        s.serve_forever()\n";
+    let mut py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            server,
+            www.to_str().unwrap(),
+            d.join("srv.pem").to_str().unwrap(),
+            d.join("srv.key").to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start python https server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(py.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening port=")
+        .expect("python server port")
+        .to_string();
+
+    let ca_dir = d.join("cacerts");
+    make_ca(&ca_dir);
+    let url = format!("https://localhost:{port}/jwks.json");
+    let started = std::panic::catch_unwind(|| {
+        start_ca_args(&[
+            "ca",
+            "serve",
+            "--ca",
+            ca_dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-issuer",
+            ISSUER,
+            "--jwks",
+            &url,
+            "--jwks-ca",
+            d.join("ca.pem").to_str().unwrap(),
+            "--audience",
+            AUDIENCE,
+        ])
+    });
+    let _ = py.kill();
+    let _ = py.wait();
+    let (_proc, grpc, _) = started.expect("ca serve started with a JWKS URL");
+
+    let ep = CaEndpoint {
+        address: format!("https://{grpc}"),
+        root_pem: std::fs::read(ca_dir.join("root-cert.pem")).unwrap(),
+        server_name: "trustmesh-ca".into(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_, csr) = csr_for("spiffe://cluster.local/ns/web/sa/frontend");
+    let chain = rt
+        .block_on(create_certificate(
+            &ep,
+            &token_creds(issuer.token("web", "frontend")),
+            csr,
+            Duration::from_secs(600),
+        ))
+        .expect("token verified with keys fetched over HTTPS");
+    assert_eq!(chain.len(), 3);
+
+    // Without --jwks-ca the URL cannot be verified, and the server refuses to start.
+    let out = std::process::Command::new(bin())
+        .args([
+            "ca",
+            "serve",
+            "--ca",
+            ca_dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-issuer",
+            ISSUER,
+            "--jwks",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no root certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
