@@ -120,61 +120,85 @@ pub fn authority(req: &Request<Incoming>) -> Option<String> {
     })
 }
 
-async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let snap = shared.current();
-    let mut log = request_log(ctx, &req);
-
-    let auth = match snap.policies.authenticate(req.headers(), req.uri()) {
-        Ok(a) => a,
-        Err(e) => {
-            shared.metrics.decision("unauthenticated", "");
-            log.decision = "unauthenticated".into();
-            log.reason = Some(format!("{e:?}"));
-            log.status = Some(401);
-            log.duration_ms = started.elapsed().as_millis() as u64;
-            log.emit();
-            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut r = bytes_response(status, Bytes::from(e.http_body()));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain"),
-            );
-            return r;
-        }
-    };
-    log.request_principal = auth.as_ref().map(|a| a.principal.clone());
-
-    let attrs = HttpAttrs {
+fn attrs_of<'a>(
+    req: &'a Request<Incoming>,
+    host: &'a str,
+    auth: Option<&'a crate::jwt::AuthInfo>,
+) -> HttpAttrs<'a> {
+    HttpAttrs {
         method: req.method().as_str(),
         path: req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/"),
-        host: log.authority.as_deref().unwrap_or(""),
+        host,
         headers: req.headers(),
-        auth: auth.as_ref(),
+        auth,
+    }
+}
+
+/// Records a refusal in metrics and the access log, and returns the response to send.
+fn refuse(
+    shared: &Shared,
+    mut log: AccessLog,
+    started: Instant,
+    decision: &str,
+    resp: Response<Body>,
+) -> Response<Body> {
+    shared
+        .metrics
+        .decision(decision, log.policy.as_deref().unwrap_or(""));
+    log.decision = decision.into();
+    log.status = Some(resp.status().as_u16());
+    log.duration_ms = started.elapsed().as_millis() as u64;
+    log.emit();
+    resp
+}
+
+fn rbac_denied() -> Response<Body> {
+    text(StatusCode::FORBIDDEN, "RBAC: access denied")
+}
+
+/// One request: authenticate (JWT), authorize (CUSTOM → DENY → ALLOW), forward.
+async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let snap = shared.current();
+    let mut log = request_log(ctx, &req);
+    let host = log.authority.clone().unwrap_or_default();
+
+    let auth = match snap.policies.authenticate(req.headers(), req.uri()) {
+        Ok(a) => a,
+        Err(e) => {
+            log.reason = Some(format!("{e:?}"));
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut r = bytes_response(status, Bytes::from(e.http_body()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            return refuse(shared, log, started, "unauthenticated", r);
+        }
     };
-    let verdict = snap.policies.check_http(ctx, &attrs);
-    // Headers a CUSTOM authorizer asked to add to the client's response on allow.
-    let mut response_headers = Vec::new();
+    log.request_principal = auth.as_ref().map(|a| a.principal.clone());
+
+    let verdict = snap
+        .policies
+        .check_http(ctx, &attrs_of(&req, &host, auth.as_ref()));
     log.policy = verdict.policy.clone();
     log.reason = Some(verdict.reason.clone());
+    // Headers a CUSTOM authorizer asked to add to the client's response on allow.
+    let mut response_headers = Vec::new();
     match &verdict.decision {
-        Decision::Deny => {
-            shared
-                .metrics
-                .decision("deny", verdict.policy.as_deref().unwrap_or(""));
-            log.decision = "deny".into();
-            log.status = Some(403);
-            log.duration_ms = started.elapsed().as_millis() as u64;
-            log.emit();
-            return text(StatusCode::FORBIDDEN, "RBAC: access denied");
-        }
+        Decision::Deny => return refuse(shared, log, started, "deny", rbac_denied()),
+        Decision::Allow => {}
         Decision::Custom(provider) => {
             match crate::custom::check(&snap, provider, ctx, &req).await {
+                crate::custom::Outcome::Deny(resp) => {
+                    log.reason = Some(format!("CUSTOM provider {provider} denied"));
+                    return refuse(shared, log, started, "deny", resp);
+                }
                 crate::custom::Outcome::Allow(outcome) => {
                     outcome.apply_to_request(req.headers_mut());
                     if let crate::extauthz::ExtAuthzOutcome::Allow {
@@ -184,50 +208,24 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
                     {
                         response_headers = response_headers_to_add;
                     }
-                    // CUSTOM allowed: the remaining DENY/ALLOW policies still apply.
-                    let attrs = HttpAttrs {
-                        method: req.method().as_str(),
-                        path: req
-                            .uri()
-                            .path_and_query()
-                            .map(|p| p.as_str())
-                            .unwrap_or("/"),
-                        host: log.authority.as_deref().unwrap_or(""),
-                        headers: req.headers(),
-                        auth: auth.as_ref(),
-                    };
-                    let after = snap.policies.check_http_after_custom(ctx, &attrs);
-                    if !after.allowed() {
-                        shared
-                            .metrics
-                            .decision("deny", after.policy.as_deref().unwrap_or(""));
-                        log.decision = "deny".into();
+                    // CUSTOM allowed: the DENY and ALLOW policies still apply.
+                    let after = snap
+                        .policies
+                        .check_http_after_custom(ctx, &attrs_of(&req, &host, auth.as_ref()));
+                    log.reason = Some(after.reason.clone());
+                    if after.policy.is_some() {
                         log.policy = after.policy.clone();
-                        log.reason = Some(after.reason.clone());
-                        log.status = Some(403);
-                        log.duration_ms = started.elapsed().as_millis() as u64;
-                        log.emit();
-                        return text(StatusCode::FORBIDDEN, "RBAC: access denied");
                     }
-                }
-                crate::custom::Outcome::Deny(resp) => {
-                    shared
-                        .metrics
-                        .decision("deny", verdict.policy.as_deref().unwrap_or(""));
-                    log.decision = "deny".into();
-                    log.reason = Some(format!("CUSTOM provider {provider} denied"));
-                    log.status = Some(resp.status().as_u16());
-                    log.duration_ms = started.elapsed().as_millis() as u64;
-                    log.emit();
-                    return resp;
+                    if !after.allowed() {
+                        return refuse(shared, log, started, "deny", rbac_denied());
+                    }
                 }
             }
         }
-        Decision::Allow => {}
     }
     shared
         .metrics
-        .decision("allow", verdict.policy.as_deref().unwrap_or(""));
+        .decision("allow", log.policy.as_deref().unwrap_or(""));
     log.decision = "allow".into();
 
     snap.policies
