@@ -138,6 +138,19 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
         .expect("default ttl");
     assert_eq!(f.verify(&chain0), me);
 
+    // A CSR without any SAN gets the caller's identity (the CA, not the CSR, decides it).
+    let bare_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let bare = CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&bare_key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let chain_bare = f
+        .call(&token_creds(f.issuer.token("default", "sleep")), bare, 600)
+        .expect("CSR without SAN");
+    assert_eq!(f.verify(&chain_bare), me);
+
     // Another identity in the same trust domain → PERMISSION_DENIED naming both.
     let (_, csr) = csr_for("spiffe://cluster.local/ns/prod/sa/payments");
     let e = f
