@@ -1,5 +1,5 @@
 //! The L7 path: hyper serves HTTP/1.1 and HTTP/2 on the inbound stream, each request is
-//! authenticated and authorized, then forwarded to the local app over a pooled HTTP/1.1 client.
+//! authenticated and authorized, then handed to [`crate::forward`] for the local app.
 //!
 //! Policy is looked up from the *current* snapshot for every request, so a policy change applies
 //! to long-lived keep-alive connections too, while the peer identity stays the one proven in this
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -230,131 +230,10 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
 
     snap.policies
         .prepare_upstream(auth.as_ref(), req.headers_mut());
-    let mut resp = forward(shared, ctx, snap.own_id.as_str(), req).await;
+    let mut resp = crate::forward::forward(shared, ctx, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     log.status = Some(resp.status().as_u16());
     log.duration_ms = started.elapsed().as_millis() as u64;
     log.emit();
     resp
-}
-
-/// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
-    let te_trailers = keep_te_trailers
-        && h.get(http::header::TE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
-    let listed: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
-    }
-    // `te: trailers` is the one TE value HTTP/2 allows, and gRPC servers require it.
-    if te_trailers {
-        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// Envoy's XFCC element for a verified peer: `By` (us), `Hash` (SHA-256 of the peer leaf), `URI`.
-pub fn xfcc_value(own_id: &str, ctx: &ConnCtx) -> Option<HeaderValue> {
-    let peer = ctx.peer.as_ref()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &peer.leaf);
-    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&format!(
-        "By={own_id};Hash={hash};Subject=\"\";URI={}",
-        peer.id
-    ))
-    .ok()
-}
-
-async fn forward(
-    shared: &Arc<Shared>,
-    ctx: &ConnCtx,
-    own_id: &str,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let (mut parts, body) = req.into_parts();
-    let host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
-        parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    });
-    let h2 = ctx.app_protocol == crate::config::AppProtocol::Http2;
-    strip_hop_by_hop(&mut parts.headers, h2);
-    // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
-    // to the app by sending its own XFCC.
-    parts.headers.remove(XFCC);
-    if let Some(v) = xfcc_value(own_id, ctx) {
-        parts.headers.insert(XFCC, v);
-    }
-    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-        parts.headers.insert(http::header::HOST, h);
-    }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = match Uri::builder()
-        .scheme("http")
-        .authority(ctx.target.to_string())
-        .path_and_query(pq)
-        .build()
-    {
-        Ok(u) => u,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
-    };
-    // The app side speaks its configured protocol, whatever the client spoke to us.
-    let client = if h2 {
-        parts.version = http::Version::HTTP_2;
-        // The pooled client takes :authority from the URI, which must name the app's socket
-        // address (it is where the client connects); the client's original authority travels
-        // in x-forwarded-host instead of a Host header, which HTTP/2 does not use.
-        if let Some(v) = parts.headers.remove(http::header::HOST) {
-            parts.headers.insert("x-forwarded-host", v);
-        }
-        &shared.app_client_h2
-    } else {
-        parts.version = http::Version::HTTP_11;
-        &shared.app_client
-    };
-    let upstream = Request::from_parts(parts, body);
-    match client.request(upstream).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, body.boxed())
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target = %ctx.target, error = %e, "forwarding to local app failed");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers",
-            )
-        }
-    }
 }

@@ -13,6 +13,7 @@ pub mod authz;
 pub mod config;
 pub mod custom;
 pub mod extauthz;
+pub mod forward;
 pub mod http;
 pub mod inbound;
 pub mod jwt;
