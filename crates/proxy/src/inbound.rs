@@ -163,7 +163,9 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             shared.metrics.reject(RejectReason::TlsHandshake);
-            tracing::info!(source = %source, error = %e, "inbound TLS handshake failed");
+            // Debug, not info: a scan or flood must not flood stderr; the access log and
+            // metrics record every failure.
+            tracing::debug!(source = %source, error = %e, "inbound TLS handshake failed");
             ctx.tls = true;
             log_reject(&ctx, &format!("TLS handshake failed: {e}"));
             return;
