@@ -30,7 +30,8 @@
 //!   `request.auth.*`) on a TCP request (`http` absent): an ALLOW/CUSTOM/AUDIT rule using one
 //!   cannot match; a DENY rule ignores them and matches on the rest (Istio's generator does
 //!   the same, erring towards denying).
-//! - `hosts` match case-insensitively; a value without a port also matches `host:port`.
+//! - `hosts` match case-insensitively against the whole authority, port included (list
+//!   `host` and `host:*` to accept both, as Istio's security best practices advise).
 //! - `paths` match the path without its query string.
 //! - An absent attribute (plaintext peer, no JWT, missing header) never satisfies a positive
 //!   field and always satisfies a `not*` field, like Envoy's RBAC `not_id`.

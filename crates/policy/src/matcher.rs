@@ -81,30 +81,18 @@ impl AnyOf {
     }
 }
 
-/// `hosts`: case-insensitive; a value without a port also matches the authority with any port.
+/// `hosts`: matched case-insensitively against the whole `Host`/`:authority`, port included
+/// (Istio builds an ignore-case header matcher; its security best practices advise listing
+/// `host` and `host:*` both).
 #[derive(Debug, Clone)]
-pub struct HostMatch(StrMatch, bool);
+pub struct HostMatch(StrMatch);
 
 impl HostMatch {
     pub fn compile(v: &str) -> HostMatch {
-        let has_port = v
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
-        HostMatch(StrMatch::compile(v), has_port)
+        HostMatch(StrMatch::compile(v))
     }
     pub fn matches(&self, authority: &str) -> bool {
-        if self.0.matches_ci(authority) {
-            return true;
-        }
-        if !self.1 {
-            if let Some((host, port)) = authority.rsplit_once(':') {
-                let bare_ipv6 = host.contains(':') && !host.ends_with(']');
-                if port.parse::<u16>().is_ok() && !bare_ipv6 {
-                    return self.0.matches_ci(host);
-                }
-            }
-        }
-        false
+        self.0.matches_ci(authority)
     }
 }
 
@@ -334,7 +322,8 @@ mod tests {
     #[test]
     fn hosts() {
         assert!(HostMatch::compile("Example.COM").matches("example.com"));
-        assert!(HostMatch::compile("example.com").matches("example.com:8080"));
+        assert!(!HostMatch::compile("example.com").matches("example.com:8080"));
+        assert!(HostMatch::compile("example.com:*").matches("EXAMPLE.com:8080"));
         assert!(!HostMatch::compile("example.com:80").matches("example.com:8080"));
         assert!(HostMatch::compile("*.example.com").matches("API.example.com"));
         assert!(!HostMatch::compile("example.com").matches("example.org"));

@@ -121,7 +121,20 @@ fn operation_fields() {
             ),
             c(
                 "AP Operation.hosts case-insensitive",
-                "{rules: [{to: [{operation: {hosts: [REVIEWS]}}]}]}",
+                "{rules: [{to: [{operation: {hosts: ['REVIEWS:9080']}}]}]}",
+                none.clone(),
+                "ALLOW",
+            ),
+            // Security best practices: the port is part of the host; list `host:*` for any port.
+            c(
+                "AP Operation.hosts includes the port",
+                "{rules: [{to: [{operation: {hosts: [reviews]}}]}]}",
+                none.clone(),
+                "DENY",
+            ),
+            c(
+                "AP Operation.hosts host:* for any port",
+                "{rules: [{to: [{operation: {hosts: [reviews, 'reviews:*']}}]}]}",
                 none.clone(),
                 "ALLOW",
             ),
