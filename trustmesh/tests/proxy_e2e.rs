@@ -1547,3 +1547,118 @@ async fn sigterm_drains_open_connections_then_exits() {
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Runs `trustmesh <args>` and asserts success.
+fn trustmesh(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .args(args)
+        .output()
+        .expect("run trustmesh");
+    assert!(
+        out.status.success(),
+        "trustmesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plug_in_ca_chains_with_intermediates_from_the_ca_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    // Istio plug-in CA layout: root → intermediate → workload certs (cert-chain.pem carries the
+    // intermediate, so both proxies must send and verify a 3-certificate chain).
+    trustmesh(&["ca", "init", "--trust-domain", TD, "--out", &p("root")]);
+    trustmesh(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        TD,
+        "--parent",
+        &p("root"),
+        "--out",
+        &p("int"),
+    ]);
+    for (name, sa) in [("server", "httpbin"), ("client", "sleep")] {
+        trustmesh(&[
+            "ca",
+            "issue",
+            "--ca",
+            &p("int"),
+            "--spiffe-id",
+            &id("foo", sa),
+            "--out",
+            &p(name),
+        ]);
+    }
+    let server_cert = (
+        dir.join("server/cert-chain.pem"),
+        dir.join("server/key.pem"),
+    );
+    let client_cert = (
+        dir.join("client/cert-chain.pem"),
+        dir.join("client/key.pem"),
+    );
+    let pol = policy_dir(dir, "policies");
+    write_policy(
+        &pol,
+        "pa.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: istio-system }\nspec:\n  mtls: { mode: STRICT }\n",
+    );
+    let backend = http_backend("httpbin").await;
+    let (s_in, s_admin, c_out, c_admin) = (free_port(), free_port(), free_port(), free_port());
+    // Bundles as a directory: the root's trust domain comes from its own URI SAN.
+    let bundle_dir = dir.join("bundles");
+    std::fs::create_dir(&bundle_dir).unwrap();
+    std::fs::copy(dir.join("root/root-cert.pem"), bundle_dir.join("mesh.pem")).unwrap();
+    let server = Cfg {
+        ns: "foo",
+        sa: "httpbin",
+        cert: &server_cert,
+        bundles: vec![bundle_dir.display().to_string()],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &pol,
+        inbound: vec![Inbound {
+            port: s_in,
+            target: backend,
+            protocol: "http",
+        }],
+        outbound: vec![],
+        admin: s_admin,
+        extra: "",
+    };
+    let client = Cfg {
+        ns: "foo",
+        sa: "sleep",
+        cert: &client_cert,
+        bundles: vec![format!(
+            "{TD}={}",
+            dir.join("client/root-cert.pem").display()
+        )],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &pol,
+        inbound: vec![],
+        outbound: vec![Outbound {
+            port: c_out,
+            peer: s_in,
+            expect: format!("peerIdentity: \"{}\"", id("foo", "httpbin")),
+        }],
+        admin: c_admin,
+        extra: "",
+    };
+    let s = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
+    let _c = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
+    let (code, body) = curl_plain(c_out, "/chain", &[]).await;
+    assert_eq!(code, 200, "{body}\n{}", s.logs());
+    assert!(
+        body.contains(&format!("URI={}", id("foo", "sleep"))),
+        "{body}"
+    );
+    // curl presents the whole chain from cert-chain.pem too.
+    assert_eq!(curl_mtls(s_in, "/curl", &client_cert, &[]).await.0, 200);
+    // Mesh-wide STRICT from the root namespace applies.
+    assert_eq!(curl_plain(s_in, "/plain", &[]).await.0, 0);
+    let (_, certs) = http_get(s_admin, "/certs").await.unwrap();
+    let certs: serde_json::Value = serde_json::from_str(&certs).unwrap();
+    assert_eq!(certs["workload"]["chain"].as_array().unwrap().len(), 3);
+}
