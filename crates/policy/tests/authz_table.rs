@@ -637,6 +637,45 @@ fn trust_domain_aliases() {
     );
 }
 
+#[test]
+fn trust_domain_suffix_patterns() {
+    let m = mesh("trustDomain: new-td\ntrustDomainAliases: [old-td, legacy]\n");
+    let from =
+        |td: &str| json!({"source": {"principal": format!("spiffe://{td}/ns/prod/sa/frontend")}});
+    let spec = "{rules: [{from: [{source: {principals: ['*-td/ns/prod/sa/frontend']}}]}]}";
+    run(
+        &[
+            // SC trust domain migration, with a `*-td` trust domain pattern: it is kept as a
+            // suffix match for the domains it covers and rewritten for the other aliases.
+            c(
+                "SC aliases + *suffix trust domain",
+                spec,
+                from("new-td"),
+                "ALLOW",
+            ),
+            c(
+                "SC aliases + *suffix trust domain",
+                spec,
+                from("old-td"),
+                "ALLOW",
+            ),
+            c(
+                "SC aliases + *suffix trust domain",
+                spec,
+                from("legacy"),
+                "ALLOW",
+            ),
+            c(
+                "SC aliases + *suffix trust domain",
+                spec,
+                from("stranger"),
+                "DENY",
+            ),
+        ],
+        &m,
+    );
+}
+
 fn doc(ns: &str, name: &str, spec: &str, annotations: &str) -> String {
     format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}{annotations}}}\nspec: {spec}\n")
 }
@@ -783,4 +822,28 @@ fn action_order_and_reporting() {
     assert_eq!(j["policies"][0]["name"], "prod/deny-get");
     assert_eq!(j["policies"][1]["matched"], true);
     assert_eq!(j["policies"][1]["rule"], 0);
+}
+
+/// The exact expansion Istio's trust-domain bundle performs (local domain first, then aliases).
+#[test]
+fn alias_expansion_output() {
+    use trustmesh_policy::authz::expand_principal;
+    let m = mesh("trustDomain: new-td\ntrustDomainAliases: [old-td, legacy]\n");
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "old-td/ns/a/sa/b",
+            &["new-td/ns/a/sa/b", "old-td/ns/a/sa/b", "legacy/ns/a/sa/b"],
+        ),
+        (
+            "cluster.local/ns/a/sa/b",
+            &["new-td/ns/a/sa/b", "old-td/ns/a/sa/b", "legacy/ns/a/sa/b"],
+        ),
+        ("*-td/ns/a/sa/b", &["*-td/ns/a/sa/b", "legacy/ns/a/sa/b"]),
+        ("other/ns/a/sa/b", &["other/ns/a/sa/b"]),
+        ("*/ns/a/sa/b", &["*/ns/a/sa/b"]),
+        ("old-td/ns/a/*", &["old-td/ns/a/*"]),
+    ];
+    for (p, want) in cases {
+        assert_eq!(expand_principal(p, &m), want, "{p}");
+    }
 }
