@@ -22,6 +22,12 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     base.mul_f64(jitter).min(max)
 }
 
+/// The rotation fraction moved by up to ±1 % of the lifetime (as istio-agent's grace-period
+/// jitter), so agents that received certificates together do not all renew in the same second.
+fn jittered(fraction: f64) -> f64 {
+    (fraction + rand::thread_rng().gen_range(-0.01..0.01)).clamp(0.01, 0.99)
+}
+
 /// Asks the CA for a new SVID with a fresh key.
 pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, String> {
     let root_pem = std::fs::read(&cfg.ca_root_cert)
@@ -81,7 +87,7 @@ pub async fn run(cfg: Arc<Config>, state: StateTx) {
     loop {
         let wait = match &current {
             Some(s) => s
-                .refresh_at(cfg.rotation_fraction)
+                .refresh_at(jittered(cfg.rotation_fraction))
                 .duration_since(SystemTime::now())
                 .unwrap_or_default(),
             None => Duration::ZERO,
