@@ -191,6 +191,7 @@ async fn serve_http(name: &str, s: TcpStream) -> std::io::Result<()> {
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let mut xfcc = String::new();
+        let mut rid = String::new();
         let mut len = 0usize;
         let mut extra = String::new();
         for _ in 0..200 {
@@ -205,6 +206,9 @@ async fn serve_http(name: &str, s: TcpStream) -> std::io::Result<()> {
                 if k == "x-forwarded-client-cert" {
                     xfcc = v.trim().to_string();
                 }
+                if k == "x-request-id" {
+                    rid = v.trim().to_string();
+                }
                 if k == "content-length" {
                     len = v.trim().parse().unwrap_or(0);
                 }
@@ -215,7 +219,7 @@ async fn serve_http(name: &str, s: TcpStream) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await?;
-        let resp = format!("{name} {method} {path}\nxfcc: {xfcc}\n{extra}");
+        let resp = format!("{name} {method} {path}\nxfcc: {xfcc}\nrid: {rid}\n{extra}");
         w.write_all(
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{resp}",
@@ -592,6 +596,7 @@ async fn strict_mtls_refuses_plaintext_and_untrusted_ca() {
             && body.contains("Hash="),
         "XFCC missing or wrong: {body}"
     );
+    let headers_body = body.clone();
     let (code, _) = curl_mtls(inb, "/h1", &client_cert, &["--http1.1"]).await;
     assert_eq!(code, 200);
 
@@ -645,6 +650,10 @@ async fn strict_mtls_refuses_plaintext_and_untrusted_ca() {
     assert_eq!(v["source_principal"], id("foo", "sleep"));
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["status"], 200);
+    // The generated x-request-id reaches the app and the access log alike.
+    let rid = v["request_id"].as_str().expect("request_id in access log");
+    assert_eq!(rid.len(), 36, "{rid}");
+    assert!(headers_body.contains(&format!("rid: {rid}\n")), "{headers_body}");
 
     // Admin endpoints.
     let m = proxy.metrics().await;

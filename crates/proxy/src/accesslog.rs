@@ -31,6 +31,10 @@ pub struct AccessLog {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_principal: Option<String>,
     pub tls: bool,
+    /// `x-request-id` of the request (the client's, or one the proxy generated), to correlate
+    /// this line with the app's logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

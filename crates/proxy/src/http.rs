@@ -120,6 +120,29 @@ pub fn authority(req: &Request<Incoming>) -> Option<String> {
     })
 }
 
+/// Keeps a client's `x-request-id` (as Envoy does by default) or adds a random UUIDv4 one.
+fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
+    const NAME: &str = "x-request-id";
+    if let Some(v) = headers.get(NAME).and_then(|v| v.to_str().ok()) {
+        return Some(v.to_string());
+    }
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    headers.insert(NAME, HeaderValue::from_str(&id).ok()?);
+    Some(id)
+}
+
 fn attrs_of<'a>(
     req: &'a Request<Incoming>,
     host: &'a str,
@@ -165,7 +188,9 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
     let started = Instant::now();
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let snap = shared.current();
+    let request_id = ensure_request_id(req.headers_mut());
     let mut log = request_log(ctx, &req);
+    log.request_id = request_id;
     let host = log.authority.clone().unwrap_or_default();
 
     let auth = match snap.policies.authenticate(req.headers(), req.uri()) {
