@@ -21,7 +21,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snap = shared.current();
-    let verdict = snap.policies.check_tcp(&ctx);
+    let mut verdict = snap.policies.check_tcp(&ctx);
+    if let crate::authz::Decision::Custom(provider) = &verdict.decision {
+        // The ext_authz client speaks the HTTP check API only; a CUSTOM policy that matches a
+        // TCP connection therefore fails closed rather than letting the connection through.
+        verdict.reason = format!(
+            "CUSTOM provider {provider} matched a TCP connection; ext_authz for TCP is not \
+             supported, denied"
+        );
+        verdict.decision = crate::authz::Decision::Deny;
+    }
     shared
         .metrics
         .decision(verdict.label(), verdict.policy.as_deref().unwrap_or(""));
