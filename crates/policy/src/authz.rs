@@ -31,6 +31,8 @@ pub struct CompiledPolicy {
     pub targets_ref: bool,
     /// Where the policy was defined (for problems found across policies).
     pub location: Location,
+    /// CUSTOM with an `envoyExtAuthzHttp` provider: Istio does not apply it to TCP traffic.
+    pub http_provider_only: bool,
     pub rules: Vec<CompiledRule>,
 }
 
@@ -335,6 +337,12 @@ pub fn compile(
         dry_run,
         targets_ref,
         location: loc.clone(),
+        http_provider_only: spec.action == Action::Custom
+            && spec
+                .provider
+                .as_ref()
+                .and_then(|p| mesh.provider(&p.name))
+                .is_some_and(|p| p.envoy_ext_authz_grpc.is_none()),
         rules,
     }
 }
@@ -694,6 +702,14 @@ fn show(v: Option<&str>) -> String {
     v.map_or_else(|| "(none)".to_string(), |s| format!("{s:?}"))
 }
 
+impl CompiledPolicy {
+    /// Istio generates DENY, AUDIT and CUSTOM rules "wider" on TCP: their HTTP-only fields are
+    /// dropped and the rule matches on the rest. Only ALLOW rules using them are skipped.
+    pub fn widens_on_tcp(&self) -> bool {
+        self.action != Action::Allow
+    }
+}
+
 impl CompiledRule {
     /// Whether the rule matches. On TCP (`req.http` is None) with `deny_semantics` the
     /// HTTP-only fields are ignored; without it, a rule that uses any cannot match.
@@ -701,7 +717,7 @@ impl CompiledRule {
         let tcp = a.req.http.is_none();
         if tcp && self.http_only && !deny_semantics {
             return miss(explain, || {
-                "uses HTTP-only fields (requestPrincipals/hosts/methods/paths/request.*) on a TCP connection: an ALLOW-type rule cannot match".into()
+                "uses HTTP-only fields (requestPrincipals/hosts/methods/paths/request.*) on a TCP connection: an ALLOW rule cannot match".into()
             });
         }
         let skip_http = tcp && deny_semantics;

@@ -3,8 +3,7 @@
 //!
 //! Envoy's RBAC filter tries every policy in turn. Here each enforced rule is filed under the
 //! values of one field it requires: when its single `from` entry lists principals (without a
-//! bare `*`), namespaces or ipBlocks, the first of those; otherwise (not for DENY, whose HTTP-only fields are ignored
-//! on TCP) the path when its single `to` entry lists paths (a template is keyed by its literal
+//! bare `*`), namespaces or ipBlocks, the first of those; otherwise (only for ALLOW: other actions ignore HTTP-only fields on TCP) the path when its single `to` entry lists paths (a template is keyed by its literal
 //! leading segments). A request then checks the
 //! rules filed under its own principal and path (exact key, plus one lookup per distinct
 //! prefix/suffix length) and the unindexed rest. A rule filed elsewhere requires a value the
@@ -137,7 +136,7 @@ pub struct Bucket {
 
 impl Bucket {
     fn add(&mut self, pi: u32, p: &CompiledPolicy) {
-        let deny = p.action == Action::Deny;
+        let wide = p.widens_on_tcp();
         for (ri, r) in p.rules.iter().enumerate() {
             let rr = (pi, ri as u32);
             if let [src] = r.from.as_slice() {
@@ -148,7 +147,7 @@ impl Bucket {
                     continue;
                 }
             }
-            if !deny && r.to.len() == 1 {
+            if !wide && r.to.len() == 1 {
                 let ms: Vec<StrMatch> = r.to[0]
                     .paths
                     .0
@@ -164,20 +163,18 @@ impl Bucket {
     }
 
     /// The first (policy, rule) in set order that matches, if any.
-    pub fn first_match(
-        &self,
-        policies: &[CompiledPolicy],
-        a: &Attrs,
-        deny: bool,
-    ) -> Option<RuleRef> {
+    pub fn first_match(&self, policies: &[CompiledPolicy], a: &Attrs) -> Option<RuleRef> {
         let mut best: Option<RuleRef> = None;
         let mut try_list = |l: &[RuleRef]| {
             for &rr in l {
                 if best.is_some_and(|b| b <= rr) {
                     break;
                 }
-                let rule = &policies[rr.0 as usize].rules[rr.1 as usize];
-                if rule.check(a, deny, false).is_ok() {
+                let p = &policies[rr.0 as usize];
+                if p.rules[rr.1 as usize]
+                    .check(a, p.widens_on_tcp(), false)
+                    .is_ok()
+                {
                     best = Some(rr);
                     break;
                 }
@@ -206,6 +203,8 @@ pub struct WorkloadView {
     /// Every applicable policy (including dry-run), in set order.
     pub all: Vec<u32>,
     pub custom: Bucket,
+    /// CUSTOM policies that also apply to TCP (gRPC ext_authz providers).
+    pub custom_tcp: Bucket,
     pub deny: Bucket,
     pub allow: Bucket,
     pub audit: Bucket,
@@ -225,7 +224,12 @@ impl WorkloadView {
                 continue;
             }
             match p.action {
-                Action::Custom => v.custom.add(pi, p),
+                Action::Custom => {
+                    v.custom.add(pi, p);
+                    if !p.http_provider_only {
+                        v.custom_tcp.add(pi, p);
+                    }
+                }
                 Action::Deny => v.deny.add(pi, p),
                 Action::Allow => {
                     v.has_allow = true;

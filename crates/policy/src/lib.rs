@@ -27,9 +27,12 @@
 //!   matching workloads of every namespace). Policies with `targetRef(s)` attach to gateways and
 //!   waypoints and never to sidecar workloads.
 //! - HTTP-only fields (`requestPrincipals`, `hosts`, `methods`, `paths`, `request.headers`,
-//!   `request.auth.*`) on a TCP request (`http` absent): an ALLOW/CUSTOM/AUDIT rule using one
-//!   cannot match; a DENY rule ignores them and matches on the rest (Istio's generator does
-//!   the same, erring towards denying).
+//!   `request.auth.*`) on a TCP request (`http` absent): an ALLOW rule using one cannot match;
+//!   DENY, AUDIT and CUSTOM rules ignore them and match on the rest (Istio's generator does the
+//!   same, erring towards denying). CUSTOM with an `envoyExtAuthzHttp` provider does not apply
+//!   to TCP at all; with `envoyExtAuthzGrpc` it does.
+//! - CUSTOM policies with different providers that could select the same workload are a load
+//!   problem (Istio would deny everything for such a workload), so a loaded set never has one.
 //! - `hosts` match case-insensitively against the whole authority, port included (list
 //!   `host` and `host:*` to accept both, as Istio's security best practices advise).
 //! - `paths` match the path without its query string.

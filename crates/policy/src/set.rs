@@ -539,16 +539,24 @@ impl PolicySet {
     }
 
     fn explain_policy(&self, p: &CompiledPolicy, a: &Attrs) -> PolicyResult {
-        let deny = p.action == Action::Deny;
+        let wide = p.widens_on_tcp();
+        let tcp = a.req.http.is_none();
         let mut misses = Vec::new();
         let mut rule = None;
-        for (i, r) in p.rules.iter().enumerate() {
-            match r.check(a, deny, true) {
-                Ok(()) => {
-                    rule = Some(i);
-                    break;
+        if tcp && p.http_provider_only {
+            misses.push(
+                "its provider is an HTTP ext_authz service, which Istio does not apply to TCP connections"
+                    .to_string(),
+            );
+        } else {
+            for (i, r) in p.rules.iter().enumerate() {
+                match r.check(a, wide, true) {
+                    Ok(()) => {
+                        rule = Some(i);
+                        break;
+                    }
+                    Err(m) => misses.push(format!("rule {i}: {}", m.unwrap_or_default())),
                 }
-                Err(m) => misses.push(format!("rule {i}: {}", m.unwrap_or_default())),
             }
         }
         let reason = match rule {
@@ -559,14 +567,17 @@ impl PolicySet {
                 } else {
                     format!("rule {i} matched")
                 };
-                if deny && a.req.http.is_none() && r.http_only {
-                    s.push_str(
-                        " (its HTTP-only fields are ignored on TCP, as Istio does for DENY)",
-                    );
+                if wide && tcp && r.http_only {
+                    s.push_str(&format!(
+                        " (its HTTP-only fields are ignored on TCP, as Istio does for {})",
+                        p.action.as_str()
+                    ));
                 }
                 s
             }
-            None if p.rules.is_empty() => "has no rules, so it matches no request".to_string(),
+            None if p.rules.is_empty() && misses.is_empty() => {
+                "has no rules, so it matches no request".to_string()
+            }
             None => misses.join("; "),
         };
         PolicyResult {
@@ -595,11 +606,16 @@ impl PolicySet {
         let view = self.view(&req.destination.namespace, &req.destination.labels);
         let a = Attrs::new(req, false);
         let mut policies = Vec::with_capacity(2);
-        if let Some(rr) = view.audit.first_match(&self.authz, &a, false) {
+        let custom = if req.http.is_none() {
+            &view.custom_tcp
+        } else {
+            &view.custom
+        };
+        if let Some(rr) = view.audit.first_match(&self.authz, &a) {
             policies.push(self.hit(rr, "AUDIT policy matched"));
         }
         let (decision, reason) = if let Some(rr) = with_custom
-            .then(|| view.custom.first_match(&self.authz, &a, false))
+            .then(|| custom.first_match(&self.authz, &a))
             .flatten()
         {
             let p = &self.authz[rr.0 as usize];
@@ -611,7 +627,7 @@ impl PolicySet {
                 },
                 "CUSTOM policy matched; ask the external authorizer".to_string(),
             )
-        } else if let Some(rr) = view.deny.first_match(&self.authz, &a, true) {
+        } else if let Some(rr) = view.deny.first_match(&self.authz, &a) {
             policies.push(self.hit(rr, "DENY policy matched"));
             (
                 Verdict::Deny,
@@ -619,7 +635,7 @@ impl PolicySet {
             )
         } else if !view.has_allow {
             (Verdict::Allow, "no ALLOW policy applies".to_string())
-        } else if let Some(rr) = view.allow.first_match(&self.authz, &a, false) {
+        } else if let Some(rr) = view.allow.first_match(&self.authz, &a) {
             policies.push(self.hit(rr, "ALLOW policy matched"));
             (
                 Verdict::Allow,

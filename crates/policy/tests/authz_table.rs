@@ -847,3 +847,66 @@ fn alias_expansion_output() {
         assert_eq!(expand_principal(p, &m), want, "{p}");
     }
 }
+
+/// Istio's generator drops HTTP-only fields on TCP for every action but ALLOW ("wider" DENY,
+/// AUDIT and CUSTOM rules), and does not apply CUSTOM with an HTTP ext_authz provider to TCP
+/// (AP "CUSTOM" action; the HTTP-only fields note on Rule).
+#[test]
+fn audit_and_custom_on_tcp() {
+    let m = MeshConfig::from_yaml_str(
+        "extensionProviders:\n- name: grpc\n  envoyExtAuthzGrpc: {service: a, port: 1}\n- name: http\n  envoyExtAuthzHttp: {service: b, port: 2}\n",
+    )
+    .unwrap();
+    let tcp = request(patch(base(), &json!({"http": null, "auth": null})));
+    let y = doc(
+        "prod",
+        "audit",
+        "{action: AUDIT, rules: [{to: [{operation: {methods: [GET]}}]}]}",
+        "",
+    );
+    let d = eval(&set(&y, &m), &tcp);
+    assert_eq!(d.decision, Verdict::Allow);
+    assert!(
+        d.policies[0].matched,
+        "AUDIT ignores HTTP-only fields on TCP: {:?}",
+        d.policies
+    );
+    let fast = set(&y, &m).evaluate_authz_only(&tcp);
+    assert_eq!(
+        fast.policies.len(),
+        1,
+        "fast path reports the matching AUDIT policy"
+    );
+
+    let grpc = doc(
+        "prod",
+        "ext",
+        "{action: CUSTOM, provider: {name: grpc}, rules: [{to: [{operation: {paths: [/admin]}}]}]}",
+        "",
+    );
+    let d = eval(&set(&grpc, &m), &tcp);
+    assert_eq!(
+        d.decision,
+        Verdict::Custom {
+            provider: "grpc".into(),
+            policy: "prod/ext".into()
+        }
+    );
+    let http = doc(
+        "prod",
+        "ext",
+        "{action: CUSTOM, provider: {name: http}, rules: [{}]}",
+        "",
+    );
+    let s = set(&http, &m);
+    let d = eval(&s, &tcp);
+    assert_eq!(d.decision, Verdict::Allow, "{}", d.reason);
+    assert!(!d.policies[0].matched && d.policies[0].reason.contains("HTTP ext_authz"));
+    assert_eq!(
+        eval(&s, &request(base())).decision,
+        Verdict::Custom {
+            provider: "http".into(),
+            policy: "prod/ext".into()
+        }
+    );
+}
