@@ -653,7 +653,10 @@ async fn strict_mtls_refuses_plaintext_and_untrusted_ca() {
     // The generated x-request-id reaches the app and the access log alike.
     let rid = v["request_id"].as_str().expect("request_id in access log");
     assert_eq!(rid.len(), 36, "{rid}");
-    assert!(headers_body.contains(&format!("rid: {rid}\n")), "{headers_body}");
+    assert!(
+        headers_body.contains(&format!("rid: {rid}\n")),
+        "{headers_body}"
+    );
 
     // Admin endpoints.
     let m = proxy.metrics().await;
