@@ -163,10 +163,21 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                 );
                 return;
             }
-            let dry_run = meta
-                .annotations
-                .get(DRY_RUN_ANNOTATION)
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            // Istio parses the annotation as a Go boolean; anything else is logged and ignored.
+            let dry_run = match meta.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str) {
+                None => false,
+                Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
+                Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
+                Some(other) => {
+                    out.notices.push(Notice {
+                        location: loc.at("metadata.annotations"),
+                        message: format!(
+                            "{DRY_RUN_ANNOTATION}: {other:?} is not a boolean; the policy is enforced (not dry-run), as Istio does"
+                        ),
+                    });
+                    false
+                }
+            };
             out.resources.push(Resource {
                 location: loc,
                 name: meta.name,

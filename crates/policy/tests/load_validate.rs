@@ -185,6 +185,30 @@ fn validation_problems_table() {
     .is_empty());
 }
 
+/// Dry-run annotation values follow Go's boolean parsing, as Istio reads them.
+#[test]
+fn dry_run_annotation_values() {
+    for (v, dry, notice) in [
+        ("true", true, false),
+        ("1", true, false),
+        ("T", true, false),
+        ("false", false, false),
+        ("yes", false, true),
+    ] {
+        let y = format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: prod, annotations: {{istio.io/dry-run: '{v}'}}}}\nspec: {{action: DENY, rules: [{{}}]}}\n");
+        let (set, notices) =
+            PolicySet::from_sources(&[src("p.yaml", &y)], &MeshConfig::default()).unwrap();
+        assert_eq!(notices.len(), usize::from(notice), "{v}: {notices:?}");
+        let req: trustmesh_policy::Request = serde_json::from_value(
+            serde_json::json!({"destination": {"namespace": "prod", "port": 80}}),
+        )
+        .unwrap();
+        let d = set.evaluate(&req);
+        assert_eq!(d.policies[0].dry_run, dry, "{v}");
+        assert_eq!(d.is_allow(), dry, "{v}");
+    }
+}
+
 #[test]
 fn yaml_syntax_is_unreadable() {
     let r = validate(
