@@ -1,7 +1,7 @@
 //! Compiles our `.proto` with protox (pure Rust) so no system `protoc` is needed to build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/istio_ca.proto"];
+    let protos = ["proto/istio_ca.proto", "proto/trustmesh_jwt.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -114,6 +114,7 @@ async fn run(a: &Args) -> (u64, Duration) {
             audiences: vec!["istio-ca".into()],
             max_ttl: Duration::from_secs(3600),
             default_ttl: Duration::from_secs(3600),
+            jwt_authority: None,
         },
     )
     .await

@@ -44,11 +44,13 @@ pub struct SpiffeBundle {
     pub refresh_hint: Option<u64>,
 }
 
-/// Encodes `roots` as a SPIFFE bundle document. Each root becomes one JWK whose public key
-/// parameters are derived from the certificate, as the spec requires (`kty` plus `crv`/`x`/`y`
-/// or `n`/`e`, and exactly one certificate in `x5c`).
+/// Encodes `roots` (and JWT authorities, JWKs with `use: jwt-svid`) as a SPIFFE bundle
+/// document. Each root becomes one JWK whose public key parameters are derived from the
+/// certificate, as the spec requires (`kty` plus `crv`/`x`/`y` or `n`/`e`, and exactly one
+/// certificate in `x5c`).
 pub fn encode(
     roots: &[CertificateDer<'_>],
+    jwt_authorities: &[Value],
     sequence: u64,
     refresh_hint_secs: u64,
 ) -> Result<String, BundleError> {
@@ -56,6 +58,7 @@ pub fn encode(
     for root in roots {
         keys.push(root_jwk(root)?);
     }
+    keys.extend(jwt_authorities.iter().cloned());
     let doc = json!({
         "keys": keys,
         "spiffe_sequence": sequence,
@@ -192,7 +195,8 @@ mod tests {
         let ec_key = generate(KeyType::EcdsaP256).unwrap();
         let rsa_key = generate(KeyType::Rsa2048).unwrap();
         let roots = vec![self_signed(&ec_key), self_signed(&rsa_key)];
-        let doc = encode(&roots, 42, 300).unwrap();
+        let jwt = json!({"kty": "EC", "use": "jwt-svid", "kid": "k1"});
+        let doc = encode(&roots, std::slice::from_ref(&jwt), 42, 300).unwrap();
         let v: Value = serde_json::from_str(&doc).unwrap();
         assert_eq!(v["spiffe_sequence"], 42);
         assert_eq!(v["spiffe_refresh_hint"], 300);
@@ -217,6 +221,7 @@ mod tests {
 
         let parsed = parse(doc.as_bytes()).unwrap();
         assert_eq!(parsed.x509_authorities, roots);
+        assert_eq!(parsed.jwt_authorities, vec![jwt]);
         assert_eq!(
             (parsed.sequence, parsed.refresh_hint),
             (Some(42), Some(300))

@@ -22,14 +22,17 @@ pub const REFRESH_HINT_SECS: u64 = 300;
 
 /// The bundle document for `roots`. The sequence number is the newest root's `notBefore`, so it
 /// only moves when the root set changes and always moves forward when a new root is added.
-pub fn document(roots: &[CertificateDer<'_>]) -> Result<String, bundle::BundleError> {
+pub fn document(
+    roots: &[CertificateDer<'_>],
+    jwt_authorities: &[serde_json::Value],
+) -> Result<String, bundle::BundleError> {
     let sequence = roots
         .iter()
         .filter_map(|r| X509Certificate::from_der(r).ok())
         .map(|(_, c)| c.validity().not_before.timestamp().max(0) as u64)
         .max()
         .unwrap_or(0);
-    bundle::encode(roots, sequence, REFRESH_HINT_SECS)
+    bundle::encode(roots, jwt_authorities, sequence, REFRESH_HINT_SECS)
 }
 
 /// Serves `doc` on `GET /` and `GET /bundle` until the task is aborted.

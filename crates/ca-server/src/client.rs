@@ -12,11 +12,13 @@
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::pb::IstioCertificateRequest;
+use crate::pb_jwt::jwt_svid_service_client::JwtSvidServiceClient;
+use crate::pb_jwt::{FetchJwtBundleRequest, MintJwtSvidRequest};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,6 +49,48 @@ pub async fn create_certificate(
     csr_pem: String,
     ttl: Duration,
 ) -> Result<Vec<String>, Status> {
+    let mut client = IstioCertificateServiceClient::new(connect(ca, creds).await?);
+    let mut req = Request::new(IstioCertificateRequest {
+        csr: csr_pem,
+        validity_duration: ttl.as_secs() as i64,
+        metadata: None,
+    });
+    authorize(&mut req, creds)?;
+    Ok(client
+        .create_certificate(req)
+        .await?
+        .into_inner()
+        .cert_chain)
+}
+
+/// Asks the CA's JWT authority for a JWT-SVID; returns the token and its expiry (Unix seconds).
+pub async fn mint_jwt_svid(
+    ca: &CaEndpoint,
+    creds: &Credentials,
+    audience: Vec<String>,
+    ttl: Duration,
+) -> Result<(String, u64), Status> {
+    let mut client = JwtSvidServiceClient::new(connect(ca, creds).await?);
+    let mut req = Request::new(MintJwtSvidRequest {
+        audience,
+        ttl_seconds: ttl.as_secs() as i64,
+    });
+    authorize(&mut req, creds)?;
+    let resp = client.mint_jwt_svid(req).await?.into_inner();
+    Ok((resp.token, resp.expires_at.max(0) as u64))
+}
+
+/// Fetches the trust domain's JWT bundle (a JWK Set, JSON).
+pub async fn fetch_jwt_bundle(ca: &CaEndpoint) -> Result<Vec<u8>, Status> {
+    let mut client = JwtSvidServiceClient::new(connect(ca, &Credentials::default()).await?);
+    Ok(client
+        .fetch_jwt_bundle(FetchJwtBundleRequest {})
+        .await?
+        .into_inner()
+        .jwks)
+}
+
+async fn connect(ca: &CaEndpoint, creds: &Credentials) -> Result<Channel, Status> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca.root_pem))
         .domain_name(ca.server_name.clone());
@@ -59,30 +103,23 @@ pub async fn create_certificate(
         .map_err(|e| Status::invalid_argument(format!("TLS configuration: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| {
+    endpoint.connect().await.map_err(|e| {
         Status::unavailable(format!(
             "cannot reach CA at {}: {}",
             ca.address,
             error_chain(&e)
         ))
-    })?;
-    let mut client = IstioCertificateServiceClient::new(channel);
-    let mut req = Request::new(IstioCertificateRequest {
-        csr: csr_pem,
-        validity_duration: ttl.as_secs() as i64,
-        metadata: None,
-    });
+    })
+}
+
+fn authorize<T>(req: &mut Request<T>, creds: &Credentials) -> Result<(), Status> {
     if let Some(token) = &creds.bearer_token {
         let v = MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
             Status::invalid_argument("token contains characters not allowed in metadata")
         })?;
         req.metadata_mut().insert("authorization", v);
     }
-    Ok(client
-        .create_certificate(req)
-        .await?
-        .into_inner()
-        .cert_chain)
+    Ok(())
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -11,6 +11,7 @@ pub mod ca_signer;
 pub mod client;
 pub mod csr;
 pub mod https_get;
+pub mod jwt_authority;
 pub mod server;
 pub mod service;
 pub mod signer;
@@ -21,4 +22,10 @@ pub mod ttl;
 pub mod pb {
     #![allow(clippy::all)]
     tonic::include_proto!("istio.v1.auth");
+}
+
+/// Generated from `proto/trustmesh_jwt.proto` (package `trustmesh.v1`).
+pub mod pb_jwt {
+    #![allow(clippy::all)]
+    tonic::include_proto!("trustmesh.v1");
 }

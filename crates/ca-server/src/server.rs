@@ -12,7 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain};
 
 use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
+use crate::jwt_authority::JwtAuthority;
 use crate::pb::istio_certificate_service_server::IstioCertificateServiceServer;
+use crate::pb_jwt::jwt_svid_service_server::JwtSvidServiceServer;
 use crate::service::CaService;
 use crate::signer::Signer;
 use crate::tls::RotatingCert;
@@ -36,6 +38,8 @@ pub struct Options {
     pub audiences: Vec<String>,
     pub max_ttl: Duration,
     pub default_ttl: Duration,
+    /// Enables JWT-SVID minting and adds the JWT authority to the bundle.
+    pub jwt_authority: Option<JwtAuthority>,
 }
 
 #[derive(Debug, Error)]
@@ -110,7 +114,13 @@ pub async fn start(
         trust: TrustConfig::new(opts.trust_domain.clone(), bundles),
         max_ttl: opts.max_ttl,
         default_ttl: opts.default_ttl.min(opts.max_ttl),
+        jwt_authority: opts.jwt_authority.map(Arc::new),
     });
+    let jwt_authorities: Vec<serde_json::Value> = service
+        .jwt_authority
+        .iter()
+        .map(|a| a.jwk().clone())
+        .collect();
 
     let first = identity().map_err(ServerError::Tls)?;
     let cert = Arc::new(RotatingCert::new(first.chain, &first.key).map_err(ServerError::Tls)?);
@@ -129,7 +139,8 @@ pub async fn start(
     let incoming = crate::tls::accept_tls(listener, Arc::new(grpc_tls));
     let grpc = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .add_service(IstioCertificateServiceServer::new(service))
+            .add_service(IstioCertificateServiceServer::new(service.clone()))
+            .add_service(JwtSvidServiceServer::new(service))
             .serve_with_incoming(ReceiverStream::new(incoming))
             .await;
         if let Err(e) = result {
@@ -145,7 +156,7 @@ pub async fn start(
 
     let mut bundle_addr = None;
     if let Some(baddr) = opts.bundle_listen {
-        let doc = crate::bundle_endpoint::document(&roots)
+        let doc = crate::bundle_endpoint::document(&roots, &jwt_authorities)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
         let tls =
             crate::tls::server_config(cert, None, &[b"http/1.1"]).map_err(ServerError::Tls)?;

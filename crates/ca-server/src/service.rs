@@ -14,8 +14,13 @@ use trustmesh_identity::{SpiffeId, TrustConfig, TrustDomain, Usage};
 
 use crate::auth::jwt::JwtAuthenticator;
 use crate::csr;
+use crate::jwt_authority::JwtAuthority;
 use crate::pb::istio_certificate_service_server::IstioCertificateService;
 use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::pb_jwt::jwt_svid_service_server::JwtSvidService;
+use crate::pb_jwt::{
+    FetchJwtBundleRequest, FetchJwtBundleResponse, MintJwtSvidRequest, MintJwtSvidResponse,
+};
 use crate::signer::Signer;
 use crate::ttl::format_duration;
 
@@ -28,7 +33,12 @@ pub struct CaService {
     pub trust: TrustConfig,
     pub max_ttl: Duration,
     pub default_ttl: Duration,
+    /// Signs JWT-SVIDs; `None` when the server runs without `--jwt-authority-key`.
+    pub jwt_authority: Option<Arc<JwtAuthority>>,
 }
+
+/// JWT-SVIDs are bearer tokens: replayable by whoever holds one, so they live minutes.
+pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
 
 /// How the caller proved who it is; logged with each issuance for audit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +222,50 @@ impl IstioCertificateService for Arc<CaService> {
                 .collect(),
         }))
     }
+}
+
+#[tonic::async_trait]
+impl JwtSvidService for Arc<CaService> {
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
+        let authority = self.jwt_authority.clone().ok_or_else(no_jwt_authority)?;
+        let caller = self.authenticate(&request).await?;
+        let body = request.into_inner();
+        if body.audience.is_empty() || body.audience.iter().any(|a| a.is_empty()) {
+            return Err(Status::invalid_argument(
+                "a JWT-SVID needs at least one non-empty audience",
+            ));
+        }
+        let ttl = if body.ttl_seconds <= 0 {
+            DEFAULT_JWT_SVID_TTL.min(self.max_ttl)
+        } else {
+            self.ttl(body.ttl_seconds)?
+        };
+        let (token, exp) = authority
+            .mint(caller.id(), &body.audience, ttl)
+            .map_err(|e| Status::internal(format!("signing JWT-SVID: {e}")))?;
+        tracing::info!(caller = %caller, audience = ?body.audience, ttl_secs = ttl.as_secs(), "minted JWT-SVID");
+        Ok(Response::new(MintJwtSvidResponse {
+            token,
+            expires_at: exp as i64,
+        }))
+    }
+
+    async fn fetch_jwt_bundle(
+        &self,
+        _request: Request<FetchJwtBundleRequest>,
+    ) -> Result<Response<FetchJwtBundleResponse>, Status> {
+        let authority = self.jwt_authority.as_ref().ok_or_else(no_jwt_authority)?;
+        Ok(Response::new(FetchJwtBundleResponse {
+            jwks: authority.jwks_json(),
+        }))
+    }
+}
+
+fn no_jwt_authority() -> Status {
+    Status::unimplemented("this CA has no JWT authority: start `ca serve` with --jwt-authority-key")
 }
 
 #[cfg(test)]

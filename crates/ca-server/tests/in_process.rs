@@ -11,7 +11,10 @@ use tonic::Code;
 use trustmesh_ca::{CertificateAuthority, InitOptions};
 use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
 use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
-use trustmesh_ca_server::client::{create_certificate, CaEndpoint, Credentials};
+use trustmesh_ca_server::client::{
+    create_certificate, fetch_jwt_bundle, mint_jwt_svid, CaEndpoint, Credentials,
+};
+use trustmesh_ca_server::jwt_authority::JwtAuthority;
 use trustmesh_ca_server::server::{start, IdentitySource, Options};
 use trustmesh_identity::TrustDomain;
 
@@ -63,6 +66,9 @@ async fn issues_only_the_tokens_identity() {
             audiences: vec!["istio-ca".into()],
             max_ttl: Duration::from_secs(3600),
             default_ttl: Duration::from_secs(3600),
+            jwt_authority: Some(
+                JwtAuthority::load_or_create(&dir.path().join("jwt-key.pem")).unwrap(),
+            ),
         },
     )
     .await
@@ -121,5 +127,42 @@ async fn issues_only_the_tokens_identity() {
     .await
     .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // JWT-SVIDs: minted for the token's identity and verifiable with the published bundle.
+    let (jwt, exp) = mint_jwt_svid(&ep, &creds, vec!["backend".into()], Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        exp > now && exp <= now + 301,
+        "default JWT-SVID lifetime is 5 minutes"
+    );
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&fetch_jwt_bundle(&ep).await.unwrap()).unwrap();
+    let header = jsonwebtoken::decode_header(&jwt).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid in bundle");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["backend"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &jwt,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "spiffe://example.org/ns/ns1/sa/sa1");
+    let e = mint_jwt_svid(&ep, &creds, vec![], Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = mint_jwt_svid(
+        &ep,
+        &Credentials::default(),
+        vec!["backend".into()],
+        Duration::ZERO,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
     running.shutdown();
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use trustmesh_ca::{CertificateAuthority, TtlPolicy};
 use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
 use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
+use trustmesh_ca_server::jwt_authority::JwtAuthority;
 use trustmesh_ca_server::server::{self, IdentitySource, Options};
 use trustmesh_ca_server::ttl::parse_duration;
 
@@ -45,6 +46,10 @@ pub struct Args {
     /// DNS names / IPs in the CA endpoint's serving certificate.
     #[arg(long = "server-name", value_name = "NAME", default_values_t = vec!["trustmesh-ca".to_string(), "istiod.istio-system.svc".to_string(), "localhost".to_string(), "127.0.0.1".to_string()])]
     pub server_names: Vec<String>,
+    /// Key of the trust domain's JWT authority (ECDSA P-256, PKCS#8 PEM; created 0600 if absent).
+    /// Enables JWT-SVID minting and publishes the key in the bundle.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_authority_key: Option<PathBuf>,
     /// Lifetime of the serving certificate (renewed at half of it).
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
     pub server_cert_ttl: Duration,
@@ -88,7 +93,15 @@ pub fn run(a: Args) -> ExitCode {
             jwks: JwksSource::from_arg(jwks, a.jwks_ca.clone()),
         })
         .collect();
+    let jwt_authority = match &a.jwt_authority_key {
+        Some(p) => match JwtAuthority::load_or_create(p) {
+            Ok(j) => Some(j),
+            Err(e) => return super::fail(1, format!("JWT authority: {e}")),
+        },
+        None => None,
+    };
     let opts = Options {
+        jwt_authority,
         server_cert_ttl: a.server_cert_ttl,
         trust_domain: ca.trust_domain().clone(),
         listen: a.listen,
