@@ -1674,3 +1674,68 @@ async fn plug_in_ca_chains_with_intermediates_from_the_ca_cli() {
     let certs: serde_json::Value = serde_json::from_str(&certs).unwrap();
     assert_eq!(certs["workload"]["chain"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_follows_the_bundle_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mesh = Ca::new(dir, "mesh", TD);
+    let partner = Ca::new(dir, "partner", "partner.example");
+    let server_cert = mesh.issue("server", &id("foo", "httpbin"));
+    let partner_client = partner.issue("client", "spiffe://partner.example/ns/ext/sa/batch");
+    let pol = policy_dir(dir, "policies");
+    write_policy(
+        &pol,
+        "pa.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec:\n  mtls: { mode: STRICT }\n",
+    );
+    // Bundles as written by a federation agent: one file per trust domain in a directory, each
+    // root naming its domain in its URI SAN.
+    let bundles = dir.join("bundles");
+    std::fs::create_dir(&bundles).unwrap();
+    std::fs::copy(&mesh.root, bundles.join("cluster.local.pem")).unwrap();
+    let backend = http_backend("httpbin").await;
+    let (inb, admin) = (free_port(), free_port());
+    let cfg = Cfg {
+        ns: "foo",
+        sa: "httpbin",
+        cert: &server_cert,
+        bundles: vec![bundles.display().to_string()],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &pol,
+        inbound: vec![Inbound {
+            port: inb,
+            target: backend,
+            protocol: "http",
+        }],
+        outbound: vec![],
+        admin,
+        extra: "",
+    };
+    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    assert_eq!(curl_mtls(inb, "/before", &partner_client, &[]).await.0, 0);
+
+    // The partner's bundle appears: federated, accepted within 2 s.
+    let tmpf = bundles.join(".partner.tmp");
+    std::fs::copy(&partner.root, &tmpf).unwrap();
+    std::fs::rename(&tmpf, bundles.join("partner.example.pem")).unwrap();
+    let took = within(Duration::from_secs(4), || async {
+        curl_mtls(inb, "/federated", &partner_client, &[]).await.0 == 200
+    })
+    .await
+    .unwrap_or_else(|| panic!("partner not accepted: {}", proxy.logs()));
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    let (_, body) = curl_mtls(inb, "/federated", &partner_client, &[]).await;
+    assert!(
+        body.contains("URI=spiffe://partner.example/ns/ext/sa/batch"),
+        "{body}"
+    );
+
+    // The bundle is withdrawn: refused again.
+    std::fs::remove_file(bundles.join("partner.example.pem")).unwrap();
+    within(Duration::from_secs(4), || async {
+        curl_mtls(inb, "/withdrawn", &partner_client, &[]).await.0 == 0
+    })
+    .await
+    .unwrap_or_else(|| panic!("partner still accepted: {}", proxy.logs()));
+}
