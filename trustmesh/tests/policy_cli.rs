@@ -51,7 +51,7 @@ metadata: {name: deny-delete, namespace: prod}
 spec:
   action: DENY
   rules:
-  - to: [{operation: {methods: [DELETE]}}]
+  - to: [{operation: {methods: [DELETE], ports: ["9080"]}}]
 ---
 apiVersion: v1
 kind: Service

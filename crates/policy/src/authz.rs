@@ -314,14 +314,21 @@ pub fn compile(
     if spec.action == Action::Custom && spec.rules.is_empty() {
         cx.problems.push(
             Problem::new(spec_loc.at("rules"), "CUSTOM policy with a provider but no rules never calls the provider")
-                .hint("add rules selecting the requests to send to the external authorizer, e.g. `rules: [{}]` for all"),
+                .hint("add rules selecting the requests to send to the external authorizer, e.g. `rules: [{}]` for all")
+                .warning(),
+        );
+    }
+    if spec.action == Action::Deny && spec.rules.is_empty() {
+        cx.problems.push(
+            Problem::new(spec_loc.at("rules"), "DENY action without rules is meaningless: it never matches")
+                .hint("add an empty rule `rules: [{}]` to deny every request (Istio rejects a DENY policy without rules)"),
         );
     }
     let rules = spec
         .rules
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(r, &spec_loc.at(format!("rules[{i}]")), &mut cx))
+        .map(|(i, r)| compile_rule(r, spec.action, &spec_loc.at(format!("rules[{i}]")), &mut cx))
         .collect();
     CompiledPolicy {
         name: format!("{namespace}/{name}"),
@@ -364,8 +371,9 @@ fn provider_hint(mesh: &MeshConfig) -> String {
     }
 }
 
-fn compile_rule(r: &Rule, loc: &Location, cx: &mut Ctx) -> CompiledRule {
+fn compile_rule(r: &Rule, action: Action, loc: &Location, cx: &mut Ctx) -> CompiledRule {
     let mut out = CompiledRule::default();
+    deny_on_tcp_warning(r, action, loc, cx);
     for (i, f) in r.from.iter().enumerate() {
         let l = loc.at(format!("from[{i}].source"));
         match &f.source {
@@ -395,7 +403,8 @@ fn compile_rule(r: &Rule, loc: &Location, cx: &mut Ctx) -> CompiledRule {
                     if !ports.is_empty() && ports.iter().all(|p| TCP_PORTS.contains(p)) {
                         cx.problems.push(
                             Problem::new(l.at("ports"), format!("HTTP-only fields (hosts/methods/paths) used on TCP port(s) {ports:?}"))
-                                .hint("on TCP traffic an ALLOW rule using them never matches and a DENY rule ignores them (denying more); use principals, namespaces, ipBlocks or ports only"),
+                                .hint("on TCP traffic an ALLOW rule using them never matches and a DENY rule ignores them (denying more); use principals, namespaces, ipBlocks or ports only")
+                                .warning(),
                         );
                     }
                 }
@@ -412,6 +421,50 @@ fn compile_rule(r: &Rule, loc: &Location, cx: &mut Ctx) -> CompiledRule {
     out
 }
 
+/// Istio's validation warning: a DENY rule whose `from` or `to` uses only HTTP attributes
+/// matches every TCP connection in its scope (the HTTP-only fields are dropped there).
+fn deny_on_tcp_warning(r: &Rule, action: Action, loc: &Location, cx: &mut Ctx) {
+    if action != Action::Deny {
+        return;
+    }
+    let sources: Vec<&Source> = r.from.iter().filter_map(|f| f.source.as_ref()).collect();
+    let ops: Vec<&Operation> = r.to.iter().filter_map(|t| t.operation.as_ref()).collect();
+    let tcp_from = sources.iter().any(|s| {
+        !(s.principals.is_empty()
+            && s.not_principals.is_empty()
+            && s.namespaces.is_empty()
+            && s.not_namespaces.is_empty()
+            && s.ip_blocks.is_empty()
+            && s.not_ip_blocks.is_empty()
+            && s.remote_ip_blocks.is_empty()
+            && s.not_remote_ip_blocks.is_empty()
+            && s.service_accounts.is_empty()
+            && s.not_service_accounts.is_empty())
+    });
+    let tcp_to = ops
+        .iter()
+        .any(|o| !o.ports.is_empty() || !o.not_ports.is_empty());
+    let (has_from, has_to) = (!sources.is_empty(), !ops.is_empty());
+    if (has_from && !has_to && !tcp_from) || (has_to && !tcp_to) {
+        cx.problems.push(
+            Problem::new(loc.clone(), "this DENY rule uses only HTTP attributes, so it denies all traffic to TCP ports in its scope")
+                .hint("add `ports` to its operation so it applies only to the HTTP ports meant")
+                .warning(),
+        );
+    }
+}
+
+fn empty_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
+    for (i, v) in vs.iter().enumerate() {
+        if v.is_empty() {
+            cx.problems.push(
+                Problem::new(loc.at(format!("{field}[{i}]")), "empty value")
+                    .hint("remove the empty string; use \"*\" to require presence"),
+            );
+        }
+    }
+}
+
 fn check_principals(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
     for (i, v) in vs.iter().enumerate() {
         if let Some(rest) = v.strip_prefix("spiffe://") {
@@ -420,7 +473,8 @@ fn check_principals(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
                     loc.at(format!("{field}[{i}]")),
                     format!("principal {v:?} has a spiffe:// prefix and will never match"),
                 )
-                .hint(format!("Istio principals omit the scheme: write {rest:?}")),
+                .hint(format!("Istio principals omit the scheme: write {rest:?}"))
+                .warning(),
             );
         }
     }
@@ -492,6 +546,27 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
                 .hint("Istio rejects an empty source; remove the from entry to match any source"),
         );
     }
+    let identity_fields =
+        s.principals.len() + s.not_principals.len() + s.namespaces.len() + s.not_namespaces.len();
+    if identity_fields > 0 && s.service_accounts.len() + s.not_service_accounts.len() > 0 {
+        cx.problems.push(
+            Problem::new(
+                loc.clone(),
+                "serviceAccounts cannot be combined with namespaces or principals",
+            )
+            .hint("use either serviceAccounts (\"ns/sa\") or principals/namespaces in one source"),
+        );
+    }
+    for (field, vs) in [
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+        ("requestPrincipals", &s.request_principals),
+        ("notRequestPrincipals", &s.not_request_principals),
+        ("namespaces", &s.namespaces),
+        ("notNamespaces", &s.not_namespaces),
+    ] {
+        empty_values(vs, field, loc, cx);
+    }
     check_principals(&s.principals, "principals", loc, cx);
     check_principals(&s.not_principals, "notPrincipals", loc, cx);
     for (field, vs) in [
@@ -553,6 +628,16 @@ fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation
             ),
         );
     }
+    for (field, vs) in [
+        ("hosts", &o.hosts),
+        ("notHosts", &o.not_hosts),
+        ("methods", &o.methods),
+        ("notMethods", &o.not_methods),
+        ("paths", &o.paths),
+        ("notPaths", &o.not_paths),
+    ] {
+        empty_values(vs, field, loc, cx);
+    }
     for (field, vs) in [("methods", &o.methods), ("notMethods", &o.not_methods)] {
         for (i, m) in vs.iter().enumerate() {
             let token = !m.is_empty()
@@ -572,7 +657,8 @@ fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation
             if let Some(msg) = bad {
                 cx.problems.push(
                     Problem::new(loc.at(format!("{field}[{i}]")), msg)
-                        .hint(format!("use one of {}", METHODS.join(", "))),
+                        .hint(format!("use one of {}", METHODS.join(", ")))
+                        .warning(),
                 );
             }
         }

@@ -210,6 +210,9 @@ pub struct WorkloadView {
     pub audit: Bucket,
     /// Whether any enforced ALLOW policy applies (then an unmatched request is denied).
     pub has_allow: bool,
+    /// Distinct providers when CUSTOM policies with more than one provider apply: Istio then
+    /// cannot configure ext_authz for the workload and denies every request.
+    pub custom_conflict: Option<Vec<String>>,
 }
 
 impl WorkloadView {
@@ -218,6 +221,18 @@ impl WorkloadView {
             all: applicable,
             ..Default::default()
         };
+        let mut providers: Vec<String> = Vec::new();
+        for &pi in &v.all {
+            let p = &policies[pi as usize];
+            if let (Action::Custom, Some(name)) = (p.action, &p.provider) {
+                if !providers.contains(name) {
+                    providers.push(name.clone());
+                }
+            }
+        }
+        if providers.len() > 1 {
+            v.custom_conflict = Some(providers);
+        }
         for &pi in &v.all {
             let p = &policies[pi as usize];
             if p.dry_run {

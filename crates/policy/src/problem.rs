@@ -50,13 +50,16 @@ impl fmt::Display for Location {
 }
 
 /// Something wrong with the configuration. `unreadable` marks input that could not be read or
-/// parsed as YAML at all (the CLI exits 2 for those, 1 for every other problem).
+/// parsed as YAML at all (the CLI exits 2 for those, 1 for every other problem). `warning`
+/// marks configuration Istio itself accepts but that almost certainly does not do what was
+/// meant: `validate` reports it, loading does not refuse it (it becomes a notice).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub location: Location,
     pub message: String,
     pub hint: Option<String>,
     pub unreadable: bool,
+    pub warning: bool,
 }
 
 impl Problem {
@@ -66,10 +69,15 @@ impl Problem {
             message: message.into(),
             hint: None,
             unreadable: false,
+            warning: false,
         }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+    pub fn warning(mut self) -> Self {
+        self.warning = true;
         self
     }
     pub fn unreadable(mut self) -> Self {
@@ -80,7 +88,8 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)?;
+        let tag = if self.warning { "warning: " } else { "" };
+        write!(f, "{}: {tag}{}", self.location, self.message)?;
         if let Some(h) = &self.hint {
             write!(f, " (hint: {h})")?;
         }

@@ -45,6 +45,13 @@ struct RequestAuthn {
     rules: Vec<JwtRule>,
 }
 
+fn conflict_reason(providers: &[String]) -> String {
+    format!(
+        "CUSTOM policies with different providers ({}) apply to this workload; Istio supports one per workload and denies every request",
+        providers.join(", ")
+    )
+}
+
 /// Result of [`validate`]: every problem and notice, and how many resources were read.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -188,7 +195,8 @@ fn check_custom_providers(
                         a.name
                     ),
                 )
-                .hint("Istio supports one ext_authz provider per workload; use one provider or make the selectors disjoint"),
+                .hint("Istio supports one ext_authz provider per workload and denies every request to a workload with two; use one provider or make the selectors disjoint")
+                .warning(),
             );
         }
     }
@@ -258,11 +266,34 @@ fn compile_request_authn(
     let loc = r.location.at("spec");
     for (i, rule) in spec.jwt_rules.iter().enumerate() {
         let l = loc.at(format!("jwtRules[{i}]"));
-        if rule.issuer.is_empty() {
+        if rule.issuer.is_empty() && rule.jwks_uri.as_deref().unwrap_or("").is_empty() {
             problems.push(
-                Problem::new(l.at("issuer"), "issuer is required")
-                    .hint("set it to the token's `iss` claim, e.g. https://accounts.example.com"),
+                Problem::new(l.at("issuer"), "issuer or jwksUri must be set").hint(
+                    "set issuer to the token's `iss` claim, e.g. https://accounts.example.com",
+                ),
             );
+        }
+        for (field, vs) in [
+            ("audiences", &rule.audiences),
+            ("fromParams", &rule.from_params),
+            ("fromCookies", &rule.from_cookies),
+        ] {
+            for (j, v) in vs.iter().enumerate() {
+                if v.is_empty() {
+                    problems.push(
+                        Problem::new(l.at(format!("{field}[{j}]")), "empty string")
+                            .hint("remove the empty entry"),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &rule.timeout {
+            if crate::matcher::parse_duration(t).is_none() {
+                problems.push(
+                    Problem::new(l.at("timeout"), format!("{t:?} is not a duration"))
+                        .hint("use a duration such as 5s, 500ms or 1m"),
+                );
+            }
         }
         if let Some(u) = &rule.jwks_uri {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -337,11 +368,20 @@ impl PolicySet {
         mesh: &MeshConfig,
     ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
         let (set, report) = build(sources, mesh);
-        if report.problems.is_empty() {
-            Ok((set, report.notices))
-        } else {
-            Err(LoadError::Invalid(report.problems))
+        let (warnings, errors): (Vec<Problem>, Vec<Problem>) =
+            report.problems.into_iter().partition(|p| p.warning);
+        if !errors.is_empty() {
+            return Err(LoadError::Invalid(errors));
         }
+        let mut notices = report.notices;
+        notices.extend(warnings.into_iter().map(|w| Notice {
+            location: w.location,
+            message: match w.hint {
+                Some(h) => format!("warning: {} (hint: {h})", w.message),
+                None => format!("warning: {}", w.message),
+            },
+        }));
+        Ok((set, notices))
     }
 
     /// One YAML text (possibly multi-document); `file` labels locations in messages.
@@ -461,6 +501,8 @@ impl PolicySet {
                     by(&mtls_policy)
                 ),
             )
+        } else if let Some(c) = &view.custom_conflict {
+            (Verdict::Deny, conflict_reason(c))
         } else {
             self.decide(&results, true)
         };
@@ -614,7 +656,9 @@ impl PolicySet {
         if let Some(rr) = view.audit.first_match(&self.authz, &a) {
             policies.push(self.hit(rr, "AUDIT policy matched"));
         }
-        let (decision, reason) = if let Some(rr) = with_custom
+        let (decision, reason) = if let Some(c) = &view.custom_conflict {
+            (Verdict::Deny, conflict_reason(c))
+        } else if let Some(rr) = with_custom
             .then(|| custom.first_match(&self.authz, &a))
             .flatten()
         {

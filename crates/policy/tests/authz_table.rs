@@ -522,13 +522,7 @@ fn actions_and_defaults() {
                 json!({"http": null}),
                 "ALLOW",
             ),
-            // AP: a DENY policy without rules never matches.
-            c(
-                "AP DENY without rules",
-                "{action: DENY}",
-                none.clone(),
-                "ALLOW",
-            ),
+            // (A DENY policy without rules is rejected by Istio's validation; see load_validate.)
             c(
                 "AP deny-all",
                 "{action: DENY, rules: [{}]}",
@@ -909,4 +903,42 @@ fn audit_and_custom_on_tcp() {
             policy: "prod/ext".into()
         }
     );
+}
+
+/// Istio configures one ext_authz provider per workload; with CUSTOM policies naming two, it
+/// denies every request to the workload (its builder falls back to deny-all).
+#[test]
+fn two_custom_providers_deny_all() {
+    let m = MeshConfig::from_yaml_str(
+        "extensionProviders:\n- name: a\n  envoyExtAuthzGrpc: {service: a, port: 1}\n- name: b\n  envoyExtAuthzGrpc: {service: b, port: 2}\n",
+    )
+    .unwrap();
+    let y = format!(
+        "{}{}",
+        doc(
+            "prod",
+            "ext-a",
+            "{action: CUSTOM, provider: {name: a}, rules: [{to: [{operation: {paths: [/x]}}]}]}",
+            ""
+        ),
+        doc(
+            "istio-system",
+            "ext-b",
+            "{action: CUSTOM, provider: {name: b}, rules: [{to: [{operation: {paths: [/y]}}]}]}",
+            ""
+        )
+    );
+    let (s, notices) = trustmesh_policy::PolicySet::from_yaml_str("t.yaml", &y, &m).unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.message.contains("warning") && n.message.contains("same workloads")),
+        "{notices:?}"
+    );
+    let d = eval(&s, &request(base()));
+    assert_eq!(d.decision, Verdict::Deny);
+    assert!(d.reason.contains("different providers"), "{}", d.reason);
+    // A workload in another namespace sees only the root policy: no conflict.
+    let other = request(patch(base(), &json!({"destination": {"namespace": "dev"}})));
+    assert_eq!(eval(&s, &other).decision, Verdict::Allow);
 }

@@ -127,7 +127,7 @@ fn validation_problems_table() {
     )
     .unwrap();
     let r = "p.yaml:1:spec.rules[0]";
-    let cases: Vec<(String, String, &str)> = vec![
+    let mut cases: Vec<(String, String, &str)> = vec![
         (ap("{rules: [{from: [{source: {ipBlocks: [10.0.0.0/33]}}]}]}"), format!("{r}.from[0].source.ipBlocks[0]"), "CIDR"),
         (ap("{rules: [{from: [{source: {notRemoteIpBlocks: [nope]}}]}]}"), format!("{r}.from[0].source.notRemoteIpBlocks[0]"), "CIDR"),
         (ap("{rules: [{to: [{operation: {methods: [get]}}]}]}"), format!("{r}.to[0].operation.methods[0]"), "lower-case"),
@@ -155,7 +155,7 @@ fn validation_problems_table() {
             "selector",
         ),
         (
-            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{jwksUri: 'ftp://x'}]}\n".into(),
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{audiences: [a]}]}\n".into(),
             "p.yaml:1:spec.jwtRules[0].issuer".into(),
             "issuer",
         ),
@@ -170,6 +170,29 @@ fn validation_problems_table() {
             "same workloads",
         ),
     ];
+    cases.extend([
+        (
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{jwksUri: 'ftp://x'}]}\n".into(),
+            "p.yaml:1:spec.jwtRules[0].jwksUri".into(),
+            "http(s) URL",
+        ),
+        (ap("{action: DENY}"), "p.yaml:1:spec.rules".to_string(), "DENY action without rules"),
+        (ap("{rules: [{from: [{source: {principals: [a/ns/b/sa/c], serviceAccounts: [b/c]}}]}]}"), format!("{r}.from[0].source"), "serviceAccounts cannot be combined"),
+        (ap("{rules: [{from: [{source: {namespaces: ['']}}]}]}"), format!("{r}.from[0].source.namespaces[0]"), "empty value"),
+        (ap("{rules: [{to: [{operation: {paths: ['']}}]}]}"), format!("{r}.to[0].operation.paths[0]"), "empty value"),
+        (ap("{action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}"), r.to_string(), "denies all traffic to TCP ports"),
+        (ap("{action: DENY, rules: [{from: [{source: {requestPrincipals: ['*']}}]}]}"), r.to_string(), "denies all traffic to TCP ports"),
+        (
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{issuer: i, audiences: [''], timeout: 5 seconds}]}\n".into(),
+            "p.yaml:1:spec.jwtRules[0].audiences[0]".into(),
+            "empty",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{issuer: i, timeout: 5 seconds}]}\n".into(),
+            "p.yaml:1:spec.jwtRules[0].timeout".into(),
+            "duration",
+        ),
+    ]);
     for (yaml, loc, word) in &cases {
         let ps = problems(yaml, &mesh);
         has(&ps, loc, word);
@@ -177,6 +200,27 @@ fn validation_problems_table() {
     // Every problem in one file is reported, not only the first.
     let many = ap("{rules: [{from: [{source: {ipBlocks: [x], principals: [spiffe://a/b]}}], to: [{operation: {methods: [get]}}]}]}");
     assert_eq!(problems(&many, &mesh).len(), 3);
+    // Istio accepts these, so they are warnings: reported by validate, not fatal to loading.
+    for spec in [
+        "{rules: [{from: [{source: {principals: [spiffe://cluster.local/ns/a/sa/b]}}]}]}",
+        "{rules: [{to: [{operation: {methods: [get]}}]}]}",
+        "{action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}",
+        "{action: CUSTOM, provider: {name: opa}}",
+    ] {
+        let r = validate(&[src("p.yaml", &ap(spec))], &mesh);
+        assert!(
+            !r.problems.is_empty() && r.problems.iter().all(|p| p.warning),
+            "{spec}: {:?}",
+            r.problems
+        );
+        let (_, notices) = PolicySet::from_sources(&[src("p.yaml", &ap(spec))], &mesh).unwrap();
+        assert!(
+            notices.iter().any(|n| n.message.starts_with("warning: ")),
+            "{spec}"
+        );
+    }
+    // Errors are fatal to loading.
+    assert!(PolicySet::from_sources(&[src("p.yaml", &ap("{action: DENY}"))], &mesh).is_err());
     // A clean file has no problems.
     assert!(problems(
         &ap("{rules: [{to: [{operation: {methods: [GET], paths: ['/a/{*}/b/{**}']}}]}]}"),
