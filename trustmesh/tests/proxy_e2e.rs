@@ -695,16 +695,19 @@ async fn permissive_accepts_both_and_port_level_disable() {
     let b_perm = http_backend("permissive").await;
     let b_strict = http_backend("strict").await;
     let b_disable = http_backend("disable").await;
-    // Namespace default PERMISSIVE; workload policy STRICT with one port STRICT, one DISABLE.
+    let b_greeter = greeter_backend().await;
+    // Namespace default PERMISSIVE; workload policy PERMISSIVE with one port STRICT and two
+    // DISABLE (one HTTP, one server-first TCP protocol).
     write_policy(
         &pol,
         "pa.yaml",
         &format!(
             "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{ name: default, namespace: foo }}\nspec:\n  mtls: {{ mode: PERMISSIVE }}\n---\n\
-             apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{ name: httpbin, namespace: foo }}\nspec:\n  selector: {{ matchLabels: {{ app: httpbin }} }}\n  mtls: {{ mode: PERMISSIVE }}\n  portLevelMtls:\n    {b_strict}: {{ mode: STRICT }}\n    {b_disable}: {{ mode: DISABLE }}\n"
+             apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{ name: httpbin, namespace: foo }}\nspec:\n  selector: {{ matchLabels: {{ app: httpbin }} }}\n  mtls: {{ mode: PERMISSIVE }}\n  portLevelMtls:\n    {b_strict}: {{ mode: STRICT }}\n    {b_disable}: {{ mode: DISABLE }}\n    {b_greeter}: {{ mode: DISABLE }}\n"
         ),
     );
     let (p_perm, p_strict, p_disable, admin) = (free_port(), free_port(), free_port(), free_port());
+    let p_greeter = free_port();
     let cfg = Cfg {
         ns: "foo",
         sa: "httpbin",
@@ -727,6 +730,11 @@ async fn permissive_accepts_both_and_port_level_disable() {
                 port: p_disable,
                 target: b_disable,
                 protocol: "http",
+            },
+            Inbound {
+                port: p_greeter,
+                target: b_greeter,
+                protocol: "tcp",
             },
         ],
         outbound: vec![],
@@ -758,6 +766,36 @@ async fn permissive_accepts_both_and_port_level_disable() {
     assert_eq!(code, 200);
     assert!(body.starts_with("disable GET /d"));
     assert_eq!(curl_mtls(p_disable, "/d", &client_cert, &[]).await.0, 0);
+
+    // A server-first protocol on a DISABLE port: the app's greeting arrives although the client
+    // has sent nothing (no sniffing wait).
+    let mut s = TcpStream::connect(("127.0.0.1", p_greeter)).await.unwrap();
+    let mut buf = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
+        .await
+        .expect("greeting must arrive without client data")
+        .unwrap();
+    assert_eq!(&buf, b"220 hello\r\n");
+}
+
+/// A server-first backend (like SMTP or MySQL): greets on connect, then echoes.
+async fn greeter_backend() -> u16 {
+    let ln = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = ln.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if s.write_all(b"220 hello\r\n").await.is_ok() {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

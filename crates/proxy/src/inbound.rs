@@ -125,10 +125,19 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
     };
     let protocol = l.protocol;
     let mode = snap.policies.mtls_mode(l.target_port);
-    let handshake = snap.config.timeouts.handshake();
+    // One deadline for first byte and handshake together, so a slow client cannot stretch it.
+    let deadline = tokio::time::Instant::now() + snap.config.timeouts.handshake();
+
+    if mode == MtlsMode::Disable {
+        // No sniffing: server-first protocols (the app speaks before the client does) must
+        // work on a plaintext port, and a peek would wait for a client byte that never comes.
+        drop(snap);
+        dispatch(shared, ctx, protocol, stream).await;
+        return;
+    }
 
     let mut first = [0u8; 1];
-    let is_tls = match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
+    let is_tls = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(0)) | Ok(Err(_)) => return, // closed before sending anything
         Ok(Ok(_)) => first[0] == TLS_HANDSHAKE_RECORD,
         Err(_) => {
@@ -139,7 +148,6 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
     };
 
     let use_tls = match (mode, is_tls) {
-        (MtlsMode::Disable, _) => false,
         (MtlsMode::Strict, false) => {
             shared.metrics.reject(RejectReason::ModeMismatch);
             log_reject(&ctx, "plaintext on a STRICT mTLS port");
@@ -149,6 +157,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
     };
 
     if !use_tls {
+        drop(snap);
         dispatch(shared, ctx, protocol, stream).await;
         return;
     }
@@ -159,7 +168,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
     };
     drop(snap);
     let acceptor = TlsAcceptor::from(server);
-    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             shared.metrics.reject(RejectReason::TlsHandshake);
