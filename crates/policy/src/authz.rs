@@ -111,6 +111,8 @@ pub enum CondKey {
     RemoteIp,
     SourceNamespace,
     SourcePrincipal,
+    /// `source.serviceAccount`: `ns/sa` of the peer.
+    SourceServiceAccount,
     AuthPrincipal,
     AuthAudiences,
     AuthPresenter,
@@ -128,6 +130,7 @@ impl CondKey {
             "remote.ip" => Some(CondKey::RemoteIp),
             "source.namespace" => Some(CondKey::SourceNamespace),
             "source.principal" => Some(CondKey::SourcePrincipal),
+            "source.serviceAccount" => Some(CondKey::SourceServiceAccount),
             "request.auth.principal" => Some(CondKey::AuthPrincipal),
             "request.auth.audiences" => Some(CondKey::AuthAudiences),
             "request.auth.presenter" => Some(CondKey::AuthPresenter),
@@ -194,7 +197,7 @@ pub struct CCondition {
 
 pub const SUPPORTED_KEYS: &str =
     "request.headers[<name>], source.ip, remote.ip, source.namespace, \
-source.principal, request.auth.principal, request.auth.audiences, request.auth.presenter, \
+source.principal, source.serviceAccount, request.auth.principal, request.auth.audiences, request.auth.presenter, \
 request.auth.claims[<name>], destination.ip, destination.port, connection.sni";
 
 /// Trust-domain alias expansion (Istio "Security concepts", trust domain migration): a
@@ -454,6 +457,22 @@ fn deny_on_tcp_warning(r: &Rule, action: Action, loc: &Location, cx: &mut Ctx) {
     }
 }
 
+/// `serviceAccounts` entries and `source.serviceAccount` values are `<namespace>/<name>`.
+fn service_account_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
+    for (i, v) in vs.iter().enumerate() {
+        let parts: Vec<&str> = v.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            cx.problems.push(
+                Problem::new(
+                    loc.at(format!("{field}[{i}]")),
+                    format!("{v:?} is not <namespace>/<serviceaccount>"),
+                )
+                .hint("write service accounts as \"ns/sa\"; use principals for full identities"),
+            );
+        }
+    }
+}
+
 fn empty_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
     for (i, v) in vs.iter().enumerate() {
         if v.is_empty() {
@@ -573,17 +592,7 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         ("serviceAccounts", &s.service_accounts),
         ("notServiceAccounts", &s.not_service_accounts),
     ] {
-        for (i, v) in vs.iter().enumerate() {
-            if v.split('/').count() != 2 {
-                cx.problems.push(
-                    Problem::new(
-                        loc.at(format!("{field}[{i}]")),
-                        format!("{v:?} is not <namespace>/<serviceaccount>"),
-                    )
-                    .hint("write serviceAccounts as \"ns/sa\"; use principals for full identities"),
-                );
-            }
-        }
+        service_account_values(vs, field, loc, cx);
     }
     let http = !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
     let c = CSource {
@@ -710,6 +719,13 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
             return None;
         }
     };
+    empty_values(&c.values, "values", loc, cx);
+    empty_values(&c.not_values, "notValues", loc, cx);
+    if key == CondKey::SourceServiceAccount {
+        for (field, vs) in [("values", &c.values), ("notValues", &c.not_values)] {
+            service_account_values(vs, field, loc, cx);
+        }
+    }
     if c.values.is_empty() && c.not_values.is_empty() {
         cx.problems.push(
             Problem::new(
@@ -1073,10 +1089,15 @@ impl CCondition {
     fn check(&self, a: &Attrs, explain: bool) -> Result<(), Miss> {
         let req = a.req;
         let auth = req.auth.as_ref();
+        let sa_buf: Option<String>;
         let vals: Vals = match &self.key {
             CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.header(n))),
             CondKey::SourceNamespace => Vals::One(a.namespace),
             CondKey::SourcePrincipal => Vals::One(a.principal),
+            CondKey::SourceServiceAccount => {
+                sa_buf = a.service_account.map(|(n, s)| format!("{n}/{s}"));
+                Vals::One(sa_buf.as_deref())
+            }
             CondKey::AuthPrincipal => Vals::One(auth.map(|x| x.principal.as_str())),
             CondKey::AuthPresenter => {
                 Vals::One(auth.map(|x| x.presenter.as_str()).filter(|p| !p.is_empty()))

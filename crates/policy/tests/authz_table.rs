@@ -352,6 +352,25 @@ fn condition_keys() {
                 none.clone(),
                 "DENY",
             ),
+            // APC source.serviceAccount: `ns/sa` of the peer (needs mTLS).
+            c(
+                "APC source.serviceAccount",
+                w("source.serviceAccount", "values: [prod/frontend]"),
+                none.clone(),
+                "ALLOW",
+            ),
+            c(
+                "APC source.serviceAccount",
+                w("source.serviceAccount", "values: [prod/other]"),
+                none.clone(),
+                "DENY",
+            ),
+            c(
+                "APC source.serviceAccount",
+                w("source.serviceAccount", "values: [prod/frontend]"),
+                json!({"source": {"principal": null}}),
+                "DENY",
+            ),
             // APC request.auth.*.
             c(
                 "APC request.auth.principal",
