@@ -1533,7 +1533,8 @@ async fn sigterm_drains_open_connections_then_exits() {
     let server_cert = ca.issue("server", &id("foo", "db"));
     let pol = policy_dir(dir, "policies");
     let echo = echo_backend().await;
-    let (inb, admin) = (free_port(), free_port());
+    let web = http_backend("web").await;
+    let (inb, admin, web_in) = (free_port(), free_port(), free_port());
     let cfg = Cfg {
         ns: "foo",
         sa: "db",
@@ -1541,11 +1542,18 @@ async fn sigterm_drains_open_connections_then_exits() {
         bundles: vec![format!("{TD}={}", ca.root.display())],
         mesh: format!("{{ trustDomain: {TD} }}"),
         policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: echo,
-            protocol: "tcp",
-        }],
+        inbound: vec![
+            Inbound {
+                port: inb,
+                target: echo,
+                protocol: "tcp",
+            },
+            Inbound {
+                port: web_in,
+                target: web,
+                protocol: "http",
+            },
+        ],
         outbound: vec![],
         admin,
         extra: "timeouts: { drainMs: 5000 }\n",
@@ -1559,6 +1567,19 @@ async fn sigterm_drains_open_connections_then_exits() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"hello");
+
+    // An idle HTTP keep-alive connection (one request served).
+    let mut web_conn = TcpStream::connect(("127.0.0.1", web_in)).await.unwrap();
+    web_conn
+        .write_all(b"GET /k HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(3), web_conn.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"HTTP/1.1 200");
 
     let pid = proxy.child.id().to_string();
     let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -1581,8 +1602,16 @@ async fn sigterm_drains_open_connections_then_exits() {
         .unwrap();
     assert_eq!(&buf, b"world");
     assert!(proxy.alive());
+    // The idle HTTP connection is closed gracefully rather than held until the drain deadline.
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(2), web_conn.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "idle keep-alive connection not closed during drain"
+    );
 
-    // Once it closes, the proxy exits promptly and cleanly.
+    // Once the TCP connection closes, the proxy exits promptly and cleanly.
     drop(conn);
     let started = Instant::now();
     let mut status = None;

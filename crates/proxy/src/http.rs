@@ -75,7 +75,19 @@ where
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
     });
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let mut drain = shared.drain_signal();
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        // Shutting down: finish the request in flight, then close (HTTP/1.1 `Connection: close`,
+        // HTTP/2 GOAWAY) instead of holding the drain until its deadline.
+        _ = drain.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         // A client that simply went away mid-request is not misbehaving; parse errors, oversized
         // heads, header timeouts and HTTP/2 protocol errors are.
         let benign = e
