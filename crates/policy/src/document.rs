@@ -205,6 +205,7 @@ fn de<S: for<'de> Deserialize<'de> + Default>(
             } else {
                 "check the value's type against the Istio reference"
             };
+            // serde_path_to_error's path already ends with an unknown field's own name.
             let field = if path == "." { String::new() } else { path };
             Err(Problem::new(loc.at(field), msg).hint(hint))
         }

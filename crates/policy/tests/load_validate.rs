@@ -94,7 +94,7 @@ fn unknown_fields_name_file_document_and_path() {
     assert_eq!(ps.len(), 1, "{ps:?}");
     has(
         &ps,
-        "p.yaml:2:spec.rules[0].from[0].source",
+        "p.yaml:2:spec.rules[0].from[0].source.principal:",
         "unknown field `principal`",
     );
     // Inside a List the item index is part of the path.
@@ -102,7 +102,7 @@ fn unknown_fields_name_file_document_and_path() {
     let ps = problems(&l, &MeshConfig::default());
     has(
         &ps,
-        "p.yaml:1:items[0].spec.rules[0].to[0].operation",
+        "p.yaml:1:items[0].spec.rules[0].to[0].operation.method:",
         "unknown field `method`",
     );
     // Bad enum values are located too.
