@@ -13,6 +13,9 @@ use trustmesh_policy::{
 };
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 clean, 1 problems found (warnings included), 2 unreadable input."
+)]
 pub struct ValidateArgs {
     /// Policy YAML file or directory (repeatable); multi-document files and `kind: List` work.
     #[arg(long = "config", required = true, value_name = "DIR|FILE")]
@@ -34,7 +37,17 @@ pub enum Output {
     Text,
 }
 
+const REQUEST_HELP: &str = r#"The request is JSON (source.principal absent = plaintext peer, http absent = TCP,
+auth absent = no valid JWT):
+  {"destination": {"namespace": "prod", "labels": {"app": "reviews"}, "ip": "10.0.0.2", "port": 9080},
+   "source": {"principal": "spiffe://cluster.local/ns/prod/sa/frontend", "ip": "10.0.0.1", "remoteIp": "10.0.0.1"},
+   "connection": {"sni": "reviews.prod"},
+   "http": {"method": "GET", "path": "/api/v1", "host": "reviews:9080", "headers": {"x-token": "a"}},
+   "auth": {"principal": "https://issuer/sub", "audiences": ["a"], "presenter": "p", "claims": {"groups": ["x"]}}}
+Exit status: 0 when evaluated (whatever the decision), 2 on bad input."#;
+
 #[derive(clap::Args, Debug)]
+#[command(after_help = REQUEST_HELP)]
 pub struct CheckArgs {
     #[arg(long = "config", required = true, value_name = "DIR|FILE")]
     pub config: Vec<PathBuf>,
