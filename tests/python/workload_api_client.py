@@ -17,7 +17,7 @@ import time
 
 import grpc
 from cryptography.hazmat.primitives import serialization
-from spiffe import WorkloadApiClient
+from spiffe import JwtSvid, TrustDomain, WorkloadApiClient
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 
@@ -25,18 +25,31 @@ def b64(cert):
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
-def raw_code(socket, metadata, call):
+HEADER = [("workload.spiffe.io", "true")]
+
+
+def raw_code(socket, metadata, call, **kw):
     """Calls the API with a plain grpcio stub, to see status codes the library hides."""
     with grpc.insecure_channel(socket) as channel:
         stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
         try:
             if call == "x509":
                 next(iter(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=metadata, timeout=5)))
-            else:
-                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["test"]), metadata=metadata, timeout=5)
+            elif call == "jwt":
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(**kw), metadata=metadata, timeout=5)
+            elif call == "validate":
+                stub.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(**kw), metadata=metadata, timeout=5)
             return {"code": "OK", "details": ""}
         except grpc.RpcError as e:
             return {"code": e.code().name, "details": e.details()}
+
+
+def raw_jwt_bundle_keys(socket):
+    """Trust domains in the first FetchJWTBundles message, as sent on the wire."""
+    with grpc.insecure_channel(socket) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        first = next(iter(stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=HEADER, timeout=5)))
+        return sorted(first.bundles.keys())
 
 
 def main():
@@ -65,7 +78,27 @@ def main():
         "bundles": bundles,
         "fetch_x509_bundles": sorted(str(b.trust_domain) for b in only_bundles.bundles),
         "no_header": raw_code(socket, None, "x509"),
-        "jwt": raw_code(socket, [("workload.spiffe.io", "true")], "jwt"),
+    }
+
+    # JWT-SVIDs: fetched through the library, validated by the agent and, independently, by
+    # the library against the JWT bundle it fetched.
+    audience = "spiffe://cluster.local/ns/default/sa/backend"
+    jwt_svid = client.fetch_jwt_svid(audience={audience})
+    token = jwt_svid.token
+    validated = client.validate_jwt_svid(token, audience)
+    jwt_bundles = client.fetch_jwt_bundles()
+    local = jwt_bundles.get_bundle_for_trust_domain(TrustDomain("cluster.local"))
+    offline = JwtSvid.parse_and_validate(token, local, {audience})
+    out["jwt"] = {
+        "spiffe_id": str(jwt_svid.spiffe_id),
+        "validated_by_agent": str(validated.spiffe_id),
+        "validated_by_library": str(offline.spiffe_id),
+        "audience": sorted(offline.audience),
+        "bundle_domains": sorted(str(b.trust_domain) for b in jwt_bundles.bundles),
+        "raw_bundle_keys": raw_jwt_bundle_keys(socket),
+        "wrong_audience": raw_code(socket, HEADER, "validate", audience="someone-else", svid=token),
+        "no_audience": raw_code(socket, HEADER, "jwt", audience=[]),
+        "other_identity": raw_code(socket, HEADER, "jwt", audience=["x"], spiffe_id="spiffe://cluster.local/ns/prod/sa/db"),
     }
 
     if args.watch_seconds > 0:

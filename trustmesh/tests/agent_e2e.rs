@@ -56,7 +56,10 @@ struct Ca {
     proc_: Proc,
 }
 
+/// Arguments of `ca serve` for `ca_dir`, with a JWT authority key next to it (persisted, so a
+/// restarted CA keeps validating the JWT-SVIDs it minted).
 fn ca_args(ca_dir: &Path, jwks: &Path, listen: &str, bundle: &str) -> Vec<String> {
+    let jwt_key = ca_dir.with_extension("jwt-key.pem");
     [
         "ca",
         "serve",
@@ -74,6 +77,8 @@ fn ca_args(ca_dir: &Path, jwks: &Path, listen: &str, bundle: &str) -> Vec<String
         AUDIENCE,
         "--max-ttl",
         "1h",
+        "--jwt-authority-key",
+        jwt_key.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -206,7 +211,25 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
         "{}",
         r["no_header"]
     );
-    assert_eq!(r["jwt"]["code"], "UNIMPLEMENTED", "{}", r["jwt"]);
+    let jwt = &r["jwt"];
+    assert_eq!(jwt["spiffe_id"], ME);
+    assert_eq!(jwt["validated_by_agent"], ME);
+    assert_eq!(
+        jwt["validated_by_library"], ME,
+        "py-spiffe verified the signature with the JWT bundle"
+    );
+    assert_eq!(
+        jwt["audience"],
+        serde_json::json!(["spiffe://cluster.local/ns/default/sa/backend"])
+    );
+    assert_eq!(
+        jwt["bundle_domains"],
+        serde_json::json!(["cluster.local", "other.example"]),
+        "{jwt}"
+    );
+    assert_eq!(jwt["wrong_audience"]["code"], "INVALID_ARGUMENT", "{jwt}");
+    assert_eq!(jwt["no_audience"]["code"], "INVALID_ARGUMENT", "{jwt}");
+    assert_eq!(jwt["other_identity"]["code"], "PERMISSION_DENIED", "{jwt}");
     let streamed = r["streamed_leaves"].as_array().unwrap();
     assert_eq!(streamed.len(), 2, "the stream delivered a rotation: {r}");
 

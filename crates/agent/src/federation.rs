@@ -39,10 +39,14 @@ pub async fn run(peer: Federation, state: StateTx) {
                 Ok(b) if !b.x509_authorities.is_empty() => {
                     tracing::info!(trust_domain = %peer.trust_domain, roots = b.x509_authorities.len(), "federated bundle updated");
                     let roots = b.x509_authorities.clone();
+                    let jwt = b.jwt_authorities.clone();
                     state.send_if_modified(|snap| {
-                        let changed = snap.federated.get(&peer.trust_domain) != Some(&roots);
+                        let changed = snap.federated.get(&peer.trust_domain) != Some(&roots)
+                            || snap.federated_jwt.get(&peer.trust_domain) != Some(&jwt);
                         snap.federated
                             .insert(peer.trust_domain.clone(), roots.clone());
+                        snap.federated_jwt
+                            .insert(peer.trust_domain.clone(), jwt.clone());
                         changed
                     });
                     let mut next = roots;

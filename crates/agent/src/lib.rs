@@ -5,6 +5,7 @@
 pub mod config;
 pub mod federation;
 pub mod h2_authority;
+pub mod jwt;
 pub mod rotation;
 pub mod state;
 pub mod svid;
@@ -27,13 +28,19 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     for peer in cfg.federation.clone() {
         tokio::spawn(federation::run(peer, tx.clone()));
     }
-    let rotation = tokio::spawn(rotation::run(cfg.clone(), tx));
+    let rotation = tokio::spawn(rotation::run(cfg.clone(), tx.clone()));
     match &cfg.workload_api_socket {
         Some(path) => {
-            let result = workload_api::serve(path, rx).await;
+            // The JWT bundle is only needed by Workload API clients.
+            let jwt_bundle = tokio::spawn(jwt::poll_bundle(cfg.clone(), tx));
+            let result = workload_api::serve(path, rx, cfg.clone()).await;
             rotation.abort();
+            jwt_bundle.abort();
             result
         }
-        None => rotation.await.map_err(|e| format!("rotation task: {e}")),
+        None => {
+            drop(tx);
+            rotation.await.map_err(|e| format!("rotation task: {e}"))
+        }
     }
 }

@@ -28,18 +28,27 @@ fn jittered(fraction: f64) -> f64 {
     (fraction + rand::thread_rng().gen_range(-0.01..0.01)).clamp(0.01, 0.99)
 }
 
-/// Asks the CA for a new SVID with a fresh key.
-pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, String> {
+/// Where the CA is and how to verify it.
+pub fn ca_endpoint(cfg: &Config) -> Result<CaEndpoint, String> {
     let root_pem = std::fs::read(&cfg.ca_root_cert)
         .map_err(|e| format!("reading CA root {}: {e}", cfg.ca_root_cert.display()))?;
-    // The token is re-read on every call: the kubelet rotates projected tokens in place.
+    Ok(CaEndpoint {
+        address: cfg.ca_address.clone(),
+        root_pem,
+        server_name: cfg.ca_server_name.clone(),
+    })
+}
+
+/// The credentials for a CA call: the token (re-read on every call: the kubelet rotates
+/// projected tokens in place) and, while valid, the current SVID as client certificate.
+pub fn credentials(cfg: &Config, current: Option<&Svid>) -> Result<Credentials, String> {
     let bearer_token = match &cfg.token_file {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
             Ok(_) => None,
             Err(e) if current.is_some() => {
                 tracing::warn!(
-                    "token file {}: {e}; renewing with the current certificate",
+                    "token file {}: {e}; using the current certificate",
                     p.display()
                 );
                 None
@@ -57,17 +66,18 @@ pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, String>
     if bearer_token.is_none() && client_cert.is_none() {
         return Err("no credentials: no token file configured/readable and no valid certificate to renew with".into());
     }
-    let key = svid::new_key()?;
-    let csr = svid::csr_pem(&key, &cfg.spiffe_id)?;
-    let endpoint = CaEndpoint {
-        address: cfg.ca_address.clone(),
-        root_pem,
-        server_name: cfg.ca_server_name.clone(),
-    };
-    let creds = Credentials {
+    Ok(Credentials {
         bearer_token,
         client_cert,
-    };
+    })
+}
+
+/// Asks the CA for a new SVID with a fresh key.
+pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, String> {
+    let endpoint = ca_endpoint(cfg)?;
+    let creds = credentials(cfg, current)?;
+    let key = svid::new_key()?;
+    let csr = svid::csr_pem(&key, &cfg.spiffe_id)?;
     let chain = create_certificate(&endpoint, &creds, csr, cfg.ttl)
         .await
         .map_err(|s| format!("CA refused ({:?}): {}", s.code(), s.message()))?;

@@ -15,6 +15,10 @@ pub struct Snapshot {
     pub svid: Option<Arc<Svid>>,
     /// Roots of federated trust domains, by domain (the local roots travel with the SVID).
     pub federated: BTreeMap<TrustDomain, Vec<CertificateDer<'static>>>,
+    /// The local trust domain's JWT bundle (JWK Set JSON), once fetched from the CA.
+    pub local_jwt_bundle: Option<Vec<u8>>,
+    /// JWT authorities (JWKs) of federated trust domains.
+    pub federated_jwt: BTreeMap<TrustDomain, Vec<serde_json::Value>>,
 }
 
 pub type StateTx = watch::Sender<Snapshot>;

@@ -11,12 +11,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::config::Config;
+use crate::jwt::{self, TokenCache};
 use crate::pb::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
 use crate::pb::*;
 use crate::state::{Snapshot, StateRx};
@@ -25,13 +28,12 @@ use crate::state::{Snapshot, StateRx};
 /// confused proxy from being tricked into calling the API on a workload's behalf.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 
-const JWT_UNIMPLEMENTED: &str = "JWT-SVIDs are not issued by this agent: trustmesh's CA has no \
-     JWT authority for the trust domain yet; use X.509-SVIDs (FetchX509SVID)";
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 pub struct WorkloadApi {
     state: StateRx,
+    cfg: Arc<Config>,
+    jwt_cache: TokenCache,
 }
 
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
@@ -142,7 +144,28 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&req)?;
-        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+        let body = req.into_inner();
+        if body.audience.is_empty() || body.audience.iter().any(|a| a.is_empty()) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let ours = &self.cfg.spiffe_id;
+        if !body.spiffe_id.is_empty() && body.spiffe_id != ours.as_str() {
+            return Err(Status::permission_denied(format!(
+                "no identity issued for {}: this workload is {ours}",
+                body.spiffe_id
+            )));
+        }
+        let token = self
+            .jwt_cache
+            .get(&self.cfg, &self.state, &body.audience)
+            .await?;
+        Ok(Response::new(JwtsvidResponse {
+            svids: vec![Jwtsvid {
+                spiffe_id: ours.to_string(),
+                svid: token,
+                hint: String::new(),
+            }],
+        }))
     }
 
     async fn fetch_jwt_bundles(
@@ -150,7 +173,23 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&req)?;
-        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+        let local = self.cfg.trust_domain.clone();
+        let mut last: Option<JwtBundlesResponse> = None;
+        let stream = WatchStream::new(self.state.clone()).filter_map(move |snap| {
+            let bundles = jwt::bundles(&snap, &local)?;
+            let item = JwtBundlesResponse {
+                bundles: bundles
+                    .into_iter()
+                    .map(|(td, b)| (td_key(&td), b))
+                    .collect(),
+            };
+            if last.as_ref() == Some(&item) {
+                return None;
+            }
+            last = Some(item.clone());
+            Some(Ok(item))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn validate_jwtsvid(
@@ -158,12 +197,27 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&req)?;
-        Err(Status::unimplemented(JWT_UNIMPLEMENTED))
+        let body = req.into_inner();
+        if body.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if body.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let bundles =
+            jwt::bundles(&self.state.borrow(), &self.cfg.trust_domain).ok_or_else(|| {
+                Status::unavailable("the JWT bundle has not been fetched from the CA yet")
+            })?;
+        let (id, claims) = jwt::validate(&body.svid, &body.audience, &bundles)?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: id.to_string(),
+            claims: Some(jwt::to_struct(claims)),
+        }))
     }
 }
 
 /// Binds `path` (replacing a stale socket from a previous run) and serves until the task ends.
-pub async fn serve(path: &Path, state: StateRx) -> Result<(), String> {
+pub async fn serve(path: &Path, state: StateRx, cfg: Arc<Config>) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -178,7 +232,11 @@ pub async fn serve(path: &Path, state: StateRx) -> Result<(), String> {
     let incoming =
         UnixListenerStream::new(listener).map(|conn| conn.map(crate::h2_authority::wrap));
     tonic::transport::Server::builder()
-        .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { state }))
+        .add_service(SpiffeWorkloadApiServer::new(WorkloadApi {
+            state,
+            cfg,
+            jwt_cache: TokenCache::default(),
+        }))
         .serve_with_incoming(incoming)
         .await
         .map_err(|e| format!("Workload API server: {e}"))
