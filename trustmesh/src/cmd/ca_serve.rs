@@ -73,6 +73,12 @@ pub fn run(a: Args) -> ExitCode {
             ),
         );
     }
+    if a.jwt_issuers.is_empty() {
+        tracing::warn!(
+            "no --jwt-issuer configured: only callers presenting a valid client certificate \
+             (renewals) can obtain certificates"
+        );
+    }
     let mut ca = match CertificateAuthority::load(&a.ca) {
         Ok(ca) => ca,
         Err(e) => return super::fail(1, format!("loading CA: {e}")),
