@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -228,6 +229,10 @@ pub async fn serve(path: &Path, state: StateRx, cfg: Arc<Config>) -> Result<(), 
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    // Anyone who can reach the socket may connect; access is decided by the folder holding it
+    // (the umask would otherwise lock out a workload running under another user).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // Every connection goes through the `:authority` shim so gRPC-core clients work.
     let incoming =
         UnixListenerStream::new(listener).map(|conn| conn.map(crate::h2_authority::wrap));

@@ -139,6 +139,8 @@ pub async fn start(
     let incoming = crate::tls::accept_tls(listener, Arc::new(grpc_tls));
     let grpc = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            // A request that takes this long is stuck; free its resources.
+            .timeout(Duration::from_secs(30))
             .add_service(IstioCertificateServiceServer::new(service.clone()))
             .add_service(JwtSvidServiceServer::new(service))
             .serve_with_incoming(ReceiverStream::new(incoming))
