@@ -521,3 +521,51 @@ fn jwks_is_fetched_over_https() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// grpcio (gRPC C-core, as used by many non-Go clients) calls `CreateCertificate` over TLS with
+/// a hand-encoded request: wire compatibility with Istio's field numbers, not with our own stubs.
+#[test]
+fn grpcio_client_gets_a_certificate() {
+    let f = fixture();
+    let run = |sa: &str, ttl: u64| -> serde_json::Value {
+        let (_, csr) = csr_for(&format!("spiffe://cluster.local/ns/default/sa/{sa}"));
+        let csr_file = f.dir.path().join(format!("{sa}.csr"));
+        std::fs::write(&csr_file, csr).unwrap();
+        let token_file = f.dir.path().join("token");
+        std::fs::write(&token_file, f.issuer.token("default", "sleep")).unwrap();
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/python/ca_client.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(f.ca.address.trim_start_matches("https://"))
+            .arg(f.dir.path().join("cacerts/root-cert.pem"))
+            .arg("trustmesh-ca")
+            .arg(&token_file)
+            .arg(&csr_file)
+            .arg(ttl.to_string())
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "grpcio client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ok = run("sleep", 600);
+    assert_eq!(ok["code"], "OK", "{ok}");
+    let chain: Vec<String> = ok["cert_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        f.verify(&chain),
+        "spiffe://cluster.local/ns/default/sa/sleep"
+    );
+    let denied = run("other", 600);
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    let too_long = run("sleep", 7200);
+    assert_eq!(too_long["code"], "INVALID_ARGUMENT", "{too_long}");
+}
