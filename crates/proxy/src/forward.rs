@@ -65,8 +65,16 @@ pub async fn forward(
     shared: &Arc<Shared>,
     ctx: &ConnCtx,
     own_id: &str,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let h2 = ctx.app_protocol == crate::config::AppProtocol::Http2;
+    // Upgrades only toward an HTTP/1.1 app (HTTP/2 has no Upgrade mechanism).
+    let upgrade = if h2 {
+        None
+    } else {
+        crate::upgrade::requested(&req)
+    };
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
         parts
@@ -75,8 +83,10 @@ pub async fn forward(
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
     });
-    let h2 = ctx.app_protocol == crate::config::AppProtocol::Http2;
     strip_hop_by_hop(&mut parts.headers, h2);
+    if let Some(p) = &upgrade {
+        crate::upgrade::restore(&mut parts.headers, p);
+    }
     // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
     // to the app by sending its own XFCC.
     parts.headers.remove(XFCC);
@@ -116,9 +126,25 @@ pub async fn forward(
     };
     let upstream = Request::from_parts(parts, body);
     match client.request(upstream).await {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let accepted = match (switching, client_upgrade) {
+                (true, Some(client)) => {
+                    let app = hyper::upgrade::on(&mut resp);
+                    let idle = shared.current().config.timeouts.tcp_idle();
+                    crate::upgrade::tunnel(client, app, idle);
+                    resp.headers().get(http::header::UPGRADE).cloned()
+                }
+                (true, None) => {
+                    return text(StatusCode::BAD_GATEWAY, "app switched protocols unasked");
+                }
+                _ => None,
+            };
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, false);
+            if let Some(p) = &accepted {
+                crate::upgrade::restore(&mut parts.headers, p);
+            }
             Response::from_parts(parts, body.boxed())
         }
         Err(e) => {

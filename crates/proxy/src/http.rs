@@ -75,7 +75,7 @@ where
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let mut drain = shared.drain_signal();
     let result = tokio::select! {

@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod state;
 pub mod tcp;
 pub mod tls;
+pub mod upgrade;
 
 pub use config::ProxyConfig;
 pub use run::{run, start, Bound};

@@ -1,0 +1,167 @@
+//! HTTP/1.1 upgrades (WebSocket-style) through an inbound HTTP listener: authorized like any
+//! request, then tunnelled both ways; a denied upgrade never reaches the app.
+
+use std::net::TcpListener as StdListener;
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_pki(dir: &Path) {
+    let root_key = KeyPair::generate().unwrap();
+    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = Issuer::new(root, root_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.subject_alt_names = vec![SanType::URI(
+        "spiffe://cluster.local/ns/foo/sa/db".try_into().unwrap(),
+    )];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
+    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+}
+
+/// Answers an upgrade request with 101, then echoes bytes; counts how many requests it saw.
+async fn upgrading_backend(seen: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = ln.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let lower = head.to_ascii_lowercase();
+                if !(lower.contains("upgrade: websocket") && lower.contains("connection: upgrade"))
+                {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+/// Reads an HTTP head (up to the blank line), bounded in size and time.
+async fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let fut = async {
+        for _ in 0..16_384 {
+            if s.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+            if head.ends_with(b"\r\n\r\n") {
+                return Some(String::from_utf8_lossy(&head).to_string());
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_is_authorized_then_tunnelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_pki(dir);
+    std::fs::create_dir(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("policies/deny.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: no-admin, namespace: foo }\nspec:\n  action: DENY\n  rules:\n  - to: [ { operation: { paths: [\"/admin/*\"] } } ]\n",
+    )
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = upgrading_backend(seen.clone()).await;
+    let inb = free_port();
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"workload: {{ namespace: foo, serviceAccount: db }}
+certs: {{ key: key.pem, certChain: cert-chain.pem }}
+trustBundles: [ "cluster.local=root-cert.pem" ]
+mesh: {{ trustDomain: cluster.local }}
+policyDir: policies
+inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]
+"#
+        ),
+    )
+    .unwrap();
+    trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+
+    let upgrade_req = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+
+    // Allowed: 101, then bytes flow both ways through the tunnel.
+    let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    s.write_all(upgrade_req("/chat").as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await.expect("response head");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [&b"hello"[..], b"second frame"] {
+        s.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut buf))
+            .await
+            .expect("echo through the tunnel")
+            .unwrap();
+        assert_eq!(buf, msg);
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Denied by policy: 403, and the app never sees the request.
+    let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    s.write_all(upgrade_req("/admin/ws").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await.expect("response head");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
