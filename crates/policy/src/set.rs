@@ -216,7 +216,7 @@ fn compile_peer(
     if !spec.port_level_mtls.is_empty() && !has_selector {
         report.problems.push(
             Problem::new(loc.at("portLevelMtls"), "portLevelMtls requires a workload selector")
-                .hint("add selector.matchLabels for the workload whose ports these are; Istio ignores port-level settings in namespace- or mesh-wide policies"),
+                .hint("add selector.matchLabels for the workload whose ports these are; Istio rejects port-level settings in namespace- or mesh-wide policies"),
         );
     }
     for port in spec.port_level_mtls.keys() {
