@@ -21,6 +21,47 @@
 //!
 //! Dry-run policies (`istio.io/dry-run: "true"`) are reported by `evaluate` but never enforced.
 //!
+//! ```
+//! use trustmesh_policy::{MeshConfig, PolicySet, Request, Verdict, Workload, MtlsMode};
+//!
+//! let mesh = MeshConfig::from_yaml_str(
+//!     "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa.opa.svc, port: 9191}\n",
+//! ).unwrap();
+//! let yaml = r#"
+//! apiVersion: security.istio.io/v1
+//! kind: PeerAuthentication
+//! metadata: {name: default, namespace: istio-system}
+//! spec: {mtls: {mode: STRICT}}
+//! ---
+//! apiVersion: security.istio.io/v1
+//! kind: AuthorizationPolicy
+//! metadata: {name: ext, namespace: prod}
+//! spec: {action: CUSTOM, provider: {name: opa}, rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]}
+//! ---
+//! apiVersion: security.istio.io/v1
+//! kind: AuthorizationPolicy
+//! metadata: {name: frontend-only, namespace: prod}
+//! spec:
+//!   selector: {matchLabels: {app: reviews}}
+//!   rules: [{from: [{source: {principals: [cluster.local/ns/prod/sa/frontend]}}]}]
+//! "#;
+//! let (set, _notices) = PolicySet::from_yaml_str("policies.yaml", yaml, &mesh).unwrap();
+//!
+//! let reviews = Workload::new("prod", &[("app", "reviews")]);
+//! assert_eq!(set.mtls_mode(&reviews, 9080).0, MtlsMode::Strict);
+//!
+//! let req: Request = serde_json::from_value(serde_json::json!({
+//!     "destination": {"namespace": "prod", "labels": {"app": "reviews"}, "port": 9080},
+//!     "source": {"principal": "spiffe://cluster.local/ns/prod/sa/frontend"},
+//!     "http": {"method": "GET", "path": "/admin/users", "host": "reviews"}
+//! })).unwrap();
+//! // Proxy hot path: the CUSTOM policy matches, so ask the external authorizer first...
+//! let d = set.evaluate_authz_only(&req);
+//! assert_eq!(d.decision, Verdict::Custom { provider: "opa".into(), policy: "prod/ext".into() });
+//! // ...and when it allows, finish with DENY -> ALLOW.
+//! assert_eq!(set.evaluate_after_custom(&req).decision, Verdict::Allow);
+//! ```
+//!
 //! # Interpretations worth knowing
 //! - Scope: an AuthorizationPolicy applies to workloads of its namespace whose labels include
 //!   its `selector.matchLabels`; in the root namespace it applies mesh-wide (with a selector: to
