@@ -26,7 +26,8 @@ impl PeerPolicy {
         self.selector.as_ref().is_some_and(|s| !s.is_empty())
     }
     fn order_key(&self) -> (bool, &str, &str) {
-        // Policies without a timestamp sort after those with one (treated as newest).
+        // Policies without a timestamp sort after those with one (treated as newest). The
+        // API server writes creationTimestamp as UTC RFC 3339 (`...Z`), which sorts as text.
         let ts = self.created.as_deref().unwrap_or("");
         (ts.is_empty(), ts, &self.name)
     }
