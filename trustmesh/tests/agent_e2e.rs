@@ -202,6 +202,12 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
         serde_json::json!([peer_root]),
         "federated bundle served"
     );
+    // ...and written as a file a sidecar's trustBundles directory can follow.
+    let written = std::fs::read(out.join("federated/other.example.pem")).expect("federated file");
+    assert_eq!(
+        certs_from_pem(&written).unwrap(),
+        certs_from_pem(&std::fs::read(peer_dir.join("root-cert.pem")).unwrap()).unwrap()
+    );
     assert_eq!(
         r["fetch_x509_bundles"],
         serde_json::json!(["cluster.local", "other.example"])

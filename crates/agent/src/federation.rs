@@ -1,6 +1,9 @@
 //! Federated trust domains: each peer's SPIFFE bundle is fetched from its bundle endpoint and
-//! served to workloads next to the local roots.
+//! served to workloads next to the local roots, and written to `<output_dir>/federated/<td>.pem`
+//! so a sidecar that reads its trust bundles from files (`trustBundles: [<output_dir>/federated/]`)
+//! follows the peer's roots too.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ const RETRY: Duration = Duration::from_secs(5);
 /// Polls one peer forever. The endpoint is authenticated with `root_cert` (the peer's initial
 /// bundle, per the `https_spiffe` profile's bootstrap); once fetched, the peer's current roots
 /// authenticate later fetches as well, so the peer can rotate its root.
-pub async fn run(peer: Federation, state: StateTx) {
+pub async fn run(peer: Federation, output_dir: PathBuf, state: StateTx) {
     let mut anchors = match std::fs::read(&peer.root_cert)
         .map_err(|e| e.to_string())
         .and_then(|p| certs_from_pem(&p).map_err(|e| e.to_string()))
@@ -40,6 +43,9 @@ pub async fn run(peer: Federation, state: StateTx) {
                     tracing::info!(trust_domain = %peer.trust_domain, roots = b.x509_authorities.len(), "federated bundle updated");
                     let roots = b.x509_authorities.clone();
                     let jwt = b.jwt_authorities.clone();
+                    if let Err(e) = write_roots(&output_dir, &peer.trust_domain, &roots) {
+                        tracing::warn!(trust_domain = %peer.trust_domain, "writing federated roots: {e}");
+                    }
                     state.send_if_modified(|snap| {
                         let changed = snap.federated.get(&peer.trust_domain) != Some(&roots)
                             || snap.federated_jwt.get(&peer.trust_domain) != Some(&jwt);
@@ -77,4 +83,21 @@ pub async fn run(peer: Federation, state: StateTx) {
         };
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Writes a peer's roots as `<dir>/federated/<td>.pem`, atomically and only when they changed
+/// (a rewrite with equal content would still make file watchers reload).
+fn write_roots(
+    dir: &Path,
+    td: &trustmesh_identity::TrustDomain,
+    roots: &[rustls_pki_types::CertificateDer<'static>],
+) -> std::io::Result<()> {
+    let folder = dir.join("federated");
+    std::fs::create_dir_all(&folder)?;
+    let path = folder.join(format!("{td}.pem"));
+    let pem = trustmesh_identity::pem::certs_to_pem(roots);
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(pem.as_str()) {
+        return Ok(());
+    }
+    crate::svid::write_atomic(&path, pem.as_bytes(), 0o644)
 }

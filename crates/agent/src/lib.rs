@@ -26,7 +26,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let cfg = Arc::new(cfg);
     let (tx, rx) = state::channel();
     for peer in cfg.federation.clone() {
-        tokio::spawn(federation::run(peer, tx.clone()));
+        tokio::spawn(federation::run(peer, cfg.output_dir.clone(), tx.clone()));
     }
     let rotation = tokio::spawn(rotation::run(cfg.clone(), tx.clone()));
     match &cfg.workload_api_socket {
