@@ -21,8 +21,8 @@ fn quickstart_tour_passes_and_cleans_up() {
     // Every step printed a verdict and none failed.
     let passes = stdout.matches("[PASS]").count();
     assert!(
-        passes >= 14,
-        "expected at least 14 passing steps, saw {passes}:\n{stdout}"
+        passes >= 15,
+        "expected at least 15 passing steps, saw {passes}:\n{stdout}"
     );
     assert!(!stdout.contains("[FAIL]"), "{stdout}");
     assert!(
@@ -131,6 +131,44 @@ fn keep_running_then_ctrl_c_cleans_up() {
     assert_eq!(modes.len(), 1, "{r}");
     assert_eq!(modes[0]["mode"], "STRICT");
     assert_eq!(modes[0]["policy"], "istio-system/default");
+
+    // `authz check` against the live sidecar evaluates exactly what it has loaded; the
+    // destination defaults to the sidecar's own workload and port.
+    let authz = |request: &str| -> serde_json::Value {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+            .args(["authz", "check", "--admin", reviews_admin, "--request", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run authz check");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("authz check JSON")
+    };
+    let no_token = authz(
+        r#"{"source":{"principal":"spiffe://team-a.gke.local/ns/bookinfo/sa/frontend"},
+            "http":{"method":"GET","path":"/api/reviews","host":"reviews"}}"#,
+    );
+    assert_eq!(no_token["decision"], "DENY", "{no_token}");
+    assert_eq!(
+        no_token["policies"][0]["name"],
+        "bookinfo/reviews-api-needs-jwt"
+    );
+    let federated = authz(
+        r#"{"source":{"principal":"spiffe://team-b.eks.local/ns/analytics/sa/reporter"},
+            "http":{"method":"GET","path":"/reviews/1","host":"reviews"}}"#,
+    );
+    assert_eq!(federated["decision"], "ALLOW", "{federated}");
+    let plaintext = authz(r#"{"http":{"method":"GET","path":"/reviews/1","host":"reviews"}}"#);
+    assert_eq!(plaintext["decision"], "DENY", "{plaintext}");
+    assert_eq!(plaintext["mtlsMode"], "STRICT");
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

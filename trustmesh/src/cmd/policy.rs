@@ -49,10 +49,20 @@ Exit status: 0 when evaluated (whatever the decision), 2 on bad input."#;
 #[derive(clap::Args, Debug)]
 #[command(after_help = REQUEST_HELP)]
 pub struct CheckArgs {
-    #[arg(long = "config", required = true, value_name = "DIR|FILE")]
+    /// Policy YAML file or directory (repeatable).
+    #[arg(
+        long = "config",
+        required_unless_present = "admin",
+        value_name = "DIR|FILE"
+    )]
     pub config: Vec<PathBuf>,
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "admin")]
     pub mesh: Option<PathBuf>,
+    /// Ask a running sidecar instead: evaluate against exactly the policies and mesh config it
+    /// has loaded (its admin address). The request's destination defaults to that sidecar's
+    /// workload and first inbound port.
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    pub admin: Option<String>,
     /// Request description as JSON, or `-` for stdin.
     #[arg(long, value_name = "FILE|-")]
     pub request: String,
@@ -112,7 +122,9 @@ pub fn authz(c: AuthzCommand) -> ExitCode {
     }
 }
 
-fn read_request(src: &str) -> Result<Request, String> {
+/// Reads the request JSON; fields of `destination` it leaves out are taken from `defaults`
+/// (used with `--admin`, where the destination is the sidecar's own workload).
+fn read_request(src: &str, defaults: &serde_json::Value) -> Result<Request, String> {
     let text = if src == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -122,31 +134,37 @@ fn read_request(src: &str) -> Result<Request, String> {
     } else {
         std::fs::read_to_string(src).map_err(|e| format!("{src}: cannot read: {e}"))?
     };
-    serde_json::from_str(&text).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{src}: invalid request JSON: {e}"))?;
+    if let (Some(defaults), Some(req)) = (defaults.as_object(), value.as_object_mut()) {
+        let dest = req
+            .entry("destination")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(dest) = dest.as_object_mut() {
+            for (k, v) in defaults {
+                if !v.is_null() {
+                    dest.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
         format!("{src}: invalid request JSON: {e} (hint: see `trustmesh authz check --help`; fields: destination{{namespace,labels,ip,port}}, source{{principal,ip,remoteIp}}, connection{{sni}}, http{{method,path,host,headers}}, auth{{principal,audiences,presenter,claims}})")
     })
 }
 
 fn check(a: CheckArgs) -> ExitCode {
-    let mesh = match mesh(a.mesh.as_deref()) {
-        Ok(m) => m,
-        Err((_, e)) => return super::fail(2, e),
+    let (set, defaults) = match &a.admin {
+        Some(addr) => match from_sidecar(addr) {
+            Ok(x) => x,
+            Err(e) => return super::fail(2, e),
+        },
+        None => match from_files(&a) {
+            Ok(set) => (set, serde_json::Value::Null),
+            Err(e) => return super::fail(2, e),
+        },
     };
-    let set = match PolicySet::load(&a.config, &mesh) {
-        Ok((set, notices)) => {
-            for n in notices {
-                eprintln!("note: {n}");
-            }
-            set
-        }
-        Err(e) => {
-            return super::fail(
-                2,
-                format!("{e}\n(hint: run `trustmesh validate --config ...` for details)"),
-            )
-        }
-    };
-    let req = match read_request(&a.request) {
+    let req = match read_request(&a.request, &defaults) {
         Ok(r) => r,
         Err(e) => return super::fail(2, e),
     };
@@ -159,6 +177,60 @@ fn check(a: CheckArgs) -> ExitCode {
         Output::Text => print!("{}", text(&req, &d)),
     }
     ExitCode::SUCCESS
+}
+
+fn from_files(a: &CheckArgs) -> Result<PolicySet, String> {
+    let mesh = mesh(a.mesh.as_deref()).map_err(|(_, e)| e)?;
+    match PolicySet::load(&a.config, &mesh) {
+        Ok((set, notices)) => {
+            for n in notices {
+                eprintln!("note: {n}");
+            }
+            Ok(set)
+        }
+        Err(e) => Err(format!(
+            "{e}\n(hint: run `trustmesh validate --config ...` for details)"
+        )),
+    }
+}
+
+/// Rebuilds the policy set a running sidecar has loaded, from its `/config_dump`: the same
+/// documents and mesh config, evaluated by the same engine, so the answer is the sidecar's.
+/// Returns it with the destination defaults (the sidecar's workload and first inbound port).
+fn from_sidecar(addr: &str) -> Result<(PolicySet, serde_json::Value), String> {
+    let dump = super::admin_client::get_json(addr, "/config_dump")?;
+    let mesh_yaml = serde_json::to_string(&dump["mesh"]).map_err(|e| e.to_string())?;
+    let mesh = MeshConfig::from_yaml_str(&mesh_yaml)
+        .map_err(|e| format!("{addr}: mesh config in /config_dump: {e}"))?;
+    // One source per file, documents in their original order, so names and locations in the
+    // explanation match the files on the sidecar's disk.
+    let mut sources: Vec<load::SourceText> = Vec::new();
+    for d in dump["policies"]["documents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let file = d["file"].as_str().unwrap_or("(sidecar)").to_string();
+        let doc = serde_yaml::to_string(&d["document"]).map_err(|e| e.to_string())?;
+        match sources.iter_mut().find(|s| s.file == file) {
+            Some(s) => {
+                s.text.push_str("---\n");
+                s.text.push_str(&doc);
+            }
+            None => sources.push(load::SourceText { file, text: doc }),
+        }
+    }
+    let set = match PolicySet::from_sources(&sources, &mesh) {
+        Ok((set, _notices)) => set,
+        Err(e) => return Err(format!("{addr}: policies in /config_dump: {e}")),
+    };
+    let port = dump["config"]["inbound"][0]["targetPort"].clone();
+    let defaults = serde_json::json!({
+        "namespace": dump["policies"]["workload"]["namespace"],
+        "labels": dump["policies"]["workload"]["labels"],
+        "port": port,
+    });
+    Ok((set, defaults))
 }
 
 /// A short explanation a person can act on: decision, why, the mTLS mode, then each policy.
