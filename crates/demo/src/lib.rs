@@ -87,6 +87,9 @@ async fn session(
     progress(&format!("mesh up: {} processes", sup.count()));
     let mut report = tour::Report::default();
     tour::run(&mesh, &mut report).await?;
+    // A process that died during the tour is a failure even if no step noticed it.
+    let alive = sup.check_alive();
+    report.record_alive(sup.count(), alive.as_ref().err().map(|e| format!("{e:#}")));
     report.print_summary();
     println!("  tour took {:.1}s", started.elapsed().as_secs_f64());
     Ok((report.all_ok(), mesh))

@@ -127,10 +127,30 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A free loopback port: bind to port 0 and let the kernel choose. The port is released before
-/// the child binds it; on a loopback-only demo the window for a collision is negligible, and a
-/// collision is reported by the child as a clear bind error.
+/// A free loopback port for a child to listen on.
+///
+/// The port is probed here and bound by the child a moment later, so it must not be one the
+/// kernel could hand out in between: ports from `bind(0)` and outgoing connections come from the
+/// ephemeral range (32768-60999 by default on Linux), so a port from there can be taken by any
+/// connection in that window. Ports are taken instead from 20000-32767, starting at a point
+/// derived from this process's id (two quickstarts side by side start far apart), and each
+/// candidate is checked with a bind.
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(l.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 32767 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 256) * 48,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {LOW}-32767")
 }

@@ -35,6 +35,18 @@ impl Report {
         });
     }
 
+    /// The last step: every CA server, agent and sidecar is still running.
+    pub fn record_alive(&mut self, processes: usize, died: Option<String>) {
+        let ok = died.is_none();
+        println!("\n== Health");
+        self.record(
+            "every CA server, agent and sidecar still running",
+            &format!("{processes} processes alive"),
+            died.unwrap_or_else(|| format!("{processes} processes alive")),
+            ok,
+        );
+    }
+
     pub fn all_ok(&self) -> bool {
         !self.steps.is_empty() && self.steps.iter().all(|s| s.ok)
     }
