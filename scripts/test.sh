@@ -8,4 +8,4 @@ if ! python3 -c 'import jwt, grpc, grpc_tools, spiffe, cryptography' 2>/dev/null
     python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"
