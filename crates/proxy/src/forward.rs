@@ -52,13 +52,24 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
 /// Envoy's XFCC element for a verified peer: `By` (us), `Hash` (SHA-256 of the peer leaf), `URI`.
 pub fn xfcc_value(own_id: &str, ctx: &ConnCtx) -> Option<HeaderValue> {
     let peer = ctx.peer.as_ref()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &peer.leaf);
-    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     HeaderValue::from_str(&format!(
-        "By={own_id};Hash={hash};Subject=\"\";URI={}",
-        peer.id
+        "By={own_id};Hash={};Subject=\"\";URI={}",
+        peer.leaf_sha256, peer.id
     ))
     .ok()
+}
+
+/// Lower-case hex SHA-256 of `der`.
+pub fn sha256_hex(der: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 pub async fn forward(

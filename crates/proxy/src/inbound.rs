@@ -26,8 +26,9 @@ use crate::state::Shared;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub id: SpiffeId,
-    /// DER of the peer's leaf, for the XFCC `Hash=` element.
-    pub leaf: Vec<u8>,
+    /// Hex SHA-256 of the peer's leaf (the XFCC `Hash=` element), computed once per connection
+    /// rather than on every request it carries.
+    pub leaf_sha256: String,
 }
 
 /// What is known about an inbound connection once its transport is settled.
@@ -208,7 +209,7 @@ fn peer_of(shared: &Shared, conn: &rustls::ServerConnection) -> Option<Peer> {
             .ok()?;
     Some(Peer {
         id: svid.id,
-        leaf: certs.first()?.as_ref().to_vec(),
+        leaf_sha256: crate::forward::sha256_hex(certs.first()?.as_ref()),
     })
 }
 
