@@ -15,13 +15,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
+    super::init_logging();
     let cfg = match Config::load(&a.config) {
         Ok(c) => c,
         Err(e) => return super::fail(2, e),
@@ -39,22 +33,7 @@ pub fn run(a: Args) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => super::fail(1, e),
             },
-            _ = shutdown_signal() => ExitCode::SUCCESS,
+            _ = super::shutdown_signal() => ExitCode::SUCCESS,
         }
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -56,13 +56,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
+    super::init_logging();
     if a.jwt_issuers.len() != a.jwks.len() {
         return super::fail(
             2,
@@ -143,22 +137,7 @@ pub fn run(a: Args) -> ExitCode {
         }
         tokio::select! {
             _ = running.wait() => super::fail(1, "CA server stopped unexpectedly"),
-            _ = shutdown_signal() => ExitCode::SUCCESS,
+            _ = super::shutdown_signal() => ExitCode::SUCCESS,
         }
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

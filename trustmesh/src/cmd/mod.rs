@@ -18,3 +18,32 @@ pub fn fail(code: u8, err: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {err}");
     ExitCode::from(code)
 }
+
+/// Diagnostics for the long-running commands (proxy, agent, CA server): to stderr, filtered by
+/// `RUST_LOG` (default `info`), coloured only for a person at a terminal, never into log files.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}
+
+/// Resolves on SIGTERM (how process supervisors stop a service) or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
