@@ -1259,3 +1259,59 @@ async fn federation_follows_the_bundle_directory() {
     .await
     .unwrap_or_else(|| panic!("partner still accepted: {}", proxy.logs()));
 }
+
+/// An idle HTTP/1.1 keep-alive connection stays usable well past 10 s (the sidecar once closed it
+/// at 10 s, failing requests that client pools sent on connections they considered alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", TD);
+    let server_cert = ca.issue("server", &id("foo", "httpbin"));
+    let pol = policy_dir(dir, "policies");
+    let backend = http_backend("httpbin").await;
+    let (port, admin) = (free_port(), free_port());
+    let cfg = Cfg {
+        ns: "foo",
+        sa: "httpbin",
+        cert: &server_cert,
+        bundles: vec![format!("{TD}={}", ca.root.display())],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: &pol,
+        inbound: vec![Inbound {
+            port,
+            target: backend,
+            protocol: "http",
+        }],
+        outbound: vec![],
+        admin,
+        extra: "",
+    };
+    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+
+    // PERMISSIVE (no PeerAuthentication): plaintext HTTP/1.1 on one connection.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut ask = async |path: &str| -> String {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: httpbin\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("(closed)")
+            .to_string()
+    };
+    assert_eq!(ask("/first").await, "HTTP/1.1 200 OK", "{}", proxy.logs());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        ask("/after-12s-idle").await,
+        "HTTP/1.1 200 OK",
+        "{}",
+        proxy.logs()
+    );
+}

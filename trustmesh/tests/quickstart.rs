@@ -187,7 +187,11 @@ fn keep_running_then_ctrl_c_cleans_up() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // The tour had finished and passed before the interrupt, so the exit code reports success.
-    assert!(exit.success(), "exit status {exit}");
+    assert!(
+        exit.success(),
+        "exit status {exit}; the tour printed:\n{}",
+        lines.join("\n")
+    );
     assert!(
         !std::path::Path::new(&dir).exists(),
         "{dir} was left behind"

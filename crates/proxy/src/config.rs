@@ -202,8 +202,13 @@ impl Timeouts {
 fn default_handshake_ms() -> u64 {
     10_000
 }
+/// 60 s, like nginx's `client_header_timeout`. hyper starts this timer whenever it waits for a
+/// request's headers, including between requests on a kept-alive connection, so it is also how
+/// long an idle keep-alive connection is held: 10 s closed connections that HTTP clients' pools
+/// still considered reusable (a request sent as the sidecar closes fails), while slow senders
+/// are still bounded.
 fn default_header_ms() -> u64 {
-    10_000
+    60_000
 }
 fn default_connect_ms() -> u64 {
     5_000
