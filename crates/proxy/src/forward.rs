@@ -61,15 +61,18 @@ pub fn xfcc_value(own_id: &str, ctx: &ConnCtx) -> Option<HeaderValue> {
 
 /// Lower-case hex SHA-256 of `der`.
 pub fn sha256_hex(der: &[u8]) -> String {
-    use std::fmt::Write;
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    digest
-        .as_ref()
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 pub async fn forward(

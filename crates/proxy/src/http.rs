@@ -138,11 +138,10 @@ fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(NAME).and_then(|v| v.to_str().ok()) {
         return Some(v.to_string());
     }
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
+    let mut b = request_id_bytes().to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = crate::forward::hex(&b);
     let id = format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
@@ -153,6 +152,29 @@ fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
     );
     headers.insert(NAME, HeaderValue::from_str(&id).ok()?);
     Some(id)
+}
+
+/// 128 random-looking bits for a request id without a system call per request: each worker
+/// thread seeds a SplitMix64 generator once from the OS. Request ids must be unique and
+/// unpredictable enough not to collide across proxies, not secret: nothing is authorized by them.
+fn request_id_bytes() -> u128 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+            u64::from_le_bytes(seed)
+        });
+    }
+    fn next(state: &Cell<u64>) -> u64 {
+        let s = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    STATE.with(|s| (u128::from(next(s)) << 64) | u128::from(next(s)))
 }
 
 fn attrs_of<'a>(
@@ -273,4 +295,42 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
     log.duration_ms = started.elapsed().as_millis() as u64;
     log.emit();
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let mut h = http::HeaderMap::new();
+            let id = ensure_request_id(&mut h).unwrap();
+            assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12]
+            );
+            assert!(parts[2].starts_with('4'), "version 4: {id}");
+            assert!(
+                matches!(&parts[3][..1], "8" | "9" | "a" | "b"),
+                "variant: {id}"
+            );
+            assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+            assert!(seen.insert(id), "duplicate request id");
+        }
+        // A client's own id is kept.
+        let mut h = http::HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        assert_eq!(ensure_request_id(&mut h).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn hex_matches_format() {
+        let bytes = [0u8, 1, 0x7f, 0x80, 0xfe, 0xff];
+        let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(crate::forward::hex(&bytes), want);
+    }
 }

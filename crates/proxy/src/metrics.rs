@@ -53,8 +53,9 @@ pub struct Metrics {
     /// Seconds until our certificate expires (negative once expired), set at each reload.
     pub cert_expiry_unix: AtomicI64,
     rejected: Mutex<BTreeMap<RejectReason, u64>>,
-    /// (decision, policy) → count.
-    decisions: Mutex<BTreeMap<(String, String), u64>>,
+    /// decision → policy → count. Nested so the per-request update looks keys up by `&str` and
+    /// allocates only the first time a (decision, policy) pair is seen.
+    decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 impl Metrics {
@@ -74,8 +75,16 @@ impl Metrics {
     /// Records an authorization decision; `policy` is `ns.name` or empty for "no policy".
     pub fn decision(&self, decision: &str, policy: &str) {
         let mut m = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry((decision.to_string(), policy.to_string()))
-            .or_default() += 1;
+        let by_policy = match m.get_mut(decision) {
+            Some(b) => b,
+            None => m.entry(decision.to_string()).or_default(),
+        };
+        match by_policy.get_mut(policy) {
+            Some(n) => *n += 1,
+            None => {
+                by_policy.insert(policy.to_string(), 1);
+            }
+        }
     }
 
     pub fn render(&self, now_unix: i64) -> String {
@@ -178,11 +187,10 @@ impl Metrics {
             "# HELP trustmesh_authz_decisions_total Authorization decisions by decision and deciding policy.\n\
              # TYPE trustmesh_authz_decisions_total counter"
         );
-        for ((d, p), v) in self
-            .decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        for (d, p, v) in decisions
             .iter()
+            .flat_map(|(d, by)| by.iter().map(move |(p, v)| (d, p, v)))
         {
             let _ = writeln!(
                 out,
