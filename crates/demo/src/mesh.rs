@@ -104,10 +104,8 @@ pub struct Mesh {
     user_key: EncodingKey,
     /// Signs JWTs with the right issuer but a key nobody trusts.
     rogue_key: EncodingKey,
-    pub ca_a_root: PathBuf,
-    pub ca_b_root: PathBuf,
-    pub ca_a_addr: SocketAddr,
-    pub ca_b_addr: SocketAddr,
+    /// team-b's root, which the tour adds to reviews' trust bundle.
+    ca_b_root: PathBuf,
 }
 
 /// An ES256 signing key with its public JWK.
@@ -363,10 +361,7 @@ impl Mesh {
             user_key: user_key.encoding,
             // Same issuer and kid, a different key: what a forged token looks like.
             rogue_key: signing_key("demo-user")?.encoding,
-            ca_a_root,
             ca_b_root,
-            ca_a_addr: ca_addrs[TD_A],
-            ca_b_addr: ca_addrs[TD_B],
         })
     }
 }

@@ -79,14 +79,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Log file of the named child.
-    pub fn log_of(&self, name: &str) -> Option<&Path> {
-        self.children
-            .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.log.as_path())
-    }
-
     /// The `trustmesh` binary children run.
     pub fn exe(&self) -> &Path {
         &self.exe
