@@ -2,15 +2,11 @@
 //! module): a proxy started in-process from a real config file, an in-process gRPC authorizer
 //! speaking Envoy's ext_authz API, a tiny HTTP backend, and `curl` as the client.
 
-use std::net::TcpListener as StdListener;
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
 use base64::Engine;
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -25,45 +21,9 @@ use trustmesh_proxy::extauthz::proto::envoy::service::auth::v3::{
 };
 use trustmesh_proxy::extauthz::proto::google::rpc::Status;
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Root + workload SVID for cluster.local, written as PEM files into `dir`.
-fn write_pki(dir: &Path) {
-    let root_key = KeyPair::generate().unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    root.subject_alt_names = vec![SanType::URI("spiffe://cluster.local".try_into().unwrap())];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root, root_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    leaf.subject_alt_names = vec![SanType::URI(
-        "spiffe://cluster.local/ns/foo/sa/httpbin"
-            .try_into()
-            .unwrap(),
-    )];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
-    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-}
-
 /// An ES256 signing key and the JWKS publishing its public half.
 fn jwt_key() -> (jsonwebtoken::EncodingKey, String) {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let enc = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
     let raw = key.public_key_raw(); // 0x04 || X || Y
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
@@ -223,10 +183,10 @@ async fn curl(args: &[&str]) -> (u16, String) {
 async fn jwt_and_custom_are_enforced_on_the_http_path() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    write_pki(dir);
+    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/httpbin");
     let (signer, jwks) = jwt_key();
 
-    let authz_port = free_port();
+    let authz_port = common::free_port();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AuthorizationServer::new(Authorizer))
@@ -282,7 +242,7 @@ spec:
     .unwrap();
 
     let app = backend().await;
-    let (inb, admin) = (free_port(), free_port());
+    let (inb, admin) = (common::free_port(), common::free_port());
     let cfg = dir.join("proxy.yaml");
     std::fs::write(
         &cfg,

@@ -1,49 +1,14 @@
 //! `appProtocol: http2`: the proxy speaks cleartext HTTP/2 to the app (as gRPC apps need),
 //! whatever the client spoke, and keeps `te: trailers`.
 
+mod common;
+
 use std::convert::Infallible;
-use std::net::TcpListener as StdListener;
-use std::path::Path;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_pki(dir: &Path) {
-    let root_key = KeyPair::generate().unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root, root_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    leaf.subject_alt_names = vec![SanType::URI(
-        "spiffe://cluster.local/ns/foo/sa/grpc".try_into().unwrap(),
-    )];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
-    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-}
 
 /// An h2c-only backend answering with the version, path, te and x-forwarded-host it saw.
 async fn h2c_backend() -> u16 {
@@ -85,10 +50,10 @@ async fn h2c_backend() -> u16 {
 async fn http2_app_protocol_reaches_an_h2c_app() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    write_pki(dir);
+    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/grpc");
     std::fs::create_dir(dir.join("policies")).unwrap();
     let app = h2c_backend().await;
-    let (inb, inb1) = (free_port(), free_port());
+    let (inb, inb1) = (common::free_port(), common::free_port());
     let cfg = dir.join("proxy.yaml");
     std::fs::write(
         &cfg,

@@ -1,46 +1,11 @@
 //! Resource limits: `maxConnections` and the TCP idle timeout, on an in-process proxy.
 
-use std::net::TcpListener as StdListener;
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_pki(dir: &Path) {
-    let root_key = KeyPair::generate().unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root, root_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    leaf.subject_alt_names = vec![SanType::URI(
-        "spiffe://cluster.local/ns/foo/sa/db".try_into().unwrap(),
-    )];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
-    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-}
 
 async fn echo_backend() -> u16 {
     let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,10 +43,10 @@ async fn echoes(s: &mut TcpStream) -> bool {
 async fn connection_limit_and_idle_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    write_pki(dir);
+    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/db");
     std::fs::create_dir(dir.join("policies")).unwrap();
     let echo = echo_backend().await;
-    let inb = free_port();
+    let inb = common::free_port();
     let cfg = dir.join("proxy.yaml");
     std::fs::write(
         &cfg,

@@ -1,47 +1,12 @@
 //! HTTP/1.1 upgrades (WebSocket-style) through an inbound HTTP listener: authorized like any
 //! request, then tunnelled both ways; a denied upgrade never reaches the app.
 
-use std::net::TcpListener as StdListener;
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_pki(dir: &Path) {
-    let root_key = KeyPair::generate().unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root, root_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    leaf.subject_alt_names = vec![SanType::URI(
-        "spiffe://cluster.local/ns/foo/sa/db".try_into().unwrap(),
-    )];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
-    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-}
 
 /// Answers an upgrade request with 101, then echoes bytes; counts how many requests it saw.
 async fn upgrading_backend(seen: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
@@ -103,7 +68,7 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
 async fn upgrade_is_authorized_then_tunnelled() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    write_pki(dir);
+    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/db");
     std::fs::create_dir(dir.join("policies")).unwrap();
     std::fs::write(
         dir.join("policies/deny.yaml"),
@@ -112,7 +77,7 @@ async fn upgrade_is_authorized_then_tunnelled() {
     .unwrap();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = upgrading_backend(seen.clone()).await;
-    let inb = free_port();
+    let inb = common::free_port();
     let cfg = dir.join("proxy.yaml");
     std::fs::write(
         &cfg,

@@ -1,0 +1,45 @@
+//! Shared by the proxy crate's integration tests: a throwaway PKI on disk and free ports.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener as StdListener;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `root-cert.pem` (a root CA for cluster.local), and `cert-chain.pem` + `key.pem` (a
+/// workload SVID for `id` signed by it) into `dir`. Configs name the bundle
+/// `cluster.local=root-cert.pem`.
+pub fn write_pki(dir: &Path, id: &str) {
+    let root_key = KeyPair::generate().unwrap();
+    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    root.subject_alt_names = vec![SanType::URI("spiffe://cluster.local".try_into().unwrap())];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = Issuer::new(root, root_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
+    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+}
