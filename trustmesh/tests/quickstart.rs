@@ -1,11 +1,65 @@
 //! The README's first command, run as a newcomer would: `trustmesh quickstart` must bring the
 //! whole mesh up on loopback, pass every step of its tour, exit 0, and leave nothing behind.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Each test starts a whole mesh (12 processes); one at a time keeps a 2-core machine from
+/// turning timing into the thing under test.
+static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_mesh() -> std::sync::MutexGuard<'static, ()> {
+    ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts `trustmesh quickstart --keep-running` and returns it with its stdout lines up to and
+/// including "press Ctrl-C" (bounded at 120 s).
+fn start_kept_mesh() -> (Child, Receiver<String>, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .args(["quickstart", "--keep-running"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quickstart");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("press Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no 'press Ctrl-C' line in time:\n{}", lines.join("\n"));
+            }
+        }
+    }
+    (child, rx, lines)
+}
+
+/// The admin addresses of the five sidecars, from the "Operator's view" lines.
+fn admin_addresses(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.split("tls-check --admin ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next().map(str::to_string))
+        .collect()
+}
 
 #[test]
 fn quickstart_tour_passes_and_cleans_up() {
+    let _one = one_mesh();
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
         .arg("quickstart")
@@ -48,36 +102,8 @@ fn quickstart_tour_passes_and_cleans_up() {
 /// child process and removes the temporary files.
 #[test]
 fn keep_running_then_ctrl_c_cleans_up() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
-        .args(["quickstart", "--keep-running"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start quickstart");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.contains("press Ctrl-C")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no 'press Ctrl-C' line in time:\n{}", lines.join("\n"));
-            }
-        }
-    }
+    let _one = one_mesh();
+    let (mut child, _rx, lines) = start_kept_mesh();
     let dir = lines[0]
         .split(" in ")
         .nth(1)
@@ -85,11 +111,7 @@ fn keep_running_then_ctrl_c_cleans_up() {
         .trim()
         .to_string();
     // The admin addresses it printed are live while the mesh runs.
-    let admins: Vec<String> = lines
-        .iter()
-        .filter_map(|l| l.split("tls-check --admin ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next().map(str::to_string))
-        .collect();
+    let admins = admin_addresses(&lines);
     assert_eq!(
         admins.len(),
         5,
@@ -202,4 +224,35 @@ fn keep_running_then_ctrl_c_cleans_up() {
             "{a} still listening: a child process survived"
         );
     }
+}
+
+/// Even when the quickstart itself is killed outright (SIGKILL: no chance to clean up), no CA,
+/// agent or sidecar outlives it: the kernel signals each child when its parent dies.
+#[test]
+fn children_do_not_outlive_a_killed_quickstart() {
+    let _one = one_mesh();
+    let (mut child, _rx, lines) = start_kept_mesh();
+    let dir = lines[0]
+        .split(" in ")
+        .nth(1)
+        .expect("dir")
+        .trim()
+        .to_string();
+    let admins = admin_addresses(&lines);
+    assert_eq!(admins.len(), 5);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // Sidecars drain for up to 5 s on SIGTERM; allow a little more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for a in &admins {
+        while std::net::TcpStream::connect(a).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{a} still listening after the quickstart was killed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Nothing could clean up the files of a SIGKILLed run; the test does.
+    let _ = std::fs::remove_dir_all(dir);
 }

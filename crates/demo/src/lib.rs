@@ -26,8 +26,15 @@ pub struct Options {
     pub keep_running: bool,
 }
 
-/// Runs the quickstart. `Ok(true)` when every step behaved as expected.
-pub async fn quickstart(opts: Options) -> anyhow::Result<bool> {
+/// Runs the quickstart. `Ok(true)` when every step behaved as expected. `interrupted` resolves
+/// when the user wants out (the CLI passes Ctrl-C / SIGTERM); it is awaited during the tour and,
+/// with `keep_running`, afterwards — either way every child is stopped and the temporary
+/// directory removed.
+pub async fn quickstart<F, Fut>(opts: Options, interrupted: F) -> anyhow::Result<bool>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let tmp = tempfile::Builder::new()
         .prefix("trustmesh-quickstart-")
         .tempdir()
@@ -42,7 +49,7 @@ pub async fn quickstart(opts: Options) -> anyhow::Result<bool> {
     let started = Instant::now();
     let outcome = tokio::select! {
         r = session(&dir, &mut sup, started) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
+        _ = interrupted() => None,
     };
     let result = match outcome {
         None => {
@@ -56,7 +63,7 @@ pub async fn quickstart(opts: Options) -> anyhow::Result<bool> {
             if opts.keep_running {
                 print_how_to_use(&mesh);
                 println!("\nmesh running; press Ctrl-C to stop it and clean up");
-                let _ = tokio::signal::ctrl_c().await;
+                interrupted().await;
                 println!("\nstopping every process and removing {}", dir.display());
             }
             Ok(ok)

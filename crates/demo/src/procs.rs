@@ -44,7 +44,19 @@ impl Supervisor {
         let log = self.logs.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(&self.exe)
+        let mut cmd = Command::new(&self.exe);
+        // SAFETY: prctl(2) is async-signal-safe and touches only the child being started.
+        // PR_SET_PDEATHSIG makes the kernel send SIGTERM to the child when the quickstart dies
+        // for any reason (SIGKILL included), so no CA, agent or sidecar outlives it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -22,7 +22,7 @@ pub fn run(a: Args) -> ExitCode {
         exe,
         keep_running: a.keep_running,
     };
-    match rt.block_on(trustmesh_demo::quickstart(opts)) {
+    match rt.block_on(trustmesh_demo::quickstart(opts, super::shutdown_signal)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => super::fail(1, format!("{e:#}")),
