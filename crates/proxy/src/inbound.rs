@@ -52,34 +52,15 @@ pub struct ConnCtx {
 
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Accepts connections forever. Accept errors (e.g. out of file descriptors) are logged and
-/// retried after a pause rather than ending the listener.
+/// Serves an inbound listener until the drain starts (see [`crate::state::accept_loop`]).
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
-    let mut drain = shared.drain_signal();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            // Dropping the listener closes the port, so new clients fail fast during a drain.
-            _ = drain.changed() => return,
-        };
-        match accepted {
-            Ok((stream, source)) => {
-                let Some(guard) = shared.admit() else {
-                    drop(stream);
-                    continue;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    handle(&shared, index, stream, source).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "inbound accept failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    crate::state::accept_loop(
+        shared,
+        listener,
+        "inbound",
+        move |shared, stream, source| async move { handle(&shared, index, stream, source).await },
+    )
+    .await
 }
 
 fn log_reject(ctx: &ConnCtx, reason: &str) {

@@ -17,31 +17,13 @@ use crate::accesslog::{now_rfc3339, AccessLog};
 use crate::state::Shared;
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
-    let mut drain = shared.drain_signal();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            // Dropping the listener closes the port, so new clients fail fast during a drain.
-            _ = drain.changed() => return,
-        };
-        match accepted {
-            Ok((stream, source)) => {
-                let Some(guard) = shared.admit() else {
-                    drop(stream);
-                    continue;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    handle(&shared, index, stream, source).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound accept failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    crate::state::accept_loop(
+        shared,
+        listener,
+        "outbound",
+        move |shared, stream, source| async move { handle(&shared, index, stream, source).await },
+    )
+    .await
 }
 
 async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: SocketAddr) {

@@ -111,3 +111,43 @@ impl Drop for ConnGuard {
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
+
+/// Accepts connections on `listener` until the drain starts, admitting each one against the
+/// connection limit and handing it to `handle` on its own task. Accept errors (e.g. out of file
+/// descriptors) are logged and retried after a pause rather than ending the listener. Inbound
+/// and outbound listeners share this loop; only `handle` differs.
+pub async fn accept_loop<F, Fut>(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    direction: &'static str,
+    handle: F,
+) where
+    F: Fn(Arc<Shared>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut drain = shared.drain_signal();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            // Dropping the listener closes the port, so new clients fail fast during a drain.
+            _ = drain.changed() => return,
+        };
+        match accepted {
+            Ok((stream, source)) => {
+                let Some(guard) = shared.admit() else {
+                    drop(stream);
+                    continue;
+                };
+                let conn = handle(shared.clone(), stream, source);
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    conn.await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{direction} accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
