@@ -22,7 +22,7 @@ use crate::pb_jwt::{
     FetchJwtBundleRequest, FetchJwtBundleResponse, MintJwtSvidRequest, MintJwtSvidResponse,
 };
 use crate::signer::Signer;
-use crate::ttl::format_duration;
+use trustmesh_ca::duration::format_go;
 
 /// Everything `CreateCertificate` needs; shared by all connections.
 pub struct CaService {
@@ -138,8 +138,8 @@ impl CaService {
         if requested > self.max_ttl {
             return Err(Status::invalid_argument(format!(
                 "requested TTL {} is greater than the max allowed TTL {}",
-                format_duration(requested),
-                format_duration(self.max_ttl)
+                format_go(requested),
+                format_go(self.max_ttl)
             )));
         }
         Ok(requested)

@@ -1,5 +1,5 @@
-//! Durations as operators write them (`90s`, `15m`, `24h`, `7d`, or bare seconds) and as Istio
-//! prints them in errors (`3h0m0s`).
+//! Durations as the CA server's flags and the agent's config take them (`90s`, `15m`, `24h`, `7d`,
+//! or bare seconds). Printing them as Istio does (`3h0m0s`) is `trustmesh_ca::duration::format_go`.
 
 use std::time::Duration;
 
@@ -25,19 +25,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Formats like Go's `time.Duration` (`3h0m0s`, `1m30s`, `45s`), the form istiod's messages use.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
-    if h > 0 {
-        format!("{h}h{m}m{sec}s")
-    } else if m > 0 {
-        format!("{m}m{sec}s")
-    } else {
-        format!("{sec}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,12 +38,5 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
-    }
-
-    #[test]
-    fn formats_like_go() {
-        assert_eq!(format_duration(Duration::from_secs(3 * 3600)), "3h0m0s");
-        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_duration(Duration::from_secs(5)), "5s");
     }
 }

@@ -116,6 +116,8 @@ mod tests {
     fn formats_like_go_and_humans() {
         assert_eq!(format_go(Duration::from_secs(90 * 86_400)), "2160h0m0s");
         assert_eq!(format_go(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_go(Duration::from_secs(3 * 3600)), "3h0m0s");
+        assert_eq!(format_go(Duration::from_secs(5)), "5s");
         assert_eq!(format_go(Duration::ZERO), "0s");
         assert_eq!(format_human(Duration::from_secs(86_399)), "23h59m");
         assert_eq!(
