@@ -3,8 +3,14 @@
 //! The CA trusts a configured set of issuers, each with its own JWKS. A token names exactly one
 //! service account (`sub: system:serviceaccount:<ns>:<sa>` and/or the `kubernetes.io` claim),
 //! and that account decides the only SPIFFE ID the caller may obtain.
+//!
+//! Successful verifications are remembered for a bounded time ([`super::cache`]), so an agent
+//! presenting the same token on every renewal costs one signature check per max age, not one
+//! per request.
 
 use std::path::PathBuf;
+#[cfg(test)]
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -14,6 +20,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use thiserror::Error;
+
+use super::cache::{Now, TokenCache, TokenKey, Verified, DEFAULT_MAX_AGE, DEFAULT_MAX_ENTRIES};
 
 /// Prefix of a Kubernetes service-account subject.
 const SA_SUBJECT_PREFIX: &str = "system:serviceaccount:";
@@ -112,12 +120,23 @@ struct Issuer {
 pub struct JwtAuthenticator {
     issuers: Vec<Issuer>,
     audiences: Vec<String>,
+    /// `None`: every token is verified on every call.
+    cache: Option<TokenCache>,
+    /// Clock-skew leeway on `exp`/`nbf`; a field only so tests can check expiry to the second.
+    leeway: u64,
+    /// Signature verifications attempted (one per candidate key), so tests can tell a cache hit
+    /// from a verification.
+    #[cfg(test)]
+    verifications: AtomicUsize,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     iss: Option<String>,
     sub: Option<String>,
+    /// Already checked by the verifier when it is read; kept to bound the cache entry. A JSON
+    /// value so that parsing the claims for `iss` stays as lenient as it was without it.
+    exp: Option<serde_json::Value>,
     #[serde(rename = "kubernetes.io")]
     kubernetes: Option<KubernetesClaim>,
 }
@@ -135,7 +154,8 @@ struct NamedRef {
 
 impl JwtAuthenticator {
     /// Loads every issuer's JWKS once up front, so a typo in a path fails at start-up and not at
-    /// the first workload's request.
+    /// the first workload's request. Successful verifications are cached for
+    /// [`DEFAULT_MAX_AGE`]; see [`JwtAuthenticator::with_cache_max_age`].
     pub async fn new(
         configs: Vec<IssuerConfig>,
         audiences: Vec<String>,
@@ -153,7 +173,25 @@ impl JwtAuthenticator {
                 keys: RwLock::new((Instant::now(), keys)),
             });
         }
-        Ok(JwtAuthenticator { issuers, audiences })
+        Ok(JwtAuthenticator {
+            issuers,
+            audiences,
+            cache: TokenCache::new(DEFAULT_MAX_AGE, DEFAULT_MAX_ENTRIES),
+            leeway: LEEWAY_SECS,
+            #[cfg(test)]
+            verifications: AtomicUsize::new(0),
+        })
+    }
+
+    /// Sets how long a successfully verified token is answered from the cache (never past its
+    /// own `exp`); zero turns the cache off, so every call verifies the signature.
+    pub fn with_cache_max_age(self, max_age: Duration) -> JwtAuthenticator {
+        self.with_cache(max_age, DEFAULT_MAX_ENTRIES)
+    }
+
+    fn with_cache(mut self, max_age: Duration, max_entries: usize) -> JwtAuthenticator {
+        self.cache = TokenCache::new(max_age, max_entries);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -161,16 +199,60 @@ impl JwtAuthenticator {
     }
 
     /// Verifies `token` (signature, issuer, audience, expiry) and returns its service account.
+    ///
+    /// A token that verified before is answered from the cache while it is within its `exp` and
+    /// the cache's max age. The issuer's periodic JWKS reload still runs on a hit, and a reload
+    /// that finds a different key set clears the cache, so a key withdrawn from the JWKS stops
+    /// being honoured at the next reload (at most a minute) rather than only at the max age.
     pub async fn authenticate(&self, token: &str) -> Result<ServiceAccount, JwtError> {
+        let Some(cache) = &self.cache else {
+            return self.verify(token, None).await.map(|v| v.0.account);
+        };
+        let key = TokenKey::of(token);
+        if let Some(hit) = cache.get(&key, Now::current()) {
+            let issuer = &self.issuers[hit.issuer_index];
+            if !issuer.refresh_if_needed(hit.kid.as_deref()).await {
+                tracing::debug!(
+                    issuer = %hit.account.issuer,
+                    namespace = %hit.account.namespace,
+                    service_account = %hit.account.name,
+                    "bearer token answered from the verification cache"
+                );
+                return Ok(hit.account);
+            }
+            // The key set changed under the entry: forget everything, verify from scratch.
+            cache.clear();
+        }
+        // Read before the keys are, so a clear that races with this verification wins.
+        let generation = cache.generation();
+        let (verified, exp) = self.verify(token, Some(cache)).await?;
+        if let Some(exp) = exp {
+            cache.insert(key, verified.clone(), exp, generation, Now::current());
+        }
+        Ok(verified.account)
+    }
+
+    /// The full check, with no cache involved except clearing it when the key set changes.
+    /// Returns the token's `exp` with the result.
+    async fn verify(
+        &self,
+        token: &str,
+        cache: Option<&TokenCache>,
+    ) -> Result<(Verified, Option<u64>), JwtError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
         let iss = unverified_issuer(token)?;
-        let issuer = self
+        let (issuer_index, issuer) = self
             .issuers
             .iter()
-            .find(|i| i.issuer == iss)
+            .enumerate()
+            .find(|(_, i)| i.issuer == iss)
             .ok_or_else(|| JwtError::UnknownIssuer(iss.clone()))?;
-        issuer.refresh_if_needed(header.kid.as_deref()).await;
+        if issuer.refresh_if_needed(header.kid.as_deref()).await {
+            if let Some(cache) = cache {
+                cache.clear();
+            }
+        }
 
         let candidates = issuer.candidate_keys(header.kid.as_deref(), header.alg);
         if candidates.is_empty() {
@@ -182,14 +264,25 @@ impl JwtAuthenticator {
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&issuer.issuer]);
         validation.set_audience(&self.audiences);
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
 
         let mut last_err = None;
         for key in candidates {
+            #[cfg(test)]
+            self.verifications.fetch_add(1, Ordering::Relaxed);
             match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
-                Ok(data) => return service_account(data.claims, &issuer.issuer),
+                Ok(data) => {
+                    let exp = data.claims.exp.as_ref().and_then(|v| v.as_u64());
+                    let account = service_account(data.claims, &issuer.issuer)?;
+                    let verified = Verified {
+                        account,
+                        issuer_index,
+                        kid: header.kid,
+                    };
+                    return Ok((verified, exp));
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -200,21 +293,35 @@ impl JwtAuthenticator {
 }
 
 impl Issuer {
-    async fn refresh_if_needed(&self, kid: Option<&str>) {
+    /// Re-reads the key set when it is due; true when the keys that were loaded differ from the
+    /// previous ones, so cached verifications (possibly by a withdrawn key) must be dropped.
+    async fn refresh_if_needed(&self, kid: Option<&str>) -> bool {
         let (age, known) = {
             let guard = self.keys.read().expect("jwks lock");
             let known = kid.is_none_or(|k| guard.1.find(k).is_some());
             (guard.0.elapsed(), known)
         };
         if age < RELOAD_INTERVAL && (known || age < UNKNOWN_KID_RELOAD) {
-            return;
+            return false;
         }
         match self.source.load().await {
-            Ok(keys) => *self.keys.write().expect("jwks lock") = (Instant::now(), keys),
+            Ok(keys) => {
+                let changed = {
+                    let mut guard = self.keys.write().expect("jwks lock");
+                    let changed = guard.1 != keys;
+                    *guard = (Instant::now(), keys);
+                    changed
+                };
+                if changed {
+                    tracing::info!(issuer = %self.issuer, "JWKS reloaded with a different key set");
+                }
+                changed
+            }
             Err(e) => {
                 // Keep the previous keys: a JWKS server blip must not lock every workload out.
                 tracing::warn!(issuer = %self.issuer, "reloading JWKS failed, keeping old keys: {e}");
                 self.keys.write().expect("jwks lock").0 = Instant::now();
+                false
             }
         }
     }
@@ -348,6 +455,271 @@ mod tests {
             );
         }
         assert!(service_account(claims(serde_json::json!({"sub": "alice"})), "i").is_err());
+    }
+
+    /// Real ES256 keys and tokens, with the issuer's JWKS in a file, as `ca serve` reads it.
+    mod cached {
+        use super::super::*;
+        use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
+        use std::time::{SystemTime, UNIX_EPOCH};
+
+        const ISS: &str = "https://issuer.test";
+
+        struct Key {
+            pair: KeyPair,
+            kid: &'static str,
+        }
+
+        impl Key {
+            fn new(kid: &'static str) -> Key {
+                Key {
+                    pair: KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+                    kid,
+                }
+            }
+
+            fn jwk(&self) -> serde_json::Value {
+                let raw = self.pair.public_key_raw();
+                serde_json::json!({"kty": "EC", "crv": "P-256", "kid": self.kid,
+                    "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..])})
+            }
+
+            fn token_with(&self, sa: &str, aud: &str, exp: u64) -> String {
+                let claims = serde_json::json!({"iss": ISS, "aud": aud, "exp": exp,
+                    "sub": format!("system:serviceaccount:ns1:{sa}")});
+                let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+                header.kid = Some(self.kid.into());
+                let key = jsonwebtoken::EncodingKey::from_ec_der(&self.pair.serialize_der());
+                jsonwebtoken::encode(&header, &claims, &key).unwrap()
+            }
+
+            fn token(&self, sa: &str) -> String {
+                self.token_with(sa, "istio-ca", unix_now() + 600)
+            }
+        }
+
+        fn unix_now() -> u64 {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        }
+
+        fn write_jwks(path: &std::path::Path, keys: &[&Key]) {
+            let jwks =
+                serde_json::json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+            std::fs::write(path, jwks.to_string()).unwrap();
+        }
+
+        async fn authenticator(jwks: &std::path::Path) -> JwtAuthenticator {
+            JwtAuthenticator::new(
+                vec![IssuerConfig {
+                    issuer: ISS.into(),
+                    jwks: JwksSource::File(jwks.to_path_buf()),
+                }],
+                vec!["istio-ca".into()],
+            )
+            .await
+            .unwrap()
+        }
+
+        fn verifications(a: &JwtAuthenticator) -> usize {
+            a.verifications.load(Ordering::Relaxed)
+        }
+
+        fn cached(a: &JwtAuthenticator) -> usize {
+            a.cache.as_ref().map_or(0, |c| c.len())
+        }
+
+        /// Makes the issuer's periodic JWKS reload due on the next call.
+        fn make_reload_due(a: &JwtAuthenticator) {
+            let mut guard = a.issuers[0].keys.write().unwrap();
+            guard.0 = Instant::now()
+                .checked_sub(RELOAD_INTERVAL + Duration::from_secs(1))
+                .expect("monotonic clock older than a minute");
+        }
+
+        fn sa1() -> ServiceAccount {
+            ServiceAccount {
+                namespace: "ns1".into(),
+                name: "sa1".into(),
+                issuer: ISS.into(),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_repeated_token_is_answered_from_the_cache() {
+            let dir = tempfile::tempdir().unwrap();
+            let key = Key::new("a");
+            write_jwks(&dir.path().join("jwks.json"), &[&key]);
+            let auth = authenticator(&dir.path().join("jwks.json")).await;
+            let token = key.token("sa1");
+
+            assert_eq!(auth.authenticate(&token).await.unwrap(), sa1());
+            assert_eq!(verifications(&auth), 1);
+            assert_eq!(cached(&auth), 1);
+            for _ in 0..3 {
+                assert_eq!(auth.authenticate(&token).await.unwrap(), sa1());
+            }
+            assert_eq!(
+                verifications(&auth),
+                1,
+                "no signature check after the first"
+            );
+
+            // Another token of the same account is its own entry, verified once.
+            let other = key.token("sa1");
+            assert_ne!(other, token, "ES256 signatures are randomised");
+            assert_eq!(auth.authenticate(&other).await.unwrap(), sa1());
+            assert_eq!(verifications(&auth), 2);
+            assert_eq!(cached(&auth), 2);
+        }
+
+        #[tokio::test]
+        async fn an_expired_token_is_verified_again_even_if_it_was_cached() {
+            let dir = tempfile::tempdir().unwrap();
+            let key = Key::new("a");
+            write_jwks(&dir.path().join("jwks.json"), &[&key]);
+            // No leeway, so expiry shows to the second; and the default leeway, with which the
+            // verifier still accepts the token for a while after exp.
+            let mut strict = authenticator(&dir.path().join("jwks.json")).await;
+            strict.leeway = 0;
+            let lenient = authenticator(&dir.path().join("jwks.json")).await;
+            let exp = unix_now() + 2;
+            let token = key.token_with("sa1", "istio-ca", exp);
+            for auth in [&strict, &lenient] {
+                auth.authenticate(&token).await.unwrap();
+                auth.authenticate(&token).await.unwrap();
+                assert_eq!(
+                    (verifications(auth), cached(auth)),
+                    (1, 1),
+                    "cached before exp"
+                );
+            }
+
+            // Past exp (the verifier refuses once now > exp): at most 3 s.
+            let past = UNIX_EPOCH + Duration::from_secs(exp + 1) + Duration::from_millis(50);
+            if let Ok(wait) = past.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+
+            let err = strict.authenticate(&token).await.unwrap_err();
+            assert!(err.to_string().contains("ExpiredSignature"), "{err}");
+            assert_eq!((verifications(&strict), cached(&strict)), (2, 0));
+
+            // Within the leeway the verifier still accepts it, but the cache neither answers
+            // for it nor stores it again: every call after exp is a full check.
+            assert_eq!(lenient.authenticate(&token).await.unwrap(), sa1());
+            assert_eq!(lenient.authenticate(&token).await.unwrap(), sa1());
+            assert_eq!((verifications(&lenient), cached(&lenient)), (3, 0));
+        }
+
+        #[tokio::test]
+        async fn refused_tokens_are_not_cached() {
+            let dir = tempfile::tempdir().unwrap();
+            let key = Key::new("a");
+            write_jwks(&dir.path().join("jwks.json"), &[&key]);
+            let auth = authenticator(&dir.path().join("jwks.json")).await;
+            let forger = Key::new("a"); // same kid, key not in the JWKS
+            let refused = [
+                ("forged", forger.token("sa1")),
+                (
+                    "wrong audience",
+                    key.token_with("sa1", "other", unix_now() + 600),
+                ),
+                (
+                    "expired",
+                    key.token_with("sa1", "istio-ca", unix_now() - 3600),
+                ),
+            ];
+            for (what, token) in refused {
+                let before = verifications(&auth);
+                for _ in 0..2 {
+                    assert!(auth.authenticate(&token).await.is_err(), "{what}");
+                }
+                assert_eq!(
+                    verifications(&auth),
+                    before + 2,
+                    "{what}: verified every time"
+                );
+                assert_eq!(cached(&auth), 0, "{what}");
+            }
+            // A token whose signature was tampered with after a valid one was cached is a
+            // different key, so it is checked (and refused) on its own.
+            let token = key.token("sa1");
+            auth.authenticate(&token).await.unwrap();
+            let head = token.rsplit_once('.').unwrap().0;
+            let forged_sig = forger.token("sa1").rsplit_once('.').unwrap().1.to_string();
+            let tampered = format!("{head}.{forged_sig}");
+            assert!(auth.authenticate(&tampered).await.is_err());
+            assert_eq!(cached(&auth), 1);
+        }
+
+        #[tokio::test]
+        async fn the_cache_keeps_to_its_entry_bound() {
+            let dir = tempfile::tempdir().unwrap();
+            let key = Key::new("a");
+            write_jwks(&dir.path().join("jwks.json"), &[&key]);
+            let auth = authenticator(&dir.path().join("jwks.json"))
+                .await
+                .with_cache(Duration::from_secs(300), 3);
+            let tokens: Vec<String> = (0..10).map(|i| key.token(&format!("sa{i}"))).collect();
+            for (i, t) in tokens.iter().enumerate() {
+                assert_eq!(auth.authenticate(t).await.unwrap().name, format!("sa{i}"));
+                assert!(cached(&auth) <= 3, "{} entries", cached(&auth));
+            }
+            // The newest token was kept and is answered without a new verification.
+            let n = verifications(&auth);
+            auth.authenticate(&tokens[9]).await.unwrap();
+            assert_eq!(verifications(&auth), n);
+        }
+
+        #[tokio::test]
+        async fn max_age_zero_turns_the_cache_off() {
+            let dir = tempfile::tempdir().unwrap();
+            let key = Key::new("a");
+            write_jwks(&dir.path().join("jwks.json"), &[&key]);
+            let auth = authenticator(&dir.path().join("jwks.json"))
+                .await
+                .with_cache_max_age(Duration::ZERO);
+            assert!(auth.cache.is_none());
+            let token = key.token("sa1");
+            for _ in 0..3 {
+                assert_eq!(auth.authenticate(&token).await.unwrap(), sa1());
+            }
+            assert_eq!(verifications(&auth), 3);
+        }
+
+        #[tokio::test]
+        async fn a_different_key_set_empties_the_cache() {
+            let dir = tempfile::tempdir().unwrap();
+            let jwks = dir.path().join("jwks.json");
+            let (old, new) = (Key::new("a"), Key::new("b"));
+            write_jwks(&jwks, &[&old]);
+            let auth = authenticator(&jwks).await;
+            let token = old.token("sa1");
+            auth.authenticate(&token).await.unwrap();
+            assert_eq!(cached(&auth), 1);
+
+            // A reload that finds the same keys keeps the cache.
+            make_reload_due(&auth);
+            auth.authenticate(&token).await.unwrap();
+            assert_eq!((verifications(&auth), cached(&auth)), (1, 1));
+
+            // The issuer withdraws the old key. The next reload, due on a cache hit, clears the
+            // cache, and the token is verified again, against keys that no longer include it.
+            write_jwks(&jwks, &[&new]);
+            make_reload_due(&auth);
+            let err = auth.authenticate(&token).await.unwrap_err();
+            assert!(matches!(err, JwtError::NoKey { .. }), "{err}");
+            assert_eq!(cached(&auth), 0);
+
+            // Tokens from the new key are cached as before.
+            let fresh = new.token("sa1");
+            auth.authenticate(&fresh).await.unwrap();
+            auth.authenticate(&fresh).await.unwrap();
+            assert_eq!(cached(&auth), 1);
+        }
     }
 
     #[test]

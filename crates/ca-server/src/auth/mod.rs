@@ -1,4 +1,5 @@
 //! Caller authentication. Client-certificate checks live with the service (they need the CA's
 //! trust configuration); token verification is here.
 
+pub mod cache;
 pub mod jwt;
