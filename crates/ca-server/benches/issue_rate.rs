@@ -18,6 +18,7 @@ use rcgen::{CertificateParams, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use trustmesh_ca::{CertificateAuthority, InitOptions};
+use trustmesh_ca_server::auth::cache::DEFAULT_MAX_AGE;
 use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
 use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::pb::istio_certificate_service_client::IstioCertificateServiceClient;
@@ -115,6 +116,8 @@ async fn run(a: &Args) -> (u64, Duration) {
             max_ttl: Duration::from_secs(3600),
             default_ttl: Duration::from_secs(3600),
             jwt_authority: None,
+            // As `ca serve` runs by default: each client's token is verified once.
+            token_cache_max_age: DEFAULT_MAX_AGE,
         },
     )
     .await

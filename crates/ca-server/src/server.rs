@@ -40,6 +40,10 @@ pub struct Options {
     pub default_ttl: Duration,
     /// Enables JWT-SVID minting and adds the JWT authority to the bundle.
     pub jwt_authority: Option<JwtAuthority>,
+    /// How long a verified bearer token is answered without checking its signature again (never
+    /// past its `exp`); zero disables the cache. Default:
+    /// [`crate::auth::cache::DEFAULT_MAX_AGE`].
+    pub token_cache_max_age: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -106,7 +110,9 @@ pub async fn start(
             .add_root(opts.trust_domain.clone(), r.clone())
             .map_err(|e| ServerError::Trust(e.to_string()))?;
     }
-    let jwt = JwtAuthenticator::new(opts.issuers, opts.audiences).await?;
+    let jwt = JwtAuthenticator::new(opts.issuers, opts.audiences)
+        .await?
+        .with_cache_max_age(opts.token_cache_max_age);
     let service = Arc::new(CaService {
         signer: signer.clone(),
         trust_domain: opts.trust_domain.clone(),

@@ -25,6 +25,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Like [`parse_duration`], but also accepts zero (`0`, `0s`, `0m`, ...), for settings where zero
+/// means "off".
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits = t.strip_suffix(['s', 'm', 'h', 'd']).unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b == b'0') {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +49,19 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn zero_is_accepted_where_it_means_off() {
+        for s in ["0", "0s", "0m", " 00h "] {
+            assert_eq!(parse_duration_or_zero(s).unwrap(), Duration::ZERO, "{s}");
+        }
+        assert_eq!(
+            parse_duration_or_zero("5m").unwrap(),
+            Duration::from_secs(300)
+        );
+        assert!(parse_duration_or_zero("s").is_err());
+        assert!(parse_duration_or_zero("-0").is_err());
+        assert!(parse_duration_or_zero("1w").is_err());
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine;
 use rcgen::{CertificateParams, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 use tonic::Code;
 use trustmesh_ca::{CertificateAuthority, InitOptions};
+use trustmesh_ca_server::auth::cache::DEFAULT_MAX_AGE;
 use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
 use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::client::{
@@ -69,6 +70,7 @@ async fn issues_only_the_tokens_identity() {
             jwt_authority: Some(
                 JwtAuthority::load_or_create(&dir.path().join("jwt-key.pem")).unwrap(),
             ),
+            token_cache_max_age: DEFAULT_MAX_AGE,
         },
     )
     .await

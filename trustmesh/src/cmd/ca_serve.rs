@@ -12,7 +12,7 @@ use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
 use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::jwt_authority::JwtAuthority;
 use trustmesh_ca_server::server::{self, IdentitySource, Options};
-use trustmesh_ca_server::ttl::parse_duration;
+use trustmesh_ca_server::ttl::{parse_duration, parse_duration_or_zero};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,6 +53,10 @@ pub struct Args {
     /// Lifetime of the serving certificate (renewed at half of it).
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
     pub server_cert_ttl: Duration,
+    /// How long a bearer token that verified is accepted again without re-checking its signature
+    /// (never past its exp; cleared when an issuer's JWKS changes). 0 checks every request.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_or_zero)]
+    pub token_cache_max_age: Duration,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -110,6 +114,7 @@ pub fn run(a: Args) -> ExitCode {
         audiences: a.audiences.clone(),
         max_ttl: a.max_ttl,
         default_ttl,
+        token_cache_max_age: a.token_cache_max_age,
     };
     let ca = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {
