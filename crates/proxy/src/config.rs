@@ -59,6 +59,20 @@ pub struct ProxyConfig {
     /// How often watched files are checked for changes, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub reload_poll_ms: u64,
+    /// Worker threads carrying connections (Istio's `ProxyConfig.concurrency`): unset or 0 means
+    /// one per CPU core available to the process.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+impl ProxyConfig {
+    /// Worker threads to start: `concurrency`, or the available cores when unset or 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.concurrency {
+            Some(n) if n > 0 => n,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 fn default_poll_ms() -> u64 {
@@ -400,6 +414,12 @@ impl ProxyConfig {
         }
         if self.max_connections < 1 {
             return Err(err("maxConnections".into(), "must be at least 1".into()));
+        }
+        if self.concurrency.is_some_and(|n| n > 1024) {
+            return Err(err(
+                "concurrency".into(),
+                "at most 1024 worker threads (0 or unset: one per CPU core)".into(),
+            ));
         }
         if self.timeouts.handshake_ms == 0
             || self.timeouts.header_read_ms == 0

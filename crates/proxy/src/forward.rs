@@ -125,7 +125,7 @@ pub async fn forward(
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
     };
     // The app side speaks its configured protocol, whatever the client spoke to us.
-    let client = if h2 {
+    if h2 {
         parts.version = http::Version::HTTP_2;
         // The pooled client takes :authority from the URI, which must name the app's socket
         // address (it is where the client connects); the client's original authority travels
@@ -133,13 +133,11 @@ pub async fn forward(
         if let Some(v) = parts.headers.remove(http::header::HOST) {
             parts.headers.insert("x-forwarded-host", v);
         }
-        &shared.app_client_h2
     } else {
         parts.version = http::Version::HTTP_11;
-        &shared.app_client
-    };
+    }
     let upstream = Request::from_parts(parts, body);
-    match client.request(upstream).await {
+    match shared.workers.app_request(h2, upstream).await {
         Ok(mut resp) => {
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let accepted = match (switching, client_upgrade) {

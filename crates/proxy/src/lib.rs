@@ -5,6 +5,7 @@
 //! atomically by [`reload`]) → listeners ([`inbound`], [`outbound`]) → the L4 ([`tcp`]) or L7
 //! ([`http`]) path, which asks [`authz`] for decisions. [`jwt`] and [`extauthz`] implement
 //! RequestAuthentication and the CUSTOM action; [`authn`] and [`custom`] wire them in.
+//! Connections run on [`workers`], one event loop per thread.
 
 pub mod accesslog;
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod state;
 pub mod tcp;
 pub mod tls;
 pub mod upgrade;
+pub mod workers;
 
 pub use config::ProxyConfig;
 pub use run::{run, start, Bound};

@@ -36,7 +36,7 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         .await
         .context("loading configuration")??;
     crate::snapshot::warm_up(&snap).await;
-    let shared = Shared::new(snap);
+    let shared = Shared::new(snap).context("starting worker threads")?;
 
     let mut bound = Bound {
         inbound: vec![],

@@ -10,22 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::workers::Workers;
 
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
-    /// Pooled HTTP/1.1 client to local apps, shared by all inbound HTTP listeners.
-    pub app_client: Client<HttpConnector, Incoming>,
-    /// Cleartext HTTP/2 (prior knowledge) client for `appProtocol: http2` apps.
-    pub app_client_h2: Client<HttpConnector, Incoming>,
+    /// The threads that run connections, each with its own pools of app connections.
+    pub workers: Workers,
     /// The configuration the listeners were bound from; listener changes need a restart.
     pub startup_config: ProxyConfig,
     /// Flips to true at shutdown: listeners stop accepting and readiness reports 503.
@@ -33,30 +28,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(snapshot.config.timeouts.connect()));
-        connector.set_nodelay(true);
-        let app_client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector.clone());
-        let app_client_h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(true)
-            .build(connector);
+    pub fn new(snapshot: Snapshot) -> std::io::Result<Arc<Shared>> {
+        let workers = Workers::start(
+            snapshot.config.worker_threads(),
+            snapshot.config.timeouts.connect(),
+        )?;
         let startup_config = snapshot.config.clone();
         let metrics = Metrics::default();
         metrics
             .cert_expiry_unix
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
-        Arc::new(Shared {
+        Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
-            app_client,
-            app_client_h2,
+            workers,
             startup_config,
             draining: tokio::sync::watch::channel(false).0,
-        })
+        }))
     }
 
     /// The snapshot in force right now.
@@ -113,16 +101,16 @@ impl Drop for ConnGuard {
 }
 
 /// Accepts connections on `listener` until the drain starts, admitting each one against the
-/// connection limit and handing it to `handle` on its own task. Accept errors (e.g. out of file
-/// descriptors) are logged and retried after a pause rather than ending the listener. Inbound
-/// and outbound listeners share this loop; only `handle` differs.
+/// connection limit and handing it to `handle` on a worker thread (see [`crate::workers`]).
+/// Accept errors (e.g. out of file descriptors) are logged and retried after a pause rather than
+/// ending the listener. Inbound and outbound listeners share this loop; only `handle` differs.
 pub async fn accept_loop<F, Fut>(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     direction: &'static str,
     handle: F,
 ) where
-    F: Fn(Arc<Shared>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    F: Fn(Arc<Shared>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut drain = shared.drain_signal();
@@ -138,11 +126,31 @@ pub async fn accept_loop<F, Fut>(
                     drop(stream);
                     continue;
                 };
-                let conn = handle(shared.clone(), stream, source);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    conn.await;
+                // Out of this runtime's reactor, into the worker's (see crate::workers).
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "{direction}: cannot hand a connection over");
+                        continue;
+                    }
+                };
+                let (conn_shared, handle) = (shared.clone(), handle.clone());
+                let job: crate::workers::Job = Box::new(move || {
+                    Box::pin(async move {
+                        let _guard = guard;
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => handle(conn_shared, stream, source).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "{direction}: cannot register a connection")
+                            }
+                        }
+                    })
                 });
+                if shared.workers.dispatch(job).is_err() {
+                    tracing::error!(
+                        "{direction}: every worker thread has stopped; closing the connection"
+                    );
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "{direction} accept failed; retrying");

@@ -1,0 +1,239 @@
+//! Thread-per-core connection workers.
+//!
+//! Every accepted connection is handed, round-robin, to one of `concurrency` worker threads, each
+//! running its own single-threaded tokio runtime, and stays there for its whole life: its socket,
+//! its TLS session, its HTTP codec, the tasks hyper spawns for it and the pooled connections to
+//! the local app it uses are all driven by that one thread.
+//!
+//! Why not one work-stealing runtime: a proxied request wakes several tasks in a chain (client
+//! connection → app connection → back), and on a multi-threaded scheduler each wake-up may
+//! notify an idle worker on another core, which costs a futex call, a context switch and cold
+//! caches. On a loaded sidecar those hand-offs cost more CPU than the request's own work. Keeping
+//! a connection on one thread is how Envoy and nginx run (one event loop per worker), and it lets
+//! several workers still use every core.
+//!
+//! The price is that a connection cannot move to an idle core: a worker with a few very busy
+//! connections is not helped by its neighbours. Round-robin placement keeps the counts even.
+//!
+//! The acceptor (the runtime that called [`Workers::start`]) only accepts and dispatches; a socket
+//! is taken out of the acceptor's reactor and registered with the worker's, so its readiness
+//! events are delivered on the worker's own thread.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+/// A connection's work, built on the worker thread from its (re-registered) socket.
+pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The HTTP clients a worker uses toward local apps. Each worker has its own pool, so a pooled
+/// app connection is only ever used by the thread whose reactor drives it.
+#[derive(Clone)]
+pub struct AppClients {
+    /// HTTP/1.1 with keep-alive.
+    pub http1: Client<HttpConnector, Incoming>,
+    /// Cleartext HTTP/2 with prior knowledge, for `appProtocol: http2` apps.
+    pub http2: Client<HttpConnector, Incoming>,
+}
+
+impl AppClients {
+    pub fn new(connect_timeout: std::time::Duration) -> AppClients {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let idle = std::time::Duration::from_secs(30);
+        AppClients {
+            http1: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(idle)
+                .build(connector.clone()),
+            http2: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(idle)
+                .http2_only(true)
+                .build(connector),
+        }
+    }
+}
+
+thread_local! {
+    /// The clients of the worker running on this thread (unset on other threads).
+    static WORKER_CLIENTS: std::cell::OnceCell<AppClients> = const { std::cell::OnceCell::new() };
+}
+
+/// Worker threads and the queues that feed them.
+pub struct Workers {
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    next: AtomicUsize,
+    /// Used from threads that are not workers (an embedding runtime, tests calling handlers
+    /// directly).
+    fallback: AppClients,
+}
+
+impl Workers {
+    /// Starts `n` (at least one) worker threads. They run until this value is dropped and the
+    /// connections they hold have finished: dropping the queues stops new work, and each worker
+    /// then drains the connections already on it before its thread ends.
+    pub fn start(n: usize, connect_timeout: std::time::Duration) -> std::io::Result<Workers> {
+        let n = n.max(1);
+        let mut queues = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel::<Job>();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("proxy-worker-{i}"))
+                .spawn(move || {
+                    WORKER_CLIENTS.with(|c| {
+                        let _ = c.set(AppClients::new(connect_timeout));
+                    });
+                    runtime.block_on(run_worker(rx));
+                })?;
+            queues.push(tx);
+        }
+        Ok(Workers {
+            queues,
+            next: AtomicUsize::new(0),
+            fallback: AppClients::new(connect_timeout),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Hands `job` to the next worker. Returns the job back if every worker has stopped.
+    pub fn dispatch(&self, job: Job) -> Result<(), Job> {
+        let n = self.queues.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut job = job;
+        for k in 0..n {
+            match self.queues[(start + k) % n].send(job) {
+                Ok(()) => return Ok(()),
+                // That worker's thread is gone (it panicked); try the next one.
+                Err(mpsc::error::SendError(j)) => job = j,
+            }
+        }
+        Err(job)
+    }
+
+    /// Sends `req` to a local app over the calling thread's pool (its worker's own, or the
+    /// shared fallback off the workers), HTTP/2 with prior knowledge when `h2`.
+    pub fn app_request(
+        &self,
+        h2: bool,
+        req: http::Request<Incoming>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        let pick = |c: &AppClients| {
+            if h2 {
+                c.http2.request(req)
+            } else {
+                c.http1.request(req)
+            }
+        };
+        WORKER_CLIENTS.with(|c| match c.get() {
+            Some(own) => pick(own),
+            None => pick(&self.fallback),
+        })
+    }
+}
+
+/// A worker's loop: start each connection as a local task; once the queue closes, wait for the
+/// connections still running, then return (ending the thread).
+async fn run_worker(mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => {
+                    tasks.spawn(job());
+                }
+                None => break,
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn job(seen: Arc<Mutex<Vec<String>>>) -> Job {
+        Box::new(move || {
+            Box::pin(async move {
+                let name = std::thread::current().name().unwrap_or("?").to_string();
+                seen.lock().unwrap().push(name);
+            })
+        })
+    }
+
+    #[test]
+    fn jobs_are_spread_round_robin_over_worker_threads() {
+        let workers = Workers::start(3, std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(workers.len(), 3);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for _ in 0..9 {
+            assert!(workers.dispatch(job(seen.clone())).is_ok());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.lock().unwrap().len() < 9 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut names = seen.lock().unwrap().clone();
+        names.sort();
+        let want: Vec<String> = (0..3)
+            .flat_map(|i| std::iter::repeat_n(format!("proxy-worker-{i}"), 3))
+            .collect();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn a_worker_finishes_its_connections_after_the_queue_closes() {
+        let workers = Workers::start(1, std::time::Duration::from_secs(1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let _ = tx.send(());
+            })
+        });
+        assert!(workers.dispatch(job).is_ok());
+        drop(workers);
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok(),
+            "the in-flight connection was cut when the workers were dropped"
+        );
+    }
+
+    #[test]
+    fn worker_threads_use_their_own_app_clients() {
+        let workers = Workers::start(1, std::time::Duration::from_secs(1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let own = WORKER_CLIENTS.with(|c| c.get().is_some());
+                let _ = tx.send(own);
+            })
+        });
+        assert!(workers.dispatch(job).is_ok());
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)).ok(),
+            Some(true)
+        );
+        // This test thread is not a worker.
+        assert!(WORKER_CLIENTS.with(|c| c.get().is_none()));
+    }
+}
