@@ -17,8 +17,15 @@
 # It prints a table side by side, with the latency each proxy hop adds over (a): a pair is two
 # hops, so "added per hop" is (pair − direct) / 2.
 #
-# Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS]
-#         defaults: -d 10 -t 2 -c 32 (wrk --latency); every run is bounded by -d.
+# Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
+# (scheduler placement of six busy processes on two cores), more than the difference being
+# measured. So the three paths are measured in interleaved rounds (a b c, a b c, ...) and the
+# table shows each path's median round, with the lowest and highest req/s beside it; every
+# round's raw wrk output is in wrk.log in the work directory (KEEP_WORKDIR=1 keeps it).
+#
+# Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS]
+#         defaults: -d 10 -t 2 -c 32 -r 3 (wrk --latency); every run is bounded by -d, so a
+#         whole run takes about 3 × ROUNDS × SECONDS.
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
 #                         `cargo build --release -p trustmesh`). When it is missing, (b) is
 #                         skipped and the table says so.
@@ -37,12 +44,14 @@ set -euo pipefail
 duration=10
 threads=2
 connections=32
-while getopts "d:t:c:h" opt; do
+rounds=3
+while getopts "d:t:c:r:h" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
         c) connections=$OPTARG ;;
-        *) sed -n '2,36p' "$0"; exit 2 ;;
+        r) rounds=$OPTARG ;;
+        *) sed -n '2,43p' "$0"; exit 2 ;;
     esac
 done
 
@@ -334,38 +343,56 @@ if ((have_trustmesh)); then
 fi
 
 # --- measure ----------------------------------------------------------------------------------
-log "wrk -t$threads -c$connections -d${duration}s --latency, per scenario"
-log "(a) direct"
-res=$(measure "http://127.0.0.1:$backend_port/")
-read -r a_rps a_p50 a_p99 <<<"$res"
+# median_of "rps p50 p99" lines: the line with the median req/s, then the lowest and highest req/s.
+median_of() {
+    sort -n -k1,1 | awk '{ line[NR] = $0; r[NR] = $1 } END {
+        printf "%s %s %s\n", line[int((NR + 1) / 2)], r[1], r[NR] }'
+}
+log "wrk -t$threads -c$connections -d${duration}s --latency, $rounds interleaved rounds"
+a_runs="" b_runs="" c_runs=""
+for round in $(seq 1 "$rounds"); do
+    log "round $round/$rounds: (a) direct"
+    a_runs+="$(measure "http://127.0.0.1:$backend_port/")"$'\n'
+    if ((have_trustmesh)); then
+        log "round $round/$rounds: (b) trustmesh mTLS pair"
+        b_runs+="$(measure "http://127.0.0.1:$tm_client_port/")"$'\n'
+    fi
+    log "round $round/$rounds: (c) nginx mTLS pair"
+    c_runs+="$(measure "http://127.0.0.1:$ngx_client_port/")"$'\n'
+done
+read -r a_rps a_p50 a_p99 a_min a_max <<<"$(printf '%s' "$a_runs" | median_of)"
+read -r c_rps c_p50 c_p99 c_min c_max <<<"$(printf '%s' "$c_runs" | median_of)"
 if ((have_trustmesh)); then
-    log "(b) trustmesh mTLS pair"
-    res=$(measure "http://127.0.0.1:$tm_client_port/")
-    read -r b_rps b_p50 b_p99 <<<"$res"
+    read -r b_rps b_p50 b_p99 b_min b_max <<<"$(printf '%s' "$b_runs" | median_of)"
     # The pair really enforced mTLS + policy: the server proxy logged the client's identity.
     if ! grep -q "ns/bench/sa/client" "$work/server-proxy.access.log"; then
         log "warning: the server proxy's access log does not name the client identity"
     fi
 fi
-log "(c) nginx mTLS pair"
-res=$(measure "http://127.0.0.1:$ngx_client_port/")
-read -r c_rps c_p50 c_p99 <<<"$res"
 
-row() { # name rps p50 p99
-    awk -v n="$1" -v r="$2" -v p50="$3" -v p99="$4" -v a50="$a_p50" -v a99="$a_p99" -v direct="$5" '
+row() { # name rps p50 p99 direct min max
+    awk -v n="$1" -v r="$2" -v p50="$3" -v p99="$4" -v a50="$a_p50" -v a99="$a_p99" -v direct="$5" \
+        -v lo="$6" -v hi="$7" '
         BEGIN {
-            if (direct) printf "%-24s %12.0f %10.3f %10.3f %14s %14s\n", n, r, p50, p99, "-", "-"
-            else printf "%-24s %12.0f %10.3f %10.3f %14.3f %14.3f\n", n, r, p50, p99,
+            range = sprintf("%.0f-%.0f", lo, hi)
+            if (direct) printf "%-24s %10.0f %13s %9.3f %9.3f %12s %12s\n", n, r, range, p50, p99, "-", "-"
+            else printf "%-24s %10.0f %13s %9.3f %9.3f %12.3f %12.3f\n", n, r, range, p50, p99,
                 (p50 - a50) / 2, (p99 - a99) / 2
         }'
 }
 echo
-echo "loopback, wrk -t$threads -c$connections -d${duration}s, $(nproc) cores shared by all processes"
-printf "%-24s %12s %10s %10s %14s %14s\n" scenario "req/s" "p50 ms" "p99 ms" "+p50 ms/hop" "+p99 ms/hop"
-row "(a) direct" "$a_rps" "$a_p50" "$a_p99" 1
+echo "loopback, wrk -t$threads -c$connections -d${duration}s, median of $rounds interleaved rounds," \
+    "$(nproc) cores shared by all processes"
+printf "%-24s %10s %13s %9s %9s %12s %12s\n" scenario "req/s" "req/s range" "p50 ms" "p99 ms" \
+    "+p50 ms/hop" "+p99 ms/hop"
+row "(a) direct" "$a_rps" "$a_p50" "$a_p99" 1 "$a_min" "$a_max"
 if ((have_trustmesh)); then
-    row "(b) trustmesh mTLS pair" "$b_rps" "$b_p50" "$b_p99" 0
+    row "(b) trustmesh mTLS pair" "$b_rps" "$b_p50" "$b_p99" 0 "$b_min" "$b_max"
 else
     printf "%-24s %s\n" "(b) trustmesh mTLS pair" "skipped: no binary at $bin"
 fi
-row "(c) nginx mTLS pair" "$c_rps" "$c_p50" "$c_p99" 0
+row "(c) nginx mTLS pair" "$c_rps" "$c_p50" "$c_p99" 0 "$c_min" "$c_max"
+if ((have_trustmesh)); then
+    awk -v b="$b_rps" -v c="$c_rps" -v b99="$b_p99" -v c99="$c_p99" 'BEGIN {
+        printf "\ntrustmesh/nginx: req/s %.0f %%, p99 %.0f %%\n", 100 * b / c, 100 * b99 / c99 }'
+fi
