@@ -63,7 +63,48 @@ pub struct AccessLog {
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// RFC 3339 in UTC, exactly as the `time` crate writes it (fraction without trailing zeros),
+/// but with the date and time-of-day part formatted once per second per thread: a busy sidecar
+/// stamps tens of thousands of lines a second, nearly all within the same second.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let Ok(since) = t.duration_since(std::time::UNIX_EPOCH) else {
+        return slow_rfc3339(t);
+    };
+    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let text = slow_rfc3339(whole);
+            // "YYYY-MM-DDTHH:MM:SSZ" → keep everything before the 'Z'.
+            let Some(prefix) = text.strip_suffix('Z') else {
+                return slow_rfc3339(t);
+            };
+            *cached = (secs, prefix.to_string());
+        }
+        let mut out = String::with_capacity(cached.1.len() + 11);
+        out.push_str(&cached.1);
+        if nanos != 0 {
+            use std::fmt::Write;
+            let _ = write!(out, ".{nanos:09}");
+            // The fraction has a non-zero digit, so trimming stops inside it.
+            let len = out.trim_end_matches('0').len();
+            out.truncate(len);
+        }
+        out.push('Z');
+        out
+    })
+}
+
+fn slow_rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -113,15 +154,43 @@ fn sender() -> Option<&'static SyncSender<Vec<u8>>> {
 
 impl AccessLog {
     pub fn emit(&self) {
-        let Ok(mut line) = serde_json::to_vec(self) else {
+        let mut line = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut line, self).is_err() {
             return;
-        };
+        }
         line.push(b'\n');
         match sender().map(|tx| tx.try_send(line)) {
             Some(Ok(())) => {}
             Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn cached_timestamps_match_the_time_crate() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let cases = [
+            base,
+            base + Duration::from_nanos(1),
+            base + Duration::from_millis(500),
+            base + Duration::from_nanos(123_456_789),
+            base + Duration::from_nanos(999_999_999),
+            base + Duration::from_secs(1),
+            base + Duration::from_secs(86_400 * 400) + Duration::from_micros(7),
+            base, // back to an earlier second: the cache must not serve the later one
+            SystemTime::now(),
+        ];
+        for t in cases {
+            let want = time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            assert_eq!(super::rfc3339(t), want, "{t:?}");
         }
     }
 }

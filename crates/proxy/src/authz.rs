@@ -146,13 +146,17 @@ impl Policies {
         self.jwt.prepare_upstream(auth, headers)
     }
 
-    fn base_request(&self, ctx: &ConnCtx) -> Request {
+    /// `principal`: the peer's SPIFFE ID as text when the caller has it rendered already.
+    fn base_request(&self, ctx: &ConnCtx, principal: Option<&str>) -> Request {
         let mut r = Request::default();
         r.destination.namespace = self.workload.namespace.clone();
         r.destination.labels = self.workload.labels.clone();
         r.destination.ip = Some(ctx.target.ip());
         r.destination.port = ctx.target.port();
-        r.source.principal = ctx.peer.as_ref().map(|p| p.id.to_string());
+        r.source.principal = match principal {
+            Some(p) => Some(p.to_string()),
+            None => ctx.peer.as_ref().map(|p| p.id.to_string()),
+        };
         r.source.ip = Some(ctx.source.ip());
         // Istio's default (no trusted proxies in front): the remote address is the peer itself.
         r.source.remote_ip = Some(ctx.source.ip());
@@ -161,12 +165,12 @@ impl Policies {
     }
 
     pub fn check_tcp(&self, ctx: &ConnCtx) -> ProxyVerdict {
-        let req = self.base_request(ctx);
+        let req = self.base_request(ctx, None);
         self.decide(&req, false)
     }
 
-    fn http_request(&self, ctx: &ConnCtx, a: &HttpAttrs<'_>) -> Request {
-        let mut req = self.base_request(ctx);
+    fn http_request(&self, ctx: &ConnCtx, principal: Option<&str>, a: &HttpAttrs<'_>) -> Request {
+        let mut req = self.base_request(ctx, principal);
         let mut headers = BTreeMap::new();
         for (k, v) in a.headers.iter() {
             if let Ok(v) = v.to_str() {
@@ -198,14 +202,25 @@ impl Policies {
         req
     }
 
-    pub fn check_http(&self, ctx: &ConnCtx, a: &HttpAttrs<'_>) -> ProxyVerdict {
-        let req = self.http_request(ctx, a);
+    /// `principal`: the verified peer's SPIFFE ID, if the caller rendered it already.
+    pub fn check_http(
+        &self,
+        ctx: &ConnCtx,
+        principal: Option<&str>,
+        a: &HttpAttrs<'_>,
+    ) -> ProxyVerdict {
+        let req = self.http_request(ctx, principal, a);
         self.decide(&req, false)
     }
 
     /// After a CUSTOM provider allowed: only DENY and ALLOW policies remain.
-    pub fn check_http_after_custom(&self, ctx: &ConnCtx, a: &HttpAttrs<'_>) -> ProxyVerdict {
-        let req = self.http_request(ctx, a);
+    pub fn check_http_after_custom(
+        &self,
+        ctx: &ConnCtx,
+        principal: Option<&str>,
+        a: &HttpAttrs<'_>,
+    ) -> ProxyVerdict {
+        let req = self.http_request(ctx, principal, a);
         self.decide(&req, true)
     }
 
@@ -217,10 +232,10 @@ impl Policies {
         };
         let policy = v
             .policies
-            .iter()
+            .into_iter()
             .rev()
             .find(|p| p.action != Action::Audit)
-            .map(|p| p.name.clone());
+            .map(|p| p.name);
         let decision = match v.decision {
             Verdict::Allow => Decision::Allow,
             Verdict::Deny => Decision::Deny,

@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::http::{text, Body, XFCC};
+use crate::http::{text, Body, Conn, XFCC};
 use crate::inbound::ConnCtx;
 use crate::state::Shared;
 
@@ -77,10 +77,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub async fn forward(
     shared: &Arc<Shared>,
-    ctx: &ConnCtx,
+    conn: &Conn,
     own_id: &str,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let ctx = &conn.ctx;
     let h2 = ctx.app_protocol == crate::config::AppProtocol::Http2;
     // Upgrades only toward an HTTP/1.1 app (HTTP/2 has no Upgrade mechanism).
     let upgrade = if h2 {
@@ -90,13 +91,11 @@ pub async fn forward(
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
-        parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    });
+    // HTTP/2's :authority becomes the Host header an HTTP/1.1 app expects.
+    let authority_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     strip_hop_by_hop(&mut parts.headers, h2);
     if let Some(p) = &upgrade {
         crate::upgrade::restore(&mut parts.headers, p);
@@ -104,23 +103,19 @@ pub async fn forward(
     // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
     // to the app by sending its own XFCC.
     parts.headers.remove(XFCC);
-    if let Some(v) = xfcc_value(own_id, ctx) {
+    if let Some(v) = conn.xfcc(own_id) {
         parts.headers.insert(XFCC, v);
     }
-    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(h) = authority_host {
         parts.headers.insert(http::header::HOST, h);
     }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = match Uri::builder()
-        .scheme("http")
-        .authority(ctx.target.to_string())
-        .path_and_query(pq)
-        .build()
-    {
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = conn.target_authority.clone();
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
     };

@@ -50,13 +50,58 @@ pub fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
     r
 }
 
+/// An inbound HTTP connection: its context plus the values every request on it repeats, rendered
+/// once per connection instead of once per request (addresses and identity as text for the
+/// access log and policy, the app's authority for the upstream URI, the XFCC value).
+pub struct Conn {
+    pub ctx: ConnCtx,
+    pub source_text: String,
+    pub target_text: String,
+    pub peer_text: Option<String>,
+    /// `ctx.target` as a URI authority (cheap to clone: shared bytes).
+    pub target_authority: Option<http::uri::Authority>,
+    /// Our identity when `xfcc` was rendered, and the XFCC value naming the verified peer.
+    xfcc_by: String,
+    xfcc: Option<HeaderValue>,
+}
+
+impl Conn {
+    pub fn new(ctx: ConnCtx, own_id: &str) -> Conn {
+        let target_text = ctx.target.to_string();
+        Conn {
+            source_text: ctx.source.to_string(),
+            target_authority: http::uri::Authority::from_maybe_shared(Bytes::from(
+                target_text.clone(),
+            ))
+            .ok(),
+            target_text,
+            peer_text: ctx.peer.as_ref().map(|p| p.id.to_string()),
+            xfcc_by: own_id.to_string(),
+            xfcc: crate::forward::xfcc_value(own_id, &ctx),
+            ctx,
+        }
+    }
+
+    /// The XFCC value for a request forwarded while `own_id` is our identity (a reload could
+    /// change it in the middle of a connection; then it is rendered afresh).
+    pub fn xfcc(&self, own_id: &str) -> Option<HeaderValue> {
+        if own_id == self.xfcc_by {
+            self.xfcc.clone()
+        } else {
+            crate::forward::xfcc_value(own_id, &self.ctx)
+        }
+    }
+}
+
 /// Serves one inbound connection until the client closes it or it misbehaves.
 pub async fn serve<S>(shared: Arc<Shared>, ctx: ConnCtx, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeouts = shared.current().config.timeouts.clone();
-    let ctx = Arc::new(ctx);
+    let snap = shared.current();
+    let timeouts = snap.config.timeouts.clone();
+    let ctx = Arc::new(Conn::new(ctx, snap.own_id.as_str()));
+    drop(snap);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -100,16 +145,16 @@ where
     }
 }
 
-fn request_log(ctx: &ConnCtx, req: &Request<Incoming>) -> AccessLog {
+fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
     AccessLog {
         time: now_rfc3339(),
         direction: "inbound",
         protocol: "http",
-        listener_port: ctx.listener_port,
-        source_address: ctx.source.to_string(),
-        destination_address: ctx.target.to_string(),
-        source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
-        tls: ctx.tls,
+        listener_port: conn.ctx.listener_port,
+        source_address: conn.source_text.clone(),
+        destination_address: conn.target_text.clone(),
+        source_principal: conn.peer_text.clone(),
+        tls: conn.ctx.tls,
         method: Some(req.method().to_string()),
         path: Some(
             req.uri()
@@ -218,12 +263,13 @@ fn rbac_denied() -> Response<Body> {
 }
 
 /// One request: authenticate (JWT), authorize (CUSTOM → DENY → ALLOW), forward.
-async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let snap = shared.current();
+    let ctx = &conn.ctx;
     let request_id = ensure_request_id(req.headers_mut());
-    let mut log = request_log(ctx, &req);
+    let mut log = request_log(conn, &req);
     log.request_id = request_id;
     let host = log.authority.clone().unwrap_or_default();
 
@@ -242,11 +288,13 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
     };
     log.request_principal = auth.as_ref().map(|a| a.principal.clone());
 
-    let verdict = snap
-        .policies
-        .check_http(ctx, &attrs_of(&req, &host, auth.as_ref()));
-    log.policy = verdict.policy.clone();
-    log.reason = Some(verdict.reason.clone());
+    let verdict = snap.policies.check_http(
+        ctx,
+        conn.peer_text.as_deref(),
+        &attrs_of(&req, &host, auth.as_ref()),
+    );
+    log.policy = verdict.policy;
+    log.reason = Some(verdict.reason);
     // Headers a CUSTOM authorizer asked to add to the client's response on allow.
     let mut response_headers = Vec::new();
     match &verdict.decision {
@@ -268,14 +316,17 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
                         response_headers = response_headers_to_add;
                     }
                     // CUSTOM allowed: the DENY and ALLOW policies still apply.
-                    let after = snap
-                        .policies
-                        .check_http_after_custom(ctx, &attrs_of(&req, &host, auth.as_ref()));
-                    log.reason = Some(after.reason.clone());
+                    let after = snap.policies.check_http_after_custom(
+                        ctx,
+                        conn.peer_text.as_deref(),
+                        &attrs_of(&req, &host, auth.as_ref()),
+                    );
+                    let allowed = after.allowed();
+                    log.reason = Some(after.reason);
                     if after.policy.is_some() {
-                        log.policy = after.policy.clone();
+                        log.policy = after.policy;
                     }
-                    if !after.allowed() {
+                    if !allowed {
                         return refuse(shared, log, started, "deny", rbac_denied());
                     }
                 }
@@ -289,7 +340,7 @@ async fn handle(shared: &Arc<Shared>, ctx: &ConnCtx, mut req: Request<Incoming>)
 
     snap.policies
         .prepare_upstream(auth.as_ref(), req.headers_mut());
-    let mut resp = crate::forward::forward(shared, ctx, snap.own_id.as_str(), req).await;
+    let mut resp = crate::forward::forward(shared, conn, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     log.status = Some(resp.status().as_u16());
     log.duration_ms = started.elapsed().as_millis() as u64;
