@@ -548,6 +548,25 @@ admin: { address: "127.0.0.1:15000" }
     }
 
     #[test]
+    fn concurrency_defaults_to_the_cores_and_is_bounded() {
+        let parse = |extra: &str| {
+            ProxyConfig::parse(
+                &format!("{GOOD}{extra}"),
+                Path::new("p.yaml"),
+                Path::new("."),
+            )
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(parse("").unwrap().worker_threads(), cores);
+        assert_eq!(parse("concurrency: 0\n").unwrap().worker_threads(), cores);
+        assert_eq!(parse("concurrency: 3\n").unwrap().worker_threads(), 3);
+        let e = parse("concurrency: 5000\n").unwrap_err().to_string();
+        assert!(e.contains("concurrency"), "{e}");
+        let e = parse("concurrency: -1\n").unwrap_err().to_string();
+        assert!(e.contains("concurrency"), "{e}");
+    }
+
+    #[test]
     fn bundle_prefix_only_without_slash() {
         let s = parse_bundle_source("/a=b/c.pem");
         assert_eq!(s.trust_domain, None);
