@@ -96,6 +96,8 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     drain(&shared).await;
+    // The access log of the last requests may still sit in per-thread buffers.
+    crate::accesslog::flush();
     Ok(())
 }
 
