@@ -14,22 +14,29 @@ use crate::http::{text, Body, Conn, XFCC};
 use crate::inbound::ConnCtx;
 use crate::state::Shared;
 
-/// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
+/// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1). Typed names: removing
+/// by `&str` would parse and hash the name again on every request.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
+    // Usually none is present (or only `connection`): one pass over the few headers a message
+    // has is cheaper than seven lookups that miss.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let te_trailers = keep_te_trailers
         && h.get(http::header::TE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
+    // Headers the sender declared connection-scoped with `Connection: a, b`.
     let listed: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -40,8 +47,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
     for n in listed {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    for n in &HOP_BY_HOP {
+        h.remove(n);
     }
     // `te: trailers` is the one TE value HTTP/2 allows, and gRPC servers require it.
     if te_trailers {
@@ -102,9 +109,9 @@ pub async fn forward(
     }
     // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
     // to the app by sending its own XFCC.
-    parts.headers.remove(XFCC);
+    parts.headers.remove(&XFCC);
     if let Some(v) = conn.xfcc(own_id) {
-        parts.headers.insert(XFCC, v);
+        parts.headers.insert(XFCC.clone(), v);
     }
     if let Some(h) = authority_host {
         parts.headers.insert(http::header::HOST, h);
@@ -165,5 +172,66 @@ pub async fn forward(
                 "upstream connect error or disconnect/reset before headers",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("host", "a"),
+            ("connection", "keep-alive, X-Private"),
+            ("connection", "x-other"),
+            ("x-private", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("upgrade", "websocket"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["host", "x-kept"]);
+        assert_eq!(h.get("x-kept").unwrap(), "3");
+    }
+
+    #[test]
+    fn te_trailers_survives_only_when_asked() {
+        let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = map(&[("te", "gzip"), ("content-type", "x")]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = map(&[("host", "a"), ("x-a", "1"), ("x-a", "2")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 }

@@ -28,7 +28,8 @@ use crate::state::Shared;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-pub const XFCC: &str = "x-forwarded-client-cert";
+pub static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(
@@ -179,24 +180,29 @@ pub fn authority(req: &Request<Incoming>) -> Option<String> {
 
 /// Keeps a client's `x-request-id` (as Envoy does by default) or adds a random UUIDv4 one.
 fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
-    const NAME: &str = "x-request-id";
-    if let Some(v) = headers.get(NAME).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         return Some(v.to_string());
     }
     let mut b = request_id_bytes().to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let h = crate::forward::hex(&b);
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
-    headers.insert(NAME, HeaderValue::from_str(&id).ok()?);
-    Some(id)
+                                 // 8-4-4-4-12 lower-case hex, written in place.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 36];
+    let mut at = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id[at] = b'-';
+            at += 1;
+        }
+        id[at] = DIGITS[usize::from(byte >> 4)];
+        id[at + 1] = DIGITS[usize::from(byte & 0xf)];
+        at += 2;
+    }
+    let value = HeaderValue::from_bytes(&id).ok()?;
+    let text = value.to_str().ok()?.to_string();
+    headers.insert(X_REQUEST_ID.clone(), value);
+    Some(text)
 }
 
 /// 128 random-looking bits for a request id without a system call per request: each worker
