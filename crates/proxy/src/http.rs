@@ -64,6 +64,8 @@ pub struct Conn {
     /// Our identity when `xfcc` was rendered, and the XFCC value naming the verified peer.
     xfcc_by: String,
     xfcc: Option<HeaderValue>,
+    /// This connection's own app connection (HTTP/1 clients).
+    pub upstream: crate::forward::DedicatedUpstream,
 }
 
 impl Conn {
@@ -79,6 +81,7 @@ impl Conn {
             peer_text: ctx.peer.as_ref().map(|p| p.id.to_string()),
             xfcc_by: own_id.to_string(),
             xfcc: crate::forward::xfcc_value(own_id, &ctx),
+            upstream: Default::default(),
             ctx,
         }
     }

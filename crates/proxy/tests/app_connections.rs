@@ -1,0 +1,206 @@
+//! How inbound HTTP/1 requests reach the app: each client connection gets one app connection of
+//! its own, reused for its requests (origin-form request line, the client's Host kept), and
+//! replaced when the app closes it between requests.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What the app saw: per accepted connection, the request heads it read.
+type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// A keep-alive HTTP/1.1 app answering `200 ok`; it closes a connection once it has been idle
+/// for `idle_close` (like an app server's keep-alive timeout).
+async fn app(idle_close: Duration) -> (u16, Seen) {
+    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = ln.accept().await else {
+                continue;
+            };
+            let index = {
+                let mut all = record.lock().unwrap();
+                all.push(Vec::new());
+                all.len() - 1
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(head)) = tokio::time::timeout(idle_close, read_head(&mut s)).await
+                {
+                    record.lock().unwrap()[index].push(head);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                // Idle too long (or the peer left): close, as an app's keep-alive timeout does.
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Reads one HTTP head up to the blank line (requests here have no body).
+async fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16_384 || s.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_string())
+}
+
+/// Sends one request on `s` and returns the status line and body (content-length framed).
+async fn get(s: &mut TcpStream, path: &str) -> (String, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(s))
+        .await
+        .expect("a response in time")
+        .expect("a response head");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        String::from_utf8_lossy(&body).to_string(),
+    )
+}
+
+async fn proxy_in_front_of(app_port: u16) -> (tempfile::TempDir, u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/web");
+    let inb = common::free_port();
+    let cfg = dir.join("proxy.yaml");
+    // No PeerAuthentication: PERMISSIVE, so a plaintext client may talk to the listener.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"workload: {{ namespace: foo, serviceAccount: web }}
+certs: {{ key: key.pem, certChain: cert-chain.pem }}
+trustBundles: [ "cluster.local=root-cert.pem" ]
+mesh: {{ trustDomain: cluster.local }}
+inbound: [ {{ port: {inb}, targetPort: {app_port}, protocol: http }} ]
+"#
+        ),
+    )
+    .unwrap();
+    trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+    (tmp, inb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_keeps_one_app_connection() {
+    let (app_port, seen) = app(Duration::from_secs(30)).await;
+    let (_tmp, inb) = proxy_in_front_of(app_port).await;
+
+    let mut a = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    for i in 0..20 {
+        let (status, body) = get(&mut a, &format!("/items/{i}?q=x")).await;
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"));
+    }
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "20 requests on one client connection: one app connection"
+        );
+        assert_eq!(seen[0].len(), 20);
+        for (i, head) in seen[0].iter().enumerate() {
+            // Origin form on the request line, and the client's Host, not the app's address.
+            assert!(
+                head.starts_with(&format!("GET /items/{i}?q=x HTTP/1.1\r\n")),
+                "{head}"
+            );
+            assert!(
+                head.to_ascii_lowercase().contains("host: app.example\r\n"),
+                "{head}"
+            );
+            assert!(
+                head.to_ascii_lowercase().contains("x-request-id: "),
+                "{head}"
+            );
+        }
+    }
+
+    // A second client connection gets an app connection of its own.
+    let mut b = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&mut b, "/b").await.1, "ok");
+    }
+    assert_eq!(get(&mut a, "/a-again").await.1, "ok");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].len(), 21);
+    assert_eq!(seen[1].len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_connection_closed_between_requests_is_replaced() {
+    // The app drops connections idle for 100 ms; the client pauses 300 ms between requests.
+    let (app_port, seen) = app(Duration::from_millis(100)).await;
+    let (_tmp, inb) = proxy_in_front_of(app_port).await;
+
+    let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    for i in 0..3 {
+        let (status, body) = get(&mut s, &format!("/r{i}")).await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "ok"),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1, 1, 1],
+        "each request after an idle close went over a fresh app connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_is_down_gives_503_and_the_next_request_still_works() {
+    // Reserve a port, then close it: nothing listens there yet.
+    let port = common::free_port();
+    let (_tmp, inb) = proxy_in_front_of(port).await;
+    let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    let (status, _) = get(&mut s, "/").await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+
+    // The app comes up on that port: the same client connection now reaches it.
+    let ln = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let (mut c, _) = ln.accept().await.unwrap();
+        while let Some(_head) = read_head(&mut c).await {
+            let _ = c
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup")
+                .await;
+        }
+    });
+    let (status, body) = get(&mut s, "/").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "up"));
+}
