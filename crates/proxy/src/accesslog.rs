@@ -249,7 +249,7 @@ fn json_str(out: &mut Vec<u8>, v: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = v.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
     } else {
         for &b in bytes {
@@ -274,6 +274,34 @@ fn json_str(out: &mut Vec<u8>, v: &str) {
         }
     }
     out.push(b'"');
+}
+
+/// Whether any byte is a control character, `"` or `\\`: eight bytes per step, with the
+/// classic "does this word have a zero byte" bit trick on the word XORed with each target.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS != 0;
+    // b < 0x20 exactly: per byte, (b | 0x80) - 0x20 keeps its high bit iff (b & 0x7f) >= 0x20
+    // (no borrow crosses bytes, each starts at 0x80 or more); `!w` keeps bytes below 0x80.
+    let has_control = |w: u64| {
+        let t = (w | HIGHS).wrapping_sub(0x2020_2020_2020_2020);
+        !t & !w & HIGHS != 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if has_control(w)
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Builds one JSON object field by field (keys are ours and need no escaping).
@@ -307,7 +335,8 @@ impl<'a> JsonObject<'a> {
     }
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
     fn opt_num(&mut self, k: &str, v: Option<u64>) {
         if let Some(v) = v {
@@ -510,6 +539,28 @@ mod tests {
                 ..Default::default()
             };
             check(&log);
+        }
+    }
+
+    #[test]
+    fn escape_detection_agrees_with_the_plain_check_for_every_byte_and_position() {
+        let plain = |b: &[u8]| b.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for byte in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    if len > 0 {
+                        v[pos] = byte;
+                    }
+                    assert_eq!(super::needs_escape(&v), plain(&v), "{v:?}");
+                    // Neighbours with the high bit set must not hide or fake a match.
+                    let mut w = vec![0xffu8; len];
+                    if len > 0 {
+                        w[pos] = byte;
+                    }
+                    assert_eq!(super::needs_escape(&w), plain(&w), "{w:?}");
+                }
+            }
         }
     }
 

@@ -27,28 +27,39 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
-    // Usually none is present (or only `connection`): one pass over the few headers a message
-    // has is cheaper than seven lookups that miss.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the few headers a message has, noting which hop-by-hop ones are present
+    // (usually none, or `connection` alone), instead of seven lookups that mostly miss.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let te_trailers = keep_te_trailers
         && h.get(http::header::TE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
-    // Headers the sender declared connection-scoped with `Connection: a, b`.
+    // Headers the sender declared connection-scoped with `Connection: a, b`. The common values
+    // `keep-alive` (removed below anyway) and `close` (an option, not a header) need no lookup.
     let listed: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in listed {
         h.remove(n);
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
+    for (n, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            h.remove(n);
+        }
     }
     // `te: trailers` is the one TE value HTTP/2 allows, and gRPC servers require it.
     if te_trailers {
@@ -311,7 +322,7 @@ mod tests {
         let mut h = map(&[
             ("host", "a"),
             ("connection", "keep-alive, X-Private"),
-            ("connection", "x-other"),
+            ("connection", "x-other, close"),
             ("x-private", "1"),
             ("x-other", "2"),
             ("keep-alive", "timeout=5"),
