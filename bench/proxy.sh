@@ -20,8 +20,9 @@
 # Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
 # (scheduler placement of six busy processes on two cores), more than the difference being
 # measured. So the three paths are measured in interleaved rounds (a b c, a b c, ...) and the
-# table shows each path's median round, with the lowest and highest req/s beside it; every
-# round's raw wrk output is in wrk.log in the work directory (KEEP_WORKDIR=1 keeps it).
+# table shows, per path, the median over the rounds of req/s, of p50 and of p99 (each column on
+# its own), with the lowest and highest req/s beside them; every round's figures are printed
+# as they come, and the raw wrk output is in wrk.log (KEEP_WORKDIR=1 keeps the work directory).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS]
 #         defaults: -d 10 -t 2 -c 32 -r 3 (wrk --latency); every run is bounded by -d, so a
@@ -343,22 +344,37 @@ if ((have_trustmesh)); then
 fi
 
 # --- measure ----------------------------------------------------------------------------------
-# median_of "rps p50 p99" lines: the line with the median req/s, then the lowest and highest req/s.
+# median_of "rps p50 p99" lines: the median of each column on its own (a round with a slow
+# scheduling hiccup skews its p99 without moving the others), then the lowest and highest req/s.
 median_of() {
-    sort -n -k1,1 | awk '{ line[NR] = $0; r[NR] = $1 } END {
-        printf "%s %s %s\n", line[int((NR + 1) / 2)], r[1], r[NR] }'
+    awk '{ r[NR] = $1; a[NR] = $2; b[NR] = $3 }
+        function med(x, n,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) {
+                t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+            return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+        }
+        END {
+            m = med(r, NR); lo = r[1]; hi = r[NR]
+            printf "%s %s %s %s %s\n", m, med(a, NR), med(b, NR), lo, hi
+        }'
 }
 log "wrk -t$threads -c$connections -d${duration}s --latency, $rounds interleaved rounds"
 a_runs="" b_runs="" c_runs=""
 for round in $(seq 1 "$rounds"); do
     log "round $round/$rounds: (a) direct"
-    a_runs+="$(measure "http://127.0.0.1:$backend_port/")"$'\n'
+    r=$(measure "http://127.0.0.1:$backend_port/")
+    a_runs+="$r"$'\n'
+    log "  req/s p50 p99: $r"
     if ((have_trustmesh)); then
         log "round $round/$rounds: (b) trustmesh mTLS pair"
-        b_runs+="$(measure "http://127.0.0.1:$tm_client_port/")"$'\n'
+        r=$(measure "http://127.0.0.1:$tm_client_port/")
+        b_runs+="$r"$'\n'
+        log "  req/s p50 p99: $r"
     fi
     log "round $round/$rounds: (c) nginx mTLS pair"
-    c_runs+="$(measure "http://127.0.0.1:$ngx_client_port/")"$'\n'
+    r=$(measure "http://127.0.0.1:$ngx_client_port/")
+    c_runs+="$r"$'\n'
+    log "  req/s p50 p99: $r"
 done
 read -r a_rps a_p50 a_p99 a_min a_max <<<"$(printf '%s' "$a_runs" | median_of)"
 read -r c_rps c_p50 c_p99 c_min c_max <<<"$(printf '%s' "$c_runs" | median_of)"
@@ -381,7 +397,7 @@ row() { # name rps p50 p99 direct min max
         }'
 }
 echo
-echo "loopback, wrk -t$threads -c$connections -d${duration}s, median of $rounds interleaved rounds," \
+echo "loopback, wrk -t$threads -c$connections -d${duration}s, medians of $rounds interleaved rounds," \
     "$(nproc) cores shared by all processes"
 printf "%-24s %10s %13s %9s %9s %12s %12s\n" scenario "req/s" "req/s range" "p50 ms" "p99 ms" \
     "+p50 ms/hop" "+p99 ms/hop"
