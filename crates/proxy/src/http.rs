@@ -189,7 +189,8 @@ fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
     let mut b = request_id_bytes().to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-                                 // 8-4-4-4-12 lower-case hex, written in place.
+
+    // 8-4-4-4-12 lower-case hex, written in place.
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 36];
     let mut at = 0;
