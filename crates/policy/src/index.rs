@@ -213,6 +213,9 @@ pub struct WorkloadView {
     /// Distinct providers when CUSTOM policies with more than one provider apply: Istio then
     /// cannot configure ext_authz for the workload and denies every request.
     pub custom_conflict: Option<Vec<String>>,
+    /// Whether any applicable policy has a `request.headers[...]` condition: only then must a
+    /// caller hand request headers over for evaluation.
+    pub needs_headers: bool,
 }
 
 impl WorkloadView {
@@ -233,6 +236,13 @@ impl WorkloadView {
         if providers.len() > 1 {
             v.custom_conflict = Some(providers);
         }
+        v.needs_headers = v.all.iter().any(|&pi| {
+            policies[pi as usize].rules.iter().any(|r| {
+                r.when
+                    .iter()
+                    .any(|c| matches!(c.key, crate::authz::CondKey::Header(_)))
+            })
+        });
         for &pi in &v.all {
             let p = &policies[pi as usize];
             if p.dry_run {

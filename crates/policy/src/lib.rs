@@ -106,7 +106,7 @@ pub use load::{ReadError, SourceText};
 pub use mesh::{ExtensionProvider, MeshConfig};
 pub use problem::{Location, Notice, Problem};
 pub use request::Request;
-pub use set::{validate, LoadError, PolicySet, Report};
+pub use set::{validate, LoadError, PolicySet, Report, WorkloadPolicies};
 
 use std::collections::BTreeMap;
 

@@ -73,6 +73,18 @@ pub struct PolicySet {
     views: RwLock<ViewCache>,
 }
 
+/// The authorization policies applying to one workload (see [`PolicySet::workload_policies`]).
+#[derive(Debug, Clone)]
+pub struct WorkloadPolicies(Arc<WorkloadView>);
+
+impl WorkloadPolicies {
+    /// Whether any of them has a `request.headers[...]` condition; when not, requests can be
+    /// evaluated without copying their headers.
+    pub fn needs_request_headers(&self) -> bool {
+        self.0.needs_headers
+    }
+}
+
 /// Workload views by hash of (namespace, labels); collisions resolved by comparing.
 type ViewCache = HashMap<u64, Vec<(Workload, Arc<WorkloadView>)>>;
 
@@ -644,8 +656,31 @@ impl PolicySet {
         self.fast(req, false)
     }
 
+    /// The authorization policies that apply to `w`, looked up once: a proxy serving one
+    /// workload keeps this and evaluates with [`PolicySet::evaluate_for`], so a request needs
+    /// neither the workload's namespace and labels nor a lookup by them.
+    pub fn workload_policies(&self, w: &Workload) -> WorkloadPolicies {
+        WorkloadPolicies(self.view(&w.namespace, &w.labels))
+    }
+
+    /// [`PolicySet::evaluate_authz_only`] (`after_custom: false`) or
+    /// [`PolicySet::evaluate_after_custom`] (`true`) for the workload of `wp`, which must come
+    /// from this set; `req.destination.namespace` and `.labels` are not read.
+    pub fn evaluate_for(
+        &self,
+        wp: &WorkloadPolicies,
+        req: &Request,
+        after_custom: bool,
+    ) -> Decision {
+        self.fast_in(&wp.0, req, !after_custom)
+    }
+
     fn fast(&self, req: &Request, with_custom: bool) -> Decision {
         let view = self.view(&req.destination.namespace, &req.destination.labels);
+        self.fast_in(&view, req, with_custom)
+    }
+
+    fn fast_in(&self, view: &WorkloadView, req: &Request, with_custom: bool) -> Decision {
         let a = Attrs::new(req, false);
         let mut policies = Vec::with_capacity(2);
         let custom = if req.http.is_none() {

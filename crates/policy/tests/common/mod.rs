@@ -57,6 +57,33 @@ pub fn set(yaml: &str, mesh: &MeshConfig) -> PolicySet {
 pub fn eval(set: &PolicySet, req: &Request) -> Decision {
     let full = set.evaluate(req);
     let fast = set.evaluate_authz_only(req);
+    // The proxy's form: the workload's policies looked up once; the request then carries no
+    // destination namespace/labels, and no headers when no applicable policy reads them.
+    let wp = set.workload_policies(&trustmesh_policy::Workload {
+        namespace: req.destination.namespace.clone(),
+        labels: req.destination.labels.clone(),
+    });
+    let mut bare = req.clone();
+    bare.destination.namespace.clear();
+    bare.destination.labels.clear();
+    if !wp.needs_request_headers() {
+        if let Some(h) = bare.http.as_mut() {
+            h.headers.clear();
+        }
+    }
+    for after_custom in [false, true] {
+        let pinned = set.evaluate_for(&wp, &bare, after_custom);
+        let want = if after_custom {
+            set.evaluate_after_custom(req)
+        } else {
+            fast.clone()
+        };
+        assert_eq!(
+            (pinned.decision, pinned.reason),
+            (want.decision, want.reason),
+            "evaluate_for disagrees (after_custom={after_custom})"
+        );
+    }
     if !full.reason.starts_with("plaintext connection rejected")
         && full.mtls_mode != Some(trustmesh_policy::MtlsMode::Disable)
     {
