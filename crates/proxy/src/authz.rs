@@ -13,6 +13,7 @@ use serde::Deserialize;
 use trustmesh_policy::load::read_paths;
 use trustmesh_policy::{
     Action, MeshConfig, MtlsMode, PolicySet, ReadError, Request, SourceText, Verdict, Workload,
+    WorkloadPolicies,
 };
 
 use crate::config::ProxyConfig;
@@ -79,6 +80,8 @@ pub struct HttpAttrs<'a> {
 pub struct Policies {
     pub set: PolicySet,
     pub workload: Workload,
+    /// The authorization policies applying to `workload`, looked up once per load.
+    applicable: WorkloadPolicies,
     /// Where the set was loaded from, for /config_dump.
     pub sources: Vec<String>,
     /// The loaded policy documents as JSON (with their file), for /config_dump.
@@ -108,7 +111,9 @@ impl Policies {
             tracing::warn!("policy notice: {n}");
         }
         let jwt = crate::authn::Jwt::new(&set, &workload)?;
+        let applicable = set.workload_policies(&workload);
         Ok(Policies {
+            applicable,
             sources: cfg
                 .policy_dir
                 .iter()
@@ -146,11 +151,10 @@ impl Policies {
         self.jwt.prepare_upstream(auth, headers)
     }
 
-    /// `principal`: the peer's SPIFFE ID as text when the caller has it rendered already.
+    /// `principal`: the peer's SPIFFE ID as text when the caller has it rendered already. The
+    /// destination's namespace and labels stay empty: `applicable` already stands for them.
     fn base_request(&self, ctx: &ConnCtx, principal: Option<&str>) -> Request {
         let mut r = Request::default();
-        r.destination.namespace = self.workload.namespace.clone();
-        r.destination.labels = self.workload.labels.clone();
         r.destination.ip = Some(ctx.target.ip());
         r.destination.port = ctx.target.port();
         r.source.principal = match principal {
@@ -172,7 +176,13 @@ impl Policies {
     fn http_request(&self, ctx: &ConnCtx, principal: Option<&str>, a: &HttpAttrs<'_>) -> Request {
         let mut req = self.base_request(ctx, principal);
         let mut headers = BTreeMap::new();
-        for (k, v) in a.headers.iter() {
+        // Copied only when a policy has a `request.headers[...]` condition to read them.
+        let header_source = if self.applicable.needs_request_headers() {
+            Some(a.headers)
+        } else {
+            None
+        };
+        for (k, v) in header_source.into_iter().flat_map(|h| h.iter()) {
             if let Ok(v) = v.to_str() {
                 // Repeated headers are joined as Envoy presents them to RBAC.
                 headers
@@ -225,11 +235,7 @@ impl Policies {
     }
 
     fn decide(&self, req: &Request, after_custom: bool) -> ProxyVerdict {
-        let v = if after_custom {
-            self.set.evaluate_after_custom(req)
-        } else {
-            self.set.evaluate_authz_only(req)
-        };
+        let v = self.set.evaluate_for(&self.applicable, req, after_custom);
         let policy = v
             .policies
             .into_iter()

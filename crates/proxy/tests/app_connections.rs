@@ -1,6 +1,7 @@
 //! How inbound HTTP/1 requests reach the app: each client connection gets one app connection of
 //! its own, reused for its requests (origin-form request line, the client's Host kept), and
-//! replaced when the app closes it between requests.
+//! replaced when the app closes it between requests. Also: policies that read request headers
+//! see them (the proxy copies headers for policy only when a policy reads them).
 
 mod common;
 
@@ -64,7 +65,12 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
 
 /// Sends one request on `s` and returns the status line and body (content-length framed).
 async fn get(s: &mut TcpStream, path: &str) -> (String, String) {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: app.example\r\n\r\n");
+    get_with(s, path, "").await
+}
+
+/// [`get`] with extra header lines (`"name: value\r\n"` each).
+async fn get_with(s: &mut TcpStream, path: &str, extra: &str) -> (String, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: app.example\r\n{extra}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let head = tokio::time::timeout(Duration::from_secs(5), read_head(s))
         .await
@@ -87,9 +93,21 @@ async fn get(s: &mut TcpStream, path: &str) -> (String, String) {
 }
 
 async fn proxy_in_front_of(app_port: u16) -> (tempfile::TempDir, u16) {
+    proxy_with_policy(app_port, None).await
+}
+
+async fn proxy_with_policy(app_port: u16, policy: Option<&str>) -> (tempfile::TempDir, u16) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/web");
+    let policy_line = match policy {
+        Some(yaml) => {
+            std::fs::create_dir(dir.join("policies")).unwrap();
+            std::fs::write(dir.join("policies/p.yaml"), yaml).unwrap();
+            "policyDir: policies\n"
+        }
+        None => "",
+    };
     let inb = common::free_port();
     let cfg = dir.join("proxy.yaml");
     // No PeerAuthentication: PERMISSIVE, so a plaintext client may talk to the listener.
@@ -100,7 +118,7 @@ async fn proxy_in_front_of(app_port: u16) -> (tempfile::TempDir, u16) {
 certs: {{ key: key.pem, certChain: cert-chain.pem }}
 trustBundles: [ "cluster.local=root-cert.pem" ]
 mesh: {{ trustDomain: cluster.local }}
-inbound: [ {{ port: {inb}, targetPort: {app_port}, protocol: http }} ]
+{policy_line}inbound: [ {{ port: {inb}, targetPort: {app_port}, protocol: http }} ]
 "#
         ),
     )
@@ -203,4 +221,32 @@ async fn an_app_that_is_down_gives_503_and_the_next_request_still_works() {
     });
     let (status, body) = get(&mut s, "/").await;
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reading_request_headers_see_them() {
+    let (app_port, seen) = app(Duration::from_secs(30)).await;
+    let policy = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: block-flagged, namespace: foo }
+spec:
+  action: DENY
+  rules:
+  - when:
+    - key: request.headers[X-Block]
+      values: [\"yes\"]
+";
+    let (_tmp, inb) = proxy_with_policy(app_port, Some(policy)).await;
+    let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    let (status, body) = get_with(&mut s, "/", "x-block: yes\r\n").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 403 Forbidden", "RBAC: access denied")
+    );
+    let (status, _) = get_with(&mut s, "/", "x-block: no\r\n").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (status, _) = get(&mut s, "/").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // Only the two allowed requests reached the app.
+    assert_eq!(seen.lock().unwrap().iter().map(Vec::len).sum::<usize>(), 2);
 }
