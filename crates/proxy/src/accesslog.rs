@@ -246,7 +246,6 @@ pub fn flush() {
 /// as serde_json escapes them. Most values (addresses, identities, paths) need no escaping, and
 /// are then copied in one piece.
 fn json_str(out: &mut Vec<u8>, v: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = v.as_bytes();
     if !needs_escape(bytes) {
@@ -261,14 +260,10 @@ fn json_str(out: &mut Vec<u8>, v: &str) {
                 b'\t' => out.extend_from_slice(b"\\t"),
                 0x08 => out.extend_from_slice(b"\\b"),
                 0x0c => out.extend_from_slice(b"\\f"),
-                b if b < 0x20 => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]),
+                b if b < 0x20 => {
+                    out.extend_from_slice(b"\\u00");
+                    out.extend_from_slice(&crate::forward::hex_pair(b));
+                }
                 b => out.push(b),
             }
         }

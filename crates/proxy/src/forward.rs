@@ -84,13 +84,19 @@ pub fn sha256_hex(der: &[u8]) -> String {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    for &b in bytes {
+        let [hi, lo] = hex_pair(b);
+        s.push(char::from(hi));
+        s.push(char::from(lo));
     }
     s
+}
+
+/// The two lower-case hex digits of `b`.
+pub fn hex_pair(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
 /// The app connection one HTTP/1 client connection uses: opened on its first request, kept for

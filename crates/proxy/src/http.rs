@@ -191,7 +191,6 @@ fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
 
     // 8-4-4-4-12 lower-case hex, written in place.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 36];
     let mut at = 0;
     for (i, byte) in b.iter().enumerate() {
@@ -199,8 +198,7 @@ fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
             id[at] = b'-';
             at += 1;
         }
-        id[at] = DIGITS[usize::from(byte >> 4)];
-        id[at + 1] = DIGITS[usize::from(byte & 0xf)];
+        id[at..at + 2].copy_from_slice(&crate::forward::hex_pair(*byte));
         at += 2;
     }
     let value = HeaderValue::from_bytes(&id).ok()?;
