@@ -113,27 +113,13 @@ pub struct DedicatedUpstream(
 );
 
 impl DedicatedUpstream {
+    /// Sends `req` (origin form, with its Host header) to the app at `target`.
     pub async fn send(
         &self,
         target: std::net::SocketAddr,
         connect_timeout: std::time::Duration,
         mut req: Request<Incoming>,
     ) -> Result<Response<Incoming>, String> {
-        // An HTTP/1.1 request line carries the path only (origin form); Host names the site.
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Some(a) = req.uri().authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
-            }
-        }
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
-
         let mut slot = self.0.lock().await;
         let mut retried = false;
         loop {
@@ -234,10 +220,28 @@ pub async fn forward(
         parts.headers.insert(http::header::HOST, h);
     }
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = conn.target_authority.clone();
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if dedicated {
+        // Our own HTTP/1.1 connection: the request line carries the path only (origin form),
+        // and Host names the site; a client that sent none gets the app's address, as the
+        // pooled client would give it.
+        uri.scheme = None;
+        uri.authority = None;
+        if !parts.headers.contains_key(http::header::HOST) {
+            if let Some(v) = conn
+                .target_authority
+                .as_ref()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
+    } else {
+        // The pooled clients connect to the URI's authority: the app's socket address.
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = conn.target_authority.clone();
     }
     parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
