@@ -33,7 +33,8 @@ async fn app(idle_close: Duration) -> (u16, Seen) {
             };
             let record = record.clone();
             tokio::spawn(async move {
-                while let Ok(Some(head)) = tokio::time::timeout(idle_close, read_head(&mut s)).await
+                while let Ok(Some(head)) =
+                    tokio::time::timeout(idle_close, common::read_http_head(&mut s)).await
                 {
                     record.lock().unwrap()[index].push(head);
                     if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -50,19 +51,6 @@ async fn app(idle_close: Duration) -> (u16, Seen) {
     (port, seen)
 }
 
-/// Reads one HTTP head up to the blank line (requests here have no body).
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16_384 || s.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).to_string())
-}
-
 /// Sends one request on `s` and returns the status line and body (content-length framed).
 async fn get(s: &mut TcpStream, path: &str) -> (String, String) {
     get_with(s, path, "").await
@@ -72,7 +60,7 @@ async fn get(s: &mut TcpStream, path: &str) -> (String, String) {
 async fn get_with(s: &mut TcpStream, path: &str, extra: &str) -> (String, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: app.example\r\n{extra}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
-    let head = tokio::time::timeout(Duration::from_secs(5), read_head(s))
+    let head = tokio::time::timeout(Duration::from_secs(5), common::read_http_head(s))
         .await
         .expect("a response in time")
         .expect("a response head");
@@ -213,7 +201,7 @@ async fn an_app_that_is_down_gives_503_and_the_next_request_still_works() {
         .unwrap();
     tokio::spawn(async move {
         let (mut c, _) = ln.accept().await.unwrap();
-        while let Some(_head) = read_head(&mut c).await {
+        while let Some(_head) = common::read_http_head(&mut c).await {
             let _ = c
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup")
                 .await;

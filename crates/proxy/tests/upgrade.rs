@@ -44,21 +44,7 @@ async fn upgrading_backend(seen: std::sync::Arc<std::sync::atomic::AtomicUsize>)
 
 /// Reads an HTTP head (up to the blank line), bounded in size and time.
 async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    let fut = async {
-        for _ in 0..16_384 {
-            if s.read(&mut byte).await.ok()? == 0 {
-                return None;
-            }
-            head.push(byte[0]);
-            if head.ends_with(b"\r\n\r\n") {
-                return Some(String::from_utf8_lossy(&head).to_string());
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(3), fut)
+    tokio::time::timeout(Duration::from_secs(3), common::read_http_head(s))
         .await
         .ok()
         .flatten()

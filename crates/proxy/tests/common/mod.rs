@@ -43,3 +43,19 @@ pub fn write_pki(dir: &Path, id: &str) {
     std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
 }
+
+/// Reads one HTTP head up to and including the blank line, a byte at a time so nothing after it
+/// is consumed; `None` if the peer closes first or the head grows past 16 KiB. Not bounded in
+/// time: callers that need a deadline wrap it in a timeout.
+pub async fn read_http_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 16_384 || s.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_string())
+}
