@@ -21,6 +21,9 @@ pub struct MeshConfig {
     pub root_namespace: String,
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// How request paths are normalized before policy and the app see them.
+    #[serde(default)]
+    pub path_normalization: crate::normalize::PathNormalization,
 }
 
 fn default_trust_domain() -> String {
@@ -37,6 +40,7 @@ impl Default for MeshConfig {
             trust_domain_aliases: Vec::new(),
             root_namespace: default_root_namespace(),
             extension_providers: Vec::new(),
+            path_normalization: Default::default(),
         }
     }
 }
