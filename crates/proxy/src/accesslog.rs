@@ -48,6 +48,10 @@ pub struct AccessLog {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The path as the client sent it, when normalization changed it (`path` is what policy
+    /// and the app saw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +371,7 @@ impl AccessLog {
         o.opt_str("request_id", &self.request_id);
         o.opt_str("method", &self.method);
         o.opt_str("path", &self.path);
+        o.opt_str("original_path", &self.original_path);
         o.opt_str("authority", &self.authority);
         o.opt_num("status", self.status.map(u64::from));
         o.str("decision", &self.decision);
@@ -492,6 +497,7 @@ mod tests {
             request_id: Some("0b5ed5e2-8c4d-4c4e-9b1a-2d7f0f6f7a10".into()),
             method: Some("GET".into()),
             path: Some("/a?b=c&d=\"e\"\\f".into()),
+            original_path: Some("/x/../a?b=c".into()),
             authority: Some("héllo.example:80 ✓".into()),
             status: Some(403),
             decision: "deny".into(),
@@ -518,6 +524,7 @@ mod tests {
         full.request_id = None;
         full.method = None;
         full.path = None;
+        full.original_path = None;
         full.authority = None;
         full.status = None;
         full.policy = None;

@@ -99,6 +99,37 @@ pub fn hex_pair(b: u8) -> [u8; 2] {
     [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// The client's own request body broke while it was being sent on (bad chunked framing, a
+    /// body shorter than its Content-Length, a reset stream): the client's fault, a 400.
+    ClientBody(String),
+    /// The app could not be reached or failed: a 503.
+    App(String),
+}
+
+impl ForwardError {
+    /// Tells the two apart by the error's causes: a client (hyper's) error "caused by the user's
+    /// body" whose cause is an error of the inbound connection is the client's.
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> ForwardError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cause {
+            let from_client_body = err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_user())
+                && err
+                    .source()
+                    .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some());
+            if from_client_body {
+                return ForwardError::ClientBody(e.to_string());
+            }
+            cause = err.source();
+        }
+        ForwardError::App(e.to_string())
+    }
+}
+
 /// The app connection one HTTP/1 client connection uses: opened on its first request, kept for
 /// the client connection's life, reopened when the app closes it.
 ///
@@ -119,7 +150,7 @@ impl DedicatedUpstream {
         target: std::net::SocketAddr,
         connect_timeout: std::time::Duration,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, String> {
+    ) -> Result<Response<Incoming>, ForwardError> {
         let mut slot = self.0.lock().await;
         let mut retried = false;
         loop {
@@ -134,7 +165,11 @@ impl DedicatedUpstream {
             }
             let sender = match slot.as_mut() {
                 Some(s) => s,
-                None => slot.insert(connect_app(target, connect_timeout).await?),
+                None => slot.insert(
+                    connect_app(target, connect_timeout)
+                        .await
+                        .map_err(ForwardError::App)?,
+                ),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
@@ -148,7 +183,7 @@ impl DedicatedUpstream {
                             retried = true;
                             req = r;
                         }
-                        _ => return Err(e.into_error().to_string()),
+                        _ => return Err(ForwardError::of(&e.into_error())),
                     }
                 }
             }
@@ -268,7 +303,7 @@ pub async fn forward(
             .workers
             .app_request(h2, upstream)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ForwardError::of(&e))
     };
     match answer {
         Ok(mut resp) => {
@@ -292,7 +327,17 @@ pub async fn forward(
             }
             Response::from_parts(parts, body.boxed())
         }
-        Err(e) => {
+        Err(ForwardError::ClientBody(e)) => {
+            shared
+                .metrics
+                .reject(crate::metrics::RejectReason::HttpProtocol);
+            tracing::debug!(error = %e, "client's request body failed while forwarding");
+            text(
+                StatusCode::BAD_REQUEST,
+                "bad request: the request body is malformed or incomplete",
+            )
+        }
+        Err(ForwardError::App(e)) => {
             shared
                 .metrics
                 .upstream_errors

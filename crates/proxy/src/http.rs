@@ -277,8 +277,24 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     let snap = shared.current();
     let ctx = &conn.ctx;
     let request_id = ensure_request_id(req.headers_mut());
+    // Normalized before anything reads the path: authentication, policy, the log and the app
+    // all see the same request.
+    let normalized = crate::normalize::apply(&mut req, snap.mesh.path_normalization.normalization);
     let mut log = request_log(conn, &req);
     log.request_id = request_id;
+    match normalized {
+        Ok(original) => log.original_path = original,
+        Err(refusal) => {
+            log.reason = Some(refusal.label().to_string());
+            let body = Bytes::from(format!("bad request: {refusal}\n"));
+            let mut r = bytes_response(refusal.status(), body);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            return refuse(shared, log, started, "bad_request", r);
+        }
+    }
     let host = log.authority.clone().unwrap_or_default();
 
     let auth = match snap.policies.authenticate(req.headers(), req.uri()) {

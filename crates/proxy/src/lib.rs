@@ -3,7 +3,8 @@
 //!
 //! Layout: [`config`] (the YAML file) → [`snapshot`] (everything loaded from disk, swapped
 //! atomically by [`reload`]) → listeners ([`inbound`], [`outbound`]) → the L4 ([`tcp`]) or L7
-//! ([`http`]) path, which asks [`authz`] for decisions. [`jwt`] and [`extauthz`] implement
+//! ([`http`]) path, which first refuses malformed requests and normalizes the path
+//! ([`normalize`]), then asks [`authz`] for decisions. [`jwt`] and [`extauthz`] implement
 //! RequestAuthentication and the CUSTOM action; [`authn`] and [`custom`] wire them in.
 //! Connections run on [`workers`], one event loop per thread.
 
@@ -19,6 +20,7 @@ pub mod http;
 pub mod inbound;
 pub mod jwt;
 pub mod metrics;
+pub mod normalize;
 pub mod outbound;
 pub mod relay;
 pub mod reload;
