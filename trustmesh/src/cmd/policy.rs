@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use trustmesh_policy::{
-    load, validate as validate_sources, MeshConfig, PolicySet, Request, Verdict,
+    load, normalize, validate as validate_sources, MeshConfig, PolicySet, Request, Verdict,
 };
 
 #[derive(clap::Args, Debug)]
@@ -164,17 +164,68 @@ fn check(a: CheckArgs) -> ExitCode {
             Err(e) => return super::fail(2, e),
         },
     };
-    let req = match read_request(&a.request, &defaults) {
+    let mut req = match read_request(&a.request, &defaults) {
         Ok(r) => r,
         Err(e) => return super::fail(2, e),
     };
+    // The sidecar normalizes (or refuses) the request before any policy sees it; so do we, with
+    // the same code and the mesh's mode, so the answer here is the sidecar's.
+    let mode = set.mesh().path_normalization.normalization;
+    let original = match normalize::http_request(&mut req, mode) {
+        Ok(original) => original,
+        Err(refusal) => return print_refusal(a.output, &req, refusal),
+    };
     let d = set.evaluate(&req);
     match a.output {
-        Output::Json => match serde_json::to_string_pretty(&d) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return super::fail(2, e),
-        },
-        Output::Text => print!("{}", text(&req, &d)),
+        Output::Json => {
+            let mut json = match serde_json::to_value(&d) {
+                Ok(v) => v,
+                Err(e) => return super::fail(2, e),
+            };
+            if let (Some(http), Some(obj)) = (&req.http, json.as_object_mut()) {
+                let mut n = serde_json::json!({ "mode": mode.as_str(), "path": http.path });
+                if let Some(o) = &original {
+                    n["originalPath"] = serde_json::json!(o);
+                }
+                obj.insert("normalization".into(), n);
+            }
+            match serde_json::to_string_pretty(&json) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return super::fail(2, e),
+            }
+        }
+        Output::Text => {
+            if let (Some(o), Some(http)) = (&original, &req.http) {
+                println!("path normalized ({}): {o} -> {}", mode.as_str(), http.path);
+            }
+            print!("{}", text(&req, &d))
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// A request the sidecar refuses before policy (400, or 405 for CONNECT): reported as a DENY
+/// with the status and the reason.
+fn print_refusal(output: Output, req: &Request, refusal: normalize::Rejection) -> ExitCode {
+    let (method, path) = req
+        .http
+        .as_ref()
+        .map(|h| (h.method.as_str(), h.path.as_str()))
+        .unwrap_or_default();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "decision": "DENY",
+                "reason": format!("refused before policy: {refusal}"),
+                "refusedBeforePolicy": { "status": refusal.status(), "reason": refusal.label() },
+                "policies": [],
+            })
+        ),
+        Output::Text => println!(
+            "DENY: HTTP {method} {path} is refused with {} before any policy: {refusal}",
+            refusal.status()
+        ),
     }
     ExitCode::SUCCESS
 }
