@@ -4,7 +4,9 @@
 //!
 //! # API (stable; the proxy codes against it)
 //! - [`MeshConfig::from_yaml_str`] / [`load::read_mesh`]: trust domain (+aliases), root
-//!   namespace, ext_authz extension providers.
+//!   namespace, ext_authz extension providers, `pathNormalization`.
+//! - [`normalize`]: request normalization (Istio's path normalization modes, the requests
+//!   refused before policy), shared by the proxy and `trustmesh authz check`.
 //! - [`PolicySet::load`]`(paths, &mesh) -> Result<(PolicySet, Vec<Notice>), LoadError>`,
 //!   [`PolicySet::from_yaml_str`], [`PolicySet::from_sources`]; [`validate`] collects every
 //!   problem instead of stopping at the first.
@@ -76,7 +78,9 @@
 //!   problem (Istio would deny everything for such a workload), so a loaded set never has one.
 //! - `hosts` match case-insensitively against the whole authority, port included (list
 //!   `host` and `host:*` to accept both, as Istio's security best practices advise).
-//! - `paths` match the path without its query string.
+//! - `paths` match the path without its query string, *after* normalization: the proxy and
+//!   `trustmesh authz check` both run [`normalize::http_request`] with the mesh's
+//!   `pathNormalization` mode first (Istio's `BASE` by default), and refuse what it refuses.
 //! - An absent attribute (plaintext peer, no JWT, missing header) never satisfies a positive
 //!   field and always satisfies a `not*` field, like Envoy's RBAC `not_id`.
 //! - On a port whose mTLS mode is DISABLE the peer identity is not available to policies, so
