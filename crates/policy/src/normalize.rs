@@ -209,26 +209,18 @@ fn normalize_target(
         Some(i) => (&target[..i], true),
         None => (target, false),
     };
-    if let Some(&b) = target.as_bytes().iter().find(|&&b| b <= b' ' || b == 0x7f) {
-        return Err(Rejection::InvalidCharacter(b));
-    }
-    let (path, query) = match target.find('?') {
-        Some(i) => target.split_at(i),
-        None => (target, ""),
-    };
-    if !path.starts_with('/') {
+    if !target.starts_with('/') {
         return Err(Rejection::NotAbsolutePath);
     }
-    if path.as_bytes().windows(3).any(|w| w == b"%00") {
-        return Err(Rejection::EncodedNul);
-    }
-    if mode == Normalization::None || !needs_work(path.as_bytes(), mode) {
+    let (path_len, dirty) = scan(target.as_bytes(), mode)?;
+    if mode == Normalization::None || !dirty {
         return Ok(if had_fragment {
             Cow::Owned(target.to_string())
         } else {
             Cow::Borrowed(target)
         });
     }
+    let (path, query) = target.split_at(path_len);
     let decoded;
     let input = if mode == Normalization::DecodeAndMergeSlashes {
         decoded = decode_slashes(path);
@@ -254,22 +246,39 @@ fn normalize_target(
     Ok(Cow::Owned(String::from_utf8(out).unwrap_or_default()))
 }
 
-/// Whether `path` could change under `mode`; false for the ordinary `/api/v1/items/7`.
-fn needs_work(path: &[u8], mode: Normalization) -> bool {
+/// One pass over the request target (this runs for every request): refuses control characters
+/// anywhere and `%00` in the path, and tells where the path ends and whether it could change
+/// under `mode` (false for the ordinary `/api/v1/items/7?page=2`).
+fn scan(target: &[u8], mode: Normalization) -> Result<(usize, bool), Rejection> {
+    let mut path_len = target.len();
+    let mut dirty = false;
     let mut prev = 0u8;
-    for &b in path {
-        let special = match b {
-            b'%' | b'\\' => true,
+    for (i, &b) in target.iter().enumerate() {
+        if b <= b' ' || b == 0x7f {
+            return Err(Rejection::InvalidCharacter(b));
+        }
+        if i >= path_len {
+            continue;
+        }
+        dirty |= match b {
+            b'?' => {
+                path_len = i;
+                continue;
+            }
+            b'%' => {
+                if target.get(i + 1) == Some(&b'0') && target.get(i + 2) == Some(&b'0') {
+                    return Err(Rejection::EncodedNul);
+                }
+                true
+            }
+            b'\\' => true,
             b'.' => prev == b'/',
             b'/' => prev == b'/' && mode.merges_slashes(),
             _ => class(b) == Class::Escape,
         };
-        if special {
-            return true;
-        }
         prev = b;
     }
-    false
+    Ok((path_len, dirty))
 }
 
 /// How Chromium's path canonicalizer treats a byte, raw or percent-decoded.
