@@ -55,8 +55,13 @@ def raw_jwt_bundle_keys(socket):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--watch-seconds", type=float, default=0)
+    ap.add_argument("--probe", action="store_true",
+                    help="one FetchX509SVID with the security header; print its status code")
     args = ap.parse_args()
     socket = os.environ["SPIFFE_ENDPOINT_SOCKET"]
+    if args.probe:
+        print(json.dumps(raw_code(socket, HEADER, "x509")))
+        return
 
     client = WorkloadApiClient(default_timeout=10)
     ctx = client.fetch_x509_context()

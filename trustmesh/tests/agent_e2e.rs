@@ -292,3 +292,155 @@ fn agent_rejects_invalid_config() {
         "{err}"
     );
 }
+
+/// One FetchX509SVID through py-spiffe's grpcio, as ourselves; its status code.
+fn probe(sock: &Path) -> String {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/workload_api_client.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--probe")
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", sock.display()),
+        )
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    r["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// One FetchX509SVID as another local user, with curl speaking gRPC over HTTP/2 (the Python
+/// interpreter the tests use may live where that user cannot reach). Returns the response head
+/// (with a trailers-only answer's `grpc-status`); an admitted caller's stream stays open, so
+/// curl stops after 2 s.
+fn probe_as_user(sock: &Path, request: &Path, uid: u32) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--max-time", "2"])
+        .args(["--http2-prior-knowledge", "--unix-socket"])
+        .arg(sock)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", "workload.spiffe.io: true", "--data-binary"])
+        .arg(format!("@{}", request.display()))
+        .arg("http://localhost/SpiffeWorkloadAPI/FetchX509SVID")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
+#[test]
+fn workload_api_serves_only_attested_callers() {
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let ca_dir = base.join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    let (_ca, grpc, _) = Ca::start(ca_args(&ca_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
+    let token_file = base.join("istio-token");
+    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    // The operator opened the socket's folder to every user: only attestation stands between
+    // another account and the workload's key.
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(base.join("run")).unwrap();
+    std::fs::set_permissions(base.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = base.join("run/agent.sock");
+    let start = |callers: &str| {
+        let config = format!(
+            "trust_domain: cluster.local\n\
+             ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
+             token_file: {token}\n\
+             identity: {{namespace: default, service_account: sleep}}\n\
+             output_dir: {out}\n\
+             workload_api_socket: {sock}\nttl: 30m\n{callers}",
+            root = ca_dir.join("root-cert.pem").display(),
+            token = token_file.display(),
+            out = base.join("certs").display(),
+            sock = sock.display(),
+        );
+        let path = base.join("agent.yaml");
+        std::fs::write(&path, config).unwrap();
+        // The previous agent's socket file stays behind: wait for this agent's own.
+        let _ = std::fs::remove_file(&sock);
+        let agent = Proc::spawn(&["agent", "--config", path.to_str().unwrap()]);
+        wait_for("the Workload API serving", Duration::from_secs(30), || {
+            (leaf(&base.join("certs")).is_some() && sock.exists()).then_some(())
+        });
+        agent
+    };
+
+    // An empty X509SVIDRequest in gRPC framing, readable by the other user.
+    let request = base.join("run/x509-request.bin");
+    std::fs::write(&request, [0u8; 5]).unwrap();
+    std::fs::set_permissions(&request, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let denied = "grpc-status: 7";
+
+    // Default: the agent's own user only.
+    let mut agent = start("");
+    assert_eq!(probe(&sock), "OK");
+    let head = probe_as_user(&sock, &request, NOBODY);
+    assert!(head.contains(denied), "{head}");
+    assert!(
+        head.contains("not%20admitted"),
+        "the message says why: {head}"
+    );
+    agent.kill();
+
+    // Configured callers replace the default: here only the other user.
+    let mut agent = start(&format!("workload_api_callers: [{{uid: {NOBODY}}}]\n"));
+    let head = probe_as_user(&sock, &request, NOBODY);
+    assert!(
+        head.starts_with("http/2 200") && !head.contains("grpc-status"),
+        "{head}"
+    );
+    assert_eq!(probe(&sock), "PERMISSION_DENIED");
+    agent.kill();
+
+    // A rule on the binary: our uid, but only through the interpreter's own executable.
+    let python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .unwrap();
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+    let me = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let me = me.unwrap();
+    let mut agent = start(&format!(
+        "workload_api_callers: [{{uid: {me}, path: {python}}}]\n"
+    ));
+    assert_eq!(probe(&sock), "OK");
+    let head = probe_as_user(&sock, &request, me);
+    assert!(
+        head.contains(denied),
+        "curl is not the admitted binary: {head}"
+    );
+    agent.kill();
+
+    // A socket folder every user can write is refused at start.
+    std::fs::set_permissions(base.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(bin())
+        .args([
+            "agent",
+            "--config",
+            base.join("agent.yaml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable by every user"), "{err}");
+}

@@ -30,6 +30,8 @@ struct Raw {
     identity: RawIdentity,
     output_dir: PathBuf,
     workload_api_socket: Option<PathBuf>,
+    /// Who may call the Workload API; absent: processes of the agent's own user.
+    workload_api_callers: Option<Vec<crate::attest::CallerRule>>,
     #[serde(default)]
     rotation_fraction: Option<f64>,
     ttl: Option<String>,
@@ -74,6 +76,7 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     pub output_dir: PathBuf,
     pub workload_api_socket: Option<PathBuf>,
+    pub workload_api_callers: crate::attest::CallerPolicy,
     pub rotation_fraction: f64,
     pub ttl: Duration,
     pub max_retry_interval: Duration,
@@ -151,6 +154,20 @@ impl Config {
                 raw.ca.address
             ));
         }
+        let workload_api_callers = match raw.workload_api_callers {
+            None => crate::attest::CallerPolicy::own_user(),
+            Some(rules) => {
+                for (i, r) in rules.iter().enumerate() {
+                    r.validate(&format!("workload_api_callers[{i}]"))?;
+                }
+                if rules.is_empty() {
+                    return Err("workload_api_callers: empty, so no process could use the \
+                                Workload API; leave it out to admit the agent's own user"
+                        .into());
+                }
+                crate::attest::CallerPolicy(rules)
+            }
+        };
         let mut federation = Vec::new();
         for f in raw.federation {
             let td = TrustDomain::parse(&f.trust_domain).map_err(|e| format!("federation: {e}"))?;
@@ -172,6 +189,7 @@ impl Config {
             token_file: raw.token_file.as_ref().map(resolve),
             output_dir: resolve(&raw.output_dir),
             workload_api_socket: raw.workload_api_socket.as_ref().map(resolve),
+            workload_api_callers,
             rotation_fraction,
             ttl,
             max_retry_interval,
@@ -221,6 +239,33 @@ mod tests {
         assert!(e.contains("rotation_fraction"), "{e}");
         let e = Config::parse(&format!("{BASE}rotate: 1\n"), Path::new(".")).unwrap_err();
         assert!(e.contains("rotate"), "{e}");
+    }
+
+    #[test]
+    fn workload_api_callers() {
+        let c = Config::parse(BASE, Path::new(".")).unwrap();
+        assert_eq!(
+            c.workload_api_callers,
+            crate::attest::CallerPolicy::own_user()
+        );
+        let c = Config::parse(
+            &format!("{BASE}workload_api_callers: [{{uid: 1000}}, {{gid: 5, path: /bin/app}}]\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.workload_api_callers.0.len(), 2);
+        assert_eq!(c.workload_api_callers.0[1].gid, Some(5));
+        for bad in ["[{}]", "[]", "[{path: app}]", "[{user: 5}]"] {
+            let e = Config::parse(
+                &format!("{BASE}workload_api_callers: {bad}\n"),
+                Path::new("."),
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("workload_api_callers") || e.contains("user"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the CA, rotation before expiry), writes it where the proxy watches, and serves it over the
 //! SPIFFE Workload API.
 
+pub mod attest;
 pub mod config;
 pub mod federation;
 pub mod h2_authority;

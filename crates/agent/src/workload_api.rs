@@ -1,8 +1,11 @@
 //! The SPIFFE Workload API on a unix socket.
 //!
-//! Like istio-agent's per-pod SDS socket, the socket belongs to one workload, so every caller
-//! gets the one identity this agent was configured for; access is controlled by who can open
-//! the socket, i.e. by the permissions of the folder it is created in.
+//! Like istio-agent's per-pod SDS socket, the socket belongs to one workload, so every admitted
+//! caller gets the one identity this agent was configured for. Who is admitted is decided per
+//! connection from the kernel's credentials of the caller ([`crate::attest`]): by default
+//! processes of the agent's own user, or the `workload_api_callers` configured; anyone else gets
+//! PERMISSION_DENIED on every call. Folders the agent creates for the socket are 0750, and a
+//! socket folder writable by every user is refused.
 
 // Handlers must return tonic::Status, so helpers do too; boxing it would only add a
 // conversion on the (cold) error path.
@@ -19,6 +22,7 @@ use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::attest::{check_socket_folder, Attestation, Attested};
 use crate::config::Config;
 use crate::jwt::{self, TokenCache};
 use crate::pb::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
@@ -37,7 +41,20 @@ pub struct WorkloadApi {
     jwt_cache: TokenCache,
 }
 
+/// The spec's security header, then the caller's attestation (every call starts here).
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.extensions().get::<Attestation>() {
+        Some(a) if a.admitted => {}
+        Some(a) => {
+            return Err(Status::permission_denied(match &a.caller {
+                Some(c) => format!(
+                    "caller {c} is not admitted to this Workload API (workload_api_callers)"
+                ),
+                None => "the caller's credentials could not be read".to_string(),
+            }))
+        }
+        None => return Err(Status::permission_denied("caller not attested")),
+    }
     match req
         .metadata()
         .get(SECURITY_HEADER)
@@ -220,8 +237,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
 /// Binds `path` (replacing a stale socket from a previous run) and serves until the task ends.
 pub async fn serve(path: &Path, state: StateRx, cfg: Arc<Config>) -> Result<(), String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        use std::os::unix::fs::DirBuilderExt;
+        // Folders we create are ours and our group's only; an existing folder keeps its mode
+        // (the operator may open it to workloads of other users, whom attestation then checks).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    check_socket_folder(path)?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -229,13 +254,31 @@ pub async fn serve(path: &Path, state: StateRx, cfg: Arc<Config>) -> Result<(), 
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
-    // Anyone who can reach the socket may connect; access is decided by the folder holding it
-    // (the umask would otherwise lock out a workload running under another user).
+    // Any user who can reach the socket may connect (the umask would otherwise lock out a
+    // workload running under another user); what it may fetch is decided by attestation.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    // Every connection goes through the `:authority` shim so gRPC-core clients work.
-    let incoming =
-        UnixListenerStream::new(listener).map(|conn| conn.map(crate::h2_authority::wrap));
+    let policy = cfg.workload_api_callers.clone();
+    // Every connection is attested, then goes through the `:authority` shim so gRPC-core
+    // clients work.
+    let incoming = UnixListenerStream::new(listener).map(move |conn| {
+        conn.map(|stream| {
+            let attestation = Attestation::of(&stream, &policy);
+            if !attestation.admitted {
+                match &attestation.caller {
+                    Some(c) => tracing::warn!(
+                        caller = %c,
+                        "Workload API: caller not admitted; its calls get PERMISSION_DENIED"
+                    ),
+                    None => tracing::warn!("Workload API: caller's credentials unreadable"),
+                }
+            }
+            Attested {
+                inner: crate::h2_authority::wrap(stream),
+                attestation,
+            }
+        })
+    });
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi {
             state,
