@@ -444,3 +444,43 @@ fn workload_api_serves_only_attested_callers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("writable by every user"), "{err}");
 }
+
+#[test]
+fn a_permanent_refusal_is_reported_and_not_hammered() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let ca_dir = base.join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    let (_ca, grpc, _) = Ca::start(ca_args(&ca_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
+    let token_file = base.join("istio-token");
+    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    // The CA's maximum is 1h: a 2h request is refused every time, whatever the backoff.
+    let config = format!(
+        "trust_domain: cluster.local\n\
+         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
+         token_file: {token}\n\
+         identity: {{namespace: default, service_account: sleep}}\n\
+         output_dir: {out}\nttl: 2h\nmax_retry_interval: 1s\n",
+        root = ca_dir.join("root-cert.pem").display(),
+        token = token_file.display(),
+        out = base.join("certs").display(),
+    );
+    let path = base.join("agent.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut agent = std::process::Command::new(bin())
+        .args(["agent", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = agent.kill();
+    let out = agent.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let refusals = log.matches("will keep refusing").count();
+    // Before: a retry about every second (max_retry_interval 1s, no certificate).
+    assert_eq!(refusals, 1, "one attempt, then a slow retry:\n{log}");
+    assert!(log.contains("InvalidArgument"), "{log}");
+}

@@ -14,6 +14,77 @@ use crate::svid::{self, Svid};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
+/// How long to wait after the CA refused for a reason that retrying cannot fix (our request or
+/// identity is not acceptable to it): long enough that a fleet with a bad config does not load
+/// the CA, short enough that a fixed CA policy is picked up without a restart.
+pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+
+/// A failed attempt to obtain a certificate.
+#[derive(Debug)]
+pub struct FetchError {
+    pub message: String,
+    /// The CA will keep refusing until its policy or our configuration changes.
+    pub permanent: bool,
+}
+
+impl FetchError {
+    fn transient(message: String) -> FetchError {
+        FetchError {
+            message,
+            permanent: false,
+        }
+    }
+
+    /// The CA's answer: unreachable, overloaded or failing is worth retrying soon; a request it
+    /// judged invalid (a TTL above its maximum, a malformed CSR) or an identity it does not
+    /// grant is not.
+    fn from_status(s: &tonic::Status) -> FetchError {
+        use tonic::Code;
+        let permanent = matches!(
+            s.code(),
+            Code::InvalidArgument
+                | Code::PermissionDenied
+                | Code::FailedPrecondition
+                | Code::Unimplemented
+                | Code::OutOfRange
+        );
+        FetchError {
+            message: format!("CA refused ({:?}): {}", s.code(), s.message()),
+            permanent,
+        }
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The wait before the next attempt after `attempt` failures in a row.
+///
+/// Transient failures back off exponentially up to `max` (`max_retry_interval`); while a
+/// certificate is still valid, also at most a quarter of its remaining lifetime, so renewal is
+/// retried in time. Without a valid certificate the full `max` applies: a fleet whose
+/// certificates all expired during a CA outage must not hammer the CA when it returns.
+/// Permanent refusals wait [`PERMANENT_RETRY`] (or `max`, if longer), jittered.
+pub fn retry_delay(
+    attempt: u32,
+    permanent: bool,
+    remaining: Option<Duration>,
+    max: Duration,
+) -> Duration {
+    if permanent {
+        let slow = PERMANENT_RETRY.max(max);
+        return slow.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+    }
+    let cap = match remaining.filter(|r| !r.is_zero()) {
+        Some(r) => max.min((r / 4).max(Duration::from_secs(1))),
+        None => max,
+    };
+    backoff(attempt, cap)
+}
+
 /// Next wait of an exponential backoff with ±20% jitter, so a fleet of agents that lost the CA
 /// at the same moment does not reconnect in lockstep.
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
@@ -73,15 +144,20 @@ pub fn credentials(cfg: &Config, current: Option<&Svid>) -> Result<Credentials, 
 }
 
 /// Asks the CA for a new SVID with a fresh key.
-pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, String> {
-    let endpoint = ca_endpoint(cfg)?;
-    let creds = credentials(cfg, current)?;
-    let key = svid::new_key()?;
-    let csr = svid::csr_pem(&key, &cfg.spiffe_id)?;
+pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, FetchError> {
+    let endpoint = ca_endpoint(cfg).map_err(FetchError::transient)?;
+    let creds = credentials(cfg, current).map_err(FetchError::transient)?;
+    let key = svid::new_key().map_err(FetchError::transient)?;
+    let csr = svid::csr_pem(&key, &cfg.spiffe_id).map_err(FetchError::transient)?;
     let chain = create_certificate(&endpoint, &creds, csr, cfg.ttl)
         .await
-        .map_err(|s| format!("CA refused ({:?}): {}", s.code(), s.message()))?;
-    svid::from_ca_response(&chain, &key, &cfg.spiffe_id)
+        .map_err(|s| FetchError::from_status(&s))?;
+    // A chain that does not verify as our identity is the CA's misconfiguration: asking again
+    // soon would get the same answer.
+    svid::from_ca_response(&chain, &key, &cfg.spiffe_id).map_err(|message| FetchError {
+        message,
+        permanent: true,
+    })
 }
 
 /// Runs forever: publishes each new SVID and writes it to the output folder.
@@ -119,17 +195,18 @@ pub async fn run(cfg: Arc<Config>, state: StateTx) {
             }
             Err(e) => {
                 let now = SystemTime::now();
-                // Retry sooner than the usual cap when the current certificate is close to expiry.
                 let remaining = current
                     .as_ref()
-                    .and_then(|s| s.not_after.duration_since(now).ok())
-                    .unwrap_or_default();
-                let cap = cfg
-                    .max_retry_interval
-                    .min((remaining / 4).max(Duration::from_secs(1)));
-                let delay = backoff(attempt, cap);
+                    .and_then(|s| s.not_after.duration_since(now).ok());
+                let delay = retry_delay(attempt, e.permanent, remaining, cfg.max_retry_interval);
                 attempt = attempt.saturating_add(1);
+                let remaining = remaining.unwrap_or_default();
                 match &current {
+                    _ if e.permanent => tracing::error!(
+                        "the CA refused the certificate request and will keep refusing it until \
+                         its policy or this agent's configuration changes (attempt {attempt}): \
+                         {e}; retrying in {delay:?}"
+                    ),
                     Some(s) if !s.is_expired(now) => tracing::warn!(
                         "renewal failed (attempt {attempt}): {e}; still serving serial {} for {:?}; retrying in {delay:?}",
                         s.serial_hex, remaining
@@ -162,5 +239,50 @@ mod tests {
         }
         assert!(backoff(0, max) < Duration::from_secs(1));
         assert!(backoff(10, max) >= Duration::from_secs(24));
+    }
+
+    #[test]
+    fn without_a_valid_certificate_the_full_cap_applies() {
+        let max = Duration::from_secs(30);
+        // Issue #11: with no (or an expired) certificate the wait never exceeded ~1 s.
+        for remaining in [None, Some(Duration::ZERO)] {
+            let d = retry_delay(12, false, remaining, max);
+            assert!(
+                d >= Duration::from_secs(24) && d <= max,
+                "{remaining:?}: {d:?}"
+            );
+        }
+        // A certificate expiring in 8 s: retries within a quarter of that (at least 1 s).
+        let d = retry_delay(12, false, Some(Duration::from_secs(8)), max);
+        assert!(d <= Duration::from_secs(2), "{d:?}");
+        let d = retry_delay(12, false, Some(Duration::from_millis(100)), max);
+        assert!(d <= Duration::from_secs(1), "{d:?}");
+        // Plenty of lifetime left: max_retry_interval.
+        let d = retry_delay(12, false, Some(Duration::from_secs(3600)), max);
+        assert!(d >= Duration::from_secs(24) && d <= max, "{d:?}");
+    }
+
+    #[test]
+    fn permanent_refusals_are_retried_slowly() {
+        for remaining in [None, Some(Duration::from_secs(8))] {
+            let d = retry_delay(0, true, remaining, Duration::from_secs(30));
+            assert!(d >= PERMANENT_RETRY.mul_f64(0.8), "{d:?}");
+            assert!(d <= PERMANENT_RETRY.mul_f64(1.2), "{d:?}");
+        }
+        // A configured cap above the permanent wait wins.
+        let d = retry_delay(0, true, None, Duration::from_secs(900));
+        assert!(d >= Duration::from_secs(720), "{d:?}");
+        let kinds = [
+            (tonic::Code::InvalidArgument, true),
+            (tonic::Code::PermissionDenied, true),
+            (tonic::Code::Unavailable, false),
+            (tonic::Code::DeadlineExceeded, false),
+            (tonic::Code::Unauthenticated, false),
+            (tonic::Code::ResourceExhausted, false),
+        ];
+        for (code, permanent) in kinds {
+            let e = FetchError::from_status(&tonic::Status::new(code, "x"));
+            assert_eq!(e.permanent, permanent, "{code:?}");
+        }
     }
 }
