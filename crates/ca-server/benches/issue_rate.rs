@@ -118,6 +118,8 @@ async fn run(a: &Args) -> (u64, Duration) {
             jwt_authority: None,
             // As `ca serve` runs by default: each client's token is verified once.
             token_cache_max_age: DEFAULT_MAX_AGE,
+            max_connections: trustmesh_ca_server::limits::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: trustmesh_ca_server::limits::DEFAULT_IDLE_TIMEOUT,
         },
     )
     .await

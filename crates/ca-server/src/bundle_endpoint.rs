@@ -35,16 +35,26 @@ pub fn document(
     bundle::encode(roots, jwt_authorities, sequence, REFRESH_HINT_SECS)
 }
 
+/// How long a client may take to send a whole request head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `doc` on `GET /` and `GET /bundle` until the task is aborted.
-pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, doc: String) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    doc: String,
+    limits: Arc<crate::limits::Limits>,
+) {
     let doc = Bytes::from(doc);
-    let mut incoming = crate::tls::accept_tls(listener, tls);
+    let mut incoming = crate::tls::accept_tls(listener, tls, limits);
     while let Some(conn) = incoming.recv().await {
         let Ok(stream) = conn else { continue };
         let doc = doc.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| respond(req, doc.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

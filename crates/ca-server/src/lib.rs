@@ -12,6 +12,7 @@ pub mod client;
 pub mod csr;
 pub mod https_get;
 pub mod jwt_authority;
+pub mod limits;
 pub mod server;
 pub mod service;
 pub mod signer;

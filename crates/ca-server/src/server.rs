@@ -13,6 +13,7 @@ use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain};
 
 use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
 use crate::jwt_authority::JwtAuthority;
+use crate::limits::Limits;
 use crate::pb::istio_certificate_service_server::IstioCertificateServiceServer;
 use crate::pb_jwt::jwt_svid_service_server::JwtSvidServiceServer;
 use crate::service::CaService;
@@ -44,6 +45,11 @@ pub struct Options {
     /// past its `exp`); zero disables the cache. Default:
     /// [`crate::auth::cache::DEFAULT_MAX_AGE`].
     pub token_cache_max_age: Duration,
+    /// Connections each listener holds at once ([`crate::limits::DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// A connection whose client sends nothing this long is closed
+    /// ([`crate::limits::DEFAULT_IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -67,6 +73,10 @@ pub enum ServerError {
 pub struct Running {
     pub addr: SocketAddr,
     pub bundle_addr: Option<SocketAddr>,
+    /// The certificate service's connection limits (and what they refused).
+    pub limits: Arc<Limits>,
+    /// The bundle endpoint's, when it runs.
+    pub bundle_limits: Option<Arc<Limits>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -121,6 +131,7 @@ pub async fn start(
         max_ttl: opts.max_ttl,
         default_ttl: opts.default_ttl.min(opts.max_ttl),
         jwt_authority: opts.jwt_authority.map(Arc::new),
+        refused: Default::default(),
     });
     let jwt_authorities: Vec<serde_json::Value> = service
         .jwt_authority
@@ -142,7 +153,12 @@ pub async fn start(
         addr: opts.listen,
         source,
     })?;
-    let incoming = crate::tls::accept_tls(listener, Arc::new(grpc_tls));
+    let limits = Arc::new(Limits::new(
+        "certificate service",
+        opts.max_connections,
+        opts.idle_timeout,
+    ));
+    let incoming = crate::tls::accept_tls(listener, Arc::new(grpc_tls), limits.clone());
     let grpc = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             // A request that takes this long is stuck; free its resources.
@@ -163,6 +179,7 @@ pub async fn start(
     let mut tasks = vec![grpc, renew];
 
     let mut bundle_addr = None;
+    let mut bundle_limits = None;
     if let Some(baddr) = opts.bundle_listen {
         let doc = crate::bundle_endpoint::document(&roots, &jwt_authorities)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
@@ -178,15 +195,25 @@ pub async fn start(
             addr: baddr,
             source,
         })?);
+        // Limits of its own: a flood here cannot take the certificate service's connections.
+        let own = Arc::new(Limits::new(
+            "bundle endpoint",
+            opts.max_connections,
+            opts.idle_timeout,
+        ));
+        bundle_limits = Some(own.clone());
         tasks.push(tokio::spawn(crate::bundle_endpoint::serve(
             l,
             Arc::new(tls),
             doc,
+            own,
         )));
     }
     Ok(Running {
         addr,
         bundle_addr,
+        limits,
+        bundle_limits,
         tasks,
     })
 }

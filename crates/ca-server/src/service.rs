@@ -35,6 +35,35 @@ pub struct CaService {
     pub default_ttl: Duration,
     /// Signs JWT-SVIDs; `None` when the server runs without `--jwt-authority-key`.
     pub jwt_authority: Option<Arc<JwtAuthority>>,
+    /// Requests refused so far (every refusal is also logged with its reason).
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl CaService {
+    /// Logs a refused request with who asked (address), why, and the running total: an operator
+    /// must be able to see misconfigured agents and attacks, not only issuances.
+    fn refused<T>(
+        &self,
+        what: &str,
+        peer: Option<std::net::SocketAddr>,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Err(s) = &result {
+            let total = self
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            tracing::warn!(
+                %peer,
+                code = ?s.code(),
+                total,
+                "refused {what}: {}",
+                s.message()
+            );
+        }
+        result
+    }
 }
 
 /// JWT-SVIDs are bearer tokens: replayable by whoever holds one, so they live minutes.
@@ -200,6 +229,17 @@ impl IstioCertificateService for Arc<CaService> {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let peer = request.remote_addr();
+        let result = self.issue(request).await;
+        self.refused("certificate request", peer, result)
+    }
+}
+
+impl CaService {
+    async fn issue(
+        self: &Arc<Self>,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
         let caller = self.authenticate(&request).await?;
         let body = request.into_inner();
         let ttl = self.ttl(body.validity_duration)?;
@@ -230,6 +270,27 @@ impl JwtSvidService for Arc<CaService> {
         &self,
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
+        let peer = request.remote_addr();
+        let result = self.mint(request).await;
+        self.refused("JWT-SVID request", peer, result)
+    }
+
+    async fn fetch_jwt_bundle(
+        &self,
+        _request: Request<FetchJwtBundleRequest>,
+    ) -> Result<Response<FetchJwtBundleResponse>, Status> {
+        let authority = self.jwt_authority.as_ref().ok_or_else(no_jwt_authority)?;
+        Ok(Response::new(FetchJwtBundleResponse {
+            jwks: authority.jwks_json(),
+        }))
+    }
+}
+
+impl CaService {
+    async fn mint(
+        self: &Arc<Self>,
+        request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let authority = self.jwt_authority.clone().ok_or_else(no_jwt_authority)?;
         let caller = self.authenticate(&request).await?;
         let body = request.into_inner();
@@ -250,16 +311,6 @@ impl JwtSvidService for Arc<CaService> {
         Ok(Response::new(MintJwtSvidResponse {
             token,
             expires_at: exp as i64,
-        }))
-    }
-
-    async fn fetch_jwt_bundle(
-        &self,
-        _request: Request<FetchJwtBundleRequest>,
-    ) -> Result<Response<FetchJwtBundleResponse>, Status> {
-        let authority = self.jwt_authority.as_ref().ok_or_else(no_jwt_authority)?;
-        Ok(Response::new(FetchJwtBundleResponse {
-            jwks: authority.jwks_json(),
         }))
     }
 }

@@ -15,9 +15,6 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// A handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -100,7 +97,8 @@ pub fn server_config(
 pub fn accept_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
+    limits: Arc<crate::limits::Limits>,
+) -> mpsc::Receiver<Result<crate::limits::Guarded<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
@@ -113,16 +111,22 @@ pub fn accept_tls(
                     continue;
                 }
             };
+            // Over the cap: closed before any work is spent on it.
+            let Some(slot) = limits.admit() else {
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let conn_tx = tx.clone();
+            let limits = limits.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = conn_tx.send(Ok(tls)).await;
+                        let _ = conn_tx.send(Ok(limits.guard(tls, slot))).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => limits.handshake_failed(peer, &e.to_string()),
+                    Err(_) => limits.handshake_failed(peer, "timed out"),
                 }
             });
             if tx.is_closed() {

@@ -23,7 +23,7 @@ pub enum CaCommand {
     /// Issue a workload certificate (key.pem, cert-chain.pem, root-cert.pem) from a CA.
     Issue(IssueArgs),
     /// Run the CA server (Istio certificate API + SPIFFE bundle endpoint).
-    Serve(super::ca_serve::Args),
+    Serve(Box<super::ca_serve::Args>),
 }
 
 #[derive(clap::Args)]
@@ -87,7 +87,7 @@ pub fn run(c: CaCommand) -> ExitCode {
     match c {
         CaCommand::Init(a) => init(a),
         CaCommand::Issue(a) => issue(a),
-        CaCommand::Serve(a) => super::ca_serve::run(a),
+        CaCommand::Serve(a) => super::ca_serve::run(*a),
     }
 }
 

@@ -57,10 +57,19 @@ pub struct Args {
     /// (never past its exp; cleared when an issuer's JWKS changes). 0 checks every request.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_or_zero)]
     pub token_cache_max_age: Duration,
+    /// Connections each listener (certificate service, bundle endpoint) holds at once; more are
+    /// closed on arrival.
+    #[arg(long, value_name = "N", default_value_t = trustmesh_ca_server::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// A connection whose client sends nothing this long is closed (TLS handshakes have 10s,
+    /// a bundle request head 10s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 pub fn run(a: Args) -> ExitCode {
     super::init_logging();
+    super::raise_fd_limit();
     if a.jwt_issuers.len() != a.jwks.len() {
         return super::fail(
             2,
@@ -115,6 +124,8 @@ pub fn run(a: Args) -> ExitCode {
         max_ttl: a.max_ttl,
         default_ttl,
         token_cache_max_age: a.token_cache_max_age,
+        max_connections: a.max_connections,
+        idle_timeout: a.idle_timeout,
     };
     let ca = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {

@@ -32,6 +32,29 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Raises the soft limit on open files to the hard limit, as servers that hold many
+/// connections must (Go's runtime does the same at start): a soft limit of 1024 let a few
+/// hundred idle connections starve a CA server of descriptors. Logged, never fatal.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!("open file limit raised from {from} to {}", lim.rlim_max);
+        } else {
+            tracing::warn!("could not raise the open file limit above {from}");
+        }
+    }
+}
+
 /// Resolves on SIGTERM (how process supervisors stop a service) or Ctrl-C.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -17,6 +17,7 @@ pub fn run(a: Args) -> ExitCode {
         return super::fail(2, "--config FILE is required");
     };
     super::init_logging();
+    super::raise_fd_limit();
     // This runtime accepts connections and runs the admin endpoint, reloads and JWKS fetches;
     // the connections themselves run on the proxy's worker threads (crates/proxy/src/workers.rs).
     let runtime = match tokio::runtime::Builder::new_current_thread()
