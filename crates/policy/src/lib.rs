@@ -104,6 +104,7 @@ pub mod peer;
 pub mod problem;
 pub mod request;
 mod set;
+pub mod shape;
 
 pub use crd::{Action, JwtRule, MtlsMode};
 pub use decision::{Decision, PolicyResult, Verdict};

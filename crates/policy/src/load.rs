@@ -23,6 +23,34 @@ pub enum ReadError {
     },
     #[error("{path}: no .yaml/.yml/.json files found (hint: point --config at the folder holding the policies)")]
     Empty { path: String },
+    #[error("{path}: {size} bytes; files over {max} bytes are not read (hint: split the resources into several files)", max = crate::shape::MAX_FILE_BYTES)]
+    TooLarge { path: String, size: u64 },
+    #[error("{path}: {message}")]
+    Shape { path: String, message: String },
+}
+
+/// Reads one configuration file within the size bound and checks its nesting before anyone
+/// parses it (see [`crate::shape`]).
+pub fn read_bounded(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut text = String::new();
+    // One byte past the limit tells "too large" without trusting the size the file claims.
+    file.take(crate::shape::MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io(path, e))?;
+    if text.len() as u64 > crate::shape::MAX_FILE_BYTES {
+        let size = std::fs::metadata(path).map_or(text.len() as u64, |m| m.len());
+        return Err(ReadError::TooLarge {
+            path: path.display().to_string(),
+            size,
+        });
+    }
+    crate::shape::check(&text).map_err(|message| ReadError::Shape {
+        path: path.display().to_string(),
+        message,
+    })?;
+    Ok(text)
 }
 
 fn is_config(p: &Path) -> bool {
@@ -60,7 +88,7 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<SourceText>, ReadError> {
     files
         .into_iter()
         .map(|f| {
-            let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
+            let text = read_bounded(&f)?;
             Ok(SourceText {
                 file: f.display().to_string(),
                 text,
@@ -93,7 +121,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
 
 /// Reads and parses a mesh config file. A parse failure is a [`Problem`] located in the file.
 pub fn read_mesh(path: &Path) -> Result<Result<MeshConfig, Problem>, ReadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let text = read_bounded(path)?;
     Ok(MeshConfig::from_yaml_str(&text).map_err(|e| {
         let syntax = e.message.starts_with("not valid YAML");
         let p = Problem::new(Location::new(&path.display().to_string(), 1, e.path), e.message)

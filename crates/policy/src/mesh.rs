@@ -136,6 +136,10 @@ pub struct MeshError {
 impl MeshConfig {
     /// Parses any of the accepted shapes (see module docs). An empty document is the default.
     pub fn from_yaml_str(text: &str) -> Result<MeshConfig, MeshError> {
+        crate::shape::check(text).map_err(|message| MeshError {
+            path: String::new(),
+            message: format!("not valid YAML: {message}"),
+        })?;
         let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| MeshError {
             path: String::new(),
             message: format!("not valid YAML: {e}"),

@@ -283,9 +283,16 @@ pub enum MeshSource {
 impl ProxyConfig {
     /// Reads, parses and checks a configuration file; relative paths become relative to it.
     pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = trustmesh_policy::load::read_bounded(path).map_err(|e| match e {
+            trustmesh_policy::ReadError::Io { source, .. } => ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => ConfigError::Field {
+                path: path.to_path_buf(),
+                field: "(document)".into(),
+                message: other.to_string(),
+            },
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
@@ -293,6 +300,12 @@ impl ProxyConfig {
 
     /// Parses YAML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<ProxyConfig, ConfigError> {
+        // Bounded before the YAML parser, whose cost is quadratic in bracket nesting.
+        trustmesh_policy::shape::check(text).map_err(|message| ConfigError::Field {
+            path: path.to_path_buf(),
+            field: "(document)".into(),
+            message,
+        })?;
         let de = serde_yaml::Deserializer::from_str(text);
         let mut cfg: ProxyConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
