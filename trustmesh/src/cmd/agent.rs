@@ -25,6 +25,7 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => return super::fail(1, format!("starting runtime: {e}")),
     };
     rt.block_on(async move {
+        super::ignore_hangup_and_user_signals();
         if let Some(sock) = &cfg.workload_api_socket {
             println!("workload-api unix://{}", sock.display());
         }

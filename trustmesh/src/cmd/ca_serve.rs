@@ -142,6 +142,7 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => return super::fail(1, format!("starting runtime: {e}")),
     };
     rt.block_on(async move {
+        super::ignore_hangup_and_user_signals();
         let running = match server::start(ca, identity, opts).await {
             Ok(r) => r,
             Err(e) => return super::fail(1, e),

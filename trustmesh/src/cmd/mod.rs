@@ -55,6 +55,28 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// From now on, SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored: their default action would
+/// kill the process mid-request (a log rotator or a stray `kill -HUP`). Call inside the runtime,
+/// before announcing readiness.
+pub fn ignore_hangup_and_user_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (kind, name) in [
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ] {
+        if let Ok(mut s) = signal(kind) {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    tracing::info!(
+                        "{name} received and ignored (SIGTERM or SIGINT stops this process)"
+                    );
+                }
+            });
+        }
+    }
+}
+
 /// Resolves on SIGTERM (how process supervisors stop a service) or Ctrl-C.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
