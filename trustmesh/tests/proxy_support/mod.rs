@@ -271,10 +271,21 @@ impl Drop for Proxy {
 impl Proxy {
     /// Starts `trustmesh proxy --config <dir>/<name>.yaml` and waits (≤10 s) until ready.
     pub async fn start(dir: &Path, name: &str, yaml: &str, admin: u16) -> Proxy {
+        let stdout = dir.join(format!("{name}.stdout"));
+        Proxy::start_logging_to(dir, name, yaml, admin, stdout).await
+    }
+
+    /// [`Proxy::start`] with the access log (stdout) going to `stdout`.
+    pub async fn start_logging_to(
+        dir: &Path,
+        name: &str,
+        yaml: &str,
+        admin: u16,
+        stdout: PathBuf,
+    ) -> Proxy {
         let cfg = dir.join(format!("{name}.yaml"));
         std::fs::write(&cfg, yaml).unwrap();
         let stderr = dir.join(format!("{name}.stderr"));
-        let stdout = dir.join(format!("{name}.stdout"));
         let child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
             .args(["proxy", "--config", cfg.to_str().unwrap()])
             .stdout(std::fs::File::create(&stdout).unwrap())
