@@ -11,10 +11,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::crd::{Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source};
-use crate::matcher::{parse_cidr, parse_port, template_error, AnyOf, HostMatch, PathMatch};
+use crate::matcher::{parse_cidr, parse_port, AnyOf, HostMatch, PathMatch, StrMatch};
 use crate::mesh::{MeshConfig, CLUSTER_LOCAL};
 use crate::problem::{Location, Problem};
 use crate::request::Request;
+use crate::request_principal::RequestPrincipalField;
 
 /// An AuthorizationPolicy ready to evaluate.
 #[derive(Debug, Clone)]
@@ -59,6 +60,12 @@ impl StrField {
             neg: AnyOf::compile(neg),
         }
     }
+    fn with(pos: &[String], neg: &[String], f: fn(&str) -> StrMatch) -> Self {
+        StrField {
+            pos: AnyOf::compile_with(pos, f),
+            neg: AnyOf::compile_with(neg, f),
+        }
+    }
     fn set(&self) -> bool {
         !self.pos.is_empty() || !self.neg.is_empty()
     }
@@ -88,7 +95,7 @@ impl IpField {
 #[derive(Debug, Clone, Default)]
 pub struct CSource {
     pub principals: StrField,
-    pub request_principals: StrField,
+    pub request_principals: RequestPrincipalField,
     pub namespaces: StrField,
     pub service_accounts: StrField,
     pub ip_blocks: IpField,
@@ -169,6 +176,17 @@ impl CondKey {
         Err(format!("unknown condition key {key:?}"))
     }
 
+    /// Whether evaluating it needs the request's real headers copied into the request:
+    /// pseudo-headers are built from the request line and `host` is never found.
+    pub fn reads_request_headers(&self) -> bool {
+        match self {
+            CondKey::Header(n) => {
+                n != "host" && !crate::request::SYNTHESIZED_HEADERS.contains(&n.as_str())
+            }
+            _ => false,
+        }
+    }
+
     pub fn http_only(&self) -> bool {
         matches!(
             self,
@@ -184,6 +202,8 @@ impl CondKey {
 #[derive(Debug, Clone)]
 pub enum CondValues {
     Str(StrField),
+    /// `request.auth.principal`: issuer and subject matched apart.
+    RequestPrincipal(RequestPrincipalField),
     Ip(IpField),
     Port(Vec<u16>, Vec<u16>),
 }
@@ -600,8 +620,15 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
             &expand_all(&s.principals, cx.mesh),
             &expand_all(&s.not_principals, cx.mesh),
         ),
-        request_principals: StrField::new(&s.request_principals, &s.not_request_principals),
-        namespaces: StrField::new(&s.namespaces, &s.not_namespaces),
+        request_principals: RequestPrincipalField::new(
+            &s.request_principals,
+            &s.not_request_principals,
+        ),
+        namespaces: StrField::with(
+            &s.namespaces,
+            &s.not_namespaces,
+            StrMatch::compile_namespace,
+        ),
         service_accounts: StrField::new(&s.service_accounts, &s.not_service_accounts),
         ip_blocks: ip_field(
             &s.ip_blocks,
@@ -674,13 +701,13 @@ fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation
     }
     for (field, vs) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
         for (i, p) in vs.iter().enumerate() {
-            if let Some(e) = template_error(p) {
+            if let Some(e) = crate::template::path_error(p) {
                 cx.problems.push(
                     Problem::new(
                         loc.at(format!("{field}[{i}]")),
-                        format!("invalid path template {p:?}: {e}"),
+                        format!("invalid path {p:?}: {e}"),
                     )
-                    .hint("e.g. /api/{*}/items or /static/{**}"),
+                    .hint("templates use whole segments: /api/{*}/items, /static/{**}, /store/{**}/cart"),
                 );
             }
         }
@@ -726,6 +753,16 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
             service_account_values(vs, field, loc, cx);
         }
     }
+    if key == CondKey::Header("host".into()) {
+        cx.problems.push(
+            Problem::new(
+                loc.at("key"),
+                "request.headers[host] never has a value: Envoy keeps the Host header as :authority",
+            )
+            .hint("use request.headers[:authority], or operation.hosts")
+            .warning(),
+        );
+    }
     if c.values.is_empty() && c.not_values.is_empty() {
         cx.problems.push(
             Problem::new(
@@ -751,6 +788,19 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
                     &expand_all(&c.values, cx.mesh),
                     &expand_all(&c.not_values, cx.mesh),
                 ))
+            }
+            CondKey::Header(_) => CondValues::Str(StrField::with(
+                &c.values,
+                &c.not_values,
+                StrMatch::compile_header,
+            )),
+            CondKey::SourceNamespace => CondValues::Str(StrField::with(
+                &c.values,
+                &c.not_values,
+                StrMatch::compile_namespace,
+            )),
+            CondKey::AuthPrincipal => {
+                CondValues::RequestPrincipal(RequestPrincipalField::new(&c.values, &c.not_values))
             }
             _ => CondValues::Str(StrField::new(&c.values, &c.not_values)),
         };
@@ -919,14 +969,18 @@ impl CSource {
             });
         }
         if !skip_http && self.request_principals.set() {
-            let rp = a.req.auth.as_ref().map(|x| x.principal.as_str());
-            if !self.request_principals.check(rp) {
+            let auth = a.req.auth.as_ref();
+            let (iss, sub) = auth.map_or((None, None), |x| x.issuer_subject());
+            if !self.request_principals.check(iss, sub) {
                 return miss(explain, || {
-                    explain_str(
+                    let f = &self.request_principals;
+                    explain_field(
                         ("requestPrincipals", "notRequestPrincipals"),
                         "request principal",
-                        &self.request_principals,
-                        rp,
+                        &show(auth.map(|x| x.principal.as_str())),
+                        &f.pos,
+                        f.pos_ok(iss, sub),
+                        &f.neg,
                     )
                 });
             }
@@ -1091,7 +1145,7 @@ impl CCondition {
         let auth = req.auth.as_ref();
         let sa_buf: Option<String>;
         let vals: Vals = match &self.key {
-            CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.header(n))),
+            CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.policy_header(n))),
             CondKey::SourceNamespace => Vals::One(a.namespace),
             CondKey::SourcePrincipal => Vals::One(a.principal),
             CondKey::SourceServiceAccount => {
@@ -1133,13 +1187,17 @@ impl CCondition {
                 let p = req.destination.port;
                 list_check(pos, neg, |x| *x == p)
             }
+            CondValues::RequestPrincipal(f) => {
+                let (iss, sub) = auth.map_or((None, None), |x| x.issuer_subject());
+                f.check(iss, sub)
+            }
         };
         if ok {
             Ok(())
         } else {
             miss(explain, || {
                 let got = match &self.values {
-                    CondValues::Str(_) => {
+                    CondValues::Str(_) | CondValues::RequestPrincipal(_) => {
                         let all: Vec<&str> = vals.clone().collect();
                         if all.is_empty() {
                             "(none)".to_string()
@@ -1171,6 +1229,10 @@ impl CCondition {
                         CondValues::Port(p, n) => (
                             j(p.iter().map(|m| m.to_string()).collect()),
                             j(n.iter().map(|m| m.to_string()).collect()),
+                        ),
+                        CondValues::RequestPrincipal(f) => (
+                            j(f.pos.iter().map(|m| m.to_string()).collect()),
+                            j(f.neg.iter().map(|m| m.to_string()).collect()),
                         ),
                     };
                     let mut want = Vec::new();

@@ -78,7 +78,8 @@ pub struct PolicySet {
 pub struct WorkloadPolicies(Arc<WorkloadView>);
 
 impl WorkloadPolicies {
-    /// Whether any of them has a `request.headers[...]` condition; when not, requests can be
+    /// Whether any of them has a `request.headers[...]` condition on a real header (`:method`,
+    /// `:path` and `:authority` come from the request line); when not, requests can be
     /// evaluated without copying their headers.
     pub fn needs_request_headers(&self) -> bool {
         self.0.needs_headers

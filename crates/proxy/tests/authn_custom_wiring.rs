@@ -227,6 +227,8 @@ spec:
   - from: [ {{ source: {{ requestPrincipals: ["https://issuer.example/alice"] }} }} ]
     to: [ {{ operation: {{ paths: ["/jwt/*"] }} }} ]
   - to: [ {{ operation: {{ paths: ["/open", "/ext/*"] }} }} ]
+  - to: [ {{ operation: {{ paths: ["/put-only"] }} }} ]
+    when: [ {{ key: "request.headers[:method]", values: [PUT] }} ]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -295,6 +297,9 @@ admin: {{ address: "127.0.0.1:{admin}" }}
     );
     assert_eq!(curl(&["-H", &bob, &url("/jwt/x")]).await.0, 403);
     assert_eq!(curl(&[&url("/jwt/x")]).await.0, 403);
+    // A pseudo-header condition works although no policy makes the proxy copy headers.
+    assert_eq!(curl(&["-X", "PUT", &url("/put-only")]).await.0, 200);
+    assert_eq!(curl(&[&url("/put-only")]).await.0, 403);
     // A client cannot forge the claim output header.
     let (_, body) = curl(&["-H", "x-jwt-sub: alice", &url("/open")]).await;
     assert!(!body.contains("x-jwt-sub"), "{body}");
