@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::crd::{Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source};
+use crate::fields;
 use crate::matcher::{parse_cidr, parse_port, AnyOf, HostMatch, PathMatch, StrMatch};
 use crate::mesh::{MeshConfig, CLUSTER_LOCAL};
 use crate::problem::{Location, Problem};
@@ -98,6 +99,7 @@ pub struct CSource {
     pub request_principals: RequestPrincipalField,
     pub namespaces: StrField,
     pub service_accounts: StrField,
+    pub trust_domains: StrField,
     pub ip_blocks: IpField,
     pub remote_ip_blocks: IpField,
 }
@@ -120,6 +122,8 @@ pub enum CondKey {
     SourcePrincipal,
     /// `source.serviceAccount`: `ns/sa` of the peer.
     SourceServiceAccount,
+    /// `source.trustDomain`: the trust domain of the peer's identity.
+    SourceTrustDomain,
     AuthPrincipal,
     AuthAudiences,
     AuthPresenter,
@@ -138,6 +142,7 @@ impl CondKey {
             "source.namespace" => Some(CondKey::SourceNamespace),
             "source.principal" => Some(CondKey::SourcePrincipal),
             "source.serviceAccount" => Some(CondKey::SourceServiceAccount),
+            "source.trustDomain" => Some(CondKey::SourceTrustDomain),
             "request.auth.principal" => Some(CondKey::AuthPrincipal),
             "request.auth.audiences" => Some(CondKey::AuthAudiences),
             "request.auth.presenter" => Some(CondKey::AuthPresenter),
@@ -217,7 +222,7 @@ pub struct CCondition {
 
 pub const SUPPORTED_KEYS: &str =
     "request.headers[<name>], source.ip, remote.ip, source.namespace, \
-source.principal, source.serviceAccount, request.auth.principal, request.auth.audiences, request.auth.presenter, \
+source.principal, source.serviceAccount, source.trustDomain, request.auth.principal, request.auth.audiences, request.auth.presenter, \
 request.auth.claims[<name>], destination.ip, destination.port, connection.sni";
 
 /// Trust-domain alias expansion (Istio "Security concepts", trust domain migration): a
@@ -270,6 +275,8 @@ const TCP_PORTS: [u16; 14] = [
 
 struct Ctx<'a> {
     mesh: &'a MeshConfig,
+    /// The policy's namespace: short `serviceAccounts` values name accounts in it.
+    namespace: &'a str,
     problems: &'a mut Vec<Problem>,
 }
 
@@ -286,7 +293,11 @@ pub fn compile(
     problems: &mut Vec<Problem>,
 ) -> CompiledPolicy {
     let spec_loc = loc.at("spec");
-    let mut cx = Ctx { mesh, problems };
+    let mut cx = Ctx {
+        mesh,
+        namespace,
+        problems,
+    };
     let targets_ref = spec.target_ref.is_some() || !spec.target_refs.is_empty();
     if spec.selector.is_some() && targets_ref {
         cx.problems.push(
@@ -477,22 +488,6 @@ fn deny_on_tcp_warning(r: &Rule, action: Action, loc: &Location, cx: &mut Ctx) {
     }
 }
 
-/// `serviceAccounts` entries and `source.serviceAccount` values are `<namespace>/<name>`.
-fn service_account_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
-    for (i, v) in vs.iter().enumerate() {
-        let parts: Vec<&str> = v.split('/').collect();
-        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-            cx.problems.push(
-                Problem::new(
-                    loc.at(format!("{field}[{i}]")),
-                    format!("{v:?} is not <namespace>/<serviceaccount>"),
-                )
-                .hint("write service accounts as \"ns/sa\"; use principals for full identities"),
-            );
-        }
-    }
-}
-
 fn empty_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
     for (i, v) in vs.iter().enumerate() {
         if v.is_empty() {
@@ -578,7 +573,9 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         && s.ip_blocks.is_empty()
         && s.not_ip_blocks.is_empty()
         && s.remote_ip_blocks.is_empty()
-        && s.not_remote_ip_blocks.is_empty();
+        && s.not_remote_ip_blocks.is_empty()
+        && s.trust_domains.is_empty()
+        && s.not_trust_domains.is_empty();
     if empty {
         cx.problems.push(
             Problem::new(loc.clone(), "source has no fields")
@@ -612,7 +609,13 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         ("serviceAccounts", &s.service_accounts),
         ("notServiceAccounts", &s.not_service_accounts),
     ] {
-        service_account_values(vs, field, loc, cx);
+        fields::check_service_accounts(vs, field, loc, cx.problems);
+    }
+    for (field, vs) in [
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
+    ] {
+        fields::check_wildcard_values(vs, field, true, loc, cx.problems);
     }
     let http = !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
     let c = CSource {
@@ -629,7 +632,11 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
             &s.not_namespaces,
             StrMatch::compile_namespace,
         ),
-        service_accounts: StrField::new(&s.service_accounts, &s.not_service_accounts),
+        service_accounts: service_accounts(&s.service_accounts, &s.not_service_accounts, cx),
+        trust_domains: StrField::new(
+            &fields::expand_trust_domains(&s.trust_domains, cx.mesh),
+            &fields::expand_trust_domains(&s.not_trust_domains, cx.mesh),
+        ),
         ip_blocks: ip_field(
             &s.ip_blocks,
             &s.not_ip_blocks,
@@ -646,6 +653,21 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         ),
     };
     (c, http)
+}
+
+/// Service accounts are matched exactly (no wildcards), short values in the policy's namespace.
+fn service_accounts(pos: &[String], neg: &[String], cx: &Ctx) -> StrField {
+    let resolve = |vs: &[String]| -> AnyOf {
+        AnyOf(
+            vs.iter()
+                .map(|v| StrMatch::Exact(fields::resolve_service_account(v, cx.namespace).into()))
+                .collect(),
+        )
+    };
+    StrField {
+        pos: resolve(pos),
+        neg: resolve(neg),
+    }
 }
 
 fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation, bool) {
@@ -737,6 +759,11 @@ fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation
 }
 
 fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCondition> {
+    if c.key.starts_with(fields::EXPERIMENTAL_PREFIX) {
+        cx.problems
+            .push(fields::experimental_key_problem(&c.key, loc));
+        return None;
+    }
     let key = match CondKey::parse(&c.key) {
         Ok(k) => k,
         Err(e) => {
@@ -748,9 +775,15 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
     };
     empty_values(&c.values, "values", loc, cx);
     empty_values(&c.not_values, "notValues", loc, cx);
-    if key == CondKey::SourceServiceAccount {
-        for (field, vs) in [("values", &c.values), ("notValues", &c.not_values)] {
-            service_account_values(vs, field, loc, cx);
+    for (field, vs) in [("values", &c.values), ("notValues", &c.not_values)] {
+        match key {
+            CondKey::SourceServiceAccount => {
+                fields::check_service_accounts(vs, field, loc, cx.problems)
+            }
+            CondKey::SourceTrustDomain => {
+                fields::check_wildcard_values(vs, field, false, loc, cx.problems)
+            }
+            _ => {}
         }
     }
     if key == CondKey::Header("host".into()) {
@@ -799,9 +832,16 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
                 &c.not_values,
                 StrMatch::compile_namespace,
             )),
+            CondKey::SourceServiceAccount => {
+                CondValues::Str(service_accounts(&c.values, &c.not_values, cx))
+            }
             CondKey::AuthPrincipal => {
                 CondValues::RequestPrincipal(RequestPrincipalField::new(&c.values, &c.not_values))
             }
+            CondKey::SourceTrustDomain => CondValues::Str(StrField::new(
+                &fields::expand_trust_domains(&c.values, cx.mesh),
+                &fields::expand_trust_domains(&c.not_values, cx.mesh),
+            )),
             _ => CondValues::Str(StrField::new(&c.values, &c.not_values)),
         };
     Some(CCondition {
@@ -818,19 +858,21 @@ pub struct Attrs<'r> {
     pub namespace: Option<&'r str>,
     /// `(namespace, service account)` of the peer.
     pub service_account: Option<(&'r str, &'r str)>,
+    pub trust_domain: Option<&'r str>,
     pub path: Option<&'r str>,
 }
 
 impl<'r> Attrs<'r> {
     /// `drop_peer`: evaluate as if plaintext (the peer identity is not verified, e.g. DISABLE).
     pub fn new(req: &'r Request, drop_peer: bool) -> Self {
-        let (principal, namespace, service_account) = if drop_peer {
-            (None, None, None)
+        let (principal, namespace, service_account, trust_domain) = if drop_peer {
+            (None, None, None, None)
         } else {
             (
                 req.peer_principal(),
                 req.source_namespace(),
                 req.source_service_account(),
+                req.source_trust_domain(),
             )
         };
         Attrs {
@@ -838,6 +880,7 @@ impl<'r> Attrs<'r> {
             principal,
             namespace,
             service_account,
+            trust_domain,
             path: req.http.as_ref().map(|h| crate::matcher::url_path(&h.path)),
         }
     }
@@ -1008,6 +1051,16 @@ impl CSource {
                 });
             }
         }
+        if self.trust_domains.set() && !self.trust_domains.check(a.trust_domain) {
+            return miss(explain, || {
+                explain_str(
+                    ("trustDomains", "notTrustDomains"),
+                    "source trust domain",
+                    &self.trust_domains,
+                    a.trust_domain,
+                )
+            });
+        }
         if self.ip_blocks.set() && !self.ip_blocks.check(a.req.source.ip) {
             return miss(explain, || {
                 explain_ip(
@@ -1167,6 +1220,7 @@ impl CCondition {
                 }
                 claim_vals(cur)
             }
+            CondKey::SourceTrustDomain => Vals::One(a.trust_domain),
             CondKey::ConnectionSni => Vals::One(req.connection.sni.as_deref()),
             CondKey::SourceIp
             | CondKey::RemoteIp

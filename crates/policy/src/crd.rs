@@ -146,6 +146,11 @@ pub struct Source {
     pub remote_ip_blocks: Vec<String>,
     #[serde(default)]
     pub not_remote_ip_blocks: Vec<String>,
+    /// Trust domains of the peer identity (istio/api `Source.trust_domains`, field 13).
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    #[serde(default)]
+    pub not_trust_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -86,7 +86,8 @@
 //! - `*` in a value, as Istio builds its matchers: a leading `*` is a suffix match and is
 //!   tested first (`*a*` is the suffix `a*`), a trailing one a prefix match, `*` alone means
 //!   "non-empty"; any other `*` is a literal character (`a*b` matches only `a*b`). Exceptions:
-//!   in `namespaces` / `source.namespace` every `*` is a glob (Istio writes a regex).
+//!   in `namespaces` / `source.namespace` every `*` is a glob (Istio writes a regex); in
+//!   `serviceAccounts` a `*` is refused; a trust domain takes one `*`, at either end.
 //! - `requestPrincipals` and `request.auth.principal` values are split at their last `/`
 //!   into issuer and subject, matched against the token's `iss` and `sub` apart:
 //!   `https://example.com/*` needs issuer exactly `https://example.com`.
@@ -94,6 +95,11 @@
 //!   `:authority` come from the request line, `host` is never found (Envoy keeps it as
 //!   `:authority`; `validate` warns), and `*` means "present", even with an empty value. Only
 //!   conditions on real headers make the proxy copy headers for policy.
+//! - `serviceAccounts` / `source.serviceAccount` take `ns/sa`, or `sa` for one in the policy's
+//!   namespace, at most 16 values. `trustDomains` / `source.trustDomain` match the peer's
+//!   trust domain; the local domain or an alias stands for all of them. Conditions on
+//!   `experimental.envoy.filters.*` (Envoy filter metadata) are refused: trustmesh has no such
+//!   metadata and will not guess.
 //! - An absent attribute (plaintext peer, no JWT, missing header) never satisfies a positive
 //!   field and always satisfies a `not*` field, like Envoy's RBAC `not_id`.
 //! - On a port whose mTLS mode is DISABLE the peer identity is not available to policies, so
@@ -108,6 +114,7 @@ pub mod authz;
 pub mod crd;
 pub mod decision;
 pub mod document;
+pub mod fields;
 mod index;
 pub mod load;
 pub mod matcher;

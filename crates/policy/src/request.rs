@@ -144,6 +144,12 @@ impl Request {
         Some(rest.split('/').next().unwrap_or(rest))
     }
 
+    /// The trust domain of the peer (`source.trustDomain`): the principal up to its first `/`.
+    pub fn source_trust_domain(&self) -> Option<&str> {
+        let p = self.peer_principal()?;
+        p.split_once('/').map(|(td, _)| td)
+    }
+
     /// `ns/sa` for `serviceAccounts`.
     pub fn source_service_account(&self) -> Option<(&str, &str)> {
         let p = self.peer_principal()?;

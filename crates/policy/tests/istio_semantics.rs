@@ -1,7 +1,8 @@
 //! Policy semantics that follow Istio's implementation rather than only its reference docs:
 //! path templates, pseudo-headers and presence in `request.headers`, `*` inside values and
-//! request principals, and the validation Istio applies to them. Every case names the Istio
-//! (or Envoy) source file its expectation comes from.
+//! request principals, trust domains and service accounts, and the validation Istio applies to
+//! them. Every case names
+//! the Istio (or Envoy) source file its expectation comes from.
 
 mod common;
 
@@ -496,4 +497,182 @@ fn wildcards_inside_values() {
         ],
         &MeshConfig::default(),
     );
+}
+
+const TD: &str = "pilot/pkg/security/authz/model/generator.go (srcTrustDomainGenerator)";
+const SA: &str = "pilot/pkg/security/authz/model/generator.go (serviceAccountRegex)";
+
+#[test]
+fn trust_domains_and_service_accounts() {
+    let from = |f: &str, v: &str| -> &'static str {
+        Box::leak(format!("{{rules: [{{from: [{{source: {{{f}: [{v}]}}}}]}}]}}").into_boxed_str())
+    };
+    let none = json!({});
+    let plain = json!({"source": {"principal": null}});
+    let other = json!({"source": {"principal": "spiffe://corp.example/ns/prod/sa/frontend"}});
+    run(
+        &[
+            (
+                TD,
+                from("trustDomains", "cluster.local"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                TD,
+                from("trustDomains", "corp.example"),
+                none.clone(),
+                "DENY",
+            ),
+            (
+                TD,
+                from("trustDomains", "corp.example"),
+                other.clone(),
+                "ALLOW",
+            ),
+            (
+                TD,
+                from("trustDomains", "'*.example'"),
+                other.clone(),
+                "ALLOW",
+            ),
+            (TD, from("trustDomains", "'corp*'"), other.clone(), "ALLOW"),
+            (TD, from("trustDomains", "'*'"), none.clone(), "ALLOW"),
+            (TD, from("trustDomains", "'*'"), plain.clone(), "DENY"),
+            (
+                TD,
+                from("notTrustDomains", "cluster.local"),
+                none.clone(),
+                "DENY",
+            ),
+            (
+                TD,
+                from("notTrustDomains", "cluster.local"),
+                plain.clone(),
+                "ALLOW",
+            ),
+            (
+                TD,
+                when("source.trustDomain", "values: [cluster.local]"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                TD,
+                when("source.trustDomain", "notValues: ['*.local']"),
+                none.clone(),
+                "DENY",
+            ),
+            // The short form names a service account in the policy's namespace (prod).
+            (
+                SA,
+                from("serviceAccounts", "frontend"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                SA,
+                from("serviceAccounts", "prod/frontend"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                SA,
+                from("serviceAccounts", "frontend"),
+                json!({"source": {"principal": "spiffe://cluster.local/ns/dev/sa/frontend"}}),
+                "DENY",
+            ),
+            (
+                SA,
+                from("notServiceAccounts", "frontend"),
+                none.clone(),
+                "DENY",
+            ),
+            (
+                SA,
+                when("source.serviceAccount", "values: [frontend]"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                SA,
+                when("source.serviceAccount", "values: [dev/frontend]"),
+                none.clone(),
+                "DENY",
+            ),
+        ],
+        &MeshConfig::default(),
+    );
+    // Trust-domain migration: a value naming the local domain or an alias stands for all
+    // (pilot/pkg/security/authz/model/model.go MigrateTrustDomain, trustdomain/bundle.go).
+    let mesh =
+        MeshConfig::from_yaml_str("trustDomain: new.td\ntrustDomainAliases: [cluster.local]\n")
+            .unwrap();
+    run(
+        &[
+            (
+                "pilot/pkg/security/trustdomain/bundle.go",
+                from("trustDomains", "new.td"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                "pilot/pkg/security/trustdomain/bundle.go",
+                when("source.trustDomain", "values: [new.td]"),
+                none.clone(),
+                "ALLOW",
+            ),
+            (
+                "pilot/pkg/security/trustdomain/bundle.go",
+                from("trustDomains", "corp.example"),
+                none.clone(),
+                "DENY",
+            ),
+        ],
+        &mesh,
+    );
+}
+
+#[test]
+fn validation_of_new_fields() {
+    // Istio: pkg/config/security/security.go (CheckServiceAccount, CheckTrustDomainValues,
+    // CheckWildcardValues, ValidateAttribute) and pkg/config/validation/validation.go
+    // (ValidateAuthorizationPolicy).
+    let m = MeshConfig::default();
+    let src = "p.yaml:1:spec.rules[0].from[0].source";
+    let w = "p.yaml:1:spec.rules[0].when[0]";
+    let many: Vec<String> = (0..17).map(|i| format!("prod/sa{i}")).collect();
+    let many = format!(
+        "{{rules: [{{from: [{{source: {{serviceAccounts: [{}]}}}}]}}]}}",
+        many.join(", ")
+    );
+    let cases: Vec<(String, String, &str)> = vec![
+        (policy("{rules: [{from: [{source: {serviceAccounts: ['prod/*']}}]}]}"), format!("{src}.serviceAccounts[0]"), "wildcards"),
+        (policy("{rules: [{from: [{source: {notServiceAccounts: ['*']}}]}]}"), format!("{src}.notServiceAccounts[0]"), "wildcards"),
+        (policy("{rules: [{from: [{source: {serviceAccounts: ['/sa']}}]}]}"), format!("{src}.serviceAccounts[0]"), "empty namespace"),
+        (policy(&many), format!("{src}.serviceAccounts"), "at most 16"),
+        (policy("{rules: [{from: [{source: {trustDomains: ['a*b']}}]}]}"), format!("{src}.trustDomains[0]"), "start or the end"),
+        (policy("{rules: [{from: [{source: {notTrustDomains: ['*a*']}}]}]}"), format!("{src}.notTrustDomains[0]"), "at most one"),
+        (policy("{rules: [{from: [{source: {trustDomains: [a/b]}}]}]}"), format!("{src}.trustDomains[0]"), "cannot contain `/`"),
+        (policy("{rules: [{from: [{source: {trustDomains: [td]}}, {source: {trustDomains: ['']}}]}]}"), "p.yaml:1:spec.rules[0].from[1].source.trustDomains[0]".into(), "empty"),
+        (policy(when("source.trustDomain", "values: ['a*b']")), format!("{w}.values[0]"), "start or the end"),
+        (policy(when("source.serviceAccount", "notValues: ['ns/*']")), format!("{w}.notValues[0]"), "wildcards"),
+        (policy(when("experimental.envoy.filters.network.mysql_proxy[db.table]", "values: ['[update]']")), format!("{w}.key"), "Envoy filter metadata"),
+        (policy(when("experimental.envoy.filters.network.mysql_proxy", "values: [x]")), format!("{w}.key"), "bad key"),
+    ];
+    for (yaml, loc, word) in &cases {
+        has(&problems(yaml, &m), loc, word);
+    }
+    // Accepted as Istio accepts them.
+    for ok in [
+        "{rules: [{from: [{source: {serviceAccounts: [frontend, prod/backend]}}]}]}",
+        "{rules: [{from: [{source: {trustDomains: ['*', '*.corp', 'corp-*']}}]}]}",
+        "{rules: [{from: [{source: {notTrustDomains: [cluster.local]}}]}]}",
+        "{rules: [{from: [{source: {namespaces: ['a*b*c'], principals: ['*/ns/*/sa/x']}}]}]}",
+        // ValidateAttribute checks source.trustDomain with CheckWildcardValues only.
+        "{rules: [{when: [{key: source.trustDomain, values: [a/b]}]}]}",
+    ] {
+        let ps = problems(&policy(ok), &m);
+        assert!(ps.is_empty(), "{ok}: {ps:?}");
+    }
 }

@@ -174,7 +174,8 @@ fn validation_problems_table() {
     ];
     cases.extend([
         (ap("{rules: [{when: [{key: source.namespace, values: ['']}]}]}"), format!("{r}.when[0].values[0]"), "empty value"),
-        (ap("{rules: [{when: [{key: source.serviceAccount, values: [frontend]}]}]}"), format!("{r}.when[0].values[0]"), "<namespace>/<serviceaccount>"),
+        // Istio: pkg/config/security/security.go (CheckServiceAccount): no wildcards.
+        (ap("{rules: [{when: [{key: source.serviceAccount, values: ['prod/*']}]}]}"), format!("{r}.when[0].values[0]"), "wildcards"),
         (
             "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{jwksUri: 'ftp://x'}]}\n".into(),
             "p.yaml:1:spec.jwtRules[0].jwksUri".into(),
