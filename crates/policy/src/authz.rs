@@ -1164,12 +1164,14 @@ impl COperation {
 }
 
 /// The string values of one request attribute, without allocating: none, one, a list of
-/// strings (audiences) or a JSON claim array (only its string items can match).
+/// strings (audiences), a JSON claim array (only its string items can match) or a
+/// space-delimited claim's words.
 #[derive(Clone)]
 enum Vals<'a> {
     One(Option<&'a str>),
     Strs(std::slice::Iter<'a, String>),
     Json(std::slice::Iter<'a, serde_json::Value>),
+    Words(std::str::Split<'a, char>),
 }
 
 impl<'a> Iterator for Vals<'a> {
@@ -1179,13 +1181,22 @@ impl<'a> Iterator for Vals<'a> {
             Vals::One(v) => v.take(),
             Vals::Strs(it) => it.next().map(String::as_str),
             Vals::Json(it) => it.find_map(|v| v.as_str()),
+            Vals::Words(it) => it.find(|w| !w.is_empty()),
         }
     }
 }
 
-/// A JSON claim as the strings it can match: a string, or each string of an array.
-fn claim_vals(v: Option<&serde_json::Value>) -> Vals<'_> {
+/// A JSON claim as the strings it can match: a string, or each string of an array. A
+/// space-delimited claim's string is its words, as Envoy's `jwt_authn` puts it in the
+/// metadata Istio's RBAC rules read (split on single spaces, empty words dropped; a string
+/// with no word stays as it is).
+fn claim_vals(v: Option<&serde_json::Value>, space_delimited: bool) -> Vals<'_> {
     match v {
+        Some(serde_json::Value::String(s))
+            if space_delimited && s.split(' ').any(|w| !w.is_empty()) =>
+        {
+            Vals::Words(s.split(' '))
+        }
         Some(serde_json::Value::String(s)) => Vals::One(Some(s)),
         Some(serde_json::Value::Array(items)) => Vals::Json(items.iter()),
         _ => Vals::One(None),
@@ -1218,7 +1229,9 @@ impl CCondition {
                 for p in &path[1..] {
                     cur = cur.and_then(|v| v.get(p));
                 }
-                claim_vals(cur)
+                // Envoy splits top-level claims only.
+                let split = path.len() == 1 && auth.is_some_and(|x| x.is_space_delimited(&path[0]));
+                claim_vals(cur, split)
             }
             CondKey::SourceTrustDomain => Vals::One(a.trust_domain),
             CondKey::ConnectionSni => Vals::One(req.connection.sni.as_deref()),

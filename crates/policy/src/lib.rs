@@ -95,6 +95,9 @@
 //!   `:authority` come from the request line, `host` is never found (Envoy keeps it as
 //!   `:authority`; `validate` warns), and `*` means "present", even with an empty value. Only
 //!   conditions on real headers make the proxy copy headers for policy.
+//! - `request.auth.claims[<c>]` of a top-level claim `scope`, `permission`, or one listed in
+//!   the accepting jwtRule's `spaceDelimitedClaims` (the request's `auth.spaceDelimitedClaims`)
+//!   matches each space-separated word of a string value; nested claims are never split.
 //! - `serviceAccounts` / `source.serviceAccount` take `ns/sa`, or `sa` for one in the policy's
 //!   namespace, at most 16 values. `trustDomains` / `source.trustDomain` match the peer's
 //!   trust domain; the local domain or an alias stands for all of them. Conditions on

@@ -3,6 +3,7 @@
 //! `source.principal` absent means a plaintext peer, `http` absent means a TCP connection,
 //! `auth` absent means no valid JWT was presented. `http.path` is the path policy sees, query
 //! included; `paths` match it without the query, `:path` conditions read it as given.
+//! `auth.spaceDelimitedClaims` lists the accepting jwtRule's extra space-delimited claims.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -112,7 +113,16 @@ pub struct Auth {
     pub presenter: String,
     #[serde(default)]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Extra top-level claims whose string value is a space-separated list (`jwtRules[].
+    /// spaceDelimitedClaims` of the rule that accepted the token); `scope` and `permission`
+    /// always are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
 }
+
+/// Claims Istio always treats as space-delimited (`buildSpaceDelimitedClaims` in
+/// `pilot/pkg/security/authn/policy_applier.go`).
+pub const DEFAULT_SPACE_DELIMITED_CLAIMS: [&str; 2] = ["scope", "permission"];
 
 impl Auth {
     /// The token's `iss` and `sub` claims, which request principals are matched against;
@@ -124,6 +134,12 @@ impl Auth {
             claim("iss").or(split.map(|(i, _)| i)),
             claim("sub").or(split.map(|(_, s)| s)),
         )
+    }
+
+    /// Whether top-level claim `name` is matched value by value after splitting on spaces.
+    pub fn is_space_delimited(&self, name: &str) -> bool {
+        DEFAULT_SPACE_DELIMITED_CLAIMS.contains(&name)
+            || self.space_delimited_claims.iter().any(|c| c == name)
     }
 }
 

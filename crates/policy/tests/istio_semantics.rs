@@ -1,8 +1,8 @@
 //! Policy semantics that follow Istio's implementation rather than only its reference docs:
-//! path templates, pseudo-headers and presence in `request.headers`, `*` inside values and
-//! request principals, trust domains and service accounts, and the validation Istio applies to
-//! them. Every case names
-//! the Istio (or Envoy) source file its expectation comes from.
+//! path templates, space-delimited JWT claims, pseudo-headers and presence in
+//! `request.headers`, `*` inside values and request principals, trust domains and service
+//! accounts, and the validation Istio applies to them. Every case names the Istio (or Envoy)
+//! source file its expectation comes from.
 
 mod common;
 
@@ -215,6 +215,113 @@ fn path_templates() {
         );
         assert!(ps.is_empty(), "{ok}: {ps:?}");
     }
+}
+
+const AUTHN: &str = "pilot/pkg/security/authn/policy_applier.go (buildSpaceDelimitedClaims)";
+
+#[test]
+fn space_delimited_claims() {
+    let claims = |c: Value| json!({"auth": {"claims": c}});
+    let roles = |extra: Value| json!({"auth": {"claims": {"roles": "editor admin"}, "spaceDelimitedClaims": extra}});
+    run(
+        &[
+            // `scope` and `permission` are always split on spaces.
+            (
+                AUTHN,
+                when("request.auth.claims[scope]", "values: [write]"),
+                claims(json!({"scope": "read write"})),
+                "ALLOW",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[scope]", "values: ['read write']"),
+                claims(json!({"scope": "read write"})),
+                "DENY",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[permission]", "values: [read]"),
+                claims(json!({"permission": "read  write"})),
+                "ALLOW",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[scope]", "notValues: [admin]"),
+                claims(json!({"scope": "read admin"})),
+                "DENY",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[scope]", "values: ['wri*']"),
+                claims(json!({"scope": "read write"})),
+                "ALLOW",
+            ),
+            // Other claims only when the accepting rule lists them.
+            (
+                AUTHN,
+                when("request.auth.claims[roles]", "values: [admin]"),
+                roles(json!([])),
+                "DENY",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[roles]", "values: ['editor admin']"),
+                roles(json!([])),
+                "ALLOW",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[roles]", "values: [admin]"),
+                roles(json!(["roles"])),
+                "ALLOW",
+            ),
+            (
+                AUTHN,
+                when("request.auth.claims[roles]", "values: ['editor admin']"),
+                roles(json!(["roles"])),
+                "DENY",
+            ),
+            // Envoy's jwt_authn (authenticator.cc, setPayloadMetadata) splits top-level claims only.
+            (
+                "envoy jwt_authn authenticator.cc",
+                when("request.auth.claims[a][scope]", "values: [x]"),
+                claims(json!({"a": {"scope": "x y"}})),
+                "DENY",
+            ),
+            (
+                "envoy jwt_authn authenticator.cc",
+                when("request.auth.claims[a][scope]", "values: ['x y']"),
+                claims(json!({"a": {"scope": "x y"}})),
+                "ALLOW",
+            ),
+            // Arrays are matched element by element as before (pilot/pkg/security/authz/matcher/metadata.go).
+            (
+                "pilot/pkg/security/authz/matcher/metadata.go",
+                when("request.auth.claims[scope]", "values: [b]"),
+                claims(json!({"scope": ["a", "b"]})),
+                "ALLOW",
+            ),
+        ],
+        &MeshConfig::default(),
+    );
+    // The field loads from a RequestAuthentication and reaches the rule the proxy runs
+    // (istio/api security/v1beta1/request_authentication.proto, JWTRule.space_delimited_claims).
+    let ra = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: prod}\nspec: {jwtRules: [{issuer: https://issuer, spaceDelimitedClaims: [roles, provider.login.scope]}]}\n";
+    let s = set(ra, &MeshConfig::default());
+    let w = Workload::new("prod", &[("app", "reviews")]);
+    assert_eq!(
+        s.jwt_rules(&w)[0].space_delimited_claims,
+        vec!["roles".to_string(), "provider.login.scope".to_string()]
+    );
+    let ps = problems(
+        &ra.replace("[roles, provider.login.scope]", "[roles, '']"),
+        &MeshConfig::default(),
+    );
+    has(
+        &ps,
+        "p.yaml:1:spec.jwtRules[0].spaceDelimitedClaims[1]",
+        "empty",
+    );
 }
 
 const HEADER: &str = "pilot/pkg/security/authz/matcher/header.go (HeaderMatcher)";

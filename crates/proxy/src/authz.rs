@@ -209,6 +209,7 @@ impl Policies {
                 serde_json::Value::Object(m) => m.clone(),
                 _ => Default::default(),
             },
+            space_delimited_claims: x.space_delimited_claims.clone(),
         });
         req
     }
