@@ -11,10 +11,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::crd::{Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source};
-use crate::matcher::{parse_cidr, parse_port, template_error, AnyOf, HostMatch, PathMatch};
+use crate::fields;
+use crate::matcher::{parse_cidr, parse_port, AnyOf, HostMatch, PathMatch, StrMatch};
 use crate::mesh::{MeshConfig, CLUSTER_LOCAL};
 use crate::problem::{Location, Problem};
 use crate::request::Request;
+use crate::request_principal::RequestPrincipalField;
 
 /// An AuthorizationPolicy ready to evaluate.
 #[derive(Debug, Clone)]
@@ -59,6 +61,12 @@ impl StrField {
             neg: AnyOf::compile(neg),
         }
     }
+    fn with(pos: &[String], neg: &[String], f: fn(&str) -> StrMatch) -> Self {
+        StrField {
+            pos: AnyOf::compile_with(pos, f),
+            neg: AnyOf::compile_with(neg, f),
+        }
+    }
     fn set(&self) -> bool {
         !self.pos.is_empty() || !self.neg.is_empty()
     }
@@ -88,9 +96,10 @@ impl IpField {
 #[derive(Debug, Clone, Default)]
 pub struct CSource {
     pub principals: StrField,
-    pub request_principals: StrField,
+    pub request_principals: RequestPrincipalField,
     pub namespaces: StrField,
     pub service_accounts: StrField,
+    pub trust_domains: StrField,
     pub ip_blocks: IpField,
     pub remote_ip_blocks: IpField,
 }
@@ -113,6 +122,8 @@ pub enum CondKey {
     SourcePrincipal,
     /// `source.serviceAccount`: `ns/sa` of the peer.
     SourceServiceAccount,
+    /// `source.trustDomain`: the trust domain of the peer's identity.
+    SourceTrustDomain,
     AuthPrincipal,
     AuthAudiences,
     AuthPresenter,
@@ -131,6 +142,7 @@ impl CondKey {
             "source.namespace" => Some(CondKey::SourceNamespace),
             "source.principal" => Some(CondKey::SourcePrincipal),
             "source.serviceAccount" => Some(CondKey::SourceServiceAccount),
+            "source.trustDomain" => Some(CondKey::SourceTrustDomain),
             "request.auth.principal" => Some(CondKey::AuthPrincipal),
             "request.auth.audiences" => Some(CondKey::AuthAudiences),
             "request.auth.presenter" => Some(CondKey::AuthPresenter),
@@ -169,6 +181,17 @@ impl CondKey {
         Err(format!("unknown condition key {key:?}"))
     }
 
+    /// Whether evaluating it needs the request's real headers copied into the request:
+    /// pseudo-headers are built from the request line and `host` is never found.
+    pub fn reads_request_headers(&self) -> bool {
+        match self {
+            CondKey::Header(n) => {
+                n != "host" && !crate::request::SYNTHESIZED_HEADERS.contains(&n.as_str())
+            }
+            _ => false,
+        }
+    }
+
     pub fn http_only(&self) -> bool {
         matches!(
             self,
@@ -184,6 +207,8 @@ impl CondKey {
 #[derive(Debug, Clone)]
 pub enum CondValues {
     Str(StrField),
+    /// `request.auth.principal`: issuer and subject matched apart.
+    RequestPrincipal(RequestPrincipalField),
     Ip(IpField),
     Port(Vec<u16>, Vec<u16>),
 }
@@ -197,7 +222,7 @@ pub struct CCondition {
 
 pub const SUPPORTED_KEYS: &str =
     "request.headers[<name>], source.ip, remote.ip, source.namespace, \
-source.principal, source.serviceAccount, request.auth.principal, request.auth.audiences, request.auth.presenter, \
+source.principal, source.serviceAccount, source.trustDomain, request.auth.principal, request.auth.audiences, request.auth.presenter, \
 request.auth.claims[<name>], destination.ip, destination.port, connection.sni";
 
 /// Trust-domain alias expansion (Istio "Security concepts", trust domain migration): a
@@ -250,6 +275,8 @@ const TCP_PORTS: [u16; 14] = [
 
 struct Ctx<'a> {
     mesh: &'a MeshConfig,
+    /// The policy's namespace: short `serviceAccounts` values name accounts in it.
+    namespace: &'a str,
     problems: &'a mut Vec<Problem>,
 }
 
@@ -266,7 +293,11 @@ pub fn compile(
     problems: &mut Vec<Problem>,
 ) -> CompiledPolicy {
     let spec_loc = loc.at("spec");
-    let mut cx = Ctx { mesh, problems };
+    let mut cx = Ctx {
+        mesh,
+        namespace,
+        problems,
+    };
     let targets_ref = spec.target_ref.is_some() || !spec.target_refs.is_empty();
     if spec.selector.is_some() && targets_ref {
         cx.problems.push(
@@ -457,22 +488,6 @@ fn deny_on_tcp_warning(r: &Rule, action: Action, loc: &Location, cx: &mut Ctx) {
     }
 }
 
-/// `serviceAccounts` entries and `source.serviceAccount` values are `<namespace>/<name>`.
-fn service_account_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
-    for (i, v) in vs.iter().enumerate() {
-        let parts: Vec<&str> = v.split('/').collect();
-        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-            cx.problems.push(
-                Problem::new(
-                    loc.at(format!("{field}[{i}]")),
-                    format!("{v:?} is not <namespace>/<serviceaccount>"),
-                )
-                .hint("write service accounts as \"ns/sa\"; use principals for full identities"),
-            );
-        }
-    }
-}
-
 fn empty_values(vs: &[String], field: &str, loc: &Location, cx: &mut Ctx) {
     for (i, v) in vs.iter().enumerate() {
         if v.is_empty() {
@@ -558,7 +573,9 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         && s.ip_blocks.is_empty()
         && s.not_ip_blocks.is_empty()
         && s.remote_ip_blocks.is_empty()
-        && s.not_remote_ip_blocks.is_empty();
+        && s.not_remote_ip_blocks.is_empty()
+        && s.trust_domains.is_empty()
+        && s.not_trust_domains.is_empty();
     if empty {
         cx.problems.push(
             Problem::new(loc.clone(), "source has no fields")
@@ -592,7 +609,13 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         ("serviceAccounts", &s.service_accounts),
         ("notServiceAccounts", &s.not_service_accounts),
     ] {
-        service_account_values(vs, field, loc, cx);
+        fields::check_service_accounts(vs, field, loc, cx.problems);
+    }
+    for (field, vs) in [
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
+    ] {
+        fields::check_wildcard_values(vs, field, true, loc, cx.problems);
     }
     let http = !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
     let c = CSource {
@@ -600,9 +623,20 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
             &expand_all(&s.principals, cx.mesh),
             &expand_all(&s.not_principals, cx.mesh),
         ),
-        request_principals: StrField::new(&s.request_principals, &s.not_request_principals),
-        namespaces: StrField::new(&s.namespaces, &s.not_namespaces),
-        service_accounts: StrField::new(&s.service_accounts, &s.not_service_accounts),
+        request_principals: RequestPrincipalField::new(
+            &s.request_principals,
+            &s.not_request_principals,
+        ),
+        namespaces: StrField::with(
+            &s.namespaces,
+            &s.not_namespaces,
+            StrMatch::compile_namespace,
+        ),
+        service_accounts: service_accounts(&s.service_accounts, &s.not_service_accounts, cx),
+        trust_domains: StrField::new(
+            &fields::expand_trust_domains(&s.trust_domains, cx.mesh),
+            &fields::expand_trust_domains(&s.not_trust_domains, cx.mesh),
+        ),
         ip_blocks: ip_field(
             &s.ip_blocks,
             &s.not_ip_blocks,
@@ -619,6 +653,21 @@ fn compile_source(s: &Source, loc: &Location, cx: &mut Ctx) -> (CSource, bool) {
         ),
     };
     (c, http)
+}
+
+/// Service accounts are matched exactly (no wildcards), short values in the policy's namespace.
+fn service_accounts(pos: &[String], neg: &[String], cx: &Ctx) -> StrField {
+    let resolve = |vs: &[String]| -> AnyOf {
+        AnyOf(
+            vs.iter()
+                .map(|v| StrMatch::Exact(fields::resolve_service_account(v, cx.namespace).into()))
+                .collect(),
+        )
+    };
+    StrField {
+        pos: resolve(pos),
+        neg: resolve(neg),
+    }
 }
 
 fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation, bool) {
@@ -674,13 +723,13 @@ fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation
     }
     for (field, vs) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
         for (i, p) in vs.iter().enumerate() {
-            if let Some(e) = template_error(p) {
+            if let Some(e) = crate::template::path_error(p) {
                 cx.problems.push(
                     Problem::new(
                         loc.at(format!("{field}[{i}]")),
-                        format!("invalid path template {p:?}: {e}"),
+                        format!("invalid path {p:?}: {e}"),
                     )
-                    .hint("e.g. /api/{*}/items or /static/{**}"),
+                    .hint("templates use whole segments: /api/{*}/items, /static/{**}, /store/{**}/cart"),
                 );
             }
         }
@@ -710,6 +759,11 @@ fn compile_operation(o: &Operation, loc: &Location, cx: &mut Ctx) -> (COperation
 }
 
 fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCondition> {
+    if c.key.starts_with(fields::EXPERIMENTAL_PREFIX) {
+        cx.problems
+            .push(fields::experimental_key_problem(&c.key, loc));
+        return None;
+    }
     let key = match CondKey::parse(&c.key) {
         Ok(k) => k,
         Err(e) => {
@@ -721,10 +775,26 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
     };
     empty_values(&c.values, "values", loc, cx);
     empty_values(&c.not_values, "notValues", loc, cx);
-    if key == CondKey::SourceServiceAccount {
-        for (field, vs) in [("values", &c.values), ("notValues", &c.not_values)] {
-            service_account_values(vs, field, loc, cx);
+    for (field, vs) in [("values", &c.values), ("notValues", &c.not_values)] {
+        match key {
+            CondKey::SourceServiceAccount => {
+                fields::check_service_accounts(vs, field, loc, cx.problems)
+            }
+            CondKey::SourceTrustDomain => {
+                fields::check_wildcard_values(vs, field, false, loc, cx.problems)
+            }
+            _ => {}
         }
+    }
+    if key == CondKey::Header("host".into()) {
+        cx.problems.push(
+            Problem::new(
+                loc.at("key"),
+                "request.headers[host] never has a value: Envoy keeps the Host header as :authority",
+            )
+            .hint("use request.headers[:authority], or operation.hosts")
+            .warning(),
+        );
     }
     if c.values.is_empty() && c.not_values.is_empty() {
         cx.problems.push(
@@ -752,6 +822,26 @@ fn compile_condition(c: &Condition, loc: &Location, cx: &mut Ctx) -> Option<CCon
                     &expand_all(&c.not_values, cx.mesh),
                 ))
             }
+            CondKey::Header(_) => CondValues::Str(StrField::with(
+                &c.values,
+                &c.not_values,
+                StrMatch::compile_header,
+            )),
+            CondKey::SourceNamespace => CondValues::Str(StrField::with(
+                &c.values,
+                &c.not_values,
+                StrMatch::compile_namespace,
+            )),
+            CondKey::SourceServiceAccount => {
+                CondValues::Str(service_accounts(&c.values, &c.not_values, cx))
+            }
+            CondKey::AuthPrincipal => {
+                CondValues::RequestPrincipal(RequestPrincipalField::new(&c.values, &c.not_values))
+            }
+            CondKey::SourceTrustDomain => CondValues::Str(StrField::new(
+                &fields::expand_trust_domains(&c.values, cx.mesh),
+                &fields::expand_trust_domains(&c.not_values, cx.mesh),
+            )),
             _ => CondValues::Str(StrField::new(&c.values, &c.not_values)),
         };
     Some(CCondition {
@@ -768,19 +858,21 @@ pub struct Attrs<'r> {
     pub namespace: Option<&'r str>,
     /// `(namespace, service account)` of the peer.
     pub service_account: Option<(&'r str, &'r str)>,
+    pub trust_domain: Option<&'r str>,
     pub path: Option<&'r str>,
 }
 
 impl<'r> Attrs<'r> {
     /// `drop_peer`: evaluate as if plaintext (the peer identity is not verified, e.g. DISABLE).
     pub fn new(req: &'r Request, drop_peer: bool) -> Self {
-        let (principal, namespace, service_account) = if drop_peer {
-            (None, None, None)
+        let (principal, namespace, service_account, trust_domain) = if drop_peer {
+            (None, None, None, None)
         } else {
             (
                 req.peer_principal(),
                 req.source_namespace(),
                 req.source_service_account(),
+                req.source_trust_domain(),
             )
         };
         Attrs {
@@ -788,6 +880,7 @@ impl<'r> Attrs<'r> {
             principal,
             namespace,
             service_account,
+            trust_domain,
             path: req.http.as_ref().map(|h| crate::matcher::url_path(&h.path)),
         }
     }
@@ -919,14 +1012,18 @@ impl CSource {
             });
         }
         if !skip_http && self.request_principals.set() {
-            let rp = a.req.auth.as_ref().map(|x| x.principal.as_str());
-            if !self.request_principals.check(rp) {
+            let auth = a.req.auth.as_ref();
+            let (iss, sub) = auth.map_or((None, None), |x| x.issuer_subject());
+            if !self.request_principals.check(iss, sub) {
                 return miss(explain, || {
-                    explain_str(
+                    let f = &self.request_principals;
+                    explain_field(
                         ("requestPrincipals", "notRequestPrincipals"),
                         "request principal",
-                        &self.request_principals,
-                        rp,
+                        &show(auth.map(|x| x.principal.as_str())),
+                        &f.pos,
+                        f.pos_ok(iss, sub),
+                        &f.neg,
                     )
                 });
             }
@@ -953,6 +1050,16 @@ impl CSource {
                     )
                 });
             }
+        }
+        if self.trust_domains.set() && !self.trust_domains.check(a.trust_domain) {
+            return miss(explain, || {
+                explain_str(
+                    ("trustDomains", "notTrustDomains"),
+                    "source trust domain",
+                    &self.trust_domains,
+                    a.trust_domain,
+                )
+            });
         }
         if self.ip_blocks.set() && !self.ip_blocks.check(a.req.source.ip) {
             return miss(explain, || {
@@ -1057,12 +1164,14 @@ impl COperation {
 }
 
 /// The string values of one request attribute, without allocating: none, one, a list of
-/// strings (audiences) or a JSON claim array (only its string items can match).
+/// strings (audiences), a JSON claim array (only its string items can match) or a
+/// space-delimited claim's words.
 #[derive(Clone)]
 enum Vals<'a> {
     One(Option<&'a str>),
     Strs(std::slice::Iter<'a, String>),
     Json(std::slice::Iter<'a, serde_json::Value>),
+    Words(std::str::Split<'a, char>),
 }
 
 impl<'a> Iterator for Vals<'a> {
@@ -1072,13 +1181,22 @@ impl<'a> Iterator for Vals<'a> {
             Vals::One(v) => v.take(),
             Vals::Strs(it) => it.next().map(String::as_str),
             Vals::Json(it) => it.find_map(|v| v.as_str()),
+            Vals::Words(it) => it.find(|w| !w.is_empty()),
         }
     }
 }
 
-/// A JSON claim as the strings it can match: a string, or each string of an array.
-fn claim_vals(v: Option<&serde_json::Value>) -> Vals<'_> {
+/// A JSON claim as the strings it can match: a string, or each string of an array. A
+/// space-delimited claim's string is its words, as Envoy's `jwt_authn` puts it in the
+/// metadata Istio's RBAC rules read (split on single spaces, empty words dropped; a string
+/// with no word stays as it is).
+fn claim_vals(v: Option<&serde_json::Value>, space_delimited: bool) -> Vals<'_> {
     match v {
+        Some(serde_json::Value::String(s))
+            if space_delimited && s.split(' ').any(|w| !w.is_empty()) =>
+        {
+            Vals::Words(s.split(' '))
+        }
         Some(serde_json::Value::String(s)) => Vals::One(Some(s)),
         Some(serde_json::Value::Array(items)) => Vals::Json(items.iter()),
         _ => Vals::One(None),
@@ -1091,7 +1209,7 @@ impl CCondition {
         let auth = req.auth.as_ref();
         let sa_buf: Option<String>;
         let vals: Vals = match &self.key {
-            CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.header(n))),
+            CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.policy_header(n))),
             CondKey::SourceNamespace => Vals::One(a.namespace),
             CondKey::SourcePrincipal => Vals::One(a.principal),
             CondKey::SourceServiceAccount => {
@@ -1111,8 +1229,11 @@ impl CCondition {
                 for p in &path[1..] {
                     cur = cur.and_then(|v| v.get(p));
                 }
-                claim_vals(cur)
+                // Envoy splits top-level claims only.
+                let split = path.len() == 1 && auth.is_some_and(|x| x.is_space_delimited(&path[0]));
+                claim_vals(cur, split)
             }
+            CondKey::SourceTrustDomain => Vals::One(a.trust_domain),
             CondKey::ConnectionSni => Vals::One(req.connection.sni.as_deref()),
             CondKey::SourceIp
             | CondKey::RemoteIp
@@ -1133,13 +1254,17 @@ impl CCondition {
                 let p = req.destination.port;
                 list_check(pos, neg, |x| *x == p)
             }
+            CondValues::RequestPrincipal(f) => {
+                let (iss, sub) = auth.map_or((None, None), |x| x.issuer_subject());
+                f.check(iss, sub)
+            }
         };
         if ok {
             Ok(())
         } else {
             miss(explain, || {
                 let got = match &self.values {
-                    CondValues::Str(_) => {
+                    CondValues::Str(_) | CondValues::RequestPrincipal(_) => {
                         let all: Vec<&str> = vals.clone().collect();
                         if all.is_empty() {
                             "(none)".to_string()
@@ -1171,6 +1296,10 @@ impl CCondition {
                         CondValues::Port(p, n) => (
                             j(p.iter().map(|m| m.to_string()).collect()),
                             j(n.iter().map(|m| m.to_string()).collect()),
+                        ),
+                        CondValues::RequestPrincipal(f) => (
+                            j(f.pos.iter().map(|m| m.to_string()).collect()),
+                            j(f.neg.iter().map(|m| m.to_string()).collect()),
                         ),
                     };
                     let mut want = Vec::new();

@@ -146,6 +146,11 @@ pub struct Source {
     pub remote_ip_blocks: Vec<String>,
     #[serde(default)]
     pub not_remote_ip_blocks: Vec<String>,
+    /// Trust domains of the peer identity (istio/api `Source.trust_domains`, field 13).
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    #[serde(default)]
+    pub not_trust_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -285,6 +290,10 @@ pub struct JwtRule {
     /// Timeout for fetching `jwksUri`, e.g. `5s`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Top-level claims matched word by word in `request.auth.claims[...]` (besides `scope`
+    /// and `permission`, which always are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, serde::Serialize)]

@@ -32,9 +32,10 @@ struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Files `rr` under every value, if none is a presence match (`*` cannot be keyed).
+    /// Files `rr` under every value, if each is an exact, prefix or suffix value (`*` and
+    /// namespace globs cannot be keyed).
     fn try_add(&mut self, ms: &[StrMatch], rr: RuleRef) -> bool {
-        if ms.is_empty() || ms.iter().any(|m| matches!(m, StrMatch::Present)) {
+        if ms.is_empty() || !ms.iter().all(StrMatch::keyable) {
             return false;
         }
         for m in ms {
@@ -42,7 +43,9 @@ impl KeyIndex {
                 StrMatch::Exact(k) => (&mut self.exact, None, k),
                 StrMatch::Prefix(k) => (&mut self.prefix, Some(&mut self.prefix_lens), k),
                 StrMatch::Suffix(k) => (&mut self.suffix, Some(&mut self.suffix_lens), k),
-                StrMatch::Present => unreachable!("filtered above"),
+                StrMatch::Present | StrMatch::Any | StrMatch::Glob(_) => {
+                    unreachable!("filtered above")
+                }
             };
             let list = map.entry(key.clone()).or_default();
             if list.last() != Some(&rr) {
@@ -213,8 +216,9 @@ pub struct WorkloadView {
     /// Distinct providers when CUSTOM policies with more than one provider apply: Istio then
     /// cannot configure ext_authz for the workload and denies every request.
     pub custom_conflict: Option<Vec<String>>,
-    /// Whether any applicable policy has a `request.headers[...]` condition: only then must a
-    /// caller hand request headers over for evaluation.
+    /// Whether any applicable policy has a `request.headers[...]` condition on a real header
+    /// (not a pseudo-header built from the request line): only then must a caller hand
+    /// request headers over for evaluation.
     pub needs_headers: bool,
 }
 
@@ -237,11 +241,10 @@ impl WorkloadView {
             v.custom_conflict = Some(providers);
         }
         v.needs_headers = v.all.iter().any(|&pi| {
-            policies[pi as usize].rules.iter().any(|r| {
-                r.when
-                    .iter()
-                    .any(|c| matches!(c.key, crate::authz::CondKey::Header(_)))
-            })
+            policies[pi as usize]
+                .rules
+                .iter()
+                .any(|r| r.when.iter().any(|c| c.key.reads_request_headers()))
         });
         for &pi in &v.all {
             let p = &policies[pi as usize];

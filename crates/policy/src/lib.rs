@@ -80,7 +80,33 @@
 //!   `host` and `host:*` to accept both, as Istio's security best practices advise).
 //! - `paths` match the path without its query string, *after* normalization: the proxy and
 //!   `trustmesh authz check` both run [`normalize::http_request`] with the mesh's
-//!   `pathNormalization` mode first (Istio's `BASE` by default), and refuse what it refuses.
+//!   `pathNormalization` mode first (Istio's `BASE` by default), and refuse what it refuses. A path with `{*}` or `{**}` is an Envoy
+//!   `uri_template`: `{*}` is one non-empty segment; `{**}` is any run of characters and `/`,
+//!   possibly empty, but the `/`s written around it stay required, so `/foo/{**}` matches
+//!   `/foo/` and `/foo/a/b` but not `/foo`, and `/store/{**}/cart` matches `/store//cart` but
+//!   not `/store/cart`. Literal segments may follow `{**}`, operators may not; braces
+//!   anywhere else, `*` inside a template and characters Envoy's parser refuses (`=`, `//`,
+//!   no leading `/`) are load problems.
+//! - `*` in a value, as Istio builds its matchers: a leading `*` is a suffix match and is
+//!   tested first (`*a*` is the suffix `a*`), a trailing one a prefix match, `*` alone means
+//!   "non-empty"; any other `*` is a literal character (`a*b` matches only `a*b`). Exceptions:
+//!   in `namespaces` / `source.namespace` every `*` is a glob (Istio writes a regex); in
+//!   `serviceAccounts` a `*` is refused; a trust domain takes one `*`, at either end.
+//! - `requestPrincipals` and `request.auth.principal` values are split at their last `/`
+//!   into issuer and subject, matched against the token's `iss` and `sub` apart:
+//!   `https://example.com/*` needs issuer exactly `https://example.com`.
+//! - `request.headers[...]` reads Envoy's header map: `:method`, `:path` (query included) and
+//!   `:authority` come from the request line, `host` is never found (Envoy keeps it as
+//!   `:authority`; `validate` warns), and `*` means "present", even with an empty value. Only
+//!   conditions on real headers make the proxy copy headers for policy.
+//! - `request.auth.claims[<c>]` of a top-level claim `scope`, `permission`, or one listed in
+//!   the accepting jwtRule's `spaceDelimitedClaims` (the request's `auth.spaceDelimitedClaims`)
+//!   matches each space-separated word of a string value; nested claims are never split.
+//! - `serviceAccounts` / `source.serviceAccount` take `ns/sa`, or `sa` for one in the policy's
+//!   namespace, at most 16 values. `trustDomains` / `source.trustDomain` match the peer's
+//!   trust domain; the local domain or an alias stands for all of them. Conditions on
+//!   `experimental.envoy.filters.*` (Envoy filter metadata) are refused: trustmesh has no such
+//!   metadata and will not guess.
 //! - An absent attribute (plaintext peer, no JWT, missing header) never satisfies a positive
 //!   field and always satisfies a `not*` field, like Envoy's RBAC `not_id`.
 //! - On a port whose mTLS mode is DISABLE the peer identity is not available to policies, so
@@ -95,6 +121,7 @@ pub mod authz;
 pub mod crd;
 pub mod decision;
 pub mod document;
+pub mod fields;
 mod index;
 pub mod load;
 pub mod matcher;
@@ -103,8 +130,10 @@ pub mod normalize;
 pub mod peer;
 pub mod problem;
 pub mod request;
+pub mod request_principal;
 mod set;
 pub mod shape;
+pub mod template;
 
 pub use crd::{Action, JwtRule, MtlsMode};
 pub use decision::{Decision, PolicyResult, Verdict};

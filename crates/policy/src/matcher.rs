@@ -1,10 +1,20 @@
 //! Precompiled value matchers. Istio's string match forms ("Authorization Policy" reference,
 //! section "Value matching"): exact, prefix `abc*`, suffix `*abc`, presence `*`; paths may
-//! also be URI templates with `{*}` (one segment) and `{**}` (one or more trailing segments).
+//! also be URI templates (see [`crate::template`]).
+//!
+//! How Istio builds them (`pilot/pkg/security/authz/matcher/string.go`, `header.go`): a
+//! leading `*` is tested before a trailing one, so `*abc*` is the suffix `abc*`; a `*`
+//! anywhere else is a literal character (`a*b` matches only the string `a*b`); `*` alone
+//! is "non-empty" (`.+`) for most fields but Envoy's `present_match` for request headers,
+//! which an empty header value satisfies. Namespaces are the exception: Istio turns every
+//! `*` of a namespace into `.*` (`srcNamespaceGenerator` in `model/generator.go`), so
+//! there `a*b` is a glob.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+use crate::template::{is_template, PathTemplate};
 
 /// One Istio string value, compiled once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,16 +24,38 @@ pub enum StrMatch {
     Suffix(Box<str>),
     /// `*`: any non-empty value.
     Present,
+    /// `*` of a request header: the header exists, whatever its value (even empty).
+    Any,
+    /// A namespace with `*`s: the literal pieces between them, in order (`*` may be empty).
+    Glob(Box<[Box<str>]>),
 }
 
 impl StrMatch {
     pub fn compile(v: &str) -> StrMatch {
         if v == "*" {
             StrMatch::Present
-        } else if let Some(p) = v.strip_suffix('*') {
-            StrMatch::Prefix(p.into())
         } else if let Some(s) = v.strip_prefix('*') {
             StrMatch::Suffix(s.into())
+        } else if let Some(p) = v.strip_suffix('*') {
+            StrMatch::Prefix(p.into())
+        } else {
+            StrMatch::Exact(v.into())
+        }
+    }
+
+    /// A `request.headers[...]` value: as [`StrMatch::compile`], but `*` only asks for
+    /// presence.
+    pub fn compile_header(v: &str) -> StrMatch {
+        match v {
+            "*" => StrMatch::Any,
+            v => StrMatch::compile(v),
+        }
+    }
+
+    /// A `namespaces` / `source.namespace` value: every `*` matches any run of characters.
+    pub fn compile_namespace(v: &str) -> StrMatch {
+        if v.contains('*') {
+            StrMatch::Glob(v.split('*').map(Box::from).collect())
         } else {
             StrMatch::Exact(v.into())
         }
@@ -36,6 +68,8 @@ impl StrMatch {
             StrMatch::Prefix(p) => v.starts_with(&**p),
             StrMatch::Suffix(s) => v.ends_with(&**s),
             StrMatch::Present => !v.is_empty(),
+            StrMatch::Any => true,
+            StrMatch::Glob(parts) => glob_matches(parts, v),
         }
     }
 
@@ -49,8 +83,39 @@ impl StrMatch {
                 n >= s.len() && vb[n - s.len()..].eq_ignore_ascii_case(s.as_bytes())
             }
             StrMatch::Present => !v.is_empty(),
+            StrMatch::Any | StrMatch::Glob(_) => self.matches(v),
         }
     }
+
+    /// Whether the rule index can file a rule under this value.
+    pub fn keyable(&self) -> bool {
+        matches!(
+            self,
+            StrMatch::Exact(_) | StrMatch::Prefix(_) | StrMatch::Suffix(_)
+        )
+    }
+}
+
+/// `parts` are the pieces of a glob split at `*`: the first is a prefix, the last a suffix,
+/// the ones between must occur in order without overlapping.
+fn glob_matches(parts: &[Box<str>], v: &str) -> bool {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    if parts.len() == 1 {
+        return v == &**first;
+    }
+    if v.len() < first.len() + last.len() || !v.starts_with(&**first) || !v.ends_with(&**last) {
+        return false;
+    }
+    let mut rest = &v[first.len()..v.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(&**mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl std::fmt::Display for StrMatch {
@@ -59,7 +124,8 @@ impl std::fmt::Display for StrMatch {
             StrMatch::Exact(e) => write!(f, "{e}"),
             StrMatch::Prefix(p) => write!(f, "{p}*"),
             StrMatch::Suffix(s) => write!(f, "*{s}"),
-            StrMatch::Present => write!(f, "*"),
+            StrMatch::Present | StrMatch::Any => write!(f, "*"),
+            StrMatch::Glob(parts) => write!(f, "{}", parts.join("*")),
         }
     }
 }
@@ -71,6 +137,12 @@ pub struct AnyOf(pub Vec<StrMatch>);
 impl AnyOf {
     pub fn compile<'a>(vs: impl IntoIterator<Item = &'a String>) -> AnyOf {
         AnyOf(vs.into_iter().map(|v| StrMatch::compile(v)).collect())
+    }
+    pub fn compile_with<'a>(
+        vs: impl IntoIterator<Item = &'a String>,
+        f: fn(&str) -> StrMatch,
+    ) -> AnyOf {
+        AnyOf(vs.into_iter().map(|v| f(v)).collect())
     }
     #[inline]
     pub fn matches(&self, v: &str) -> bool {
@@ -102,83 +174,27 @@ impl std::fmt::Display for HostMatch {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
-    Lit(Box<str>),
-    One,
-    Many,
-}
-
 /// One `paths` entry. Matched against the request path without its query string (Envoy's
-/// `url_path`, which Istio uses for `paths`).
+/// `url_path`, which Istio uses for `paths`; its `uri_template` matcher strips it too).
 #[derive(Debug, Clone)]
 pub enum PathMatch {
     Str(StrMatch),
-    Template(Vec<Seg>),
+    Template(PathTemplate),
 }
 
 impl std::fmt::Display for PathMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PathMatch::Str(m) => m.fmt(f),
-            PathMatch::Template(segs) => {
-                for s in segs {
-                    match s {
-                        Seg::Lit(l) => write!(f, "/{l}")?,
-                        Seg::One => write!(f, "/{{*}}")?,
-                        Seg::Many => write!(f, "/{{**}}")?,
-                    }
-                }
-                Ok(())
-            }
+            PathMatch::Template(t) => t.fmt(f),
         }
     }
-}
-
-/// Why a path template is invalid (used by validation).
-pub fn template_error(v: &str) -> Option<&'static str> {
-    if !v.contains('{') {
-        return None;
-    }
-    if !is_template(v) {
-        return None;
-    }
-    let segs: Vec<&str> = v.split('/').collect();
-    for (i, s) in segs.iter().enumerate() {
-        if s.contains('{') || s.contains('}') {
-            match *s {
-                "{*}" => {}
-                "{**}" if i + 1 == segs.len() => {}
-                "{**}" => return Some("`{**}` must be the last segment of a path template"),
-                _ => return Some("a template segment must be exactly `{*}` or `{**}`"),
-            }
-        } else if s.contains('*') {
-            return Some("`*` wildcards cannot be combined with `{*}`/`{**}` templates");
-        }
-    }
-    if !v.starts_with('/') {
-        return Some("a path template must start with `/`");
-    }
-    None
-}
-
-fn is_template(v: &str) -> bool {
-    v.contains("{*}") || v.contains("{**}")
 }
 
 impl PathMatch {
     pub fn compile(v: &str) -> PathMatch {
         if is_template(v) {
-            let segs = v
-                .split('/')
-                .skip(1)
-                .map(|s| match s {
-                    "{*}" => Seg::One,
-                    "{**}" => Seg::Many,
-                    l => Seg::Lit(l.into()),
-                })
-                .collect();
-            PathMatch::Template(segs)
+            PathMatch::Template(PathTemplate::compile(v))
         } else {
             PathMatch::Str(StrMatch::compile(v))
         }
@@ -189,19 +205,7 @@ impl PathMatch {
     pub fn required_prefix(&self) -> StrMatch {
         match self {
             PathMatch::Str(m) => m.clone(),
-            PathMatch::Template(segs) => {
-                let mut p = String::from("/");
-                for s in segs {
-                    match s {
-                        Seg::Lit(l) => {
-                            p.push_str(l);
-                            p.push('/');
-                        }
-                        _ => break,
-                    }
-                }
-                StrMatch::Prefix(p.into())
-            }
+            PathMatch::Template(t) => StrMatch::Prefix(t.literal_prefix().into()),
         }
     }
 
@@ -209,33 +213,7 @@ impl PathMatch {
         let path = url_path(path);
         match self {
             PathMatch::Str(m) => m.matches(path),
-            PathMatch::Template(segs) => {
-                let Some(rest) = path.strip_prefix('/') else {
-                    return false;
-                };
-                let parts: Vec<&str> = rest.split('/').collect();
-                let mut i = 0;
-                for seg in segs {
-                    match seg {
-                        Seg::Lit(l) => {
-                            if parts.get(i) != Some(&&**l) {
-                                return false;
-                            }
-                        }
-                        Seg::One => {
-                            if parts.get(i).is_none_or(|p| p.is_empty()) {
-                                return false;
-                            }
-                        }
-                        Seg::Many => {
-                            // One or more segments, to the end; the first must be non-empty.
-                            return parts.get(i).is_some_and(|p| !p.is_empty());
-                        }
-                    }
-                    i += 1;
-                }
-                i == parts.len()
-            }
+            PathMatch::Template(t) => t.matches(path),
         }
     }
 }
@@ -298,7 +276,9 @@ pub fn parse_port(v: &str) -> Option<u16> {
 mod tests {
     use super::*;
 
-    // Authorization Policy reference, "Value matching": exact, prefix, suffix, presence.
+    // Authorization Policy reference, "Value matching": exact, prefix, suffix, presence; the
+    // order and the literal middle `*` follow Istio's
+    // pilot/pkg/security/authz/matcher/string.go (StringMatcherWithPrefix) and header.go.
     #[test]
     fn string_forms() {
         let cases = [
@@ -310,45 +290,64 @@ mod tests {
             ("*abc", "abcx", false),
             ("*", "x", true),
             ("*", "", false),
+            // A leading `*` wins: `*abc*` is the suffix `abc*`.
+            ("*abc*", "xabc*", true),
+            ("*abc*", "xabcx", false),
+            // A `*` in the middle is a literal character.
+            ("a*b", "a*b", true),
+            ("a*b", "axb", false),
+            ("*/ns/*/sa/x", "td/ns/*/sa/x", true),
+            ("*/ns/*/sa/x", "td/ns/prod/sa/x", false),
         ];
         for (pat, v, want) in cases {
             assert_eq!(StrMatch::compile(pat).matches(v), want, "{pat} vs {v}");
         }
+        // Headers: `*` is Envoy's present_match, so an empty value is present.
+        assert!(StrMatch::compile_header("*").matches(""));
+        assert!(!StrMatch::compile_header("a*").matches(""));
     }
 
-    // Authorization Policy reference, Operation.paths: `{*}` one segment, `{**}` one or more
-    // trailing segments.
+    // Istio: pilot/pkg/security/authz/model/generator.go, srcNamespaceGenerator: each `*` of a
+    // namespace becomes `.*`.
     #[test]
-    fn templates() {
+    fn namespace_globs() {
         let cases = [
-            ("/foo/{*}", "/foo/bar", true),
-            ("/foo/{*}", "/foo/bar/baz", false),
-            ("/foo/{*}", "/foo/", false),
-            ("/foo/{*}/baz", "/foo/x/baz", true),
-            ("/foo/{**}", "/foo/bar/baz", true),
-            ("/foo/{**}", "/foo/bar", true),
-            ("/foo/{**}", "/foo", false),
-            ("/foo/{*}", "/foo/bar?x=1", true),
+            ("a*b", "ab", true),
+            ("a*b", "axxb", true),
+            ("a*b", "axxc", false),
+            ("*", "", true),
+            ("*-prod", "web-prod", true),
+            ("team-*", "team-a", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axcb", false),
+            ("a*a", "a", false),
+            ("prod", "prod", true),
+            ("prod", "prod2", false),
         ];
         for (pat, v, want) in cases {
-            assert_eq!(PathMatch::compile(pat).matches(v), want, "{pat} vs {v}");
+            assert_eq!(
+                StrMatch::compile_namespace(pat).matches(v),
+                want,
+                "{pat} vs {v}"
+            );
         }
+        assert_eq!(StrMatch::compile_namespace("a*b*c").to_string(), "a*b*c");
+    }
+
+    #[test]
+    fn paths_and_durations() {
+        assert!(PathMatch::compile("/foo/{*}").matches("/foo/bar?x=1"));
+        assert!(PathMatch::compile("/foo/{**}").matches("/foo/?x=1"));
+        assert!(PathMatch::compile("/a*b").matches("/a*b"));
+        assert!(!PathMatch::compile("/a*b").matches("/axb"));
         assert_eq!(
             PathMatch::compile("/a/b/{*}/c").required_prefix(),
             StrMatch::Prefix("/a/b/".into())
         );
-        assert_eq!(
-            PathMatch::compile("/{**}").required_prefix(),
-            StrMatch::Prefix("/".into())
-        );
-        assert!(template_error("/a/{**}/b").is_some());
         assert_eq!(parse_duration("1m30s"), Some(90.0));
         assert_eq!(parse_duration("500ms"), Some(0.5));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("5x"), None);
-        assert!(template_error("/a/{*}x").is_some());
-        assert!(template_error("/a/{*}/b*").is_some());
-        assert!(template_error("/a/{*}/{**}").is_none());
     }
 
     // Operation.hosts: "The match is case-insensitive".

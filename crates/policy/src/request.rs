@@ -1,7 +1,9 @@
 //! The request being authorized: the JSON shape of `trustmesh authz check --request`.
 //!
 //! `source.principal` absent means a plaintext peer, `http` absent means a TCP connection,
-//! `auth` absent means no valid JWT was presented.
+//! `auth` absent means no valid JWT was presented. `http.path` is the path policy sees, query
+//! included; `paths` match it without the query, `:path` conditions read it as given.
+//! `auth.spaceDelimitedClaims` lists the accepting jwtRule's extra space-delimited claims.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -67,7 +69,27 @@ pub struct Http {
     pub headers: BTreeMap<String, String>,
 }
 
+/// The pseudo-headers Envoy's RBAC filter sees that are built from the request line rather
+/// than read from `headers`.
+pub const SYNTHESIZED_HEADERS: [&str; 3] = [":method", ":path", ":authority"];
+
 impl Http {
+    /// A header as Istio's `request.headers[<name>]` reads it (Envoy's header map; `name` in
+    /// lower case): `:method`, `:path` (with its query string, as Envoy's `:path` has it) and
+    /// `:authority` come from `method`, `path` and `host`; `host` is never found, because
+    /// Envoy keeps an HTTP/1 `Host` header as `:authority` (Envoy's route `HeaderMatcher`
+    /// documentation says to match `:authority` instead); any other name is looked up in
+    /// `headers`.
+    pub fn policy_header(&self, name: &str) -> Option<&str> {
+        match name {
+            ":method" => Some(&self.method),
+            ":path" => Some(&self.path),
+            ":authority" => Some(self.host.as_str()).filter(|h| !h.is_empty()),
+            "host" => None,
+            _ => self.header(name),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         if let Some(v) = self.headers.get(name) {
             return Some(v);
@@ -91,6 +113,34 @@ pub struct Auth {
     pub presenter: String,
     #[serde(default)]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Extra top-level claims whose string value is a space-separated list (`jwtRules[].
+    /// spaceDelimitedClaims` of the rule that accepted the token); `scope` and `permission`
+    /// always are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+}
+
+/// Claims Istio always treats as space-delimited (`buildSpaceDelimitedClaims` in
+/// `pilot/pkg/security/authn/policy_applier.go`).
+pub const DEFAULT_SPACE_DELIMITED_CLAIMS: [&str; 2] = ["scope", "permission"];
+
+impl Auth {
+    /// The token's `iss` and `sub` claims, which request principals are matched against;
+    /// either missing from `claims` is taken from `principal` split at its last `/`.
+    pub fn issuer_subject(&self) -> (Option<&str>, Option<&str>) {
+        let claim = |k: &str| self.claims.get(k).and_then(serde_json::Value::as_str);
+        let split = self.principal.rsplit_once('/');
+        (
+            claim("iss").or(split.map(|(i, _)| i)),
+            claim("sub").or(split.map(|(_, s)| s)),
+        )
+    }
+
+    /// Whether top-level claim `name` is matched value by value after splitting on spaces.
+    pub fn is_space_delimited(&self, name: &str) -> bool {
+        DEFAULT_SPACE_DELIMITED_CLAIMS.contains(&name)
+            || self.space_delimited_claims.iter().any(|c| c == name)
+    }
 }
 
 impl Request {
@@ -108,6 +158,12 @@ impl Request {
         let i = p.find("/ns/")?;
         let rest = &p[i + 4..];
         Some(rest.split('/').next().unwrap_or(rest))
+    }
+
+    /// The trust domain of the peer (`source.trustDomain`): the principal up to its first `/`.
+    pub fn source_trust_domain(&self) -> Option<&str> {
+        let p = self.peer_principal()?;
+        p.split_once('/').map(|(td, _)| td)
     }
 
     /// `ns/sa` for `serviceAccounts`.

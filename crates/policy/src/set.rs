@@ -78,7 +78,8 @@ pub struct PolicySet {
 pub struct WorkloadPolicies(Arc<WorkloadView>);
 
 impl WorkloadPolicies {
-    /// Whether any of them has a `request.headers[...]` condition; when not, requests can be
+    /// Whether any of them has a `request.headers[...]` condition on a real header (`:method`,
+    /// `:path` and `:authority` come from the request line); when not, requests can be
     /// evaluated without copying their headers.
     pub fn needs_request_headers(&self) -> bool {
         self.0.needs_headers
@@ -285,10 +286,24 @@ fn compile_request_authn(
                 ),
             );
         }
+        // istio/api: spaceDelimitedClaims items have MinLength=1, the list MaxItems=64.
+        if rule.space_delimited_claims.len() > 64 {
+            problems.push(
+                Problem::new(
+                    l.at("spaceDelimitedClaims"),
+                    format!(
+                        "{} claims; Istio allows at most 64",
+                        rule.space_delimited_claims.len()
+                    ),
+                )
+                .hint("list only the claims policies match word by word"),
+            );
+        }
         for (field, vs) in [
             ("audiences", &rule.audiences),
             ("fromParams", &rule.from_params),
             ("fromCookies", &rule.from_cookies),
+            ("spaceDelimitedClaims", &rule.space_delimited_claims),
         ] {
             for (j, v) in vs.iter().enumerate() {
                 if v.is_empty() {

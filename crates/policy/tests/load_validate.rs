@@ -133,7 +133,9 @@ fn validation_problems_table() {
         (ap("{rules: [{to: [{operation: {methods: [get]}}]}]}"), format!("{r}.to[0].operation.methods[0]"), "lower-case"),
         (ap("{rules: [{to: [{operation: {methods: ['GE T']}}]}]}"), format!("{r}.to[0].operation.methods[0]"), "not a valid HTTP method"),
         (ap("{rules: [{to: [{operation: {ports: ['http']}}]}]}"), format!("{r}.to[0].operation.ports[0]"), "port"),
-        (ap("{rules: [{to: [{operation: {paths: ['/a/{**}/b']}}]}]}"), format!("{r}.to[0].operation.paths[0]"), "last"),
+        // Istio: pkg/config/security/security.go (CheckValidPathTemplate): literals may follow
+        // `{**}`, operators may not.
+        (ap("{rules: [{to: [{operation: {paths: ['/a/{**}/{*}']}}]}]}"), format!("{r}.to[0].operation.paths[0]"), "last"),
         (ap("{action: CUSTOM, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "requires a provider"),
         (ap("{action: CUSTOM, provider: {name: nope}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "unknown extension provider"),
         (ap("{action: CUSTOM, provider: {name: zipkin}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "not an ext_authz"),
@@ -172,7 +174,8 @@ fn validation_problems_table() {
     ];
     cases.extend([
         (ap("{rules: [{when: [{key: source.namespace, values: ['']}]}]}"), format!("{r}.when[0].values[0]"), "empty value"),
-        (ap("{rules: [{when: [{key: source.serviceAccount, values: [frontend]}]}]}"), format!("{r}.when[0].values[0]"), "<namespace>/<serviceaccount>"),
+        // Istio: pkg/config/security/security.go (CheckServiceAccount): no wildcards.
+        (ap("{rules: [{when: [{key: source.serviceAccount, values: ['prod/*']}]}]}"), format!("{r}.when[0].values[0]"), "wildcards"),
         (
             "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: p, namespace: prod}\nspec: {jwtRules: [{jwksUri: 'ftp://x'}]}\n".into(),
             "p.yaml:1:spec.jwtRules[0].jwksUri".into(),

@@ -176,7 +176,8 @@ impl Policies {
     fn http_request(&self, ctx: &ConnCtx, principal: Option<&str>, a: &HttpAttrs<'_>) -> Request {
         let mut req = self.base_request(ctx, principal);
         let mut headers = BTreeMap::new();
-        // Copied only when a policy has a `request.headers[...]` condition to read them.
+        // Copied only when a policy has a `request.headers[...]` condition on a real header;
+        // `:method`, `:path` and `:authority` are read from `method`, `path` and `host`.
         let header_source = if self.applicable.needs_request_headers() {
             Some(a.headers)
         } else {
@@ -208,6 +209,7 @@ impl Policies {
                 serde_json::Value::Object(m) => m.clone(),
                 _ => Default::default(),
             },
+            space_delimited_claims: x.space_delimited_claims.clone(),
         });
         req
     }

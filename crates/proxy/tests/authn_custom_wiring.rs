@@ -43,7 +43,7 @@ fn token(key: &jsonwebtoken::EncodingKey, sub: &str) -> String {
         .as_secs();
     let claims = serde_json::json!({
         "iss": "https://issuer.example", "sub": sub, "aud": "httpbin",
-        "iat": now, "exp": now + 600,
+        "iat": now, "exp": now + 600, "roles": "editor admin",
     });
     jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
@@ -217,6 +217,7 @@ spec:
     jwks: '{jwks}'
     outputClaimToHeaders:
     - {{ header: x-jwt-sub, claim: sub }}
+    spaceDelimitedClaims: [roles]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -227,6 +228,12 @@ spec:
   - from: [ {{ source: {{ requestPrincipals: ["https://issuer.example/alice"] }} }} ]
     to: [ {{ operation: {{ paths: ["/jwt/*"] }} }} ]
   - to: [ {{ operation: {{ paths: ["/open", "/ext/*"] }} }} ]
+  - to: [ {{ operation: {{ paths: ["/roles/*"] }} }} ]
+    when: [ {{ key: "request.auth.claims[roles]", values: [admin] }} ]
+  - to: [ {{ operation: {{ paths: ["/roles-whole/*"] }} }} ]
+    when: [ {{ key: "request.auth.claims[roles]", values: ["editor admin"] }} ]
+  - to: [ {{ operation: {{ paths: ["/put-only"] }} }} ]
+    when: [ {{ key: "request.headers[:method]", values: [PUT] }} ]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -295,6 +302,14 @@ admin: {{ address: "127.0.0.1:{admin}" }}
     );
     assert_eq!(curl(&["-H", &bob, &url("/jwt/x")]).await.0, 403);
     assert_eq!(curl(&[&url("/jwt/x")]).await.0, 403);
+    // spaceDelimitedClaims of the rule that accepted the token: `roles` is matched word by
+    // word, as Envoy's jwt_authn normalizes it for Istio's RBAC rules.
+    assert_eq!(curl(&["-H", &alice, &url("/roles/x")]).await.0, 200);
+    assert_eq!(curl(&["-H", &alice, &url("/roles-whole/x")]).await.0, 403);
+    assert_eq!(curl(&[&url("/roles/x")]).await.0, 403);
+    // A pseudo-header condition works although no policy makes the proxy copy headers.
+    assert_eq!(curl(&["-X", "PUT", &url("/put-only")]).await.0, 200);
+    assert_eq!(curl(&[&url("/put-only")]).await.0, 403);
     // A client cannot forge the claim output header.
     let (_, body) = curl(&["-H", "x-jwt-sub: alice", &url("/open")]).await;
     assert!(!body.contains("x-jwt-sub"), "{body}");

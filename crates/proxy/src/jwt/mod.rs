@@ -87,6 +87,9 @@ pub struct AuthInfo {
     pub presenter: Option<String>,
     /// Every claim of the token (`request.auth.claims[...]`).
     pub claims: Value,
+    /// The accepting rule's `spaceDelimitedClaims`: policy splits these claims (and `scope`,
+    /// `permission`) on spaces, as Envoy's `jwt_authn` does for the metadata RBAC reads.
+    pub space_delimited_claims: Vec<String>,
     pub raw_token: String,
     /// Index into the rules given to [`JwtAuthenticator::new`] of the rule that accepted it.
     pub rule_index: usize,
@@ -271,6 +274,7 @@ impl JwtAuthenticator {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             claims: Value::Object(claims),
+            space_delimited_claims: rule.rule.space_delimited_claims.clone(),
             raw_token: token,
             rule_index,
             strip_headers,

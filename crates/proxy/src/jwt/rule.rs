@@ -40,6 +40,9 @@ pub struct JwtRule {
     /// Timeout for fetching `jwksUri`, e.g. `5s` (Istio's default).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Top-level claims policies match word by word, besides `scope` and `permission`.
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
 }
 
 /// A header a token may arrive in, with the prefix (e.g. `Bearer `) to strip.
@@ -87,6 +90,7 @@ impl From<&trustmesh_policy::JwtRule> for JwtRule {
                 })
                 .collect(),
             timeout: r.timeout.clone(),
+            space_delimited_claims: r.space_delimited_claims.clone(),
         }
     }
 }
