@@ -183,6 +183,10 @@ pub struct Timeouts {
     /// TCP relays (inbound tcp listeners, outbound) end after this long with no data (ms).
     #[serde(default = "default_tcp_idle_ms")]
     pub tcp_idle_ms: u64,
+    /// An HTTP connection with no request in flight for this long is closed (ms), whatever
+    /// else it sends (HTTP/2 PINGs keep no connection open). Envoy's default idle timeout: 1 h.
+    #[serde(default = "default_http_idle_ms")]
+    pub http_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -194,6 +198,7 @@ impl Default for Timeouts {
             max_header_bytes: default_max_header(),
             drain_ms: default_drain_ms(),
             tcp_idle_ms: default_tcp_idle_ms(),
+            http_idle_ms: default_http_idle_ms(),
         }
     }
 }
@@ -211,6 +216,13 @@ impl Timeouts {
     pub fn tcp_idle(&self) -> Duration {
         Duration::from_millis(self.tcp_idle_ms)
     }
+    pub fn http_idle(&self) -> Duration {
+        Duration::from_millis(self.http_idle_ms)
+    }
+}
+
+fn default_http_idle_ms() -> u64 {
+    3_600_000
 }
 
 fn default_handshake_ms() -> u64 {
@@ -437,6 +449,7 @@ impl ProxyConfig {
         if self.timeouts.handshake_ms == 0
             || self.timeouts.header_read_ms == 0
             || self.timeouts.tcp_idle_ms == 0
+            || self.timeouts.http_idle_ms == 0
         {
             return Err(err(
                 "timeouts".into(),

@@ -119,19 +119,31 @@ where
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
     let svc_shared = shared.clone();
+    let activity = Arc::new(Activity::default());
+    let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
+        let busy = svc_activity.begin();
+        async move {
+            let resp = handle(&shared, &ctx, req).await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let mut drain = shared.drain_signal();
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        // Shutting down: finish the request in flight, then close (HTTP/1.1 `Connection: close`,
-        // HTTP/2 GOAWAY) instead of holding the drain until its deadline.
+        // Shutting down, or idle too long: finish the request in flight, then close (HTTP/1.1
+        // `Connection: close`, HTTP/2 GOAWAY) instead of holding the connection.
         _ = drain.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = activity.idle_for(timeouts.http_idle()) => {
+            tracing::debug!("closing an HTTP connection idle for {:?}", timeouts.http_idle());
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -146,6 +158,64 @@ where
             shared.metrics.reject(RejectReason::HttpProtocol);
         }
         tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended: HTTP/2 keeps a
+/// connection open as long as PINGs are answered, so idleness is measured in requests.
+#[derive(Default)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since `EPOCH` when a request last ended.
+    last_end_ms: std::sync::atomic::AtomicU64,
+}
+
+/// A request being handled; marks the end when dropped (also if the client goes away).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .last_end_ms
+            .store(ms_since_epoch(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn ms_since_epoch() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        let idle_ms = idle.as_millis() as u64;
+        let mut since = ms_since_epoch();
+        self.last_end_ms.store(since, Ordering::Relaxed);
+        loop {
+            let wake = since + idle_ms;
+            let now = ms_since_epoch();
+            if now < wake {
+                tokio::time::sleep(std::time::Duration::from_millis(wake - now)).await;
+            }
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                // Busy: look again one idle period from now.
+                since = ms_since_epoch();
+                continue;
+            }
+            let last = self.last_end_ms.load(Ordering::Relaxed);
+            if last + idle_ms <= ms_since_epoch() {
+                return;
+            }
+            since = last;
+        }
     }
 }
 

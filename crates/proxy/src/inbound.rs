@@ -57,6 +57,7 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
     crate::state::accept_loop(
         shared,
         listener,
+        index,
         "inbound",
         move |shared, stream, source| async move { handle(&shared, index, stream, source).await },
     )

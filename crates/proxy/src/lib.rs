@@ -25,6 +25,7 @@ pub mod outbound;
 pub mod relay;
 pub mod reload;
 pub mod run;
+pub mod slots;
 pub mod snapshot;
 pub mod state;
 pub mod tcp;

@@ -17,9 +17,12 @@ use crate::accesslog::{now_rfc3339, AccessLog};
 use crate::state::Shared;
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+    // Outbound listeners' slots follow the inbound ones'.
+    let slot = shared.startup_config.inbound.len() + index;
     crate::state::accept_loop(
         shared,
         listener,
+        slot,
         "outbound",
         move |shared, stream, source| async move { handle(&shared, index, stream, source).await },
     )

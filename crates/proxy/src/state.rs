@@ -25,6 +25,8 @@ pub struct Shared {
     pub startup_config: ProxyConfig,
     /// Flips to true at shutdown: listeners stop accepting and readiness reports 503.
     draining: tokio::sync::watch::Sender<bool>,
+    /// `maxConnections` shared between the listeners, each with a reserve.
+    slots: crate::slots::ListenerSlots,
 }
 
 impl Shared {
@@ -34,6 +36,9 @@ impl Shared {
             snapshot.config.timeouts.connect(),
         )?;
         let startup_config = snapshot.config.clone();
+        let slots = crate::slots::ListenerSlots::new(
+            startup_config.inbound.len() + startup_config.outbound.len(),
+        );
         let metrics = Metrics::default();
         metrics
             .cert_expiry_unix
@@ -44,6 +49,7 @@ impl Shared {
             workers,
             startup_config,
             draining: tokio::sync::watch::channel(false).0,
+            slots,
         }))
     }
 
@@ -52,19 +58,22 @@ impl Shared {
         self.snapshot.load_full()
     }
 
-    /// Admits one more connection unless `maxConnections` are open (the refusal is counted).
-    /// The guard keeps it counted as active until dropped, even if its task panics.
-    pub fn admit(self: &Arc<Self>) -> Option<ConnGuard> {
+    /// Admits one more connection on `listener` (inbound listeners first, then outbound, in
+    /// config order) unless its share of `maxConnections` is used up ([`crate::slots`]; the
+    /// refusal is counted). The guard keeps it counted as active until dropped, even if its
+    /// task panics.
+    pub fn admit(self: &Arc<Self>, listener: usize) -> Option<ConnGuard> {
         use std::sync::atomic::Ordering;
         let max = self.current().config.max_connections;
-        let active = &self.metrics.active_connections;
-        if active.fetch_add(1, Ordering::AcqRel) >= max {
-            active.fetch_sub(1, Ordering::AcqRel);
+        if !self.slots.try_take(listener, max) {
             self.metrics
                 .reject(crate::metrics::RejectReason::ConnectionLimit);
             return None;
         }
-        Some(ConnGuard(self.clone()))
+        self.metrics
+            .active_connections
+            .fetch_add(1, Ordering::AcqRel);
+        Some(ConnGuard(self.clone(), listener))
     }
 
     /// A receiver that changes when draining starts.
@@ -88,11 +97,12 @@ impl Shared {
     }
 }
 
-/// One admitted connection; decrements the active count when dropped.
-pub struct ConnGuard(Arc<Shared>);
+/// One admitted connection and its listener; frees its slot when dropped.
+pub struct ConnGuard(Arc<Shared>, usize);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        self.0.slots.release(self.1);
         self.0
             .metrics
             .active_connections
@@ -107,6 +117,7 @@ impl Drop for ConnGuard {
 pub async fn accept_loop<F, Fut>(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
+    slot: usize,
     direction: &'static str,
     handle: F,
 ) where
@@ -122,7 +133,7 @@ pub async fn accept_loop<F, Fut>(
         };
         match accepted {
             Ok((stream, source)) => {
-                let Some(guard) = shared.admit() else {
+                let Some(guard) = shared.admit(slot) else {
                     drop(stream);
                     continue;
                 };

@@ -42,28 +42,15 @@ async fn echoes(s: &mut TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_and_idle_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/db");
-    std::fs::create_dir(dir.join("policies")).unwrap();
     let echo = echo_backend().await;
     let inb = common::free_port();
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"workload: {{ namespace: foo, serviceAccount: db }}
-certs: {{ key: key.pem, certChain: cert-chain.pem }}
-trustBundles: [ "cluster.local=root-cert.pem" ]
-mesh: {{ trustDomain: cluster.local }}
-policyDir: policies
-inbound:
-- {{ port: {inb}, targetPort: {echo} }}
-maxConnections: 2
-timeouts: {{ tcpIdleMs: 400 }}
-"#
-        ),
-    )
-    .unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[(inb, echo, "tcp")],
+        "maxConnections: 2
+timeouts: { tcpIdleMs: 400 }
+",
+    );
     let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
 
     let mut a = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
@@ -89,4 +76,129 @@ timeouts: {{ tcpIdleMs: 400 }}
     );
     let mut d = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
     assert!(echoes(&mut d).await, "slot freed by the idle close");
+}
+
+/// A proxy config with the given inbound listeners (`port: target` pairs) and extra lines.
+fn config(dir: &std::path::Path, inbound: &[(u16, u16, &str)], extra: &str) -> std::path::PathBuf {
+    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/db");
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    let listeners: String = inbound
+        .iter()
+        .map(|(port, target, proto)| {
+            format!("- {{ port: {port}, targetPort: {target}, protocol: {proto} }}\n")
+        })
+        .collect();
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "workload: {{ namespace: foo, serviceAccount: db }}\n\
+             certs: {{ key: key.pem, certChain: cert-chain.pem }}\n\
+             trustBundles: [ \"cluster.local=root-cert.pem\" ]\n\
+             mesh: {{ trustDomain: cluster.local }}\npolicyDir: policies\n\
+             inbound:\n{listeners}{extra}"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_listener_leaves_the_others_their_reserve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let echo = echo_backend().await;
+    let (a, b) = (common::free_port(), common::free_port());
+    // 8 slots, two listeners: 2 held for each.
+    let cfg = config(
+        tmp.path(),
+        &[(a, echo, "tcp"), (b, echo, "tcp")],
+        "maxConnections: 8\n",
+    );
+    let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+    // Slow clients on `a` that never send a byte (held until the handshake timeout).
+    let mut flood = Vec::new();
+    for _ in 0..10 {
+        flood.push(TcpStream::connect(("127.0.0.1", a)).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while shared
+        .metrics
+        .render(0)
+        .matches("connection_limit\"} 4")
+        .count()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            shared.metrics.render(0)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `a` got 6 of the 8; `b` still has its 2.
+    let mut b1 = TcpStream::connect(("127.0.0.1", b)).await.unwrap();
+    let mut b2 = TcpStream::connect(("127.0.0.1", b)).await.unwrap();
+    assert!(echoes(&mut b1).await && echoes(&mut b2).await);
+    let mut b3 = TcpStream::connect(("127.0.0.1", b)).await.unwrap();
+    assert!(!echoes(&mut b3).await, "the pool is full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_without_requests_is_closed_when_idle() {
+    use http_body_util::{BodyExt, Empty};
+    let tmp = tempfile::tempdir().unwrap();
+    let echo = echo_backend().await;
+    let inb = common::free_port();
+    // The app is never reached: a DENY on every path answers from the proxy itself.
+    std::fs::create_dir_all(tmp.path().join("policies")).unwrap();
+    std::fs::write(
+        tmp.path().join("policies/deny.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: deny, namespace: foo }\n\
+         spec: { action: DENY, rules: [ { to: [ { operation: { paths: [\"/*\"] } } ] } ] }\n",
+    )
+    .unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[(inb, echo, "http")],
+        "timeouts: { httpIdleMs: 600 }\n",
+    );
+    trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+
+    let h2 = |stream: TcpStream| async move {
+        hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap()
+    };
+    let get = |send: &mut hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>| {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{inb}/x"))
+            .body(Empty::new())
+            .unwrap();
+        send.send_request(req)
+    };
+
+    // Active: a request every 300 ms keeps it open well past 600 ms.
+    let (mut send, conn) = h2(TcpStream::connect(("127.0.0.1", inb)).await.unwrap()).await;
+    let conn = tokio::spawn(conn);
+    for _ in 0..5 {
+        let resp = get(&mut send).await.expect("the connection is still open");
+        assert_eq!(resp.status(), 403);
+        let _ = resp.into_body().collect().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then silence (HTTP/2 PINGs would still be answered by the client): closed.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the proxy closed the idle connection")
+        .unwrap()
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }
