@@ -3,12 +3,15 @@
 //! Handles multi-document files and `kind: List` (as `kubectl get -o yaml` prints). Kinds other
 //! than the three security CRDs are skipped with a notice so a whole manifests folder can be
 //! pointed at; unknown fields inside a security resource are problems naming the field path.
+//! A security resource that cannot be read, and a document that is not YAML at all, are kept as
+//! [`Broken`] so the set can fail closed for them (see [`crate::failclosed`]).
 
 use serde::Deserialize;
 
 use crate::crd::{
     AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
+use crate::failclosed::{sketch, Sketch};
 use crate::problem::{Location, Notice, Problem};
 
 /// API versions accepted for the security kinds, as Istio serves them.
@@ -36,10 +39,20 @@ pub struct Resource {
     pub spec: Spec,
 }
 
+/// A security resource that could not be read (kind known, or in the `security.istio.io`
+/// group), or a document that is not YAML (`kind` empty): what little is known about it.
+#[derive(Debug)]
+pub struct Broken {
+    pub location: Location,
+    pub kind: String,
+    pub sketch: Sketch,
+}
+
 /// Everything found in a set of texts.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub resources: Vec<Resource>,
+    pub broken: Vec<Broken>,
     pub problems: Vec<Problem>,
     pub notices: Vec<Notice>,
 }
@@ -67,11 +80,17 @@ pub fn parse_text(file: &str, text: &str, out: &mut Parsed) {
         let value = match serde_yaml::Value::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
+                let location = Location::new(file, doc, "");
                 out.problems.push(
-                    Problem::new(Location::new(file, doc, ""), format!("not valid YAML: {e}"))
+                    Problem::new(location.clone(), format!("not valid YAML: {e}"))
                         .hint("fix the YAML syntax; nothing after this point in the file was read")
                         .unreadable(),
                 );
+                out.broken.push(Broken {
+                    location,
+                    kind: String::new(),
+                    sketch: Sketch::default(),
+                });
                 return;
             }
         };
@@ -123,6 +142,22 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
         kind.as_str(),
         "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication"
     );
+    if !known && api.starts_with("security.istio.io/") {
+        // Misspelt kind of the security group: it was meant as a policy, maybe a DENY.
+        out.problems.push(
+            Problem::new(
+                loc.at("kind"),
+                format!("unknown security.istio.io kind {kind:?}"),
+            )
+            .hint("use AuthorizationPolicy, PeerAuthentication or RequestAuthentication"),
+        );
+        out.broken.push(Broken {
+            sketch: sketch(&value),
+            location: loc,
+            kind,
+        });
+        return;
+    }
     if !known {
         let what = if kind.is_empty() {
             "(no kind)".to_string()
@@ -143,8 +178,15 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
             )
             .hint("use security.istio.io/v1 or security.istio.io/v1beta1"),
         );
+        out.broken.push(Broken {
+            sketch: sketch(&value),
+            location: loc,
+            kind,
+        });
         return;
     }
+    crate::parity::empty_lists(&kind, &value, &loc, &mut out.problems);
+    let raw = value.clone();
     let result = match kind.as_str() {
         "AuthorizationPolicy" => {
             de::<AuthorizationPolicySpec>(&loc, value).map(|(m, s)| (m, Spec::Authorization(s)))
@@ -161,6 +203,11 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                     Problem::new(loc.at("metadata.name"), "metadata.name is required")
                         .hint("give every policy a name so decisions can report it"),
                 );
+                out.broken.push(Broken {
+                    sketch: sketch(&raw),
+                    location: loc,
+                    kind,
+                });
                 return;
             }
             // Istio parses the annotation as a Go boolean; anything else is logged and ignored.
@@ -187,7 +234,14 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                 spec,
             })
         }
-        Err(p) => out.problems.push(p),
+        Err(p) => {
+            out.problems.push(p);
+            out.broken.push(Broken {
+                sketch: sketch(&raw),
+                location: loc,
+                kind,
+            });
+        }
     }
 }
 

@@ -137,7 +137,7 @@ fn validation_problems_table() {
         (ap("{action: CUSTOM, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "requires a provider"),
         (ap("{action: CUSTOM, provider: {name: nope}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "unknown extension provider"),
         (ap("{action: CUSTOM, provider: {name: zipkin}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "not an ext_authz"),
-        (ap("{action: CUSTOM, provider: {name: opa}}"), "p.yaml:1:spec.rules".into(), "no rules"),
+        (ap("{action: CUSTOM, provider: {name: opa}}"), "p.yaml:1:spec.rules".into(), "without rules"),
         (ap("{action: DENY, provider: {name: opa}, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "only used with action CUSTOM"),
         (ap("{rules: [{to: [{operation: {ports: ['3306'], methods: [GET]}}]}]}"), format!("{r}.to[0].operation.ports"), "TCP"),
         (ap("{rules: [{from: [{source: {principals: [spiffe://cluster.local/ns/a/sa/b]}}]}]}"), format!("{r}.from[0].source.principals[0]"), "spiffe://"),
@@ -207,7 +207,7 @@ fn validation_problems_table() {
         "{rules: [{from: [{source: {principals: [spiffe://cluster.local/ns/a/sa/b]}}]}]}",
         "{rules: [{to: [{operation: {methods: [get]}}]}]}",
         "{action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}",
-        "{action: CUSTOM, provider: {name: opa}}",
+        "{action: CUSTOM, provider: {name: nope}, rules: [{}]}",
     ] {
         let r = validate(&[src("p.yaml", &ap(spec))], &mesh);
         assert!(
@@ -221,8 +221,9 @@ fn validation_problems_table() {
             "{spec}"
         );
     }
-    // Errors are fatal to loading.
-    assert!(PolicySet::from_sources(&[src("p.yaml", &ap("{action: DENY}"))], &mesh).is_err());
+    // Errors are not fatal to loading: the resource is enforced fail-closed (see fail_closed.rs).
+    let (set, _) = PolicySet::from_sources(&[src("p.yaml", &ap("{action: DENY}"))], &mesh).unwrap();
+    assert_eq!(set.invalid_resources().len(), 1);
     // A clean file has no problems.
     assert!(problems(
         &ap("{rules: [{to: [{operation: {methods: [GET], paths: ['/a/{*}/b/{**}']}}]}]}"),
@@ -328,11 +329,10 @@ fn load_directory_and_read_errors() {
     let empty = tempfile::tempdir().unwrap();
     assert!(load::read_paths(&[empty.path().to_path_buf()]).is_err());
     std::fs::write(dir.path().join("sub/c.yaml"), "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c, namespace: prod}\nspec: {rules: [{from: [{source: {ipBlocks: [bad]}}]}]}\n").unwrap();
-    match PolicySet::load(&[dir.path().to_path_buf()], &MeshConfig::default()) {
-        Err(trustmesh_policy::LoadError::Invalid(ps)) => {
-            assert_eq!(ps.len(), 1);
-            assert!(ps[0].location.file.ends_with("sub/c.yaml"));
-        }
-        other => panic!("expected Invalid, got {other:?}"),
-    }
+    // An invalid policy no longer stops the load: it is listed with its file.
+    let (set, _) = PolicySet::load(&[dir.path().to_path_buf()], &MeshConfig::default()).unwrap();
+    let inv = set.invalid_resources();
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    assert!(inv[0].location.file.ends_with("sub/c.yaml"));
+    assert_eq!(set.authorization_policy_count(), 3);
 }
