@@ -230,7 +230,12 @@ fn from_sidecar(addr: &str) -> Result<(PolicySet, serde_json::Value), String> {
         .flatten()
     {
         let file = d["file"].as_str().unwrap_or("(sidecar)").to_string();
-        let doc = serde_yaml::to_string(&d["document"]).map_err(|e| e.to_string())?;
+        let doc = match d["unreadable"].as_str() {
+            // The sidecar could not read the rest of this file; neither can we, so the set
+            // denies everything just as the sidecar's does.
+            Some(why) => format!("[the sidecar could not read this document: {why}\n"),
+            None => serde_yaml::to_string(&d["document"]).map_err(|e| e.to_string())?,
+        };
         match sources.iter_mut().find(|s| s.file == file) {
             Some(s) => {
                 s.text.push_str("---\n");
