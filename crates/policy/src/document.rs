@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use crate::crd::{
-    AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
+    Action, AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
 use crate::failclosed::{sketch, Sketch};
 use crate::problem::{Location, Notice, Problem};
@@ -210,21 +210,7 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                 });
                 return;
             }
-            // Istio parses the annotation as a Go boolean; anything else is logged and ignored.
-            let dry_run = match meta.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str) {
-                None => false,
-                Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
-                Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
-                Some(other) => {
-                    out.notices.push(Notice {
-                        location: loc.at("metadata.annotations"),
-                        message: format!(
-                            "{DRY_RUN_ANNOTATION}: {other:?} is not a boolean; the policy is enforced (not dry-run), as Istio does"
-                        ),
-                    });
-                    false
-                }
-            };
+            let dry_run = dry_run(&meta, &spec, &loc, out);
             out.resources.push(Resource {
                 location: loc,
                 name: meta.name,
@@ -241,6 +227,53 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                 location: loc,
                 kind,
             });
+        }
+    }
+}
+
+/// The `istio.io/dry-run` annotation. Istio's webhook (`checkDryRunAnnotation` in
+/// pkg/config/validation/validation.go) accepts it only on ALLOW and DENY AuthorizationPolicies
+/// and only as a Go boolean; its builder (`isDryRun` in pilot/pkg/security/authz/builder/
+/// builder.go) enforces a policy whose value does not parse, so that is what we do too.
+fn dry_run(meta: &ObjectMeta, spec: &Spec, loc: &Location, out: &mut Parsed) -> bool {
+    let Some(v) = meta.annotations.get(DRY_RUN_ANNOTATION) else {
+        return false;
+    };
+    let at = loc.at("metadata.annotations");
+    let action = match spec {
+        Spec::Authorization(s) => s.action,
+        _ => {
+            out.problems.push(
+                Problem::new(
+                    at,
+                    format!("{DRY_RUN_ANNOTATION} is only supported on AuthorizationPolicy"),
+                )
+                .hint("remove the annotation"),
+            );
+            return false;
+        }
+    };
+    if matches!(action, Action::Custom | Action::Audit) {
+        out.problems.push(
+            Problem::new(
+                at.clone(),
+                format!(
+                    "{DRY_RUN_ANNOTATION} only supports action ALLOW or DENY, not {}",
+                    action.as_str()
+                ),
+            )
+            .hint("remove the annotation"),
+        );
+    }
+    match v.as_str() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+        other => {
+            out.problems.push(
+                Problem::new(at, format!("{DRY_RUN_ANNOTATION}: {other:?} is not a boolean; the policy is enforced (not dry-run), as Istio's builder does"))
+                    .hint("use \"true\" or \"false\""),
+            );
+            false
         }
     }
 }

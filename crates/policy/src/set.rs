@@ -331,17 +331,28 @@ impl PolicySet {
                     a.rule.unwrap_or(0)
                 ),
             ),
-            None => (
-                Verdict::Deny,
-                format!(
-                    "ALLOW policies apply to this workload ({}) but none matched the request",
-                    allows
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
+            None => {
+                let failed: Vec<String> = allows
+                    .iter()
+                    .filter_map(|r| r.fail_closed.as_ref().map(|f| format!("{} is {f}", r.name)))
+                    .collect();
+                let why = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", failed.join("; "))
+                };
+                (
+                    Verdict::Deny,
+                    format!(
+                        "ALLOW policies apply to this workload ({}) but none matched the request{why}",
+                        allows
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            }
         }
     }
 

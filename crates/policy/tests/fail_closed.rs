@@ -73,6 +73,11 @@ fn istio_rejects_these() {
         ("validation.go", doc("RequestAuthentication", "p", "{selector: {matchLabels: {app: a}}, targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: g}}"), "p.yaml:1:spec.selector".into(), "only one of"),
         // pkg/config/validation/validation.go validateJwtRule -> ValidateStrictHTTPHeaderName
         ("validation.go", doc("RequestAuthentication", "p", "{jwtRules: [{issuer: i, outputClaimToHeaders: [{header: 'x y', claim: sub}]}]}"), "p.yaml:1:spec.jwtRules[0].outputClaimToHeaders[0].header".into(), "header name"),
+        // pkg/config/validation/validation.go checkDryRunAnnotation: only AuthorizationPolicy,
+        // only ALLOW/DENY, only a boolean value
+        ("validation.go", doc("PeerAuthentication", "p", "{}").replace("namespace: prod}", "namespace: prod, annotations: {istio.io/dry-run: 'true'}}"), "p.yaml:1:metadata.annotations".into(), "only supported on AuthorizationPolicy"),
+        ("validation.go", ap("{action: AUDIT, rules: [{}]}").replace("namespace: prod}", "namespace: prod, annotations: {istio.io/dry-run: 'true'}}"), "p.yaml:1:metadata.annotations".into(), "only supports action ALLOW or DENY"),
+        ("validation.go", ap("{action: DENY, rules: [{}]}").replace("namespace: prod}", "namespace: prod, annotations: {istio.io/dry-run: 'yes'}}"), "p.yaml:1:metadata.annotations".into(), "not a boolean"),
         // pkg/config/validation/agent/validation.go ValidateDuration: "duration must be greater than 1ms"
         ("agent/validation.go", doc("RequestAuthentication", "p", "{jwtRules: [{issuer: i, timeout: 100us}]}"), "p.yaml:1:spec.jwtRules[0].timeout".into(), "1ms"),
     ];
@@ -171,6 +176,14 @@ fn one_invalid_resource_fails_closed_and_the_rest_keeps_working() {
         // The valid ALLOW policy still decides other paths.
         let other = common::eval(&set, &req("/private", json!({"app": "reviews"})));
         assert_eq!(other.decision, Verdict::Deny, "[{istio_file}] {bad}");
+        if outcome == "allows_nothing" || outcome == "dropped_rules" {
+            // The denial names the ALLOW policy that lost its rules.
+            assert!(
+                other.reason.contains("prod/p is invalid"),
+                "{}",
+                other.reason
+            );
+        }
     }
 }
 

@@ -232,10 +232,11 @@ fn validation_problems_table() {
     .is_empty());
 }
 
-/// Dry-run annotation values follow Go's boolean parsing, as Istio reads them.
+/// Dry-run annotation values follow Go's boolean parsing, as Istio reads them
+/// (pkg/config/validation/validation.go checkDryRunAnnotation, strconv.ParseBool).
 #[test]
 fn dry_run_annotation_values() {
-    for (v, dry, notice) in [
+    for (v, dry, invalid_value) in [
         ("true", true, false),
         ("1", true, false),
         ("T", true, false),
@@ -243,9 +244,19 @@ fn dry_run_annotation_values() {
         ("yes", false, true),
     ] {
         let y = format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: prod, annotations: {{istio.io/dry-run: '{v}'}}}}\nspec: {{action: DENY, rules: [{{}}]}}\n");
-        let (set, notices) =
+        let (set, _) =
             PolicySet::from_sources(&[src("p.yaml", &y)], &MeshConfig::default()).unwrap();
-        assert_eq!(notices.len(), usize::from(notice), "{v}: {notices:?}");
+        // Istio's webhook rejects a non-boolean value (checkDryRunAnnotation); loaded anyway,
+        // the policy is enforced as written, as Istio's builder does.
+        let invalid = set.invalid_resources();
+        assert_eq!(
+            invalid.len(),
+            usize::from(invalid_value),
+            "{v}: {invalid:?}"
+        );
+        if invalid_value {
+            assert_eq!(invalid[0].outcome.label(), "enforced_as_written");
+        }
         let req: trustmesh_policy::Request = serde_json::from_value(
             serde_json::json!({"destination": {"namespace": "prod", "port": 80}}),
         )

@@ -312,7 +312,10 @@ fn log_invalid(set: &PolicySet) {
         let resource = i.title();
         let reasons = i.reasons.join("; ");
         match i.outcome {
-            Outcome::DroppedRules(_) | Outcome::AllowsNothing | Outcome::AuditsAll => {
+            Outcome::DroppedRules(_)
+            | Outcome::AllowsNothing
+            | Outcome::AuditsAll
+            | Outcome::EnforcedAsWritten => {
                 tracing::warn!(%resource, location = %i.location, action = %i.action, %reasons, "invalid policy enforced fail-closed");
             }
             _ => {

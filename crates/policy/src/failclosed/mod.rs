@@ -25,7 +25,9 @@
 //! - A selector (or selector/targetRef combination) with an error cannot say which workloads
 //!   are meant, so the resource applies to its whole namespace (mesh-wide in the root
 //!   namespace), to sidecars.
-//! - Dry-run policies stay dry-run: they are reported, never enforced.
+//! - Dry-run policies stay dry-run: they are reported, never enforced. A dry-run value that is
+//!   not a boolean (the only error) leaves an ALLOW or DENY policy enforced as written, as
+//!   Istio's builder does.
 //! - A document that is not valid YAML could have held any resource anywhere, so the set
 //!   denies every request until it is fixed.
 //! - Documents of other kinds are skipped: they are not security policy.
@@ -59,6 +61,9 @@ pub enum Outcome {
     RejectsTokens(Vec<String>),
     /// The document could not be parsed: every request is denied.
     DeniesEverything,
+    /// Only the `istio.io/dry-run` value is wrong: enforced as written, not dry-run (Istio's
+    /// builder does the same).
+    EnforcedAsWritten,
 }
 
 impl Outcome {
@@ -73,6 +78,7 @@ impl Outcome {
             Outcome::StrictMtls => "strict_mtls",
             Outcome::RejectsTokens(_) => "rejects_tokens",
             Outcome::DeniesEverything => "denies_everything",
+            Outcome::EnforcedAsWritten => "enforced_as_written",
         }
     }
 }
@@ -102,6 +108,7 @@ impl fmt::Display for Outcome {
                 f,
                 "denies every request: the document cannot be read, so it could have held any policy"
             ),
+            Outcome::EnforcedAsWritten => write!(f, "enforced as written, not as a dry run"),
         }
     }
 }
