@@ -94,7 +94,8 @@
 //!   `from: []`, `to: []`, `portLevelMtls: {}`, `*` or an empty key in selector labels, more
 //!   than one of selector/targetRef/targetRefs, targetRefs to other kinds or namespaces,
 //!   CUSTOM without rules or with identity fields (principals, namespaces, request.auth.*),
-//!   JWT timeouts under 1ms. An unknown CUSTOM provider is only a warning, as in Istio.
+//!   JWT timeouts under 1ms, `istio.io/dry-run` other than a boolean on an ALLOW or DENY
+//!   AuthorizationPolicy. An unknown CUSTOM provider is only a warning, as in Istio.
 //! - One invalid resource never disables the rest ([`failclosed`] has the full rules, after
 //!   Istio's builder): an invalid ALLOW rule is dropped (all rules when the error is outside
 //!   them); an invalid DENY or CUSTOM policy denies every request it selects; a CUSTOM policy
@@ -102,7 +103,8 @@
 //!   selects; an unreadable action counts as DENY; an invalid PeerAuthentication is STRICT; an
 //!   invalid JWT rule rejects every token of its issuer; an invalid selector widens the scope
 //!   to the namespace; a document that is not YAML denies every request (it could have held
-//!   any policy).
+//!   any policy); a non-boolean dry-run value alone leaves the policy enforced as written.
+//!   Dry-run policies stay dry-run when they fail closed.
 
 mod authn;
 pub mod authz;
