@@ -254,3 +254,18 @@ fn unusable_jwt_rules_reject_tokens() {
         assert!(matches!(none, Ok(None)), "{spec}");
     }
 }
+
+/// A policy file that is not YAML could hold any policy: at startup the snapshot still builds
+/// (so the admin endpoints can show why) and its policies deny every request; a reload with it
+/// is refused instead (see `reload::try_reload`), keeping the last snapshot.
+#[test]
+fn unreadable_policy_file_denies_everything_at_startup() {
+    let tmp = setup();
+    std::fs::write(tmp.path().join("policies/zz.yaml"), "spec: [unclosed\n").unwrap();
+    let snap = build(tmp.path(), BASE).unwrap();
+    let why = snap.policies.set.denies_everything().unwrap().to_string();
+    assert!(why.contains("zz.yaml"), "{why}");
+    let dump = snap.policies.dump(&[8080]);
+    assert_eq!(dump["deniesEverything"], why.as_str());
+    assert!(dump["documents"][0]["unreadable"].is_string(), "{dump}");
+}
