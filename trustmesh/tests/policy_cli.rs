@@ -89,7 +89,7 @@ fn validate_exit_codes() {
     let s = out(&o);
     assert!(
         s.contains(&format!(
-            "{bad}:1:spec.provider.name: unknown extension provider"
+            "{bad}:1:spec.provider.name: warning: unknown extension provider"
         )),
         "{s}"
     );
@@ -220,12 +220,17 @@ fn authz_check_custom_and_bad_input() {
     let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(j["decision"], "CUSTOM");
     assert_eq!(j["provider"], "opa");
-    // Without the mesh config the provider is unknown: the policies do not load -> 2.
+    // Without the mesh config the provider is unknown. Istio's builder then turns the CUSTOM
+    // rules into DENY rules (pilot/pkg/security/authz/builder/builder.go): evaluated, exit 0.
     let o = run(
         &["authz", "check", "--config", &cfg, "--request", "-"],
         Some(REQUEST),
     );
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "DENY");
+    assert_eq!(j["invalidResources"][0]["name"], "ext");
+    assert_eq!(j["invalidResources"][0]["outcome"], "denies_rule_matches");
     assert!(
         err(&o).contains("unknown extension provider"),
         "{}",
@@ -261,6 +266,109 @@ fn authz_check_custom_and_bad_input() {
         None,
     );
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// One broken DENY policy among good ones: `validate` names it and says what is done (exit 1),
+/// `authz check` evaluates with the rest (exit 0) and shows the broken policy deciding.
+/// Fail-closed per resource follows pilot/pkg/security/authz/model/model.go (checkError) and
+/// pilot/pkg/security/authz/builder/builder.go; `from: []` is rejected by
+/// pkg/config/validation/validation.go.
+#[test]
+fn invalid_resource_fails_closed_and_the_rest_is_evaluated() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    write(&cfg, "p.yaml", POLICIES);
+    let bad = write(
+        &cfg,
+        "z-bad.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: broken-deny, namespace: prod}\nspec:\n  action: DENY\n  selector: {matchLabels: {app: ratings}}\n  rules: [{from: []}]\n",
+    );
+    let dir = cfg.display().to_string();
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let s = out(&o);
+    assert!(s.contains(&format!("{bad}:1:spec.rules[0].from")), "{s}");
+    assert!(
+        s.contains("fail-closed: AuthorizationPolicy prod/broken-deny")
+            && s.contains("denies all requests it selects"),
+        "{s}"
+    );
+
+    // reviews is not selected by the broken policy: decided by the good ones.
+    let o = run(
+        &["authz", "check", "--config", &dir, "--request", "-"],
+        Some(REQUEST),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "ALLOW");
+    let inv = &j["invalidResources"][0];
+    assert_eq!(
+        (
+            inv["kind"].as_str(),
+            inv["name"].as_str(),
+            inv["outcome"].as_str()
+        ),
+        (
+            Some("AuthorizationPolicy"),
+            Some("broken-deny"),
+            Some("denies_all")
+        )
+    );
+    assert!(
+        inv["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("must not be empty"),
+        "{inv}"
+    );
+    assert!(
+        err(&o).contains("fail-closed: AuthorizationPolicy prod/broken-deny"),
+        "{}",
+        err(&o)
+    );
+
+    // ratings is selected by it: denied, and the explanation says it was the broken policy.
+    let ratings = REQUEST.replace("\"app\": \"reviews\"", "\"app\": \"ratings\"");
+    let o = run(
+        &[
+            "authz",
+            "check",
+            "--config",
+            &dir,
+            "--request",
+            "-",
+            "--output",
+            "text",
+        ],
+        Some(&ratings),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let t = out(&o);
+    assert!(t.starts_with("DENY"), "{t}");
+    assert!(
+        t.contains("denied by DENY policy prod/broken-deny") && t.contains("fail-closed"),
+        "{t}"
+    );
+    assert!(t.contains("invalid resources (enforced fail-closed"), "{t}");
+    assert!(t.contains("! AuthorizationPolicy prod/broken-deny"), "{t}");
+
+    // A file that is not YAML could hold any policy: everything is denied, and named.
+    write(&cfg, "zz-garbage.yaml", "spec: [unclosed\n");
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let o = run(
+        &["authz", "check", "--config", &dir, "--request", "-"],
+        Some(REQUEST),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "DENY");
+    assert!(
+        j["reason"].as_str().unwrap().contains("zz-garbage.yaml"),
+        "{j}"
+    );
 }
 
 #[test]

@@ -460,15 +460,29 @@ async fn tcp_policy_hot_reload_keeps_established_connection() {
     // ...while the established connection keeps working.
     assert!(echo_roundtrip(&mut established, b"still here").await);
 
-    // An invalid policy change is refused and the last good policy keeps serving.
+    // An invalid policy is applied fail-closed (an unreadable action could be DENY: it denies
+    // what it selects, after pilot/pkg/security/authz/builder/builder.go), named in the log;
+    // the reload is not refused.
     write_policy(&server_pol, "broken.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: broken, namespace: foo }\nspec:\n  action: MAYBE\n");
+    let applied = within(Duration::from_secs(4), || async {
+        server_proxy
+            .logs()
+            .contains("invalid policy enforced fail-closed resource=AuthorizationPolicy foo/broken")
+    })
+    .await;
+    assert!(applied.is_some(), "{}", server_proxy.logs());
+    assert!(!fresh_connection_works(c_out).await, "deny must still hold");
+    assert!(echo_roundtrip(&mut established, b"and still").await);
+
+    // A policy file that is not YAML is refused on reload; the last good policy keeps serving.
+    write_policy(&server_pol, "garbage.yaml", "spec: [unclosed\n");
     let refused = within(Duration::from_secs(4), || async {
         server_proxy.logs().contains("reload refused")
     })
     .await;
     assert!(refused.is_some(), "{}", server_proxy.logs());
     assert!(!fresh_connection_works(c_out).await, "deny must still hold");
-    assert!(echo_roundtrip(&mut established, b"and still").await);
+    std::fs::remove_file(server_pol.join("garbage.yaml")).unwrap();
 
     // Removing the deny (and the broken file) restores access.
     std::fs::remove_file(server_pol.join("broken.yaml")).unwrap();

@@ -36,6 +36,8 @@ pub struct CompiledPolicy {
     /// CUSTOM with an `envoyExtAuthzHttp` provider: Istio does not apply it to TCP traffic.
     pub http_provider_only: bool,
     pub rules: Vec<CompiledRule>,
+    /// Set when the policy is invalid and enforced fail-closed: why, and what is done instead.
+    pub fail_closed: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +48,8 @@ pub struct CompiledRule {
     /// Uses a field that only exists for HTTP (Istio: an ALLOW rule with one cannot match TCP
     /// traffic; for DENY the field is ignored so the rule matches on the rest).
     pub http_only: bool,
+    /// An invalid ALLOW rule, dropped as Istio's builder drops it: it never matches.
+    pub dropped: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -298,28 +302,30 @@ pub fn compile(
         namespace,
         problems,
     };
+    // Selector and targetRef checks are shared by the three kinds: see `parity`.
     let targets_ref = spec.target_ref.is_some() || !spec.target_refs.is_empty();
-    if spec.selector.is_some() && targets_ref {
-        cx.problems.push(
-            Problem::new(
-                spec_loc.at("selector"),
-                "selector and targetRef(s) are mutually exclusive",
-            )
-            .hint("use selector for sidecar workloads, targetRefs for gateways/waypoints"),
-        );
-    }
     match (spec.action, &spec.provider) {
         (Action::Custom, None) => cx.problems.push(
             Problem::new(spec_loc.at("provider"), "action CUSTOM requires a provider")
                 .hint(provider_hint(mesh)),
         ),
+        (Action::Custom, Some(p)) if p.name.is_empty() => cx.problems.push(
+            Problem::new(
+                spec_loc.at("provider.name"),
+                "`provider.name` must not be empty",
+            )
+            .hint(provider_hint(mesh)),
+        ),
+        // Istio's webhook accepts an unknown provider; its builder then turns the policy's
+        // rules into DENY rules (see `failclosed`). So a warning here, not an error.
         (Action::Custom, Some(p)) => match mesh.provider(&p.name) {
             None => cx.problems.push(
                 Problem::new(
                     spec_loc.at("provider.name"),
                     format!("unknown extension provider {:?}", p.name),
                 )
-                .hint(provider_hint(mesh)),
+                .hint(provider_hint(mesh))
+                .warning(),
             ),
             Some(ep) if !ep.is_ext_authz() => cx.problems.push(
                 Problem::new(
@@ -329,7 +335,8 @@ pub fn compile(
                         p.name
                     ),
                 )
-                .hint("CUSTOM needs a provider with envoyExtAuthzGrpc or envoyExtAuthzHttp"),
+                .hint("CUSTOM needs a provider with envoyExtAuthzGrpc or envoyExtAuthzHttp")
+                .warning(),
             ),
             Some(_) => {}
         },
@@ -347,9 +354,8 @@ pub fn compile(
     }
     if spec.action == Action::Custom && spec.rules.is_empty() {
         cx.problems.push(
-            Problem::new(spec_loc.at("rules"), "CUSTOM policy with a provider but no rules never calls the provider")
-                .hint("add rules selecting the requests to send to the external authorizer, e.g. `rules: [{}]` for all")
-                .warning(),
+            Problem::new(spec_loc.at("rules"), "CUSTOM action without rules is meaningless: it never calls the provider")
+                .hint("add rules selecting the requests to send to the external authorizer, e.g. `rules: [{}]` for all (Istio rejects a CUSTOM policy without rules)"),
         );
     }
     if spec.action == Action::Deny && spec.rules.is_empty() {
@@ -385,6 +391,7 @@ pub fn compile(
                 .and_then(|p| mesh.provider(&p.name))
                 .is_some_and(|p| p.envoy_ext_authz_grpc.is_none()),
         rules,
+        fail_closed: None,
     }
 }
 
@@ -909,6 +916,11 @@ impl CompiledRule {
     /// Whether the rule matches. On TCP (`req.http` is None) with `deny_semantics` the
     /// HTTP-only fields are ignored; without it, a rule that uses any cannot match.
     pub fn check(&self, a: &Attrs, deny_semantics: bool, explain: bool) -> Result<(), Miss> {
+        if self.dropped {
+            return miss(explain, || {
+                "dropped: the rule is invalid, so it matches nothing (fail-closed)".into()
+            });
+        }
         let tcp = a.req.http.is_none();
         if tcp && self.http_only && !deny_semantics {
             return miss(explain, || {

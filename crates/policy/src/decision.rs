@@ -44,6 +44,9 @@ pub struct PolicyResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     pub reason: String,
+    /// The policy is invalid and enforced fail-closed: why, and what is done instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_closed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

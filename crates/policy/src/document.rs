@@ -3,12 +3,15 @@
 //! Handles multi-document files and `kind: List` (as `kubectl get -o yaml` prints). Kinds other
 //! than the three security CRDs are skipped with a notice so a whole manifests folder can be
 //! pointed at; unknown fields inside a security resource are problems naming the field path.
+//! A security resource that cannot be read, and a document that is not YAML at all, are kept as
+//! [`Broken`] so the set can fail closed for them (see [`crate::failclosed`]).
 
 use serde::Deserialize;
 
 use crate::crd::{
-    AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
+    Action, AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
+use crate::failclosed::{sketch, Sketch};
 use crate::problem::{Location, Notice, Problem};
 
 /// API versions accepted for the security kinds, as Istio serves them.
@@ -36,10 +39,20 @@ pub struct Resource {
     pub spec: Spec,
 }
 
+/// A security resource that could not be read (kind known, or in the `security.istio.io`
+/// group), or a document that is not YAML (`kind` empty): what little is known about it.
+#[derive(Debug)]
+pub struct Broken {
+    pub location: Location,
+    pub kind: String,
+    pub sketch: Sketch,
+}
+
 /// Everything found in a set of texts.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub resources: Vec<Resource>,
+    pub broken: Vec<Broken>,
     pub problems: Vec<Problem>,
     pub notices: Vec<Notice>,
 }
@@ -62,16 +75,38 @@ struct Object<S> {
 
 /// Parses one file's text; `file` is only used to label locations.
 pub fn parse_text(file: &str, text: &str, out: &mut Parsed) {
+    // Bounded before the YAML parser, whose cost is quadratic in bracket nesting: such text is
+    // unreadable, like text that is not YAML.
+    if let Err(message) = crate::shape::check(text) {
+        let location = Location::new(file, 1, "");
+        out.problems.push(
+            Problem::new(location.clone(), format!("not valid YAML: {message}"))
+                .hint("nothing in this file was read")
+                .unreadable(),
+        );
+        out.broken.push(Broken {
+            location,
+            kind: String::new(),
+            sketch: Sketch::default(),
+        });
+        return;
+    }
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
         let value = match serde_yaml::Value::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
+                let location = Location::new(file, doc, "");
                 out.problems.push(
-                    Problem::new(Location::new(file, doc, ""), format!("not valid YAML: {e}"))
+                    Problem::new(location.clone(), format!("not valid YAML: {e}"))
                         .hint("fix the YAML syntax; nothing after this point in the file was read")
                         .unreadable(),
                 );
+                out.broken.push(Broken {
+                    location,
+                    kind: String::new(),
+                    sketch: Sketch::default(),
+                });
                 return;
             }
         };
@@ -123,6 +158,22 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
         kind.as_str(),
         "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication"
     );
+    if !known && api.starts_with("security.istio.io/") {
+        // Misspelt kind of the security group: it was meant as a policy, maybe a DENY.
+        out.problems.push(
+            Problem::new(
+                loc.at("kind"),
+                format!("unknown security.istio.io kind {kind:?}"),
+            )
+            .hint("use AuthorizationPolicy, PeerAuthentication or RequestAuthentication"),
+        );
+        out.broken.push(Broken {
+            sketch: sketch(&value),
+            location: loc,
+            kind,
+        });
+        return;
+    }
     if !known {
         let what = if kind.is_empty() {
             "(no kind)".to_string()
@@ -143,8 +194,15 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
             )
             .hint("use security.istio.io/v1 or security.istio.io/v1beta1"),
         );
+        out.broken.push(Broken {
+            sketch: sketch(&value),
+            location: loc,
+            kind,
+        });
         return;
     }
+    crate::parity::empty_lists(&kind, &value, &loc, &mut out.problems);
+    let raw = value.clone();
     let result = match kind.as_str() {
         "AuthorizationPolicy" => {
             de::<AuthorizationPolicySpec>(&loc, value).map(|(m, s)| (m, Spec::Authorization(s)))
@@ -161,23 +219,14 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                     Problem::new(loc.at("metadata.name"), "metadata.name is required")
                         .hint("give every policy a name so decisions can report it"),
                 );
+                out.broken.push(Broken {
+                    sketch: sketch(&raw),
+                    location: loc,
+                    kind,
+                });
                 return;
             }
-            // Istio parses the annotation as a Go boolean; anything else is logged and ignored.
-            let dry_run = match meta.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str) {
-                None => false,
-                Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
-                Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
-                Some(other) => {
-                    out.notices.push(Notice {
-                        location: loc.at("metadata.annotations"),
-                        message: format!(
-                            "{DRY_RUN_ANNOTATION}: {other:?} is not a boolean; the policy is enforced (not dry-run), as Istio does"
-                        ),
-                    });
-                    false
-                }
-            };
+            let dry_run = dry_run(&meta, &spec, &loc, out);
             out.resources.push(Resource {
                 location: loc,
                 name: meta.name,
@@ -187,7 +236,61 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                 spec,
             })
         }
-        Err(p) => out.problems.push(p),
+        Err(p) => {
+            out.problems.push(p);
+            out.broken.push(Broken {
+                sketch: sketch(&raw),
+                location: loc,
+                kind,
+            });
+        }
+    }
+}
+
+/// The `istio.io/dry-run` annotation. Istio's webhook (`checkDryRunAnnotation` in
+/// pkg/config/validation/validation.go) accepts it only on ALLOW and DENY AuthorizationPolicies
+/// and only as a Go boolean; its builder (`isDryRun` in pilot/pkg/security/authz/builder/
+/// builder.go) enforces a policy whose value does not parse, so that is what we do too.
+fn dry_run(meta: &ObjectMeta, spec: &Spec, loc: &Location, out: &mut Parsed) -> bool {
+    let Some(v) = meta.annotations.get(DRY_RUN_ANNOTATION) else {
+        return false;
+    };
+    let at = loc.at("metadata.annotations");
+    let action = match spec {
+        Spec::Authorization(s) => s.action,
+        _ => {
+            out.problems.push(
+                Problem::new(
+                    at,
+                    format!("{DRY_RUN_ANNOTATION} is only supported on AuthorizationPolicy"),
+                )
+                .hint("remove the annotation"),
+            );
+            return false;
+        }
+    };
+    if matches!(action, Action::Custom | Action::Audit) {
+        out.problems.push(
+            Problem::new(
+                at.clone(),
+                format!(
+                    "{DRY_RUN_ANNOTATION} only supports action ALLOW or DENY, not {}",
+                    action.as_str()
+                ),
+            )
+            .hint("remove the annotation"),
+        );
+    }
+    match v.as_str() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+        other => {
+            out.problems.push(
+                Problem::new(at, format!("{DRY_RUN_ANNOTATION}: {other:?} is not a boolean; the policy is enforced (not dry-run), as Istio's builder does"))
+                    .hint("use \"true\" or \"false\""),
+            );
+            false
+        }
     }
 }
 

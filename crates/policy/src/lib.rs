@@ -8,8 +8,12 @@
 //! - [`normalize`]: request normalization (Istio's path normalization modes, the requests
 //!   refused before policy), shared by the proxy and `trustmesh authz check`.
 //! - [`PolicySet::load`]`(paths, &mesh) -> Result<(PolicySet, Vec<Notice>), LoadError>`,
-//!   [`PolicySet::from_yaml_str`], [`PolicySet::from_sources`]; [`validate`] collects every
-//!   problem instead of stopping at the first.
+//!   [`PolicySet::from_yaml_str`], [`PolicySet::from_sources`]; only unreadable input
+//!   (`LoadError::Read`) fails. Invalid resources are enforced fail-closed and listed by
+//!   [`PolicySet::invalid_resources`] (name, namespace, location, reasons, [`Outcome`]);
+//!   [`PolicySet::denies_everything`] says why when a document was not YAML at all.
+//!   [`validate`] collects every problem instead of stopping at the first, and the same
+//!   fail-closed list (`Report::invalid`).
 //! - [`PolicySet::mtls_mode`]`(&Workload, port) -> (MtlsMode, Option<String>)`.
 //! - [`PolicySet::jwt_rules`]`(&Workload) -> Vec<&JwtRule>`.
 //! - [`PolicySet::evaluate`]`(&Request) -> Decision`: mTLS mode + CUSTOM → DENY → ALLOW, with
@@ -116,17 +120,36 @@
 //! - Namespaces of resources without `metadata.namespace` default to `default`, as `kubectl
 //!   apply` would; the mesh config tolerates unknown fields (it holds much unrelated config),
 //!   security resources do not.
+//! - Validation follows Istio's webhook (`pkg/config/validation/validation.go`): it rejects
+//!   `from: []`, `to: []`, `portLevelMtls: {}`, `*` or an empty key in selector labels, more
+//!   than one of selector/targetRef/targetRefs, targetRefs to other kinds or namespaces,
+//!   CUSTOM without rules or with identity fields (principals, namespaces, request.auth.*),
+//!   JWT timeouts under 1ms, `istio.io/dry-run` other than a boolean on an ALLOW or DENY
+//!   AuthorizationPolicy. An unknown CUSTOM provider is only a warning, as in Istio.
+//! - One invalid resource never disables the rest ([`failclosed`] has the full rules, after
+//!   Istio's builder): an invalid ALLOW rule is dropped (all rules when the error is outside
+//!   them); an invalid DENY or CUSTOM policy denies every request it selects; a CUSTOM policy
+//!   whose provider is unknown denies what its rules match; AUDIT audits everything it
+//!   selects; an unreadable action counts as DENY; an invalid PeerAuthentication is STRICT; an
+//!   invalid JWT rule rejects every token of its issuer; an invalid selector widens the scope
+//!   to the namespace; a document that is not YAML denies every request (it could have held
+//!   any policy); a non-boolean dry-run value alone leaves the policy enforced as written.
+//!   Dry-run policies stay dry-run when they fail closed.
 
+mod authn;
 pub mod authz;
+mod build;
 pub mod crd;
 pub mod decision;
 pub mod document;
+pub mod failclosed;
 pub mod fields;
 mod index;
 pub mod load;
 pub mod matcher;
 pub mod mesh;
 pub mod normalize;
+mod parity;
 pub mod peer;
 pub mod problem;
 pub mod request;
@@ -135,14 +158,16 @@ mod set;
 pub mod shape;
 pub mod template;
 
+pub use build::validate;
 pub use crd::{Action, JwtRule, MtlsMode};
 pub use decision::{Decision, PolicyResult, Verdict};
+pub use failclosed::{InvalidResource, Outcome};
 pub use load::{ReadError, SourceText};
 pub use mesh::{ExtensionProvider, MeshConfig};
 pub use normalize::{Normalization, PathNormalization};
 pub use problem::{Location, Notice, Problem};
 pub use request::Request;
-pub use set::{validate, LoadError, PolicySet, Report, WorkloadPolicies};
+pub use set::{LoadError, PolicySet, Report, WorkloadPolicies};
 
 use std::collections::BTreeMap;
 

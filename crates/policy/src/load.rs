@@ -25,12 +25,10 @@ pub enum ReadError {
     Empty { path: String },
     #[error("{path}: {size} bytes; files over {max} bytes are not read (hint: split the resources into several files)", max = crate::shape::MAX_FILE_BYTES)]
     TooLarge { path: String, size: u64 },
-    #[error("{path}: {message}")]
-    Shape { path: String, message: String },
 }
 
-/// Reads one configuration file within the size bound and checks its nesting before anyone
-/// parses it (see [`crate::shape`]).
+/// Reads one configuration file within the size bound (see [`crate::shape`]); its nesting is
+/// checked where it is parsed.
 pub fn read_bounded(path: &Path) -> Result<String, ReadError> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
@@ -46,10 +44,6 @@ pub fn read_bounded(path: &Path) -> Result<String, ReadError> {
             size,
         });
     }
-    crate::shape::check(&text).map_err(|message| ReadError::Shape {
-        path: path.display().to_string(),
-        message,
-    })?;
     Ok(text)
 }
 

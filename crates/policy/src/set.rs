@@ -9,10 +9,11 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::authz::{self, Attrs, CompiledPolicy};
-use crate::crd::{Action, JwtRule, MtlsMode, RequestAuthenticationSpec};
+use crate::authn::RequestAuthn;
+use crate::authz::{Attrs, CompiledPolicy};
+use crate::crd::{Action, JwtRule, MtlsMode};
 use crate::decision::{Decision, PolicyResult, Verdict};
-use crate::document::{self, Parsed, Resource, Spec};
+use crate::failclosed::InvalidResource;
 use crate::index::WorkloadView;
 use crate::load::{self, ReadError, SourceText};
 use crate::mesh::MeshConfig;
@@ -21,42 +22,29 @@ use crate::problem::{Notice, Problem};
 use crate::request::Request;
 use crate::Workload;
 
-/// Why a policy set could not be built.
+/// Why a policy set could not be built: only input that cannot be read at all. Invalid
+/// resources do not stop a load; they are enforced fail-closed and listed by
+/// [`PolicySet::invalid_resources`].
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("{} problem(s) in the configuration:\n{}", .0.len(), list(.0))]
-    Invalid(Vec<Problem>),
 }
 
-fn list(ps: &[Problem]) -> String {
-    ps.iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[derive(Debug, Clone)]
-struct RequestAuthn {
-    namespace: String,
-    selector: Option<Vec<(String, String)>>,
-    targets_ref: bool,
-    rules: Vec<JwtRule>,
-}
-
-fn conflict_reason(providers: &[String]) -> String {
+pub(crate) fn conflict_reason(providers: &[String]) -> String {
     format!(
         "CUSTOM policies with different providers ({}) apply to this workload; Istio supports one per workload and denies every request",
         providers.join(", ")
     )
 }
 
-/// Result of [`validate`]: every problem and notice, and how many resources were read.
+/// Result of [`crate::validate`]: every problem and notice, and how many resources were read.
 #[derive(Debug, Default)]
 pub struct Report {
     pub problems: Vec<Problem>,
     pub notices: Vec<Notice>,
+    /// Resources with errors and what loading them does instead (fail-closed).
+    pub invalid: Vec<InvalidResource>,
     pub authorization_policies: usize,
     pub peer_authentications: usize,
     pub request_authentications: usize,
@@ -65,12 +53,15 @@ pub struct Report {
 /// Loaded and compiled policies. Cheap to share (`Sync`); per-workload views are cached.
 #[derive(Debug)]
 pub struct PolicySet {
-    mesh: MeshConfig,
-    authz: Vec<CompiledPolicy>,
-    authz_by_ns: HashMap<String, Vec<u32>>,
-    peer: Vec<PeerPolicy>,
-    request_authn: Vec<RequestAuthn>,
-    views: RwLock<ViewCache>,
+    pub(crate) mesh: MeshConfig,
+    pub(crate) authz: Vec<CompiledPolicy>,
+    pub(crate) authz_by_ns: HashMap<String, Vec<u32>>,
+    pub(crate) peer: Vec<PeerPolicy>,
+    pub(crate) request_authn: Vec<RequestAuthn>,
+    pub(crate) views: RwLock<ViewCache>,
+    pub(crate) invalid: Vec<InvalidResource>,
+    /// Set when a document could not be read at all: every request is denied, with this reason.
+    pub(crate) deny_everything: Option<String>,
 }
 
 /// The authorization policies applying to one workload (see [`PolicySet::workload_policies`]).
@@ -87,301 +78,14 @@ impl WorkloadPolicies {
 }
 
 /// Workload views by hash of (namespace, labels); collisions resolved by comparing.
-type ViewCache = HashMap<u64, Vec<(Workload, Arc<WorkloadView>)>>;
+pub(crate) type ViewCache = HashMap<u64, Vec<(Workload, Arc<WorkloadView>)>>;
 
 /// Bound on cached workload views; a proxy serves a handful of workloads, the CLI one.
 const VIEW_CACHE_LIMIT: usize = 4096;
 
-/// Parses, validates and compiles; returns the set even when problems were found.
-fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Report) {
-    let mut parsed = Parsed::default();
-    for s in sources {
-        document::parse_text(&s.file, &s.text, &mut parsed);
-    }
-    let mut report = Report {
-        problems: parsed.problems,
-        notices: parsed.notices,
-        ..Default::default()
-    };
-    let mut seen: HashMap<(&'static str, String, String), String> = HashMap::new();
-    let mut authz = Vec::new();
-    let mut peers = Vec::new();
-    let mut ras = Vec::new();
-    for r in &parsed.resources {
-        let kind = match r.spec {
-            Spec::Authorization(_) => "AuthorizationPolicy",
-            Spec::Peer(_) => "PeerAuthentication",
-            Spec::Request(_) => "RequestAuthentication",
-        };
-        if let Some(first) = seen.insert(
-            (kind, r.namespace.clone(), r.name.clone()),
-            r.location.to_string(),
-        ) {
-            report.problems.push(
-                Problem::new(
-                    r.location.at("metadata.name"),
-                    format!("duplicate {kind} {}/{}", r.namespace, r.name),
-                )
-                .hint(format!(
-                    "first defined at {first}; Kubernetes keeps only one object per name"
-                )),
-            );
-        }
-        match &r.spec {
-            Spec::Authorization(spec) => {
-                report.authorization_policies += 1;
-                authz.push(authz::compile(
-                    &r.name,
-                    &r.namespace,
-                    r.dry_run,
-                    spec,
-                    &r.location,
-                    mesh,
-                    &mut report.problems,
-                ));
-            }
-            Spec::Peer(spec) => {
-                report.peer_authentications += 1;
-                peers.push(compile_peer(r, spec, mesh, &mut report));
-            }
-            Spec::Request(spec) => {
-                report.request_authentications += 1;
-                ras.push(compile_request_authn(r, spec, &mut report.problems));
-            }
-        }
-    }
-    authz.sort_by(|a, b| a.name.cmp(&b.name));
-    check_custom_providers(&authz, mesh, &mut report.problems);
-    let mut authz_by_ns: HashMap<String, Vec<u32>> = HashMap::new();
-    for (i, p) in authz.iter().enumerate() {
-        authz_by_ns
-            .entry(p.namespace.clone())
-            .or_default()
-            .push(i as u32);
-    }
-    let set = PolicySet {
-        mesh: mesh.clone(),
-        authz,
-        authz_by_ns,
-        peer: peers,
-        request_authn: ras,
-        views: RwLock::new(HashMap::new()),
-    };
-    (set, report)
-}
-
-/// Istio's ext_authz integration supports one provider per workload ("Authorization Policy"
-/// reference, CUSTOM action): flag CUSTOM policies with different providers that can select the
-/// same workload (same namespace or the root namespace, and selectors that do not conflict).
-fn check_custom_providers(
-    authz: &[CompiledPolicy],
-    mesh: &MeshConfig,
-    problems: &mut Vec<Problem>,
-) {
-    let custom: Vec<&CompiledPolicy> = authz
-        .iter()
-        .filter(|p| p.action == Action::Custom && !p.targets_ref && p.provider.is_some())
-        .collect();
-    let compatible = |a: &Option<Vec<(String, String)>>, b: &Option<Vec<(String, String)>>| {
-        let (Some(a), Some(b)) = (a, b) else {
-            return true;
-        };
-        a.iter()
-            .all(|(k, v)| b.iter().all(|(k2, v2)| k != k2 || v == v2))
-    };
-    for (i, b) in custom.iter().enumerate() {
-        let clash = custom[..i].iter().find(|a| {
-            a.provider != b.provider
-                && (a.namespace == b.namespace
-                    || a.namespace == mesh.root_namespace
-                    || b.namespace == mesh.root_namespace)
-                && compatible(&a.selector, &b.selector)
-        });
-        if let Some(a) = clash {
-            problems.push(
-                Problem::new(
-                    b.location.at("spec.provider.name"),
-                    format!(
-                        "CUSTOM provider {:?} may apply to the same workloads as provider {:?} of {}",
-                        b.provider.as_deref().unwrap_or(""),
-                        a.provider.as_deref().unwrap_or(""),
-                        a.name
-                    ),
-                )
-                .hint("Istio supports one ext_authz provider per workload and denies every request to a workload with two; use one provider or make the selectors disjoint")
-                .warning(),
-            );
-        }
-    }
-}
-
-fn compile_peer(
-    r: &Resource,
-    spec: &crate::crd::PeerAuthenticationSpec,
-    mesh: &MeshConfig,
-    report: &mut Report,
-) -> PeerPolicy {
-    let loc = r.location.at("spec");
-    let has_selector = spec
-        .selector
-        .as_ref()
-        .is_some_and(|s| !s.match_labels.is_empty());
-    if !spec.port_level_mtls.is_empty() && !has_selector {
-        report.problems.push(
-            Problem::new(loc.at("portLevelMtls"), "portLevelMtls requires a workload selector")
-                .hint("add selector.matchLabels for the workload whose ports these are; Istio rejects port-level settings in namespace- or mesh-wide policies"),
-        );
-    }
-    for port in spec.port_level_mtls.keys() {
-        if *port == 0 || *port > 65535 {
-            report.problems.push(
-                Problem::new(
-                    loc.at(format!("portLevelMtls.{port}")),
-                    format!("{port} is not a valid port"),
-                )
-                .hint("use the workload's container port, 1-65535"),
-            );
-        }
-    }
-    if has_selector && r.namespace == mesh.root_namespace {
-        report.notices.push(Notice {
-            location: loc.at("selector"),
-            message: format!(
-                "PeerAuthentication {}/{} has a selector in the root namespace; Istio applies it to no workload",
-                r.namespace, r.name
-            ),
-        });
-    }
-    PeerPolicy {
-        name: format!("{}/{}", r.namespace, r.name),
-        namespace: r.namespace.clone(),
-        selector: spec.selector.as_ref().map(|s| {
-            s.match_labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        }),
-        mode: spec.mtls.as_ref().map(|m| m.mode).unwrap_or_default(),
-        port_modes: spec
-            .port_level_mtls
-            .iter()
-            .map(|(p, m)| (*p, m.mode))
-            .collect(),
-        created: r.creation_timestamp.clone(),
-    }
-}
-
-fn compile_request_authn(
-    r: &Resource,
-    spec: &RequestAuthenticationSpec,
-    problems: &mut Vec<Problem>,
-) -> RequestAuthn {
-    let loc = r.location.at("spec");
-    for (i, rule) in spec.jwt_rules.iter().enumerate() {
-        let l = loc.at(format!("jwtRules[{i}]"));
-        if rule.issuer.is_empty() && rule.jwks_uri.as_deref().unwrap_or("").is_empty() {
-            problems.push(
-                Problem::new(l.at("issuer"), "issuer or jwksUri must be set").hint(
-                    "set issuer to the token's `iss` claim, e.g. https://accounts.example.com",
-                ),
-            );
-        }
-        // istio/api: spaceDelimitedClaims items have MinLength=1, the list MaxItems=64.
-        if rule.space_delimited_claims.len() > 64 {
-            problems.push(
-                Problem::new(
-                    l.at("spaceDelimitedClaims"),
-                    format!(
-                        "{} claims; Istio allows at most 64",
-                        rule.space_delimited_claims.len()
-                    ),
-                )
-                .hint("list only the claims policies match word by word"),
-            );
-        }
-        for (field, vs) in [
-            ("audiences", &rule.audiences),
-            ("fromParams", &rule.from_params),
-            ("fromCookies", &rule.from_cookies),
-            ("spaceDelimitedClaims", &rule.space_delimited_claims),
-        ] {
-            for (j, v) in vs.iter().enumerate() {
-                if v.is_empty() {
-                    problems.push(
-                        Problem::new(l.at(format!("{field}[{j}]")), "empty string")
-                            .hint("remove the empty entry"),
-                    );
-                }
-            }
-        }
-        if let Some(t) = &rule.timeout {
-            if crate::matcher::parse_duration(t).is_none() {
-                problems.push(
-                    Problem::new(l.at("timeout"), format!("{t:?} is not a duration"))
-                        .hint("use a duration such as 5s, 500ms or 1m"),
-                );
-            }
-        }
-        if let Some(u) = &rule.jwks_uri {
-            if !(u.starts_with("https://") || u.starts_with("http://")) {
-                problems.push(
-                    Problem::new(l.at("jwksUri"), format!("{u:?} is not an http(s) URL"))
-                        .hint("jwksUri must be an https:// URL serving the JWKS"),
-                );
-            }
-        }
-        if let Some(j) = &rule.jwks {
-            if serde_json::from_str::<serde_json::Value>(j).is_err() {
-                problems.push(
-                    Problem::new(l.at("jwks"), "jwks is not a JSON document").hint(
-                        "jwks holds the JWKS inline as a JSON string, e.g. '{\"keys\":[...]}'",
-                    ),
-                );
-            }
-        }
-        for (j, h) in rule.from_headers.iter().enumerate() {
-            if h.name.is_empty() {
-                problems.push(
-                    Problem::new(
-                        l.at(format!("fromHeaders[{j}].name")),
-                        "header name is empty",
-                    )
-                    .hint("e.g. name: Authorization, prefix: \"Bearer \""),
-                );
-            }
-        }
-        for (j, h) in rule.output_claim_to_headers.iter().enumerate() {
-            if h.header.is_empty() || h.claim.is_empty() {
-                problems.push(
-                    Problem::new(
-                        l.at(format!("outputClaimToHeaders[{j}]")),
-                        "header and claim must both be set",
-                    )
-                    .hint("e.g. header: x-jwt-sub, claim: sub"),
-                );
-            }
-        }
-    }
-    RequestAuthn {
-        namespace: r.namespace.clone(),
-        selector: spec.selector.as_ref().map(|s| {
-            s.match_labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        }),
-        targets_ref: spec.target_ref.is_some() || !spec.target_refs.is_empty(),
-        rules: spec.jwt_rules.clone(),
-    }
-}
-
-/// Parses, validates and compiles everything, collecting every problem and notice.
-pub fn validate(sources: &[SourceText], mesh: &MeshConfig) -> Report {
-    build(sources, mesh).1
-}
-
 impl PolicySet {
-    /// Reads files/directories and builds the set; any problem makes it an error.
+    /// Reads files/directories and builds the set. Only unreadable input is an error; invalid
+    /// resources are enforced fail-closed (see [`PolicySet::invalid_resources`]).
     pub fn load(
         paths: &[PathBuf],
         mesh: &MeshConfig,
@@ -394,13 +98,24 @@ impl PolicySet {
         sources: &[SourceText],
         mesh: &MeshConfig,
     ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
-        let (set, report) = build(sources, mesh);
+        let (set, report) = crate::build::build(sources, mesh);
         let (warnings, errors): (Vec<Problem>, Vec<Problem>) =
             report.problems.into_iter().partition(|p| p.warning);
-        if !errors.is_empty() {
-            return Err(LoadError::Invalid(errors));
-        }
         let mut notices = report.notices;
+        // Errors outside any security resource (a document that is not an object, a List
+        // without items) change nothing that is enforced; they are passed on as notices.
+        let inside = |p: &Problem| {
+            set.invalid.iter().any(|i| {
+                !crate::failclosed::errors_within(std::slice::from_ref(p), &i.location).is_empty()
+            })
+        };
+        notices.extend(errors.into_iter().filter(|p| !inside(p)).map(|e| Notice {
+            location: e.location,
+            message: match e.hint {
+                Some(h) => format!("error: {} (hint: {h})", e.message),
+                None => format!("error: {}", e.message),
+            },
+        }));
         notices.extend(warnings.into_iter().map(|w| Notice {
             location: w.location,
             message: match w.hint {
@@ -432,6 +147,16 @@ impl PolicySet {
 
     pub fn authorization_policy_count(&self) -> usize {
         self.authz.len()
+    }
+
+    /// Resources with errors, each enforced fail-closed as its entry says.
+    pub fn invalid_resources(&self) -> &[InvalidResource] {
+        &self.invalid
+    }
+
+    /// Why every request is denied, when a document could not be read at all.
+    pub fn denies_everything(&self) -> Option<&str> {
+        self.deny_everything.as_deref()
     }
 
     /// Effective mTLS mode for `port` of `w` and the PeerAuthentication (`ns/name`) that set it.
@@ -516,10 +241,19 @@ impl PolicySet {
             .collect();
         let by = |p: &Option<String>| {
             p.as_ref().map_or("the default".to_string(), |n| {
-                format!("PeerAuthentication {n}")
+                let invalid = self.invalid.iter().any(|i| {
+                    i.kind == "PeerAuthentication" && format!("{}/{}", i.namespace, i.name) == *n
+                });
+                if invalid {
+                    format!("PeerAuthentication {n}, which is invalid and enforced as STRICT (fail-closed)")
+                } else {
+                    format!("PeerAuthentication {n}")
+                }
             })
         };
-        let (decision, mut reason) = if plaintext && mode == MtlsMode::Strict {
+        let (decision, mut reason) = if let Some(why) = &self.deny_everything {
+            (Verdict::Deny, why.clone())
+        } else if plaintext && mode == MtlsMode::Strict {
             (
                 Verdict::Deny,
                 format!(
@@ -566,10 +300,15 @@ impl PolicySet {
             }
         }
         if let Some(d) = enforced(Action::Deny).find(|r| r.matched) {
+            let why = d
+                .fail_closed
+                .as_ref()
+                .map(|f| format!("; the policy is {f}"))
+                .unwrap_or_default();
             return (
                 Verdict::Deny,
                 format!(
-                    "denied by DENY policy {} (rule {})",
+                    "denied by DENY policy {} (rule {}){why}",
                     d.name,
                     d.rule.unwrap_or(0)
                 ),
@@ -593,17 +332,28 @@ impl PolicySet {
                     a.rule.unwrap_or(0)
                 ),
             ),
-            None => (
-                Verdict::Deny,
-                format!(
-                    "ALLOW policies apply to this workload ({}) but none matched the request",
-                    allows
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
+            None => {
+                let failed: Vec<String> = allows
+                    .iter()
+                    .filter_map(|r| r.fail_closed.as_ref().map(|f| format!("{} is {f}", r.name)))
+                    .collect();
+                let why = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", failed.join("; "))
+                };
+                (
+                    Verdict::Deny,
+                    format!(
+                        "ALLOW policies apply to this workload ({}) but none matched the request{why}",
+                        allows
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            }
         }
     }
 
@@ -657,6 +407,7 @@ impl PolicySet {
             dry_run: p.dry_run,
             provider: p.provider.clone(),
             reason,
+            fail_closed: p.fail_closed.clone(),
         }
     }
 
@@ -706,7 +457,9 @@ impl PolicySet {
         if let Some(rr) = view.audit.first_match(&self.authz, &a) {
             policies.push(self.hit(rr, "AUDIT policy matched"));
         }
-        let (decision, reason) = if let Some(c) = &view.custom_conflict {
+        let (decision, reason) = if let Some(why) = &self.deny_everything {
+            (Verdict::Deny, why.clone())
+        } else if let Some(c) = &view.custom_conflict {
             (Verdict::Deny, conflict_reason(c))
         } else if let Some(rr) = with_custom
             .then(|| custom.first_match(&self.authz, &a))
@@ -723,9 +476,15 @@ impl PolicySet {
             )
         } else if let Some(rr) = view.deny.first_match(&self.authz, &a) {
             policies.push(self.hit(rr, "DENY policy matched"));
+            let p = &self.authz[rr.0 as usize];
+            let why = p
+                .fail_closed
+                .as_ref()
+                .map(|f| format!("; the policy is {f}"))
+                .unwrap_or_default();
             (
                 Verdict::Deny,
-                format!("denied by DENY policy {}", self.authz[rr.0 as usize].name),
+                format!("denied by DENY policy {}{why}", p.name),
             )
         } else if !view.has_allow {
             (Verdict::Allow, "no ALLOW policy applies".to_string())
@@ -757,6 +516,7 @@ impl PolicySet {
             dry_run: false,
             provider: p.provider.clone(),
             reason: reason.to_string(),
+            fail_closed: p.fail_closed.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use trustmesh_policy::load::{read_mesh, read_paths, ReadError};
+use trustmesh_policy::{validate, MeshConfig, PolicySet};
 
 #[test]
 fn nested_brackets_are_refused_quickly() {
@@ -23,18 +24,23 @@ fn nested_brackets_are_refused_quickly() {
     .unwrap();
     for path in [&yaml, &json] {
         let started = Instant::now();
-        let e = read_paths(std::slice::from_ref(path)).unwrap_err();
+        let sources = read_paths(std::slice::from_ref(path)).unwrap();
+        let report = validate(&sources, &MeshConfig::default());
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
             started.elapsed()
         );
-        assert!(matches!(e, ReadError::Shape { .. }), "{e}");
-        assert!(e.to_string().contains("nest deeper than 64"), "{e}");
+        let p = &report.problems[0];
+        assert!(p.unreadable, "{p}");
+        assert!(p.message.contains("nest deeper than 64"), "{p}");
+        // Loaded by a proxy, such a file makes the set deny everything (fail closed).
+        let (set, _) = PolicySet::from_sources(&sources, &MeshConfig::default()).unwrap();
+        assert!(set.denies_everything().is_some());
     }
     // The mesh config goes through the same gate.
-    let e = read_mesh(&yaml).unwrap_err();
-    assert!(matches!(e, ReadError::Shape { .. }), "{e}");
+    let p = read_mesh(&yaml).unwrap().unwrap_err();
+    assert!(p.message.contains("nest deeper than 64"), "{p}");
 }
 
 #[test]

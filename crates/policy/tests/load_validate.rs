@@ -139,7 +139,7 @@ fn validation_problems_table() {
         (ap("{action: CUSTOM, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "requires a provider"),
         (ap("{action: CUSTOM, provider: {name: nope}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "unknown extension provider"),
         (ap("{action: CUSTOM, provider: {name: zipkin}, rules: [{}]}"), "p.yaml:1:spec.provider.name".into(), "not an ext_authz"),
-        (ap("{action: CUSTOM, provider: {name: opa}}"), "p.yaml:1:spec.rules".into(), "no rules"),
+        (ap("{action: CUSTOM, provider: {name: opa}}"), "p.yaml:1:spec.rules".into(), "without rules"),
         (ap("{action: DENY, provider: {name: opa}, rules: [{}]}"), "p.yaml:1:spec.provider".into(), "only used with action CUSTOM"),
         (ap("{rules: [{to: [{operation: {ports: ['3306'], methods: [GET]}}]}]}"), format!("{r}.to[0].operation.ports"), "TCP"),
         (ap("{rules: [{from: [{source: {principals: [spiffe://cluster.local/ns/a/sa/b]}}]}]}"), format!("{r}.from[0].source.principals[0]"), "spiffe://"),
@@ -210,7 +210,7 @@ fn validation_problems_table() {
         "{rules: [{from: [{source: {principals: [spiffe://cluster.local/ns/a/sa/b]}}]}]}",
         "{rules: [{to: [{operation: {methods: [get]}}]}]}",
         "{action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}",
-        "{action: CUSTOM, provider: {name: opa}}",
+        "{action: CUSTOM, provider: {name: nope}, rules: [{}]}",
     ] {
         let r = validate(&[src("p.yaml", &ap(spec))], &mesh);
         assert!(
@@ -224,8 +224,9 @@ fn validation_problems_table() {
             "{spec}"
         );
     }
-    // Errors are fatal to loading.
-    assert!(PolicySet::from_sources(&[src("p.yaml", &ap("{action: DENY}"))], &mesh).is_err());
+    // Errors are not fatal to loading: the resource is enforced fail-closed (see fail_closed.rs).
+    let (set, _) = PolicySet::from_sources(&[src("p.yaml", &ap("{action: DENY}"))], &mesh).unwrap();
+    assert_eq!(set.invalid_resources().len(), 1);
     // A clean file has no problems.
     assert!(problems(
         &ap("{rules: [{to: [{operation: {methods: [GET], paths: ['/a/{*}/b/{**}']}}]}]}"),
@@ -234,10 +235,11 @@ fn validation_problems_table() {
     .is_empty());
 }
 
-/// Dry-run annotation values follow Go's boolean parsing, as Istio reads them.
+/// Dry-run annotation values follow Go's boolean parsing, as Istio reads them
+/// (pkg/config/validation/validation.go checkDryRunAnnotation, strconv.ParseBool).
 #[test]
 fn dry_run_annotation_values() {
-    for (v, dry, notice) in [
+    for (v, dry, invalid_value) in [
         ("true", true, false),
         ("1", true, false),
         ("T", true, false),
@@ -245,9 +247,19 @@ fn dry_run_annotation_values() {
         ("yes", false, true),
     ] {
         let y = format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: prod, annotations: {{istio.io/dry-run: '{v}'}}}}\nspec: {{action: DENY, rules: [{{}}]}}\n");
-        let (set, notices) =
+        let (set, _) =
             PolicySet::from_sources(&[src("p.yaml", &y)], &MeshConfig::default()).unwrap();
-        assert_eq!(notices.len(), usize::from(notice), "{v}: {notices:?}");
+        // Istio's webhook rejects a non-boolean value (checkDryRunAnnotation); loaded anyway,
+        // the policy is enforced as written, as Istio's builder does.
+        let invalid = set.invalid_resources();
+        assert_eq!(
+            invalid.len(),
+            usize::from(invalid_value),
+            "{v}: {invalid:?}"
+        );
+        if invalid_value {
+            assert_eq!(invalid[0].outcome.label(), "enforced_as_written");
+        }
         let req: trustmesh_policy::Request = serde_json::from_value(
             serde_json::json!({"destination": {"namespace": "prod", "port": 80}}),
         )
@@ -331,11 +343,10 @@ fn load_directory_and_read_errors() {
     let empty = tempfile::tempdir().unwrap();
     assert!(load::read_paths(&[empty.path().to_path_buf()]).is_err());
     std::fs::write(dir.path().join("sub/c.yaml"), "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c, namespace: prod}\nspec: {rules: [{from: [{source: {ipBlocks: [bad]}}]}]}\n").unwrap();
-    match PolicySet::load(&[dir.path().to_path_buf()], &MeshConfig::default()) {
-        Err(trustmesh_policy::LoadError::Invalid(ps)) => {
-            assert_eq!(ps.len(), 1);
-            assert!(ps[0].location.file.ends_with("sub/c.yaml"));
-        }
-        other => panic!("expected Invalid, got {other:?}"),
-    }
+    // An invalid policy no longer stops the load: it is listed with its file.
+    let (set, _) = PolicySet::load(&[dir.path().to_path_buf()], &MeshConfig::default()).unwrap();
+    let inv = set.invalid_resources();
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    assert!(inv[0].location.file.ends_with("sub/c.yaml"));
+    assert_eq!(set.authorization_policy_count(), 3);
 }

@@ -5,9 +5,19 @@
 //! takes effect on reload like any other policy.
 
 use http::{HeaderMap, Uri};
-use trustmesh_policy::{PolicySet, Workload};
+use trustmesh_policy::{failclosed, PolicySet, Workload};
 
-use crate::jwt::{AuthInfo, JwtAuthenticator, JwtError, JwtOptions, JwtRule};
+use crate::jwt::{AuthInfo, JwtAuthenticator, JwtConfigError, JwtError, JwtOptions, JwtRule};
+
+fn config_error_index(e: &JwtConfigError) -> usize {
+    match e {
+        JwtConfigError::MissingIssuer { index }
+        | JwtConfigError::InvalidJwks { index, .. }
+        | JwtConfigError::InvalidJwksUri { index, .. }
+        | JwtConfigError::InvalidHeaderName { index, .. }
+        | JwtConfigError::InvalidTimeout { index, .. } => *index,
+    }
+}
 
 pub struct Jwt {
     auth: Option<JwtAuthenticator>,
@@ -16,7 +26,7 @@ pub struct Jwt {
 impl Jwt {
     /// `None` rules → every request passes unauthenticated (no RequestAuthentication applies).
     pub fn new(set: &PolicySet, workload: &Workload) -> anyhow::Result<Jwt> {
-        let mut rules = Vec::new();
+        let mut rules: Vec<JwtRule> = Vec::new();
         for (i, r) in set.jwt_rules(workload).into_iter().enumerate() {
             // Both types mirror Istio's JWTRule field for field; go through its JSON form.
             let v = serde_json::to_value(r)?;
@@ -27,9 +37,29 @@ impl Jwt {
         if rules.is_empty() {
             return Ok(Jwt { auth: None });
         }
-        let auth = JwtAuthenticator::new(rules, JwtOptions::default())
-            .map_err(|e| anyhow::anyhow!("RequestAuthentication: {e}"))?;
-        Ok(Jwt { auth: Some(auth) })
+        // A rule the policy crate accepted but the authenticator cannot use (e.g. a JWKS with no
+        // key it supports) rejects every token of its issuer instead of failing the whole load,
+        // as Istio does when it cannot use a JWKS (pilot/pkg/model/jwks_resolver.go).
+        loop {
+            match JwtAuthenticator::new(rules.clone(), JwtOptions::default()) {
+                Ok(auth) => return Ok(Jwt { auth: Some(auth) }),
+                Err(e) => {
+                    let i = config_error_index(&e);
+                    let old = &rules[i];
+                    if old.jwks.as_deref() == Some(failclosed::REJECT_ALL_JWKS) {
+                        return Err(anyhow::anyhow!("RequestAuthentication: {e}"));
+                    }
+                    let issuer = if old.issuer.trim().is_empty() {
+                        failclosed::placeholder_issuer(&workload.namespace, "unusable-rule")
+                    } else {
+                        old.issuer.clone()
+                    };
+                    tracing::error!(%issuer, error = %e, "RequestAuthentication rule unusable: every token of this issuer is rejected (fail-closed)");
+                    let v = serde_json::to_value(failclosed::rejecting_rule(issuer))?;
+                    rules[i] = serde_json::from_value(v)?;
+                }
+            }
+        }
     }
 
     pub fn is_active(&self) -> bool {

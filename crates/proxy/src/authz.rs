@@ -4,6 +4,11 @@
 //!
 //! The policy crate owns Istio semantics; this module only translates sockets, TLS identities and
 //! HTTP requests into its `Request` shape and its verdicts into something the listeners act on.
+//!
+//! An invalid policy resource does not stop a load: the policy crate enforces it fail-closed
+//! (`trustmesh_policy::failclosed`) and the rest applies. Each one is logged here when a set is
+//! loaded — at error when it now denies traffic, at warn otherwise — and shown on /config_dump
+//! and in the `trustmesh_policy_invalid_resources` metric.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +28,20 @@ use crate::inbound::ConnCtx;
 fn documents(sources: &[SourceText]) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for src in sources {
+        // Never hand the YAML parser text the policy loader refused as too deeply nested.
+        if let Err(e) = trustmesh_policy::shape::check(&src.text) {
+            out.push(serde_json::json!({ "file": src.file, "unreadable": e }));
+            continue;
+        }
         for doc in serde_yaml::Deserializer::from_str(&src.text) {
-            let Ok(v) = serde_yaml::Value::deserialize(doc) else {
-                continue;
+            // After a syntax error the rest of the file cannot be read (the deserializer would
+            // keep yielding the error): note it and go on with the next file.
+            let v = match serde_yaml::Value::deserialize(doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.push(serde_json::json!({ "file": src.file, "unreadable": e.to_string() }));
+                    break;
+                }
             };
             if v.is_null() {
                 continue;
@@ -110,6 +126,7 @@ impl Policies {
         for n in notices {
             tracing::warn!("policy notice: {n}");
         }
+        log_invalid(&set);
         let jwt = crate::authn::Jwt::new(&set, &workload)?;
         let applicable = set.workload_policies(&workload);
         Ok(Policies {
@@ -256,6 +273,20 @@ impl Policies {
         }
     }
 
+    /// Invalid resources by (kind, outcome label), for the metric.
+    pub fn invalid_counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        let mut m = BTreeMap::new();
+        for i in self.set.invalid_resources() {
+            let kind = if i.kind.is_empty() {
+                "(unreadable)".to_string()
+            } else {
+                i.kind.clone()
+            };
+            *m.entry((kind, i.outcome.label())).or_default() += 1;
+        }
+        m
+    }
+
     pub fn dump(&self, ports: &[u16]) -> serde_json::Value {
         let modes: BTreeMap<String, serde_json::Value> = ports
             .iter()
@@ -274,6 +305,29 @@ impl Policies {
             "documents": self.documents,
             "mtlsByPort": modes,
             "jwtIssuers": self.set.jwt_rules(&self.workload).iter().map(|r| r.issuer.clone()).collect::<Vec<_>>(),
+            "invalidResources": self.set.invalid_resources(),
+            "deniesEverything": self.set.denies_everything(),
         })
+    }
+}
+
+/// One line per invalid resource: error when it now denies (or requires mTLS, or rejects
+/// tokens), warn when it only allows or audits less.
+fn log_invalid(set: &PolicySet) {
+    use trustmesh_policy::Outcome;
+    for i in set.invalid_resources() {
+        let resource = i.title();
+        let reasons = i.reasons.join("; ");
+        match i.outcome {
+            Outcome::DroppedRules(_)
+            | Outcome::AllowsNothing
+            | Outcome::AuditsAll
+            | Outcome::EnforcedAsWritten => {
+                tracing::warn!(%resource, location = %i.location, action = %i.action, %reasons, "invalid policy enforced fail-closed");
+            }
+            _ => {
+                tracing::error!(%resource, location = %i.location, action = %i.action, %reasons, "invalid policy enforced fail-closed");
+            }
+        }
     }
 }

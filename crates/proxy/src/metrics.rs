@@ -56,6 +56,8 @@ pub struct Metrics {
     /// decision → policy → count. Nested so the per-request update looks keys up by `&str` and
     /// allocates only the first time a (decision, policy) pair is seen.
     decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// (kind, fail-closed outcome) → invalid policy resources in the snapshot in force.
+    invalid_policies: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -85,6 +87,14 @@ impl Metrics {
                 by_policy.insert(policy.to_string(), 1);
             }
         }
+    }
+
+    /// Replaces the invalid-policy gauge with the counts of the snapshot just installed.
+    pub fn set_invalid_policies(&self, counts: BTreeMap<(String, &'static str), u64>) {
+        *self
+            .invalid_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = counts;
     }
 
     pub fn render(&self, now_unix: i64) -> String {
@@ -147,7 +157,7 @@ impl Metrics {
         counter(
             &mut out,
             "trustmesh_config_reload_failures_total",
-            "Configuration changes refused as invalid (last good config kept).",
+            "Configuration changes refused as invalid (last good config kept); invalid policy resources do not refuse a reload.",
             ld(&self.reloads_failed),
         );
         counter(
@@ -187,6 +197,23 @@ impl Metrics {
             "# HELP trustmesh_authz_decisions_total Authorization decisions by decision and deciding policy.\n\
              # TYPE trustmesh_authz_decisions_total counter"
         );
+        let _ = writeln!(
+            out,
+            "# HELP trustmesh_policy_invalid_resources Invalid policy resources in force, enforced fail-closed, by kind and outcome.\n\
+             # TYPE trustmesh_policy_invalid_resources gauge"
+        );
+        for ((kind, outcome), v) in self
+            .invalid_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "trustmesh_policy_invalid_resources{{kind=\"{}\",outcome=\"{outcome}\"}} {v}",
+                escape(kind)
+            );
+        }
         let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         for (d, p, v) in decisions
             .iter()
@@ -222,7 +249,14 @@ mod tests {
         m.decision("deny", "foo.deny-\"x\"");
         m.reject(RejectReason::TlsHandshake);
         m.cert_expiry_unix.store(1_000, Ordering::Relaxed);
+        m.set_invalid_policies(BTreeMap::from([(
+            ("AuthorizationPolicy".to_string(), "denies_all"),
+            2,
+        )]));
         let t = m.render(400);
+        assert!(t.contains(
+            "trustmesh_policy_invalid_resources{kind=\"AuthorizationPolicy\",outcome=\"denies_all\"} 2"
+        ), "{t}");
         assert!(t.contains("trustmesh_http_requests_total 3"), "{t}");
         assert!(t.contains(
             "trustmesh_authz_decisions_total{decision=\"deny\",policy=\"foo.deny-\\\"x\\\"\"} 2"

@@ -1,6 +1,11 @@
 //! Hot reload by polling: every `reloadPollMs` the watched files are fingerprinted (path, size,
 //! content hash); any change rebuilds a full snapshot and swaps it in.
 //!
+//! A reload applies even when some policy resources are invalid (they are enforced fail-closed
+//! and named in the log, /config_dump and the metrics); it is refused, keeping the last good
+//! snapshot, only when something cannot be read at all — including a policy file that is not
+//! YAML.
+//!
 //! Polling rather than inotify because the files this watches are routinely replaced through
 //! symlink swaps (Kubernetes Secret/ConfigMap volumes) and renames (atomic writes), which event
 //! APIs report inconsistently; hashing a handful of small files once a second is cheap and
@@ -54,7 +59,16 @@ pub fn try_reload(
             config_file.display()
         );
     }
-    crate::snapshot::build(cfg, generation)
+    let snap = crate::snapshot::build(cfg, generation)?;
+    // A policy document that is not YAML could hold any policy. At startup the set then denies
+    // every request (there is nothing better to enforce); on reload the last good snapshot
+    // still has that file's previous, readable contents, which is strictly more precise, so
+    // the reload is refused. Invalid but readable resources do not refuse a reload: they are
+    // enforced fail-closed and the rest applies.
+    if let Some(why) = snap.policies.set.denies_everything() {
+        anyhow::bail!("policies: {why}");
+    }
+    Ok(snap)
 }
 
 /// Runs forever, applying changes. Failures keep the last good snapshot and are logged once per

@@ -1,10 +1,11 @@
 //! Building a [`Snapshot`]: everything the data plane needs, loaded and cross-checked from the
 //! files the configuration names.
 //!
-//! A snapshot is all-or-nothing. Any file that is missing, unparsable or inconsistent (a key that
-//! does not match its certificate, a certificate our own trust config would reject, a policy that
-//! fails validation) fails the whole build with an error naming the file, and the previous
-//! snapshot keeps serving.
+//! A snapshot is all-or-nothing for what the proxy itself needs. Any file that is missing,
+//! unparsable or inconsistent (a key that does not match its certificate, a certificate our own
+//! trust config would reject, a missing policy directory) fails the whole build with an error
+//! naming the file, and the previous snapshot keeps serving. Invalid policy *resources* do not:
+//! the policy crate enforces each fail-closed and the rest applies (see `authz`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -43,6 +43,7 @@ impl Shared {
         metrics
             .cert_expiry_unix
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
+        metrics.set_invalid_policies(snapshot.policies.invalid_counts());
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -93,6 +94,8 @@ impl Shared {
         self.metrics
             .cert_expiry_unix
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .set_invalid_policies(snapshot.policies.invalid_counts());
         self.snapshot.store(Arc::new(snapshot));
     }
 }

@@ -134,16 +134,29 @@ fn bad_peer_identity_names_the_field() {
     assert!(err.contains("outbound[0].peerIdentity"), "{err}");
 }
 
+/// An invalid policy no longer refuses the snapshot: it is enforced fail-closed (an unreadable
+/// action could be DENY, so it denies what it selects; pilot/pkg/security/authz/builder/
+/// builder.go is the model) and named with its file on /config_dump.
 #[test]
-fn invalid_policy_names_the_file() {
+fn invalid_policy_is_enforced_fail_closed_and_named() {
     let tmp = setup();
     std::fs::write(
         tmp.path().join("policies/bad.yaml"),
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: x, namespace: foo }\nspec:\n  action: MAYBE\n",
     )
     .unwrap();
-    let err = build(tmp.path(), BASE).unwrap_err();
-    assert!(err.contains("bad.yaml"), "{err}");
+    let snap = build(tmp.path(), BASE).unwrap();
+    let dump = snap.policies.dump(&[8080]);
+    let inv = &dump["invalidResources"][0];
+    assert_eq!(inv["name"], "x");
+    assert_eq!(inv["outcome"], "denies_all");
+    assert!(
+        inv["location"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("bad.yaml"),
+        "{inv}"
+    );
 }
 
 #[test]
@@ -191,4 +204,68 @@ fn watched_files_cover_config_certs_bundles_and_policies() {
     let before = trustmesh_proxy::reload::fingerprint(&files);
     std::fs::write(tmp.path().join("policies/team/a.yaml"), "# changed\n").unwrap();
     assert_ne!(before, trustmesh_proxy::reload::fingerprint(&files));
+}
+
+/// A RequestAuthentication rule that cannot be used rejects every token of its issuer instead
+/// of refusing the snapshot, as Istio falls back to a key nobody can sign for when a JWKS cannot
+/// be used (pilot/pkg/model/jwks_resolver.go); one whose rules cannot be read at all makes
+/// every token unknown (pkg/config/validation/validation.go would have rejected it).
+#[test]
+fn unusable_jwt_rules_reject_tokens() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let token = |iss: &str| {
+        format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"EdDSA","kid":"trustmesh-fail-closed"}"#),
+            b64(&format!(r#"{{"iss":"{iss}","sub":"x","exp":4102444800}}"#)),
+            b64("not a signature")
+        )
+    };
+    let check = |snap: &snapshot::Snapshot, iss: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", token(iss)).parse().unwrap(),
+        );
+        snap.policies.authenticate(&h, &"/".parse().unwrap())
+    };
+    for (spec, iss) in [
+        // The policy crate accepts this JSON; the authenticator finds no usable key in it.
+        (
+            r#"{jwtRules: [{issuer: "https://i", jwks: '{"keys":[]}'}]}"#,
+            "https://i",
+        ),
+        // Unreadable rules: a placeholder issuer, so every token is of an unknown issuer.
+        ("{jwtRules: [{issuer: 3, bogus: 1}]}", "https://anyone"),
+    ] {
+        let tmp = setup();
+        std::fs::write(
+            tmp.path().join("policies/ra.yaml"),
+            format!("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{ name: ra, namespace: foo }}\nspec: {spec}\n"),
+        )
+        .unwrap();
+        let snap = build(tmp.path(), BASE).unwrap();
+        assert!(check(&snap, iss).is_err(), "{spec}: token accepted");
+        // No token: still passes unauthenticated.
+        let none = snap
+            .policies
+            .authenticate(&http::HeaderMap::new(), &"/".parse().unwrap());
+        assert!(matches!(none, Ok(None)), "{spec}");
+    }
+}
+
+/// A policy file that is not YAML could hold any policy: at startup the snapshot still builds
+/// (so the admin endpoints can show why) and its policies deny every request; a reload with it
+/// is refused instead (see `reload::try_reload`), keeping the last snapshot.
+#[test]
+fn unreadable_policy_file_denies_everything_at_startup() {
+    let tmp = setup();
+    std::fs::write(tmp.path().join("policies/zz.yaml"), "spec: [unclosed\n").unwrap();
+    let snap = build(tmp.path(), BASE).unwrap();
+    let why = snap.policies.set.denies_everything().unwrap().to_string();
+    assert!(why.contains("zz.yaml"), "{why}");
+    let dump = snap.policies.dump(&[8080]);
+    assert_eq!(dump["deniesEverything"], why.as_str());
+    assert!(dump["documents"][0]["unreadable"].is_string(), "{dump}");
 }

@@ -3,13 +3,18 @@
 //! Exit codes: `validate` 0 clean / 1 problems found / 2 unreadable input; `authz check` 0 when
 //! the request was evaluated (whatever the decision) / 2 on bad input, so scripts can tell
 //! "denied" from "could not evaluate" by the JSON, not by guessing at the exit code.
+//!
+//! Invalid resources do not stop `authz check`: it evaluates with them enforced fail-closed,
+//! exactly as the proxy does, and lists them (`invalidResources` in JSON), so the answer is the
+//! one the data plane would give.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use trustmesh_policy::{
-    load, normalize, validate as validate_sources, MeshConfig, PolicySet, Request, Verdict,
+    load, normalize, validate as validate_sources, InvalidResource, MeshConfig, PolicySet, Request,
+    Verdict,
 };
 
 #[derive(clap::Args, Debug)]
@@ -98,13 +103,17 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
     for p in &report.problems {
         println!("{p}");
     }
+    for i in &report.invalid {
+        println!("fail-closed: {}", i.summary());
+    }
     let summary = format!(
-        "{} file(s): {} AuthorizationPolicy, {} PeerAuthentication, {} RequestAuthentication; {} problem(s)",
+        "{} file(s): {} AuthorizationPolicy, {} PeerAuthentication, {} RequestAuthentication; {} problem(s); {} resource(s) enforced fail-closed",
         sources.len(),
         report.authorization_policies,
         report.peer_authentications,
         report.request_authentications,
-        report.problems.len()
+        report.problems.len(),
+        report.invalid.len()
     );
     eprintln!("{summary}");
     if report.problems.iter().any(|p| p.unreadable) {
@@ -176,18 +185,24 @@ fn check(a: CheckArgs) -> ExitCode {
         Err(refusal) => return print_refusal(a.output, &req, refusal),
     };
     let d = set.evaluate(&req);
+    let invalid = set.invalid_resources();
     match a.output {
         Output::Json => {
             let mut json = match serde_json::to_value(&d) {
                 Ok(v) => v,
                 Err(e) => return super::fail(2, e),
             };
-            if let (Some(http), Some(obj)) = (&req.http, json.as_object_mut()) {
-                let mut n = serde_json::json!({ "mode": mode.as_str(), "path": http.path });
-                if let Some(o) = &original {
-                    n["originalPath"] = serde_json::json!(o);
+            if let Some(obj) = json.as_object_mut() {
+                if let Some(http) = &req.http {
+                    let mut n = serde_json::json!({ "mode": mode.as_str(), "path": http.path });
+                    if let Some(o) = &original {
+                        n["originalPath"] = serde_json::json!(o);
+                    }
+                    obj.insert("normalization".into(), n);
                 }
-                obj.insert("normalization".into(), n);
+                if let Ok(list) = serde_json::to_value(invalid) {
+                    obj.insert("invalidResources".into(), list);
+                }
             }
             match serde_json::to_string_pretty(&json) {
                 Ok(s) => println!("{s}"),
@@ -198,7 +213,7 @@ fn check(a: CheckArgs) -> ExitCode {
             if let (Some(o), Some(http)) = (&original, &req.http) {
                 println!("path normalized ({}): {o} -> {}", mode.as_str(), http.path);
             }
-            print!("{}", text(&req, &d))
+            print!("{}", text(&req, &d, invalid))
         }
     }
     ExitCode::SUCCESS
@@ -237,11 +252,12 @@ fn from_files(a: &CheckArgs) -> Result<PolicySet, String> {
             for n in notices {
                 eprintln!("note: {n}");
             }
+            for i in set.invalid_resources() {
+                eprintln!("fail-closed: {}", i.summary());
+            }
             Ok(set)
         }
-        Err(e) => Err(format!(
-            "{e}\n(hint: run `trustmesh validate --config ...` for details)"
-        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -262,7 +278,12 @@ fn from_sidecar(addr: &str) -> Result<(PolicySet, serde_json::Value), String> {
         .flatten()
     {
         let file = d["file"].as_str().unwrap_or("(sidecar)").to_string();
-        let doc = serde_yaml::to_string(&d["document"]).map_err(|e| e.to_string())?;
+        let doc = match d["unreadable"].as_str() {
+            // The sidecar could not read the rest of this file; neither can we, so the set
+            // denies everything just as the sidecar's does.
+            Some(why) => format!("[the sidecar could not read this document: {why}\n"),
+            None => serde_yaml::to_string(&d["document"]).map_err(|e| e.to_string())?,
+        };
         match sources.iter_mut().find(|s| s.file == file) {
             Some(s) => {
                 s.text.push_str("---\n");
@@ -284,8 +305,9 @@ fn from_sidecar(addr: &str) -> Result<(PolicySet, serde_json::Value), String> {
     Ok((set, defaults))
 }
 
-/// A short explanation a person can act on: decision, why, the mTLS mode, then each policy.
-fn text(req: &Request, d: &trustmesh_policy::Decision) -> String {
+/// A short explanation a person can act on: decision, why, the mTLS mode, each policy, then
+/// the resources enforced fail-closed.
+fn text(req: &Request, d: &trustmesh_policy::Decision, invalid: &[InvalidResource]) -> String {
     let mut out = String::new();
     let verdict = match &d.decision {
         Verdict::Custom { provider, .. } => format!("CUSTOM (external authorizer {provider:?})"),
@@ -340,12 +362,25 @@ fn text(req: &Request, d: &trustmesh_policy::Decision) -> String {
                 .as_deref()
                 .map(|x| format!(" provider={x}"))
                 .unwrap_or_default();
+            let fc = p
+                .fail_closed
+                .as_deref()
+                .map(|f| format!(" [{f}]"))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "    {mark} {} {}{prov}{dry}: {}\n",
+                "    {mark} {} {}{prov}{dry}{fc}: {}\n",
                 p.action.as_str(),
                 p.name,
                 p.reason
             ));
+        }
+    }
+    if !invalid.is_empty() {
+        out.push_str(
+            "  invalid resources (enforced fail-closed, the rest evaluated as written):\n",
+        );
+        for i in invalid {
+            out.push_str(&format!("    ! {}\n", i.summary()));
         }
     }
     out
