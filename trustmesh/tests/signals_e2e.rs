@@ -1,6 +1,7 @@
 //! Signals as daemons handle them (issue #11): SIGHUP, SIGUSR1 and SIGUSR2 no longer kill the
-//! long-running commands; SIGTERM still stops them cleanly.
+//! long-running commands; SIGTERM still stops them cleanly; SIGHUP makes the proxy reload now.
 
+mod proxy_support;
 mod support;
 
 use std::time::Duration;
@@ -72,4 +73,71 @@ fn ca_server_and_agent_survive_hangup_and_user_signals() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
+    use proxy_support::{
+        curl_plain, free_port, http_backend, policy_dir, write_policy, Ca, Cfg, Inbound, Proxy,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", "cluster.local");
+    let cert = ca.issue("server", "spiffe://cluster.local/ns/foo/sa/app");
+    let pol = policy_dir(dir, "policies");
+    let backend = http_backend("app").await;
+    let (inb, admin) = (free_port(), free_port());
+    let cfg = Cfg {
+        ns: "foo",
+        sa: "app",
+        cert: &cert,
+        bundles: vec![format!("cluster.local={}", ca.root.display())],
+        mesh: "{ trustDomain: cluster.local }".into(),
+        policy_dir: &pol,
+        inbound: vec![Inbound {
+            port: inb,
+            target: backend,
+            protocol: "http",
+        }],
+        outbound: vec![],
+        admin,
+        // Polling so slow that only SIGHUP can explain a prompt reload.
+        extra: "reloadPollMs: 60000\n",
+    };
+    let mut proxy = Proxy::start(dir, "app", &cfg.yaml(), admin).await;
+    assert_eq!(curl_plain(inb, "/admin", &[]).await.0, 200);
+    let pid = proxy.child.id() as libc::pid_t;
+    for sig in [libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+    write_policy(
+        &pol,
+        "deny.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: no-admin, namespace: foo }\n\
+         spec: { action: DENY, rules: [ { to: [ { operation: { paths: [\"/admin\"] } } ] } ] }\n",
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while curl_plain(inb, "/admin", &[]).await.0 != 403 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(proxy.alive(), "{}", proxy.logs());
+    assert!(
+        proxy.logs().contains("SIGHUP: reloading"),
+        "{}",
+        proxy.logs()
+    );
+    assert!(
+        proxy.logs().contains("SIGUSR1 received and ignored"),
+        "{}",
+        proxy.logs()
+    );
 }

@@ -23,7 +23,7 @@ pub enum ReadError {
     },
     #[error("{path}: no .yaml/.yml/.json files found (hint: point --config at the folder holding the policies)")]
     Empty { path: String },
-    #[error("{path}: {size} bytes; files over {max} bytes are not read (hint: split the resources into several files)", max = crate::shape::MAX_FILE_BYTES)]
+    #[error("{path}: {size} bytes; a file over {max} bytes, or policies over {total} bytes in all, are not read (hint: split the resources into several files, or several policy folders)", max = crate::shape::MAX_FILE_BYTES, total = crate::shape::MAX_TOTAL_BYTES)]
     TooLarge { path: String, size: u64 },
 }
 
@@ -79,10 +79,20 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<SourceText>, ReadError> {
             files.push(p.clone());
         }
     }
+    // The whole load is bounded too, so a folder of many large files cannot take the memory a
+    // single oversized file may not.
+    let mut total = 0u64;
     files
         .into_iter()
         .map(|f| {
             let text = read_bounded(&f)?;
+            total += text.len() as u64;
+            if total > crate::shape::MAX_TOTAL_BYTES {
+                return Err(ReadError::TooLarge {
+                    path: format!("{} (and the files before it)", f.display()),
+                    size: total,
+                });
+            }
             Ok(SourceText {
                 file: f.display().to_string(),
                 text,

@@ -12,6 +12,9 @@
 /// resources may be larger, but not by orders of magnitude.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
+/// Largest total of policy text read in one load (a sidecar's whole policy folder).
+pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
+
 /// Deepest nesting of `[`/`{` accepted. An AuthorizationPolicy written entirely in flow style
 /// nests about eight levels; JSON files are all flow style.
 pub const MAX_FLOW_DEPTH: usize = 64;

@@ -55,4 +55,12 @@ fn oversized_files_are_not_read() {
     // Just under the bound is read.
     std::fs::write(&big, line.repeat((3 << 20) / line.len())).unwrap();
     assert_eq!(read_paths(&[dir.path().to_path_buf()]).unwrap().len(), 1);
+    // Many files under the per-file bound still meet the bound on the whole load.
+    let many = tempfile::tempdir().unwrap();
+    let chunk = line.repeat((3 << 20) / line.len());
+    for i in 0..23 {
+        std::fs::write(many.path().join(format!("p{i:02}.yaml")), &chunk).unwrap();
+    }
+    let e = read_paths(&[many.path().to_path_buf()]).unwrap_err();
+    assert!(matches!(e, ReadError::TooLarge { .. }), "{e}");
 }

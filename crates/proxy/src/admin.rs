@@ -75,6 +75,16 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "/healthz/ready" if shared.is_draining() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
+        // Peers refuse an expired certificate: this sidecar cannot serve mesh traffic.
+        "/healthz/ready"
+            if shared
+                .metrics
+                .cert_expiry_unix
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= unix_now() =>
+        {
+            text(StatusCode::SERVICE_UNAVAILABLE, "certificate expired\n")
+        }
         "/healthz/ready" => text(StatusCode::OK, "ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,

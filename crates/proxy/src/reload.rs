@@ -1,5 +1,6 @@
-//! Hot reload by polling: every `reloadPollMs` the watched files are fingerprinted (path, size,
-//! content hash); any change rebuilds a full snapshot and swaps it in.
+//! Hot reload by polling: every `reloadPollMs` the watched files' metadata is fingerprinted
+//! (path, size, modification and change times, inode); any change rebuilds a full snapshot and
+//! swaps it in once the files hold still.
 //!
 //! A reload applies even when some policy resources are invalid (they are enforced fail-closed
 //! and named in the log, /config_dump and the metrics); it is refused, keeping the last good
@@ -8,28 +9,56 @@
 //!
 //! Polling rather than inotify because the files this watches are routinely replaced through
 //! symlink swaps (Kubernetes Secret/ConfigMap volumes) and renames (atomic writes), which event
-//! APIs report inconsistently; hashing a handful of small files once a second is cheap and
-//! catches every form of change, including a directory gaining or losing a file.
+//! APIs report inconsistently. Metadata rather than contents because reading every file every
+//! second slowed new connections and scaled with the size of the policy folder; a `stat` per
+//! file catches every write (the change time moves even when size and mtime are forced back).
+//!
+//! Three things besides a change make it act:
+//! - content still being written is not loaded: a change is applied only after the files have
+//!   held still for [`SETTLE`] (a truncate-then-write once loaded an empty policy file, so a
+//!   DENY and a STRICT PeerAuthentication vanished for a poll interval); writers should still
+//!   replace files by rename;
+//! - a refused reload is tried again every [`RETRY_REFUSED`] although nothing changed: a
+//!   certificate refused as not yet valid (clock skew) becomes valid by the clock alone;
+//! - SIGHUP asks for a reload now ([`Shared::request_reload`]).
+//!
+//! It also says loudly when policy documents disappear, and when the served certificate expires.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::ProxyConfig;
 use crate::state::Shared;
 
-/// Hash of every watched file's path and contents; missing files hash as absent.
+/// How long changed files must hold still before they are loaded.
+pub const SETTLE: Duration = Duration::from_millis(300);
+/// Settling gives up waiting after this long (a file rewritten continuously) and loads.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+/// How often a refused reload is tried again with no change in the files.
+pub const RETRY_REFUSED: Duration = Duration::from_secs(5);
+
+/// Hash of every watched file's path and metadata; missing files hash as absent.
 pub fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let mut h = DefaultHasher::new();
     for f in files {
         f.hash(&mut h);
-        match std::fs::read(f) {
-            Ok(bytes) => {
+        match std::fs::metadata(f) {
+            Ok(m) => {
                 1u8.hash(&mut h);
-                bytes.hash(&mut h);
+                (
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                )
+                    .hash(&mut h);
+                (m.ino(), m.dev()).hash(&mut h);
             }
             Err(_) => 0u8.hash(&mut h),
         }
@@ -72,7 +101,7 @@ pub fn try_reload(
 }
 
 /// Runs forever, applying changes. Failures keep the last good snapshot and are logged once per
-/// distinct change (not once per poll).
+/// distinct change, then retried every [`RETRY_REFUSED`].
 pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
     let poll = Duration::from_millis(shared.current().config.reload_poll_ms);
     let files_of = |shared: &Shared| {
@@ -80,13 +109,23 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
     };
     let mut last = fingerprint(&files_of(&shared));
     let mut generation = shared.current().generation;
+    // Since when the files on disk are refused (a retry needs no change).
+    let mut refused_at: Option<Instant> = None;
+    let mut expiry_reported = 0i64;
     loop {
-        tokio::time::sleep(poll).await;
+        let asked = tokio::select! {
+            _ = tokio::time::sleep(poll) => false,
+            _ = shared.reload_requested() => true,
+        };
+        report_expiry(&shared, &mut expiry_reported);
         // The watch set itself can change (a new file in the policy directory), so recompute it.
-        let files = files_of(&shared);
-        let fp = fingerprint(&files);
-        if fp == last {
+        let mut fp = fingerprint(&files_of(&shared));
+        let retry = refused_at.is_some_and(|t| t.elapsed() >= RETRY_REFUSED);
+        if fp == last && !asked && !retry {
             continue;
+        }
+        if fp != last {
+            fp = settle(&files_of, &shared, fp).await;
         }
         last = fp;
         let shared2 = shared.clone();
@@ -97,10 +136,12 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
         match result {
             Ok(Ok(snap)) => {
                 crate::snapshot::warm_up(&snap).await;
+                warn_if_policies_vanished(&shared.current(), &snap);
                 generation = next;
                 shared.install(snap);
                 shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(generation, "configuration reloaded");
+                refused_at = None;
                 // A directory may have gained files; refresh the fingerprint over the new set.
                 last = fingerprint(&files_of(&shared));
             }
@@ -109,12 +150,15 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
                     .metrics
                     .reloads_failed
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!("reload refused, keeping the last good configuration: {e:#}");
-                // If a writer was mid-way through a file while we read it, its final contents
-                // differ from what we fingerprinted: look again on the next poll.
-                if fingerprint(&files_of(&shared)) != fp {
-                    last = 0;
+                if refused_at.is_none() || !retry {
+                    tracing::error!(
+                        "reload refused, keeping the last good configuration (retrying every \
+                         {RETRY_REFUSED:?}): {e:#}"
+                    );
+                } else {
+                    tracing::debug!("reload still refused: {e:#}");
                 }
+                refused_at = Some(Instant::now());
             }
             Err(e) => {
                 shared
@@ -122,7 +166,50 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
                     .reloads_failed
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload task failed: {e}");
+                refused_at = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Waits until the watched files hold still for [`SETTLE`] (at most [`SETTLE_MAX`]); returns
+/// their fingerprint then.
+async fn settle(files_of: &impl Fn(&Shared) -> Vec<PathBuf>, shared: &Shared, mut fp: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let again = fingerprint(&files_of(shared));
+        if again == fp || started.elapsed() >= SETTLE_MAX {
+            return again;
+        }
+        fp = again;
+    }
+}
+
+/// Policy documents that disappear take their DENY rules and STRICT modes with them; that must
+/// never pass quietly (an emptied file or folder means "no policies").
+fn warn_if_policies_vanished(old: &crate::snapshot::Snapshot, new: &crate::snapshot::Snapshot) {
+    let (before, after) = (old.policies.documents.len(), new.policies.documents.len());
+    if after < before {
+        tracing::warn!(
+            before,
+            after,
+            "policy documents disappeared on reload; if a file was being rewritten in place, \
+             write a new file and rename it over the old one instead"
+        );
+    }
+}
+
+/// Logs once, loudly, when the certificate being served has expired (peers refuse it from now
+/// on); `/healthz/ready` reports it too.
+fn report_expiry(shared: &Shared, reported_for: &mut i64) {
+    let not_after = shared.metrics.cert_expiry_unix.load(Ordering::Relaxed);
+    if not_after != *reported_for && crate::admin::unix_now() >= not_after {
+        *reported_for = not_after;
+        tracing::error!(
+            not_after,
+            "the served certificate has EXPIRED: peers will refuse our handshakes until a valid \
+             certificate is loaded"
+        );
     }
 }

@@ -86,6 +86,8 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
 
 /// Runs the proxy until SIGINT/SIGTERM.
 pub async fn run(config_file: &Path) -> anyhow::Result<()> {
+    // Registered before anything is served, so no signal finds the default action (exit).
+    let signals = UserSignals::register();
     let (shared, bound) = start(config_file).await?;
     tracing::info!(
         identity = %shared.current().own_id,
@@ -94,11 +96,48 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         admin = ?bound.admin,
         "trustmesh proxy ready"
     );
+    signals.handle(&shared);
     shutdown_signal().await;
     drain(&shared).await;
     // The access log of the last requests may still sit in per-thread buffers.
     crate::accesslog::flush();
     Ok(())
+}
+
+/// SIGHUP reloads the configuration now (as daemons do); SIGUSR1 and SIGUSR2 are logged and
+/// ignored. Without handlers their default action kills the process mid-request.
+struct UserSignals(Vec<(tokio::signal::unix::Signal, &'static str)>);
+
+impl UserSignals {
+    fn register() -> UserSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        UserSignals(
+            [
+                (SignalKind::hangup(), "SIGHUP"),
+                (SignalKind::user_defined1(), "SIGUSR1"),
+                (SignalKind::user_defined2(), "SIGUSR2"),
+            ]
+            .into_iter()
+            .filter_map(|(kind, name)| signal(kind).ok().map(|s| (s, name)))
+            .collect(),
+        )
+    }
+
+    fn handle(self, shared: &Arc<Shared>) {
+        for (mut s, name) in self.0 {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    if name == "SIGHUP" {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        shared.request_reload();
+                    } else {
+                        tracing::info!("{name} received and ignored");
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Stops accepting, then gives open connections up to `timeouts.drainMs` to finish.

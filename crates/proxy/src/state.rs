@@ -27,6 +27,8 @@ pub struct Shared {
     draining: tokio::sync::watch::Sender<bool>,
     /// `maxConnections` shared between the listeners, each with a reserve.
     slots: crate::slots::ListenerSlots,
+    /// Set by SIGHUP: the reload watcher looks at the files now.
+    reload_now: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             startup_config,
             draining: tokio::sync::watch::channel(false).0,
             slots,
+            reload_now: tokio::sync::Notify::new(),
         }))
     }
 
@@ -75,6 +78,16 @@ impl Shared {
             .active_connections
             .fetch_add(1, Ordering::AcqRel);
         Some(ConnGuard(self.clone(), listener))
+    }
+
+    /// Asks the reload watcher to reload now, changed files or not (SIGHUP).
+    pub fn request_reload(&self) {
+        self.reload_now.notify_one();
+    }
+
+    /// Resolves when a reload was requested.
+    pub async fn reload_requested(&self) {
+        self.reload_now.notified().await
     }
 
     /// A receiver that changes when draining starts.

@@ -23,6 +23,15 @@ pub fn free_port() -> u16 {
 /// workload SVID for `id` signed by it) into `dir`. Configs name the bundle
 /// `cluster.local=root-cert.pem`.
 pub fn write_pki(dir: &Path, id: &str) {
+    write_pki_valid(dir, id, None);
+}
+
+/// [`write_pki`] with the leaf valid over `(not_before, not_after)` when given.
+pub fn write_pki_valid(
+    dir: &Path,
+    id: &str,
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+) {
     let root_key = KeyPair::generate().unwrap();
     let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -38,6 +47,10 @@ pub fn write_pki(dir: &Path, id: &str) {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     leaf.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    if let Some((from, until)) = validity {
+        leaf.not_before = from;
+        leaf.not_after = until;
+    }
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
     std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
     std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();

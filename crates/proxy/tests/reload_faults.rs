@@ -1,0 +1,194 @@
+//! Reload under faults (issue #11), on an in-process proxy: a policy file rewritten in place
+//! (truncate, then write) never loads half-written; a certificate refused as not yet valid is
+//! picked up by the clock alone; an expired certificate makes the sidecar not ready.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ID: &str = "spiffe://cluster.local/ns/foo/sa/web";
+
+const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin, namespace: foo }
+spec:
+  action: DENY
+  rules: [ { to: [ { operation: { paths: [\"/admin\"] } } ] } ]
+";
+
+/// A backend answering 200 to everything (HTTP/1.1, one request per connection).
+async fn backend() -> u16 {
+    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = ln.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                while common::read_http_head(&mut s).await.is_some() {
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One GET on a fresh connection; the status code (0 when there was no answer).
+async fn status(port: u16, path: &str) -> u16 {
+    let fut = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out).to_string();
+        text.split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+fn write_config(dir: &Path, inb: u16, app: u16, admin: u16) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "workload: {{ namespace: foo, serviceAccount: web }}\n\
+             certs: {{ key: key.pem, certChain: cert-chain.pem }}\n\
+             trustBundles: [ \"cluster.local=root-cert.pem\" ]\n\
+             mesh: {{ trustDomain: cluster.local }}\npolicyDir: policies\n\
+             inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]\n\
+             admin: {{ address: \"127.0.0.1:{admin}\" }}\nreloadPollMs: 100\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_rewritten_in_place_never_loads_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::write_pki(dir, ID);
+    let (inb, admin) = (common::free_port(), common::free_port());
+    let cfg = write_config(dir, inb, backend().await, admin);
+    let policy = dir.join("policies/deny.yaml");
+    std::fs::write(&policy, DENY_ADMIN).unwrap();
+    trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+    assert_eq!(status(inb, "/admin").await, 403);
+
+    // An editor that truncates the file, then writes it back 150 ms later (a poll in between
+    // sees the empty file). The DENY must hold throughout.
+    let writer = tokio::spawn({
+        let policy = policy.clone();
+        async move {
+            for _ in 0..3 {
+                std::fs::write(&policy, "").unwrap();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                std::fs::write(&policy, DENY_ADMIN).unwrap();
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_millis(2200);
+    let mut checked = 0;
+    while Instant::now() < until {
+        assert_eq!(
+            status(inb, "/admin").await,
+            403,
+            "the DENY vanished mid-write"
+        );
+        checked += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.await.unwrap();
+    assert!(checked > 20);
+
+    // A file that really is emptied (and stays so) applies once it holds still.
+    std::fs::write(&policy, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(inb, "/admin").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "an emptied policy file never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_not_yet_valid_is_picked_up_when_it_becomes_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::write_pki(dir, ID);
+    let (inb, admin) = (common::free_port(), common::free_port());
+    let cfg = write_config(dir, inb, backend().await, admin);
+    let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+    let first = shared.current().own_not_after;
+
+    // A new certificate from a CA whose clock runs 3 s ahead of ours.
+    let now = OffsetDateTime::now_utc();
+    let until = now + time::Duration::hours(2);
+    common::write_pki_valid(dir, ID, Some((now + time::Duration::seconds(3), until)));
+    // Refused at first (not yet valid)...
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while shared
+        .metrics
+        .reloads_failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the reload was not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shared.current().own_not_after, first);
+    // ...then loaded with no further change on disk, once the clock has caught up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while shared.current().own_not_after != until.unix_timestamp() {
+        assert!(
+            Instant::now() < deadline,
+            "the valid certificate on disk was never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_makes_the_sidecar_not_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let now = OffsetDateTime::now_utc();
+    common::write_pki_valid(
+        dir,
+        ID,
+        Some((
+            now - time::Duration::hours(1),
+            now + time::Duration::seconds(2),
+        )),
+    );
+    let (inb, admin) = (common::free_port(), common::free_port());
+    let cfg = write_config(dir, inb, backend().await, admin);
+    trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+    assert_eq!(status(admin, "/healthz/ready").await, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(admin, "/healthz/ready").await, 503);
+}
