@@ -156,3 +156,193 @@ async fn a_full_disk_loses_whole_counted_records_and_traffic_goes_on() {
     drop(proxy);
     drop(disk);
 }
+
+fn app_cfg<'a>(
+    ca: &Ca,
+    cert: &'a (PathBuf, PathBuf),
+    pol: &'a Path,
+    inb: u16,
+    backend: u16,
+    admin: u16,
+) -> Cfg<'a> {
+    Cfg {
+        ns: "foo",
+        sa: "app",
+        cert,
+        bundles: vec![format!("{TD}={}", ca.root.display())],
+        mesh: format!("{{ trustDomain: {TD} }}"),
+        policy_dir: pol,
+        inbound: vec![Inbound {
+            port: inb,
+            target: backend,
+            protocol: "http",
+        }],
+        outbound: vec![],
+        admin,
+        extra: "",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_on_one_port_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", TD);
+    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
+    let pol = policy_dir(dir, "policies");
+    let backend = http_backend("app").await;
+    let (inb, admin, admin2) = (free_port(), free_port(), free_port());
+    let _first = Proxy::start(
+        dir,
+        "first",
+        &app_cfg(&ca, &cert, &pol, inb, backend, admin).yaml(),
+        admin,
+    )
+    .await;
+    let second = dir.join("second.yaml");
+    std::fs::write(
+        &second,
+        app_cfg(&ca, &cert, &pol, inb, backend, admin2).yaml(),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .args(["proxy", "--config", second.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second proxy did not give up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{inb}")) && err.contains("in use"),
+        "{err}"
+    );
+}
+
+/// A backend that takes 50 ms per answer, so requests are in flight when the signal comes.
+async fn slow_backend() -> u16 {
+    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = ln.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut s = BufReader::new(s);
+                loop {
+                    let mut line = String::new();
+                    if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line.trim().is_empty() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.get_mut().write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_what_was_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", TD);
+    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
+    let pol = policy_dir(dir, "policies");
+    let backend = slow_backend().await;
+    let (inb, admin) = (free_port(), free_port());
+    let mut proxy = Proxy::start(
+        dir,
+        "app",
+        &app_cfg(&ca, &cert, &pol, inb, backend, admin).yaml(),
+        admin,
+    )
+    .await;
+
+    // 8 keep-alive clients, each sending requests back to back until the proxy closes.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                let Ok(s) = TcpStream::connect(("127.0.0.1", inb)).await else {
+                    return codes;
+                };
+                let mut s = BufReader::new(s);
+                for _ in 0..400 {
+                    let req = b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n";
+                    if s.get_mut().write_all(req).await.is_err() {
+                        break;
+                    }
+                    let mut status = String::new();
+                    match tokio::time::timeout(Duration::from_secs(5), s.read_line(&mut status))
+                        .await
+                    {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => break,
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if s.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if s.read_exact(&mut body).await.is_err() {
+                        break;
+                    }
+                    codes.push(status.split(' ').nth(1).unwrap_or("0").to_string());
+                }
+                codes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(proxy.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let mut codes = Vec::new();
+    for c in clients {
+        codes.extend(c.await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = proxy.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}: {}", proxy.logs());
+    assert!(
+        codes.len() >= 40,
+        "load was running: {} answers",
+        codes.len()
+    );
+    // Every answer a client got is the app's: nothing accepted was failed by the shutdown.
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+}

@@ -192,3 +192,53 @@ async fn an_expired_certificate_makes_the_sidecar_not_ready() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(status(admin, "/healthz/ready").await, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_policy_folder_keeps_the_last_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::write_pki(dir, ID);
+    let (inb, admin) = (common::free_port(), common::free_port());
+    let cfg = write_config(dir, inb, backend().await, admin);
+    std::fs::write(dir.join("policies/deny.yaml"), DENY_ADMIN).unwrap();
+    let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
+    assert_eq!(status(inb, "/admin").await, 403);
+    // The mount disappears (a volume detached, a folder moved away).
+    std::fs::rename(dir.join("policies"), dir.join("gone")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shared
+        .metrics
+        .reloads_failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the vanished folder was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last policies stay in force: the DENY still holds.
+    assert_eq!(status(inb, "/admin").await, 403);
+    assert_eq!(status(inb, "/public").await, 200);
+    // Back again: loaded (by the retry, with no other change).
+    std::fs::rename(dir.join("gone"), dir.join("policies")).unwrap();
+    let ok = shared
+        .metrics
+        .reloads_ok
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared
+        .metrics
+        .reloads_ok
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == ok
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the folder's return was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(inb, "/admin").await, 403);
+}
