@@ -13,44 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Answers every request with 200 "ok".
-async fn backend() -> u16 {
-    let ln = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = ln.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                while common::read_http_head(&mut s).await.is_some() {
-                    let r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if s.write_all(r.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-/// One GET on a fresh connection; the status code.
-async fn get(port: u16, path: &str) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: httpbin\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = tokio::time::timeout(Duration::from_secs(5), common::read_http_head(&mut s))
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
+use tokio::net::TcpStream;
 
 /// GET on the admin port; the body.
 async fn admin(port: u16, path: &str) -> String {
@@ -120,7 +83,7 @@ async fn broken_deny_fails_closed_while_the_rest_keeps_working() {
     write(dir, "policies/good.yaml", GOOD);
     // Selects another workload: invalid, but nothing here is refused because of it.
     write(dir, "policies/broken.yaml", &broken_deny("ratings"));
-    let app = backend().await;
+    let app = common::ok_backend().await;
     let (inb, adm) = (common::free_port(), common::free_port());
     write(
         dir,
@@ -142,9 +105,17 @@ admin: {{ address: "127.0.0.1:{adm}" }}
         .expect("an invalid policy does not stop the proxy");
 
     // allow-open's invalid rule 0 (`from: []`) is dropped; its rule 1 still allows /open.
-    assert_eq!(get(inb, "/open").await, 200);
-    assert_eq!(get(inb, "/admin").await, 403, "deny-admin still applies");
-    assert_eq!(get(inb, "/other").await, 403, "no ALLOW rule matches");
+    assert_eq!(common::get_status(inb, "/open").await, 200);
+    assert_eq!(
+        common::get_status(inb, "/admin").await,
+        403,
+        "deny-admin still applies"
+    );
+    assert_eq!(
+        common::get_status(inb, "/other").await,
+        403,
+        "no ALLOW rule matches"
+    );
     let m = admin(adm, "/metrics").await;
     assert_eq!(
         metric(&m, "trustmesh_policy_invalid_resources{kind=\"AuthorizationPolicy\",outcome=\"denies_all\"}"),
@@ -169,7 +140,7 @@ admin: {{ address: "127.0.0.1:{adm}" }}
     // policy denies everything it selects, /open included.
     write(dir, "policies/broken.yaml", &broken_deny("httpbin"));
     eventually("the reload with the broken DENY", || async {
-        get(inb, "/open").await == 403
+        common::get_status(inb, "/open").await == 403
     })
     .await;
     let m = admin(adm, "/metrics").await;
@@ -194,7 +165,7 @@ admin: {{ address: "127.0.0.1:{adm}" }}
         &broken_deny("httpbin").replace("\"http\"", "\"9999\""),
     );
     eventually("the fixed policy", || async {
-        get(inb, "/open").await == 200
+        common::get_status(inb, "/open").await == 200
     })
     .await;
 
@@ -206,6 +177,6 @@ admin: {{ address: "127.0.0.1:{adm}" }}
         metric(&m, "trustmesh_config_reload_failures_total") == Some(1)
     })
     .await;
-    assert_eq!(get(inb, "/open").await, 200);
-    assert_eq!(get(inb, "/admin").await, 403);
+    assert_eq!(common::get_status(inb, "/open").await, 200);
+    assert_eq!(common::get_status(inb, "/admin").await, 403);
 }

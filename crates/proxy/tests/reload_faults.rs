@@ -8,8 +8,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const ID: &str = "spiffe://cluster.local/ns/foo/sa/web";
 
@@ -21,67 +19,9 @@ spec:
   rules: [ { to: [ { operation: { paths: [\"/admin\"] } } ] } ]
 ";
 
-/// A backend answering 200 to everything (HTTP/1.1, one request per connection).
-async fn backend() -> u16 {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = ln.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                while common::read_http_head(&mut s).await.is_some() {
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-/// One GET on a fresh connection; the status code (0 when there was no answer).
-async fn status(port: u16, path: &str) -> u16 {
-    let fut = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let text = String::from_utf8_lossy(&out).to_string();
-        text.split(' ').nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-}
-
 fn write_config(dir: &Path, inb: u16, app: u16, admin: u16) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("policies")).unwrap();
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "workload: {{ namespace: foo, serviceAccount: web }}\n\
-             certs: {{ key: key.pem, certChain: cert-chain.pem }}\n\
-             trustBundles: [ \"cluster.local=root-cert.pem\" ]\n\
-             mesh: {{ trustDomain: cluster.local }}\npolicyDir: policies\n\
-             inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]\n\
-             admin: {{ address: \"127.0.0.1:{admin}\" }}\nreloadPollMs: 100\n"
-        ),
-    )
-    .unwrap();
-    cfg
+    let extra = format!("admin: {{ address: \"127.0.0.1:{admin}\" }}\nreloadPollMs: 100\n");
+    common::write_proxy_config(dir, "web", &[(inb, app, "http")], &extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,11 +30,11 @@ async fn a_policy_rewritten_in_place_never_loads_half_written() {
     let dir = tmp.path();
     common::write_pki(dir, ID);
     let (inb, admin) = (common::free_port(), common::free_port());
-    let cfg = write_config(dir, inb, backend().await, admin);
+    let cfg = write_config(dir, inb, common::ok_backend().await, admin);
     let policy = dir.join("policies/deny.yaml");
     std::fs::write(&policy, DENY_ADMIN).unwrap();
     trustmesh_proxy::start(&cfg).await.expect("proxy starts");
-    assert_eq!(status(inb, "/admin").await, 403);
+    assert_eq!(common::get_status(inb, "/admin").await, 403);
 
     // An editor that truncates the file, then writes it back 150 ms later (a poll in between
     // sees the empty file). The DENY must hold throughout.
@@ -113,7 +53,7 @@ async fn a_policy_rewritten_in_place_never_loads_half_written() {
     let mut checked = 0;
     while Instant::now() < until {
         assert_eq!(
-            status(inb, "/admin").await,
+            common::get_status(inb, "/admin").await,
             403,
             "the DENY vanished mid-write"
         );
@@ -126,7 +66,7 @@ async fn a_policy_rewritten_in_place_never_loads_half_written() {
     // A file that really is emptied (and stays so) applies once it holds still.
     std::fs::write(&policy, "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while status(inb, "/admin").await != 200 {
+    while common::get_status(inb, "/admin").await != 200 {
         assert!(
             Instant::now() < deadline,
             "an emptied policy file never applied"
@@ -141,7 +81,7 @@ async fn a_certificate_not_yet_valid_is_picked_up_when_it_becomes_valid() {
     let dir = tmp.path();
     common::write_pki(dir, ID);
     let (inb, admin) = (common::free_port(), common::free_port());
-    let cfg = write_config(dir, inb, backend().await, admin);
+    let cfg = write_config(dir, inb, common::ok_backend().await, admin);
     let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
     let first = shared.current().own_not_after;
 
@@ -186,11 +126,11 @@ async fn an_expired_certificate_makes_the_sidecar_not_ready() {
         )),
     );
     let (inb, admin) = (common::free_port(), common::free_port());
-    let cfg = write_config(dir, inb, backend().await, admin);
+    let cfg = write_config(dir, inb, common::ok_backend().await, admin);
     trustmesh_proxy::start(&cfg).await.expect("proxy starts");
-    assert_eq!(status(admin, "/healthz/ready").await, 200);
+    assert_eq!(common::get_status(admin, "/healthz/ready").await, 200);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(status(admin, "/healthz/ready").await, 503);
+    assert_eq!(common::get_status(admin, "/healthz/ready").await, 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,10 +139,10 @@ async fn a_vanished_policy_folder_keeps_the_last_policies() {
     let dir = tmp.path();
     common::write_pki(dir, ID);
     let (inb, admin) = (common::free_port(), common::free_port());
-    let cfg = write_config(dir, inb, backend().await, admin);
+    let cfg = write_config(dir, inb, common::ok_backend().await, admin);
     std::fs::write(dir.join("policies/deny.yaml"), DENY_ADMIN).unwrap();
     let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
-    assert_eq!(status(inb, "/admin").await, 403);
+    assert_eq!(common::get_status(inb, "/admin").await, 403);
     // The mount disappears (a volume detached, a folder moved away).
     std::fs::rename(dir.join("policies"), dir.join("gone")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -219,8 +159,8 @@ async fn a_vanished_policy_folder_keeps_the_last_policies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The last policies stay in force: the DENY still holds.
-    assert_eq!(status(inb, "/admin").await, 403);
-    assert_eq!(status(inb, "/public").await, 200);
+    assert_eq!(common::get_status(inb, "/admin").await, 403);
+    assert_eq!(common::get_status(inb, "/public").await, 200);
     // Back again: loaded (by the retry, with no other change).
     std::fs::rename(dir.join("gone"), dir.join("policies")).unwrap();
     let ok = shared
@@ -240,5 +180,5 @@ async fn a_vanished_policy_folder_keeps_the_last_policies() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status(inb, "/admin").await, 403);
+    assert_eq!(common::get_status(inb, "/admin").await, 403);
 }

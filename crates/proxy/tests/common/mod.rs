@@ -72,3 +72,79 @@ pub async fn read_http_head(s: &mut tokio::net::TcpStream) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&head).to_string())
 }
+
+/// A keep-alive HTTP/1.1 app that answers every request `200 ok`.
+pub async fn ok_backend() -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = ln.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                while read_http_head(&mut s).await.is_some() {
+                    let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(r).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One GET on a fresh connection; the status code (0 when no answer came within 5 s).
+pub async fn get_status(port: u16, path: &str) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: httpbin\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let head = read_http_head(&mut s).await?;
+        head.split_whitespace().nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), fut)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Writes a test PKI for `foo/<sa>`, an empty `policies` folder and `proxy.yaml` with the given
+/// inbound listeners (`port`, `targetPort`, `protocol`) and `extra` top-level lines; returns the
+/// config's path.
+pub fn write_proxy_config(
+    dir: &Path,
+    sa: &str,
+    inbound: &[(u16, u16, &str)],
+    extra: &str,
+) -> std::path::PathBuf {
+    if !dir.join("cert-chain.pem").exists() {
+        write_pki(dir, &format!("spiffe://cluster.local/ns/foo/sa/{sa}"));
+    }
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    let listeners: String = inbound
+        .iter()
+        .map(|(port, target, proto)| {
+            format!("- {{ port: {port}, targetPort: {target}, protocol: {proto} }}\n")
+        })
+        .collect();
+    let cfg = dir.join("proxy.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "workload: {{ namespace: foo, serviceAccount: {sa} }}\n\
+             certs: {{ key: key.pem, certChain: cert-chain.pem }}\n\
+             trustBundles: [ \"cluster.local=root-cert.pem\" ]\n\
+             mesh: {{ trustDomain: cluster.local }}\npolicyDir: policies\n\
+             inbound:\n{listeners}{extra}"
+        ),
+    )
+    .unwrap();
+    cfg
+}
