@@ -484,3 +484,60 @@ fn a_permanent_refusal_is_reported_and_not_hammered() {
     assert_eq!(refusals, 1, "one attempt, then a slow retry:\n{log}");
     assert!(log.contains("InvalidArgument"), "{log}");
 }
+
+#[test]
+fn an_agent_started_before_its_ca_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let ca_dir = base.join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    // The CA's address is chosen now; nothing listens there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let grpc = format!("127.0.0.1:{port}");
+    let token_file = base.join("istio-token");
+    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    let out = base.join("certs");
+    let config = format!(
+        "trust_domain: cluster.local\n\
+         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
+         token_file: {token}\n\
+         identity: {{namespace: default, service_account: sleep}}\n\
+         output_dir: {out}\nttl: 30m\nmax_retry_interval: 2s\n",
+        root = ca_dir.join("root-cert.pem").display(),
+        token = token_file.display(),
+        out = out.display(),
+    );
+    let path = base.join("agent.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut agent = Proc::spawn(&["agent", "--config", path.to_str().unwrap()]);
+    // The CA is down for 3 s: no certificate, the agent stays up and keeps trying.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(leaf(&out).is_none());
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "agent still running"
+    );
+    // The CA comes up: the agent obtains its certificate within its retry cap.
+    let args = ca_args(&ca_dir, &jwks, &grpc, "127.0.0.1:0");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_ca, _, _) = start_ca_args(&refs);
+    let started = Instant::now();
+    wait_for(
+        "a certificate once the CA is up",
+        Duration::from_secs(15),
+        || leaf(&out),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "max_retry_interval is 2s (±20 %): {:?}",
+        started.elapsed()
+    );
+    verify_files(&out, &std::fs::read(ca_dir.join("root-cert.pem")).unwrap());
+    agent.kill();
+}
