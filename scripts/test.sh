@@ -12,3 +12,10 @@ if ! python3 -c 'import jwt, grpc, grpc_tools, spiffe, cryptography' 2>/dev/null
 fi
 
 cargo test --workspace --all-targets --no-fail-fast "$@"
+
+# Every fuzz target briefly (fuzz/README.md), where cargo-afl is installed (.ci/run installs it).
+if cargo afl --version >/dev/null 2>&1; then
+    ./fuzz/run.sh "${FUZZ_SECONDS:-15}"
+else
+    echo "fuzz: skipped (cargo-afl is not installed; see fuzz/README.md)"
+fi
