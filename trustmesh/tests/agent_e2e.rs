@@ -293,6 +293,24 @@ fn agent_rejects_invalid_config() {
     );
 }
 
+/// Writes `<base>/agent.yaml` for `default/sleep` against the CA at `grpc` (roots in `ca_dir`),
+/// with the token file `<base>/istio-token`, output in `<base>/certs`, and `extra` lines.
+fn write_agent_config(base: &Path, ca_dir: &Path, grpc: &str, extra: &str) -> PathBuf {
+    let config = format!(
+        "trust_domain: cluster.local\n\
+         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
+         token_file: {token}\n\
+         identity: {{namespace: default, service_account: sleep}}\n\
+         output_dir: {out}\n{extra}",
+        root = ca_dir.join("root-cert.pem").display(),
+        token = base.join("istio-token").display(),
+        out = base.join("certs").display(),
+    );
+    let path = base.join("agent.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 /// One FetchX509SVID through py-spiffe's grpcio, as ourselves; its status code.
 fn probe(sock: &Path) -> String {
     let script =
@@ -355,20 +373,15 @@ fn workload_api_serves_only_attested_callers() {
     std::fs::set_permissions(base.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let sock = base.join("run/agent.sock");
     let start = |callers: &str| {
-        let config = format!(
-            "trust_domain: cluster.local\n\
-             ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
-             token_file: {token}\n\
-             identity: {{namespace: default, service_account: sleep}}\n\
-             output_dir: {out}\n\
-             workload_api_socket: {sock}\nttl: 30m\n{callers}",
-            root = ca_dir.join("root-cert.pem").display(),
-            token = token_file.display(),
-            out = base.join("certs").display(),
-            sock = sock.display(),
+        let path = write_agent_config(
+            base,
+            &ca_dir,
+            &grpc.to_string(),
+            &format!(
+                "workload_api_socket: {}\nttl: 30m\n{callers}",
+                sock.display()
+            ),
         );
-        let path = base.join("agent.yaml");
-        std::fs::write(&path, config).unwrap();
         // The previous agent's socket file stays behind: wait for this agent's own.
         let _ = std::fs::remove_file(&sock);
         let agent = Proc::spawn(&["agent", "--config", path.to_str().unwrap()]);
@@ -457,18 +470,12 @@ fn a_permanent_refusal_is_reported_and_not_hammered() {
     let token_file = base.join("istio-token");
     std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
     // The CA's maximum is 1h: a 2h request is refused every time, whatever the backoff.
-    let config = format!(
-        "trust_domain: cluster.local\n\
-         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
-         token_file: {token}\n\
-         identity: {{namespace: default, service_account: sleep}}\n\
-         output_dir: {out}\nttl: 2h\nmax_retry_interval: 1s\n",
-        root = ca_dir.join("root-cert.pem").display(),
-        token = token_file.display(),
-        out = base.join("certs").display(),
+    let path = write_agent_config(
+        base,
+        &ca_dir,
+        &grpc.to_string(),
+        "ttl: 2h\nmax_retry_interval: 1s\n",
     );
-    let path = base.join("agent.yaml");
-    std::fs::write(&path, config).unwrap();
     let mut agent = std::process::Command::new(bin())
         .args(["agent", "--config", path.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
@@ -503,18 +510,7 @@ fn an_agent_started_before_its_ca_backs_off_and_recovers() {
     let token_file = base.join("istio-token");
     std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
     let out = base.join("certs");
-    let config = format!(
-        "trust_domain: cluster.local\n\
-         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
-         token_file: {token}\n\
-         identity: {{namespace: default, service_account: sleep}}\n\
-         output_dir: {out}\nttl: 30m\nmax_retry_interval: 2s\n",
-        root = ca_dir.join("root-cert.pem").display(),
-        token = token_file.display(),
-        out = out.display(),
-    );
-    let path = base.join("agent.yaml");
-    std::fs::write(&path, config).unwrap();
+    let path = write_agent_config(base, &ca_dir, &grpc, "ttl: 30m\nmax_retry_interval: 2s\n");
     let mut agent = Proc::spawn(&["agent", "--config", path.to_str().unwrap()]);
     // The CA is down for 3 s: no certificate, the agent stays up and keeps trying.
     std::thread::sleep(Duration::from_secs(3));

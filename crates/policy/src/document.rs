@@ -57,6 +57,19 @@ pub struct Parsed {
     pub notices: Vec<Notice>,
 }
 
+impl Parsed {
+    /// A resource (or a whole document) that cannot be used: its problem, and what is known of
+    /// it so it can be enforced fail-closed.
+    fn broken(&mut self, problem: Problem, location: Location, kind: String, sketch: Sketch) {
+        self.problems.push(problem);
+        self.broken.push(Broken {
+            location,
+            kind,
+            sketch,
+        });
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Object<S> {
@@ -79,16 +92,10 @@ pub fn parse_text(file: &str, text: &str, out: &mut Parsed) {
     // unreadable, like text that is not YAML.
     if let Err(message) = crate::shape::check(text) {
         let location = Location::new(file, 1, "");
-        out.problems.push(
-            Problem::new(location.clone(), format!("not valid YAML: {message}"))
-                .hint("nothing in this file was read")
-                .unreadable(),
-        );
-        out.broken.push(Broken {
-            location,
-            kind: String::new(),
-            sketch: Sketch::default(),
-        });
+        let problem = Problem::new(location.clone(), format!("not valid YAML: {message}"))
+            .hint("nothing in this file was read")
+            .unreadable();
+        out.broken(problem, location, String::new(), Sketch::default());
         return;
     }
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -97,16 +104,10 @@ pub fn parse_text(file: &str, text: &str, out: &mut Parsed) {
             Ok(v) => v,
             Err(e) => {
                 let location = Location::new(file, doc, "");
-                out.problems.push(
-                    Problem::new(location.clone(), format!("not valid YAML: {e}"))
-                        .hint("fix the YAML syntax; nothing after this point in the file was read")
-                        .unreadable(),
-                );
-                out.broken.push(Broken {
-                    location,
-                    kind: String::new(),
-                    sketch: Sketch::default(),
-                });
+                let problem = Problem::new(location.clone(), format!("not valid YAML: {e}"))
+                    .hint("fix the YAML syntax; nothing after this point in the file was read")
+                    .unreadable();
+                out.broken(problem, location, String::new(), Sketch::default());
                 return;
             }
         };
@@ -160,18 +161,12 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
     );
     if !known && api.starts_with("security.istio.io/") {
         // Misspelt kind of the security group: it was meant as a policy, maybe a DENY.
-        out.problems.push(
-            Problem::new(
-                loc.at("kind"),
-                format!("unknown security.istio.io kind {kind:?}"),
-            )
-            .hint("use AuthorizationPolicy, PeerAuthentication or RequestAuthentication"),
-        );
-        out.broken.push(Broken {
-            sketch: sketch(&value),
-            location: loc,
-            kind,
-        });
+        let problem = Problem::new(
+            loc.at("kind"),
+            format!("unknown security.istio.io kind {kind:?}"),
+        )
+        .hint("use AuthorizationPolicy, PeerAuthentication or RequestAuthentication");
+        out.broken(problem, loc, kind, sketch(&value));
         return;
     }
     if !known {
@@ -187,18 +182,12 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
         return;
     }
     if !API_VERSIONS.contains(&api.as_str()) {
-        out.problems.push(
-            Problem::new(
-                loc.at("apiVersion"),
-                format!("unsupported apiVersion {api:?} for {kind}"),
-            )
-            .hint("use security.istio.io/v1 or security.istio.io/v1beta1"),
-        );
-        out.broken.push(Broken {
-            sketch: sketch(&value),
-            location: loc,
-            kind,
-        });
+        let problem = Problem::new(
+            loc.at("apiVersion"),
+            format!("unsupported apiVersion {api:?} for {kind}"),
+        )
+        .hint("use security.istio.io/v1 or security.istio.io/v1beta1");
+        out.broken(problem, loc, kind, sketch(&value));
         return;
     }
     crate::parity::empty_lists(&kind, &value, &loc, &mut out.problems);
@@ -215,15 +204,9 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
     match result {
         Ok((meta, spec)) => {
             if meta.name.is_empty() {
-                out.problems.push(
-                    Problem::new(loc.at("metadata.name"), "metadata.name is required")
-                        .hint("give every policy a name so decisions can report it"),
-                );
-                out.broken.push(Broken {
-                    sketch: sketch(&raw),
-                    location: loc,
-                    kind,
-                });
+                let problem = Problem::new(loc.at("metadata.name"), "metadata.name is required")
+                    .hint("give every policy a name so decisions can report it");
+                out.broken(problem, loc, kind, sketch(&raw));
                 return;
             }
             let dry_run = dry_run(&meta, &spec, &loc, out);
@@ -236,14 +219,7 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
                 spec,
             })
         }
-        Err(p) => {
-            out.problems.push(p);
-            out.broken.push(Broken {
-                sketch: sketch(&raw),
-                location: loc,
-                kind,
-            });
-        }
+        Err(p) => out.broken(p, loc, kind, sketch(&raw)),
     }
 }
 
