@@ -168,23 +168,7 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
     verify_files(&out, &root_pem);
 
     // 3. The Workload API through py-spiffe, watching the stream across a rotation.
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/workload_api_client.py");
-    let py = std::process::Command::new("python3")
-        .arg(&script)
-        .args(["--watch-seconds", "14"])
-        .env(
-            "SPIFFE_ENDPOINT_SOCKET",
-            format!("unix://{}", sock.display()),
-        )
-        .output()
-        .expect("run python3");
-    assert!(
-        py.status.success(),
-        "py-spiffe client failed: {}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let r = workload_api_client(&sock, &["--watch-seconds", "14"]);
     assert_eq!(r["spiffe_id"], ME);
     assert_eq!(r["key_matches_leaf"], true);
     assert_eq!(r["chain_len"], 2, "leaf and intermediate, no root");
@@ -311,13 +295,14 @@ fn write_agent_config(base: &Path, ca_dir: &Path, grpc: &str, extra: &str) -> Pa
     path
 }
 
-/// One FetchX509SVID through py-spiffe's grpcio, as ourselves; its status code.
-fn probe(sock: &Path) -> String {
+/// Runs `tests/python/workload_api_client.py` (py-spiffe, a client we did not write) against
+/// `sock` with `args`; what it printed, as JSON.
+fn workload_api_client(sock: &Path, args: &[&str]) -> serde_json::Value {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/workload_api_client.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
-        .arg("--probe")
+        .args(args)
         .env(
             "SPIFFE_ENDPOINT_SOCKET",
             format!("unix://{}", sock.display()),
@@ -326,10 +311,15 @@ fn probe(sock: &Path) -> String {
         .expect("run python3");
     assert!(
         out.status.success(),
-        "probe failed: {}",
+        "py-spiffe client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One FetchX509SVID through py-spiffe's grpcio, as ourselves; its status code.
+fn probe(sock: &Path) -> String {
+    let r = workload_api_client(sock, &["--probe"]);
     r["code"].as_str().unwrap_or_default().to_string()
 }
 

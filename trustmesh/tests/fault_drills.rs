@@ -82,22 +82,7 @@ async fn a_full_disk_loses_whole_counted_records_and_traffic_goes_on() {
     let pol = policy_dir(dir, "policies");
     let backend = http_backend("app").await;
     let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "app",
-        cert: &cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
+    let cfg = Cfg::http_app(&ca, &cert, &pol, inb, backend, admin);
     let log = disk.0.join("access.log");
     let mut proxy = Proxy::start_logging_to(dir, "app", &cfg.yaml(), admin, log.clone()).await;
 
@@ -157,32 +142,6 @@ async fn a_full_disk_loses_whole_counted_records_and_traffic_goes_on() {
     drop(disk);
 }
 
-fn app_cfg<'a>(
-    ca: &Ca,
-    cert: &'a (PathBuf, PathBuf),
-    pol: &'a Path,
-    inb: u16,
-    backend: u16,
-    admin: u16,
-) -> Cfg<'a> {
-    Cfg {
-        ns: "foo",
-        sa: "app",
-        cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_on_one_port_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -195,14 +154,14 @@ async fn two_proxies_on_one_port_is_a_clear_error() {
     let _first = Proxy::start(
         dir,
         "first",
-        &app_cfg(&ca, &cert, &pol, inb, backend, admin).yaml(),
+        &Cfg::http_app(&ca, &cert, &pol, inb, backend, admin).yaml(),
         admin,
     )
     .await;
     let second = dir.join("second.yaml");
     std::fs::write(
         &second,
-        app_cfg(&ca, &cert, &pol, inb, backend, admin2).yaml(),
+        Cfg::http_app(&ca, &cert, &pol, inb, backend, admin2).yaml(),
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
@@ -273,7 +232,7 @@ async fn sigterm_under_load_finishes_what_was_accepted() {
     let mut proxy = Proxy::start(
         dir,
         "app",
-        &app_cfg(&ca, &cert, &pol, inb, backend, admin).yaml(),
+        &Cfg::http_app(&ca, &cert, &pol, inb, backend, admin).yaml(),
         admin,
     )
     .await;

@@ -78,7 +78,7 @@ fn ca_server_and_agent_survive_hangup_and_user_signals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
     use proxy_support::{
-        curl_plain, free_port, http_backend, policy_dir, write_policy, Ca, Cfg, Inbound, Proxy,
+        curl_plain, free_port, http_backend, policy_dir, write_policy, Ca, Cfg, Proxy,
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -87,23 +87,9 @@ async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
     let pol = policy_dir(dir, "policies");
     let backend = http_backend("app").await;
     let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "app",
-        cert: &cert,
-        bundles: vec![format!("cluster.local={}", ca.root.display())],
-        mesh: "{ trustDomain: cluster.local }".into(),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        // Polling so slow that only SIGHUP can explain a prompt reload.
-        extra: "reloadPollMs: 60000\n",
-    };
+    let mut cfg = Cfg::http_app(&ca, &cert, &pol, inb, backend, admin);
+    // Polling so slow that only SIGHUP can explain a prompt reload.
+    cfg.extra = "reloadPollMs: 60000\n";
     let mut proxy = Proxy::start(dir, "app", &cfg.yaml(), admin).await;
     assert_eq!(curl_plain(inb, "/admin", &[]).await.0, 200);
     let pid = proxy.child.id() as libc::pid_t;

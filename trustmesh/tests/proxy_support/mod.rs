@@ -465,7 +465,35 @@ pub struct Cfg<'a> {
     pub extra: &'a str,
 }
 
-impl Cfg<'_> {
+impl<'a> Cfg<'a> {
+    /// Workload `foo/app` with one plaintext-or-mTLS HTTP listener `inb` in front of `backend`,
+    /// trusting `ca` for `cluster.local`, policies from `pol`.
+    pub fn http_app(
+        ca: &Ca,
+        cert: &'a (PathBuf, PathBuf),
+        pol: &'a Path,
+        inb: u16,
+        backend: u16,
+        admin: u16,
+    ) -> Cfg<'a> {
+        Cfg {
+            ns: "foo",
+            sa: "app",
+            cert,
+            bundles: vec![format!("cluster.local={}", ca.root.display())],
+            mesh: "{ trustDomain: cluster.local }".into(),
+            policy_dir: pol,
+            inbound: vec![Inbound {
+                port: inb,
+                target: backend,
+                protocol: "http",
+            }],
+            outbound: vec![],
+            admin,
+            extra: "",
+        }
+    }
+
     pub fn yaml(&self) -> String {
         let mut y = format!(
             "workload:\n  namespace: {}\n  serviceAccount: {}\n  labels: {{ app: {} }}\n\
