@@ -17,9 +17,10 @@ cd "$(dirname "$0")"
 seconds="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(normalize spiffe_id policy csr_and_svid)
+[ ${#targets[@]} -gt 0 ] || targets=(normalize spiffe_id policy csr_and_svid jwt grpc_requests)
 
 out="${FUZZ_OUT:-$(mktemp -d -t trustmesh-fuzz.XXXXXX)}"
+mkdir -p "$out"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/../target/fuzz}"
 cleanup() { [ -n "${KEEP_FUZZ_OUT:-}" ] || [ -n "${FUZZ_OUT:-}" ] || rm -rf "$out"; }
 trap cleanup EXIT
@@ -29,6 +30,9 @@ trap cleanup EXIT
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
 
 cargo afl build --release --quiet
+# The seeds are what their names say (valid tokens verify, forged ones do not, ...), else the
+# targets would not start where they claim to.
+cargo afl test --release --quiet --lib
 
 passed=0
 failed=0

@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
 use tonic::{Code, Status};
+use trustmesh_ca_server::auth::jwt::key_fits;
 use trustmesh_ca_server::client::{fetch_jwt_bundle, mint_jwt_svid};
 use trustmesh_identity::{SpiffeId, TrustDomain};
 
@@ -154,26 +155,11 @@ pub fn validate(
     })?;
     let set: JwkSet =
         serde_json::from_slice(jwks).map_err(|e| bad(format!("JWT bundle unreadable: {e}")))?;
-    let family_ok = |p: &AlgorithmParameters| match p {
-        AlgorithmParameters::EllipticCurve(_) => {
-            matches!(header.alg, Algorithm::ES256 | Algorithm::ES384)
-        }
-        AlgorithmParameters::RSA(_) => matches!(
-            header.alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-        ),
-        _ => false,
-    };
     let keys: Vec<DecodingKey> = set
         .keys
         .iter()
         .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
-        .filter(|k| family_ok(&k.algorithm))
+        .filter(|k| key_fits(k, header.alg))
         .filter_map(|k| DecodingKey::from_jwk(k).ok())
         .collect();
     if keys.is_empty() {
@@ -188,6 +174,8 @@ pub fn validate(
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "aud", "sub"]);
     v.leeway = 0;
+    // A token not valid yet is not valid (RFC 7519 4.1.5); the library skips `nbf` by default.
+    v.validate_nbf = true;
     let mut last = String::new();
     for key in keys {
         match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v) {
@@ -278,6 +266,35 @@ mod tests {
         let (expired, _) = auth.mint(&id, &["aud1".into()], Duration::ZERO).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert!(validate(&expired, "aud1", &bundles).is_err());
+
+        // Not valid before a time still to come: refused (the library ignores `nbf` unless asked).
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let later = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let claims = serde_json::json!({"sub": id.as_str(), "aud": "aud1", "exp": later + 600, "nbf": later});
+        let pem = key.serialize_pem();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        let other_bundles = BTreeMap::from([(
+            id.trust_domain().clone(),
+            JwtAuthority::from_key(&key).unwrap().jwks_json(),
+        )]);
+        header.kid = serde_json::from_slice::<JwkSet>(&other_bundles[id.trust_domain()])
+            .unwrap()
+            .keys[0]
+            .common
+            .key_id
+            .clone();
+        let early = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let e = validate(&early, "aud1", &other_bundles).unwrap_err();
+        assert!(e.message().contains("ImmatureSignature"), "{e:?}");
 
         let (forger, _, _) = setup();
         let (forged, _) = forger

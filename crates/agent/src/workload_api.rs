@@ -11,7 +11,7 @@
 // conversion on the (cold) error path.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
@@ -21,6 +21,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use trustmesh_identity::{SpiffeId, TrustDomain};
 
 use crate::attest::{check_socket_folder, Attestation, Attested};
 use crate::config::Config;
@@ -163,16 +164,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&req)?;
         let body = req.into_inner();
-        if body.audience.is_empty() || body.audience.iter().any(|a| a.is_empty()) {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
         let ours = &self.cfg.spiffe_id;
-        if !body.spiffe_id.is_empty() && body.spiffe_id != ours.as_str() {
-            return Err(Status::permission_denied(format!(
-                "no identity issued for {}: this workload is {ours}",
-                body.spiffe_id
-            )));
-        }
+        check_jwtsvid_request(&body, ours)?;
         let token = self
             .jwt_cache
             .get(&self.cfg, &self.state, &body.audience)
@@ -216,22 +209,45 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&req)?;
         let body = req.into_inner();
-        if body.audience.is_empty() {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
-        if body.svid.is_empty() {
-            return Err(Status::invalid_argument("svid must be specified"));
-        }
         let bundles =
             jwt::bundles(&self.state.borrow(), &self.cfg.trust_domain).ok_or_else(|| {
                 Status::unavailable("the JWT bundle has not been fetched from the CA yet")
             })?;
-        let (id, claims) = jwt::validate(&body.svid, &body.audience, &bundles)?;
-        Ok(Response::new(ValidateJwtsvidResponse {
-            spiffe_id: id.to_string(),
-            claims: Some(jwt::to_struct(claims)),
-        }))
+        validate_jwtsvid_request(&body, &bundles).map(Response::new)
     }
+}
+
+/// What `FetchJWTSVID` may ask for: at least one audience, none empty, and no identity but
+/// this workload's own (`ours`).
+pub fn check_jwtsvid_request(body: &JwtsvidRequest, ours: &SpiffeId) -> Result<(), Status> {
+    if body.audience.is_empty() || body.audience.iter().any(|a| a.is_empty()) {
+        return Err(Status::invalid_argument("audience must be specified"));
+    }
+    if !body.spiffe_id.is_empty() && body.spiffe_id != ours.as_str() {
+        return Err(Status::permission_denied(format!(
+            "no identity issued for {}: this workload is {ours}",
+            body.spiffe_id
+        )));
+    }
+    Ok(())
+}
+
+/// Answers `ValidateJWTSVID` from the JWT bundles the agent holds.
+pub fn validate_jwtsvid_request(
+    body: &ValidateJwtsvidRequest,
+    bundles: &BTreeMap<TrustDomain, Vec<u8>>,
+) -> Result<ValidateJwtsvidResponse, Status> {
+    if body.audience.is_empty() {
+        return Err(Status::invalid_argument("audience must be specified"));
+    }
+    if body.svid.is_empty() {
+        return Err(Status::invalid_argument("svid must be specified"));
+    }
+    let (id, claims) = jwt::validate(&body.svid, &body.audience, bundles)?;
+    Ok(ValidateJwtsvidResponse {
+        spiffe_id: id.to_string(),
+        claims: Some(jwt::to_struct(claims)),
+    })
 }
 
 /// Binds `path` (replacing a stale socket from a previous run) and serves until the task ends.

@@ -22,7 +22,6 @@ use crate::pb_jwt::{
     FetchJwtBundleRequest, FetchJwtBundleResponse, MintJwtSvidRequest, MintJwtSvidResponse,
 };
 use crate::signer::Signer;
-use trustmesh_ca::duration::format_go;
 
 /// Everything `CreateCertificate` needs; shared by all connections.
 pub struct CaService {
@@ -156,22 +155,10 @@ impl CaService {
         )))
     }
 
-    /// Istio semantics: zero or negative means the default; above the maximum is an error
-    /// (istiod answers "requested TTL ... is greater than the max allowed TTL ..." with
-    /// INVALID_ARGUMENT rather than silently clipping, and so do we).
+    /// The lifetime a request gets: [`crate::ttl::granted`] with this CA's default and maximum.
     pub fn ttl(&self, requested_secs: i64) -> Result<Duration, Status> {
-        if requested_secs <= 0 {
-            return Ok(self.default_ttl);
-        }
-        let requested = Duration::from_secs(requested_secs as u64);
-        if requested > self.max_ttl {
-            return Err(Status::invalid_argument(format!(
-                "requested TTL {} is greater than the max allowed TTL {}",
-                format_go(requested),
-                format_go(self.max_ttl)
-            )));
-        }
-        Ok(requested)
+        crate::ttl::granted(requested_secs, self.default_ttl, self.max_ttl)
+            .map_err(Status::invalid_argument)
     }
 }
 
@@ -294,16 +281,7 @@ impl CaService {
         let authority = self.jwt_authority.clone().ok_or_else(no_jwt_authority)?;
         let caller = self.authenticate(&request).await?;
         let body = request.into_inner();
-        if body.audience.is_empty() || body.audience.iter().any(|a| a.is_empty()) {
-            return Err(Status::invalid_argument(
-                "a JWT-SVID needs at least one non-empty audience",
-            ));
-        }
-        let ttl = if body.ttl_seconds <= 0 {
-            DEFAULT_JWT_SVID_TTL.min(self.max_ttl)
-        } else {
-            self.ttl(body.ttl_seconds)?
-        };
+        let ttl = check_mint_request(&body, self.max_ttl)?;
         let (token, exp) = authority
             .mint(caller.id(), &body.audience, ttl)
             .map_err(|e| Status::internal(format!("signing JWT-SVID: {e}")))?;
@@ -313,6 +291,21 @@ impl CaService {
             expires_at: exp as i64,
         }))
     }
+}
+
+/// What a `MintJwtSvid` request may ask for: at least one audience, none empty; a lifetime up to
+/// `max_ttl` (zero or negative: the JWT-SVID default, within `max_ttl`). Returns the lifetime.
+pub fn check_mint_request(
+    body: &MintJwtSvidRequest,
+    max_ttl: Duration,
+) -> Result<Duration, Status> {
+    if body.audience.is_empty() || body.audience.iter().any(|a| a.is_empty()) {
+        return Err(Status::invalid_argument(
+            "a JWT-SVID needs at least one non-empty audience",
+        ));
+    }
+    let default = DEFAULT_JWT_SVID_TTL.min(max_ttl);
+    crate::ttl::granted(body.ttl_seconds, default, max_ttl).map_err(Status::invalid_argument)
 }
 
 fn no_jwt_authority() -> Status {

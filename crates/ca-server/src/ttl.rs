@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use trustmesh_ca::duration::format_go;
+
 /// Parses `N` (seconds) or `N` followed by one unit of `s`, `m`, `h`, `d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -34,6 +36,24 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
+}
+
+/// The lifetime a certificate request gets, with Istio's semantics: zero or negative means the
+/// default; above the maximum is an error (istiod answers "requested TTL ... is greater than the
+/// max allowed TTL ..." with INVALID_ARGUMENT rather than silently clipping, and so do we).
+pub fn granted(requested_secs: i64, default: Duration, max: Duration) -> Result<Duration, String> {
+    if requested_secs <= 0 {
+        return Ok(default);
+    }
+    let requested = Duration::from_secs(requested_secs as u64);
+    if requested > max {
+        return Err(format!(
+            "requested TTL {} is greater than the max allowed TTL {}",
+            format_go(requested),
+            format_go(max)
+        ));
+    }
+    Ok(requested)
 }
 
 #[cfg(test)]

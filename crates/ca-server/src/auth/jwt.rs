@@ -9,6 +9,7 @@
 //! per request.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 #[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use thiserror::Error;
@@ -335,20 +336,36 @@ impl Issuer {
             .keys
             .iter()
             .filter(|k| kid.is_none() || k.common.key_id.as_deref() == kid)
-            .filter(|k| family_matches(&k.algorithm, alg))
+            .filter(|k| key_fits(k, alg))
             .filter_map(|k| DecodingKey::from_jwk(k).ok())
             .collect()
     }
 }
 
-fn family_matches(params: &AlgorithmParameters, alg: Algorithm) -> bool {
+/// Whether `jwk` may verify a token signed with `alg`. The key's family must fit the
+/// algorithm, and a key that states its algorithm (`alg`) or its use (`use`) is held to them
+/// (RFC 7517 4.2, 4.4): an RS256 key verifies no PS256 token, and an encryption key or a SPIFFE
+/// bundle's X.509 authority verifies nothing. Shared with the agent's JWT-SVID validation.
+pub fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
     use Algorithm::*;
-    match params {
+    let family = match &jwk.algorithm {
         AlgorithmParameters::EllipticCurve(_) => matches!(alg, ES256 | ES384),
         AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
         AlgorithmParameters::OctetKeyPair(_) => matches!(alg, EdDSA),
         AlgorithmParameters::OctetKey(_) => false,
-    }
+    };
+    let stated = match jwk.common.key_algorithm {
+        None => true,
+        Some(k) => Algorithm::from_str(&k.to_string()).is_ok_and(|a| a == alg),
+    };
+    // `jwt-svid` is how SPIFFE trust bundles mark JWT authorities; `x509-svid` keys there are
+    // X.509 authorities and sign no tokens.
+    let usable = match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => true,
+        Some(PublicKeyUse::Other(u)) => u == "jwt-svid",
+        Some(PublicKeyUse::Encryption) => false,
+    };
+    family && stated && usable
 }
 
 /// Reads `iss` without verifying anything, only to pick which issuer's keys to verify with.
@@ -418,6 +435,34 @@ mod tests {
 
     fn claims(v: serde_json::Value) -> Claims {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_held_to_its_stated_algorithm_and_use() {
+        let jwk = |extra: serde_json::Value| -> Jwk {
+            let mut v = serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(v).unwrap()
+        };
+        let plain = jwk(serde_json::json!({}));
+        assert!(key_fits(&plain, Algorithm::RS256) && key_fits(&plain, Algorithm::PS512));
+        assert!(!key_fits(&plain, Algorithm::ES256), "wrong family");
+        let rs256 = jwk(serde_json::json!({"alg": "RS256"}));
+        assert!(key_fits(&rs256, Algorithm::RS256));
+        assert!(!key_fits(&rs256, Algorithm::PS256), "stated alg is binding");
+        let sig = jwk(serde_json::json!({"use": "sig"}));
+        assert!(key_fits(&sig, Algorithm::RS256));
+        let spiffe = jwk(serde_json::json!({"use": "jwt-svid"}));
+        assert!(key_fits(&spiffe, Algorithm::RS256));
+        for other in ["enc", "x509-svid"] {
+            let k = jwk(serde_json::json!({ "use": other }));
+            assert!(
+                !key_fits(&k, Algorithm::RS256),
+                "a {other} key verifies nothing"
+            );
+        }
     }
 
     #[test]
