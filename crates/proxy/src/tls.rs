@@ -258,10 +258,16 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
     let verifier = SvidServerVerifier::new(trust, expected, provider.clone());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(own.chain.clone(), own.key.clone_key())?;
+    // No session resumption: a resumed handshake does not show the peer's certificate again, so
+    // the verifier is skipped, and rustls keeps tickets for up to 24 h. A peer whose
+    // certificate had expired (its CA down past its lifetime, issue #11) was still reached
+    // through new connections that resumed a session from before the expiry. Every new
+    // connection must verify the peer's chain as of now.
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }

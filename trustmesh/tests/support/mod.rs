@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -107,10 +107,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        Proc::start(args, Stdio::inherit())
+    }
+
+    fn start(args: &[&str], stderr: Stdio) -> Proc {
         let mut child = Command::new(bin())
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn trustmesh");
         let out = child.stdout.take().unwrap();
@@ -141,9 +145,46 @@ impl Proc {
         }
     }
 
+    /// Like [`Proc::spawn`], but the process's log (its stderr) is also kept, for tests that
+    /// assert on what it said; every line is still echoed to the test's stderr.
+    pub fn spawn_logged(args: &[&str]) -> (Proc, Log) {
+        let mut p = Proc::start(args, Stdio::piped());
+        let log = Log::default();
+        let (err, kept) = (p.child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut text = kept.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        (p, log)
+    }
+
+    /// Still running (not exited)?
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a [`Proc::spawn_logged`] process has written to stderr so far.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
     }
 }
 
