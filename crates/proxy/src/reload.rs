@@ -75,13 +75,16 @@ fn listeners_changed(a: &ProxyConfig, b: &ProxyConfig) -> bool {
     ser(a) != ser(b)
 }
 
-/// Loads the config file (if any) and builds a snapshot from it.
+/// Loads the config file (if any) and builds a snapshot from it. Returns it with the
+/// fingerprint of the files it was built from, taken before they were read: a change made
+/// while the build reads them then differs from it and is loaded at the next poll.
 pub fn try_reload(
     shared: &Shared,
     config_file: &Path,
     generation: u64,
-) -> anyhow::Result<crate::snapshot::Snapshot> {
+) -> anyhow::Result<(crate::snapshot::Snapshot, u64)> {
     let cfg = ProxyConfig::load(config_file)?;
+    let fp = fingerprint(&crate::snapshot::watched_files(&cfg, Some(config_file)));
     if listeners_changed(&shared.startup_config, &cfg) {
         anyhow::bail!(
             "{}: inbound/outbound/admin listeners changed; listener changes need a restart",
@@ -97,17 +100,19 @@ pub fn try_reload(
     if let Some(why) = snap.policies.set.denies_everything() {
         anyhow::bail!("policies: {why}");
     }
-    Ok(snap)
+    Ok((snap, fp))
 }
 
 /// Runs forever, applying changes. Failures keep the last good snapshot and are logged once per
-/// distinct change, then retried every [`RETRY_REFUSED`].
-pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
+/// distinct change, then retried every [`RETRY_REFUSED`]. `loaded` is the fingerprint of the
+/// files the running snapshot was built from, taken before it was built (a fingerprint taken
+/// here would hide a change made in between, until some later change).
+pub async fn watch(shared: Arc<Shared>, config_file: PathBuf, loaded: u64) {
     let poll = Duration::from_millis(shared.current().config.reload_poll_ms);
     let files_of = |shared: &Shared| {
         crate::snapshot::watched_files(&shared.current().config, Some(&config_file))
     };
-    let mut last = fingerprint(&files_of(&shared));
+    let mut last = loaded;
     let mut generation = shared.current().generation;
     // Since when the files on disk are refused (a retry needs no change).
     let mut refused_at: Option<Instant> = None;
@@ -134,7 +139,7 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
         let result =
             tokio::task::spawn_blocking(move || try_reload(&shared2, &cfg_file, next)).await;
         match result {
-            Ok(Ok(snap)) => {
+            Ok(Ok((snap, built_from))) => {
                 crate::snapshot::warm_up(&snap).await;
                 warn_if_policies_vanished(&shared.current(), &snap);
                 generation = next;
@@ -142,8 +147,8 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf) {
                 shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(generation, "configuration reloaded");
                 refused_at = None;
-                // A directory may have gained files; refresh the fingerprint over the new set.
-                last = fingerprint(&files_of(&shared));
+                // Over the new snapshot's watch set (a directory may have gained files).
+                last = built_from;
             }
             Ok(Err(e)) => {
                 shared

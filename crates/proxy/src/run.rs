@@ -31,6 +31,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 /// state and the bound addresses; the tasks run until the runtime stops.
 pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     let cfg = ProxyConfig::load(config_file)?;
+    // Before the files are read: a change made while they load is then seen by the watcher.
+    let loaded =
+        crate::reload::fingerprint(&crate::snapshot::watched_files(&cfg, Some(config_file)));
     let cfg_for_build = cfg.clone();
     let snap = tokio::task::spawn_blocking(move || crate::snapshot::build(cfg_for_build, 1))
         .await
@@ -80,6 +83,7 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     tokio::spawn(crate::reload::watch(
         shared.clone(),
         config_file.to_path_buf(),
+        loaded,
     ));
     Ok((shared, bound))
 }
