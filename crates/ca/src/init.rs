@@ -11,8 +11,8 @@ use trustmesh_identity::TrustDomain;
 use crate::authority::CertificateAuthority;
 use crate::certs::{self, rfc3339};
 use crate::error::CaError;
-use crate::issue::{random_serial, CLOCK_SKEW_GRACE};
 use crate::keys::{self, KeyType};
+use crate::profile::{hex, random_serial, CLOCK_SKEW_GRACE};
 
 /// Options for [`CertificateAuthority::init_root`] / [`init_intermediate`](CertificateAuthority::init_intermediate).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +199,4 @@ fn subject(td: &TrustDomain, cn: Option<&str>) -> rcgen::DistinguishedName {
         dn.push(DnType::CommonName, cn);
     }
     dn
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

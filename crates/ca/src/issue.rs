@@ -3,10 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rand::RngCore;
 use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    PublicKeyData, SanType, SerialNumber,
+    PublicKeyData, SanType,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -14,15 +13,12 @@ use trustmesh_identity::SpiffeId;
 
 use crate::authority::{CertificateAuthority, CERT_CHAIN_FILE, ROOT_CERT_FILE};
 use crate::certs::{self, rfc3339};
+use crate::csr;
 use crate::duration::format_go;
 use crate::error::CaError;
 use crate::fsutil::{self, OutFile, CERT_MODE, KEY_MODE};
 use crate::keys::{self, KeyType};
-use crate::{csr, init};
-
-/// Istio's `ClockSkewGracePeriod`: certificates are valid from 2 minutes before issuance so a
-/// peer whose clock is slightly behind the CA's does not reject a brand-new certificate.
-pub const CLOCK_SKEW_GRACE: time::Duration = time::Duration::minutes(2);
+use crate::profile::{hex, random_serial, CLOCK_SKEW_GRACE};
 
 /// File name of the private key in an issued-SVID directory (Istio's `key.pem`).
 pub const KEY_FILE: &str = "key.pem";
@@ -196,7 +192,7 @@ impl CertificateAuthority {
         ];
         params.use_authority_key_identifier_extension = true;
         let serial = random_serial();
-        let serial_hex = init::hex(serial.as_ref());
+        let serial_hex = hex(serial.as_ref());
         params.serial_number = Some(serial);
         let not_before = (now - CLOCK_SKEW_GRACE)
             .replace_nanosecond(0)
@@ -250,14 +246,4 @@ fn sign(
     ca: &CertificateAuthority,
 ) -> Result<rcgen::Certificate, CaError> {
     Ok(params.signed_by(public_key, &ca.issuer)?)
-}
-
-/// A random positive serial of 16 bytes (Istio draws 128 random bits). The top byte is forced
-/// into 0x40..=0x7f so the DER INTEGER is always exactly 16 bytes and positive: 126 random bits,
-/// far above the 64 bits CA/B Forum requires.
-pub(crate) fn random_serial() -> SerialNumber {
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes[0] = (bytes[0] & 0x3f) | 0x40;
-    SerialNumber::from_slice(&bytes)
 }

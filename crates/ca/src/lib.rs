@@ -43,6 +43,7 @@ pub mod fsutil;
 mod init;
 mod issue;
 pub mod keys;
+mod profile;
 
 pub use authority::{
     CertificateAuthority, TtlPolicy, CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE,
@@ -52,5 +53,6 @@ pub use certs::rfc3339;
 pub use csr::MIN_RSA_BITS;
 pub use error::CaError;
 pub use init::{InitOptions, DEFAULT_CA_VALIDITY};
-pub use issue::{IssueRequest, IssuedSvid, CLOCK_SKEW_GRACE, KEY_FILE};
+pub use issue::{IssueRequest, IssuedSvid, KEY_FILE};
 pub use keys::KeyType;
+pub use profile::CLOCK_SKEW_GRACE;

@@ -6,7 +6,7 @@ use crate::document::Resource;
 use crate::mesh::MeshConfig;
 use crate::peer::PeerPolicy;
 use crate::problem::{Notice, Problem};
-use crate::set::Report;
+use crate::report::Report;
 
 #[derive(Debug, Clone)]
 pub(crate) struct RequestAuthn {

@@ -3,6 +3,7 @@
 //! evaluation code reads on its own.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::RwLock;
 
 use crate::authn::{compile_peer, compile_request_authn};
@@ -10,10 +11,11 @@ use crate::authz::{self, CompiledPolicy};
 use crate::crd::Action;
 use crate::document::{self, Parsed, Spec};
 use crate::failclosed::apply::{self, FromBroken, Ident};
-use crate::load::SourceText;
+use crate::load::{self, SourceText};
 use crate::mesh::MeshConfig;
-use crate::problem::Problem;
-use crate::set::{PolicySet, Report};
+use crate::problem::{Notice, Problem};
+use crate::report::Report;
+use crate::set::{LoadError, PolicySet};
 
 /// Parses, validates and compiles; returns the set even when problems were found.
 pub(crate) fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Report) {
@@ -205,4 +207,65 @@ fn check_custom_providers(
 /// Parses, validates and compiles everything, collecting every problem and notice.
 pub fn validate(sources: &[SourceText], mesh: &MeshConfig) -> Report {
     build(sources, mesh).1
+}
+
+/// Building a set is this module's work; the constructors live here so `set` (the built
+/// set and its queries) does not depend on how it is built.
+impl PolicySet {
+    /// Reads files/directories and builds the set. Only unreadable input is an error; invalid
+    /// resources are enforced fail-closed (see [`PolicySet::invalid_resources`]).
+    pub fn load(
+        paths: &[PathBuf],
+        mesh: &MeshConfig,
+    ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
+        let sources = load::read_paths(paths)?;
+        PolicySet::from_sources(&sources, mesh)
+    }
+
+    pub fn from_sources(
+        sources: &[SourceText],
+        mesh: &MeshConfig,
+    ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
+        let (set, report) = crate::build::build(sources, mesh);
+        let (warnings, errors): (Vec<Problem>, Vec<Problem>) =
+            report.problems.into_iter().partition(|p| p.warning);
+        let mut notices = report.notices;
+        // Errors outside any security resource (a document that is not an object, a List
+        // without items) change nothing that is enforced; they are passed on as notices.
+        let inside = |p: &Problem| {
+            set.invalid.iter().any(|i| {
+                !crate::failclosed::errors_within(std::slice::from_ref(p), &i.location).is_empty()
+            })
+        };
+        notices.extend(errors.into_iter().filter(|p| !inside(p)).map(|e| Notice {
+            location: e.location,
+            message: match e.hint {
+                Some(h) => format!("error: {} (hint: {h})", e.message),
+                None => format!("error: {}", e.message),
+            },
+        }));
+        notices.extend(warnings.into_iter().map(|w| Notice {
+            location: w.location,
+            message: match w.hint {
+                Some(h) => format!("warning: {} (hint: {h})", w.message),
+                None => format!("warning: {}", w.message),
+            },
+        }));
+        Ok((set, notices))
+    }
+
+    /// One YAML text (possibly multi-document); `file` labels locations in messages.
+    pub fn from_yaml_str(
+        file: &str,
+        text: &str,
+        mesh: &MeshConfig,
+    ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
+        PolicySet::from_sources(
+            &[SourceText {
+                file: file.into(),
+                text: text.into(),
+            }],
+            mesh,
+        )
+    }
 }

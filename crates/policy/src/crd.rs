@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+/// Annotation that makes an AuthorizationPolicy report-only (Istio's dry-run).
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
 /// `metadata` of a Kubernetes object. Only the fields policy resolution needs are kept.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use crate::crd::DRY_RUN_ANNOTATION;
 use crate::crd::{
     Action, AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
@@ -16,9 +17,6 @@ use crate::problem::{Location, Notice, Problem};
 
 /// API versions accepted for the security kinds, as Istio serves them.
 pub const API_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
-
-/// Annotation that makes an AuthorizationPolicy report-only (Istio's dry-run).
-pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 
 #[derive(Debug, Clone)]
 pub enum Spec {

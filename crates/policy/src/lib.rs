@@ -152,6 +152,7 @@ pub mod normalize;
 mod parity;
 pub mod peer;
 pub mod problem;
+pub mod report;
 pub mod request;
 pub mod request_principal;
 mod set;
@@ -166,8 +167,9 @@ pub use load::{ReadError, SourceText};
 pub use mesh::{ExtensionProvider, MeshConfig};
 pub use normalize::{Normalization, PathNormalization};
 pub use problem::{Location, Notice, Problem};
+pub use report::Report;
 pub use request::Request;
-pub use set::{LoadError, PolicySet, Report, WorkloadPolicies};
+pub use set::{LoadError, PolicySet, WorkloadPolicies};
 
 use std::collections::BTreeMap;
 

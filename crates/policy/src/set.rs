@@ -6,7 +6,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::authn::RequestAuthn;
@@ -15,10 +14,9 @@ use crate::crd::{Action, JwtRule, MtlsMode};
 use crate::decision::{Decision, PolicyResult, Verdict};
 use crate::failclosed::InvalidResource;
 use crate::index::WorkloadView;
-use crate::load::{self, ReadError, SourceText};
+use crate::load::ReadError;
 use crate::mesh::MeshConfig;
 use crate::peer::{self, selector_matches, PeerPolicy};
-use crate::problem::{Notice, Problem};
 use crate::request::Request;
 use crate::Workload;
 
@@ -36,18 +34,6 @@ pub(crate) fn conflict_reason(providers: &[String]) -> String {
         "CUSTOM policies with different providers ({}) apply to this workload; Istio supports one per workload and denies every request",
         providers.join(", ")
     )
-}
-
-/// Result of [`crate::validate`]: every problem and notice, and how many resources were read.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub problems: Vec<Problem>,
-    pub notices: Vec<Notice>,
-    /// Resources with errors and what loading them does instead (fail-closed).
-    pub invalid: Vec<InvalidResource>,
-    pub authorization_policies: usize,
-    pub peer_authentications: usize,
-    pub request_authentications: usize,
 }
 
 /// Loaded and compiled policies. Cheap to share (`Sync`); per-workload views are cached.
@@ -84,63 +70,6 @@ pub(crate) type ViewCache = HashMap<u64, Vec<(Workload, Arc<WorkloadView>)>>;
 const VIEW_CACHE_LIMIT: usize = 4096;
 
 impl PolicySet {
-    /// Reads files/directories and builds the set. Only unreadable input is an error; invalid
-    /// resources are enforced fail-closed (see [`PolicySet::invalid_resources`]).
-    pub fn load(
-        paths: &[PathBuf],
-        mesh: &MeshConfig,
-    ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
-        let sources = load::read_paths(paths)?;
-        PolicySet::from_sources(&sources, mesh)
-    }
-
-    pub fn from_sources(
-        sources: &[SourceText],
-        mesh: &MeshConfig,
-    ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
-        let (set, report) = crate::build::build(sources, mesh);
-        let (warnings, errors): (Vec<Problem>, Vec<Problem>) =
-            report.problems.into_iter().partition(|p| p.warning);
-        let mut notices = report.notices;
-        // Errors outside any security resource (a document that is not an object, a List
-        // without items) change nothing that is enforced; they are passed on as notices.
-        let inside = |p: &Problem| {
-            set.invalid.iter().any(|i| {
-                !crate::failclosed::errors_within(std::slice::from_ref(p), &i.location).is_empty()
-            })
-        };
-        notices.extend(errors.into_iter().filter(|p| !inside(p)).map(|e| Notice {
-            location: e.location,
-            message: match e.hint {
-                Some(h) => format!("error: {} (hint: {h})", e.message),
-                None => format!("error: {}", e.message),
-            },
-        }));
-        notices.extend(warnings.into_iter().map(|w| Notice {
-            location: w.location,
-            message: match w.hint {
-                Some(h) => format!("warning: {} (hint: {h})", w.message),
-                None => format!("warning: {}", w.message),
-            },
-        }));
-        Ok((set, notices))
-    }
-
-    /// One YAML text (possibly multi-document); `file` labels locations in messages.
-    pub fn from_yaml_str(
-        file: &str,
-        text: &str,
-        mesh: &MeshConfig,
-    ) -> Result<(PolicySet, Vec<Notice>), LoadError> {
-        PolicySet::from_sources(
-            &[SourceText {
-                file: file.into(),
-                text: text.into(),
-            }],
-            mesh,
-        )
-    }
-
     pub fn mesh(&self) -> &MeshConfig {
         &self.mesh
     }

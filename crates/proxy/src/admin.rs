@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::http::{bytes_response, text, Body};
+use crate::response::{bytes_response, text, Body};
 use crate::state::Shared;
 
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {

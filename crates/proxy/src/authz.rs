@@ -22,7 +22,7 @@ use trustmesh_policy::{
 };
 
 use crate::config::ProxyConfig;
-use crate::inbound::ConnCtx;
+use crate::conn::ConnCtx;
 
 /// Every YAML document of every source file as JSON, for operators to see what is loaded.
 fn documents(sources: &[SourceText]) -> Vec<serde_json::Value> {

@@ -1,79 +1,21 @@
-//! CUSTOM action glue: one ext_authz client per `envoyExtAuthzGrpc` extension provider of the
-//! mesh config, and the call made when a CUSTOM policy matches a request.
+//! CUSTOM action glue: the ext_authz call made when a CUSTOM policy matches a request, with the
+//! client [`crate::extauthz::clients`] built for its provider.
 //!
 //! A provider that cannot be used (unknown name, HTTP flavour, bad address) fails closed with a
 //! 403, matching Istio, which rejects requests when a CUSTOM policy's provider is unusable.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use trustmesh_policy::MeshConfig;
 
-use crate::extauthz::{parse_status_on_error, CheckInput, ExtAuthzClient, ExtAuthzOutcome};
-use crate::http::{text, Body};
-use crate::inbound::ConnCtx;
+use crate::conn::ConnCtx;
+use crate::extauthz::{CheckInput, ExtAuthzOutcome};
+use crate::response::{text, Body};
 use crate::snapshot::Snapshot;
-
-/// Istio's default `envoyExtAuthzGrpc.timeout`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub enum Outcome {
     /// Forward, after applying the outcome's header changes.
     Allow(ExtAuthzOutcome),
     Deny(http::Response<Body>),
-}
-
-/// Parses `"1.5s"`, `"200ms"`, `"2m"` (protobuf Duration text as Istio accepts it).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        return None;
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v * unit))
-}
-
-/// Builds a client per usable gRPC provider; errors name the provider.
-pub fn clients(mesh: &MeshConfig) -> anyhow::Result<BTreeMap<String, ExtAuthzClient>> {
-    let mut out = BTreeMap::new();
-    for (i, p) in mesh.extension_providers.iter().enumerate() {
-        let Some(g) = &p.envoy_ext_authz_grpc else {
-            if p.envoy_ext_authz_http.is_some() {
-                tracing::warn!(
-                    provider = %p.name,
-                    "envoyExtAuthzHttp providers are not supported; CUSTOM policies using it deny"
-                );
-            }
-            continue;
-        };
-        let field = format!("mesh.extensionProviders[{i}] ({})", p.name);
-        let timeout = match &g.timeout {
-            Some(t) => parse_duration(t)
-                .ok_or_else(|| anyhow::anyhow!("{field}.timeout: {t:?} is not a duration"))?,
-            None => DEFAULT_TIMEOUT,
-        };
-        let status = parse_status_on_error(g.status_on_error.as_deref())
-            .map_err(|e| anyhow::anyhow!("{field}.statusOnError: {e}"))?;
-        let target = if g.port == 0 {
-            g.service.clone()
-        } else {
-            format!("{}:{}", g.service, g.port)
-        };
-        let client = ExtAuthzClient::new(&target, timeout, g.fail_open, status)
-            .map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
-        out.insert(p.name.clone(), client);
-    }
-    Ok(out)
 }
 
 pub async fn check(
@@ -91,7 +33,7 @@ pub async fn check(
     };
     let source_principal = ctx.peer.as_ref().map(|p| p.id.to_string());
     let own = snap.own_id.to_string();
-    let host = crate::http::authority(req).unwrap_or_default();
+    let host = crate::normalize::authority(req).unwrap_or_default();
     let protocol = match req.version() {
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_10 => "HTTP/1.0",
@@ -125,7 +67,7 @@ pub async fn check(
                 tracing::warn!(provider, error = %e, "ext_authz failed closed");
             }
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            let mut resp = crate::http::bytes_response(status, bytes::Bytes::from(body));
+            let mut resp = crate::response::bytes_response(status, bytes::Bytes::from(body));
             for (k, v) in headers {
                 if let (Ok(k), Ok(v)) = (
                     http::HeaderName::from_bytes(k.as_bytes()),
@@ -136,20 +78,5 @@ pub async fn check(
             }
             Outcome::Deny(resp)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("-1s"), None);
     }
 }

@@ -10,8 +10,8 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::http::{text, Body, Conn, XFCC};
-use crate::inbound::ConnCtx;
+use crate::conn::ConnCtx;
+use crate::response::{text, Body};
 use crate::state::Shared;
 
 /// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1). Typed names: removing
@@ -67,6 +67,54 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
+pub static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+
+/// An inbound HTTP connection: its context plus the values every request on it repeats, rendered
+/// once per connection instead of once per request (addresses and identity as text for the
+/// access log and policy, the app's authority for the upstream URI, the XFCC value).
+pub struct Conn {
+    pub ctx: ConnCtx,
+    pub source_text: String,
+    pub target_text: String,
+    pub peer_text: Option<String>,
+    /// `ctx.target` as a URI authority (cheap to clone: shared bytes).
+    pub target_authority: Option<http::uri::Authority>,
+    /// Our identity when `xfcc` was rendered, and the XFCC value naming the verified peer.
+    xfcc_by: String,
+    xfcc: Option<HeaderValue>,
+    /// This connection's own app connection (HTTP/1 clients).
+    pub upstream: DedicatedUpstream,
+}
+
+impl Conn {
+    pub fn new(ctx: ConnCtx, own_id: &str) -> Conn {
+        let target_text = ctx.target.to_string();
+        Conn {
+            source_text: ctx.source.to_string(),
+            target_authority: http::uri::Authority::from_maybe_shared(bytes::Bytes::from(
+                target_text.clone(),
+            ))
+            .ok(),
+            target_text,
+            peer_text: ctx.peer.as_ref().map(|p| p.id.to_string()),
+            xfcc_by: own_id.to_string(),
+            xfcc: xfcc_value(own_id, &ctx),
+            upstream: Default::default(),
+            ctx,
+        }
+    }
+
+    /// The XFCC value for a request forwarded while `own_id` is our identity (a reload could
+    /// change it in the middle of a connection; then it is rendered afresh).
+    pub fn xfcc(&self, own_id: &str) -> Option<HeaderValue> {
+        if own_id == self.xfcc_by {
+            self.xfcc.clone()
+        } else {
+            xfcc_value(own_id, &self.ctx)
+        }
+    }
+}
+
 /// Envoy's XFCC element for a verified peer: `By` (us), `Hash` (SHA-256 of the peer leaf), `URI`.
 pub fn xfcc_value(own_id: &str, ctx: &ConnCtx) -> Option<HeaderValue> {
     let peer = ctx.peer.as_ref()?;
@@ -75,28 +123,6 @@ pub fn xfcc_value(own_id: &str, ctx: &ConnCtx) -> Option<HeaderValue> {
         peer.leaf_sha256, peer.id
     ))
     .ok()
-}
-
-/// Lower-case hex SHA-256 of `der`.
-pub fn sha256_hex(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        let [hi, lo] = hex_pair(b);
-        s.push(char::from(hi));
-        s.push(char::from(lo));
-    }
-    s
-}
-
-/// The two lower-case hex digits of `b`.
-pub fn hex_pair(b: u8) -> [u8; 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
 /// Why a request could not be forwarded.

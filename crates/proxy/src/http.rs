@@ -13,89 +13,23 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::accesslog::AccessLog;
 use crate::authz::{Decision, HttpAttrs};
-use crate::inbound::ConnCtx;
+use crate::clock::now_rfc3339;
+use crate::conn::ConnCtx;
+use crate::forward::Conn;
 use crate::metrics::RejectReason;
+use crate::normalize::authority;
+use crate::response::{bytes_response, text, Body};
 use crate::state::Shared;
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
-
-pub static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|n| match n {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
-    r
-}
-
-pub fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body).map_err(|n| match n {}).boxed());
-    *r.status_mut() = status;
-    r
-}
-
-/// An inbound HTTP connection: its context plus the values every request on it repeats, rendered
-/// once per connection instead of once per request (addresses and identity as text for the
-/// access log and policy, the app's authority for the upstream URI, the XFCC value).
-pub struct Conn {
-    pub ctx: ConnCtx,
-    pub source_text: String,
-    pub target_text: String,
-    pub peer_text: Option<String>,
-    /// `ctx.target` as a URI authority (cheap to clone: shared bytes).
-    pub target_authority: Option<http::uri::Authority>,
-    /// Our identity when `xfcc` was rendered, and the XFCC value naming the verified peer.
-    xfcc_by: String,
-    xfcc: Option<HeaderValue>,
-    /// This connection's own app connection (HTTP/1 clients).
-    pub upstream: crate::forward::DedicatedUpstream,
-}
-
-impl Conn {
-    pub fn new(ctx: ConnCtx, own_id: &str) -> Conn {
-        let target_text = ctx.target.to_string();
-        Conn {
-            source_text: ctx.source.to_string(),
-            target_authority: http::uri::Authority::from_maybe_shared(Bytes::from(
-                target_text.clone(),
-            ))
-            .ok(),
-            target_text,
-            peer_text: ctx.peer.as_ref().map(|p| p.id.to_string()),
-            xfcc_by: own_id.to_string(),
-            xfcc: crate::forward::xfcc_value(own_id, &ctx),
-            upstream: Default::default(),
-            ctx,
-        }
-    }
-
-    /// The XFCC value for a request forwarded while `own_id` is our identity (a reload could
-    /// change it in the middle of a connection; then it is rendered afresh).
-    pub fn xfcc(&self, own_id: &str) -> Option<HeaderValue> {
-        if own_id == self.xfcc_by {
-            self.xfcc.clone()
-        } else {
-            crate::forward::xfcc_value(own_id, &self.ctx)
-        }
-    }
-}
 
 /// Serves one inbound connection until the client closes it or it misbehaves.
 pub async fn serve<S>(shared: Arc<Shared>, ctx: ConnCtx, stream: S)
@@ -241,16 +175,6 @@ fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
     }
 }
 
-/// `:authority` for HTTP/2, `Host` for HTTP/1.1.
-pub fn authority(req: &Request<Incoming>) -> Option<String> {
-    req.uri().authority().map(|a| a.to_string()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    })
-}
-
 /// Keeps a client's `x-request-id` (as Envoy does by default) or adds a random UUIDv4 one.
 fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
@@ -268,7 +192,7 @@ fn ensure_request_id(headers: &mut http::HeaderMap) -> Option<String> {
             id[at] = b'-';
             at += 1;
         }
-        id[at..at + 2].copy_from_slice(&crate::forward::hex_pair(*byte));
+        id[at..at + 2].copy_from_slice(&crate::hex::hex_pair(*byte));
         at += 2;
     }
     let value = HeaderValue::from_bytes(&id).ok()?;
@@ -476,6 +400,6 @@ mod tests {
     fn hex_matches_format() {
         let bytes = [0u8, 1, 0x7f, 0x80, 0xfe, 0xff];
         let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(crate::forward::hex(&bytes), want);
+        assert_eq!(crate::hex::hex(&bytes), want);
     }
 }

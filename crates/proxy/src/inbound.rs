@@ -14,41 +14,14 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use trustmesh_identity::SpiffeId;
 use trustmesh_policy::MtlsMode;
 
-use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::accesslog::AccessLog;
+use crate::clock::now_rfc3339;
 use crate::config::Protocol;
+use crate::conn::{ConnCtx, Peer};
 use crate::metrics::RejectReason;
 use crate::state::Shared;
-
-/// A verified mTLS peer.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub id: SpiffeId,
-    /// Hex SHA-256 of the peer's leaf (the XFCC `Hash=` element), computed once per connection
-    /// rather than on every request it carries.
-    pub leaf_sha256: String,
-}
-
-/// What is known about an inbound connection once its transport is settled.
-#[derive(Debug, Clone)]
-pub struct ConnCtx {
-    pub listener: usize,
-    pub listener_port: u16,
-    pub source: SocketAddr,
-    /// The address the client connected to (our listener).
-    pub local: SocketAddr,
-    /// The local app: destination address/port for policy purposes.
-    pub target: SocketAddr,
-    pub peer: Option<Peer>,
-    pub tls: bool,
-    /// How to talk to the app on HTTP listeners.
-    pub app_protocol: crate::config::AppProtocol,
-    /// SNI the client sent, if any (`connection.sni` in policies).
-    pub sni: Option<String>,
-    pub started: Instant,
-}
 
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -191,7 +164,7 @@ fn peer_of(shared: &Shared, conn: &rustls::ServerConnection) -> Option<Peer> {
             .ok()?;
     Some(Peer {
         id: svid.id,
-        leaf_sha256: crate::forward::sha256_hex(certs.first()?.as_ref()),
+        leaf_sha256: crate::hex::sha256_hex(certs.first()?.as_ref()),
     })
 }
 

@@ -6,16 +6,21 @@
 //! ([`http`]) path, which first refuses malformed requests and normalizes the path
 //! ([`normalize`]), then asks [`authz`] for decisions. [`jwt`] and [`extauthz`] implement
 //! RequestAuthentication and the CUSTOM action; [`authn`] and [`custom`] wire them in.
-//! Connections run on [`workers`], one event loop per thread.
+//! Connections run on [`workers`], one event loop per thread. Listeners describe a connection
+//! in [`conn`] (what policy, the access log and forwarding read) and answer with [`response`];
+//! the modules form layers whose imports point down (docs/ARCHITECTURE.md).
 
 pub mod accesslog;
 pub mod admin;
 pub mod authn;
 pub mod authz;
+pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod custom;
 pub mod extauthz;
 pub mod forward;
+pub mod hex;
 pub mod http;
 pub mod inbound;
 pub mod jwt;
@@ -24,6 +29,7 @@ pub mod normalize;
 pub mod outbound;
 pub mod relay;
 pub mod reload;
+pub mod response;
 pub mod run;
 pub mod slots;
 pub mod snapshot;

@@ -9,6 +9,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// Access log records lost (stdout stalled, or writing failed); counted by the access log.
+pub static ACCESS_LOG_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Why a connection was closed before it carried any traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RejectReason {
@@ -164,7 +167,7 @@ impl Metrics {
             &mut out,
             "trustmesh_access_log_dropped_total",
             "Access log records dropped because stdout could not keep up.",
-            crate::accesslog::dropped(),
+            ACCESS_LOG_DROPPED.load(Ordering::Relaxed),
         );
         let exp = self.cert_expiry_unix.load(Ordering::Relaxed);
         if exp != 0 {

@@ -100,6 +100,16 @@ fn check_host(
     }
 }
 
+/// `:authority` for HTTP/2, `Host` for HTTP/1.1.
+pub fn authority<B>(req: &Request<B>) -> Option<String> {
+    req.uri().authority().map(|a| a.to_string()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
-use crate::accesslog::{now_rfc3339, AccessLog};
+use crate::accesslog::AccessLog;
+use crate::clock::now_rfc3339;
 use crate::state::Shared;
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {

@@ -210,7 +210,7 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
     }
 
     let policies = Policies::load(&cfg, &mesh)?;
-    let ext_authz = crate::custom::clients(&mesh)?;
+    let ext_authz = crate::extauthz::clients(&mesh)?;
 
     let server_tls_http = tls::server_config(trust.clone(), &own, true)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
@@ -232,7 +232,7 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
 
     Ok(Snapshot {
         generation,
-        loaded_at: crate::accesslog::now_rfc3339(),
+        loaded_at: crate::clock::now_rfc3339(),
         own_not_before: unix(svid.not_before),
         own_not_after: unix(svid.not_after),
         config: cfg,

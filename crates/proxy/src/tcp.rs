@@ -11,8 +11,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::accesslog::{now_rfc3339, AccessLog};
-use crate::inbound::ConnCtx;
+use crate::accesslog::AccessLog;
+use crate::clock::now_rfc3339;
+use crate::conn::ConnCtx;
 use crate::metrics::RejectReason;
 use crate::state::Shared;
 

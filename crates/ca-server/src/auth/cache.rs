@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::jwt::ServiceAccount;
+use super::account::ServiceAccount;
 
 /// Default for how long a verified token is served from the cache (`ca serve
 /// --token-cache-max-age`).

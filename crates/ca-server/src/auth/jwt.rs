@@ -22,6 +22,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use super::account::ServiceAccount;
+
 use super::cache::{Now, TokenCache, TokenKey, Verified, DEFAULT_MAX_AGE, DEFAULT_MAX_ENTRIES};
 
 /// Prefix of a Kubernetes service-account subject.
@@ -52,14 +54,6 @@ pub enum JwtError {
         source_name: String,
         reason: String,
     },
-}
-
-/// The Kubernetes service account a verified token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceAccount {
-    pub namespace: String,
-    pub name: String,
-    pub issuer: String,
 }
 
 /// Where an issuer's keys come from.

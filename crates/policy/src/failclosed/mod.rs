@@ -287,7 +287,7 @@ pub fn sketch(value: &Value) -> Sketch {
     };
     out.dry_run = meta
         .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(crate::document::DRY_RUN_ANNOTATION))
+        .and_then(|a| a.get(crate::crd::DRY_RUN_ANNOTATION))
         .and_then(Value::as_str)
         .is_some_and(|v| matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True"));
     let Some(spec) = spec else {

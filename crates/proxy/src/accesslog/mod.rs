@@ -18,10 +18,13 @@
 //! Lines are appended whole, so two connections never interleave halves of records. [`flush`]
 //! writes everything still buffered; shutdown calls it so the last lines are not lost.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
+
+// The counter lives with the other metrics, so rendering them imports no log.
+use crate::metrics::ACCESS_LOG_DROPPED as DROPPED;
 
 #[derive(Debug, Default, Serialize)]
 pub struct AccessLog {
@@ -69,59 +72,10 @@ pub struct AccessLog {
     pub bytes_sent: Option<u64>,
 }
 
-pub fn now_rfc3339() -> String {
-    rfc3339(std::time::SystemTime::now())
-}
-
-/// RFC 3339 in UTC, exactly as the `time` crate writes it (fraction without trailing zeros),
-/// but with the date and time-of-day part formatted once per second per thread: a busy sidecar
-/// stamps tens of thousands of lines a second, nearly all within the same second.
-fn rfc3339(t: std::time::SystemTime) -> String {
-    use std::cell::RefCell;
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let Ok(since) = t.duration_since(std::time::UNIX_EPOCH) else {
-        return slow_rfc3339(t);
-    };
-    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs {
-            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            let text = slow_rfc3339(whole);
-            // "YYYY-MM-DDTHH:MM:SSZ" → keep everything before the 'Z'.
-            let Some(prefix) = text.strip_suffix('Z') else {
-                return slow_rfc3339(t);
-            };
-            *cached = (secs, prefix.to_string());
-        }
-        let mut out = String::with_capacity(cached.1.len() + 11);
-        out.push_str(&cached.1);
-        if nanos != 0 {
-            use std::fmt::Write;
-            let _ = write!(out, ".{nanos:09}");
-            // The fraction has a non-zero digit, so trimming stops inside it.
-            let len = out.trim_end_matches('0').len();
-            out.truncate(len);
-        }
-        out.push('Z');
-        out
-    })
-}
-
-fn slow_rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Bytes a thread may have waiting before its new lines are dropped (stdout stalled).
 const MAX_PENDING: usize = 4 * 1024 * 1024;
 /// How often the writer collects under traffic, bounding how late a line can be.
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
-
-static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Access log records dropped because stdout could not keep up.
 pub fn dropped() -> u64 {
@@ -269,7 +223,7 @@ fn json_str(out: &mut Vec<u8>, v: &str) {
                 0x0c => out.extend_from_slice(b"\\f"),
                 b if b < 0x20 => {
                     out.extend_from_slice(b"\\u00");
-                    out.extend_from_slice(&crate::forward::hex_pair(b));
+                    out.extend_from_slice(&crate::hex::hex_pair(b));
                 }
                 b => out.push(b),
             }

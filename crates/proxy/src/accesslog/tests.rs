@@ -84,7 +84,7 @@ fn lines_from_many_threads_arrive_whole_and_none_is_lost() {
 #[test]
 fn hand_written_json_is_what_serde_json_writes() {
     let mut full = super::AccessLog {
-        time: super::now_rfc3339(),
+        time: crate::clock::now_rfc3339(),
         direction: "inbound",
         protocol: "http",
         listener_port: 15006,
@@ -224,6 +224,6 @@ fn cached_timestamps_match_the_time_crate() {
         let want = time::OffsetDateTime::from(t)
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
-        assert_eq!(super::rfc3339(t), want, "{t:?}");
+        assert_eq!(crate::clock::rfc3339(t), want, "{t:?}");
     }
 }

@@ -20,6 +20,7 @@
 mod error;
 mod extract;
 mod fetch;
+mod info;
 mod jwks;
 mod output;
 mod remote;
@@ -27,13 +28,14 @@ mod rule;
 mod verify;
 
 pub use error::{JwtConfigError, JwtError};
+pub use info::AuthInfo;
 pub use jwks::KeySet;
 pub use remote::JwksStatus;
 pub use rule::{ClaimToHeader, JwtHeader, JwtRule};
 pub use verify::CLOCK_SKEW_SECS;
 
 use extract::Location;
-use hyper::http::{HeaderMap, HeaderName, Uri};
+use hyper::http::{HeaderMap, Uri};
 use remote::{JwksSource, RemoteJwks};
 use serde_json::Value;
 use std::sync::Arc;
@@ -72,29 +74,6 @@ impl std::fmt::Debug for JwtOptions {
             .field("custom_tls", &self.tls.is_some())
             .finish()
     }
-}
-
-/// The verified identity a request carries (Istio's `request.auth.*` attributes).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuthInfo {
-    /// `<iss>/<sub>`: what AuthorizationPolicy `requestPrincipals` match against.
-    pub principal: String,
-    pub issuer: String,
-    pub subject: String,
-    /// The token's `aud` as a list.
-    pub audiences: Vec<String>,
-    /// The `azp` claim (`request.auth.presenter`).
-    pub presenter: Option<String>,
-    /// Every claim of the token (`request.auth.claims[...]`).
-    pub claims: Value,
-    /// The accepting rule's `spaceDelimitedClaims`: policy splits these claims (and `scope`,
-    /// `permission`) on spaces, as Envoy's `jwt_authn` does for the metadata RBAC reads.
-    pub space_delimited_claims: Vec<String>,
-    pub raw_token: String,
-    /// Index into the rules given to [`JwtAuthenticator::new`] of the rule that accepted it.
-    pub rule_index: usize,
-    /// Headers whose tokens must not be forwarded (rules without `forwardOriginalToken`).
-    pub(crate) strip_headers: Vec<HeaderName>,
 }
 
 enum Keys {
