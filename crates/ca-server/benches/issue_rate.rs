@@ -95,10 +95,8 @@ async fn run(a: &Args) -> (u64, Duration) {
 
     let signer = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {
-        let (s, d) = (signer.clone(), dir.path().to_path_buf());
-        Arc::new(move || {
-            server_identity(&d, &s.ca, &["localhost".into()], Duration::from_secs(3600))
-        })
+        let s = signer.clone();
+        Arc::new(move || server_identity(&s.ca, &["localhost".into()], Duration::from_secs(3600)))
     };
     let running = start(
         signer,

@@ -174,13 +174,61 @@ impl CertificateAuthority {
             return Err(CaError::SigningCertExpired(rfc3339(self.chain_not_after)));
         }
 
+        self.svid(id, &[], lifetime, now, &req.csr_pem, req.key_type)
+    }
+
+    /// The CA endpoint's own serving certificate: the workload profile of [`issue_at`](Self::issue_at)
+    /// for `id`, plus DNS and IP SANs from `names` so ordinary TLS clients (istio-agent, grpcio)
+    /// can verify it by host name. Not bound by the workload TTL maximum (it is the CA's own
+    /// certificate); still clamped to the CA chain's expiry. The key is generated here.
+    pub fn issue_server(
+        &self,
+        id: &SpiffeId,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<IssuedSvid, CaError> {
+        let mut sans = Vec::with_capacity(names.len());
+        for n in names {
+            sans.push(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => {
+                    let bad =
+                        |why: String| CaError::InvalidOptions(format!("server name {n:?}: {why}"));
+                    rustls_pki_types::DnsName::try_from(n.as_str())
+                        .map_err(|_| bad("not a DNS name or an IP address".into()))?;
+                    SanType::DnsName(
+                        n.as_str()
+                            .try_into()
+                            .map_err(|e: rcgen::Error| bad(e.to_string()))?,
+                    )
+                }
+            });
+        }
+        let now = OffsetDateTime::now_utc();
+        if now >= self.chain_not_after {
+            return Err(CaError::SigningCertExpired(rfc3339(self.chain_not_after)));
+        }
+        self.svid(id, &sans, ttl, now, &None, KeyType::default())
+    }
+
+    /// Every SVID this CA signs, workload or its own: one profile, built here only.
+    fn svid(
+        &self,
+        id: &SpiffeId,
+        extra_sans: &[SanType],
+        lifetime: Duration,
+        now: OffsetDateTime,
+        csr_pem: &Option<String>,
+        key_type: KeyType,
+    ) -> Result<IssuedSvid, CaError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
+        params.subject_alt_names = extra_sans.to_vec();
+        params.subject_alt_names.push(SanType::URI(
             id.as_str()
                 .try_into()
                 .map_err(|e: rcgen::Error| CaError::Crypto(e.to_string()))?,
-        )];
+        ));
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -205,7 +253,7 @@ impl CertificateAuthority {
         params.not_before = not_before;
         params.not_after = not_after;
 
-        let (cert, key_pem) = match &req.csr_pem {
+        let (cert, key_pem) = match csr_pem {
             Some(pem) => {
                 let parsed = csr::parse(pem)?;
                 if let Some(other) = parsed.uri_sans.iter().find(|u| *u != id.as_str()) {
@@ -217,7 +265,7 @@ impl CertificateAuthority {
                 (sign(&params, &parsed.public_key, self)?, None)
             }
             None => {
-                let key = keys::generate(req.key_type)?;
+                let key = keys::generate(key_type)?;
                 (sign(&params, &key, self)?, Some(keys::to_pkcs8_pem(&key)))
             }
         };

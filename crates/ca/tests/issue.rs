@@ -500,3 +500,48 @@ fn plugin_chain_verifies_with_identity_verify_svid() {
     let trust = TrustConfig::new(td("cluster.local"), bundles);
     assert!(verify_svid(&svid.chain, &trust, later).is_err());
 }
+
+#[test]
+fn the_ca_serving_certificate_is_the_workload_profile_plus_host_names() {
+    let (root, ca) = plugin_ca("cluster.local");
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/istio-system/sa/istiod").unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    // Longer than the workload maximum (the CA's own certificate is not bound by it).
+    let long = ca.ttl_policy().max_ttl + Duration::from_secs(3600);
+    let svid = ca.issue_server(&id, &names, long).unwrap();
+    assert_eq!(svid.chain.len(), 3);
+    assert!(svid.key_pem.is_some(), "the key is generated with it");
+    assert_eq!(uri_sans(svid.leaf()), vec![id.to_string()]);
+    with_cert(svid.leaf(), |c| {
+        let san = c.subject_alternative_name().unwrap().unwrap();
+        let rendered: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n}"))
+            .collect();
+        assert!(
+            rendered.iter().any(|n| n.contains("localhost")),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered.iter().any(|n| n.contains("7f:00:00:01")),
+            "{rendered:?}"
+        );
+        assert!(!c.is_ca());
+    });
+    // Verifies as the CA's identity against the root, like any SVID.
+    let mut bundles = trustmesh_identity::TrustBundleSet::new();
+    bundles
+        .add_root(td("cluster.local"), root.roots()[0].clone())
+        .unwrap();
+    let trust = trustmesh_identity::TrustConfig::new(td("cluster.local"), bundles);
+    let v = trustmesh_identity::verify_svid(&svid.chain, &trust, rustls_pki_types::UnixTime::now())
+        .unwrap();
+    assert_eq!(v.id, id);
+    // A name that is neither a DNS name nor an IP is refused with the name in the error.
+    let e = ca
+        .issue_server(&id, &["bad name!".into()], Duration::from_secs(60))
+        .unwrap_err();
+    assert!(e.to_string().contains("bad name!"), "{e}");
+}

@@ -129,13 +129,8 @@ pub fn run(a: Args) -> ExitCode {
     };
     let ca = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {
-        let (ca, dir, names, ttl) = (
-            ca.clone(),
-            a.ca.clone(),
-            a.server_names.clone(),
-            a.server_cert_ttl,
-        );
-        Arc::new(move || server_identity(&dir, &ca.ca, &names, ttl))
+        let (ca, names, ttl) = (ca.clone(), a.server_names.clone(), a.server_cert_ttl);
+        Arc::new(move || server_identity(&ca.ca, &names, ttl))
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

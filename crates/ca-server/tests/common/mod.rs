@@ -62,10 +62,8 @@ pub async fn start_ca(tweak: impl FnOnce(&mut Options)) -> TestCa {
 
     let signer = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {
-        let (s, d) = (signer.clone(), dir.path().to_path_buf());
-        Arc::new(move || {
-            server_identity(&d, &s.ca, &["localhost".into()], Duration::from_secs(3600))
-        })
+        let s = signer.clone();
+        Arc::new(move || server_identity(&s.ca, &["localhost".into()], Duration::from_secs(3600)))
     };
     let mut opts = Options {
         server_cert_ttl: Duration::from_secs(3600),
