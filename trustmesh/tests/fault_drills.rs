@@ -1,6 +1,7 @@
 //! Fault drills (issue #11), with real processes: the sidecar's access log on a disk that fills
-//! up. Traffic must continue, every record that cannot be written must be counted, and the file
-//! must hold only whole JSON lines.
+//! up (traffic must continue, every record that cannot be written must be counted, and the file
+//! must hold only whole JSON lines); two proxies on one port; SIGTERM under load; a request its
+//! client abandons.
 
 mod proxy_support;
 
@@ -304,4 +305,72 @@ async fn sigterm_under_load_finishes_what_was_accepted() {
     );
     // Every answer a client got is the app's: nothing accepted was failed by the shutdown.
     assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+}
+
+/// An app that reads requests and never answers.
+async fn silent_backend() -> u16 {
+    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = ln.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = ln.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// A request whose client gives up while the app is still thinking leaves the handler
+/// mid-way; its access-log line is written all the same, once, saying so (issue #12: one
+/// outcome record on every exit path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_abandons_is_logged_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = Ca::new(dir, "mesh", TD);
+    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
+    let pol = policy_dir(dir, "policies");
+    let backend = silent_backend().await;
+    let (inb, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(
+        dir,
+        "app",
+        &Cfg::http_app(&ca, &cert, &pol, inb, backend, admin).yaml(),
+        admin,
+    )
+    .await;
+    for (path, version) in [
+        ("/gone-h2", "--http2-prior-knowledge"),
+        ("/gone-h1", "--http1.1"),
+    ] {
+        let (status, _) = curl_plain(inb, path, &[version, "--max-time", "1"]).await;
+        assert_ne!(status, 200, "the app never answers");
+    }
+    for path in ["/gone-h2", "/gone-h1"] {
+        let found = within(Duration::from_secs(5), || {
+            let log = proxy.access_log();
+            async move { log.lines().any(|l| l.contains(path)) }
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "no line for {path}: {}",
+            proxy.access_log()
+        );
+        let log = proxy.access_log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(path)).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["decision"], "allow", "{v}");
+        assert!(v.get("status").is_none(), "no answer was sent: {v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the client went away before the answer"),
+            "{v}"
+        );
+    }
 }

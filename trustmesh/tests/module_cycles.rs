@@ -466,7 +466,10 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "workers",
         ],
     ),
-    ("L1 decisions and records", &["accesslog", "authn", "authz"]),
+    (
+        "L1 decisions and records",
+        &["accesslog", "authn", "authz", "outcome"],
+    ),
     ("L2 the loaded world", &["snapshot", "state"]),
     ("L3 request paths", &["custom", "forward", "http", "tcp"]),
     ("L4 listeners", &["admin", "inbound", "outbound"]),

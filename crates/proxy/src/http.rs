@@ -26,6 +26,7 @@ use crate::conn::ConnCtx;
 use crate::forward::Conn;
 use crate::metrics::RejectReason;
 use crate::normalize::authority;
+use crate::outcome::{Failure, Outcome};
 use crate::response::{bytes_response, text, Body};
 use crate::state::Shared;
 
@@ -242,29 +243,22 @@ fn attrs_of<'a>(
     }
 }
 
-/// Records a refusal in metrics and the access log, and returns the response to send.
-fn refuse(
-    shared: &Shared,
-    mut log: AccessLog,
-    started: Instant,
-    decision: &str,
-    resp: Response<Body>,
-) -> Response<Body> {
-    shared
-        .metrics
-        .decision(decision, log.policy.as_deref().unwrap_or(""));
-    log.decision = decision.into();
-    log.status = Some(resp.status().as_u16());
-    log.duration_ms = started.elapsed().as_millis() as u64;
-    log.emit();
-    resp
-}
-
 fn rbac_denied() -> Response<Body> {
     text(StatusCode::FORBIDDEN, "RBAC: access denied")
 }
 
-/// One request: authenticate (JWT), authorize (CUSTOM → DENY → ALLOW), forward.
+/// A plain-text answer the proxy makes itself.
+fn plain(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = bytes_response(status, Bytes::from(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// One request: authenticate (JWT), authorize (CUSTOM → DENY → ALLOW), forward. Its outcome
+/// (access-log line, decision metric) is recorded once whichever way it leaves.
 async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -274,62 +268,66 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     // Normalized before anything reads the path: authentication, policy, the log and the app
     // all see the same request.
     let normalized = crate::normalize::apply(&mut req, snap.mesh.path_normalization.normalization);
-    let mut log = request_log(conn, &req);
-    log.request_id = request_id;
+    let mut outcome = Outcome::new(&shared.metrics, request_log(conn, &req), started);
+    outcome.log().request_id = request_id;
     match normalized {
-        Ok(original) => log.original_path = original,
+        Ok(original) => outcome.log().original_path = original,
         Err(refusal) => {
-            log.reason = Some(refusal.label().to_string());
-            let body = Bytes::from(format!("bad request: {refusal}\n"));
-            let mut r = bytes_response(refusal.status(), body);
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain"),
-            );
-            return refuse(shared, log, started, "bad_request", r);
+            let r = plain(refusal.status(), format!("bad request: {refusal}\n"));
+            outcome.fail(Failure::BadRequest {
+                status: refusal.status(),
+                label: refusal.label(),
+                why: refusal.to_string(),
+            });
+            return r;
         }
     }
-    let host = log.authority.clone().unwrap_or_default();
+    let host = outcome.log().authority.clone().unwrap_or_default();
 
     let auth = match snap.policies.authenticate(req.headers(), req.uri()) {
         Ok(a) => a,
         Err(e) => {
-            log.reason = Some(format!("{e:?}"));
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut r = bytes_response(status, Bytes::from(e.http_body()));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain"),
-            );
-            return refuse(shared, log, started, "unauthenticated", r);
+            let r = plain(status, e.http_body());
+            outcome.fail(Failure::Unauthenticated {
+                status,
+                why: e.to_string(),
+            });
+            return r;
         }
     };
-    log.request_principal = auth.as_ref().map(|a| a.principal.clone());
+    outcome.log().request_principal = auth.as_ref().map(|a| a.principal.clone());
 
     let verdict = snap.policies.check_http(
         ctx,
         conn.peer_text.as_deref(),
         &attrs_of(&req, &host, auth.as_ref()),
     );
-    log.policy = verdict.policy;
-    log.reason = Some(verdict.reason);
+    outcome.log().policy = verdict.policy;
+    outcome.log().reason = Some(verdict.reason);
     // Headers a CUSTOM authorizer asked to add to the client's response on allow.
     let mut response_headers = Vec::new();
     match &verdict.decision {
-        Decision::Deny => return refuse(shared, log, started, "deny", rbac_denied()),
+        Decision::Deny => {
+            outcome.fail(Failure::Denied);
+            return rbac_denied();
+        }
         Decision::Allow => {}
         Decision::Custom(provider) => {
             match crate::custom::check(&snap, provider, ctx, &req).await {
                 crate::custom::Outcome::Deny(resp) => {
-                    log.reason = Some(format!("CUSTOM provider {provider} denied"));
-                    return refuse(shared, log, started, "deny", resp);
+                    outcome.log().status = Some(resp.status().as_u16());
+                    outcome.fail(Failure::DeniedByProvider {
+                        provider: provider.clone(),
+                    });
+                    return resp;
                 }
-                crate::custom::Outcome::Allow(outcome) => {
-                    outcome.apply_to_request(req.headers_mut());
+                crate::custom::Outcome::Allow(allowed) => {
+                    allowed.apply_to_request(req.headers_mut());
                     if let crate::extauthz::ExtAuthzOutcome::Allow {
                         response_headers_to_add,
                         ..
-                    } = outcome
+                    } = allowed
                     {
                         response_headers = response_headers_to_add;
                     }
@@ -340,29 +338,26 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
                         &attrs_of(&req, &host, auth.as_ref()),
                     );
                     let allowed = after.allowed();
-                    log.reason = Some(after.reason);
+                    outcome.log().reason = Some(after.reason);
                     if after.policy.is_some() {
-                        log.policy = after.policy;
+                        outcome.log().policy = after.policy;
                     }
                     if !allowed {
-                        return refuse(shared, log, started, "deny", rbac_denied());
+                        outcome.fail(Failure::Denied);
+                        return rbac_denied();
                     }
                 }
             }
         }
     }
-    shared
-        .metrics
-        .decision("allow", log.policy.as_deref().unwrap_or(""));
-    log.decision = "allow".into();
+    outcome.decide("allow");
 
     snap.policies
         .prepare_upstream(auth.as_ref(), req.headers_mut());
     let mut resp = crate::forward::forward(shared, conn, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
-    log.status = Some(resp.status().as_u16());
-    log.duration_ms = started.elapsed().as_millis() as u64;
-    log.emit();
+    outcome.log().status = Some(resp.status().as_u16());
+    outcome.finish();
     resp
 }
 

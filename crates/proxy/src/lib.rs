@@ -27,6 +27,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod normalize;
 pub mod outbound;
+pub mod outcome;
 pub mod relay;
 pub mod reload;
 pub mod response;

@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
+use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
@@ -42,48 +43,45 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
     };
     let client = snap.client_tls.get(index).cloned().flatten();
     let timeouts = snap.config.timeouts.clone();
-    let mut log = AccessLog {
-        time: now_rfc3339(),
-        direction: "outbound",
-        protocol: match l.protocol {
-            crate::config::Protocol::Http => "http",
-            crate::config::Protocol::Tcp => "tcp",
+    let mut outcome = Outcome::new(
+        &shared.metrics,
+        AccessLog {
+            time: now_rfc3339(),
+            direction: "outbound",
+            protocol: match l.protocol {
+                crate::config::Protocol::Http => "http",
+                crate::config::Protocol::Tcp => "tcp",
+            },
+            listener_port: l.port,
+            source_address: source.to_string(),
+            destination_address: l.peer.to_string(),
+            tls: l.tls,
+            // Outbound traffic is the app's own; no policy decides it, so no decision metric.
+            decision: "allow".into(),
+            ..Default::default()
         },
-        listener_port: l.port,
-        source_address: source.to_string(),
-        destination_address: l.peer.to_string(),
-        tls: l.tls,
-        decision: "allow".into(),
-        ..Default::default()
-    };
+        started,
+    )
+    .without_decision_metric();
     let peer_addr = l.peer;
     drop(snap);
     let _ = app.set_nodelay(true);
-    let fail = |log: &mut AccessLog, reason: String| {
-        log.decision = "error".into();
-        log.reason = Some(reason);
-        log.duration_ms = started.elapsed().as_millis() as u64;
-        log.emit();
-    };
 
-    let tcp = match tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer_addr)).await {
+    let connected = tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer_addr)).await;
+    let tcp = match connected {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        failed => {
             shared
                 .metrics
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
-            return fail(&mut log, format!("connecting to peer {peer_addr}: {e}"));
-        }
-        Err(_) => {
-            shared
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            return fail(
-                &mut log,
-                format!("connecting to peer {peer_addr}: timed out"),
-            );
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            return outcome.fail(Failure::Upstream {
+                why: format!("connecting to peer {peer_addr}: {why}"),
+            });
         }
     };
     let _ = tcp.set_nodelay(true);
@@ -91,48 +89,43 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
     let Some(client) = client else {
         let mut tcp = tcp;
         if let Ok((tx, rx)) = crate::relay::relay(&mut app, &mut tcp, timeouts.tcp_idle()).await {
-            log.bytes_sent = Some(tx);
-            log.bytes_received = Some(rx);
+            outcome.log().bytes_sent = Some(tx);
+            outcome.log().bytes_received = Some(rx);
         }
-        log.duration_ms = started.elapsed().as_millis() as u64;
-        log.emit();
-        return;
+        return outcome.finish();
     };
 
     let connector = TlsConnector::from(client);
     let name = ServerName::IpAddress(peer_addr.ip().into());
-    let mut tls =
-        match tokio::time::timeout(timeouts.handshake(), connector.connect(name, tcp)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                shared
-                    .metrics
-                    .outbound_tls_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %peer_addr, error = %e, "outbound mTLS handshake failed");
-                return fail(&mut log, format!("mTLS to {peer_addr}: {e}"));
-            }
-            Err(_) => {
-                shared
-                    .metrics
-                    .outbound_tls_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                return fail(
-                    &mut log,
-                    format!("mTLS to {peer_addr}: handshake timed out"),
-                );
-            }
-        };
-    log.destination_principal = tls.get_ref().1.peer_certificates().and_then(|chain| {
+    let handshake = tokio::time::timeout(timeouts.handshake(), connector.connect(name, tcp)).await;
+    let mut tls = match handshake {
+        Ok(Ok(s)) => s,
+        failed => {
+            shared
+                .metrics
+                .outbound_tls_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let why = match failed {
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %peer_addr, error = %e, "outbound mTLS handshake failed");
+                    e.to_string()
+                }
+                _ => "handshake timed out".into(),
+            };
+            return outcome.fail(Failure::Upstream {
+                why: format!("mTLS to {peer_addr}: {why}"),
+            });
+        }
+    };
+    outcome.log().destination_principal = tls.get_ref().1.peer_certificates().and_then(|chain| {
         let snap = shared.current();
         trustmesh_identity::verify_svid(chain, &snap.trust, rustls_pki_types::UnixTime::now())
             .ok()
             .map(|s| s.id.to_string())
     });
     if let Ok((tx, rx)) = crate::relay::relay(&mut app, &mut tls, timeouts.tcp_idle()).await {
-        log.bytes_sent = Some(tx);
-        log.bytes_received = Some(rx);
+        outcome.log().bytes_sent = Some(tx);
+        outcome.log().bytes_received = Some(rx);
     }
-    log.duration_ms = started.elapsed().as_millis() as u64;
-    log.emit();
+    outcome.finish();
 }

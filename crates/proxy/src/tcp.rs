@@ -15,6 +15,7 @@ use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
 use crate::conn::ConnCtx;
 use crate::metrics::RejectReason;
+use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
 
 pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: S)
@@ -32,68 +33,62 @@ where
         );
         verdict.decision = crate::authz::Decision::Deny;
     }
-    shared
-        .metrics
-        .decision(verdict.label(), verdict.policy.as_deref().unwrap_or(""));
-    let mut log = AccessLog {
-        time: now_rfc3339(),
-        direction: "inbound",
-        protocol: "tcp",
-        listener_port: ctx.listener_port,
-        source_address: ctx.source.to_string(),
-        destination_address: ctx.target.to_string(),
-        source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
-        tls: ctx.tls,
-        decision: verdict.label().into(),
-        policy: verdict.policy.clone(),
-        reason: Some(verdict.reason.clone()),
-        ..Default::default()
-    };
+    let mut outcome = Outcome::new(
+        &shared.metrics,
+        AccessLog {
+            time: now_rfc3339(),
+            direction: "inbound",
+            protocol: "tcp",
+            listener_port: ctx.listener_port,
+            source_address: ctx.source.to_string(),
+            destination_address: ctx.target.to_string(),
+            source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
+            tls: ctx.tls,
+            policy: verdict.policy.clone(),
+            reason: Some(verdict.reason.clone()),
+            ..Default::default()
+        },
+        ctx.started,
+    );
     if !verdict.allowed() {
         shared.metrics.reject(RejectReason::Denied);
-        log.duration_ms = ctx.started.elapsed().as_millis() as u64;
-        log.emit();
+        // A TCP refusal answers nothing: the connection is closed.
+        outcome.decide(verdict.label());
+        outcome.finish();
         return;
     }
+    outcome.decide(verdict.label());
     let connect = snap.config.timeouts.connect();
     let idle = snap.config.timeouts.tcp_idle();
     drop(snap);
-    let mut app = match tokio::time::timeout(connect, TcpStream::connect(ctx.target)).await {
+    let connected = tokio::time::timeout(connect, TcpStream::connect(ctx.target)).await;
+    let mut app = match connected {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        failed => {
             shared
                 .metrics
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
-            log.decision = "error".into();
-            log.reason = Some(format!("connecting to app {}: {e}", ctx.target));
-            log.duration_ms = ctx.started.elapsed().as_millis() as u64;
-            log.emit();
-            return;
-        }
-        Err(_) => {
-            shared
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            log.decision = "error".into();
-            log.reason = Some(format!("connecting to app {}: timed out", ctx.target));
-            log.duration_ms = ctx.started.elapsed().as_millis() as u64;
-            log.emit();
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            outcome.fail(Failure::Upstream {
+                why: format!("connecting to app {}: {why}", ctx.target),
+            });
             return;
         }
     };
     let _ = app.set_nodelay(true);
     match crate::relay::relay(&mut stream, &mut app, idle).await {
         Ok((rx, tx)) => {
-            log.bytes_received = Some(rx);
-            log.bytes_sent = Some(tx);
+            outcome.log().bytes_received = Some(rx);
+            outcome.log().bytes_sent = Some(tx);
         }
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            log.reason = Some(format!("closed after {idle:?} idle"));
+            outcome.log().reason = Some(format!("closed after {idle:?} idle"));
         }
         Err(_) => {}
     }
-    log.duration_ms = ctx.started.elapsed().as_millis() as u64;
-    log.emit();
+    outcome.finish();
 }

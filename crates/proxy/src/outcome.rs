@@ -1,0 +1,239 @@
+//! One outcome per request and per connection: its access-log line and its decision metric are
+//! written exactly once, whichever way the handler leaves (ztunnel's connection result with a
+//! `Drop` is the model).
+//!
+//! A handler opens an [`Outcome`] as soon as it knows who is talking, fills the log fields as
+//! they become known, counts the decision when policy made it ([`Outcome::decide`]), and ends
+//! with [`Outcome::fail`] or [`Outcome::finish`]. A handler that is dropped before that (the
+//! client went away mid-request, the proxy is shutting down) still writes its line, marked
+//! `aborted` when no decision had been made. A [`Failure`] gives the decision label, the HTTP
+//! status where there is one, and the sentence a person reads in the log.
+
+use std::time::Instant;
+
+use http::StatusCode;
+
+use crate::accesslog::AccessLog;
+use crate::metrics::Metrics;
+
+/// Why a request or connection did not get (all the way) through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused before any policy ran: a malformed request, a bad `Host`, a path normalization
+    /// refuses. `label` names the rule, `why` says it in words.
+    BadRequest {
+        status: StatusCode,
+        label: &'static str,
+        why: String,
+    },
+    /// A token was present and failed RequestAuthentication.
+    Unauthenticated { status: StatusCode, why: String },
+    /// AuthorizationPolicy refused (a DENY matched, or ALLOW policies apply and none matched);
+    /// the log's `reason` already says which.
+    Denied,
+    /// The CUSTOM (ext_authz) provider refused.
+    DeniedByProvider { provider: String },
+    /// The app or the peer could not be reached, or failed.
+    Upstream { why: String },
+}
+
+impl Failure {
+    /// The access log's `decision` and the decision metric's label.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Failure::BadRequest { .. } => "bad_request",
+            Failure::Unauthenticated { .. } => "unauthenticated",
+            Failure::Denied | Failure::DeniedByProvider { .. } => "deny",
+            Failure::Upstream { .. } => "error",
+        }
+    }
+
+    /// The status the client is answered with, for failures the proxy answers itself.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Failure::BadRequest { status, .. } | Failure::Unauthenticated { status, .. } => {
+                Some(*status)
+            }
+            Failure::Denied | Failure::DeniedByProvider { .. } => Some(StatusCode::FORBIDDEN),
+            Failure::Upstream { .. } => None,
+        }
+    }
+
+    /// What happened, for a person; `None` where policy's own reason is more precise.
+    pub fn sentence(&self) -> Option<String> {
+        match self {
+            Failure::BadRequest { label, why, .. } => Some(format!("{label}: {why}")),
+            Failure::Unauthenticated { why, .. } => Some(why.clone()),
+            Failure::Denied => None,
+            Failure::DeniedByProvider { provider } => {
+                Some(format!("CUSTOM provider {provider} denied"))
+            }
+            Failure::Upstream { why } => Some(why.clone()),
+        }
+    }
+}
+
+/// The record of one request or connection; see the module documentation.
+pub struct Outcome<'a> {
+    metrics: &'a Metrics,
+    log: AccessLog,
+    started: Instant,
+    /// Whether the decision metric has been counted.
+    counted: bool,
+    written: bool,
+}
+
+impl<'a> Outcome<'a> {
+    pub fn new(metrics: &'a Metrics, log: AccessLog, started: Instant) -> Self {
+        Outcome {
+            metrics,
+            log,
+            started,
+            counted: false,
+            written: false,
+        }
+    }
+
+    /// For traffic no policy decides (the app's own outbound connections): the line is
+    /// written, no decision is counted.
+    pub fn without_decision_metric(mut self) -> Self {
+        self.counted = true;
+        self
+    }
+
+    /// The line being built, to fill in fields as they become known.
+    pub fn log(&mut self) -> &mut AccessLog {
+        &mut self.log
+    }
+
+    /// Policy decided: counts the decision metric now (a long TCP connection is counted when
+    /// it is admitted, not when it ends). Only the first call counts.
+    pub fn decide(&mut self, decision: &'static str) {
+        self.log.decision = decision.into();
+        if !self.counted {
+            self.counted = true;
+            self.metrics
+                .decision(decision, self.log.policy.as_deref().unwrap_or(""));
+        }
+    }
+
+    /// Ends with `failure`: decides (if policy had not), states the reason, writes the line.
+    pub fn fail(mut self, failure: Failure) {
+        if let Some(why) = failure.sentence() {
+            self.log.reason = Some(why);
+        }
+        // A status the caller set (a CUSTOM provider's own denial status) stands.
+        if let (None, Some(status)) = (self.log.status, failure.status()) {
+            self.log.status = Some(status.as_u16());
+        }
+        // An error after the decision (the app failed an allowed request) keeps the decision
+        // counted, and the line says what went wrong.
+        if self.counted {
+            self.log.decision = failure.decision().into();
+        } else {
+            self.decide(failure.decision());
+        }
+        self.write();
+    }
+
+    /// Ends normally: the request was answered (its `status` set by the caller) or the
+    /// connection closed.
+    pub fn finish(mut self) {
+        self.write();
+    }
+
+    fn write(&mut self) {
+        if self.written {
+            return;
+        }
+        self.written = true;
+        if self.log.decision.is_empty() {
+            self.log.decision = "aborted".into();
+            if self.log.reason.is_none() {
+                self.log.reason = Some(
+                    "ended before a decision: the client went away or the proxy shut down".into(),
+                );
+            }
+        }
+        self.log.duration_ms = self.started.elapsed().as_millis() as u64;
+        std::mem::take(&mut self.log).emit();
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.written && !self.log.decision.is_empty() && self.log.status.is_none() {
+            // Decided, then dropped before an answer: say so rather than leave the line
+            // looking like a complete request.
+            self.log.reason = Some(format!(
+                "{}; the client went away before the answer",
+                self.log.reason.as_deref().unwrap_or("decided")
+            ));
+        }
+        self.write();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_a_label_and_a_status_or_sentence() {
+        let all = [
+            Failure::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                label: "path",
+                why: "a NUL byte".into(),
+            },
+            Failure::Unauthenticated {
+                status: StatusCode::UNAUTHORIZED,
+                why: "Jwt is expired".into(),
+            },
+            Failure::Denied,
+            Failure::DeniedByProvider {
+                provider: "opa".into(),
+            },
+            Failure::Upstream {
+                why: "connecting to app 127.0.0.1:1: refused".into(),
+            },
+        ];
+        for f in &all {
+            assert!(!f.decision().is_empty());
+            assert!(f.status().is_some() || f.sentence().is_some(), "{f:?}");
+            if let Some(s) = f.sentence() {
+                assert!(!s.contains("{ "), "no Debug text for people: {s}");
+            }
+        }
+        assert_eq!(Failure::Denied.status(), Some(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn the_decision_is_counted_once_whatever_follows() {
+        let m = Metrics::default();
+        let mut o = Outcome::new(&m, AccessLog::default(), Instant::now());
+        o.decide("allow");
+        o.decide("allow");
+        o.fail(Failure::Upstream {
+            why: "app refused".into(),
+        });
+        let text = m.render(0);
+        assert!(
+            text.contains("trustmesh_authz_decisions_total{decision=\"allow\",policy=\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("decision=\"error\""), "{text}");
+
+        // A refusal before any decision counts its own label, once.
+        let o = Outcome::new(&m, AccessLog::default(), Instant::now());
+        o.fail(Failure::Denied);
+        let text = m.render(0);
+        assert!(
+            text.contains("trustmesh_authz_decisions_total{decision=\"deny\",policy=\"\"} 1\n"),
+            "{text}"
+        );
+        // Dropped with no ending and no decision: nothing more is counted.
+        drop(Outcome::new(&m, AccessLog::default(), Instant::now()));
+        assert_eq!(m.render(0), text);
+    }
+}
