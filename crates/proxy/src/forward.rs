@@ -243,6 +243,8 @@ async fn connect_app(
     Ok(sender)
 }
 
+/// Forwards an admitted request to the local app and returns the app's answer (or the proxy's,
+/// when the app cannot be reached or the request cannot be sent).
 pub async fn forward(
     shared: &Arc<Shared>,
     conn: &Conn,
@@ -262,13 +264,43 @@ pub async fn forward(
     // connection of its own; HTTP/2 clients (concurrent streams) and upgrades use the pool.
     let dedicated = !h2 && upgrade.is_none() && req.version() != http::Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
+    if for_app(&mut parts, conn, own_id, h2, dedicated, upgrade.as_ref()).is_err() {
+        return text(StatusCode::BAD_REQUEST, "bad request target");
+    }
+    let upstream = Request::from_parts(parts, body);
+    let answer = if dedicated {
+        let timeout = shared.current().config.timeouts.connect();
+        conn.upstream.send(ctx.target, timeout, upstream).await
+    } else {
+        shared
+            .workers
+            .app_request(h2, upstream)
+            .await
+            .map_err(|e| ForwardError::of(&e))
+    };
+    match answer {
+        Ok(resp) => from_app(shared, resp, client_upgrade),
+        Err(e) => failed(shared, conn, e),
+    }
+}
+
+/// Rewrites the client's request into the one the app gets: hop-by-hop headers out, XFCC set
+/// by us, the Host the app expects, the request target and version for the app's protocol.
+fn for_app(
+    parts: &mut http::request::Parts,
+    conn: &Conn,
+    own_id: &str,
+    h2: bool,
+    dedicated: bool,
+    upgrade: Option<&HeaderValue>,
+) -> Result<(), http::uri::InvalidUriParts> {
     // HTTP/2's :authority becomes the Host header an HTTP/1.1 app expects.
     let authority_host = parts
         .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     strip_hop_by_hop(&mut parts.headers, h2);
-    if let Some(p) = &upgrade {
+    if let Some(p) = upgrade {
         crate::upgrade::restore(&mut parts.headers, p);
     }
     // Sanitize-and-set, as Istio's sidecar does: a client must not be able to forge its identity
@@ -304,10 +336,7 @@ pub async fn forward(
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = conn.target_authority.clone();
     }
-    parts.uri = match Uri::from_parts(uri) {
-        Ok(u) => u,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
-    };
+    parts.uri = Uri::from_parts(uri)?;
     // The app side speaks its configured protocol, whatever the client spoke to us.
     if h2 {
         parts.version = http::Version::HTTP_2;
@@ -320,40 +349,42 @@ pub async fn forward(
     } else {
         parts.version = http::Version::HTTP_11;
     }
-    let upstream = Request::from_parts(parts, body);
-    let answer = if dedicated {
-        let timeout = shared.current().config.timeouts.connect();
-        conn.upstream.send(ctx.target, timeout, upstream).await
-    } else {
-        shared
-            .workers
-            .app_request(h2, upstream)
-            .await
-            .map_err(|e| ForwardError::of(&e))
-    };
-    match answer {
-        Ok(mut resp) => {
-            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let accepted = match (switching, client_upgrade) {
-                (true, Some(client)) => {
-                    let app = hyper::upgrade::on(&mut resp);
-                    let idle = shared.current().config.timeouts.tcp_idle();
-                    crate::upgrade::tunnel(client, app, idle);
-                    resp.headers().get(http::header::UPGRADE).cloned()
-                }
-                (true, None) => {
-                    return text(StatusCode::BAD_GATEWAY, "app switched protocols unasked");
-                }
-                _ => None,
-            };
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers, false);
-            if let Some(p) = &accepted {
-                crate::upgrade::restore(&mut parts.headers, p);
-            }
-            Response::from_parts(parts, body.boxed())
+    Ok(())
+}
+
+/// The app's answer as the client gets it: hop-by-hop headers out; an accepted upgrade becomes
+/// a tunnel between the two upgraded connections.
+fn from_app(
+    shared: &Shared,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let accepted = match (switching, client_upgrade) {
+        (true, Some(client)) => {
+            let app = hyper::upgrade::on(&mut resp);
+            let idle = shared.current().config.timeouts.tcp_idle();
+            crate::upgrade::tunnel(client, app, idle);
+            resp.headers().get(http::header::UPGRADE).cloned()
         }
-        Err(ForwardError::ClientBody(e)) => {
+        (true, None) => {
+            return text(StatusCode::BAD_GATEWAY, "app switched protocols unasked");
+        }
+        _ => None,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(p) = &accepted {
+        crate::upgrade::restore(&mut parts.headers, p);
+    }
+    Response::from_parts(parts, body.boxed())
+}
+
+/// The proxy's answer when the request could not be forwarded: the client's fault (its body
+/// broke off) is a 400, the app's a 503 as Envoy answers it.
+fn failed(shared: &Shared, conn: &Conn, e: ForwardError) -> Response<Body> {
+    match e {
+        ForwardError::ClientBody(e) => {
             shared
                 .metrics
                 .reject(crate::metrics::RejectReason::HttpProtocol);
@@ -363,12 +394,12 @@ pub async fn forward(
                 "bad request: the request body is malformed or incomplete",
             )
         }
-        Err(ForwardError::App(e)) => {
+        ForwardError::App(e) => {
             shared
                 .metrics
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target = %ctx.target, error = %e, "forwarding to local app failed");
+            tracing::warn!(target = %conn.ctx.target, error = %e, "forwarding to local app failed");
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers",

@@ -100,136 +100,110 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner()) = counts;
     }
 
+    /// The Prometheus text exposition: each family's HELP and TYPE, then its samples.
     pub fn render(&self, now_unix: i64) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            &mut out,
-            "trustmesh_inbound_connections_total",
-            "Inbound connections accepted.",
-            ld(&self.inbound_connections),
-        );
-        counter(
-            &mut out,
-            "trustmesh_outbound_connections_total",
-            "Outbound connections accepted from the local app.",
-            ld(&self.outbound_connections),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP trustmesh_active_connections Connections currently open.\n\
-             # TYPE trustmesh_active_connections gauge\ntrustmesh_active_connections {}",
-            self.active_connections.load(Ordering::Relaxed)
-        );
-        counter(
-            &mut out,
-            "trustmesh_http_requests_total",
-            "HTTP requests received on inbound listeners.",
-            ld(&self.requests),
-        );
-        counter(
-            &mut out,
-            "trustmesh_tls_handshake_errors_total",
-            "Inbound TLS handshakes that failed or timed out.",
-            ld(&self.tls_handshake_errors),
-        );
-        counter(
-            &mut out,
-            "trustmesh_outbound_tls_errors_total",
-            "Outbound mTLS handshakes to peers that failed (including peer identity mismatch).",
-            ld(&self.outbound_tls_errors),
-        );
-        counter(
-            &mut out,
-            "trustmesh_upstream_errors_total",
-            "Failures connecting to or talking to the local app or a peer.",
-            ld(&self.upstream_errors),
-        );
-        counter(
-            &mut out,
-            "trustmesh_config_reloads_total",
-            "Configuration reloads applied.",
-            ld(&self.reloads_ok),
-        );
-        counter(
-            &mut out,
-            "trustmesh_config_reload_failures_total",
-            "Configuration changes refused as invalid (last good config kept); invalid policy resources do not refuse a reload.",
-            ld(&self.reloads_failed),
-        );
-        counter(
-            &mut out,
-            "trustmesh_access_log_dropped_total",
-            "Access log records dropped because stdout could not keep up.",
-            ACCESS_LOG_DROPPED.load(Ordering::Relaxed),
-        );
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        let plain: [(&str, &str, i64); 10] = [
+            ("trustmesh_inbound_connections_total", "Inbound connections accepted.", ld(&self.inbound_connections)),
+            ("trustmesh_outbound_connections_total", "Outbound connections accepted from the local app.", ld(&self.outbound_connections)),
+            ("trustmesh_http_requests_total", "HTTP requests received on inbound listeners.", ld(&self.requests)),
+            ("trustmesh_tls_handshake_errors_total", "Inbound TLS handshakes that failed or timed out.", ld(&self.tls_handshake_errors)),
+            ("trustmesh_outbound_tls_errors_total", "Outbound mTLS handshakes to peers that failed (including peer identity mismatch).", ld(&self.outbound_tls_errors)),
+            ("trustmesh_upstream_errors_total", "Failures connecting to or talking to the local app or a peer.", ld(&self.upstream_errors)),
+            ("trustmesh_config_reloads_total", "Configuration reloads applied.", ld(&self.reloads_ok)),
+            ("trustmesh_config_reload_failures_total", "Configuration changes refused as invalid (last good config kept); invalid policy resources do not refuse a reload.", ld(&self.reloads_failed)),
+            ("trustmesh_access_log_dropped_total", "Access log records dropped because stdout could not keep up.", ld(&ACCESS_LOG_DROPPED)),
+            ("trustmesh_active_connections", "Connections currently open.", self.active_connections.load(Ordering::Relaxed)),
+        ];
+        for (name, help, v) in plain {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            family(&mut out, name, help, kind, [(String::new(), v)]);
+        }
         let exp = self.cert_expiry_unix.load(Ordering::Relaxed);
         if exp != 0 {
-            let _ = writeln!(
-                out,
-                "# HELP trustmesh_cert_expiry_seconds Seconds until the workload certificate expires.\n\
-                 # TYPE trustmesh_cert_expiry_seconds gauge\ntrustmesh_cert_expiry_seconds {}",
-                exp - now_unix
+            let left = [(String::new(), exp - now_unix)];
+            family(
+                &mut out,
+                "trustmesh_cert_expiry_seconds",
+                "Seconds until the workload certificate expires.",
+                "gauge",
+                left,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP trustmesh_connections_rejected_total Connections closed before carrying traffic, by reason.\n\
-             # TYPE trustmesh_connections_rejected_total counter"
-        );
-        for (r, v) in self
-            .rejected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let rejected = lock(&self.rejected)
             .iter()
-        {
-            let _ = writeln!(
-                out,
-                "trustmesh_connections_rejected_total{{reason=\"{}\"}} {v}",
-                r.label()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP trustmesh_authz_decisions_total Authorization decisions by decision and deciding policy.\n\
-             # TYPE trustmesh_authz_decisions_total counter"
+            .map(|(r, v)| (format!("reason=\"{}\"", r.label()), *v as i64))
+            .collect::<Vec<_>>();
+        family(
+            &mut out,
+            "trustmesh_connections_rejected_total",
+            "Connections closed before carrying traffic, by reason.",
+            "counter",
+            rejected,
         );
-        let _ = writeln!(
-            out,
-            "# HELP trustmesh_policy_invalid_resources Invalid policy resources in force, enforced fail-closed, by kind and outcome.\n\
-             # TYPE trustmesh_policy_invalid_resources gauge"
+        let decisions = lock(&self.decisions)
+            .iter()
+            .flat_map(|(d, by)| {
+                by.iter().map(move |(p, v)| {
+                    (
+                        format!("decision=\"{}\",policy=\"{}\"", escape(d), escape(p)),
+                        *v as i64,
+                    )
+                })
+            })
+            .collect::<Vec<_>>();
+        family(
+            &mut out,
+            "trustmesh_authz_decisions_total",
+            "Authorization decisions by decision and deciding policy.",
+            "counter",
+            decisions,
         );
-        for ((kind, outcome), v) in self
-            .invalid_policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let invalid = lock(&self.invalid_policies)
             .iter()
-        {
-            let _ = writeln!(
-                out,
-                "trustmesh_policy_invalid_resources{{kind=\"{}\",outcome=\"{outcome}\"}} {v}",
-                escape(kind)
-            );
-        }
-        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-        for (d, p, v) in decisions
-            .iter()
-            .flat_map(|(d, by)| by.iter().map(move |(p, v)| (d, p, v)))
-        {
-            let _ = writeln!(
-                out,
-                "trustmesh_authz_decisions_total{{decision=\"{}\",policy=\"{}\"}} {v}",
-                escape(d),
-                escape(p)
-            );
-        }
+            .map(|((kind, outcome), v)| {
+                (
+                    format!("kind=\"{}\",outcome=\"{outcome}\"", escape(kind)),
+                    *v as i64,
+                )
+            })
+            .collect::<Vec<_>>();
+        family(
+            &mut out,
+            "trustmesh_policy_invalid_resources",
+            "Invalid policy resources in force, enforced fail-closed, by kind and outcome.",
+            "gauge",
+            invalid,
+        );
         out
+    }
+}
+
+/// A poisoned lock still holds good counts (a panic elsewhere does not corrupt a map insert).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One metric family: HELP and TYPE, then every sample (labels as `k="v",...`, or none).
+fn family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    samples: impl IntoIterator<Item = (String, i64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
     }
 }
 
@@ -243,6 +217,37 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every sample follows its own family's TYPE line (the exposition format groups them; the
+    /// decision samples once came after another family's header).
+    #[test]
+    fn samples_stay_in_their_family() {
+        let m = Metrics::default();
+        m.decision("deny", "ns.p");
+        m.reject(RejectReason::Denied);
+        m.set_invalid_policies(BTreeMap::from([(
+            ("AuthorizationPolicy".to_string(), "deny_all"),
+            1,
+        )]));
+        m.cert_expiry_unix.store(100, Ordering::Relaxed);
+        let text = m.render(40);
+        let mut family = "";
+        let mut samples = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, family, "{line} outside its family in:\n{text}");
+                samples += 1;
+            }
+        }
+        assert!(samples >= 14, "{text}");
+        assert!(
+            text.contains("trustmesh_cert_expiry_seconds 60\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_counters_and_labels() {
