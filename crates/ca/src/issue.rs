@@ -14,11 +14,11 @@ use trustmesh_identity::SpiffeId;
 
 use crate::authority::{CertificateAuthority, CERT_CHAIN_FILE, ROOT_CERT_FILE};
 use crate::certs::{self, rfc3339};
-use crate::duration::format_go;
 use crate::error::CaError;
 use crate::fsutil::{self, OutFile, CERT_MODE, KEY_MODE};
 use crate::keys::{self, KeyType};
 use crate::{csr, init};
+use trustmesh_config::format_go;
 
 /// Istio's `ClockSkewGracePeriod`: certificates are valid from 2 minutes before issuance so a
 /// peer whose clock is slightly behind the CA's does not reject a brand-new certificate.
