@@ -90,7 +90,7 @@ policyDir: policies
 inbound: [ {{ port: {inb}, targetPort: {backend}, protocol: http }} ]
 admin: {{ address: "127.0.0.1:{admin}" }}
 maxConnections: 65536
-timeouts: {{ handshakeMs: 120000, headerReadMs: 120000 }}
+timeouts: {{ handshake: 2m, requestHeaders: 2m }}
 """)
     log = open(f"{work}/proxy.log", "w")
     p = subprocess.Popen([binary, "proxy", "--config", f"{work}/proxy.yaml"],

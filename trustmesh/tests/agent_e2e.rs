@@ -117,16 +117,16 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
     let out = base.join("certs");
     let sock = base.join("run/agent.sock");
     let config = format!(
-        "trust_domain: cluster.local\n\
-         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
-         token_file: {token}\n\
-         identity: {{namespace: default, service_account: sleep}}\n\
-         output_dir: {out}\n\
-         workload_api_socket: {sock}\n\
-         rotation_fraction: 0.5\n\
+        "trustDomain: cluster.local\n\
+         ca:\n  address: https://{grpc}\n  rootCert: {root}\n  serverName: trustmesh-ca\n\
+         tokenFile: {token}\n\
+         identity: {{namespace: default, serviceAccount: sleep}}\n\
+         outputDir: {out}\n\
+         workloadApiSocket: {sock}\n\
+         rotationFraction: 0.5\n\
          ttl: 12s\n\
-         max_retry_interval: 1s\n\
-         federation:\n  - trust_domain: other.example\n    endpoint: https://localhost:{pb}/bundle\n    root_cert: {proot}\n",
+         maxRetryInterval: 1s\n\
+         federation:\n  - trustDomain: other.example\n    endpoint: https://localhost:{pb}/bundle\n    rootCert: {proot}\n",
         root = ca_dir.join("root-cert.pem").display(),
         token = token_file.display(),
         out = out.display(),
@@ -264,7 +264,7 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
 fn agent_rejects_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("agent.yaml");
-    std::fs::write(&cfg, "trust_domain: Cluster.Local\n").unwrap();
+    std::fs::write(&cfg, "trustDomain: Cluster.Local\n").unwrap();
     let out = std::process::Command::new(bin())
         .args(["agent", "--config", cfg.to_str().unwrap()])
         .output()
@@ -281,11 +281,11 @@ fn agent_rejects_invalid_config() {
 /// with the token file `<base>/istio-token`, output in `<base>/certs`, and `extra` lines.
 fn write_agent_config(base: &Path, ca_dir: &Path, grpc: &str, extra: &str) -> PathBuf {
     let config = format!(
-        "trust_domain: cluster.local\n\
-         ca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
-         token_file: {token}\n\
-         identity: {{namespace: default, service_account: sleep}}\n\
-         output_dir: {out}\n{extra}",
+        "trustDomain: cluster.local\n\
+         ca:\n  address: https://{grpc}\n  rootCert: {root}\n  serverName: trustmesh-ca\n\
+         tokenFile: {token}\n\
+         identity: {{namespace: default, serviceAccount: sleep}}\n\
+         outputDir: {out}\n{extra}",
         root = ca_dir.join("root-cert.pem").display(),
         token = base.join("istio-token").display(),
         out = base.join("certs").display(),
@@ -367,10 +367,7 @@ fn workload_api_serves_only_attested_callers() {
             base,
             &ca_dir,
             &grpc.to_string(),
-            &format!(
-                "workload_api_socket: {}\nttl: 30m\n{callers}",
-                sock.display()
-            ),
+            &format!("workloadApiSocket: {}\nttl: 30m\n{callers}", sock.display()),
         );
         // The previous agent's socket file stays behind: wait for this agent's own.
         let _ = std::fs::remove_file(&sock);
@@ -399,7 +396,7 @@ fn workload_api_serves_only_attested_callers() {
     agent.kill();
 
     // Configured callers replace the default: here only the other user.
-    let mut agent = start(&format!("workload_api_callers: [{{uid: {NOBODY}}}]\n"));
+    let mut agent = start(&format!("workloadApiCallers: [{{uid: {NOBODY}}}]\n"));
     let head = probe_as_user(&sock, &request, NOBODY);
     assert!(
         head.starts_with("http/2 200") && !head.contains("grpc-status"),
@@ -423,7 +420,7 @@ fn workload_api_serves_only_attested_callers() {
     });
     let me = me.unwrap();
     let mut agent = start(&format!(
-        "workload_api_callers: [{{uid: {me}, path: {python}}}]\n"
+        "workloadApiCallers: [{{uid: {me}, path: {python}}}]\n"
     ));
     assert_eq!(probe(&sock), "OK");
     let head = probe_as_user(&sock, &request, me);
@@ -464,7 +461,7 @@ fn a_permanent_refusal_is_reported_and_not_hammered() {
         base,
         &ca_dir,
         &grpc.to_string(),
-        "ttl: 2h\nmax_retry_interval: 1s\n",
+        "ttl: 2h\nmaxRetryInterval: 1s\n",
     );
     let mut agent = std::process::Command::new(bin())
         .args(["agent", "--config", path.to_str().unwrap()])
@@ -477,7 +474,7 @@ fn a_permanent_refusal_is_reported_and_not_hammered() {
     let out = agent.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     let refusals = log.matches("will keep refusing").count();
-    // Before: a retry about every second (max_retry_interval 1s, no certificate).
+    // Before: a retry about every second (maxRetryInterval 1s, no certificate).
     assert_eq!(refusals, 1, "one attempt, then a slow retry:\n{log}");
     assert!(log.contains("InvalidArgument"), "{log}");
 }
@@ -500,7 +497,7 @@ fn an_agent_started_before_its_ca_backs_off_and_recovers() {
     let token_file = base.join("istio-token");
     std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
     let out = base.join("certs");
-    let path = write_agent_config(base, &ca_dir, &grpc, "ttl: 30m\nmax_retry_interval: 2s\n");
+    let path = write_agent_config(base, &ca_dir, &grpc, "ttl: 30m\nmaxRetryInterval: 2s\n");
     let mut agent = Proc::spawn(&["agent", "--config", path.to_str().unwrap()]);
     // The CA is down for 3 s: no certificate, the agent stays up and keeps trying.
     std::thread::sleep(Duration::from_secs(3));
@@ -521,7 +518,7 @@ fn an_agent_started_before_its_ca_backs_off_and_recovers() {
     );
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "max_retry_interval is 2s (±20 %): {:?}",
+        "maxRetryInterval is 2s (±20 %): {:?}",
         started.elapsed()
     );
     verify_files(&out, &std::fs::read(ca_dir.join("root-cert.pem")).unwrap());

@@ -402,6 +402,14 @@ fn issue_refusals_and_overwrite_protection() {
         "{}",
         stderr(&out)
     );
+    // Day units still parse, with a warning naming Go's spelling.
+    assert!(
+        stderr(&out).contains(
+            "warning: trustmesh ca issue: `--ttl 91d` is deprecated; write `--ttl 2184h`"
+        ),
+        "{}",
+        stderr(&out)
+    );
     assert!(!d.join("w").exists(), "nothing written on refusal");
 
     let out = tm(

@@ -516,7 +516,7 @@ async fn http_policy_hot_reload_changes_decision() {
         }],
         outbound: vec![],
         admin,
-        extra: "reloadPollMs: 500\n",
+        extra: "reloadPoll: 500ms\n",
     };
     let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
     assert_eq!(curl_mtls(inb, "/x", &client_cert, &[]).await.0, 200);
@@ -767,7 +767,7 @@ async fn bad_input_is_closed_and_counted_without_crashing() {
         }],
         outbound: vec![],
         admin,
-        extra: "timeouts: { handshakeMs: 500, headerReadMs: 500, maxHeaderBytes: 8192 }\n",
+        extra: "timeouts: { handshake: 500ms, requestHeaders: 500ms, maxHeaderBytes: 8192 }\n",
     };
     let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
 
@@ -1036,7 +1036,7 @@ async fn sigterm_drains_open_connections_then_exits() {
         ],
         outbound: vec![],
         admin,
-        extra: "timeouts: { drainMs: 5000 }\n",
+        extra: "timeouts: { terminationDrain: 5s }\n",
     };
     let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
     let mut conn = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();

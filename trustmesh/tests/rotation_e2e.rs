@@ -125,9 +125,9 @@ fn agent(
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), token).unwrap();
     let cfg = format!(
-        "trust_domain: {TD}\nca:\n  address: https://{grpc}\n  root_cert: {root}\n  server_name: trustmesh-ca\n\
-         token_file: token\nidentity: {{namespace: default, service_account: {name}}}\n\
-         output_dir: certs\nttl: {ttl}\nmax_retry_interval: 1s\n",
+        "trustDomain: {TD}\nca:\n  address: https://{grpc}\n  rootCert: {root}\n  serverName: trustmesh-ca\n\
+         tokenFile: token\nidentity: {{namespace: default, serviceAccount: {name}}}\n\
+         outputDir: certs\nttl: {ttl}\nmaxRetryInterval: 1s\n",
         root = root.display(),
     );
     std::fs::write(dir.join("agent.yaml"), cfg).unwrap();
@@ -247,7 +247,7 @@ fn start_pair(server_ttl: &str) -> Pair {
             "workload: {{namespace: default, serviceAccount: {name}}}\n\
              certs: {{key: certs/key.pem, certChain: certs/cert-chain.pem}}\n\
              trustBundles: [\"{TD}={root}\"]\nmesh: {{trustDomain: {TD}}}\npolicyDir: {pol}\n\
-             admin: {{address: \"127.0.0.1:{admin}\"}}\nreloadPollMs: 200\n{listeners}",
+             admin: {{address: \"127.0.0.1:{admin}\"}}\nreloadPoll: 200ms\n{listeners}",
             root = root.display(),
             pol = policies.display(),
         );

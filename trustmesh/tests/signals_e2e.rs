@@ -37,11 +37,11 @@ fn ca_server_and_agent_survive_hangup_and_user_signals() {
     std::fs::write(
         &config,
         format!(
-            "trust_domain: cluster.local\n\
-             ca: {{address: \"https://{grpc}\", root_cert: {root}, server_name: trustmesh-ca}}\n\
-             token_file: {token}\n\
-             identity: {{namespace: default, service_account: sleep}}\n\
-             output_dir: {out}\nworkload_api_socket: {sock}\nttl: 1h\n",
+            "trustDomain: cluster.local\n\
+             ca: {{address: \"https://{grpc}\", rootCert: {root}, serverName: trustmesh-ca}}\n\
+             tokenFile: {token}\n\
+             identity: {{namespace: default, serviceAccount: sleep}}\n\
+             outputDir: {out}\nworkloadApiSocket: {sock}\nttl: 1h\n",
             root = ca_dir.join("root-cert.pem").display(),
             token = dir.path().join("no-token-needed").display(),
             out = dir.path().join("certs").display(),
@@ -89,7 +89,7 @@ async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
     let (inb, admin) = (free_port(), free_port());
     let mut cfg = Cfg::http_app(&ca, &cert, &pol, inb, backend, admin);
     // Polling so slow that only SIGHUP can explain a prompt reload.
-    cfg.extra = "reloadPollMs: 60000\n";
+    cfg.extra = "reloadPoll: 1m\n";
     let mut proxy = Proxy::start(dir, "app", &cfg.yaml(), admin).await;
     assert_eq!(curl_plain(inb, "/admin", &[]).await.0, 200);
     let pid = proxy.child.id() as libc::pid_t;

@@ -1,68 +1,94 @@
-//! The agent's YAML configuration.
+//! The agent's YAML configuration, read through `trustmesh_config`: camelCase keys like
+//! Istio's, durations in Go's spelling (`ttl: 12h`, `maxRetryInterval: 30s`). The snake_case
+//! keys and duration spellings of earlier releases (`trust_domain`, `ttl: 7d`, `ttl: 90`)
+//! still load, each reported once as deprecated with the spelling that replaces it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use thiserror::Error;
+use trustmesh_config::deprecation::path;
+use trustmesh_config::load::{self, required};
+use trustmesh_config::{Deprecations, LegacyDuration};
 use trustmesh_identity::{SpiffeId, TrustDomain};
+
+pub use trustmesh_config::ConfigError;
 
 /// Default lifetime asked of the CA; Istio's default workload certificate TTL.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default longest wait between retries while the CA is unreachable.
+pub const DEFAULT_MAX_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// Default fraction of a certificate's lifetime after which it is renewed: at half of it, as
+/// Istio's agent does.
+pub const DEFAULT_ROTATION_FRACTION: f64 = 0.5;
 
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-}
-
+/// The file as written. Keys are camelCase; each `old_*` field is the snake_case spelling of
+/// the field before it, still read and reported as deprecated (both given is an error).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Raw {
-    trust_domain: String,
+    trust_domain: Option<String>,
+    #[serde(rename = "trust_domain")]
+    old_trust_domain: Option<String>,
     ca: RawCa,
     token_file: Option<PathBuf>,
+    #[serde(rename = "token_file")]
+    old_token_file: Option<PathBuf>,
     identity: RawIdentity,
-    output_dir: PathBuf,
+    output_dir: Option<PathBuf>,
+    #[serde(rename = "output_dir")]
+    old_output_dir: Option<PathBuf>,
     workload_api_socket: Option<PathBuf>,
+    #[serde(rename = "workload_api_socket")]
+    old_workload_api_socket: Option<PathBuf>,
     /// Who may call the Workload API; absent: processes of the agent's own user.
     workload_api_callers: Option<Vec<crate::attest::CallerRule>>,
-    #[serde(default)]
+    #[serde(rename = "workload_api_callers")]
+    old_workload_api_callers: Option<Vec<crate::attest::CallerRule>>,
     rotation_fraction: Option<f64>,
-    ttl: Option<String>,
+    #[serde(rename = "rotation_fraction")]
+    old_rotation_fraction: Option<f64>,
+    ttl: Option<LegacyDuration>,
     #[serde(default)]
     federation: Vec<RawFederation>,
     /// Longest wait between retries while the CA is unreachable.
-    max_retry_interval: Option<String>,
+    max_retry_interval: Option<LegacyDuration>,
+    #[serde(rename = "max_retry_interval")]
+    old_max_retry_interval: Option<LegacyDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCa {
     address: String,
-    root_cert: PathBuf,
+    root_cert: Option<PathBuf>,
+    #[serde(rename = "root_cert")]
+    old_root_cert: Option<PathBuf>,
     server_name: Option<String>,
+    #[serde(rename = "server_name")]
+    old_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawIdentity {
     namespace: String,
-    service_account: String,
+    service_account: Option<String>,
+    #[serde(rename = "service_account")]
+    old_service_account: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawFederation {
-    trust_domain: String,
+    trust_domain: Option<String>,
+    #[serde(rename = "trust_domain")]
+    old_trust_domain: Option<String>,
     endpoint: String,
     /// Roots that authenticate the peer's bundle endpoint (its initial bundle).
-    root_cert: PathBuf,
+    root_cert: Option<PathBuf>,
+    #[serde(rename = "root_cert")]
+    old_root_cert: Option<PathBuf>,
 }
 
 /// A validated configuration; relative paths are resolved against the config file's folder.
@@ -91,111 +117,247 @@ pub struct Federation {
 }
 
 impl Config {
+    /// Reads and checks `path`; old spellings are logged once, as warnings naming the new ones.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|reason| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        })
+        let (config, deprecations) = Config::read(path)?;
+        deprecations.warn();
+        Ok(config)
     }
 
-    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-        let raw: Raw = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        let resolve = |p: &PathBuf| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                base.join(p)
-            }
-        };
-        let trust_domain =
-            TrustDomain::parse(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
-        let spiffe_id = SpiffeId::istio(
-            &trust_domain,
-            &raw.identity.namespace,
-            &raw.identity.service_account,
-        )
-        .map_err(|e| format!("identity: {e}"))?;
-        let rotation_fraction = raw.rotation_fraction.unwrap_or(0.5);
-        if !(rotation_fraction > 0.0 && rotation_fraction < 1.0) {
-            return Err(format!(
-                "rotation_fraction: {rotation_fraction} must be between 0 and 1 (exclusive): \
-                 the fraction of a certificate's lifetime after which it is renewed"
-            ));
-        }
-        let parse_d = |field: &str, v: &Option<String>, default: Duration| match v {
-            Some(s) => {
-                trustmesh_ca_server::ttl::parse_duration(s).map_err(|e| format!("{field}: {e}"))
-            }
-            None => Ok(default),
-        };
-        let ttl = parse_d("ttl", &raw.ttl, DEFAULT_TTL)?;
-        let max_retry_interval = parse_d(
-            "max_retry_interval",
-            &raw.max_retry_interval,
-            Duration::from_secs(30),
-        )?;
-        let ca_server_name = match raw.ca.server_name {
-            Some(n) => n,
-            None => host_of(&raw.ca.address).ok_or_else(|| {
-                format!(
-                    "ca.address: {:?} is not an https://host:port URL",
-                    raw.ca.address
-                )
-            })?,
-        };
-        if !raw.ca.address.starts_with("https://") {
-            return Err(format!(
-                "ca.address: {:?} must be an https:// URL; the CA is only spoken to over TLS",
-                raw.ca.address
-            ));
-        }
-        let workload_api_callers = match raw.workload_api_callers {
-            None => crate::attest::CallerPolicy::own_user(),
-            Some(rules) => {
-                for (i, r) in rules.iter().enumerate() {
-                    r.validate(&format!("workload_api_callers[{i}]"))?;
-                }
-                if rules.is_empty() {
-                    return Err("workload_api_callers: empty, so no process could use the \
-                                Workload API; leave it out to admit the agent's own user"
-                        .into());
-                }
-                crate::attest::CallerPolicy(rules)
-            }
-        };
-        let mut federation = Vec::new();
-        for f in raw.federation {
-            let td = TrustDomain::parse(&f.trust_domain).map_err(|e| format!("federation: {e}"))?;
-            if td == trust_domain {
-                return Err(format!("federation: {td} is the local trust domain"));
-            }
-            federation.push(Federation {
-                trust_domain: td,
-                endpoint: f.endpoint,
-                root_cert: resolve(&f.root_cert),
-            });
-        }
-        Ok(Config {
-            trust_domain,
-            spiffe_id,
-            ca_address: raw.ca.address,
-            ca_root_cert: resolve(&raw.ca.root_cert),
-            ca_server_name,
-            token_file: raw.token_file.as_ref().map(resolve),
-            output_dir: resolve(&raw.output_dir),
-            workload_api_socket: raw.workload_api_socket.as_ref().map(resolve),
-            workload_api_callers,
-            rotation_fraction,
-            ttl,
-            max_retry_interval,
-            federation,
-        })
+    /// Like [`Config::load`], returning the old spellings met instead of logging them.
+    pub fn read(path: &Path) -> Result<(Config, Deprecations), ConfigError> {
+        let text = load::read(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
     }
+
+    /// Parses YAML text; `file` names it in messages, relative paths are resolved against `base`.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base: &Path,
+    ) -> Result<(Config, Deprecations), ConfigError> {
+        let raw: Raw = load::from_yaml(text, file)?;
+        let mut old = Deprecations::new(file);
+        let config = convert(raw, file, base, &mut old)?;
+        Ok((config, old))
+    }
+}
+
+/// The typed config from the raw one: picks the spelling given, checks every value.
+fn convert(
+    raw: Raw,
+    file: &Path,
+    base: &Path,
+    old: &mut Deprecations,
+) -> Result<Config, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError::field(file, field, message);
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+    let trust_domain = old.renamed(
+        "",
+        "trustDomain",
+        raw.trust_domain,
+        "trust_domain",
+        raw.old_trust_domain,
+    )?;
+    let trust_domain = required(trust_domain, file, "trustDomain")?;
+    let trust_domain =
+        TrustDomain::parse(&trust_domain).map_err(|e| bad("trustDomain", e.to_string()))?;
+    let service_account = old.renamed(
+        "identity",
+        "serviceAccount",
+        raw.identity.service_account,
+        "service_account",
+        raw.identity.old_service_account,
+    )?;
+    let service_account = required(service_account, file, "identity.serviceAccount")?;
+    let spiffe_id = SpiffeId::istio(&trust_domain, &raw.identity.namespace, &service_account)
+        .map_err(|e| bad("identity", e.to_string()))?;
+    let rotation_fraction = old
+        .renamed(
+            "",
+            "rotationFraction",
+            raw.rotation_fraction,
+            "rotation_fraction",
+            raw.old_rotation_fraction,
+        )?
+        .unwrap_or(DEFAULT_ROTATION_FRACTION);
+    if !(rotation_fraction > 0.0 && rotation_fraction < 1.0) {
+        return Err(bad(
+            "rotationFraction",
+            format!(
+                "{rotation_fraction} must be between 0 and 1 (exclusive): the fraction of a \
+                 certificate's lifetime after which it is renewed"
+            ),
+        ));
+    }
+    let ttl = match raw.ttl {
+        Some(d) => {
+            old.value("ttl", &d);
+            if d.get() < Duration::from_secs(1) {
+                return Err(bad(
+                    "ttl",
+                    format!(
+                        "{:?} must be at least 1s: the CA grants whole seconds",
+                        d.given
+                    ),
+                ));
+            }
+            d.get()
+        }
+        None => DEFAULT_TTL,
+    };
+    let max_retry_interval = old.renamed(
+        "",
+        "maxRetryInterval",
+        raw.max_retry_interval,
+        "max_retry_interval",
+        raw.old_max_retry_interval,
+    )?;
+    let max_retry_interval = match max_retry_interval {
+        Some(d) => {
+            old.value("maxRetryInterval", &d);
+            if d.value.is_zero() {
+                return Err(bad(
+                    "maxRetryInterval",
+                    format!("{:?} must be greater than zero", d.given),
+                ));
+            }
+            d.get()
+        }
+        None => DEFAULT_MAX_RETRY_INTERVAL,
+    };
+    let ca_server_name = old.renamed(
+        "ca",
+        "serverName",
+        raw.ca.server_name,
+        "server_name",
+        raw.ca.old_server_name,
+    )?;
+    let ca_server_name = match ca_server_name {
+        Some(n) => n,
+        None => host_of(&raw.ca.address).ok_or_else(|| {
+            bad(
+                "ca.address",
+                format!("{:?} is not an https://host:port URL", raw.ca.address),
+            )
+        })?,
+    };
+    if !raw.ca.address.starts_with("https://") {
+        return Err(bad(
+            "ca.address",
+            format!(
+                "{:?} must be an https:// URL; the CA is only spoken to over TLS",
+                raw.ca.address
+            ),
+        ));
+    }
+    let ca_root_cert = old.renamed(
+        "ca",
+        "rootCert",
+        raw.ca.root_cert,
+        "root_cert",
+        raw.ca.old_root_cert,
+    )?;
+    let ca_root_cert = required(ca_root_cert, file, "ca.rootCert")?;
+    let callers = old.renamed(
+        "",
+        "workloadApiCallers",
+        raw.workload_api_callers,
+        "workload_api_callers",
+        raw.old_workload_api_callers,
+    )?;
+    let workload_api_callers = match callers {
+        None => crate::attest::CallerPolicy::own_user(),
+        Some(rules) => {
+            for (i, r) in rules.iter().enumerate() {
+                r.validate(&format!("workloadApiCallers[{i}]"))
+                    .map_err(|message| ConfigError::Invalid {
+                        file: file.to_path_buf(),
+                        message,
+                    })?;
+            }
+            if rules.is_empty() {
+                return Err(bad(
+                    "workloadApiCallers",
+                    "empty, so no process could use the Workload API; leave it out to admit \
+                     the agent's own user"
+                        .into(),
+                ));
+            }
+            crate::attest::CallerPolicy(rules)
+        }
+    };
+    let mut federation = Vec::new();
+    for (i, f) in raw.federation.into_iter().enumerate() {
+        let at = format!("federation[{i}]");
+        let td = old.renamed(
+            &at,
+            "trustDomain",
+            f.trust_domain,
+            "trust_domain",
+            f.old_trust_domain,
+        )?;
+        let td = required(td, file, &path(&at, "trustDomain"))?;
+        let td =
+            TrustDomain::parse(&td).map_err(|e| bad(&path(&at, "trustDomain"), e.to_string()))?;
+        if td == trust_domain {
+            return Err(bad(
+                &path(&at, "trustDomain"),
+                format!("{td} is the local trust domain"),
+            ));
+        }
+        let root_cert = old.renamed(&at, "rootCert", f.root_cert, "root_cert", f.old_root_cert)?;
+        let root_cert = required(root_cert, file, &path(&at, "rootCert"))?;
+        federation.push(Federation {
+            trust_domain: td,
+            endpoint: f.endpoint,
+            root_cert: resolve(&root_cert),
+        });
+    }
+    let token_file = old.renamed(
+        "",
+        "tokenFile",
+        raw.token_file,
+        "token_file",
+        raw.old_token_file,
+    )?;
+    let output_dir = old.renamed(
+        "",
+        "outputDir",
+        raw.output_dir,
+        "output_dir",
+        raw.old_output_dir,
+    )?;
+    let output_dir = required(output_dir, file, "outputDir")?;
+    let workload_api_socket = old.renamed(
+        "",
+        "workloadApiSocket",
+        raw.workload_api_socket,
+        "workload_api_socket",
+        raw.old_workload_api_socket,
+    )?;
+    Ok(Config {
+        trust_domain,
+        spiffe_id,
+        ca_address: raw.ca.address,
+        ca_root_cert: resolve(&ca_root_cert),
+        ca_server_name,
+        token_file: token_file.as_ref().map(resolve),
+        output_dir: resolve(&output_dir),
+        workload_api_socket: workload_api_socket.as_ref().map(resolve),
+        workload_api_callers,
+        rotation_fraction,
+        ttl,
+        max_retry_interval,
+        federation,
+    })
 }
 
 fn host_of(url: &str) -> Option<String> {
@@ -213,65 +375,4 @@ fn host_of(url: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = "trust_domain: cluster.local\nca: {address: \"https://127.0.0.1:15012\", root_cert: root.pem}\nidentity: {namespace: default, service_account: sleep}\noutput_dir: out\n";
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = Config::parse(BASE, Path::new("/etc/agent")).unwrap();
-        assert_eq!(
-            c.spiffe_id.as_str(),
-            "spiffe://cluster.local/ns/default/sa/sleep"
-        );
-        assert_eq!(c.rotation_fraction, 0.5);
-        assert_eq!(c.ttl, DEFAULT_TTL);
-        assert_eq!(c.ca_server_name, "127.0.0.1");
-        assert_eq!(c.ca_root_cert, PathBuf::from("/etc/agent/root.pem"));
-        assert_eq!(c.output_dir, PathBuf::from("/etc/agent/out"));
-    }
-
-    #[test]
-    fn rejects_bad_fraction_and_unknown_fields() {
-        let e =
-            Config::parse(&format!("{BASE}rotation_fraction: 1.5\n"), Path::new(".")).unwrap_err();
-        assert!(e.contains("rotation_fraction"), "{e}");
-        let e = Config::parse(&format!("{BASE}rotate: 1\n"), Path::new(".")).unwrap_err();
-        assert!(e.contains("rotate"), "{e}");
-    }
-
-    #[test]
-    fn workload_api_callers() {
-        let c = Config::parse(BASE, Path::new(".")).unwrap();
-        assert_eq!(
-            c.workload_api_callers,
-            crate::attest::CallerPolicy::own_user()
-        );
-        let c = Config::parse(
-            &format!("{BASE}workload_api_callers: [{{uid: 1000}}, {{gid: 5, path: /bin/app}}]\n"),
-            Path::new("."),
-        )
-        .unwrap();
-        assert_eq!(c.workload_api_callers.0.len(), 2);
-        assert_eq!(c.workload_api_callers.0[1].gid, Some(5));
-        for bad in ["[{}]", "[]", "[{path: app}]", "[{user: 5}]"] {
-            let e = Config::parse(
-                &format!("{BASE}workload_api_callers: {bad}\n"),
-                Path::new("."),
-            )
-            .unwrap_err();
-            assert!(
-                e.contains("workload_api_callers") || e.contains("user"),
-                "{bad}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn rejects_plaintext_ca() {
-        let text = BASE.replace("https://", "http://");
-        let e = Config::parse(&text, Path::new(".")).unwrap_err();
-        assert!(e.contains("https://"), "{e}");
-    }
-}
+mod tests;

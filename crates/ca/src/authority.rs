@@ -175,8 +175,8 @@ impl CertificateAuthority {
         if policy.default_ttl > policy.max_ttl {
             return Err(CaError::InvalidOptions(format!(
                 "default TTL {} is greater than the max TTL {}",
-                crate::duration::format_go(policy.default_ttl),
-                crate::duration::format_go(policy.max_ttl)
+                trustmesh_config::format_go(policy.default_ttl),
+                trustmesh_config::format_go(policy.max_ttl)
             )));
         }
         self.ttl = policy;

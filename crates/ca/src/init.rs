@@ -161,7 +161,7 @@ fn check_validity_option(opts: &InitOptions) -> Result<(), CaError> {
     if opts.validity < Duration::from_secs(3600) {
         return Err(CaError::InvalidOptions(format!(
             "CA validity {} is too short (minimum 1h)",
-            crate::duration::format_go(opts.validity)
+            trustmesh_config::format_go(opts.validity)
         )));
     }
     Ok(())

@@ -14,11 +14,11 @@ use trustmesh_identity::SpiffeId;
 use crate::authority::{CertificateAuthority, CERT_CHAIN_FILE, ROOT_CERT_FILE};
 use crate::certs::{self, rfc3339};
 use crate::csr;
-use crate::duration::format_go;
 use crate::error::CaError;
 use crate::fsutil::{self, OutFile, CERT_MODE, KEY_MODE};
 use crate::keys::{self, KeyType};
 use crate::profile::{hex, random_serial, CLOCK_SKEW_GRACE};
+use trustmesh_config::format_go;
 
 /// File name of the private key in an issued-SVID directory (Istio's `key.pem`).
 pub const KEY_FILE: &str = "key.pem";

@@ -225,9 +225,9 @@ impl Mesh {
                 "1h".into()
             };
             let agent_cfg = format!(
-                "trust_domain: {td}\nca:\n  address: \"https://{ca}\"\n  root_cert: {root}\n\
-                 token_file: token.jwt\nidentity:\n  namespace: {ns}\n  service_account: {sa}\n\
-                 output_dir: certs\nttl: {ttl}\nmax_retry_interval: 2s\n",
+                "trustDomain: {td}\nca:\n  address: \"https://{ca}\"\n  rootCert: {root}\n\
+                 tokenFile: token.jwt\nidentity:\n  namespace: {ns}\n  serviceAccount: {sa}\n\
+                 outputDir: certs\nttl: {ttl}\nmaxRetryInterval: 2s\n",
                 td = w.trust_domain,
                 ca = ca_addrs[w.trust_domain],
                 root = s(&ca_root),
@@ -320,7 +320,7 @@ impl Mesh {
                 "workload:\n  namespace: {ns}\n  serviceAccount: {sa}\n  labels:\n    app: {app}\n\
                  certs:\n  key: certs/key.pem\n  certChain: certs/cert-chain.pem\n\
                  trustBundles:\n  - bundles\nmesh: mesh.yaml\npolicyDir: {policies}\n\
-                 admin:\n  address: \"{admin}\"\nreloadPollMs: 250\n",
+                 admin:\n  address: \"{admin}\"\nreloadPoll: 250ms\n",
                 ns = w.namespace,
                 sa = w.service_account,
                 app = w.name,

@@ -235,35 +235,6 @@ pub fn parse_cidr(v: &str) -> Option<IpNet> {
     v.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
-/// Parses a protobuf-style duration (`1.5s`, `500ms`, `1m`, `1h30m`) into seconds.
-pub fn parse_duration(v: &str) -> Option<f64> {
-    let mut rest = v;
-    let mut total = 0.0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let (unit, scale) = [
-            ("ms", 1e-3),
-            ("us", 1e-6),
-            ("ns", 1e-9),
-            ("h", 3600.0),
-            ("m", 60.0),
-            ("s", 1.0),
-        ]
-        .into_iter()
-        .find(|(u, _)| rest.starts_with(u))?;
-        rest = &rest[unit.len()..];
-        total += num * scale;
-    }
-    Some(total)
-}
-
 /// Parses a `ports` entry: Istio ports are decimal strings in 0..=65535.
 pub fn parse_port(v: &str) -> Option<u16> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -335,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_and_durations() {
+    fn paths() {
         assert!(PathMatch::compile("/foo/{*}").matches("/foo/bar?x=1"));
         assert!(PathMatch::compile("/foo/{**}").matches("/foo/?x=1"));
         assert!(PathMatch::compile("/a*b").matches("/a*b"));
@@ -344,10 +315,6 @@ mod tests {
             PathMatch::compile("/a/b/{*}/c").required_prefix(),
             StrMatch::Prefix("/a/b/".into())
         );
-        assert_eq!(parse_duration("1m30s"), Some(90.0));
-        assert_eq!(parse_duration("500ms"), Some(0.5));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("5x"), None);
     }
 
     // Operation.hosts: "The match is case-insensitive".

@@ -4,8 +4,11 @@
 //! so unknown fields are tolerated here: users must be able to point `--mesh` at the file they
 //! already have. Accepted shapes: a bare meshConfig document, a `meshConfig:` wrapper, an
 //! IstioOperator (`spec.meshConfig`), or the `istio` ConfigMap (`data.mesh` as a YAML string).
+//! Duration fields (the ext_authz providers' `timeout`) are `trustmesh_config::Duration`, Go's
+//! grammar, read here once: `policy validate` and the proxy refuse exactly the same values.
 
 use serde::{Deserialize, Serialize};
+use trustmesh_config::Duration;
 
 /// Istio's special trust domain name: in a policy it stands for the local trust domain.
 pub const CLUSTER_LOCAL: &str = "cluster.local";
@@ -70,8 +73,9 @@ pub struct ExtAuthzGrpc {
     pub service: String,
     #[serde(default)]
     pub port: u32,
+    /// Go's duration grammar, parsed here so `validate` refuses exactly what the proxy would.
     #[serde(default)]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     #[serde(default)]
     pub fail_open: bool,
     #[serde(default)]
@@ -89,7 +93,7 @@ pub struct ExtAuthzHttp {
     #[serde(default)]
     pub port: u32,
     #[serde(default)]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     #[serde(default)]
     pub path_prefix: Option<String>,
     #[serde(default)]

@@ -1,67 +1,92 @@
 //! The proxy's YAML configuration file: what it is, how it is parsed, and how it is checked.
 //!
-//! Parsing goes through `serde_path_to_error` so a bad file is reported as
-//! `<file>: <field.path>: <what is wrong>` — an operator should never have to guess which of
-//! forty lines is at fault. Paths inside the file are resolved relative to the file's own
-//! directory, so a config directory can be moved as a unit.
+//! Read through `trustmesh_config`, so a bad file is reported as `<file>: <field.path>: <what
+//! is wrong>` — an operator should never have to guess which of forty lines is at fault. Keys
+//! are camelCase; durations are Go's spelling (`reloadPoll: 1s`, `timeouts.handshake: 10s`).
+//! The integer `…Ms` keys of earlier releases (`reloadPollMs`, `timeouts.handshakeMs`, ...)
+//! still load, each reported once as deprecated with the key and value that replace it; giving
+//! both spellings of one setting is an error. Paths inside the file are resolved relative to
+//! the file's own directory, so a config directory can be moved as a unit.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use trustmesh_config::load::{self, DOCUMENT};
+use trustmesh_config::{Deprecations, Duration};
 
-/// Errors loading the configuration file. Each names the file and, where possible, the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {field}: {message}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+pub use timeouts::{
+    Timeouts, DEFAULT_CONNECT, DEFAULT_HANDSHAKE, DEFAULT_HTTP_IDLE, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_REQUEST_HEADERS, DEFAULT_TCP_IDLE, DEFAULT_TERMINATION_DRAIN,
+};
+pub use trustmesh_config::ConfigError;
+
+mod timeouts;
+
+use timeouts::{millis, RawTimeouts};
+
+/// `reloadPoll`: how often watched files are checked for changes.
+pub const DEFAULT_RELOAD_POLL: Duration = Duration::from_secs(1);
+/// `reloadPoll` bounds: often enough to matter, rarely enough to cost nothing.
+const RELOAD_POLL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(60);
+/// `maxConnections`.
+pub const DEFAULT_MAX_CONNECTIONS: i64 = 16_384;
+
+/// The file as written. Each `…_ms` field is the deprecated integer spelling of the duration
+/// field before it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Raw {
+    workload: WorkloadConfig,
+    certs: CertFiles,
+    #[serde(default)]
+    trust_bundles: Vec<String>,
+    mesh: serde_yaml::Value,
+    #[serde(default)]
+    policy_dir: Option<PathBuf>,
+    #[serde(default)]
+    inbound: Vec<InboundListener>,
+    #[serde(default)]
+    outbound: Vec<OutboundListener>,
+    #[serde(default)]
+    admin: Option<AdminConfig>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default = "default_max_connections")]
+    max_connections: i64,
+    reload_poll: Option<Duration>,
+    reload_poll_ms: Option<u64>,
+    #[serde(default)]
+    concurrency: Option<usize>,
 }
 
-/// The whole configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The whole configuration, checked.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProxyConfig {
     /// The workload this sidecar fronts; selectors in policies match against it.
     pub workload: WorkloadConfig,
     /// Our own X.509-SVID.
     pub certs: CertFiles,
     /// Trust bundle sources: `path` or `trust.domain=path`; a path may be a file or directory.
-    #[serde(default)]
     pub trust_bundles: Vec<String>,
     /// Mesh config: inline mapping, or a string naming a YAML file.
     pub mesh: serde_yaml::Value,
     /// Directory (or single file) of Istio security policies.
-    #[serde(default)]
     pub policy_dir: Option<PathBuf>,
-    #[serde(default)]
     pub inbound: Vec<InboundListener>,
-    #[serde(default)]
     pub outbound: Vec<OutboundListener>,
-    #[serde(default)]
     pub admin: Option<AdminConfig>,
-    #[serde(default)]
     pub timeouts: Timeouts,
     /// Open connections (inbound + outbound) beyond which new ones are closed at once, so a
     /// flood cannot exhaust file descriptors and starve established traffic.
-    #[serde(default = "default_max_connections")]
     pub max_connections: i64,
-    /// How often watched files are checked for changes, in milliseconds.
-    #[serde(default = "default_poll_ms")]
-    pub reload_poll_ms: u64,
+    /// How often watched files are checked for changes.
+    pub reload_poll: Duration,
     /// Worker threads carrying connections (Istio's `ProxyConfig.concurrency`): unset or 0 means
     /// one per CPU core available to the process.
-    #[serde(default)]
     pub concurrency: Option<usize>,
 }
 
@@ -73,10 +98,6 @@ impl ProxyConfig {
             _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
-}
-
-fn default_poll_ms() -> u64 {
-    1000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,95 +182,8 @@ pub struct AdminConfig {
     pub address: SocketAddr,
 }
 
-/// Time limits that bound what a misbehaving client can hold on to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Timeouts {
-    /// First byte + TLS handshake must complete within this (ms).
-    #[serde(default = "default_handshake_ms")]
-    pub handshake_ms: u64,
-    /// Request headers must arrive within this (ms); defeats slowloris.
-    #[serde(default = "default_header_ms")]
-    pub header_read_ms: u64,
-    /// Connecting to the local app or a peer (ms).
-    #[serde(default = "default_connect_ms")]
-    pub connect_ms: u64,
-    /// Largest request header block accepted (bytes).
-    #[serde(default = "default_max_header")]
-    pub max_header_bytes: usize,
-    /// On SIGTERM/SIGINT: how long open connections may finish before the process exits (ms).
-    #[serde(default = "default_drain_ms")]
-    pub drain_ms: u64,
-    /// TCP relays (inbound tcp listeners, outbound) end after this long with no data (ms).
-    #[serde(default = "default_tcp_idle_ms")]
-    pub tcp_idle_ms: u64,
-    /// An HTTP connection with no request in flight for this long is closed (ms), whatever
-    /// else it sends (HTTP/2 PINGs keep no connection open). Envoy's default idle timeout: 1 h.
-    #[serde(default = "default_http_idle_ms")]
-    pub http_idle_ms: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            handshake_ms: default_handshake_ms(),
-            header_read_ms: default_header_ms(),
-            connect_ms: default_connect_ms(),
-            max_header_bytes: default_max_header(),
-            drain_ms: default_drain_ms(),
-            tcp_idle_ms: default_tcp_idle_ms(),
-            http_idle_ms: default_http_idle_ms(),
-        }
-    }
-}
-
-impl Timeouts {
-    pub fn handshake(&self) -> Duration {
-        Duration::from_millis(self.handshake_ms)
-    }
-    pub fn header_read(&self) -> Duration {
-        Duration::from_millis(self.header_read_ms)
-    }
-    pub fn connect(&self) -> Duration {
-        Duration::from_millis(self.connect_ms)
-    }
-    pub fn tcp_idle(&self) -> Duration {
-        Duration::from_millis(self.tcp_idle_ms)
-    }
-    pub fn http_idle(&self) -> Duration {
-        Duration::from_millis(self.http_idle_ms)
-    }
-}
-
-fn default_http_idle_ms() -> u64 {
-    3_600_000
-}
-
-fn default_handshake_ms() -> u64 {
-    10_000
-}
-/// 60 s, like nginx's `client_header_timeout`. hyper starts this timer whenever it waits for a
-/// request's headers, including between requests on a kept-alive connection, so it is also how
-/// long an idle keep-alive connection is held: 10 s closed connections that HTTP clients' pools
-/// still considered reusable (a request sent as the sidecar closes fails), while slow senders
-/// are still bounded.
-fn default_header_ms() -> u64 {
-    60_000
-}
-fn default_connect_ms() -> u64 {
-    5_000
-}
-fn default_tcp_idle_ms() -> u64 {
-    3_600_000
-}
 fn default_max_connections() -> i64 {
-    16_384
-}
-fn default_drain_ms() -> u64 {
-    5_000
-}
-fn default_max_header() -> usize {
-    64 * 1024
+    DEFAULT_MAX_CONNECTIONS
 }
 fn loopback() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
@@ -294,46 +228,64 @@ pub enum MeshSource {
 
 impl ProxyConfig {
     /// Reads, parses and checks a configuration file; relative paths become relative to it.
+    /// Old spellings are logged once, as warnings naming the new ones.
     pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
+        let (config, deprecations) = ProxyConfig::read(path)?;
+        deprecations.warn();
+        Ok(config)
+    }
+
+    /// Like [`ProxyConfig::load`], returning the old spellings met instead of logging them.
+    pub fn read(path: &Path) -> Result<(ProxyConfig, Deprecations), ConfigError> {
         let text = trustmesh_policy::load::read_bounded(path).map_err(|e| match e {
             trustmesh_policy::ReadError::Io { source, .. } => ConfigError::Read {
-                path: path.to_path_buf(),
+                file: path.to_path_buf(),
                 source,
             },
-            other => ConfigError::Field {
-                path: path.to_path_buf(),
-                field: "(document)".into(),
-                message: other.to_string(),
-            },
+            other => ConfigError::field(path, DOCUMENT, other.to_string()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
     }
 
-    /// Parses YAML text; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<ProxyConfig, ConfigError> {
+    /// Parses YAML text; `path` is only used in messages, relative paths are resolved
+    /// against `base`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base: &Path,
+    ) -> Result<(ProxyConfig, Deprecations), ConfigError> {
         // Bounded before the YAML parser, whose cost is quadratic in bracket nesting.
-        trustmesh_policy::shape::check(text).map_err(|message| ConfigError::Field {
-            path: path.to_path_buf(),
-            field: "(document)".into(),
-            message,
-        })?;
-        let de = serde_yaml::Deserializer::from_str(text);
-        let mut cfg: ProxyConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            ConfigError::Field {
-                path: path.to_path_buf(),
-                field: if field == "." {
-                    "(document)".into()
-                } else {
-                    field
-                },
-                message: e.into_inner().to_string(),
-            }
-        })?;
+        trustmesh_policy::shape::check(text)
+            .map_err(|message| ConfigError::field(path, DOCUMENT, message))?;
+        let raw: Raw = load::from_yaml(text, path)?;
+        let mut old = Deprecations::new(path);
+        let reload_poll = millis(
+            &mut old,
+            "",
+            "reloadPoll",
+            raw.reload_poll,
+            "reloadPollMs",
+            raw.reload_poll_ms,
+            DEFAULT_RELOAD_POLL,
+        )?;
+        let mut cfg = ProxyConfig {
+            workload: raw.workload,
+            certs: raw.certs,
+            trust_bundles: raw.trust_bundles,
+            mesh: raw.mesh,
+            policy_dir: raw.policy_dir,
+            inbound: raw.inbound,
+            outbound: raw.outbound,
+            admin: raw.admin,
+            timeouts: Timeouts::convert(raw.timeouts, &mut old)?,
+            max_connections: raw.max_connections,
+            reload_poll,
+            concurrency: raw.concurrency,
+        };
         cfg.resolve_paths(base);
         cfg.check(path)?;
-        Ok(cfg)
+        Ok((cfg, old))
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -363,11 +315,7 @@ impl ProxyConfig {
     }
 
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let err = |field: String, message: String| ConfigError::Field {
-            path: path.to_path_buf(),
-            field,
-            message,
-        };
+        let err = |field: String, message: String| ConfigError::field(path, field, message);
         if self.workload.namespace.is_empty() {
             return Err(err("workload.namespace".into(), "must not be empty".into()));
         }
@@ -446,10 +394,10 @@ impl ProxyConfig {
                 "at most 1024 worker threads (0 or unset: one per CPU core)".into(),
             ));
         }
-        if self.timeouts.handshake_ms == 0
-            || self.timeouts.header_read_ms == 0
-            || self.timeouts.tcp_idle_ms == 0
-            || self.timeouts.http_idle_ms == 0
+        let t = &self.timeouts;
+        if [t.handshake(), t.header_read(), t.tcp_idle(), t.http_idle()]
+            .iter()
+            .any(|d| d.is_zero())
         {
             return Err(err(
                 "timeouts".into(),
@@ -463,10 +411,15 @@ impl ProxyConfig {
                 "must be between 8192 and 1048576".into(),
             ));
         }
-        if !(100..=60_000).contains(&self.reload_poll_ms) {
+        if !RELOAD_POLL_RANGE.contains(&self.reload_poll) {
             return Err(err(
-                "reloadPollMs".into(),
-                "must be between 100 and 60000".into(),
+                "reloadPoll".into(),
+                format!(
+                    "{} is not between {} and {}",
+                    self.reload_poll,
+                    RELOAD_POLL_RANGE.start(),
+                    RELOAD_POLL_RANGE.end()
+                ),
             ));
         }
         Ok(())
@@ -501,101 +454,4 @@ impl ProxyConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-workload: { namespace: foo, serviceAccount: web, labels: { app: web } }
-certs: { key: key.pem, certChain: chain.pem }
-trustBundles: [ "root.pem", "b.example=/etc/b.pem" ]
-mesh: { trustDomain: cluster.local }
-policyDir: policies
-inbound: [ { port: 15006, targetPort: 8080, protocol: http } ]
-outbound: [ { port: 15001, peer: "127.0.0.1:16006", peerTrustDomain: cluster.local } ]
-admin: { address: "127.0.0.1:15000" }
-"#;
-
-    #[test]
-    fn parses_and_resolves_relative_paths() {
-        let c = ProxyConfig::parse(GOOD, Path::new("/cfg/p.yaml"), Path::new("/cfg")).unwrap();
-        assert_eq!(c.certs.key, PathBuf::from("/cfg/key.pem"));
-        assert_eq!(c.policy_dir, Some(PathBuf::from("/cfg/policies")));
-        let b = c.bundle_sources();
-        assert_eq!(b[0].path, PathBuf::from("/cfg/root.pem"));
-        assert_eq!(b[1].trust_domain.as_deref(), Some("b.example"));
-        assert_eq!(b[1].path, PathBuf::from("/etc/b.pem"));
-        assert_eq!(c.inbound[0].protocol, Protocol::Http);
-        assert_eq!(c.outbound[0].protocol, Protocol::Tcp);
-        assert!(c.outbound[0].tls);
-        assert_eq!(c.timeouts.handshake(), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn unknown_field_names_the_field() {
-        let bad = GOOD.replace("targetPort: 8080", "targetPort: 8080, prot: http");
-        let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("p.yaml: inbound[0]"), "{e}");
-        assert!(e.contains("prot"), "{e}");
-    }
-
-    #[test]
-    fn bad_port_type_names_the_field() {
-        let bad = GOOD.replace("port: 15006", "port: seventy");
-        let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("inbound[0].port"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_listener_rejected() {
-        let bad = GOOD.replace("port: 15001", "port: 15006");
-        let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("outbound[0].port") && e.contains("already used"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn tls_outbound_needs_expected_peer() {
-        let bad = GOOD.replace(", peerTrustDomain: cluster.local", "");
-        let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("outbound[0]") && e.contains("peerIdentity"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn concurrency_defaults_to_the_cores_and_is_bounded() {
-        let parse = |extra: &str| {
-            ProxyConfig::parse(
-                &format!("{GOOD}{extra}"),
-                Path::new("p.yaml"),
-                Path::new("."),
-            )
-        };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(parse("").unwrap().worker_threads(), cores);
-        assert_eq!(parse("concurrency: 0\n").unwrap().worker_threads(), cores);
-        assert_eq!(parse("concurrency: 3\n").unwrap().worker_threads(), 3);
-        let e = parse("concurrency: 5000\n").unwrap_err().to_string();
-        assert!(e.contains("concurrency"), "{e}");
-        let e = parse("concurrency: -1\n").unwrap_err().to_string();
-        assert!(e.contains("concurrency"), "{e}");
-    }
-
-    #[test]
-    fn bundle_prefix_only_without_slash() {
-        let s = parse_bundle_source("/a=b/c.pem");
-        assert_eq!(s.trust_domain, None);
-        assert_eq!(s.path, PathBuf::from("/a=b/c.pem"));
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! Hot reload by polling: every `reloadPollMs` the watched files' metadata is fingerprinted
+//! Hot reload by polling: every `reloadPoll` the watched files' metadata is fingerprinted
 //! (path, size, modification and change times, inode); any change rebuilds a full snapshot and
 //! swaps it in once the files hold still.
 //!
@@ -108,7 +108,7 @@ pub fn try_reload(
 /// files the running snapshot was built from, taken before it was built (a fingerprint taken
 /// here would hide a change made in between, until some later change).
 pub async fn watch(shared: Arc<Shared>, config_file: PathBuf, loaded: u64) {
-    let poll = Duration::from_millis(shared.current().config.reload_poll_ms);
+    let poll = shared.current().config.reload_poll.get();
     let files_of = |shared: &Shared| {
         crate::snapshot::watched_files(&shared.current().config, Some(&config_file))
     };

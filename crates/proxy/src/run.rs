@@ -144,9 +144,9 @@ impl UserSignals {
     }
 }
 
-/// Stops accepting, then gives open connections up to `timeouts.drainMs` to finish.
+/// Stops accepting, then gives open connections up to `timeouts.terminationDrain` to finish.
 pub async fn drain(shared: &Shared) {
-    let limit = std::time::Duration::from_millis(shared.current().config.timeouts.drain_ms);
+    let limit = shared.current().config.timeouts.drain();
     shared.begin_drain();
     let start = std::time::Instant::now();
     let active = || {

@@ -94,7 +94,7 @@ certs: {{ key: key.pem, certChain: cert-chain.pem }}
 trustBundles: [ "cluster.local=root-cert.pem" ]
 mesh: {{ trustDomain: cluster.local }}
 policyDir: policies
-reloadPollMs: 100
+reloadPoll: 100ms
 inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]
 admin: {{ address: "127.0.0.1:{adm}" }}
 "#

@@ -49,7 +49,7 @@ async fn connection_limit_and_idle_timeout() {
         "db",
         &[(inb, echo, "tcp")],
         "maxConnections: 2
-timeouts: { tcpIdleMs: 400 }
+timeouts: { tcpIdle: 400ms }
 ",
     );
     let (shared, _) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
@@ -139,7 +139,7 @@ async fn an_http2_connection_without_requests_is_closed_when_idle() {
         tmp.path(),
         "db",
         &[(inb, echo, "http")],
-        "timeouts: { httpIdleMs: 600 }\n",
+        "timeouts: { httpIdle: 600ms }\n",
     );
     trustmesh_proxy::start(&cfg).await.expect("proxy starts");
 

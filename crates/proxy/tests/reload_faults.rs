@@ -20,7 +20,7 @@ spec:
 ";
 
 fn write_config(dir: &Path, inb: u16, app: u16, admin: u16) -> std::path::PathBuf {
-    let extra = format!("admin: {{ address: \"127.0.0.1:{admin}\" }}\nreloadPollMs: 100\n");
+    let extra = format!("admin: {{ address: \"127.0.0.1:{admin}\" }}\nreloadPoll: 100ms\n");
     common::write_proxy_config(dir, "web", &[(inb, app, "http")], &extra)
 }
 

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use trustmesh_ca::duration::{format_go, parse as parse_duration};
+use super::flags;
 use trustmesh_ca::{
     rfc3339, CaError, CertificateAuthority, InitOptions, IssueRequest, KeyType, TtlPolicy,
     CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE,
 };
+use trustmesh_config::{format_go, Deprecations, LegacyDuration};
 use trustmesh_identity::{SpiffeId, TrustDomain};
 
 #[derive(clap::Subcommand)]
@@ -41,8 +42,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "ecdsa-p256|rsa2048", default_value = "ecdsa-p256")]
     pub key_type: KeyType,
     /// Lifetime of the CA certificate (an intermediate's is clipped to its parent's expiry).
-    #[arg(long, value_name = "DURATION", default_value = "87600h", value_parser = parse_duration)]
-    pub validity: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "87600h", value_parser = flags::duration)]
+    pub validity: LegacyDuration,
     /// pathLenConstraint (default: none for a root, 0 for an intermediate).
     #[arg(long, value_name = "N")]
     pub path_len: Option<u8>,
@@ -64,11 +65,11 @@ pub struct IssueArgs {
     #[arg(long, value_name = "ID")]
     pub spiffe_id: SpiffeId,
     /// Certificate lifetime (default: the CA's default, 24h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ttl: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration)]
+    pub ttl: Option<LegacyDuration>,
     /// Longest lifetime the CA allows (Istio's MAX_WORKLOAD_CERT_TTL, default 90 days).
-    #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = parse_duration)]
-    pub max_ttl: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = flags::duration)]
+    pub max_ttl: LegacyDuration,
     /// PEM CSR whose key is certified; no key is generated or written then.
     #[arg(long, value_name = "FILE", conflicts_with = "key_type")]
     pub csr: Option<PathBuf>,
@@ -96,6 +97,9 @@ fn ca_fail(e: CaError) -> ExitCode {
 }
 
 fn init(a: InitArgs) -> ExitCode {
+    let mut deprecated = Deprecations::new("trustmesh ca init");
+    deprecated.flag("--validity", &a.validity);
+    flags::report(&deprecated);
     if !a.force {
         if let Some(existing) = [CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE]
             .iter()
@@ -115,7 +119,7 @@ fn init(a: InitArgs) -> ExitCode {
         None => InitOptions::root(),
     };
     opts.key_type = a.key_type;
-    opts.validity = a.validity;
+    opts.validity = a.validity.get();
     if a.path_len.is_some() {
         opts.path_len = a.path_len;
     }
@@ -156,6 +160,12 @@ fn init(a: InitArgs) -> ExitCode {
 }
 
 fn issue(a: IssueArgs) -> ExitCode {
+    let mut deprecated = Deprecations::new("trustmesh ca issue");
+    if let Some(ttl) = &a.ttl {
+        deprecated.flag("--ttl", ttl);
+    }
+    deprecated.flag("--max-ttl", &a.max_ttl);
+    flags::report(&deprecated);
     match try_issue(&a) {
         Ok(msg) => {
             println!("{msg}");
@@ -171,14 +181,14 @@ fn try_issue(a: &IssueArgs) -> Result<String, CaError> {
         None => CertificateAuthority::load(&a.ca)?,
     };
     let mut policy = TtlPolicy {
-        max_ttl: a.max_ttl,
+        max_ttl: a.max_ttl.get(),
         ..TtlPolicy::default()
     };
     policy.default_ttl = policy.default_ttl.min(policy.max_ttl);
     ca.set_ttl_policy(policy)?;
 
     let mut req = IssueRequest::new(a.spiffe_id.clone());
-    req.ttl = a.ttl.unwrap_or(Duration::ZERO);
+    req.ttl = a.ttl.as_ref().map_or(Duration::ZERO, LegacyDuration::get);
     req.key_type = a.key_type.unwrap_or_default();
     if let Some(csr) = &a.csr {
         req.csr_pem = Some(read_text(csr)?);

@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use trustmesh_ca::{CertificateAuthority, TtlPolicy};
 use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
 use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::jwt_authority::JwtAuthority;
 use trustmesh_ca_server::server::{self, IdentitySource, Options};
-use trustmesh_ca_server::ttl::{parse_duration, parse_duration_or_zero};
+use trustmesh_config::{Deprecations, LegacyDuration};
+
+use super::flags;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,11 +39,11 @@ pub struct Args {
     #[arg(long = "audience", value_name = "AUD", default_values_t = vec!["istio-ca".to_string()])]
     pub audiences: Vec<String>,
     /// Longest certificate lifetime a caller may request; longer requests are refused.
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
-    pub max_ttl: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = flags::positive_duration)]
+    pub max_ttl: LegacyDuration,
     /// Lifetime issued when a request asks for none (clipped to --max-ttl).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
-    pub default_ttl: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = flags::positive_duration)]
+    pub default_ttl: LegacyDuration,
     /// DNS names / IPs in the CA endpoint's serving certificate.
     #[arg(long = "server-name", value_name = "NAME", default_values_t = vec!["trustmesh-ca".to_string(), "istiod.istio-system.svc".to_string(), "localhost".to_string(), "127.0.0.1".to_string()])]
     pub server_names: Vec<String>,
@@ -51,25 +52,37 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub jwt_authority_key: Option<PathBuf>,
     /// Lifetime of the serving certificate (renewed at half of it).
-    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_duration)]
-    pub server_cert_ttl: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = flags::positive_duration)]
+    pub server_cert_ttl: LegacyDuration,
     /// How long a bearer token that verified is accepted again without re-checking its signature
     /// (never past its exp; cleared when an issuer's JWKS changes). 0 checks every request.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_or_zero)]
-    pub token_cache_max_age: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = flags::duration)]
+    pub token_cache_max_age: LegacyDuration,
     /// Connections each listener (certificate service, bundle endpoint) holds at once; more are
     /// closed on arrival.
     #[arg(long, value_name = "N", default_value_t = trustmesh_ca_server::limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// A connection whose client sends nothing this long is closed (TLS handshakes have 10s,
     /// a bundle request head 10s).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = flags::positive_duration)]
+    pub idle_timeout: LegacyDuration,
 }
 
 pub fn run(a: Args) -> ExitCode {
     super::init_logging();
     super::raise_fd_limit();
+    let mut deprecated = Deprecations::new("trustmesh ca serve");
+    for (flag, d) in [
+        ("--max-ttl", &a.max_ttl),
+        ("--default-ttl", &a.default_ttl),
+        ("--server-cert-ttl", &a.server_cert_ttl),
+        ("--token-cache-max-age", &a.token_cache_max_age),
+        ("--idle-timeout", &a.idle_timeout),
+    ] {
+        deprecated.flag(flag, d);
+    }
+    deprecated.warn();
+    let (max_ttl, server_cert_ttl) = (a.max_ttl.get(), a.server_cert_ttl.get());
     if a.jwt_issuers.len() != a.jwks.len() {
         return super::fail(
             2,
@@ -90,10 +103,10 @@ pub fn run(a: Args) -> ExitCode {
         Ok(ca) => ca,
         Err(e) => return super::fail(1, format!("loading CA: {e}")),
     };
-    let default_ttl = a.default_ttl.min(a.max_ttl);
+    let default_ttl = a.default_ttl.get().min(max_ttl);
     if let Err(e) = ca.set_ttl_policy(TtlPolicy {
         default_ttl,
-        max_ttl: a.max_ttl,
+        max_ttl,
     }) {
         return super::fail(2, e);
     }
@@ -115,21 +128,21 @@ pub fn run(a: Args) -> ExitCode {
     };
     let opts = Options {
         jwt_authority,
-        server_cert_ttl: a.server_cert_ttl,
+        server_cert_ttl,
         trust_domain: ca.trust_domain().clone(),
         listen: a.listen,
         bundle_listen: a.bundle_listen,
         issuers,
         audiences: a.audiences.clone(),
-        max_ttl: a.max_ttl,
+        max_ttl,
         default_ttl,
-        token_cache_max_age: a.token_cache_max_age,
+        token_cache_max_age: a.token_cache_max_age.get(),
         max_connections: a.max_connections,
-        idle_timeout: a.idle_timeout,
+        idle_timeout: a.idle_timeout.get(),
     };
     let ca = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {
-        let (ca, names, ttl) = (ca.clone(), a.server_names.clone(), a.server_cert_ttl);
+        let (ca, names, ttl) = (ca.clone(), a.server_names.clone(), server_cert_ttl);
         Arc::new(move || server_identity(&ca.ca, &names, ttl))
     };
     let rt = match tokio::runtime::Runtime::new() {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod ca;
 pub mod ca_serve;
 pub mod cert;
+pub mod flags;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;

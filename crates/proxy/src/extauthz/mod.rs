@@ -14,6 +14,6 @@ mod request;
 mod response;
 
 pub use client::{parse_status_on_error, ExtAuthzClient, ExtAuthzError, DEFAULT_STATUS_ON_ERROR};
-pub use providers::{clients, parse_duration};
+pub use providers::clients;
 pub use request::{BodySettings, CheckInput};
 pub use response::{apply_mutations, ExtAuthzOutcome, HeaderAction, HeaderMutation};

@@ -334,7 +334,7 @@ fn compile(
         return Err(JwtConfigError::MissingIssuer { index });
     }
     let timeout = match &rule.timeout {
-        Some(text) => rule::parse_duration(text).ok_or_else(|| JwtConfigError::InvalidTimeout {
+        Some(text) => rule::parse_timeout(text).map_err(|_| JwtConfigError::InvalidTimeout {
             index,
             value: text.clone(),
         })?,

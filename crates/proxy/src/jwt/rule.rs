@@ -95,35 +95,10 @@ impl From<&trustmesh_policy::JwtRule> for JwtRule {
     }
 }
 
-/// Parses Istio duration strings such as `5s`, `500ms`, `1m30s`, `1.5s`.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(value * scale).ok()?;
-    }
-    Some(total)
+/// The JWKS fetch timeout: the one duration type, with Istio's `ValidateDuration` rule (at
+/// least 1ms, whole milliseconds) that `trustmesh policy validate` applies to the same field.
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, trustmesh_config::DurationError> {
+    trustmesh_config::Duration::parse_millis(text).map(trustmesh_config::Duration::get)
 }
 
 #[cfg(test)]
@@ -132,13 +107,14 @@ mod tests {
 
     #[test]
     fn parses_istio_durations() {
-        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration(""), None);
+        let ok = |t: &str| parse_timeout(t).unwrap();
+        assert_eq!(ok("5s"), Duration::from_secs(5));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        for bad in ["5", "s", "", "-1s", "100us", "1.5ms"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
