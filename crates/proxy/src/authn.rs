@@ -26,14 +26,8 @@ pub struct Jwt {
 impl Jwt {
     /// `None` rules → every request passes unauthenticated (no RequestAuthentication applies).
     pub fn new(set: &PolicySet, workload: &Workload) -> anyhow::Result<Jwt> {
-        let mut rules: Vec<JwtRule> = Vec::new();
-        for (i, r) in set.jwt_rules(workload).into_iter().enumerate() {
-            // Both types mirror Istio's JWTRule field for field; go through its JSON form.
-            let v = serde_json::to_value(r)?;
-            let rule: JwtRule = serde_json::from_value(v)
-                .map_err(|e| anyhow::anyhow!("jwtRules[{i}] (issuer {:?}): {e}", r.issuer))?;
-            rules.push(rule);
-        }
+        // The policy crate's rules are the authenticator's own type: no conversion.
+        let mut rules: Vec<JwtRule> = set.jwt_rules(workload).into_iter().cloned().collect();
         if rules.is_empty() {
             return Ok(Jwt { auth: None });
         }
