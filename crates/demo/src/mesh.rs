@@ -171,82 +171,17 @@ impl Mesh {
         for (td, out) in [(TD_A, &ca_a), (TD_B, &ca_b)] {
             run_to_completion(sup, &["ca", "init", "--trust-domain", td, "--out", &s(out)]).await?;
         }
+        let roots = Roots {
+            a: ca_a.join("root-cert.pem"),
+            b: ca_b.join("root-cert.pem"),
+        };
 
         progress("starting the CA servers (Istio certificate API over TLS)");
         let sa_key = signing_key("demo-sa")?;
-        let jwks_file = dir.join("sa-jwks.json");
-        write(
-            &jwks_file,
-            &serde_json::json!({ "keys": [sa_key.jwk] }).to_string(),
-        )?;
-        let mut ca_addrs = BTreeMap::new();
-        for (td, ca_dir) in [(TD_A, &ca_a), (TD_B, &ca_b)] {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-            sup.spawn(
-                &format!("ca-{td}"),
-                &[
-                    "ca",
-                    "serve",
-                    "--ca",
-                    &s(ca_dir),
-                    "--listen",
-                    &addr.to_string(),
-                    "--jwt-issuer",
-                    SA_ISSUER,
-                    "--jwks",
-                    &s(&jwks_file),
-                ],
-            )?;
-            ca_addrs.insert(td, addr);
-        }
-        for addr in ca_addrs.values() {
-            wait_for_port(*addr, Duration::from_secs(15), sup).await?;
-        }
+        let ca_addrs = start_cas(dir, sup, &sa_key, [(TD_A, &ca_a), (TD_B, &ca_b)]).await?;
 
         progress("starting node agents: local keys, CSRs authenticated by service-account tokens");
-        for w in ALL {
-            let token = sign(
-                &sa_key.encoding,
-                "demo-sa",
-                &serde_json::json!({
-                    "iss": SA_ISSUER,
-                    "sub": format!("system:serviceaccount:{}:{}", w.namespace, w.service_account),
-                    "aud": ["istio-ca"],
-                    "iat": now_secs(),
-                    "exp": now_secs() + 24 * 3600,
-                }),
-            )?;
-            let wdir = dir.join("workloads").join(w.name);
-            write(&wdir.join("token.jwt"), &token)?;
-            let ca_root = if w.trust_domain == TD_A { &ca_a } else { &ca_b }.join("root-cert.pem");
-            let ttl = if w.name == REVIEWS.name {
-                format!("{REVIEWS_TTL_SECS}s")
-            } else {
-                "1h".into()
-            };
-            let agent_cfg = format!(
-                "trustDomain: {td}\nca:\n  address: \"https://{ca}\"\n  rootCert: {root}\n\
-                 tokenFile: token.jwt\nidentity:\n  namespace: {ns}\n  serviceAccount: {sa}\n\
-                 outputDir: certs\nttl: {ttl}\nmaxRetryInterval: 2s\n",
-                td = w.trust_domain,
-                ca = ca_addrs[w.trust_domain],
-                root = s(&ca_root),
-                ns = w.namespace,
-                sa = w.service_account,
-            );
-            write(&wdir.join("agent.yaml"), &agent_cfg)?;
-            sup.spawn(
-                &format!("agent-{}", w.name),
-                &["agent", "--config", &s(&wdir.join("agent.yaml"))],
-            )?;
-        }
-        for w in ALL {
-            let chain = dir
-                .join("workloads")
-                .join(w.name)
-                .join("certs/cert-chain.pem");
-            wait_for_file(&chain, Duration::from_secs(20), sup).await?;
-        }
+        start_agents(dir, sup, &sa_key, &ca_addrs, &roots).await?;
 
         progress("starting demo apps, an ext_authz server and sidecar proxies");
         let authz = crate::authz_server::start().await?;
@@ -259,96 +194,12 @@ impl Mesh {
             &dir.join("policies/mesh-policies.yaml"),
             &policies(&user_key.jwk),
         )?;
-        let ca_a_root = ca_a.join("root-cert.pem");
-        let ca_b_root = ca_b.join("root-cert.pem");
-
-        // Ports first: outbound listeners point at other sidecars' inbound ports.
-        let mut sidecars: BTreeMap<&'static str, Sidecar> = BTreeMap::new();
+        let sidecars = plan_sidecars(dir)?;
         for w in ALL {
-            sidecars.insert(
-                w.name,
-                Sidecar {
-                    inbound: Some(format!("127.0.0.1:{}", free_port()?).parse()?),
-                    outbound: BTreeMap::new(),
-                    admin: format!("127.0.0.1:{}", free_port()?).parse()?,
-                    config: dir.join("workloads").join(w.name).join("proxy.yaml"),
-                },
-            );
-        }
-        let calls: [(&Workload, &[&Workload]); 2] = [
-            (&FRONTEND, &[&REVIEWS, &RATINGS, &PAYROLL]),
-            (&ANALYTICS, &[&REVIEWS, &RATINGS]),
-        ];
-        for (from, tos) in calls {
-            for to in tos {
-                let port = free_port()?;
-                sidecars
-                    .get_mut(from.name)
-                    .expect("every workload has a sidecar")
-                    .outbound
-                    .insert(to.name, format!("127.0.0.1:{port}").parse()?);
-            }
-        }
-
-        for w in ALL {
-            let wdir = dir.join("workloads").join(w.name);
-            // Each sidecar's trust bundle directory starts with its own domain's root.
-            // ratings is federated with team-b from the start (so policy, not TLS, decides
-            // there); analytics trusts team-a so it can verify the servers it calls. reviews
-            // only learns team-b's root during the tour.
-            let own_root = if w.trust_domain == TD_A {
-                &ca_a_root
-            } else {
-                &ca_b_root
-            };
-            copy(
-                own_root,
-                &wdir.join(format!("bundles/{}.pem", w.trust_domain)),
-            )?;
-            if w.name == RATINGS.name {
-                copy(&ca_b_root, &wdir.join(format!("bundles/{TD_B}.pem")))?;
-            }
-            if w.name == ANALYTICS.name {
-                copy(&ca_a_root, &wdir.join(format!("bundles/{TD_A}.pem")))?;
-            }
-            write(
-                &wdir.join("mesh.yaml"),
-                &mesh_config(w.trust_domain, &[], authz),
-            )?;
-            let sc = &sidecars[w.name];
-            let mut cfg = format!(
-                "workload:\n  namespace: {ns}\n  serviceAccount: {sa}\n  labels:\n    app: {app}\n\
-                 certs:\n  key: certs/key.pem\n  certChain: certs/cert-chain.pem\n\
-                 trustBundles:\n  - bundles\nmesh: mesh.yaml\npolicyDir: {policies}\n\
-                 admin:\n  address: \"{admin}\"\nreloadPoll: 250ms\n",
-                ns = w.namespace,
-                sa = w.service_account,
-                app = w.name,
-                policies = s(&dir.join("policies")),
-                admin = sc.admin,
-            );
-            let inbound = sc.inbound.expect("set above");
-            cfg.push_str(&format!(
-                "inbound:\n  - port: {}\n    targetPort: {}\n    protocol: http\n",
-                inbound.port(),
-                apps[w.name].port()
-            ));
-            if !sc.outbound.is_empty() {
-                cfg.push_str("outbound:\n");
-                for (to, addr) in &sc.outbound {
-                    let peer = ALL.iter().find(|x| x.name == *to).expect("known workload");
-                    cfg.push_str(&format!(
-                        "  - port: {}\n    peer: \"{}\"\n    peerIdentity: \"{}\"\n    protocol: http\n",
-                        addr.port(),
-                        sidecars[to].inbound.expect("set above"),
-                        peer.spiffe_id()
-                    ));
-                }
-            }
-            write(&sc.config, &cfg)?;
+            write_sidecar(dir, w, &sidecars, &apps, authz, &roots)?;
             sup.spawn(
                 &format!("proxy-{}", w.name),
-                &["proxy", "--config", &s(&sc.config)],
+                &["proxy", "--config", &s(&sidecars[w.name].config)],
             )?;
         }
         for sc in sidecars.values() {
@@ -361,9 +212,211 @@ impl Mesh {
             user_key: user_key.encoding,
             // Same issuer and kid, a different key: what a forged token looks like.
             rogue_key: signing_key("demo-user")?.encoding,
-            ca_b_root,
+            ca_b_root: roots.b,
         })
     }
+}
+
+/// The two trust domains' root certificates.
+struct Roots {
+    a: PathBuf,
+    b: PathBuf,
+}
+
+impl Roots {
+    fn of(&self, td: &str) -> &Path {
+        if td == TD_A {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+}
+
+/// One CA server per trust domain, trusting the demo's service-account token issuer; returns
+/// their addresses once they accept connections.
+async fn start_cas(
+    dir: &Path,
+    sup: &mut Supervisor,
+    sa_key: &SigningKey,
+    cas: [(&'static str, &PathBuf); 2],
+) -> anyhow::Result<BTreeMap<&'static str, SocketAddr>> {
+    let jwks_file = dir.join("sa-jwks.json");
+    write(
+        &jwks_file,
+        &serde_json::json!({ "keys": [sa_key.jwk] }).to_string(),
+    )?;
+    let mut ca_addrs = BTreeMap::new();
+    for (td, ca_dir) in cas {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        sup.spawn(
+            &format!("ca-{td}"),
+            &[
+                "ca",
+                "serve",
+                "--ca",
+                &s(ca_dir),
+                "--listen",
+                &addr.to_string(),
+                "--jwt-issuer",
+                SA_ISSUER,
+                "--jwks",
+                &s(&jwks_file),
+            ],
+        )?;
+        ca_addrs.insert(td, addr);
+    }
+    for addr in ca_addrs.values() {
+        wait_for_port(*addr, Duration::from_secs(15), sup).await?;
+    }
+    Ok(ca_addrs)
+}
+
+/// A node agent per workload, with a service-account token the CA accepts; returns once every
+/// workload has its certificate.
+async fn start_agents(
+    dir: &Path,
+    sup: &mut Supervisor,
+    sa_key: &SigningKey,
+    ca_addrs: &BTreeMap<&'static str, SocketAddr>,
+    roots: &Roots,
+) -> anyhow::Result<()> {
+    for w in ALL {
+        let token = sign(
+            &sa_key.encoding,
+            "demo-sa",
+            &serde_json::json!({
+                "iss": SA_ISSUER,
+                "sub": format!("system:serviceaccount:{}:{}", w.namespace, w.service_account),
+                "aud": ["istio-ca"],
+                "iat": now_secs(),
+                "exp": now_secs() + 24 * 3600,
+            }),
+        )?;
+        let wdir = dir.join("workloads").join(w.name);
+        write(&wdir.join("token.jwt"), &token)?;
+        let ttl = if w.name == REVIEWS.name {
+            format!("{REVIEWS_TTL_SECS}s")
+        } else {
+            "1h".into()
+        };
+        let agent_cfg = format!(
+            "trustDomain: {td}\nca:\n  address: \"https://{ca}\"\n  rootCert: {root}\n\
+             tokenFile: token.jwt\nidentity:\n  namespace: {ns}\n  serviceAccount: {sa}\n\
+             outputDir: certs\nttl: {ttl}\nmaxRetryInterval: 2s\n",
+            td = w.trust_domain,
+            ca = ca_addrs[w.trust_domain],
+            root = s(roots.of(w.trust_domain)),
+            ns = w.namespace,
+            sa = w.service_account,
+        );
+        write(&wdir.join("agent.yaml"), &agent_cfg)?;
+        sup.spawn(
+            &format!("agent-{}", w.name),
+            &["agent", "--config", &s(&wdir.join("agent.yaml"))],
+        )?;
+    }
+    for w in ALL {
+        let chain = dir
+            .join("workloads")
+            .join(w.name)
+            .join("certs/cert-chain.pem");
+        wait_for_file(&chain, Duration::from_secs(20), sup).await?;
+    }
+    Ok(())
+}
+
+/// Every sidecar's ports, chosen before any config is written: outbound listeners point at
+/// other sidecars' inbound ports.
+fn plan_sidecars(dir: &Path) -> anyhow::Result<BTreeMap<&'static str, Sidecar>> {
+    let mut sidecars: BTreeMap<&'static str, Sidecar> = BTreeMap::new();
+    for w in ALL {
+        sidecars.insert(
+            w.name,
+            Sidecar {
+                inbound: Some(format!("127.0.0.1:{}", free_port()?).parse()?),
+                outbound: BTreeMap::new(),
+                admin: format!("127.0.0.1:{}", free_port()?).parse()?,
+                config: dir.join("workloads").join(w.name).join("proxy.yaml"),
+            },
+        );
+    }
+    let calls: [(&Workload, &[&Workload]); 2] = [
+        (&FRONTEND, &[&REVIEWS, &RATINGS, &PAYROLL]),
+        (&ANALYTICS, &[&REVIEWS, &RATINGS]),
+    ];
+    for (from, tos) in calls {
+        for to in tos {
+            let port = free_port()?;
+            sidecars
+                .get_mut(from.name)
+                .expect("every workload has a sidecar")
+                .outbound
+                .insert(to.name, format!("127.0.0.1:{port}").parse()?);
+        }
+    }
+    Ok(sidecars)
+}
+
+/// Writes `w`'s sidecar files: trust bundles, mesh config and proxy config.
+fn write_sidecar(
+    dir: &Path,
+    w: &Workload,
+    sidecars: &BTreeMap<&'static str, Sidecar>,
+    apps: &BTreeMap<&'static str, SocketAddr>,
+    authz: SocketAddr,
+    roots: &Roots,
+) -> anyhow::Result<()> {
+    let wdir = dir.join("workloads").join(w.name);
+    // Each sidecar's trust bundle directory starts with its own domain's root. ratings is
+    // federated with team-b from the start (so policy, not TLS, decides there); analytics
+    // trusts team-a so it can verify the servers it calls. reviews only learns team-b's root
+    // during the tour.
+    copy(
+        roots.of(w.trust_domain),
+        &wdir.join(format!("bundles/{}.pem", w.trust_domain)),
+    )?;
+    if w.name == RATINGS.name {
+        copy(&roots.b, &wdir.join(format!("bundles/{TD_B}.pem")))?;
+    }
+    if w.name == ANALYTICS.name {
+        copy(&roots.a, &wdir.join(format!("bundles/{TD_A}.pem")))?;
+    }
+    write(
+        &wdir.join("mesh.yaml"),
+        &mesh_config(w.trust_domain, &[], authz),
+    )?;
+    let sc = &sidecars[w.name];
+    let mut cfg = format!(
+        "workload:\n  namespace: {ns}\n  serviceAccount: {sa}\n  labels:\n    app: {app}\n\
+         certs:\n  key: certs/key.pem\n  certChain: certs/cert-chain.pem\n\
+         trustBundles:\n  - bundles\nmesh: mesh.yaml\npolicyDir: {policies}\n\
+         admin:\n  address: \"{admin}\"\nreloadPoll: 250ms\n",
+        ns = w.namespace,
+        sa = w.service_account,
+        app = w.name,
+        policies = s(&dir.join("policies")),
+        admin = sc.admin,
+    );
+    let inbound = sc.inbound.expect("planned for every workload");
+    cfg.push_str(&format!(
+        "inbound:\n  - port: {}\n    targetPort: {}\n    protocol: http\n",
+        inbound.port(),
+        apps[w.name].port()
+    ));
+    if !sc.outbound.is_empty() {
+        cfg.push_str("outbound:\n");
+        for (to, addr) in &sc.outbound {
+            let peer = ALL.iter().find(|x| x.name == *to).expect("known workload");
+            cfg.push_str(&format!(
+                "  - port: {}\n    peer: \"{}\"\n    peerIdentity: \"{}\"\n    protocol: http\n",
+                addr.port(),
+                sidecars[to].inbound.expect("planned for every workload"),
+                peer.spiffe_id()
+            ));
+        }
+    }
+    write(&sc.config, &cfg)
 }
 
 impl Mesh {

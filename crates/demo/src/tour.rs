@@ -89,6 +89,18 @@ fn expect_status(o: &Outcome, want: u16) -> bool {
 
 /// Runs every step; never stops early, so the summary shows the whole picture.
 pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
+    identity(mesh, report).await;
+    trust_domains(mesh, report).await?;
+    authorization(mesh, report).await;
+    request_authentication(mesh, report).await?;
+    custom_action(mesh, report).await;
+    println!("\n== Certificate rotation");
+    rotation(mesh, report).await;
+    Ok(())
+}
+
+/// Workload identity: the caller's SPIFFE ID over mTLS; plaintext refused under STRICT.
+async fn identity(mesh: &Mesh, report: &mut Report) -> () {
     println!("\n== Identity and mutual TLS");
     let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/reviews/1", &[]).await;
     let peer = peer_of(&o);
@@ -114,7 +126,10 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         o.describe(),
         o.status().is_none(),
     );
+}
 
+/// Trust domains as boundaries: refused until federated, accepted after.
+async fn trust_domains(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     println!("\n== Trust domains as security boundaries");
     let o = via(mesh, &ANALYTICS, &REVIEWS, "GET", "/reviews/1", &[]).await;
     report.record(
@@ -144,7 +159,11 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
             && expect_status(&o, 200)
             && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
     );
+    Ok(())
+}
 
+/// AuthorizationPolicy ALLOW by principal and path.
+async fn authorization(mesh: &Mesh, report: &mut Report) -> () {
     println!("\n== AuthorizationPolicy");
     let o = via(mesh, &FRONTEND, &RATINGS, "GET", "/ratings/7", &[]).await;
     report.record(
@@ -167,7 +186,10 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         o.describe(),
         expect_status(&o, 403),
     );
+}
 
+/// RequestAuthentication: no token, a forged one, a valid one.
+async fn request_authentication(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     println!("\n== RequestAuthentication (JWT required for /api)");
     let o = via(mesh, &FRONTEND, &REVIEWS, "GET", "/api/reviews", &[]).await;
     report.record(
@@ -222,7 +244,11 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         ),
         expect_status(&o, 200) && payload.is_some(),
     );
+    Ok(())
+}
 
+/// The CUSTOM action: the external authorizer decides, DENY still applies after it.
+async fn custom_action(mesh: &Mesh, report: &mut Report) -> () {
     println!("\n== CUSTOM action (external authorizer over Envoy's ext_authz gRPC)");
     let o = via(mesh, &FRONTEND, &PAYROLL, "GET", "/salaries/alice", &[]).await;
     report.record(
@@ -270,10 +296,6 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         o.describe(),
         expect_status(&o, 403) && o.body().contains("RBAC"),
     );
-
-    println!("\n== Certificate rotation");
-    rotation(mesh, report).await;
-    Ok(())
 }
 
 fn short_status(o: &Outcome) -> String {
