@@ -179,40 +179,13 @@ fn convert(
     let service_account = required(service_account, file, "identity.serviceAccount")?;
     let spiffe_id = SpiffeId::istio(&trust_domain, &raw.identity.namespace, &service_account)
         .map_err(|e| bad("identity", e.to_string()))?;
-    let rotation_fraction = old
-        .renamed(
-            "",
-            "rotationFraction",
-            raw.rotation_fraction,
-            "rotation_fraction",
-            raw.old_rotation_fraction,
-        )?
-        .unwrap_or(DEFAULT_ROTATION_FRACTION);
-    if !(rotation_fraction > 0.0 && rotation_fraction < 1.0) {
-        return Err(bad(
-            "rotationFraction",
-            format!(
-                "{rotation_fraction} must be between 0 and 1 (exclusive): the fraction of a \
-                 certificate's lifetime after which it is renewed"
-            ),
-        ));
-    }
-    let ttl = match raw.ttl {
-        Some(d) => {
-            old.value("ttl", &d);
-            if d.get() < Duration::from_secs(1) {
-                return Err(bad(
-                    "ttl",
-                    format!(
-                        "{:?} must be at least 1s: the CA grants whole seconds",
-                        d.given
-                    ),
-                ));
-            }
-            d.get()
-        }
-        None => DEFAULT_TTL,
-    };
+    let rotation_fraction = old.renamed(
+        "",
+        "rotationFraction",
+        raw.rotation_fraction,
+        "rotation_fraction",
+        raw.old_rotation_fraction,
+    )?;
     let max_retry_interval = old.renamed(
         "",
         "maxRetryInterval",
@@ -220,52 +193,8 @@ fn convert(
         "max_retry_interval",
         raw.old_max_retry_interval,
     )?;
-    let max_retry_interval = match max_retry_interval {
-        Some(d) => {
-            old.value("maxRetryInterval", &d);
-            if d.value.is_zero() {
-                return Err(bad(
-                    "maxRetryInterval",
-                    format!("{:?} must be greater than zero", d.given),
-                ));
-            }
-            d.get()
-        }
-        None => DEFAULT_MAX_RETRY_INTERVAL,
-    };
-    let ca_server_name = old.renamed(
-        "ca",
-        "serverName",
-        raw.ca.server_name,
-        "server_name",
-        raw.ca.old_server_name,
-    )?;
-    let ca_server_name = match ca_server_name {
-        Some(n) => n,
-        None => host_of(&raw.ca.address).ok_or_else(|| {
-            bad(
-                "ca.address",
-                format!("{:?} is not an https://host:port URL", raw.ca.address),
-            )
-        })?,
-    };
-    if !raw.ca.address.starts_with("https://") {
-        return Err(bad(
-            "ca.address",
-            format!(
-                "{:?} must be an https:// URL; the CA is only spoken to over TLS",
-                raw.ca.address
-            ),
-        ));
-    }
-    let ca_root_cert = old.renamed(
-        "ca",
-        "rootCert",
-        raw.ca.root_cert,
-        "root_cert",
-        raw.ca.old_root_cert,
-    )?;
-    let ca_root_cert = required(ca_root_cert, file, "ca.rootCert")?;
+    let timing = timing(rotation_fraction, raw.ttl, max_retry_interval, file, old)?;
+    let ca = ca(raw.ca, file, old)?;
     let callers = old.renamed(
         "",
         "workloadApiCallers",
@@ -273,54 +202,14 @@ fn convert(
         "workload_api_callers",
         raw.old_workload_api_callers,
     )?;
-    let workload_api_callers = match callers {
-        None => crate::attest::CallerPolicy::own_user(),
-        Some(rules) => {
-            for (i, r) in rules.iter().enumerate() {
-                r.validate(&format!("workloadApiCallers[{i}]"))
-                    .map_err(|message| ConfigError::Invalid {
-                        file: file.to_path_buf(),
-                        message,
-                    })?;
-            }
-            if rules.is_empty() {
-                return Err(bad(
-                    "workloadApiCallers",
-                    "empty, so no process could use the Workload API; leave it out to admit \
-                     the agent's own user"
-                        .into(),
-                ));
-            }
-            crate::attest::CallerPolicy(rules)
-        }
-    };
-    let mut federation = Vec::new();
-    for (i, f) in raw.federation.into_iter().enumerate() {
-        let at = format!("federation[{i}]");
-        let td = old.renamed(
-            &at,
-            "trustDomain",
-            f.trust_domain,
-            "trust_domain",
-            f.old_trust_domain,
-        )?;
-        let td = required(td, file, &path(&at, "trustDomain"))?;
-        let td =
-            TrustDomain::parse(&td).map_err(|e| bad(&path(&at, "trustDomain"), e.to_string()))?;
-        if td == trust_domain {
-            return Err(bad(
-                &path(&at, "trustDomain"),
-                format!("{td} is the local trust domain"),
-            ));
-        }
-        let root_cert = old.renamed(&at, "rootCert", f.root_cert, "root_cert", f.old_root_cert)?;
-        let root_cert = required(root_cert, file, &path(&at, "rootCert"))?;
-        federation.push(Federation {
-            trust_domain: td,
-            endpoint: f.endpoint,
-            root_cert: resolve(&root_cert),
-        });
-    }
+    let workload_api_callers = callers_policy(callers, file)?;
+    let federation = federation(raw.federation, &trust_domain, file, old)?
+        .into_iter()
+        .map(|f| Federation {
+            root_cert: resolve(&f.root_cert),
+            ..f
+        })
+        .collect();
     let token_file = old.renamed(
         "",
         "tokenFile",
@@ -346,18 +235,191 @@ fn convert(
     Ok(Config {
         trust_domain,
         spiffe_id,
-        ca_address: raw.ca.address,
-        ca_root_cert: resolve(&ca_root_cert),
-        ca_server_name,
+        ca_address: ca.address,
+        ca_root_cert: resolve(&ca.root_cert),
+        ca_server_name: ca.server_name,
         token_file: token_file.as_ref().map(resolve),
         output_dir: resolve(&output_dir),
         workload_api_socket: workload_api_socket.as_ref().map(resolve),
         workload_api_callers,
+        rotation_fraction: timing.rotation_fraction,
+        ttl: timing.ttl,
+        max_retry_interval: timing.max_retry_interval,
+        federation,
+    })
+}
+
+/// When to renew and how long to wait between attempts.
+struct Timing {
+    rotation_fraction: f64,
+    ttl: Duration,
+    max_retry_interval: Duration,
+}
+
+fn timing(
+    rotation_fraction: Option<f64>,
+    ttl: Option<LegacyDuration>,
+    max_retry_interval: Option<LegacyDuration>,
+    file: &Path,
+    old: &mut Deprecations,
+) -> Result<Timing, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError::field(file, field, message);
+    let rotation_fraction = rotation_fraction.unwrap_or(DEFAULT_ROTATION_FRACTION);
+    if !(rotation_fraction > 0.0 && rotation_fraction < 1.0) {
+        return Err(bad(
+            "rotationFraction",
+            format!(
+                "{rotation_fraction} must be between 0 and 1 (exclusive): the fraction of a \
+                 certificate's lifetime after which it is renewed"
+            ),
+        ));
+    }
+    let ttl = match ttl {
+        Some(d) => {
+            old.value("ttl", &d);
+            if d.get() < Duration::from_secs(1) {
+                return Err(bad(
+                    "ttl",
+                    format!(
+                        "{:?} must be at least 1s: the CA grants whole seconds",
+                        d.given
+                    ),
+                ));
+            }
+            d.get()
+        }
+        None => DEFAULT_TTL,
+    };
+    let max_retry_interval = match max_retry_interval {
+        Some(d) => {
+            old.value("maxRetryInterval", &d);
+            if d.value.is_zero() {
+                return Err(bad(
+                    "maxRetryInterval",
+                    format!("{:?} must be greater than zero", d.given),
+                ));
+            }
+            d.get()
+        }
+        None => DEFAULT_MAX_RETRY_INTERVAL,
+    };
+    Ok(Timing {
         rotation_fraction,
         ttl,
         max_retry_interval,
-        federation,
     })
+}
+
+/// Where the CA is and how it is verified (paths still relative).
+struct CaSettings {
+    address: String,
+    root_cert: PathBuf,
+    server_name: String,
+}
+
+fn ca(raw: RawCa, file: &Path, old: &mut Deprecations) -> Result<CaSettings, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError::field(file, field, message);
+    let server_name = old.renamed(
+        "ca",
+        "serverName",
+        raw.server_name,
+        "server_name",
+        raw.old_server_name,
+    )?;
+    let server_name = match server_name {
+        Some(n) => n,
+        None => host_of(&raw.address).ok_or_else(|| {
+            bad(
+                "ca.address",
+                format!("{:?} is not an https://host:port URL", raw.address),
+            )
+        })?,
+    };
+    if !raw.address.starts_with("https://") {
+        return Err(bad(
+            "ca.address",
+            format!(
+                "{:?} must be an https:// URL; the CA is only spoken to over TLS",
+                raw.address
+            ),
+        ));
+    }
+    let root_cert = old.renamed(
+        "ca",
+        "rootCert",
+        raw.root_cert,
+        "root_cert",
+        raw.old_root_cert,
+    )?;
+    Ok(CaSettings {
+        address: raw.address,
+        root_cert: required(root_cert, file, "ca.rootCert")?,
+        server_name,
+    })
+}
+
+/// Who may call the Workload API; absent: processes of the agent's own user.
+fn callers_policy(
+    rules: Option<Vec<crate::attest::CallerRule>>,
+    file: &Path,
+) -> Result<crate::attest::CallerPolicy, ConfigError> {
+    let Some(rules) = rules else {
+        return Ok(crate::attest::CallerPolicy::own_user());
+    };
+    for (i, r) in rules.iter().enumerate() {
+        r.validate(&format!("workloadApiCallers[{i}]"))
+            .map_err(|message| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                message,
+            })?;
+    }
+    if rules.is_empty() {
+        return Err(ConfigError::field(
+            file,
+            "workloadApiCallers",
+            "empty, so no process could use the Workload API; leave it out to admit the \
+             agent's own user"
+                .to_string(),
+        ));
+    }
+    Ok(crate::attest::CallerPolicy(rules))
+}
+
+/// Federated trust domains (root paths still relative).
+fn federation(
+    raw: Vec<RawFederation>,
+    local: &TrustDomain,
+    file: &Path,
+    old: &mut Deprecations,
+) -> Result<Vec<Federation>, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError::field(file, field, message);
+    let mut out = Vec::new();
+    for (i, f) in raw.into_iter().enumerate() {
+        let at = format!("federation[{i}]");
+        let td = old.renamed(
+            &at,
+            "trustDomain",
+            f.trust_domain,
+            "trust_domain",
+            f.old_trust_domain,
+        )?;
+        let td = required(td, file, &path(&at, "trustDomain"))?;
+        let td =
+            TrustDomain::parse(&td).map_err(|e| bad(&path(&at, "trustDomain"), e.to_string()))?;
+        if td == *local {
+            return Err(bad(
+                &path(&at, "trustDomain"),
+                format!("{td} is the local trust domain"),
+            ));
+        }
+        let root_cert = old.renamed(&at, "rootCert", f.root_cert, "root_cert", f.old_root_cert)?;
+        out.push(Federation {
+            trust_domain: td,
+            endpoint: f.endpoint,
+            root_cert: required(root_cert, file, &path(&at, "rootCert"))?,
+        });
+    }
+    Ok(out)
 }
 
 fn host_of(url: &str) -> Option<String> {

@@ -314,28 +314,36 @@ impl ProxyConfig {
         }
     }
 
+    /// Every value checked, the first problem reported with its field path.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let err = |field: String, message: String| ConfigError::field(path, field, message);
+        let err = |(field, message): (String, String)| ConfigError::field(path, field, message);
+        self.check_workload()
+            .and_then(|()| self.check_listeners())
+            .and_then(|()| self.check_limits())
+            .map_err(err)
+    }
+
+    fn check_workload(&self) -> Result<(), (String, String)> {
         if self.workload.namespace.is_empty() {
-            return Err(err("workload.namespace".into(), "must not be empty".into()));
+            return Err(("workload.namespace".into(), "must not be empty".into()));
         }
         if self.workload.service_account.is_empty() {
-            return Err(err(
-                "workload.serviceAccount".into(),
-                "must not be empty".into(),
-            ));
+            return Err(("workload.serviceAccount".into(), "must not be empty".into()));
         }
         match &self.mesh {
-            serde_yaml::Value::Mapping(_) | serde_yaml::Value::String(_) => {}
-            _ => {
-                return Err(err(
-                    "mesh".into(),
-                    "must be a mapping (inline mesh config) or a file path".into(),
-                ))
-            }
+            serde_yaml::Value::Mapping(_) | serde_yaml::Value::String(_) => Ok(()),
+            _ => Err((
+                "mesh".into(),
+                "must be a mapping (inline mesh config) or a file path".into(),
+            )),
         }
+    }
+
+    /// At least one listener, each on its own usable port; TLS outbound listeners know whom
+    /// to expect.
+    fn check_listeners(&self) -> Result<(), (String, String)> {
         if self.inbound.is_empty() && self.outbound.is_empty() {
-            return Err(err(
+            return Err((
                 "inbound".into(),
                 "no listeners: configure at least one inbound or outbound listener".into(),
             ));
@@ -354,18 +362,15 @@ impl ProxyConfig {
             );
         for (field, addr, port) in listeners {
             if port == 0 {
-                return Err(err(field, "port 0 is not a valid listen port".into()));
+                return Err((field, "port 0 is not a valid listen port".into()));
             }
             if let Some(prev) = seen.insert((addr, port), field.clone()) {
-                return Err(err(
-                    field,
-                    format!("{addr}:{port} is already used by {prev}"),
-                ));
+                return Err((field, format!("{addr}:{port} is already used by {prev}")));
             }
         }
         for (i, l) in self.inbound.iter().enumerate() {
             if l.target_port == 0 {
-                return Err(err(
+                return Err((
                     format!("inbound[{i}].targetPort"),
                     "must be a port number 1-65535".into(),
                 ));
@@ -373,23 +378,28 @@ impl ProxyConfig {
         }
         for (i, l) in self.outbound.iter().enumerate() {
             if l.tls && l.peer_identity.is_none() && l.peer_trust_domain.is_none() {
-                return Err(err(
+                return Err((
                     format!("outbound[{i}]"),
                     "a TLS outbound listener needs peerIdentity or peerTrustDomain".into(),
                 ));
             }
             if l.peer_identity.is_some() && l.peer_trust_domain.is_some() {
-                return Err(err(
+                return Err((
                     format!("outbound[{i}]"),
                     "set only one of peerIdentity and peerTrustDomain".into(),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Capacity, timeouts and the reload interval within what the runtime can honour.
+    fn check_limits(&self) -> Result<(), (String, String)> {
         if self.max_connections < 1 {
-            return Err(err("maxConnections".into(), "must be at least 1".into()));
+            return Err(("maxConnections".into(), "must be at least 1".into()));
         }
         if self.concurrency.is_some_and(|n| n > 1024) {
-            return Err(err(
+            return Err((
                 "concurrency".into(),
                 "at most 1024 worker threads (0 or unset: one per CPU core)".into(),
             ));
@@ -399,20 +409,17 @@ impl ProxyConfig {
             .iter()
             .any(|d| d.is_zero())
         {
-            return Err(err(
-                "timeouts".into(),
-                "timeouts must be greater than 0".into(),
-            ));
+            return Err(("timeouts".into(), "timeouts must be greater than 0".into()));
         }
         // hyper refuses (panics on) read buffers below 8 KiB; catch it here with a clear message.
         if !(8192..=1024 * 1024).contains(&self.timeouts.max_header_bytes) {
-            return Err(err(
+            return Err((
                 "timeouts.maxHeaderBytes".into(),
                 "must be between 8192 and 1048576".into(),
             ));
         }
         if !RELOAD_POLL_RANGE.contains(&self.reload_poll) {
-            return Err(err(
+            return Err((
                 "reloadPoll".into(),
                 format!(
                     "{} is not between {} and {}",
