@@ -28,16 +28,10 @@ pub(crate) fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Re
         notices: parsed.notices,
         ..Default::default()
     };
+    let mut out = Compiled::default();
     let mut seen: HashMap<(&'static str, String, String), String> = HashMap::new();
-    let mut authz = Vec::new();
-    let mut peers = Vec::new();
-    let mut ras = Vec::new();
     for r in &parsed.resources {
-        let kind = match r.spec {
-            Spec::Authorization(_) => "AuthorizationPolicy",
-            Spec::Peer(_) => "PeerAuthentication",
-            Spec::Request(_) => "RequestAuthentication",
-        };
+        let kind = kind_of(&r.spec);
         if let Some(first) = seen.insert(
             (kind, r.namespace.clone(), r.name.clone()),
             r.location.to_string(),
@@ -52,91 +46,10 @@ pub(crate) fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Re
                 )),
             );
         }
-        let spec_loc = r.location.at("spec");
-        let (selector, target_ref, target_refs) = match &r.spec {
-            Spec::Authorization(s) => (&s.selector, &s.target_ref, &s.target_refs[..]),
-            Spec::Peer(s) => (&s.selector, &None, &[][..]),
-            Spec::Request(s) => (&s.selector, &s.target_ref, &s.target_refs[..]),
-        };
-        crate::parity::selector(selector.as_ref(), &spec_loc, &mut report.problems);
-        crate::parity::target_refs(
-            selector.is_some(),
-            target_ref.as_ref(),
-            target_refs,
-            &spec_loc,
-            &mut report.problems,
-        );
-        let id = Ident {
-            kind,
-            name: &r.name,
-            namespace: &r.namespace,
-            location: &r.location,
-        };
-        match &r.spec {
-            Spec::Authorization(spec) => {
-                report.authorization_policies += 1;
-                if spec.action == Action::Custom {
-                    crate::parity::custom_fields(spec, &spec_loc, &mut report.problems);
-                }
-                let mut p = authz::compile(
-                    &r.name,
-                    &r.namespace,
-                    r.dry_run,
-                    spec,
-                    &r.location,
-                    mesh,
-                    &mut report.problems,
-                );
-                report
-                    .invalid
-                    .extend(apply::authorization(&mut p, &id, &report.problems, mesh));
-                authz.push(p);
-            }
-            Spec::Peer(spec) => {
-                report.peer_authentications += 1;
-                let mut p = compile_peer(r, spec, mesh, &mut report);
-                report
-                    .invalid
-                    .extend(apply::peer(&mut p, &id, &report.problems));
-                peers.push(p);
-            }
-            Spec::Request(spec) => {
-                report.request_authentications += 1;
-                let mut ra = compile_request_authn(r, spec, &mut report.problems);
-                report
-                    .invalid
-                    .extend(apply::request_authn(&mut ra, &id, &report.problems));
-                ras.push(ra);
-            }
-        }
+        compile_resource(r, kind, mesh, &mut report, &mut out);
     }
-    let mut deny_everything = None;
-    for b in &parsed.broken {
-        let (made, inv) = apply::broken(b, &report.problems);
-        match made {
-            FromBroken::Authorization(p) => {
-                report.authorization_policies += 1;
-                authz.push(p);
-            }
-            FromBroken::Peer(p) => {
-                report.peer_authentications += 1;
-                peers.push(p);
-            }
-            FromBroken::Request(r) => {
-                report.request_authentications += 1;
-                ras.push(r);
-            }
-            FromBroken::Everything => {
-                deny_everything.get_or_insert_with(|| {
-                    format!(
-                        "fail-closed: {} could not be read as YAML, so it could hold any policy; every request is denied until it is fixed",
-                        b.location
-                    )
-                });
-            }
-        }
-        report.invalid.push(inv);
-    }
+    let deny_everything = from_broken(&parsed.broken, &mut report, &mut out);
+    let mut authz = out.authz;
     authz.sort_by(|a, b| a.name.cmp(&b.name));
     check_custom_providers(&authz, mesh, &mut report.problems);
     let mut authz_by_ns: HashMap<String, Vec<u32>> = HashMap::new();
@@ -150,13 +63,134 @@ pub(crate) fn build(sources: &[SourceText], mesh: &MeshConfig) -> (PolicySet, Re
         mesh: mesh.clone(),
         authz,
         authz_by_ns,
-        peer: peers,
-        request_authn: ras,
+        peer: out.peers,
+        request_authn: out.request_authn,
         views: RwLock::new(HashMap::new()),
         invalid: report.invalid.clone(),
         deny_everything,
     };
     (set, report)
+}
+
+/// The compiled resources, by kind.
+#[derive(Default)]
+struct Compiled {
+    authz: Vec<CompiledPolicy>,
+    peers: Vec<crate::peer::PeerPolicy>,
+    request_authn: Vec<crate::authn::RequestAuthn>,
+}
+
+fn kind_of(spec: &Spec) -> &'static str {
+    match spec {
+        Spec::Authorization(_) => "AuthorizationPolicy",
+        Spec::Peer(_) => "PeerAuthentication",
+        Spec::Request(_) => "RequestAuthentication",
+    }
+}
+
+/// One resource: the webhook-parity checks, compilation, and fail-closed handling of whatever
+/// problems it has.
+fn compile_resource(
+    r: &document::Resource,
+    kind: &'static str,
+    mesh: &MeshConfig,
+    report: &mut Report,
+    out: &mut Compiled,
+) {
+    let spec_loc = r.location.at("spec");
+    let (selector, target_ref, target_refs) = match &r.spec {
+        Spec::Authorization(s) => (&s.selector, &s.target_ref, &s.target_refs[..]),
+        Spec::Peer(s) => (&s.selector, &None, &[][..]),
+        Spec::Request(s) => (&s.selector, &s.target_ref, &s.target_refs[..]),
+    };
+    crate::parity::selector(selector.as_ref(), &spec_loc, &mut report.problems);
+    crate::parity::target_refs(
+        selector.is_some(),
+        target_ref.as_ref(),
+        target_refs,
+        &spec_loc,
+        &mut report.problems,
+    );
+    let id = Ident {
+        kind,
+        name: &r.name,
+        namespace: &r.namespace,
+        location: &r.location,
+    };
+    match &r.spec {
+        Spec::Authorization(spec) => {
+            report.authorization_policies += 1;
+            if spec.action == Action::Custom {
+                crate::parity::custom_fields(spec, &spec_loc, &mut report.problems);
+            }
+            let mut p = authz::compile(
+                &r.name,
+                &r.namespace,
+                r.dry_run,
+                spec,
+                &r.location,
+                mesh,
+                &mut report.problems,
+            );
+            report
+                .invalid
+                .extend(apply::authorization(&mut p, &id, &report.problems, mesh));
+            out.authz.push(p);
+        }
+        Spec::Peer(spec) => {
+            report.peer_authentications += 1;
+            let mut p = compile_peer(r, spec, mesh, report);
+            report
+                .invalid
+                .extend(apply::peer(&mut p, &id, &report.problems));
+            out.peers.push(p);
+        }
+        Spec::Request(spec) => {
+            report.request_authentications += 1;
+            let mut ra = compile_request_authn(r, spec, &mut report.problems);
+            report
+                .invalid
+                .extend(apply::request_authn(&mut ra, &id, &report.problems));
+            out.request_authn.push(ra);
+        }
+    }
+}
+
+/// What stands in for documents that could not be parsed into a resource (fail-closed); the
+/// reason to deny everything when one could not be read as YAML at all.
+fn from_broken(
+    broken: &[document::Broken],
+    report: &mut Report,
+    out: &mut Compiled,
+) -> Option<String> {
+    let mut deny_everything = None;
+    for b in broken {
+        let (made, inv) = apply::broken(b, &report.problems);
+        match made {
+            FromBroken::Authorization(p) => {
+                report.authorization_policies += 1;
+                out.authz.push(p);
+            }
+            FromBroken::Peer(p) => {
+                report.peer_authentications += 1;
+                out.peers.push(p);
+            }
+            FromBroken::Request(r) => {
+                report.request_authentications += 1;
+                out.request_authn.push(r);
+            }
+            FromBroken::Everything => {
+                deny_everything.get_or_insert_with(|| {
+                    format!(
+                        "fail-closed: {} could not be read as YAML, so it could hold any policy; every request is denied until it is fixed",
+                        b.location
+                    )
+                });
+            }
+        }
+        report.invalid.push(inv);
+    }
+    deny_everything
 }
 
 /// Istio's ext_authz integration supports one provider per workload ("Authorization Policy"
