@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use trustmesh_agent::Config;
+use trustmesh_lifecycle::signals::Hangup;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,7 +26,10 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => return super::fail(1, format!("starting runtime: {e}")),
     };
     rt.block_on(async move {
-        super::ignore_hangup_and_user_signals();
+        let signals = match super::register_signals(Hangup::Ignore) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
         if let Some(sock) = &cfg.workload_api_socket {
             println!("workload-api unix://{}", sock.display());
         }
@@ -34,7 +38,7 @@ pub fn run(a: Args) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => super::fail(1, e),
             },
-            _ = super::shutdown_signal() => ExitCode::SUCCESS,
+            _ = signals.shutdown() => ExitCode::SUCCESS,
         }
     })
 }

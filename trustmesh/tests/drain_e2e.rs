@@ -1,0 +1,163 @@
+//! SIGTERM under load finishes what was accepted (issue #12), with real processes on loopback:
+//! `ca serve` with CreateCertificate calls in flight. (The proxy's drill is `fault_drills.rs`'s
+//! `sigterm_under_load_finishes_what_was_accepted`.)
+//!
+//! Which calls a server accepted is not visible to a client: a call refused because the
+//! listener had closed fails much like one cut in the middle. The server's log tells: the CA logs
+//! every certificate it issues and every JWT-SVID it mints, so after the drain the clients must
+//! hold exactly as many as were logged. A process that exits with calls in flight has issued
+//! some whose answers never left.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tonic::Code;
+use trustmesh_ca_server::client::{create_certificate, CaEndpoint, Credentials};
+
+const ME: &str = "spiffe://cluster.local/ns/default/sa/sleep";
+/// Concurrent clients, each making at most `CALLS` calls back to back for at most `LOAD_FOR`.
+const CLIENTS: usize = 16;
+const CALLS: usize = 400;
+const LOAD_FOR: Duration = Duration::from_secs(20);
+/// How long load runs before the signal.
+const BEFORE_SIGNAL: Duration = Duration::from_millis(800);
+/// A drained process is gone within this (their deadlines are longer; draining takes less).
+const EXIT_BOUND: Duration = Duration::from_secs(10);
+
+fn csr() -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::URI(ME.try_into().unwrap())];
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `ca serve` for `ca_dir` on an ephemeral port, with its log kept.
+fn start_ca(ca_dir: &Path, jwks: &Path, jwt_key: &Path) -> (Proc, Log, std::net::SocketAddr) {
+    let (p, log, grpc, _) = start_ca_args_logged(&[
+        "ca",
+        "serve",
+        "--ca",
+        ca_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-issuer",
+        ISSUER,
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--audience",
+        AUDIENCE,
+        "--jwt-authority-key",
+        jwt_key.to_str().unwrap(),
+    ]);
+    (p, log, grpc)
+}
+
+/// How many lines of `log` contain `needle`, once the count has stopped moving (the reader
+/// thread may still be catching up with what the process wrote).
+fn settled_count(log: &Log, needle: &str) -> usize {
+    let mut last = log.count(needle);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = log.count(needle);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// How a call fails that a closing server did not take in: the listener was closed, the
+/// connection closed before the request was sent, or HTTP/2 GOAWAY refused it. (An answer the
+/// server gives, INTERNAL for a call cut inside it included, is none of these.)
+fn not_taken_in(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled)
+}
+
+/// What one client saw: calls answered, and the error that ended its loop, if any.
+#[derive(Debug, Default)]
+struct Seen {
+    answered: usize,
+    ended_by: Option<(Code, String)>,
+}
+
+#[test]
+fn ca_serve_sigterm_under_load_finishes_what_was_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = dir.path().join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    let (mut ca, log, grpc) = start_ca(&ca_dir, &jwks, &dir.path().join("jwt-key.pem"));
+    let ep = CaEndpoint {
+        address: format!("https://{grpc}"),
+        root_pem: std::fs::read(ca_dir.join("root-cert.pem")).unwrap(),
+        server_name: "trustmesh-ca".into(),
+    };
+    let creds = Credentials {
+        bearer_token: Some(issuer.token("default", "sleep")),
+        client_cert: None,
+    };
+
+    let rt = runtime();
+    let seen: Vec<Seen> = rt.block_on(async {
+        let stop_at = Instant::now() + LOAD_FOR;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (ep, creds, csr) = (ep.clone(), creds.clone(), csr());
+                tokio::spawn(async move {
+                    let mut seen = Seen::default();
+                    for _ in 0..CALLS {
+                        if Instant::now() > stop_at {
+                            break;
+                        }
+                        let ttl = Duration::from_secs(600);
+                        match create_certificate(&ep, &creds, csr.clone(), ttl).await {
+                            Ok(chain) => {
+                                assert!(!chain.is_empty());
+                                seen.answered += 1;
+                            }
+                            Err(s) => {
+                                seen.ended_by = Some((s.code(), s.message().to_string()));
+                                break;
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        tokio::time::sleep(BEFORE_SIGNAL).await;
+        send_signal(&ca, libc::SIGTERM);
+        let mut seen = Vec::new();
+        for c in clients {
+            seen.push(c.await.unwrap());
+        }
+        seen
+    });
+    let (status, took) = exit_within(&mut ca, EXIT_BOUND);
+    assert!(status.success(), "{status:?}: {}", log.text());
+    let answered: usize = seen.iter().map(|s| s.answered).sum();
+    eprintln!("{answered} certificates issued; ca serve exited {took:?} after the load ended");
+    assert!(answered >= 2 * CLIENTS, "load was running: {seen:?}");
+    for s in &seen {
+        // After the signal nothing new gets in: the loops end on an unreachable CA.
+        let (code, message) = s.ended_by.as_ref().expect("no loop outlived the CA");
+        assert!(not_taken_in(*code), "{code:?}: {message}");
+    }
+    // Every call the CA took in was answered: the clients hold every certificate it issued.
+    let issued = settled_count(&log, "issued certificate");
+    assert_eq!(issued, answered, "{seen:?}");
+    assert!(log.text().contains("drained"), "{}", log.text());
+}
