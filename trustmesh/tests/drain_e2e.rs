@@ -1,6 +1,7 @@
-//! SIGTERM under load finishes what was accepted (issue #12), with real processes on loopback:
-//! `ca serve` with CreateCertificate calls in flight. (The proxy's drill is `fault_drills.rs`'s
-//! `sigterm_under_load_finishes_what_was_accepted`.)
+//! SIGTERM under load finishes what was accepted, in every binary (issue #12), with real
+//! processes on loopback: `ca serve` with CreateCertificate calls in flight, and the node agent
+//! with Workload API calls in flight and streams open. (The proxy's drill is
+//! `fault_drills.rs`'s `sigterm_under_load_finishes_what_was_accepted`.)
 //!
 //! Which calls a server accepted is not visible to a client: a call refused because the
 //! listener had closed fails much like one cut in the middle. The server's log tells: the CA logs
@@ -160,4 +161,170 @@ fn ca_serve_sigterm_under_load_finishes_what_was_accepted() {
     let issued = settled_count(&log, "issued certificate");
     assert_eq!(issued, answered, "{seen:?}");
     assert!(log.text().contains("drained"), "{}", log.text());
+}
+
+mod workload_api {
+    use std::path::Path;
+
+    use tonic::transport::{Channel, Endpoint, Uri};
+    use trustmesh_agent::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+
+    pub type Client = SpiffeWorkloadApiClient<Channel>;
+
+    /// A client of the Workload API on the unix socket `sock` (its own connection).
+    pub async fn connect(sock: &Path) -> Result<Client, tonic::transport::Error> {
+        let sock = sock.to_path_buf();
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let sock = sock.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(sock).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+            .await?;
+        Ok(SpiffeWorkloadApiClient::new(channel))
+    }
+
+    /// `body` with the security header every Workload API call carries.
+    pub fn request<T>(body: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(body);
+        r.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        r
+    }
+}
+
+#[test]
+fn agent_sigterm_under_load_finishes_what_was_accepted() {
+    use trustmesh_agent::pb::{JwtsvidRequest, X509svidRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let ca_dir = base.join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    let (_ca, ca_log, grpc) = start_ca(&ca_dir, &jwks, &base.join("jwt-key.pem"));
+    let token = base.join("istio-token");
+    std::fs::write(&token, issuer.token("default", "sleep")).unwrap();
+    let sock = base.join("run/agent.sock");
+    let config = base.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain: cluster.local\n\
+             ca: {{address: \"https://{grpc}\", root_cert: {root}, server_name: trustmesh-ca}}\n\
+             token_file: {token}\n\
+             identity: {{namespace: default, service_account: sleep}}\n\
+             output_dir: {out}\nworkload_api_socket: {sock}\nttl: 1h\n",
+            root = ca_dir.join("root-cert.pem").display(),
+            token = token.display(),
+            out = base.join("certs").display(),
+            sock = sock.display(),
+        ),
+    )
+    .unwrap();
+    let (mut agent, agent_log) =
+        Proc::spawn_logged(&["agent", "--config", config.to_str().unwrap()]);
+    agent.wait_line("workload-api ", Duration::from_secs(10));
+
+    let rt = runtime();
+    let (seen, streams) = rt.block_on(async {
+        // Two X.509-SVID streams, open from before the signal: each must end, not break.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut streams = Vec::new();
+        while streams.len() < 2 {
+            assert!(Instant::now() < deadline, "no SVID served");
+            let Ok(mut client) = workload_api::connect(&sock).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(resp) = client
+                .fetch_x509svid(workload_api::request(X509svidRequest {}))
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut stream = resp.into_inner();
+            let first = stream
+                .message()
+                .await
+                .expect("first SVID")
+                .expect("a message");
+            assert_eq!(first.svids[0].spiffe_id, ME);
+            streams.push(tokio::spawn(async move {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return Ok(()),
+                        Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+                    }
+                }
+            }));
+        }
+
+        // Clients asking for JWT-SVIDs, each for audiences of its own, so every call goes on
+        // to the CA (the agent caches tokens per audience) and is in flight for a while.
+        let stop_at = Instant::now() + LOAD_FOR;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let mut seen = Seen::default();
+                    let mut client = workload_api::connect(&sock).await.unwrap();
+                    for n in 0..CALLS {
+                        if Instant::now() > stop_at {
+                            break;
+                        }
+                        let req = workload_api::request(JwtsvidRequest {
+                            audience: vec![format!("drain-{i}-{n}")],
+                            spiffe_id: String::new(),
+                        });
+                        match client.fetch_jwtsvid(req).await {
+                            Ok(r) => {
+                                assert_eq!(r.into_inner().svids[0].spiffe_id, ME);
+                                seen.answered += 1;
+                            }
+                            Err(s) => {
+                                seen.ended_by = Some((s.code(), s.message().to_string()));
+                                break;
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        tokio::time::sleep(BEFORE_SIGNAL).await;
+        send_signal(&agent, libc::SIGTERM);
+        let mut seen = Vec::new();
+        for c in clients {
+            seen.push(c.await.unwrap());
+        }
+        let mut ended = Vec::new();
+        for s in streams {
+            ended.push(tokio::time::timeout(EXIT_BOUND, s).await);
+        }
+        (seen, ended)
+    });
+    let (status, took) = exit_within(&mut agent, EXIT_BOUND);
+    assert!(status.success(), "{status:?}: {}", agent_log.text());
+    let answered: usize = seen.iter().map(|s| s.answered).sum();
+    eprintln!("{answered} JWT-SVIDs fetched; the agent exited {took:?} after the load ended");
+    assert!(answered >= 2 * CLIENTS, "load was running: {seen:?}");
+    for s in &seen {
+        let (code, message) = s.ended_by.as_ref().expect("no loop outlived the agent");
+        assert!(not_taken_in(*code), "{code:?}: {message}");
+    }
+    for s in streams {
+        let ended = s.expect("the stream ended at the drain").unwrap();
+        assert_eq!(ended, Ok(()), "a stream ends cleanly, not cut");
+    }
+    // Every call the agent took in was answered: the clients hold every JWT-SVID the CA minted
+    // for them.
+    let minted = settled_count(&ca_log, "minted JWT-SVID");
+    assert_eq!(minted, answered, "{seen:?}");
+    assert!(agent_log.text().contains("drained"), "{}", agent_log.text());
 }

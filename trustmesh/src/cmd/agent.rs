@@ -1,5 +1,7 @@
 //! `trustmesh agent --config FILE`: the node agent (key + CSR, rotation, certificate files,
-//! SPIFFE Workload API).
+//! SPIFFE Workload API). SIGTERM or SIGINT drains it (rotation stops, Workload API calls in
+//! flight are answered and streams end, for up to `trustmesh_agent::DRAIN_DEADLINE`), a second
+//! one stops it at once; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,12 +35,20 @@ pub fn run(a: Args) -> ExitCode {
         if let Some(sock) = &cfg.workload_api_socket {
             println!("workload-api unix://{}", sock.display());
         }
+        let (trigger, drain) = trustmesh_lifecycle::drain::channel();
+        let mut agent = tokio::spawn(trustmesh_agent::run(cfg, drain));
         tokio::select! {
-            r = trustmesh_agent::run(cfg) => match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => super::fail(1, e),
+            r = &mut agent => return match r {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => super::fail(1, e),
+                Err(e) => super::fail(1, format!("agent task: {e}")),
             },
-            _ = signals.shutdown() => ExitCode::SUCCESS,
+            _ = signals.shutdown() => {}
         }
+        // Workload API calls in flight are answered; a second signal cuts them.
+        trigger
+            .shutdown(trustmesh_agent::DRAIN_DEADLINE, signals.again())
+            .await;
+        ExitCode::SUCCESS
     })
 }
