@@ -1,7 +1,8 @@
 //! SIGTERM under load finishes what was accepted, in every binary (issue #12), with real
 //! processes on loopback: `ca serve` with CreateCertificate calls in flight, and the node agent
-//! with Workload API calls in flight and streams open. (The proxy's drill is
-//! `fault_drills.rs`'s `sigterm_under_load_finishes_what_was_accepted`.)
+//! with Workload API calls in flight and streams open. (The proxy's drill with HTTP requests in
+//! flight is `fault_drills.rs`'s `sigterm_under_load_finishes_what_was_accepted`; here its TCP
+//! relays, which run until the drain deadline, and a second signal.)
 //!
 //! Which calls a server accepted is not visible to a client: a call refused because the
 //! listener had closed fails much like one cut in the middle. The server's log tells: the CA logs
@@ -9,6 +10,7 @@
 //! hold exactly as many as were logged. A process that exits with calls in flight has issued
 //! some whose answers never left.
 
+mod proxy_support;
 mod support;
 
 use std::path::Path;
@@ -327,4 +329,144 @@ fn agent_sigterm_under_load_finishes_what_was_accepted() {
     let minted = settled_count(&ca_log, "minted JWT-SVID");
     assert_eq!(minted, answered, "{seen:?}");
     assert!(agent_log.text().contains("drained"), "{}", agent_log.text());
+}
+
+/// A proxy with one plaintext TCP listener in front of an echo server, and a relay open
+/// through it.
+async fn proxy_with_a_relay(dir: &Path) -> (proxy_support::Proxy, u16, tokio::net::TcpStream) {
+    use proxy_support::{echo_backend, free_port, policy_dir, Ca, Cfg, Proxy};
+    let ca = Ca::new(dir, "mesh", TD);
+    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
+    let pol = policy_dir(dir, "policies");
+    let backend = echo_backend().await;
+    let (port, admin) = (free_port(), free_port());
+    let mut cfg = Cfg::http_app(&ca, &cert, &pol, port, backend, admin);
+    cfg.inbound[0].protocol = "tcp";
+    let proxy = Proxy::start(dir, "app", &cfg.yaml(), admin).await;
+    let mut relay = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    echo(&mut relay, b"before").await;
+    (proxy, port, relay)
+}
+
+async fn echo(s: &mut tokio::net::TcpStream, what: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(what).await.unwrap();
+    let mut back = vec![0u8; what.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .unwrap();
+    assert_eq!(back, what);
+}
+
+/// Resolves once the relay is closed by the proxy (bounded by `limit`).
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(limit, s.read(&mut buf))
+        .await
+        .expect("the relay was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed, not more bytes");
+}
+
+fn kill(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// As Envoy's TCP proxy: a relay open at SIGTERM keeps carrying bytes through the drain while
+/// readiness answers 503 and the listener refuses newcomers, and is closed at `drainMs` (5 s by
+/// default), its access-log line saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_keeps_tcp_relays_until_the_drain_deadline() {
+    use proxy_support::{http_get, within};
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut proxy, port, mut relay) = proxy_with_a_relay(tmp.path()).await;
+    let admin = proxy.admin;
+    kill(&proxy.child, libc::SIGTERM);
+    let signalled = Instant::now();
+    let unready = within(Duration::from_secs(3), || async move {
+        matches!(http_get(admin, "/healthz/ready").await, Some((503, _)))
+    })
+    .await;
+    assert!(
+        unready.is_some(),
+        "readiness 503 while draining: {}",
+        proxy.logs()
+    );
+    let refused = within(Duration::from_secs(3), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(refused.is_some(), "the listener closes at the drain");
+    echo(&mut relay, b"during the drain").await;
+
+    closed_within(&mut relay, Duration::from_secs(10)).await;
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(4500) && closed_after < Duration::from_secs(8),
+        "closed {closed_after:?} after the signal, drainMs is 5 s"
+    );
+    let deadline = Instant::now() + EXIT_BOUND;
+    let status = loop {
+        if let Some(s) = proxy.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}: {}", proxy.logs());
+    let log = proxy.access_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"protocol\":\"tcp\""))
+        .unwrap_or_else(|| panic!("no line for the relay: {log}"));
+    assert!(
+        line.contains("closed at shutdown: the drain deadline passed"),
+        "{line}"
+    );
+}
+
+/// A second SIGTERM does not wait for the deadline: what is still open is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_the_proxy_at_once() {
+    use proxy_support::{http_get, within};
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut proxy, _, mut relay) = proxy_with_a_relay(tmp.path()).await;
+    let admin = proxy.admin;
+    kill(&proxy.child, libc::SIGTERM);
+    let unready = within(Duration::from_secs(3), || async move {
+        matches!(http_get(admin, "/healthz/ready").await, Some((503, _)))
+    })
+    .await;
+    assert!(unready.is_some(), "draining: {}", proxy.logs());
+    kill(&proxy.child, libc::SIGINT);
+    let again = Instant::now();
+    closed_within(&mut relay, Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(s) = proxy.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not stop at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}: {}", proxy.logs());
+    assert!(
+        again.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        again.elapsed()
+    );
+    assert!(
+        proxy
+            .logs()
+            .contains("SIGINT received again: stopping at once"),
+        "{}",
+        proxy.logs()
+    );
 }
