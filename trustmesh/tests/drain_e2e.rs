@@ -331,6 +331,9 @@ fn agent_sigterm_under_load_finishes_what_was_accepted() {
     assert!(agent_log.text().contains("drained"), "{}", agent_log.text());
 }
 
+/// The proxy's access-log reason for a relay the drain closed.
+const STOPPED: &str = "closed at shutdown: the drain deadline passed or a second signal came";
+
 /// A proxy with one plaintext TCP listener in front of an echo server, and a relay open
 /// through it.
 async fn proxy_with_a_relay(dir: &Path) -> (proxy_support::Proxy, u16, tokio::net::TcpStream) {
@@ -426,10 +429,7 @@ async fn proxy_keeps_tcp_relays_until_the_drain_deadline() {
         .lines()
         .find(|l| l.contains("\"protocol\":\"tcp\""))
         .unwrap_or_else(|| panic!("no line for the relay: {log}"));
-    assert!(
-        line.contains("closed at shutdown: the drain deadline passed"),
-        "{line}"
-    );
+    assert!(line.contains(STOPPED), "{line}");
 }
 
 /// A second SIGTERM does not wait for the deadline: what is still open is closed at once.
@@ -468,5 +468,10 @@ async fn a_second_signal_stops_the_proxy_at_once() {
             .contains("SIGINT received again: stopping at once"),
         "{}",
         proxy.logs()
+    );
+    assert!(
+        proxy.access_log().contains(STOPPED),
+        "{}",
+        proxy.access_log()
     );
 }

@@ -57,7 +57,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
 }
 
 /// What the access log says of a relay the drain closed.
-pub const STOPPED: &str = "closed at shutdown: the drain deadline passed";
+pub const STOPPED: &str = "closed at shutdown: the drain deadline passed or a second signal came";
 
 /// Whether the relay ended because `stop` resolved.
 pub fn stopped(e: &io::Error) -> bool {
