@@ -12,16 +12,19 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use trustmesh_identity::{SpiffeId, TrustDomain};
+use trustmesh_lifecycle::drain::Watch;
 
 use crate::attest::{check_socket_folder, Attestation, Attested};
 use crate::config::Config;
@@ -40,6 +43,8 @@ pub struct WorkloadApi {
     state: StateRx,
     cfg: Arc<Config>,
     jwt_cache: TokenCache,
+    /// Streams end when the drain starts.
+    drain: Watch,
 }
 
 /// The spec's security header, then the caller's attestation (every call starts here).
@@ -112,11 +117,43 @@ fn x509_bundles_response(snap: &Snapshot) -> Option<X509BundlesResponse> {
     })
 }
 
+/// A server stream that ends when the drain starts. A Workload API stream never ends by itself,
+/// and one left open would hold its connection, and the drain, until the deadline; ended, it
+/// closes with status OK and the client reconnects (to the next agent).
+struct UntilDrained<T> {
+    updates: BoxStream<T>,
+    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ended: bool,
+}
+
+fn until_drained<T: Send + 'static>(updates: BoxStream<T>, drain: Watch) -> BoxStream<T> {
+    Box::pin(UntilDrained {
+        updates,
+        drained: Box::pin(async move {
+            drain.draining().await;
+        }),
+        ended: false,
+    })
+}
+
+impl<T> Stream for UntilDrained<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended || self.drained.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(None);
+        }
+        self.updates.as_mut().poll_next(cx)
+    }
+}
+
 /// A stream that emits `render(snapshot)` now (once there is an SVID) and on every change,
-/// skipping repeats, until the client goes away.
+/// skipping repeats, until the client goes away or the drain starts.
 fn updates<T: PartialEq + Clone + Send + 'static>(
     state: StateRx,
     render: fn(&Snapshot) -> Option<T>,
+    drain: Watch,
 ) -> BoxStream<T> {
     let mut last: Option<T> = None;
     let stream = WatchStream::new(state).filter_map(move |snap| {
@@ -127,7 +164,7 @@ fn updates<T: PartialEq + Clone + Send + 'static>(
         last = Some(item.clone());
         Some(Ok(item))
     });
-    Box::pin(stream)
+    until_drained(Box::pin(stream), drain)
 }
 
 #[tonic::async_trait]
@@ -144,6 +181,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(updates(
             self.state.clone(),
             x509_svid_response,
+            self.drain.clone(),
         )))
     }
 
@@ -155,6 +193,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(updates(
             self.state.clone(),
             x509_bundles_response,
+            self.drain.clone(),
         )))
     }
 
@@ -200,7 +239,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
             last = Some(item.clone());
             Some(Ok(item))
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(until_drained(
+            Box::pin(stream),
+            self.drain.clone(),
+        )))
     }
 
     async fn validate_jwtsvid(
@@ -250,8 +292,16 @@ pub fn validate_jwtsvid_request(
     })
 }
 
-/// Binds `path` (replacing a stale socket from a previous run) and serves until the task ends.
-pub async fn serve(path: &Path, state: StateRx, cfg: Arc<Config>) -> Result<(), String> {
+/// Binds `path` (replacing a stale socket from a previous run) and serves until `drain` has
+/// been drained: then the socket stops accepting (new callers are refused at once), unary calls
+/// in flight are answered, streams end, and each connection is told to close (HTTP/2 GOAWAY);
+/// this returns once every connection has closed, or at once if the drain turns immediate.
+pub async fn serve(
+    path: &Path,
+    state: StateRx,
+    cfg: Arc<Config>,
+    drain: Watch,
+) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         use std::os::unix::fs::DirBuilderExt;
         // Folders we create are ours and our group's only; an existing folder keeps its mode
@@ -276,32 +326,48 @@ pub async fn serve(path: &Path, state: StateRx, cfg: Arc<Config>) -> Result<(), 
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let policy = cfg.workload_api_callers.clone();
     // Every connection is attested, then goes through the `:authority` shim so gRPC-core
-    // clients work.
-    let incoming = UnixListenerStream::new(listener).map(move |conn| {
-        conn.map(|stream| {
-            let attestation = Attestation::of(&stream, &policy);
-            if !attestation.admitted {
-                match &attestation.caller {
-                    Some(c) => tracing::warn!(
-                        caller = %c,
-                        "Workload API: caller not admitted; its calls get PERMISSION_DENIED"
-                    ),
-                    None => tracing::warn!("Workload API: caller's credentials unreadable"),
+    // clients work. The accept loop owns the listener, so it closes when the drain starts.
+    let (conn_tx, incoming) = tokio::sync::mpsc::channel(64);
+    let accept_drain = drain.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = accept_drain.draining() => return,
+            };
+            let conn = accepted.map(|(stream, _)| {
+                let attestation = Attestation::of(&stream, &policy);
+                if !attestation.admitted {
+                    match &attestation.caller {
+                        Some(c) => tracing::warn!(
+                            caller = %c,
+                            "Workload API: caller not admitted; its calls get PERMISSION_DENIED"
+                        ),
+                        None => tracing::warn!("Workload API: caller's credentials unreadable"),
+                    }
                 }
+                Attested {
+                    inner: crate::h2_authority::wrap(stream),
+                    attestation,
+                }
+            });
+            if conn_tx.send(conn).await.is_err() {
+                return;
             }
-            Attested {
-                inner: crate::h2_authority::wrap(stream),
-                attestation,
-            }
-        })
+        }
     });
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi {
             state,
             cfg,
             jwt_cache: TokenCache::default(),
+            drain: drain.clone(),
         }))
-        .serve_with_incoming(incoming)
-        .await
-        .map_err(|e| format!("Workload API server: {e}"))
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async {
+            drain.draining().await;
+        });
+    tokio::select! {
+        r = served => r.map_err(|e| format!("Workload API server: {e}")),
+        () = drain.immediate() => Ok(()),
+    }
 }

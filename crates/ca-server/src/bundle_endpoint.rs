@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
+use trustmesh_lifecycle::drain::Watch;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::bundle;
@@ -38,25 +39,43 @@ pub fn document(
 /// How long a client may take to send a whole request head.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves `doc` on `GET /` and `GET /bundle` until the task is aborted.
+/// Serves `doc` on `GET /` and `GET /bundle` until `drain` starts: then the listener closes,
+/// a request in flight is answered (HTTP/1.1 `Connection: close`) and idle connections close;
+/// an immediate drain closes every connection at once.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     doc: String,
     limits: Arc<crate::limits::Limits>,
+    drain: Watch,
 ) {
     let doc = Bytes::from(doc);
-    let mut incoming = crate::tls::accept_tls(listener, tls, limits);
-    while let Some(conn) = incoming.recv().await {
+    let mut incoming = crate::tls::accept_tls(listener, tls, limits, drain.clone());
+    loop {
+        let conn = tokio::select! {
+            conn = incoming.recv() => conn,
+            _ = drain.draining() => return,
+        };
+        let Some(conn) = conn else { return };
         let Ok(stream) = conn else { continue };
-        let doc = doc.clone();
+        let (doc, drain) = (doc.clone(), drain.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| respond(req, doc.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = drain.draining() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = conn => {}
+                        () = drain.immediate() => {}
+                    }
+                }
+            }
         });
     }
 }

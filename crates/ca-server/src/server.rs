@@ -1,5 +1,8 @@
-//! Starts the CA's listeners: the gRPC certificate service and, optionally, the bundle endpoint.
+//! Starts the CA's listeners: the gRPC certificate service and, optionally, the bundle endpoint;
+//! and drains them ([`Running::drain`], the lifecycle crate's drain primitive): both stop
+//! accepting, and what they accepted is answered before they stop.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +10,11 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_lifecycle::drain::{Drained, Trigger};
 
 use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
 use crate::jwt_authority::JwtAuthority;
@@ -69,7 +74,13 @@ pub enum ServerError {
     Trust(String),
 }
 
-/// The running servers; dropping this does not stop them, [`Running::shutdown`] does.
+/// How long `ca serve` gives calls in flight to finish once it is told to stop, before the rest
+/// is cut: a CreateCertificate or MintJwtSvid call takes milliseconds, and a client that
+/// connected just before the signal gets its answer well within this.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The running servers; dropping this does not stop them, [`Running::drain`] and
+/// [`Running::shutdown`] do.
 pub struct Running {
     pub addr: SocketAddr,
     pub bundle_addr: Option<SocketAddr>,
@@ -78,32 +89,49 @@ pub struct Running {
     /// The bundle endpoint's, when it runs.
     pub bundle_limits: Option<Arc<Limits>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Told when a task ends by itself (before a drain, only on a fatal error).
+    ended: mpsc::UnboundedReceiver<()>,
+    trigger: Trigger,
 }
 
 impl Running {
+    /// Stops every listener and connection at once.
     pub fn shutdown(self) {
         for t in self.tasks {
             t.abort();
         }
     }
 
-    /// Waits until any listener task ends (they only end on a fatal error), then stops the rest.
-    pub async fn wait(self) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        for t in self.tasks {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = t.await;
-                let _ = tx.send(()).await;
-            });
+    /// Drains: both listeners close, calls and bundle requests in flight are answered and their
+    /// connections closed, within `deadline`; `hurry` (a second signal) cuts them at once. The
+    /// serving certificate's renewal stops with them.
+    pub async fn drain(self, deadline: Duration, hurry: impl Future<Output = ()>) -> Drained {
+        let drained = self.trigger.shutdown(deadline, hurry).await;
+        for t in &self.tasks {
+            t.abort();
         }
-        drop(tx);
-        let _ = rx.recv().await;
-        for a in aborts {
-            a.abort();
+        drained
+    }
+
+    /// Waits until a listener task ends (they only end on a fatal error), then stops the rest.
+    pub async fn wait(&mut self) {
+        let _ = self.ended.recv().await;
+        for t in &self.tasks {
+            t.abort();
         }
     }
+}
+
+/// Spawns `task`, telling `ended` when it returns.
+fn spawn(
+    ended: &mpsc::UnboundedSender<()>,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let ended = ended.clone();
+    tokio::spawn(async move {
+        task.await;
+        let _ = ended.send(());
+    })
 }
 
 /// Binds both listeners and starts serving. Errors (a taken port, an unreadable JWKS) surface
@@ -158,24 +186,36 @@ pub async fn start(
         opts.max_connections,
         opts.idle_timeout,
     ));
-    let incoming = crate::tls::accept_tls(listener, Arc::new(grpc_tls), limits.clone());
-    let grpc = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+    // Every listener and the gRPC server hold a watch; the drain waits for them to let go.
+    let (trigger, drain) = trustmesh_lifecycle::drain::channel();
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    let incoming =
+        crate::tls::accept_tls(listener, Arc::new(grpc_tls), limits.clone(), drain.clone());
+    let grpc_drain = drain.clone();
+    let grpc = spawn(&ended_tx, async move {
+        // On a drain tonic stops taking connections, tells each connection to finish (HTTP/2
+        // GOAWAY: calls already received are answered, new ones refused) and returns once every
+        // connection has closed; an immediate drain stops waiting for them.
+        let served = tonic::transport::Server::builder()
             // A request that takes this long is stuck; free its resources.
             .timeout(Duration::from_secs(30))
             .add_service(IstioCertificateServiceServer::new(service.clone()))
             .add_service(JwtSvidServiceServer::new(service))
-            .serve_with_incoming(ReceiverStream::new(incoming))
-            .await;
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async {
+                grpc_drain.draining().await;
+            });
+        let result = tokio::select! {
+            r = served => r,
+            () = grpc_drain.immediate() => Ok(()),
+        };
         if let Err(e) = result {
             tracing::error!("gRPC server stopped: {e}");
         }
     });
-    let renew = tokio::spawn(renew_serving_cert(
-        cert.clone(),
-        identity,
-        opts.server_cert_ttl / 2,
-    ));
+    let renew = spawn(
+        &ended_tx,
+        renew_serving_cert(cert.clone(), identity, opts.server_cert_ttl / 2),
+    );
     let mut tasks = vec![grpc, renew];
 
     let mut bundle_addr = None;
@@ -202,12 +242,10 @@ pub async fn start(
             opts.idle_timeout,
         ));
         bundle_limits = Some(own.clone());
-        tasks.push(tokio::spawn(crate::bundle_endpoint::serve(
-            l,
-            Arc::new(tls),
-            doc,
-            own,
-        )));
+        tasks.push(spawn(
+            &ended_tx,
+            crate::bundle_endpoint::serve(l, Arc::new(tls), doc, own, drain.clone()),
+        ));
     }
     Ok(Running {
         addr,
@@ -215,6 +253,8 @@ pub async fn start(
         limits,
         bundle_limits,
         tasks,
+        ended,
+        trigger,
     })
 }
 

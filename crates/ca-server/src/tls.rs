@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use trustmesh_lifecycle::drain::Watch;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -93,17 +94,23 @@ pub fn server_config(
 }
 
 /// Accepts TCP connections on `listener` and yields completed TLS streams. Failed handshakes
-/// are logged and dropped.
+/// are logged and dropped. When `drain` starts, the listener is closed (new clients are refused
+/// at once) and handshakes still in progress are abandoned: none of them has sent a request yet.
 pub fn accept_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     limits: Arc<crate::limits::Limits>,
+    drain: Watch,
 ) -> mpsc::Receiver<Result<crate::limits::Guarded<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer): (TcpStream, SocketAddr) = match listener.accept().await {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = drain.draining() => break,
+            };
+            let (tcp, peer): (TcpStream, SocketAddr) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -120,8 +127,16 @@ pub fn accept_tls(
             let acceptor = acceptor.clone();
             let conn_tx = tx.clone();
             let limits = limits.clone();
+            let handshake_drain = drain.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
+                let handshake =
+                    tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp));
+                let done = tokio::select! {
+                    done = handshake => done,
+                    _ = handshake_drain.draining() => return,
+                };
+                drop(handshake_drain);
+                match done {
                     Ok(Ok(tls)) => {
                         let _ = conn_tx.send(Ok(limits.guard(tls, slot))).await;
                     }

@@ -9,6 +9,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use trustmesh_lifecycle::drain::Watch;
 
 use crate::conn::ConnCtx;
 use crate::response::{text, Body};
@@ -84,10 +85,12 @@ pub struct Conn {
     xfcc: Option<HeaderValue>,
     /// This connection's own app connection (HTTP/1 clients).
     pub upstream: DedicatedUpstream,
+    /// The connection's drain watch; an upgraded tunnel takes a clone.
+    pub drain: Watch,
 }
 
 impl Conn {
-    pub fn new(ctx: ConnCtx, own_id: &str) -> Conn {
+    pub fn new(ctx: ConnCtx, own_id: &str, drain: Watch) -> Conn {
         let target_text = ctx.target.to_string();
         Conn {
             source_text: ctx.source.to_string(),
@@ -100,6 +103,7 @@ impl Conn {
             xfcc_by: own_id.to_string(),
             xfcc: xfcc_value(own_id, &ctx),
             upstream: Default::default(),
+            drain,
             ctx,
         }
     }
@@ -279,7 +283,7 @@ pub async fn forward(
             .map_err(|e| ForwardError::of(&e))
     };
     match answer {
-        Ok(resp) => from_app(shared, resp, client_upgrade),
+        Ok(resp) => from_app(shared, conn, resp, client_upgrade),
         Err(e) => failed(shared, conn, e),
     }
 }
@@ -356,6 +360,7 @@ fn for_app(
 /// a tunnel between the two upgraded connections.
 fn from_app(
     shared: &Shared,
+    conn: &Conn,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
@@ -364,7 +369,7 @@ fn from_app(
         (true, Some(client)) => {
             let app = hyper::upgrade::on(&mut resp);
             let idle = shared.current().config.timeouts.tcp_idle();
-            crate::upgrade::tunnel(client, app, idle);
+            crate::upgrade::tunnel(client, app, idle, conn.drain.clone());
             resp.headers().get(http::header::UPGRADE).cloned()
         }
         (true, None) => {

@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
 use crate::authz::{Decision, HttpAttrs};
@@ -32,14 +33,15 @@ use crate::state::Shared;
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// Serves one inbound connection until the client closes it or it misbehaves.
-pub async fn serve<S>(shared: Arc<Shared>, ctx: ConnCtx, stream: S)
+/// Serves one inbound connection until the client closes it, it misbehaves or the drain closes
+/// it: a graceful drain lets the request in flight finish, an immediate one closes it now.
+pub async fn serve<S>(shared: Arc<Shared>, ctx: ConnCtx, stream: S, drain: Watch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snap = shared.current();
     let timeouts = snap.config.timeouts.clone();
-    let ctx = Arc::new(Conn::new(ctx, snap.own_id.as_str()));
+    let ctx = Arc::new(Conn::new(ctx, snap.own_id.as_str(), drain.clone()));
     drop(snap);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -68,19 +70,25 @@ where
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    let mut drain = shared.drain_signal();
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        // Shutting down, or idle too long: finish the request in flight, then close (HTTP/1.1
-        // `Connection: close`, HTTP/2 GOAWAY) instead of holding the connection.
-        _ = drain.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let closing = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = drain.draining() => None,
         _ = activity.idle_for(timeouts.http_idle()) => {
             tracing::debug!("closing an HTTP connection idle for {:?}", timeouts.http_idle());
+            None
+        }
+    };
+    let result = match closing {
+        Some(r) => r,
+        // Shutting down, or idle too long: finish the request in flight, then close (HTTP/1.1
+        // `Connection: close`, HTTP/2 GOAWAY) instead of holding the connection; once the
+        // drain turns immediate, close it now.
+        None => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = drain.immediate() => Ok(()),
+            }
         }
     };
     if let Err(e) = result {

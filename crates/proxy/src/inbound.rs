@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use trustmesh_lifecycle::drain::Watch;
 use trustmesh_policy::MtlsMode;
 
 use crate::accesslog::AccessLog;
@@ -26,13 +27,16 @@ use crate::state::Shared;
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Serves an inbound listener until the drain starts (see [`crate::state::accept_loop`]).
-pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener, drain: Watch) {
     crate::state::accept_loop(
         shared,
         listener,
         index,
         "inbound",
-        move |shared, stream, source| async move { handle(&shared, index, stream, source).await },
+        drain,
+        move |shared, stream, source, drain| async move {
+            handle(&shared, index, stream, source, drain).await
+        },
     )
     .await
 }
@@ -54,7 +58,15 @@ fn log_reject(ctx: &ConnCtx, reason: &str) {
     .emit();
 }
 
-async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: SocketAddr) {
+/// One accepted connection; it holds `drain` until it ends (a handshake in progress is bounded
+/// by its own timeout).
+async fn handle(
+    shared: &Arc<Shared>,
+    index: usize,
+    stream: TcpStream,
+    source: SocketAddr,
+    drain: Watch,
+) {
     shared
         .metrics
         .inbound_connections
@@ -88,7 +100,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
         // No sniffing: server-first protocols (the app speaks before the client does) must
         // work on a plaintext port, and a peek would wait for a client byte that never comes.
         drop(snap);
-        dispatch(shared, ctx, protocol, stream).await;
+        dispatch(shared, ctx, protocol, stream, drain).await;
         return;
     }
 
@@ -114,7 +126,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
 
     if !use_tls {
         drop(snap);
-        dispatch(shared, ctx, protocol, stream).await;
+        dispatch(shared, ctx, protocol, stream, drain).await;
         return;
     }
 
@@ -152,7 +164,7 @@ async fn handle(shared: &Arc<Shared>, index: usize, stream: TcpStream, source: S
         log_reject(&ctx, "peer certificate no longer verifies");
         return;
     }
-    dispatch(shared, ctx, protocol, tls).await;
+    dispatch(shared, ctx, protocol, tls, drain).await;
 }
 
 /// Re-derives the verified SPIFFE ID from the certificates rustls accepted.
@@ -168,12 +180,17 @@ fn peer_of(shared: &Shared, conn: &rustls::ServerConnection) -> Option<Peer> {
     })
 }
 
-async fn dispatch<S>(shared: &Arc<Shared>, ctx: ConnCtx, protocol: Protocol, stream: S)
-where
+async fn dispatch<S>(
+    shared: &Arc<Shared>,
+    ctx: ConnCtx,
+    protocol: Protocol,
+    stream: S,
+    drain: Watch,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Tcp => crate::tcp::serve(shared, ctx, stream).await,
-        Protocol::Http => crate::http::serve(shared.clone(), ctx, stream).await,
+        Protocol::Tcp => crate::tcp::serve(shared, ctx, stream, drain).await,
+        Protocol::Http => crate::http::serve(shared.clone(), ctx, stream, drain).await,
     }
 }

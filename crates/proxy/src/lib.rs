@@ -8,7 +8,8 @@
 //! RequestAuthentication and the CUSTOM action; [`authn`] and [`custom`] wire them in.
 //! Connections run on [`workers`], one event loop per thread. Listeners describe a connection
 //! in [`conn`] (what policy, the access log and forwarding read) and answer with [`response`];
-//! the modules form layers whose imports point down (docs/ARCHITECTURE.md).
+//! the modules form layers whose imports point down (docs/ARCHITECTURE.md). At shutdown every
+//! listener, connection and tunnel drains with the lifecycle crate's drain ([`run::drain`]).
 
 pub mod accesslog;
 pub mod admin;

@@ -12,13 +12,14 @@ use std::time::Instant;
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
+use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
 
-pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
+pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener, drain: Watch) {
     // Outbound listeners' slots follow the inbound ones'.
     let slot = shared.startup_config.inbound.len() + index;
     crate::state::accept_loop(
@@ -26,12 +27,23 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener) {
         listener,
         slot,
         "outbound",
-        move |shared, stream, source| async move { handle(&shared, index, stream, source).await },
+        drain,
+        move |shared, stream, source, drain| async move {
+            handle(&shared, index, stream, source, drain).await
+        },
     )
     .await
 }
 
-async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: SocketAddr) {
+/// One connection from the local app, relayed to its peer; like every TCP relay it keeps going
+/// through a graceful drain and is closed when the drain turns immediate (the deadline).
+async fn handle(
+    shared: &Arc<Shared>,
+    index: usize,
+    mut app: TcpStream,
+    source: SocketAddr,
+    drain: Watch,
+) {
     shared
         .metrics
         .outbound_connections
@@ -88,10 +100,9 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
 
     let Some(client) = client else {
         let mut tcp = tcp;
-        if let Ok((tx, rx)) = crate::relay::relay(&mut app, &mut tcp, timeouts.tcp_idle()).await {
-            outcome.log().bytes_sent = Some(tx);
-            outcome.log().bytes_received = Some(rx);
-        }
+        let relayed =
+            crate::relay::relay(&mut app, &mut tcp, timeouts.tcp_idle(), drain.immediate()).await;
+        relayed_into(&mut outcome, relayed);
         return outcome.finish();
     };
 
@@ -123,9 +134,22 @@ async fn handle(shared: &Arc<Shared>, index: usize, mut app: TcpStream, source: 
             .ok()
             .map(|s| s.id.to_string())
     });
-    if let Ok((tx, rx)) = crate::relay::relay(&mut app, &mut tls, timeouts.tcp_idle()).await {
-        outcome.log().bytes_sent = Some(tx);
-        outcome.log().bytes_received = Some(rx);
-    }
+    let relayed =
+        crate::relay::relay(&mut app, &mut tls, timeouts.tcp_idle(), drain.immediate()).await;
+    relayed_into(&mut outcome, relayed);
     outcome.finish();
+}
+
+/// The relay's byte counts (app → peer is sent) or, when the drain closed it, why.
+fn relayed_into(outcome: &mut Outcome<'_>, relayed: std::io::Result<(u64, u64)>) {
+    match relayed {
+        Ok((tx, rx)) => {
+            outcome.log().bytes_sent = Some(tx);
+            outcome.log().bytes_received = Some(rx);
+        }
+        Err(e) if crate::relay::stopped(&e) => {
+            outcome.log().reason = Some(crate::relay::STOPPED.into());
+        }
+        Err(_) => {}
+    }
 }

@@ -1,9 +1,13 @@
-//! Byte relay between two streams with an idle timeout.
+//! Byte relay between two streams with an idle timeout, stopped by the drain.
 //!
 //! `tokio::io::copy_bidirectional` alone would keep a connection whose peers went silent (or
 //! vanished without a FIN) forever, holding a task and two sockets each. Every successful read in
 //! either direction stamps the time of last activity; a watchdog ends the relay once nothing has
 //! moved for the idle limit (Istio's TCP proxy default is one hour).
+//!
+//! A byte stream has no request boundary at which to stop politely, so at shutdown a relay keeps
+//! going (a graceful drain lets it finish by itself) until the caller's `stop` future resolves:
+//! the proxy passes its drain turning immediate, when `timeouts.terminationDrain` has passed.
 
 use std::io;
 use std::pin::Pin;
@@ -52,9 +56,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
     }
 }
 
-/// Copies both ways until both sides finish, an error occurs, or `idle` passes with no data in
-/// either direction (then `ErrorKind::TimedOut`). Returns bytes (a→b, b→a).
-pub async fn relay<A, B>(a: &mut A, b: &mut B, idle: Duration) -> io::Result<(u64, u64)>
+/// What the access log says of a relay the drain closed.
+pub const STOPPED: &str = "closed at shutdown: the drain deadline passed or a second signal came";
+
+/// Whether the relay ended because `stop` resolved.
+pub fn stopped(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Copies both ways until both sides finish, an error occurs, `idle` passes with no data in
+/// either direction (then `ErrorKind::TimedOut`), or `stop` resolves (then
+/// `ErrorKind::Interrupted`, see [`stopped`]). Returns bytes (a→b, b→a).
+pub async fn relay<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -85,6 +103,7 @@ where
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut wa, &mut wb) => r,
         _ = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+        () = stop => Err(io::Error::new(io::ErrorKind::Interrupted, "stopped by the drain")),
     }
 }
 
@@ -98,7 +117,14 @@ mod tests {
         let (mut client, mut proxy_a) = tokio::io::duplex(1024);
         let (mut proxy_b, mut server) = tokio::io::duplex(1024);
         let task = tokio::spawn(async move {
-            relay(&mut proxy_a, &mut proxy_b, Duration::from_millis(200)).await
+            let never = std::future::pending();
+            relay(
+                &mut proxy_a,
+                &mut proxy_b,
+                Duration::from_millis(200),
+                never,
+            )
+            .await
         });
         // Activity keeps it alive past the idle limit...
         for _ in 0..4 {
@@ -117,11 +143,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stops_when_told_and_closes_both_sides() {
+        let (mut client, mut proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stop.await;
+            };
+            let r = relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(60), stop).await;
+            // The relay's owner drops both streams when it returns.
+            drop((proxy_a, proxy_b));
+            r
+        });
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        stop_tx.send(()).unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the relay stops when told")
+            .unwrap()
+            .unwrap_err();
+        assert!(stopped(&e), "{e:?}");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
     async fn finishes_normally_when_both_sides_close() {
         let (mut client, mut proxy_a) = tokio::io::duplex(1024);
         let (mut proxy_b, mut server) = tokio::io::duplex(1024);
         let task = tokio::spawn(async move {
-            relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(60)).await
+            let never = std::future::pending();
+            relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(60), never).await
         });
         client.write_all(b"abc").await.unwrap();
         client.shutdown().await.unwrap();

@@ -1,7 +1,11 @@
-//! Startup: load and check everything, bind every listener, then serve until a shutdown signal.
+//! Startup: load and check everything, bind every listener, then serve until a shutdown signal,
+//! and drain.
 //!
 //! All binding happens before any serving so a port conflict or bad file aborts startup with a
-//! clear error rather than leaving a half-working proxy.
+//! clear error rather than leaving a half-working proxy. Signals are handled by the lifecycle
+//! crate's one module for them, registered before anything is served: SIGTERM or SIGINT drains
+//! (for up to `timeouts.terminationDrain`), a second one closes what is left at once, SIGHUP reloads now,
+//! SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,6 +13,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use trustmesh_lifecycle::drain;
+use trustmesh_lifecycle::signals::{Hangup, Signals};
 
 use crate::config::ProxyConfig;
 use crate::state::Shared;
@@ -39,7 +45,9 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         .await
         .context("loading configuration")??;
     crate::snapshot::warm_up(&snap).await;
-    let shared = Shared::new(snap).context("starting worker threads")?;
+    // Each listener holds a watch of the drain, and each connection it accepts a clone.
+    let (trigger, drain) = drain::channel();
+    let shared = Shared::new(snap, trigger).context("starting worker threads")?;
 
     let mut bound = Bound {
         inbound: vec![],
@@ -72,10 +80,10 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     };
 
     for (i, ln) in inbound.into_iter().enumerate() {
-        tokio::spawn(crate::inbound::serve(shared.clone(), i, ln));
+        tokio::spawn(crate::inbound::serve(shared.clone(), i, ln, drain.clone()));
     }
     for (i, ln) in outbound.into_iter().enumerate() {
-        tokio::spawn(crate::outbound::serve(shared.clone(), i, ln));
+        tokio::spawn(crate::outbound::serve(shared.clone(), i, ln, drain.clone()));
     }
     if let Some(ln) = admin {
         tokio::spawn(crate::admin::serve(shared.clone(), ln));
@@ -88,10 +96,10 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     Ok((shared, bound))
 }
 
-/// Runs the proxy until SIGINT/SIGTERM.
+/// Runs the proxy until SIGINT/SIGTERM, then drains.
 pub async fn run(config_file: &Path) -> anyhow::Result<()> {
     // Registered before anything is served, so no signal finds the default action (exit).
-    let signals = UserSignals::register();
+    let signals = Signals::register(Hangup::Reload).context("handling signals")?;
     let (shared, bound) = start(config_file).await?;
     tracing::info!(
         identity = %shared.current().own_id,
@@ -100,86 +108,25 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         admin = ?bound.admin,
         "trustmesh proxy ready"
     );
-    signals.handle(&shared);
-    shutdown_signal().await;
-    drain(&shared).await;
+    let reloads = (signals.clone(), shared.clone());
+    tokio::spawn(async move {
+        let (signals, shared) = reloads;
+        loop {
+            signals.reload().await;
+            shared.request_reload();
+        }
+    });
+    signals.shutdown().await;
+    drain(&shared, signals.again()).await;
     // The access log of the last requests may still sit in per-thread buffers.
     crate::accesslog::flush();
     Ok(())
 }
 
-/// SIGHUP reloads the configuration now (as daemons do); SIGUSR1 and SIGUSR2 are logged and
-/// ignored. Without handlers their default action kills the process mid-request.
-struct UserSignals(Vec<(tokio::signal::unix::Signal, &'static str)>);
-
-impl UserSignals {
-    fn register() -> UserSignals {
-        use tokio::signal::unix::{signal, SignalKind};
-        UserSignals(
-            [
-                (SignalKind::hangup(), "SIGHUP"),
-                (SignalKind::user_defined1(), "SIGUSR1"),
-                (SignalKind::user_defined2(), "SIGUSR2"),
-            ]
-            .into_iter()
-            .filter_map(|(kind, name)| signal(kind).ok().map(|s| (s, name)))
-            .collect(),
-        )
-    }
-
-    fn handle(self, shared: &Arc<Shared>) {
-        for (mut s, name) in self.0 {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                while s.recv().await.is_some() {
-                    if name == "SIGHUP" {
-                        tracing::info!("SIGHUP: reloading the configuration");
-                        shared.request_reload();
-                    } else {
-                        tracing::info!("{name} received and ignored");
-                    }
-                }
-            });
-        }
-    }
-}
-
-/// Stops accepting, then gives open connections up to `timeouts.terminationDrain` to finish.
-pub async fn drain(shared: &Shared) {
-    let limit = shared.current().config.timeouts.drain();
-    shared.begin_drain();
-    let start = std::time::Instant::now();
-    let active = || {
-        shared
-            .metrics
-            .active_connections
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    tracing::info!(active = active(), ?limit, "draining before shutdown");
-    while active() > 0 && start.elapsed() < limit {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tracing::info!(still_open = active(), "shutting down");
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+/// Stops accepting, then gives open connections up to `timeouts.terminationDrain` to finish (HTTP
+/// connections finish their request in flight; TCP relays and upgraded tunnels keep going, as
+/// Envoy's do) before closing what is left; `hurry` closes it at once.
+pub async fn drain(shared: &Shared, hurry: impl std::future::Future<Output = ()>) {
+    let deadline = shared.current().config.timeouts.drain();
+    shared.drain(deadline, hurry).await;
 }

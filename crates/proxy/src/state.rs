@@ -1,5 +1,5 @@
 //! The proxy's shared state: an atomically swapped [`Snapshot`] of everything loaded from disk,
-//! plus process-lifetime pieces (metrics, HTTP client pool).
+//! plus process-lifetime pieces (metrics, HTTP client pool, the drain's trigger).
 //!
 //! Each new connection (and each HTTP request) takes the snapshot current at that moment; a
 //! reload builds a complete new snapshot off to the side and swaps it in only if every part of it
@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+
+use trustmesh_lifecycle::drain::{Drained, Trigger, Watch};
 
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
@@ -23,8 +25,9 @@ pub struct Shared {
     pub workers: Workers,
     /// The configuration the listeners were bound from; listener changes need a restart.
     pub startup_config: ProxyConfig,
-    /// Flips to true at shutdown: listeners stop accepting and readiness reports 503.
-    draining: tokio::sync::watch::Sender<bool>,
+    /// Starts the drain at shutdown: listeners stop accepting, connections finish (each holds a
+    /// watch of it, handed out by its listener's [`accept_loop`]), readiness reports 503.
+    drain: Trigger,
     /// `maxConnections` shared between the listeners, each with a reserve.
     slots: crate::slots::ListenerSlots,
     /// Set by SIGHUP: the reload watcher looks at the files now.
@@ -32,7 +35,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> std::io::Result<Arc<Shared>> {
+    pub fn new(snapshot: Snapshot, drain: Trigger) -> std::io::Result<Arc<Shared>> {
         let workers = Workers::start(
             snapshot.config.worker_threads(),
             snapshot.config.timeouts.connect(),
@@ -51,7 +54,7 @@ impl Shared {
             metrics,
             workers,
             startup_config,
-            draining: tokio::sync::watch::channel(false).0,
+            drain,
             slots,
             reload_now: tokio::sync::Notify::new(),
         }))
@@ -90,17 +93,19 @@ impl Shared {
         self.reload_now.notified().await
     }
 
-    /// A receiver that changes when draining starts.
-    pub fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.draining.subscribe()
-    }
-
     pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        self.drain.is_draining()
     }
 
-    pub fn begin_drain(&self) {
-        self.draining.send_replace(true);
+    /// Drains: listeners close, HTTP connections finish the request in flight and close, TCP
+    /// relays and upgraded tunnels keep going until `deadline`, then everything still open is
+    /// closed; `hurry` (a second signal) closes it at once.
+    pub async fn drain(
+        &self,
+        deadline: Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) -> Drained {
+        self.drain.shutdown(deadline, hurry).await
     }
 
     pub fn install(&self, snapshot: Snapshot) {
@@ -127,25 +132,30 @@ impl Drop for ConnGuard {
 }
 
 /// Accepts connections on `listener` until the drain starts, admitting each one against the
-/// connection limit and handing it to `handle` on a worker thread (see [`crate::workers`]).
-/// Accept errors (e.g. out of file descriptors) are logged and retried after a pause rather than
-/// ending the listener. Inbound and outbound listeners share this loop; only `handle` differs.
+/// connection limit and handing it to `handle` on a worker thread (see [`crate::workers`]),
+/// with a clone of `drain` that the connection holds for its whole life, so the drain waits
+/// for it. Accept errors (e.g. out of file descriptors) are logged and retried after a pause
+/// rather than ending the listener. Inbound and outbound listeners share this loop; only
+/// `handle` differs.
 pub async fn accept_loop<F, Fut>(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     slot: usize,
     direction: &'static str,
+    drain: Watch,
     handle: F,
 ) where
-    F: Fn(Arc<Shared>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(Arc<Shared>, tokio::net::TcpStream, std::net::SocketAddr, Watch) -> Fut
+        + Clone
+        + Send
+        + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut drain = shared.drain_signal();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             // Dropping the listener closes the port, so new clients fail fast during a drain.
-            _ = drain.changed() => return,
+            _ = drain.draining() => return,
         };
         match accepted {
             Ok((stream, source)) => {
@@ -162,11 +172,12 @@ pub async fn accept_loop<F, Fut>(
                     }
                 };
                 let (conn_shared, handle) = (shared.clone(), handle.clone());
+                let conn_drain = drain.clone();
                 let job: crate::workers::Job = Box::new(move || {
                     Box::pin(async move {
                         let _guard = guard;
                         match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => handle(conn_shared, stream, source).await,
+                            Ok(stream) => handle(conn_shared, stream, source, conn_drain).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "{direction}: cannot register a connection")
                             }

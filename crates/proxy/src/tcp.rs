@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
@@ -18,7 +19,9 @@ use crate::metrics::RejectReason;
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
 
-pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: S)
+/// Decides, then relays; a relay keeps going through a graceful drain and is closed when the
+/// drain turns immediate (its deadline passed), as Envoy's TCP proxy is at the end of its drain.
+pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: S, drain: Watch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,13 +83,16 @@ where
         }
     };
     let _ = app.set_nodelay(true);
-    match crate::relay::relay(&mut stream, &mut app, idle).await {
+    match crate::relay::relay(&mut stream, &mut app, idle, drain.immediate()).await {
         Ok((rx, tx)) => {
             outcome.log().bytes_received = Some(rx);
             outcome.log().bytes_sent = Some(tx);
         }
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             outcome.log().reason = Some(format!("closed after {idle:?} idle"));
+        }
+        Err(e) if crate::relay::stopped(&e) => {
+            outcome.log().reason = Some(crate::relay::STOPPED.into());
         }
         Err(_) => {}
     }

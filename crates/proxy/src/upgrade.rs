@@ -2,7 +2,8 @@
 //!
 //! The upgrade request is authorized like any other request; if the app answers
 //! `101 Switching Protocols`, both sides' connections are taken over from hyper and joined by a
-//! byte relay with the TCP idle timeout. `Upgrade`/`Connection` are hop-by-hop headers, so they
+//! byte relay with the TCP idle timeout. A tunnel holds its connection's drain watch: it keeps
+//! going through a graceful drain and is closed when the drain turns immediate. `Upgrade`/`Connection` are hop-by-hop headers, so they
 //! are re-added explicitly on both legs after the generic stripping.
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::{HeaderMap, Request};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use trustmesh_lifecycle::drain::Watch;
 
 /// The protocol an HTTP/1.1 request asks to switch to, if it asks (`Upgrade: x` together with a
 /// `Connection` header listing `upgrade`).
@@ -34,8 +36,8 @@ pub fn restore(headers: &mut HeaderMap, protocol: &HeaderValue) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
-/// Joins the client's and the app's upgraded connections in the background.
-pub fn tunnel(client: OnUpgrade, app: OnUpgrade, idle: Duration) {
+/// Joins the client's and the app's upgraded connections in the background, holding `drain`.
+pub fn tunnel(client: OnUpgrade, app: OnUpgrade, idle: Duration, drain: Watch) {
     tokio::spawn(async move {
         let (client, app) = match tokio::try_join!(client, app) {
             Ok(x) => x,
@@ -46,7 +48,7 @@ pub fn tunnel(client: OnUpgrade, app: OnUpgrade, idle: Duration) {
         };
         let mut client = TokioIo::new(client);
         let mut app = TokioIo::new(app);
-        if let Err(e) = crate::relay::relay(&mut client, &mut app, idle).await {
+        if let Err(e) = crate::relay::relay(&mut client, &mut app, idle, drain.immediate()).await {
             tracing::debug!(error = %e, "upgraded connection ended");
         }
     });

@@ -18,6 +18,10 @@
 //! The acceptor (the runtime that called [`Workers::start`]) only accepts and dispatches; a socket
 //! is taken out of the acceptor's reactor and registered with the worker's, so its readiness
 //! events are delivered on the worker's own thread.
+//!
+//! At shutdown a job moves with the drain watch its listener gave it (`state::accept_loop`), and
+//! holds it until the connection ends, so the drain waits for the connections on every worker
+//! thread alike; each connection path reacts to the drain itself (see `run`).
 
 use std::future::Future;
 use std::pin::Pin;

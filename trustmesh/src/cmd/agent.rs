@@ -1,10 +1,13 @@
 //! `trustmesh agent --config FILE`: the node agent (key + CSR, rotation, certificate files,
-//! SPIFFE Workload API).
+//! SPIFFE Workload API). SIGTERM or SIGINT drains it (rotation stops, Workload API calls in
+//! flight are answered and streams end, for up to `trustmesh_agent::DRAIN_DEADLINE`), a second
+//! one stops it at once; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use trustmesh_agent::Config;
+use trustmesh_lifecycle::signals::Hangup;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,16 +28,27 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => return super::fail(1, format!("starting runtime: {e}")),
     };
     rt.block_on(async move {
-        super::ignore_hangup_and_user_signals();
+        let signals = match super::register_signals(Hangup::Ignore) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
         if let Some(sock) = &cfg.workload_api_socket {
             println!("workload-api unix://{}", sock.display());
         }
+        let (trigger, drain) = trustmesh_lifecycle::drain::channel();
+        let mut agent = tokio::spawn(trustmesh_agent::run(cfg, drain));
         tokio::select! {
-            r = trustmesh_agent::run(cfg) => match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => super::fail(1, e),
+            r = &mut agent => return match r {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => super::fail(1, e),
+                Err(e) => super::fail(1, format!("agent task: {e}")),
             },
-            _ = super::shutdown_signal() => ExitCode::SUCCESS,
+            _ = signals.shutdown() => {}
         }
+        // Workload API calls in flight are answered; a second signal cuts them.
+        trigger
+            .shutdown(trustmesh_agent::DRAIN_DEADLINE, signals.again())
+            .await;
+        ExitCode::SUCCESS
     })
 }

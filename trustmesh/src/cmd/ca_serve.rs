@@ -1,5 +1,7 @@
 //! `trustmesh ca serve`: runs the CA server (Istio's certificate API over TLS, plus the SPIFFE
-//! bundle endpoint) from an Istio `cacerts` folder.
+//! bundle endpoint) from an Istio `cacerts` folder. SIGTERM or SIGINT drains it (calls in flight
+//! are answered, for up to `server::DRAIN_DEADLINE`), a second one stops it at once; SIGHUP,
+//! SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::jwt_authority::JwtAuthority;
 use trustmesh_ca_server::server::{self, IdentitySource, Options};
 use trustmesh_config::{Deprecations, LegacyDuration};
+use trustmesh_lifecycle::signals::Hangup;
 
 use super::flags;
 
@@ -150,8 +153,11 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => return super::fail(1, format!("starting runtime: {e}")),
     };
     rt.block_on(async move {
-        super::ignore_hangup_and_user_signals();
-        let running = match server::start(ca, identity, opts).await {
+        let signals = match super::register_signals(Hangup::Ignore) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let mut running = match server::start(ca, identity, opts).await {
             Ok(r) => r,
             Err(e) => return super::fail(1, e),
         };
@@ -161,8 +167,11 @@ pub fn run(a: Args) -> ExitCode {
             println!("listening bundle={b}");
         }
         tokio::select! {
-            _ = running.wait() => super::fail(1, "CA server stopped unexpectedly"),
-            _ = super::shutdown_signal() => ExitCode::SUCCESS,
+            _ = running.wait() => return super::fail(1, "CA server stopped unexpectedly"),
+            _ = signals.shutdown() => {}
         }
+        // Calls in flight are answered; a second signal cuts them.
+        running.drain(server::DRAIN_DEADLINE, signals.again()).await;
+        ExitCode::SUCCESS
     })
 }

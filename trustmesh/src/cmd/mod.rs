@@ -14,6 +14,8 @@ pub mod tls_check;
 
 use std::process::ExitCode;
 
+use trustmesh_lifecycle::signals::{Hangup, Signals};
+
 /// Prints `error: <err>` (with its causes on the same line) and returns exit code `code`.
 pub fn fail(code: u8, err: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {err}");
@@ -56,40 +58,8 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// From now on, SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored: their default action would
-/// kill the process mid-request (a log rotator or a stray `kill -HUP`). Call inside the runtime,
-/// before announcing readiness.
-pub fn ignore_hangup_and_user_signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    for (kind, name) in [
-        (SignalKind::hangup(), "SIGHUP"),
-        (SignalKind::user_defined1(), "SIGUSR1"),
-        (SignalKind::user_defined2(), "SIGUSR2"),
-    ] {
-        if let Ok(mut s) = signal(kind) {
-            tokio::spawn(async move {
-                while s.recv().await.is_some() {
-                    tracing::info!(
-                        "{name} received and ignored (SIGTERM or SIGINT stops this process)"
-                    );
-                }
-            });
-        }
-    }
-}
-
-/// Resolves on SIGTERM (how process supervisors stop a service) or Ctrl-C.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+/// The process's signals ([`trustmesh_lifecycle::signals`]): call inside the runtime, before
+/// anything is served, so no signal finds its default action (which kills the process).
+pub fn register_signals(hangup: Hangup) -> Result<Signals, ExitCode> {
+    Signals::register(hangup).map_err(|e| fail(1, format!("cannot handle signals: {e}")))
 }

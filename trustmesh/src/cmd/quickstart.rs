@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use trustmesh_lifecycle::signals::Hangup;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Leave the mesh running after the tour and print how to call it; Ctrl-C stops it.
@@ -22,9 +24,22 @@ pub fn run(a: Args) -> ExitCode {
         exe,
         keep_running: a.keep_running,
     };
-    match rt.block_on(trustmesh_demo::quickstart(opts, super::shutdown_signal)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => super::fail(1, format!("{e:#}")),
+    let result = rt.block_on(async move {
+        // SIGTERM or SIGINT (Ctrl-C) stops the mesh and cleans up; SIGHUP and SIGUSR1/2 are
+        // ignored, as by the processes of the mesh.
+        let signals = super::register_signals(Hangup::Ignore)?;
+        let interrupted = || {
+            let signals = signals.clone();
+            async move {
+                signals.shutdown().await;
+            }
+        };
+        Ok(trustmesh_demo::quickstart(opts, interrupted).await)
+    });
+    match result {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => ExitCode::from(1),
+        Ok(Err(e)) => super::fail(1, format!("{e:#}")),
+        Err(code) => code,
     }
 }

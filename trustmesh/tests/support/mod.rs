@@ -220,6 +220,19 @@ pub fn start_ca(
 
 pub fn start_ca_args(args: &[&str]) -> (Proc, SocketAddr, Option<SocketAddr>) {
     let mut p = Proc::spawn(args);
+    let (grpc, bundle) = ca_addresses(&mut p, args);
+    (p, grpc, bundle)
+}
+
+/// Like [`start_ca_args`], keeping the CA's log (see [`Proc::spawn_logged`]).
+pub fn start_ca_args_logged(args: &[&str]) -> (Proc, Log, SocketAddr, Option<SocketAddr>) {
+    let (mut p, log) = Proc::spawn_logged(args);
+    let (grpc, bundle) = ca_addresses(&mut p, args);
+    (p, log, grpc, bundle)
+}
+
+/// The addresses a starting `ca serve` announces on stdout.
+fn ca_addresses(p: &mut Proc, args: &[&str]) -> (SocketAddr, Option<SocketAddr>) {
     let grpc: SocketAddr = p
         .wait_line("listening grpc=", Duration::from_secs(30))
         .parse()
@@ -233,5 +246,26 @@ pub fn start_ca_args(args: &[&str]) -> (Proc, SocketAddr, Option<SocketAddr>) {
     } else {
         None
     };
-    (p, grpc, bundle)
+    (grpc, bundle)
+}
+
+/// Sends `sig` to the process.
+pub fn send_signal(p: &Proc, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(p.child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// Waits (bounded by `timeout`) for the process to exit; its status and how long it took.
+pub fn exit_within(p: &mut Proc, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return (s, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the process did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

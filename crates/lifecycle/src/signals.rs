@@ -1,0 +1,165 @@
+//! The one module that handles OS signals, for every binary.
+//!
+//! [`Signals::register`] installs handlers for SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2.
+//! Call it inside the runtime before anything is served: the default action of each of them is
+//! to kill the process, mid-request (a log rotator's SIGHUP, a stray `kill -USR1`). From then on:
+//!
+//! - SIGTERM (how supervisors stop a service) or SIGINT (Ctrl-C): [`Signals::shutdown`]
+//!   resolves, and the process drains gracefully ([`crate::drain::Trigger::shutdown`]); a second
+//!   one resolves [`Signals::again`], and the drain turns immediate.
+//! - SIGHUP: with [`Hangup::Reload`] a reload request ([`Signals::reload`], as daemons reload
+//!   their configuration); with [`Hangup::Ignore`] logged and ignored.
+//! - SIGUSR1 and SIGUSR2: logged and ignored.
+//!
+//! A signal that comes before anyone waits for it is remembered: a SIGTERM during startup stops
+//! the process as soon as it is up, and a SIGHUP during startup reloads once.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+
+/// What SIGHUP means to this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// Reload the configuration now.
+    Reload,
+    /// This process has nothing to reload: log and ignore.
+    Ignore,
+}
+
+/// The process's signals, registered; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    /// SIGTERMs and SIGINTs so far, and the first one's name.
+    shutdowns: watch::Receiver<(u32, &'static str)>,
+    reload: Arc<Notify>,
+}
+
+impl Signals {
+    /// Installs the handlers and starts the task that answers them. Must run inside a tokio
+    /// runtime with its I/O driver enabled.
+    pub fn register(hangup: Hangup) -> std::io::Result<Signals> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let (shutdowns_tx, shutdowns) = watch::channel((0, ""));
+        let reload = Arc::new(Notify::new());
+        let reload_tx = reload.clone();
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    Some(()) = term.recv() => "SIGTERM",
+                    Some(()) = int.recv() => "SIGINT",
+                    Some(()) = hup.recv() => "SIGHUP",
+                    Some(()) = usr1.recv() => "SIGUSR1",
+                    Some(()) = usr2.recv() => "SIGUSR2",
+                    // The runtime is shutting down.
+                    else => return,
+                };
+                match name {
+                    "SIGTERM" | "SIGINT" => shutdowns_tx.send_modify(|(n, first)| {
+                        *n += 1;
+                        match *n {
+                            1 => {
+                                *first = name;
+                                tracing::info!(
+                                    "{name} received: shutting down gracefully (send SIGTERM or \
+                                     SIGINT again to stop at once)"
+                                );
+                            }
+                            2 => tracing::warn!("{name} received again: stopping at once"),
+                            _ => tracing::info!("{name} received: already stopping at once"),
+                        }
+                    }),
+                    "SIGHUP" if hangup == Hangup::Reload => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        reload_tx.notify_one();
+                    }
+                    _ => tracing::info!(
+                        "{name} received and ignored (SIGTERM or SIGINT stops this process)"
+                    ),
+                }
+            }
+        });
+        Ok(Signals { shutdowns, reload })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT (at once if one already came), with its name.
+    pub async fn shutdown(&self) -> &'static str {
+        self.shutdowns_reached(1).await
+    }
+
+    /// Resolves on the second SIGTERM or SIGINT: stop at once.
+    pub async fn again(&self) {
+        self.shutdowns_reached(2).await;
+    }
+
+    async fn shutdowns_reached(&self, n: u32) -> &'static str {
+        let mut rx = self.shutdowns.clone();
+        let reached = rx.wait_for(|(count, _)| *count >= n).await.map(|s| s.1);
+        match reached {
+            Ok(name) => name,
+            // The runtime is going away; no signal will come any more.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Resolves on the next SIGHUP (one that came while nobody waited counts), only with
+    /// [`Hangup::Reload`]; never otherwise.
+    pub async fn reload(&self) {
+        self.reload.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn send(sig: &str) {
+        let pid = std::process::id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+    }
+
+    /// One test for every signal: handlers are process-wide, so no other test in this binary
+    /// sends any.
+    #[tokio::test]
+    async fn signals_are_answered_and_none_kills_the_process() {
+        let signals = Signals::register(Hangup::Reload).unwrap();
+        const WITHIN: Duration = Duration::from_secs(5);
+        use tokio::time::timeout;
+        for sig in ["USR1", "USR2"] {
+            send(sig);
+        }
+        send("HUP");
+        timeout(WITHIN, signals.reload())
+            .await
+            .expect("SIGHUP asks for a reload");
+        assert!(timeout(Duration::from_millis(100), signals.shutdown())
+            .await
+            .is_err());
+
+        send("TERM");
+        assert_eq!(
+            timeout(WITHIN, signals.shutdown()).await.unwrap(),
+            "SIGTERM"
+        );
+        assert!(timeout(Duration::from_millis(100), signals.again())
+            .await
+            .is_err());
+        send("INT");
+        timeout(WITHIN, signals.again())
+            .await
+            .expect("a second one hurries");
+        // Still the first signal's name, and remembered for late callers.
+        assert_eq!(signals.clone().shutdown().await, "SIGTERM");
+    }
+}
