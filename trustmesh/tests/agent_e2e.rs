@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +13,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use support::*;
 use trustmesh_identity::pem::certs_from_pem;
-use trustmesh_identity::{CertificateDer, TrustBundleSet, TrustConfig, TrustDomain, UnixTime};
+use trustmesh_identity::CertificateDer;
+use trustmesh_testkit::pki::verify_now;
+use trustmesh_testkit::tools::{python_dir, run_ok};
 
 const ME: &str = "spiffe://cluster.local/ns/default/sa/sleep";
 
@@ -21,76 +24,40 @@ fn leaf(out: &Path) -> Option<CertificateDer<'static>> {
     certs_from_pem(&pem).ok()?.into_iter().next()
 }
 
-/// Polls (every 100 ms, bounded by `timeout`) until `f` yields a value.
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn verify_files(out: &Path, root_pem: &[u8]) -> trustmesh_identity::VerifiedSvid {
-    let td = TrustDomain::parse(TD).unwrap();
-    let mut set = TrustBundleSet::new();
-    for r in certs_from_pem(root_pem).unwrap() {
-        set.add_root(td.clone(), r).unwrap();
-    }
     let chain = certs_from_pem(&std::fs::read(out.join("cert-chain.pem")).unwrap()).unwrap();
     assert_eq!(
         std::fs::read(out.join("root-cert.pem")).unwrap(),
         root_pem,
         "root-cert.pem is the CA root"
     );
-    trustmesh_identity::verify_svid(&chain, &TrustConfig::new(td, set), UnixTime::now())
-        .expect("written chain verifies")
+    verify_now(&chain, root_pem, TD)
 }
 
-struct Ca {
-    proc_: Proc,
+/// The plug-in CA in `<base>/cacerts` and the token issuer it trusts (keys in
+/// `<base>/jwks.json`); `<base>/istio-token` holds a token for default/sleep.
+fn ca_and_token(base: &Path) -> (PathBuf, PathBuf) {
+    let ca_dir = base.join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    std::fs::write(base.join("istio-token"), issuer.token("default", "sleep")).unwrap();
+    (ca_dir, jwks)
 }
 
 /// Arguments of `ca serve` for `ca_dir`, with a JWT authority key next to it (persisted, so a
 /// restarted CA keeps validating the JWT-SVIDs it minted).
-fn ca_args(ca_dir: &Path, jwks: &Path, listen: &str, bundle: &str) -> Vec<String> {
+fn ca_args(ca_dir: &Path, jwks: &Path, listen: &str) -> Vec<String> {
     let jwt_key = ca_dir.with_extension("jwt-key.pem");
-    [
-        "ca",
-        "serve",
-        "--ca",
-        ca_dir.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--bundle-listen",
-        bundle,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--audience",
-        AUDIENCE,
-        "--max-ttl",
-        "1h",
-        "--jwt-authority-key",
-        jwt_key.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let extra = ["--bundle-listen", "127.0.0.1:0", "--jwt-authority-key"];
+    let extra = [&extra[..], &[jwt_key.to_str().unwrap()]].concat();
+    ca_serve_args(ca_dir, jwks, listen, &extra)
 }
 
-impl Ca {
-    fn start(args: Vec<String>) -> (Ca, std::net::SocketAddr, std::net::SocketAddr) {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (p, grpc, bundle) = start_ca_args(&refs);
-        (Ca { proc_: p }, grpc, bundle.unwrap())
-    }
+/// Starts `ca serve` with `args`: the process, its gRPC and bundle addresses.
+fn start(args: &[String]) -> (Proc, SocketAddr, SocketAddr) {
+    let (p, grpc, bundle) = start_ca_owned(args);
+    (p, grpc, bundle.unwrap())
 }
 
 #[test]
@@ -99,43 +66,28 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
     let base = dir.path();
 
     // The local CA (cluster.local) and a federated peer (other.example).
-    let ca_dir = base.join("cacerts");
-    make_ca(&ca_dir);
-    let jwks = base.join("jwks.json");
-    let issuer = TokenIssuer::new(&jwks, "k1");
-    let (mut ca, grpc, _) = Ca::start(ca_args(&ca_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
+    let (ca_dir, jwks) = ca_and_token(base);
+    let (mut ca, grpc, _) = start(&ca_args(&ca_dir, &jwks, "127.0.0.1:0"));
     // Later restarts reuse the ports the first start got.
-    let fixed_args = ca_args(&ca_dir, &jwks, &grpc.to_string(), "127.0.0.1:0");
+    let fixed_args = ca_args(&ca_dir, &jwks, &grpc.to_string());
 
     let peer_dir = base.join("peer");
     make_root_ca(&peer_dir, "other.example");
-    let (_peer, _, peer_bundle) =
-        Ca::start(ca_args(&peer_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
+    let (_peer, _, peer_bundle) = start(&ca_args(&peer_dir, &jwks, "127.0.0.1:0"));
 
-    let token_file = base.join("istio-token");
-    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
     let out = base.join("certs");
     let sock = base.join("run/agent.sock");
-    let config = format!(
-        "trustDomain: cluster.local\n\
-         ca:\n  address: https://{grpc}\n  rootCert: {root}\n  serverName: trustmesh-ca\n\
-         tokenFile: {token}\n\
-         identity: {{namespace: default, serviceAccount: sleep}}\n\
-         outputDir: {out}\n\
-         workloadApiSocket: {sock}\n\
+    let extra = format!(
+        "workloadApiSocket: {sock}\n\
          rotationFraction: 0.5\n\
          ttl: 12s\n\
          maxRetryInterval: 1s\n\
          federation:\n  - trustDomain: other.example\n    endpoint: https://localhost:{pb}/bundle\n    rootCert: {proot}\n",
-        root = ca_dir.join("root-cert.pem").display(),
-        token = token_file.display(),
-        out = out.display(),
         sock = sock.display(),
         pb = peer_bundle.port(),
         proot = peer_dir.join("root-cert.pem").display(),
     );
-    let config_path = base.join("agent.yaml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_agent_config(base, &ca_dir, &grpc.to_string(), &extra);
     let mut agent = Proc::spawn(&["agent", "--config", config_path.to_str().unwrap()]);
     let root_pem = std::fs::read(ca_dir.join("root-cert.pem")).unwrap();
 
@@ -230,7 +182,7 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
         leaf(&out).filter(|l| *l != before)
     });
     let rotated_at = Instant::now();
-    ca.proc_.kill();
+    ca.kill();
     std::thread::sleep(Duration::from_secs(9).saturating_sub(rotated_at.elapsed()));
     assert_eq!(
         leaf(&out).unwrap(),
@@ -242,14 +194,10 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
         v.not_after > SystemTime::now(),
         "kept certificate is still valid"
     );
-    assert!(
-        agent.child.try_wait().unwrap().is_none(),
-        "agent still running"
-    );
+    assert!(agent.running(), "agent still running");
 
     // 5. The CA comes back on the same address: the agent renews promptly.
-    let refs: Vec<&str> = fixed_args.iter().map(String::as_str).collect();
-    let (_ca2, _, _) = start_ca_args(&refs);
+    let (_ca2, _, _) = start_ca_owned(&fixed_args);
     let renewed = wait_for(
         "renewal after the CA returns",
         Duration::from_secs(15),
@@ -280,41 +228,24 @@ fn agent_rejects_invalid_config() {
 /// Writes `<base>/agent.yaml` for `default/sleep` against the CA at `grpc` (roots in `ca_dir`),
 /// with the token file `<base>/istio-token`, output in `<base>/certs`, and `extra` lines.
 fn write_agent_config(base: &Path, ca_dir: &Path, grpc: &str, extra: &str) -> PathBuf {
-    let config = format!(
-        "trustDomain: cluster.local\n\
-         ca:\n  address: https://{grpc}\n  rootCert: {root}\n  serverName: trustmesh-ca\n\
-         tokenFile: {token}\n\
-         identity: {{namespace: default, serviceAccount: sleep}}\n\
-         outputDir: {out}\n{extra}",
-        root = ca_dir.join("root-cert.pem").display(),
-        token = base.join("istio-token").display(),
-        out = base.join("certs").display(),
-    );
+    let (token, out) = (base.join("istio-token"), base.join("certs"));
+    let root = ca_dir.join("root-cert.pem");
     let path = base.join("agent.yaml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, agent_yaml(grpc, &root, "sleep", &token, &out, extra)).unwrap();
     path
 }
 
 /// Runs `tests/python/workload_api_client.py` (py-spiffe, a client we did not write) against
 /// `sock` with `args`; what it printed, as JSON.
 fn workload_api_client(sock: &Path, args: &[&str]) -> serde_json::Value {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/workload_api_client.py");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .env(
-            "SPIFFE_ENDPOINT_SOCKET",
-            format!("unix://{}", sock.display()),
-        )
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "py-spiffe client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let socket = format!("unix://{}", sock.display());
+    let out = run_ok(
+        std::process::Command::new("python3")
+            .arg(python_dir().join("workload_api_client.py"))
+            .args(args)
+            .env("SPIFFE_ENDPOINT_SOCKET", socket),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 /// One FetchX509SVID through py-spiffe's grpcio, as ourselves; its status code.
@@ -349,13 +280,8 @@ fn workload_api_serves_only_attested_callers() {
     const NOBODY: u32 = 65534;
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
-    let ca_dir = base.join("cacerts");
-    make_ca(&ca_dir);
-    let jwks = base.join("jwks.json");
-    let issuer = TokenIssuer::new(&jwks, "k1");
-    let (_ca, grpc, _) = Ca::start(ca_args(&ca_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
-    let token_file = base.join("istio-token");
-    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    let (ca_dir, jwks) = ca_and_token(base);
+    let (_ca, grpc, _) = start(&ca_args(&ca_dir, &jwks, "127.0.0.1:0"));
     // The operator opened the socket's folder to every user: only attestation stands between
     // another account and the workload's key.
     std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -449,13 +375,8 @@ fn workload_api_serves_only_attested_callers() {
 fn a_permanent_refusal_is_reported_and_not_hammered() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
-    let ca_dir = base.join("cacerts");
-    make_ca(&ca_dir);
-    let jwks = base.join("jwks.json");
-    let issuer = TokenIssuer::new(&jwks, "k1");
-    let (_ca, grpc, _) = Ca::start(ca_args(&ca_dir, &jwks, "127.0.0.1:0", "127.0.0.1:0"));
-    let token_file = base.join("istio-token");
-    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    let (ca_dir, jwks) = ca_and_token(base);
+    let (_ca, grpc, _) = start(&ca_args(&ca_dir, &jwks, "127.0.0.1:0"));
     // The CA's maximum is 1h: a 2h request is refused every time, whatever the backoff.
     let path = write_agent_config(
         base,
@@ -483,33 +404,18 @@ fn a_permanent_refusal_is_reported_and_not_hammered() {
 fn an_agent_started_before_its_ca_backs_off_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
-    let ca_dir = base.join("cacerts");
-    make_ca(&ca_dir);
-    let jwks = base.join("jwks.json");
-    let issuer = TokenIssuer::new(&jwks, "k1");
+    let (ca_dir, jwks) = ca_and_token(base);
     // The CA's address is chosen now; nothing listens there yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let grpc = format!("127.0.0.1:{port}");
-    let token_file = base.join("istio-token");
-    std::fs::write(&token_file, issuer.token("default", "sleep")).unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
     let out = base.join("certs");
     let path = write_agent_config(base, &ca_dir, &grpc, "ttl: 30m\nmaxRetryInterval: 2s\n");
     let mut agent = Proc::spawn(&["agent", "--config", path.to_str().unwrap()]);
     // The CA is down for 3 s: no certificate, the agent stays up and keeps trying.
     std::thread::sleep(Duration::from_secs(3));
     assert!(leaf(&out).is_none());
-    assert!(
-        agent.child.try_wait().unwrap().is_none(),
-        "agent still running"
-    );
+    assert!(agent.running(), "agent still running");
     // The CA comes up: the agent obtains its certificate within its retry cap.
-    let args = ca_args(&ca_dir, &jwks, &grpc, "127.0.0.1:0");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (_ca, _, _) = start_ca_args(&refs);
+    let (_ca, _, _) = start(&ca_args(&ca_dir, &jwks, &grpc));
     let started = Instant::now();
     wait_for(
         "a certificate once the CA is up",

@@ -5,8 +5,12 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use trustmesh_testkit::pki::openssl::{self, openssl_cacerts, OsslKey};
+use trustmesh_testkit::tools::{assert_success, openssl, stderr};
+
 const BIN: &str = env!("CARGO_BIN_EXE_trustmesh");
 
+/// `trustmesh <args>` run in `dir`, whatever its exit status.
 fn tm(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -15,33 +19,41 @@ fn tm(dir: &Path, args: &[&str]) -> Output {
         .expect("run trustmesh")
 }
 
+/// [`tm`], asserting success; its stdout.
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = tm(dir, args);
-    assert!(
-        out.status.success(),
-        "trustmesh {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&format!("trustmesh {args:?}"), &out);
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Asserts `out` is a failure with exit code `code` whose stderr says `text`.
+fn fails_with(out: &Output, code: i32, text: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(text), "{err}");
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// `ca init --trust-domain <td> --out <out>` and `extra`.
+fn init<'a>(td: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["ca", "init", "--trust-domain", td, "--out", out], extra].concat()
+}
+
+/// `ca issue --ca <ca> --spiffe-id <id> --out <out>` and `extra`.
+fn issue<'a>(ca: &'a str, id: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["ca", "issue", "--ca", ca, "--spiffe-id", id, "--out", out],
+        extra,
+    ]
+    .concat()
+}
+
+/// `cert verify --cert <cert> --bundle <bundle>` and `extra`.
+fn verify<'a>(cert: &'a str, bundle: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["cert", "verify", "--cert", cert, "--bundle", bundle],
+        extra,
+    ]
+    .concat()
 }
 
 /// Splits a PEM chain into its certificate blocks.
@@ -52,22 +64,31 @@ fn pem_blocks(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Writes the leaf and the intermediate of `w/cert-chain.pem` to `leaf.pem` and `inter.pem`;
+/// returns all its certificate blocks.
+fn split_chain(d: &Path) -> Vec<String> {
+    let blocks = pem_blocks(&fs::read_to_string(d.join("w/cert-chain.pem")).unwrap());
+    fs::write(d.join("leaf.pem"), &blocks[0]).unwrap();
+    fs::write(d.join("inter.pem"), &blocks[1]).unwrap();
+    blocks
+}
+
+/// openssl's verdict on `leaf.pem` against `w/root-cert.pem`, `inter.pem` as the intermediate.
+fn openssl_verify(d: &Path) -> String {
+    let args = [
+        "verify",
+        "-CAfile",
+        "w/root-cert.pem",
+        "-untrusted",
+        "inter.pem",
+    ];
+    openssl(d, &[&args[..], &["leaf.pem"]].concat())
+}
+
 /// root → intermediate (plug-in CA) in `dir/root` and `dir/cluster1`.
 fn make_plugin_ca(dir: &Path, td: &str) {
-    ok(dir, &["ca", "init", "--trust-domain", td, "--out", "root"]);
-    ok(
-        dir,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            td,
-            "--out",
-            "cluster1",
-            "--parent",
-            "root",
-        ],
-    );
+    ok(dir, &init(td, "root", &[]));
+    ok(dir, &init(td, "cluster1", &["--parent", "root"]));
 }
 
 #[test]
@@ -89,21 +110,7 @@ fn init_issue_inspect_verify() {
     );
 
     let id = "spiffe://cluster.local/ns/default/sa/web";
-    let msg = ok(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--ttl",
-            "1h",
-            "--out",
-            "web",
-        ],
-    );
+    let msg = ok(d, &issue("cluster1", id, "web", &["--ttl", "1h"]));
     assert!(msg.contains(id) && msg.contains("(1h0m0s)"), "{msg}");
 
     let json = ok(
@@ -133,17 +140,7 @@ fn init_issue_inspect_verify() {
     assert!(text.contains(&format!("SPIFFE ID:     {id}")), "{text}");
     assert!(text.contains("CA:            yes (pathlen 0)"), "{text}");
 
-    let out = ok(
-        d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "web/cert-chain.pem",
-            "--bundle",
-            "root/root-cert.pem",
-        ],
-    );
+    let out = ok(d, &verify("web/cert-chain.pem", "root/root-cert.pem", &[]));
     assert!(out.starts_with(&format!("valid: {id} (expires ")), "{out}");
     // A directory bundle and an explicit TD=PATH bundle work too.
     fs::create_dir(d.join("bundles")).unwrap();
@@ -152,27 +149,10 @@ fn init_issue_inspect_verify() {
         d.join("bundles/cluster-local.pem"),
     )
     .unwrap();
+    ok(d, &verify("web/cert-chain.pem", "bundles", &[]));
     ok(
         d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "web/cert-chain.pem",
-            "--bundle",
-            "bundles",
-        ],
-    );
-    ok(
-        d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "web/cert-chain.pem",
-            "--bundle",
-            "cluster.local=web/root-cert.pem",
-        ],
+        &verify("web/cert-chain.pem", "cluster.local=web/root-cert.pem", &[]),
     );
 }
 
@@ -181,42 +161,10 @@ fn verify_rejects_foreign_bundle_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     make_plugin_ca(d, "cluster.local");
-    ok(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "cluster.local",
-            "--out",
-            "other",
-        ],
-    );
-    ok(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            "spiffe://cluster.local/a",
-            "--out",
-            "w",
-        ],
-    );
+    ok(d, &init("cluster.local", "other", &[]));
+    ok(d, &issue("cluster1", "spiffe://cluster.local/a", "w", &[]));
 
-    let out = tm(
-        d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "w/cert-chain.pem",
-            "--bundle",
-            "other/root-cert.pem",
-        ],
-    );
+    let out = tm(d, &verify("w/cert-chain.pem", "other/root-cert.pem", &[]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -226,90 +174,29 @@ fn verify_rejects_foreign_bundle_and_bad_input() {
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // A bundle for another trust domain only: the leaf's domain is not trusted.
-    ok(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "example.org",
-            "--out",
-            "ext",
-        ],
-    );
-    let out = tm(
-        d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "w/cert-chain.pem",
-            "--bundle",
-            "ext/root-cert.pem",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("trust domain cluster.local"),
-        "{}",
-        stderr(&out)
-    );
+    ok(d, &init("example.org", "ext", &[]));
+    let out = tm(d, &verify("w/cert-chain.pem", "ext/root-cert.pem", &[]));
+    fails_with(&out, 1, "trust domain cluster.local");
 
     // Trust-domain migration: local domain new.example with cluster.local as an alias shares
     // the local roots, so the old-domain SVID verifies; without the alias it does not.
-    let migrate = [
-        "cert",
-        "verify",
-        "--cert",
-        "w/cert-chain.pem",
-        "--trust-domain",
-        "new.example",
-    ];
-    let bundle = ["--bundle", "new.example=cluster1/root-cert.pem"];
-    let with_alias: Vec<&str> =
-        [&migrate[..], &bundle[..], &["--alias", "cluster.local"][..]].concat();
-    let out = ok(d, &with_alias);
+    let migrate = |alias: &[&'static str]| {
+        let local = ["--trust-domain", "new.example"];
+        let bundle = "new.example=cluster1/root-cert.pem";
+        verify("w/cert-chain.pem", bundle, &[&local[..], alias].concat())
+    };
+    let out = ok(d, &migrate(&["--alias", "cluster.local"]));
     assert!(out.starts_with("valid: spiffe://cluster.local/a "), "{out}");
-    let out = tm(d, &[&migrate[..], &bundle[..]].concat());
+    let out = tm(d, &migrate(&[]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 
     // Bad input → 2, one line naming the file.
     for args in [
-        vec![
-            "cert",
-            "verify",
-            "--cert",
-            "missing.pem",
-            "--bundle",
-            "other/root-cert.pem",
-        ],
-        vec![
-            "cert",
-            "verify",
-            "--cert",
-            "w/cert-chain.pem",
-            "--bundle",
-            "missing-root.pem",
-        ],
-        vec![
-            "cert",
-            "verify",
-            "--cert",
-            "w/key.pem",
-            "--bundle",
-            "other/root-cert.pem",
-        ],
+        verify("missing.pem", "other/root-cert.pem", &[]),
+        verify("w/cert-chain.pem", "missing-root.pem", &[]),
+        verify("w/key.pem", "other/root-cert.pem", &[]),
         vec!["cert", "inspect", "missing.pem"],
-        vec![
-            "ca",
-            "issue",
-            "--ca",
-            "nowhere",
-            "--spiffe-id",
-            "spiffe://cluster.local/a",
-            "--out",
-            "x",
-        ],
+        issue("nowhere", "spiffe://cluster.local/a", "x", &[]),
     ] {
         let out = tm(d, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -332,68 +219,24 @@ fn issue_refusals_and_overwrite_protection() {
     let d = tmp.path();
     make_plugin_ca(d, "cluster.local");
 
-    let out = tm(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "cluster.local",
-            "--out",
-            "root",
-        ],
-    );
+    let out = tm(d, &init("cluster.local", "root", &[]));
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
     let before = fs::read(d.join("root/ca-key.pem")).unwrap();
-    ok(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "cluster.local",
-            "--out",
-            "root",
-            "--force",
-        ],
-    );
+    ok(d, &init("cluster.local", "root", &["--force"]));
     assert_ne!(fs::read(d.join("root/ca-key.pem")).unwrap(), before);
 
-    let out = tm(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            "spiffe://evil.org/a",
-            "--out",
-            "w",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("is not in trust domain cluster.local"),
-        "{}",
-        stderr(&out)
-    );
+    let out = tm(d, &issue("cluster1", "spiffe://evil.org/a", "w", &[]));
+    fails_with(&out, 1, "is not in trust domain cluster.local");
 
     let out = tm(
         d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
+        &issue(
             "cluster1",
-            "--spiffe-id",
             "spiffe://cluster.local/a",
-            "--ttl",
-            "91d",
-            "--out",
             "w",
-        ],
+            &["--ttl", "91d"],
+        ),
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -414,25 +257,14 @@ fn issue_refusals_and_overwrite_protection() {
 
     let out = tm(
         d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
+        &issue(
             "cluster1",
-            "--spiffe-id",
             "spiffe://cluster.local/a",
-            "--ttl",
-            "soon",
-            "--out",
             "w",
-        ],
+            &["--ttl", "soon"],
+        ),
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("invalid duration \"soon\""),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(&out, 2, "invalid duration \"soon\"");
 }
 
 #[test]
@@ -442,66 +274,20 @@ fn openssl_accepts_our_chain_and_rsa_root() {
     // RSA root, ECDSA intermediate: mixed algorithms along the chain.
     ok(
         d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "cluster.local",
-            "--out",
-            "root",
-            "--key-type",
-            "rsa2048",
-        ],
+        &init("cluster.local", "root", &["--key-type", "rsa2048"]),
     );
-    ok(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "cluster.local",
-            "--out",
-            "cluster1",
-            "--parent",
-            "root",
-        ],
-    );
+    ok(d, &init("cluster.local", "cluster1", &["--parent", "root"]));
     let id = "spiffe://cluster.local/ns/bookinfo/sa/reviews";
-    ok(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--out",
-            "w",
-        ],
-    );
+    ok(d, &issue("cluster1", id, "w", &[]));
 
-    let blocks = pem_blocks(&fs::read_to_string(d.join("w/cert-chain.pem")).unwrap());
+    let blocks = split_chain(d);
     assert_eq!(blocks.len(), 3);
-    fs::write(d.join("leaf.pem"), &blocks[0]).unwrap();
-    fs::write(d.join("intermediates.pem"), &blocks[1]).unwrap();
     assert_eq!(
         blocks[2],
         fs::read_to_string(d.join("w/root-cert.pem")).unwrap()
     );
 
-    let v = openssl(
-        d,
-        &[
-            "verify",
-            "-CAfile",
-            "w/root-cert.pem",
-            "-untrusted",
-            "intermediates.pem",
-            "leaf.pem",
-        ],
-    );
-    assert_eq!(v.trim(), "leaf.pem: OK");
+    assert_eq!(openssl_verify(d).trim(), "leaf.pem: OK");
     // Without the intermediate openssl must fail: the test can tell a broken chain apart.
     let bad = Command::new("openssl")
         .args(["verify", "-CAfile", "w/root-cert.pem", "leaf.pem"])
@@ -531,108 +317,35 @@ fn openssl_csr_is_accepted_and_checked() {
     let d = tmp.path();
     make_plugin_ca(d, "cluster.local");
     let id = "spiffe://cluster.local/ns/default/sa/sleep";
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-genkey",
-            "-name",
-            "prime256v1",
-            "-noout",
-            "-out",
-            "k.pem",
-        ],
-    );
-    let san = format!("subjectAltName=URI:{id}");
-    openssl(
-        d,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "k.pem",
-            "-subj",
-            "/O=whatever",
-            "-addext",
-            &san,
-            "-out",
-            "good.csr",
-        ],
-    );
+    let key = [
+        "ecparam",
+        "-genkey",
+        "-name",
+        "prime256v1",
+        "-noout",
+        "-out",
+        "k.pem",
+    ];
+    openssl(d, &key);
+    openssl::csr(d, "k.pem", "/O=whatever", id, "good.csr");
 
-    ok(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--csr",
-            "good.csr",
-            "--out",
-            "w",
-        ],
-    );
+    ok(d, &issue("cluster1", id, "w", &["--csr", "good.csr"]));
     assert!(!d.join("w/key.pem").exists(), "no key written for a CSR");
-    let blocks = pem_blocks(&fs::read_to_string(d.join("w/cert-chain.pem")).unwrap());
-    fs::write(d.join("leaf.pem"), &blocks[0]).unwrap();
-    fs::write(d.join("inter.pem"), &blocks[1]).unwrap();
+    split_chain(d);
     assert_eq!(
         openssl(d, &["x509", "-in", "leaf.pem", "-noout", "-pubkey"]),
         openssl(d, &["pkey", "-in", "k.pem", "-pubout"])
     );
-    let v = openssl(
-        d,
-        &[
-            "verify",
-            "-CAfile",
-            "w/root-cert.pem",
-            "-untrusted",
-            "inter.pem",
-            "leaf.pem",
-        ],
-    );
-    assert_eq!(v.trim(), "leaf.pem: OK");
+    assert_eq!(openssl_verify(d).trim(), "leaf.pem: OK");
     // The CSR's subject is not copied: the CA decides the content.
     let subj = openssl(d, &["x509", "-in", "leaf.pem", "-noout", "-subject"]);
     assert!(!subj.contains("whatever"), "{subj}");
-    ok(
-        d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "w/cert-chain.pem",
-            "--bundle",
-            "w/root-cert.pem",
-        ],
-    );
+    ok(d, &verify("w/cert-chain.pem", "w/root-cert.pem", &[]));
 
     // A CSR for another identity is refused, with both IDs named.
-    let other = "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/admin";
-    openssl(
-        d,
-        &[
-            "req", "-new", "-key", "k.pem", "-subj", "/", "-addext", other, "-out", "bad.csr",
-        ],
-    );
-    let out = tm(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--csr",
-            "bad.csr",
-            "--out",
-            "w2",
-        ],
-    );
+    let other = "spiffe://cluster.local/ns/default/sa/admin";
+    openssl::csr(d, "k.pem", "/", other, "bad.csr");
+    let out = tm(d, &issue("cluster1", id, "w2", &["--csr", "bad.csr"]));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out).trim(),
@@ -643,59 +356,14 @@ fn openssl_csr_is_accepted_and_checked() {
     assert!(!d.join("w2").exists());
 
     // Into a directory whose key.pem belongs to another certificate: refused, nothing changed.
-    ok(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--out",
-            "gen",
-        ],
-    );
+    ok(d, &issue("cluster1", id, "gen", &[]));
     let before = fs::read(d.join("gen/cert-chain.pem")).unwrap();
-    let out = tm(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--csr",
-            "good.csr",
-            "--out",
-            "gen",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("gen/key.pem: exists and is not the key"),
-        "{}",
-        stderr(&out)
-    );
+    let out = tm(d, &issue("cluster1", id, "gen", &["--csr", "good.csr"]));
+    fails_with(&out, 2, "gen/key.pem: exists and is not the key");
     assert_eq!(fs::read(d.join("gen/cert-chain.pem")).unwrap(), before);
     // ...while the matching key (openssl req -key out/key.pem) is kept.
     fs::copy(d.join("k.pem"), d.join("w/key.pem")).unwrap();
-    ok(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cluster1",
-            "--spiffe-id",
-            id,
-            "--csr",
-            "good.csr",
-            "--out",
-            "w",
-        ],
-    );
+    ok(d, &issue("cluster1", id, "w", &["--csr", "good.csr"]));
     assert_eq!(
         fs::read(d.join("w/key.pem")).unwrap(),
         fs::read(d.join("k.pem")).unwrap()
@@ -704,20 +372,12 @@ fn openssl_csr_is_accepted_and_checked() {
     // --csr with --key-type is a usage error.
     let out = tm(
         d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
+        &issue(
             "cluster1",
-            "--spiffe-id",
             id,
-            "--csr",
-            "good.csr",
-            "--key-type",
-            "rsa2048",
-            "--out",
             "w3",
-        ],
+            &["--csr", "good.csr", "--key-type", "rsa2048"],
+        ),
     );
     assert_eq!(out.status.code(), Some(2));
 }
@@ -727,135 +387,23 @@ fn issues_from_openssl_made_istio_cacerts() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     // The shape of Istio's tools/certs output: RSA root (PKCS#1 key), intermediate, no SPIFFE URI.
-    openssl(
-        d,
-        &["genrsa", "-traditional", "-out", "root-key.pem", "2048"],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-sha256",
-            "-key",
-            "root-key.pem",
-            "-days",
-            "3650",
-            "-subj",
-            "/O=Istio/CN=Root CA",
-            "-addext",
-            "basicConstraints=critical,CA:true",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-out",
-            "root-cert.pem",
-        ],
-    );
     fs::create_dir(d.join("cacerts")).unwrap();
-    openssl(
-        d,
-        &[
-            "genrsa",
-            "-traditional",
-            "-out",
-            "cacerts/ca-key.pem",
-            "2048",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-new",
-            "-sha256",
-            "-key",
-            "cacerts/ca-key.pem",
-            "-subj",
-            "/O=Istio/CN=Intermediate CA/L=c1",
-            "-out",
-            "ca.csr",
-        ],
-    );
-    fs::write(
-        d.join("ext"),
-        "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "730",
-            "-in",
-            "ca.csr",
-            "-CA",
-            "root-cert.pem",
-            "-CAkey",
-            "root-key.pem",
-            "-CAcreateserial",
-            "-extfile",
-            "ext",
-            "-out",
-            "cacerts/ca-cert.pem",
-        ],
-    );
-    fs::copy(d.join("root-cert.pem"), d.join("cacerts/root-cert.pem")).unwrap();
-    let chain = fs::read_to_string(d.join("cacerts/ca-cert.pem")).unwrap()
-        + &fs::read_to_string(d.join("root-cert.pem")).unwrap();
-    fs::write(d.join("cacerts/cert-chain.pem"), chain).unwrap();
+    let rsa = OsslKey::RsaPkcs1Small;
+    openssl_cacerts(&d.join("cacerts"), rsa, rsa, None);
 
     let id = "spiffe://mesh.example/ns/x/sa/y";
     ok(
         d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cacerts",
-            "--trust-domain",
-            "mesh.example",
-            "--spiffe-id",
-            id,
-            "--out",
-            "w",
-        ],
+        &issue("cacerts", id, "w", &["--trust-domain", "mesh.example"]),
     );
     let out = ok(
         d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
-            "w/cert-chain.pem",
-            "--bundle",
-            "mesh.example=w/root-cert.pem",
-        ],
+        &verify("w/cert-chain.pem", "mesh.example=w/root-cert.pem", &[]),
     );
     assert!(out.contains(id), "{out}");
     // Without --trust-domain the CA serves Istio's default domain and refuses this ID.
-    let out = tm(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "cacerts",
-            "--spiffe-id",
-            id,
-            "--out",
-            "w2",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("trust domain cluster.local"),
-        "{}",
-        stderr(&out)
-    );
+    let out = tm(d, &issue("cacerts", id, "w2", &[]));
+    fails_with(&out, 1, "trust domain cluster.local");
 }
 
 /// Trust domain migration with a new intermediate under the old root: refused unless asked for
@@ -864,36 +412,9 @@ fn issues_from_openssl_made_istio_cacerts() {
 fn cross_trust_domain_intermediate_for_migration() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    ok(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "old.example",
-            "--out",
-            "root",
-        ],
-    );
-    let refused = tm(
-        d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "new.example",
-            "--parent",
-            "root",
-            "--out",
-            "new",
-        ],
-    );
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("--cross-trust-domain"),
-        "{}",
-        stderr(&refused)
-    );
+    ok(d, &init("old.example", "root", &[]));
+    let refused = tm(d, &init("new.example", "new", &["--parent", "root"]));
+    fails_with(&refused, 2, "--cross-trust-domain");
     assert!(
         !d.join("new").join("ca-key.pem").exists(),
         "nothing written on refusal"
@@ -901,90 +422,42 @@ fn cross_trust_domain_intermediate_for_migration() {
 
     ok(
         d,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
+        &init(
             "new.example",
-            "--parent",
-            "root",
-            "--out",
             "new",
-            "--cross-trust-domain",
-        ],
+            &["--parent", "root", "--cross-trust-domain"],
+        ),
     );
     // The new CA serves only the new domain.
-    let wrong = tm(
-        d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "new",
-            "--spiffe-id",
-            "spiffe://old.example/ns/a/sa/b",
-            "--out",
-            "x",
-        ],
-    );
+    let wrong = tm(d, &issue("new", "spiffe://old.example/ns/a/sa/b", "x", &[]));
     assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
     ok(
         d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "new",
-            "--spiffe-id",
-            "spiffe://new.example/ns/shop/sa/web",
-            "--out",
-            "web",
-        ],
+        &issue("new", "spiffe://new.example/ns/shop/sa/web", "web", &[]),
     );
     ok(
         d,
-        &[
-            "ca",
-            "issue",
-            "--ca",
-            "root",
-            "--spiffe-id",
-            "spiffe://old.example/ns/shop/sa/cart",
-            "--out",
-            "cart",
-        ],
+        &issue("root", "spiffe://old.example/ns/shop/sa/cart", "cart", &[]),
     );
     for svid in ["web", "cart"] {
         let out = ok(
             d,
-            &[
-                "cert",
-                "verify",
-                "--cert",
+            &verify(
                 &format!("{svid}/cert-chain.pem"),
-                "--bundle",
                 "new.example=root/root-cert.pem",
-                "--trust-domain",
-                "new.example",
-                "--alias",
-                "old.example",
-            ],
+                &["--trust-domain", "new.example", "--alias", "old.example"],
+            ),
         );
         assert!(out.contains("valid: spiffe://"), "{out}");
     }
     // Without the alias the old identity is a foreign trust domain.
     let out = tm(
         d,
-        &[
-            "cert",
-            "verify",
-            "--cert",
+        &verify(
             "cart/cert-chain.pem",
-            "--bundle",
             "new.example=root/root-cert.pem",
-            "--trust-domain",
-            "new.example",
-        ],
+            &["--trust-domain", "new.example"],
+        ),
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }

@@ -15,7 +15,9 @@ use support::*;
 use tonic::Code;
 use trustmesh_ca_server::client::{create_certificate, CaEndpoint, Credentials};
 use trustmesh_identity::pem::certs_from_pem;
-use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain, UnixTime};
+use trustmesh_testkit::pki::openssl::OpensslCa;
+use trustmesh_testkit::pki::{csr_for, verify_now};
+use trustmesh_testkit::tools::{curl, python_dir, run_ok};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -37,31 +39,36 @@ fn fixture() -> Fixture {
         &jwks,
         &["--max-ttl", "1h", "--bundle-listen", "127.0.0.1:0"],
     );
-    let ca = CaEndpoint {
-        address: format!("https://{grpc}"),
-        root_pem: std::fs::read(ca_dir.join("root-cert.pem")).unwrap(),
-        server_name: "trustmesh-ca".into(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     Fixture {
+        ca: endpoint(grpc, &ca_dir),
         dir,
         issuer,
-        ca,
         _proc: proc_,
         bundle: bundle.unwrap(),
-        rt,
+        rt: runtime(),
     }
 }
 
-fn csr_for(uri: &str) -> (KeyPair, String) {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-    (key, csr)
+/// How a client reaches the CA at `grpc` serving the CA in `ca_dir`.
+fn endpoint(grpc: std::net::SocketAddr, ca_dir: &std::path::Path) -> CaEndpoint {
+    CaEndpoint {
+        address: format!("https://{grpc}"),
+        root_pem: std::fs::read(ca_dir.join("root-cert.pem")).unwrap(),
+        server_name: "trustmesh-ca".into(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `trustmesh ca serve <args>` run to its end (a refused configuration).
+fn ca_serve(args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["ca", "serve"]).args(args).output().unwrap()
 }
 
 fn token_creds(t: String) -> Credentials {
@@ -72,6 +79,12 @@ fn token_creds(t: String) -> Credentials {
 }
 
 impl Fixture {
+    /// [`Fixture::call`] with a token for default/sleep.
+    fn call_as_sleep(&self, csr: String, ttl_secs: u64) -> Result<Vec<String>, tonic::Status> {
+        let creds = token_creds(self.issuer.token("default", "sleep"));
+        self.call(&creds, csr, ttl_secs)
+    }
+
     fn call(
         &self,
         creds: &Credentials,
@@ -89,11 +102,6 @@ impl Fixture {
     /// Verifies an issued chain with the identity crate against root-cert.pem only.
     fn verify(&self, chain: &[String]) -> String {
         let roots = certs_from_pem(&self.ca.root_pem).unwrap();
-        let td = TrustDomain::parse(TD).unwrap();
-        let mut set = TrustBundleSet::new();
-        for r in &roots {
-            set.add_root(td.clone(), r.clone()).unwrap();
-        }
         let certs: Vec<_> = chain
             .iter()
             .flat_map(|p| certs_from_pem(p.as_bytes()).unwrap())
@@ -108,12 +116,7 @@ impl Fixture {
             roots.first(),
             "the root must be the last entry, as istiod sends it"
         );
-        let v = trustmesh_identity::verify_svid(
-            &certs[..certs.len() - 1],
-            &TrustConfig::new(td, set),
-            UnixTime::now(),
-        )
-        .expect("issued chain verifies against root-cert.pem");
+        let v = verify_now(&certs[..certs.len() - 1], &self.ca.root_pem, TD);
         v.id.to_string()
     }
 }
@@ -125,17 +128,13 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // A valid token for default/sleep gets exactly its own identity, leaf → intermediate → root.
     let (key, csr) = csr_for(me);
-    let chain = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
-        .expect("issue");
+    let chain = f.call_as_sleep(csr, 600).expect("issue");
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
     assert_eq!(f.verify(&chain), me);
 
     // Zero TTL means the default (clipped to --max-ttl 1h).
     let (_, csr) = csr_for(me);
-    let chain0 = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 0)
-        .expect("default ttl");
+    let chain0 = f.call_as_sleep(csr, 0).expect("default ttl");
     assert_eq!(f.verify(&chain0), me);
 
     // A CSR without any SAN gets the caller's identity (the CA, not the CSR, decides it).
@@ -146,16 +145,12 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
         .unwrap()
         .pem()
         .unwrap();
-    let chain_bare = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), bare, 600)
-        .expect("CSR without SAN");
+    let chain_bare = f.call_as_sleep(bare, 600).expect("CSR without SAN");
     assert_eq!(f.verify(&chain_bare), me);
 
     // Another identity in the same trust domain → PERMISSION_DENIED naming both.
     let (_, csr) = csr_for("spiffe://cluster.local/ns/prod/sa/payments");
-    let e = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
-        .unwrap_err();
+    let e = f.call_as_sleep(csr, 600).unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(
         e.message().contains("ns/prod/sa/payments") && e.message().contains(me),
@@ -165,9 +160,7 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // Another trust domain → PERMISSION_DENIED that says so.
     let (_, csr) = csr_for("spiffe://evil.example/ns/default/sa/sleep");
-    let e = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
-        .unwrap_err();
+    let e = f.call_as_sleep(csr, 600).unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(
         e.message().contains("trust domain evil.example"),
@@ -181,9 +174,7 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
     p.subject_alt_names
         .push(SanType::URI(me.try_into().unwrap()));
     let csr = p.serialize_request(&key2).unwrap().pem().unwrap();
-    let e = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 600)
-        .unwrap_err();
+    let e = f.call_as_sleep(csr, 600).unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     // Tokens: signed by an unknown key, expired, wrong audience, untrusted issuer, none at all.
@@ -218,9 +209,7 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // TTL above --max-ttl → INVALID_ARGUMENT worded like istiod.
     let (_, csr) = csr_for(me);
-    let e = f
-        .call(&token_creds(f.issuer.token("default", "sleep")), csr, 7200)
-        .unwrap_err();
+    let e = f.call_as_sleep(csr, 7200).unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(
         e.message()
@@ -231,8 +220,7 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // Malformed CSR → INVALID_ARGUMENT.
     let e = f
-        .call(
-            &token_creds(f.issuer.token("default", "sleep")),
+        .call_as_sleep(
             "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
             600,
         )
@@ -250,13 +238,7 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
         "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
         base64::engine::general_purpose::STANDARD.encode(&der)
     );
-    let e = f
-        .call(
-            &token_creds(f.issuer.token("default", "sleep")),
-            tampered,
-            600,
-        )
-        .unwrap_err();
+    let e = f.call_as_sleep(tampered, 600).unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
     // Renewal with the issued certificate as the client certificate, no token at all.
@@ -278,31 +260,18 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 
     // Bundle endpoint, fetched by curl verifying the server against root-cert.pem.
     let root_file = f.dir.path().join("cacerts/root-cert.pem");
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-            root_file.to_str().unwrap(),
-        ])
-        .arg(format!("https://localhost:{}/bundle", f.bundle.port()))
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = format!("https://localhost:{}/bundle", f.bundle.port());
+    let (code, body) =
+        f.rt.block_on(curl(&["--cacert", root_file.to_str().unwrap(), &url]));
+    assert_eq!(code, 200, "curl failed: {body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     let key0 = &doc["keys"][0];
     assert_eq!(key0["use"], "x509-svid");
     assert_eq!(key0["kty"], "EC");
     assert_eq!(key0["crv"], "P-256");
     assert!(doc["spiffe_sequence"].as_u64().unwrap() > 0);
     assert!(doc["spiffe_refresh_hint"].as_u64().unwrap() > 0);
-    let parsed = trustmesh_ca_server::bundle::parse(&out.stdout).unwrap();
+    let parsed = trustmesh_ca_server::bundle::parse(body.as_bytes()).unwrap();
     assert_eq!(
         parsed.x509_authorities,
         certs_from_pem(&f.ca.root_pem).unwrap()
@@ -312,36 +281,16 @@ fn ca_server_issues_authenticates_and_publishes_bundle() {
 #[test]
 fn ca_serve_reports_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args([
-            "ca",
-            "serve",
-            "--ca",
-            dir.path().join("missing").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let missing = dir.path().join("missing");
+    let out = ca_serve(&["--ca", missing.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: loading CA"), "{err}");
 
     let ca_dir = dir.path().join("cacerts");
     make_ca(&ca_dir);
-    let out = std::process::Command::new(bin())
-        .args([
-            "ca",
-            "serve",
-            "--ca",
-            ca_dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-issuer",
-            ISSUER,
-        ])
-        .output()
-        .unwrap();
+    let (ca, listen) = (ca_dir.to_str().unwrap(), "127.0.0.1:0");
+    let out = ca_serve(&["--ca", ca, "--listen", listen, "--jwt-issuer", ISSUER]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in pairs"));
 }
@@ -353,72 +302,8 @@ fn ca_serve_reports_bad_configuration() {
 fn jwks_is_fetched_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sh = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    sh(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=jwks test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    sh(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-    ]);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    sh(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "srv.pem",
-    ]);
-
+    let tls = OpensslCa::new(d, "jwks", "jwks.test");
+    let (srv_pem, srv_key) = tls.issue_server("srv", "DNS:localhost");
     let www = d.join("www");
     std::fs::create_dir(&www).unwrap();
     let issuer = TokenIssuer::new(&www.join("jwks.json"), "url-key");
@@ -429,64 +314,22 @@ fn jwks_is_fetched_over_https() {
         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
         print('listening port=%d' % s.server_address[1], flush=True)\n\
         s.serve_forever()\n";
-    let mut py = std::process::Command::new("python3")
-        .args([
-            "-c",
-            server,
-            www.to_str().unwrap(),
-            d.join("srv.pem").to_str().unwrap(),
-            d.join("srv.key").to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start python https server");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(py.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening port=")
-        .expect("python server port")
-        .to_string();
+    let mut py = Proc::start(
+        std::process::Command::new("python3")
+            .args(["-c", server, www.to_str().unwrap()])
+            .args([&srv_pem, &srv_key])
+            .stderr(std::process::Stdio::null()),
+    );
+    let port = py.wait_line("listening port=", Duration::from_secs(10));
 
     let ca_dir = d.join("cacerts");
     make_ca(&ca_dir);
     let url = format!("https://localhost:{port}/jwks.json");
-    let started = std::panic::catch_unwind(|| {
-        start_ca_args(&[
-            "ca",
-            "serve",
-            "--ca",
-            ca_dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-issuer",
-            ISSUER,
-            "--jwks",
-            &url,
-            "--jwks-ca",
-            d.join("ca.pem").to_str().unwrap(),
-            "--audience",
-            AUDIENCE,
-        ])
-    });
-    let _ = py.kill();
-    let _ = py.wait();
-    let (_proc, grpc, _) = started.expect("ca serve started with a JWKS URL");
+    // The keys are fetched at startup: the HTTPS server is gone before any token is checked.
+    let (_proc, grpc, _) = start_ca(&ca_dir, &url, &["--jwks-ca", tls.root.to_str().unwrap()]);
+    py.kill();
 
-    let ep = CaEndpoint {
-        address: format!("https://{grpc}"),
-        root_pem: std::fs::read(ca_dir.join("root-cert.pem")).unwrap(),
-        server_name: "trustmesh-ca".into(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (ep, rt) = (endpoint(grpc, &ca_dir), runtime());
     let (_, csr) = csr_for("spiffe://cluster.local/ns/web/sa/frontend");
     let chain = rt
         .block_on(create_certificate(
@@ -499,21 +342,17 @@ fn jwks_is_fetched_over_https() {
     assert_eq!(chain.len(), 3);
 
     // Without --jwks-ca the URL cannot be verified, and the server refuses to start.
-    let out = std::process::Command::new(bin())
-        .args([
-            "ca",
-            "serve",
-            "--ca",
-            ca_dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-issuer",
-            ISSUER,
-            "--jwks",
-            &url,
-        ])
-        .output()
-        .unwrap();
+    let (ca, listen) = (ca_dir.to_str().unwrap(), "127.0.0.1:0");
+    let out = ca_serve(&[
+        "--ca",
+        ca,
+        "--listen",
+        listen,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwks",
+        &url,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no root certificate"),
@@ -533,24 +372,17 @@ fn grpcio_client_gets_a_certificate() {
         std::fs::write(&csr_file, csr).unwrap();
         let token_file = f.dir.path().join("token");
         std::fs::write(&token_file, f.issuer.token("default", "sleep")).unwrap();
-        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/python/ca_client.py");
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg(f.ca.address.trim_start_matches("https://"))
-            .arg(f.dir.path().join("cacerts/root-cert.pem"))
-            .arg("trustmesh-ca")
-            .arg(&token_file)
-            .arg(&csr_file)
-            .arg(ttl.to_string())
-            .output()
-            .expect("run python3");
-        assert!(
-            out.status.success(),
-            "grpcio client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            std::process::Command::new("python3")
+                .arg(python_dir().join("ca_client.py"))
+                .arg(f.ca.address.trim_start_matches("https://"))
+                .arg(f.dir.path().join("cacerts/root-cert.pem"))
+                .arg("trustmesh-ca")
+                .arg(&token_file)
+                .arg(&csr_file)
+                .arg(ttl.to_string()),
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_str(&out).unwrap()
     };
     let ok = run("sleep", 600);
     assert_eq!(ok["code"], "OK", "{ok}");

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use proxy_support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
-
-const TD: &str = "cluster.local";
+use trustmesh_testkit::http::{get_on, metric};
+use trustmesh_testkit::process::exits_within;
 
 /// A small tmpfs, unmounted (lazily, so a still-open file cannot keep it) when dropped.
 struct SmallDisk(PathBuf);
@@ -39,38 +39,13 @@ impl Drop for SmallDisk {
     }
 }
 
-/// One keep-alive HTTP/1.1 GET; the status code.
-async fn get(s: &mut BufReader<TcpStream>, path: &str) -> u16 {
-    s.get_mut()
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut status = String::new();
-    s.read_line(&mut status).await.unwrap();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        s.read_line(&mut h).await.unwrap();
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    status.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0)
+/// One keep-alive HTTP/1.1 GET; the status code (`None`: no whole answer).
+async fn get(s: &mut BufReader<TcpStream>, path: &str) -> Option<u16> {
+    Some(get_on(s, "app", path, "").await?.status)
 }
 
 fn dropped(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("trustmesh_access_log_dropped_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    metric(metrics, "trustmesh_access_log_dropped_total ").unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,14 +53,11 @@ async fn a_full_disk_loses_whole_counted_records_and_traffic_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let disk = SmallDisk::mount(&dir.join("disk"), "64k");
-    let ca = Ca::new(dir, "mesh", TD);
-    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
-    let pol = policy_dir(dir, "policies");
+    let app = App::new(dir);
     let backend = http_backend("app").await;
-    let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg::http_app(&ca, &cert, &pol, inb, backend, admin);
+    let (inb, yaml) = (app.inb, app.cfg(backend).yaml());
     let log = disk.0.join("access.log");
-    let mut proxy = Proxy::start_logging_to(dir, "app", &cfg.yaml(), admin, log.clone()).await;
+    let mut proxy = Proxy::start_logging_to(dir, "app", &yaml, app.admin, log.clone()).await;
 
     // Requests until the disk has been full for a while (bounded: 5,000 requests or 60 s).
     let mut client = BufReader::new(TcpStream::connect(("127.0.0.1", inb)).await.unwrap());
@@ -94,7 +66,7 @@ async fn a_full_disk_loses_whole_counted_records_and_traffic_goes_on() {
     let mut full_since: Option<u64> = None;
     while sent < 5_000 && started.elapsed() < Duration::from_secs(60) {
         let path = format!("/item/{sent}?padding={}", "x".repeat(100));
-        assert_eq!(get(&mut client, &path).await, 200, "request {sent}");
+        assert_eq!(get(&mut client, &path).await, Some(200), "request {sent}");
         sent += 1;
         if sent % 50 == 0 {
             let d = dropped(&proxy.metrics().await);
@@ -147,41 +119,23 @@ async fn a_full_disk_loses_whole_counted_records_and_traffic_goes_on() {
 async fn two_proxies_on_one_port_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
-    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
-    let pol = policy_dir(dir, "policies");
+    let app = App::new(dir);
     let backend = http_backend("app").await;
-    let (inb, admin, admin2) = (free_port(), free_port(), free_port());
-    let _first = Proxy::start(
-        dir,
-        "first",
-        &Cfg::http_app(&ca, &cert, &pol, inb, backend, admin).yaml(),
-        admin,
-    )
-    .await;
-    let second = dir.join("second.yaml");
-    std::fs::write(
-        &second,
-        Cfg::http_app(&ca, &cert, &pol, inb, backend, admin2).yaml(),
-    )
-    .unwrap();
+    let _first = app.start(dir, backend).await;
+    let (inb, second) = (app.inb, dir.join("second.yaml"));
+    let cfg = Cfg {
+        admin: free_port(),
+        ..app.cfg(backend)
+    };
+    std::fs::write(&second, cfg.yaml()).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
         .args(["proxy", "--config", second.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second proxy did not give up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exits_within(&mut child, Duration::from_secs(10)).await;
+    let status = status.expect("the second proxy did not give up");
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
@@ -191,52 +145,15 @@ async fn two_proxies_on_one_port_is_a_clear_error() {
     );
 }
 
-/// A backend that takes 50 ms per answer, so requests are in flight when the signal comes.
-async fn slow_backend() -> u16 {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = ln.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut s = BufReader::new(s);
-                loop {
-                    let mut line = String::new();
-                    if s.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line.trim().is_empty() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.get_mut().write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_what_was_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
-    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
-    let pol = policy_dir(dir, "policies");
-    let backend = slow_backend().await;
-    let (inb, admin) = (free_port(), free_port());
-    let mut proxy = Proxy::start(
-        dir,
-        "app",
-        &Cfg::http_app(&ca, &cert, &pol, inb, backend, admin).yaml(),
-        admin,
-    )
-    .await;
+    let app = App::new(dir);
+    // 50 ms per answer, so requests are in flight when the signal comes.
+    let backend = ok_backend_after(Duration::from_millis(50)).await;
+    let mut proxy = app.start(dir, backend).await;
+    let inb = app.inb;
 
     // 8 keep-alive clients, each sending requests back to back until the proxy closes.
     let clients: Vec<_> = (0..8)
@@ -248,55 +165,23 @@ async fn sigterm_under_load_finishes_what_was_accepted() {
                 };
                 let mut s = BufReader::new(s);
                 for _ in 0..400 {
-                    let req = b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n";
-                    if s.get_mut().write_all(req).await.is_err() {
-                        break;
+                    match get_on(&mut s, "app", "/x", "").await {
+                        Some(answer) => codes.push(answer.status.to_string()),
+                        None => break,
                     }
-                    let mut status = String::new();
-                    match tokio::time::timeout(Duration::from_secs(5), s.read_line(&mut status))
-                        .await
-                    {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => break,
-                    }
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if s.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if s.read_exact(&mut body).await.is_err() {
-                        break;
-                    }
-                    codes.push(status.split(' ').nth(1).unwrap_or("0").to_string());
                 }
                 codes
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(
-        unsafe { libc::kill(proxy.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    proxy.signal(libc::SIGTERM);
     let mut codes = Vec::new();
     for c in clients {
         codes.extend(c.await.unwrap());
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = proxy.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the proxy did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = proxy.exits_within(Duration::from_secs(10)).await;
+    let exit = exit.expect("the proxy did not stop");
     assert!(exit.success(), "{exit:?}: {}", proxy.logs());
     assert!(
         codes.len() >= 40,
@@ -307,21 +192,6 @@ async fn sigterm_under_load_finishes_what_was_accepted() {
     assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
 }
 
-/// An app that reads requests and never answers.
-async fn silent_backend() -> u16 {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = ln.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    port
-}
-
 /// A request whose client gives up while the app is still thinking leaves the handler
 /// mid-way; its access-log line is written all the same, once, saying so (issue #12: one
 /// outcome record on every exit path).
@@ -329,18 +199,10 @@ async fn silent_backend() -> u16 {
 async fn a_request_the_client_abandons_is_logged_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
-    let cert = ca.issue("server", &format!("spiffe://{TD}/ns/foo/sa/app"));
-    let pol = policy_dir(dir, "policies");
+    let app = App::new(dir);
     let backend = silent_backend().await;
-    let (inb, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(
-        dir,
-        "app",
-        &Cfg::http_app(&ca, &cert, &pol, inb, backend, admin).yaml(),
-        admin,
-    )
-    .await;
+    let proxy = app.start(dir, backend).await;
+    let inb = app.inb;
     for (path, version) in [
         ("/gone-h2", "--http2-prior-knowledge"),
         ("/gone-h1", "--http1.1"),

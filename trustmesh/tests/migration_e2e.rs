@@ -5,7 +5,6 @@
 
 mod proxy_support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proxy_support::*;
@@ -14,24 +13,6 @@ const OLD_CART: &str = "spiffe://old.example/ns/shop/sa/cart";
 const NEW_CART: &str = "spiffe://new.example/ns/shop/sa/cart";
 const NEW_WEB: &str = "spiffe://new.example/ns/shop/sa/web";
 const SERVER: &str = "spiffe://new.example/ns/shop/sa/catalog";
-
-/// `trustmesh ca issue` into `<dir>/<label>`; returns (cert-chain.pem, key.pem).
-fn issue(dir: &Path, ca: &str, label: &str, spiffe_id: &str) -> (PathBuf, PathBuf) {
-    let out = dir.join(label);
-    trustmesh(&[
-        "ca",
-        "issue",
-        "--ca",
-        dir.join(ca).to_str().unwrap(),
-        "--spiffe-id",
-        spiffe_id,
-        "--ttl",
-        "1h",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    (out.join("cert-chain.pem"), out.join("key.pem"))
-}
 
 fn mesh_yaml(aliases: &[&str]) -> String {
     format!(
@@ -53,29 +34,33 @@ async fn old_domain_policy_and_clients_keep_working_until_the_alias_is_removed()
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
-    trustmesh(&[
-        "ca",
-        "init",
-        "--trust-domain",
-        "old.example",
-        "--out",
-        &p("ca-old"),
-    ]);
-    trustmesh(&[
-        "ca",
-        "init",
-        "--trust-domain",
-        "new.example",
+    trustmesh_in(
+        dir,
+        &[
+            "ca",
+            "init",
+            "--trust-domain",
+            "old.example",
+            "--out",
+            "ca-old",
+        ],
+    );
+    let cross = [
         "--parent",
-        &p("ca-old"),
+        "ca-old",
         "--cross-trust-domain",
         "--out",
-        &p("ca-new"),
-    ]);
-    let old_cart = issue(dir, "ca-old", "old-cart", OLD_CART);
-    let new_cart = issue(dir, "ca-new", "new-cart", NEW_CART);
-    let new_web = issue(dir, "ca-new", "new-web", NEW_WEB);
-    let server = issue(dir, "ca-new", "server", SERVER);
+        "ca-new",
+    ];
+    trustmesh_in(
+        dir,
+        &[&["ca", "init", "--trust-domain", "new.example"], &cross[..]].concat(),
+    );
+    let issue = |ca, label, id| ca_issue(dir, ca, label, id, &["--ttl", "1h"]);
+    let old_cart = issue("ca-old", "old-cart", OLD_CART);
+    let new_cart = issue("ca-new", "new-cart", NEW_CART);
+    let new_web = issue("ca-new", "new-web", NEW_WEB);
+    let server = issue("ca-new", "server", SERVER);
 
     let pol = policy_dir(dir, "policies");
     write_policy(
@@ -95,21 +80,19 @@ async fn old_domain_policy_and_clients_keep_working_until_the_alias_is_removed()
 
     let backend = http_backend("catalog").await;
     let (inb, admin) = (free_port(), free_port());
+    let bundles = vec![format!("new.example={}/root-cert.pem", p("ca-old"))];
     let cfg = Cfg {
-        ns: "shop",
-        sa: "catalog",
-        cert: &server,
-        bundles: vec![format!("new.example={}/root-cert.pem", p("ca-old"))],
         mesh: format!("\"{}\"", mesh_file.display()),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
+        ..Cfg::trusting(
+            "shop",
+            "catalog",
+            &server,
+            "new.example",
+            bundles,
+            &pol,
+            admin,
+        )
+        .inbound(inb, backend, "http")
     };
     let mut proxy = Proxy::start(dir, "catalog", &cfg.yaml(), admin).await;
 

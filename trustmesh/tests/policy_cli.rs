@@ -24,6 +24,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `trustmesh authz check --config <config> --request <request>` and `extra`, fed `stdin`.
+fn authz_check(config: &str, request: &str, extra: &[&str], stdin: Option<&str>) -> Output {
+    let args = ["authz", "check", "--config", config, "--request", request];
+    run(&[&args[..], extra].concat(), stdin)
+}
+
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -128,10 +134,7 @@ fn authz_check_json_text_and_stdin() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write(d.path(), "p.yaml", POLICIES);
     let req = write(d.path(), "req.json", REQUEST);
-    let o = run(
-        &["authz", "check", "--config", &cfg, "--request", &req],
-        None,
-    );
+    let o = authz_check(&cfg, &req, &[], None);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(j["decision"], "ALLOW");
@@ -157,19 +160,7 @@ fn authz_check_json_text_and_stdin() {
         r#""principal": "spiffe://cluster.local/ns/prod/sa/frontend", "#,
         "",
     );
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &cfg,
-            "--request",
-            "-",
-            "--output",
-            "text",
-        ],
-        Some(&plain),
-    );
+    let o = authz_check(&cfg, "-", &["--output", "text"], Some(&plain));
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let t = out(&o);
     assert!(t.starts_with("DENY"), "{t}");
@@ -177,19 +168,7 @@ fn authz_check_json_text_and_stdin() {
 
     // A DELETE: DENY policy wins, text names it with a check mark.
     let del = REQUEST.replace("\"GET\"", "\"DELETE\"");
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &cfg,
-            "--request",
-            "-",
-            "--output",
-            "text",
-        ],
-        Some(&del),
-    );
+    let o = authz_check(&cfg, "-", &["--output", "text"], Some(&del));
     let t = out(&o);
     assert!(t.starts_with("DENY"), "{t}");
     assert!(t.contains("✓ DENY prod/deny-delete"), "{t}");
@@ -203,29 +182,14 @@ fn authz_check_custom_and_bad_input() {
     let custom = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: prod}\nspec:\n  action: CUSTOM\n  provider: {name: opa}\n  rules: [{to: [{operation: {paths: [\"/api/*\"]}}]}]\n";
     let cfg = write(d.path(), "p.yaml", custom);
     let mesh = write(d.path(), "mesh.yaml", MESH);
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &cfg,
-            "--mesh",
-            &mesh,
-            "--request",
-            "-",
-        ],
-        Some(REQUEST),
-    );
+    let o = authz_check(&cfg, "-", &["--mesh", &mesh], Some(REQUEST));
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(j["decision"], "CUSTOM");
     assert_eq!(j["provider"], "opa");
     // Without the mesh config the provider is unknown. Istio's builder then turns the CUSTOM
     // rules into DENY rules (pilot/pkg/security/authz/builder/builder.go): evaluated, exit 0.
-    let o = run(
-        &["authz", "check", "--config", &cfg, "--request", "-"],
-        Some(REQUEST),
-    );
+    let o = authz_check(&cfg, "-", &[], Some(REQUEST));
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(j["decision"], "DENY");
@@ -237,34 +201,10 @@ fn authz_check_custom_and_bad_input() {
         err(&o)
     );
     // Bad request JSON -> 2 with a hint.
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &cfg,
-            "--mesh",
-            &mesh,
-            "--request",
-            "-",
-        ],
-        Some("{\"destination\": {}}"),
-    );
+    let o = authz_check(&cfg, "-", &["--mesh", &mesh], Some("{\"destination\": {}}"));
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("invalid request JSON"), "{}", err(&o));
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &cfg,
-            "--mesh",
-            &mesh,
-            "--request",
-            "/nonexistent.json",
-        ],
-        None,
-    );
+    let o = authz_check(&cfg, "/nonexistent.json", &["--mesh", &mesh], None);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -296,10 +236,7 @@ fn invalid_resource_fails_closed_and_the_rest_is_evaluated() {
     );
 
     // reviews is not selected by the broken policy: decided by the good ones.
-    let o = run(
-        &["authz", "check", "--config", &dir, "--request", "-"],
-        Some(REQUEST),
-    );
+    let o = authz_check(&dir, "-", &[], Some(REQUEST));
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(j["decision"], "ALLOW");
@@ -331,19 +268,7 @@ fn invalid_resource_fails_closed_and_the_rest_is_evaluated() {
 
     // ratings is selected by it: denied, and the explanation says it was the broken policy.
     let ratings = REQUEST.replace("\"app\": \"reviews\"", "\"app\": \"ratings\"");
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &dir,
-            "--request",
-            "-",
-            "--output",
-            "text",
-        ],
-        Some(&ratings),
-    );
+    let o = authz_check(&dir, "-", &["--output", "text"], Some(&ratings));
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let t = out(&o);
     assert!(t.starts_with("DENY"), "{t}");
@@ -358,10 +283,7 @@ fn invalid_resource_fails_closed_and_the_rest_is_evaluated() {
     write(&cfg, "zz-garbage.yaml", "spec: [unclosed\n");
     let o = run(&["validate", "--config", &dir], None);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
-    let o = run(
-        &["authz", "check", "--config", &dir, "--request", "-"],
-        Some(REQUEST),
-    );
+    let o = authz_check(&dir, "-", &[], Some(REQUEST));
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(j["decision"], "DENY");
@@ -445,19 +367,7 @@ spec:
         "bad.yaml",
         "pathNormalization: {normalization: SOMETIMES}\n",
     );
-    let o = run(
-        &[
-            "authz",
-            "check",
-            "--config",
-            &cfg,
-            "--mesh",
-            &bad,
-            "--request",
-            "-",
-        ],
-        Some(&request("/")),
-    );
+    let o = authz_check(&cfg, "-", &["--mesh", &bad], Some(&request("/")));
     assert_ne!(o.status.code(), Some(0));
     assert!(
         err(&o).contains("pathNormalization.normalization"),

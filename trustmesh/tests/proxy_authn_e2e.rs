@@ -11,114 +11,22 @@
 
 mod proxy_support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use proxy_support::*;
 use serde_json::{json, Value};
+use trustmesh_testkit::jwt::{jwks, pyjwt as token, Key};
+use trustmesh_testkit::tools::{python_has, ExtAuthzServer};
 
 const TD: &str = "cluster.local";
 const ISS: &str = "https://issuer.example";
 const CLIENT: &str = "spiffe://cluster.local/ns/foo/sa/sleep";
 
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python")
-}
-
-/// Whether python3 can import `modules`; panics under CI, where it must.
-fn python_has(modules: &str, what: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but python3 cannot import {modules}: pip install -r tests/python/requirements.txt"
-        );
-        eprintln!("\n!!!!! SKIP: python3 cannot import {modules}; {what} not run !!!!!\n");
-    }
-    ok
-}
-
-// ---------------------------------------------------------------------------------------------
-// JWT material: keys from openssl, JWKS and tokens from PyJWT
-// ---------------------------------------------------------------------------------------------
-
-struct Key {
-    pem: PathBuf,
-    kid: String,
-}
-
-fn genkey(dir: &Path, kind: &str, name: &str, kid: &str) -> Key {
-    let pem = dir.join(format!("{name}.pem"));
-    let mut cmd = Command::new("openssl");
-    cmd.arg("genpkey");
-    match kind {
-        "rsa" => cmd.args(["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]),
-        "p256" => cmd.args(["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
-        other => panic!("unknown key kind {other}"),
-    };
-    let out = cmd.arg("-out").arg(&pem).output().expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl genpkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Key {
-        pem,
-        kid: kid.to_string(),
-    }
-}
-
-fn jwt_tool(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(python_dir().join("jwt_tool.py"))
-        .args(args)
-        .output()
-        .expect("run jwt_tool.py");
-    assert!(
-        out.status.success(),
-        "jwt_tool.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn jwks(keys: &[&Key]) -> String {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|k| {
-            serde_json::from_str(&jwt_tool(&[
-                "jwk",
-                "--key",
-                k.pem.to_str().unwrap(),
-                "--kid",
-                &k.kid,
-            ]))
-            .unwrap()
-        })
-        .collect();
-    json!({ "keys": keys }).to_string()
-}
-
-/// A token signed by PyJWT; `exp`/`nbf`/`iat` may be "now+N"/"now-N".
-fn token(key: &Key, alg: &str, claims: Value) -> String {
-    jwt_tool(&[
-        "sign",
-        "--key",
-        key.pem.to_str().unwrap(),
-        "--alg",
-        alg,
-        "--kid",
-        &key.kid,
-        "--claims",
-        &claims.to_string(),
-    ])
+/// Claims for `sub` from our issuer for the httpbin audience, expiring at `exp` ("now+N").
+fn for_httpbin(sub: &str, exp: &str) -> Value {
+    json!({"iss": ISS, "sub": sub, "aud": "httpbin", "exp": exp})
 }
 
 /// The `x-test-jwt-payload` header the app received, base64url-decoded.
@@ -141,10 +49,10 @@ async fn request_authentication_with_pyjwt_tokens() {
     let server_cert = ca.issue("server", "spiffe://cluster.local/ns/foo/sa/httpbin");
     let client_cert = ca.issue("client", CLIENT);
 
-    let rsa = genkey(dir, "rsa", "rsa", "rsa-1");
-    let ec = genkey(dir, "p256", "ec", "ec-1");
+    let rsa = Key::generate(dir, "rsa", "rsa-1");
+    let ec = Key::generate(dir, "p256", "ec-1");
     // Not in the JWKS, but claiming the RSA key's kid: only the signature can give it away.
-    let impostor = genkey(dir, "rsa", "impostor", "rsa-1");
+    let impostor = Key::generate(dir, "rsa", "impostor").with_kid("rsa-1");
     let set = jwks(&[&rsa, &ec]);
 
     let pol = policy_dir(dir, "policies");
@@ -179,22 +87,8 @@ spec:
     );
     let backend = http_backend("httpbin").await;
     let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
+    let cfg =
+        Cfg::new("foo", "httpbin", &server_cert, &ca, &pol, admin).inbound(inb, backend, "http");
     let mut proxy = Proxy::start(dir, "httpbin", &cfg.yaml(), admin).await;
     let get = |path: &'static str, headers: Vec<String>| {
         let cert = client_cert.clone();
@@ -231,11 +125,7 @@ spec:
     assert_eq!(get("/api/items", bearer(&t)).await.0, 200);
 
     // Signed by a key outside the JWKS (same kid): 401 with Envoy's message.
-    let forged = token(
-        &impostor,
-        "RS256",
-        json!({"iss": ISS, "sub": "alice", "aud": "httpbin", "exp": "now+300"}),
-    );
+    let forged = token(&impostor, "RS256", for_httpbin("alice", "now+300"));
     let (code, body) = get("/api/items", bearer(&forged)).await;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("Jwt verification fails"), "{body}");
@@ -243,11 +133,7 @@ spec:
     assert_eq!(get("/public", bearer(&forged)).await.0, 401);
 
     // Expired (well beyond any clock-skew allowance): 401.
-    let expired = token(
-        &rsa,
-        "RS256",
-        json!({"iss": ISS, "sub": "alice", "aud": "httpbin", "exp": "now-600"}),
-    );
+    let expired = token(&rsa, "RS256", for_httpbin("alice", "now-600"));
     let (code, body) = get("/api/items", bearer(&expired)).await;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("Jwt is expired"), "{body}");
@@ -275,11 +161,7 @@ spec:
     assert!(!body.contains("x-test-jwt-payload="), "{body}");
 
     // fromHeaders with a prefix: `x-jwt-assertion: Token <jwt>` authenticates...
-    let t = token(
-        &ec,
-        "ES256",
-        json!({"iss": ISS, "sub": "dave", "aud": "httpbin", "exp": "now+300"}),
-    );
+    let t = token(&ec, "ES256", for_httpbin("dave", "now+300"));
     let (code, body) = get("/api/items", vec![format!("x-jwt-assertion: Token {t}")]).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(payload_seen_by_app(&body)["sub"], "dave");
@@ -318,58 +200,6 @@ spec:
 // CUSTOM with the Python grpcio ext_authz server
 // ---------------------------------------------------------------------------------------------
 
-/// The Python authorizer process, killed on drop.
-struct Authorizer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Authorizer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Authorizer {
-    fn start(dir: &Path) -> Authorizer {
-        let log = dir.join("ext-authz-checks.jsonl");
-        let mut child = Command::new("python3")
-            .arg(python_dir().join("ext_authz_server.py"))
-            .arg("--log")
-            .arg(&log)
-            .args(["--max-seconds", "120"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ext_authz_server.py");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("PORT ") {
-                    let _ = tx.send(p.trim().parse::<u16>().unwrap());
-                    return;
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("ext_authz_server.py did not report its port within 30 s");
-        Authorizer { child, port, log }
-    }
-
-    /// The CheckRequests the server recorded, oldest first.
-    fn seen(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
 fn custom_mesh(authz_port: u16, fail_open: bool) -> String {
     format!(
         "{{ trustDomain: {TD}, extensionProviders: [ {{ name: grpc-authz, envoyExtAuthzGrpc: \
@@ -396,7 +226,7 @@ async fn custom_action_with_grpcio_ext_authz_server() {
     let dir = tmp.path();
     let ca = Ca::new(dir, "mesh", TD);
     let client_cert = ca.issue("client", CLIENT);
-    let mut authz = Authorizer::start(dir);
+    let mut authz = ExtAuthzServer::start(dir);
     let backend = http_backend("app").await;
 
     // Two sidecars that differ only in the provider's failOpen.
@@ -407,20 +237,8 @@ async fn custom_action_with_grpcio_ext_authz_server() {
         write_policy(&pol, "custom.yaml", CUSTOM_POLICY);
         let (inb, admin) = (free_port(), free_port());
         let cfg = Cfg {
-            ns: "foo",
-            sa: name,
-            cert: &cert,
-            bundles: vec![format!("{TD}={}", ca.root.display())],
             mesh: custom_mesh(authz.port, fail_open),
-            policy_dir: &pol,
-            inbound: vec![Inbound {
-                port: inb,
-                target: backend,
-                protocol: "http",
-            }],
-            outbound: vec![],
-            admin,
-            extra: "",
+            ..Cfg::new("foo", name, &cert, &ca, &pol, admin).inbound(inb, backend, "http")
         };
         proxies.push((Proxy::start(dir, name, &cfg.yaml(), admin).await, inb));
     }
@@ -502,8 +320,7 @@ async fn custom_action_with_grpcio_ext_authz_server() {
     assert_eq!(code, 403);
 
     // The authorizer goes down: failOpen false → 403, failOpen true → 200.
-    let _ = authz.child.kill();
-    let _ = authz.child.wait();
+    authz.proc.kill();
     let (code, body) = req(closed, "/ext/allowed", &["x-ext-authz: allow"]).await;
     assert_eq!(code, 403, "{body}");
     assert!(!body.contains("app GET"), "{body}");

@@ -7,17 +7,95 @@
 
 mod proxy_support;
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use proxy_support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use trustmesh_testkit::http::get_on;
+use trustmesh_testkit::net::{closed_within, echoes};
 
 const TD: &str = "cluster.local";
 
+/// PeerAuthentication: STRICT mTLS for the whole `foo` namespace.
+const STRICT_IN_FOO: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec:\n  mtls: { mode: STRICT }\n";
+
 fn id(ns: &str, sa: &str) -> String {
     format!("spiffe://{TD}/ns/{ns}/sa/{sa}")
+}
+
+/// (cert-chain.pem, key.pem).
+type Svid = (PathBuf, PathBuf);
+
+/// The usual cast in `dir`: the mesh CA for cluster.local, SVIDs for `foo/httpbin` (the server)
+/// and `foo/sleep` (the client), and an empty `policies` folder.
+fn cast(dir: &Path) -> (Ca, Svid, Svid, PathBuf) {
+    let ca = Ca::new(dir, "mesh", TD);
+    let server = ca.issue("server", &id("foo", "httpbin"));
+    let client = ca.issue("client", &id("foo", "sleep"));
+    (ca, server, client, policy_dir(dir, "policies"))
+}
+
+/// A sidecar pair on loopback: app → client sidecar (outbound, plaintext) → mTLS → server
+/// sidecar (inbound) → the app behind it.
+struct Pair {
+    server: Proxy,
+    client: Proxy,
+    /// The server sidecar's inbound port and admin port.
+    s_in: u16,
+    s_admin: u16,
+    /// The client sidecar's outbound port.
+    c_out: u16,
+}
+
+impl Pair {
+    /// Starts `server` (as `<dir>/server.yaml`) with an inbound listener in front of `backend`
+    /// speaking `protocol`, and `client` (`<dir>/client.yaml`) with an outbound listener calling
+    /// it and expecting `expect` (`peerIdentity: ...` or `peerTrustDomain: ...`).
+    async fn start(
+        dir: &Path,
+        server: Cfg<'_>,
+        client: Cfg<'_>,
+        (backend, protocol): (u16, &'static str),
+        expect: String,
+    ) -> Pair {
+        let (s_in, c_out) = (free_port(), free_port());
+        let (server, client) = (
+            server.inbound(s_in, backend, protocol),
+            client.outbound(c_out, s_in, expect),
+        );
+        Pair {
+            server: Proxy::start(dir, "server", &server.yaml(), server.admin).await,
+            client: Proxy::start(dir, "client", &client.yaml(), client.admin).await,
+            s_in,
+            s_admin: server.admin,
+            c_out,
+        }
+    }
+}
+
+/// Starts `foo/httpbin`'s sidecar (`<dir>/server.yaml`, SVID `cert` from `ca`, policies from
+/// `pol`, the `extra` lines) with one HTTP listener in front of an `http_backend("httpbin")`;
+/// returns it with its inbound port, admin port and the backend's port.
+async fn httpbin(
+    dir: &Path,
+    (ca, cert, pol): (&Ca, &Svid, &Path),
+    extra: &str,
+) -> (Proxy, u16, u16, u16) {
+    let backend = http_backend("httpbin").await;
+    let (inb, admin) = (free_port(), free_port());
+    let cfg = Cfg::new("foo", "httpbin", cert, ca, pol, admin)
+        .inbound(inb, backend, "http")
+        .extra(extra);
+    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    (proxy, inb, admin, backend)
+}
+
+/// What a client sidecar expects of a server with the SPIFFE ID of `foo/<sa>`.
+fn expect_id(sa: &str) -> String {
+    format!("peerIdentity: \"{}\"", id("foo", sa))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -28,36 +106,11 @@ fn id(ns: &str, sa: &str) -> String {
 async fn strict_mtls_refuses_plaintext_and_untrusted_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
+    let (ca, server_cert, client_cert, pol) = cast(dir);
     let rogue = Ca::new(dir, "rogue", TD);
-    let server_cert = ca.issue("server", &id("foo", "httpbin"));
-    let client_cert = ca.issue("client", &id("foo", "sleep"));
     let rogue_cert = rogue.issue("client", &id("foo", "sleep"));
-    let pol = policy_dir(dir, "policies");
-    write_policy(
-        &pol,
-        "pa.yaml",
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec:\n  mtls: { mode: STRICT }\n",
-    );
-    let backend = http_backend("httpbin").await;
-    let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
-    let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    write_policy(&pol, "pa.yaml", STRICT_IN_FOO);
+    let (mut proxy, inb, admin, backend) = httpbin(dir, (&ca, &server_cert, &pol), "").await;
 
     // Plaintext is refused on a STRICT port.
     let (code, _) = curl_plain(inb, "/ip", &[]).await;
@@ -174,10 +227,7 @@ async fn strict_mtls_refuses_plaintext_and_untrusted_ca() {
 async fn permissive_accepts_both_and_port_level_disable() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
-    let server_cert = ca.issue("server", &id("foo", "httpbin"));
-    let client_cert = ca.issue("client", &id("foo", "sleep"));
-    let pol = policy_dir(dir, "policies");
+    let (ca, server_cert, client_cert, pol) = cast(dir);
     let b_perm = http_backend("permissive").await;
     let b_strict = http_backend("strict").await;
     let b_disable = http_backend("disable").await;
@@ -194,39 +244,11 @@ async fn permissive_accepts_both_and_port_level_disable() {
     );
     let (p_perm, p_strict, p_disable, admin) = (free_port(), free_port(), free_port(), free_port());
     let p_greeter = free_port();
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![
-            Inbound {
-                port: p_perm,
-                target: b_perm,
-                protocol: "http",
-            },
-            Inbound {
-                port: p_strict,
-                target: b_strict,
-                protocol: "http",
-            },
-            Inbound {
-                port: p_disable,
-                target: b_disable,
-                protocol: "http",
-            },
-            Inbound {
-                port: p_greeter,
-                target: b_greeter,
-                protocol: "tcp",
-            },
-        ],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
+    let cfg = Cfg::new("foo", "httpbin", &server_cert, &ca, &pol, admin)
+        .inbound(p_perm, b_perm, "http")
+        .inbound(p_strict, b_strict, "http")
+        .inbound(p_disable, b_disable, "http")
+        .inbound(p_greeter, b_greeter, "tcp");
     let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
 
     // PERMISSIVE: plaintext and mTLS on the same port.
@@ -283,29 +305,9 @@ async fn authorization_by_principal_namespace_path_method() {
     let backend = http_backend("httpbin").await;
     let echo = echo_backend().await;
     let (p_http, p_tcp, admin) = (free_port(), free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![
-            Inbound {
-                port: p_http,
-                target: backend,
-                protocol: "http",
-            },
-            Inbound {
-                port: p_tcp,
-                target: echo,
-                protocol: "tcp",
-            },
-        ],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
+    let cfg = Cfg::new("foo", "httpbin", &server_cert, &ca, &pol, admin)
+        .inbound(p_http, backend, "http")
+        .inbound(p_tcp, echo, "tcp");
     let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
 
     // principal + method + path
@@ -374,64 +376,16 @@ async fn tcp_policy_hot_reload_keeps_established_connection() {
     let client_cert = ca.issue("client", &id("foo", "app"));
     let server_pol = policy_dir(dir, "server-policies");
     let client_pol = policy_dir(dir, "client-policies");
-    write_policy(
-        &server_pol,
-        "pa.yaml",
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec:\n  mtls: { mode: STRICT }\n",
-    );
+    write_policy(&server_pol, "pa.yaml", STRICT_IN_FOO);
     let echo = echo_backend().await;
-    let (s_in, s_admin, c_out, c_admin) = (free_port(), free_port(), free_port(), free_port());
-    let server = Cfg {
-        ns: "foo",
-        sa: "db",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &server_pol,
-        inbound: vec![Inbound {
-            port: s_in,
-            target: echo,
-            protocol: "tcp",
-        }],
-        outbound: vec![],
-        admin: s_admin,
-        extra: "",
-    };
-    let client = Cfg {
-        ns: "foo",
-        sa: "app",
-        cert: &client_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &client_pol,
-        inbound: vec![],
-        outbound: vec![Outbound {
-            port: c_out,
-            peer: s_in,
-            expect: format!("peerIdentity: \"{}\"", id("foo", "db")),
-        }],
-        admin: c_admin,
-        extra: "",
-    };
-    let server_proxy = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
-    let _client_proxy = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
+    let server = Cfg::new("foo", "db", &server_cert, &ca, &server_pol, free_port());
+    let client = Cfg::new("foo", "app", &client_cert, &ca, &client_pol, free_port());
+    let pair = Pair::start(dir, server, client, (echo, "tcp"), expect_id("db")).await;
+    let (c_out, server_proxy) = (pair.c_out, &pair.server);
 
-    async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
-        let fut = async {
-            s.write_all(msg).await.ok()?;
-            let mut buf = vec![0u8; msg.len()];
-            s.read_exact(&mut buf).await.ok()?;
-            Some(buf == msg)
-        };
-        tokio::time::timeout(Duration::from_secs(3), fut)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    }
     async fn fresh_connection_works(port: u16) -> bool {
         match TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(mut s) => echo_roundtrip(&mut s, b"ping").await,
+            Ok(mut s) => echoes(&mut s, b"ping").await,
             Err(_) => false,
         }
     }
@@ -439,10 +393,10 @@ async fn tcp_policy_hot_reload_keeps_established_connection() {
     // app → client proxy (plain) → mTLS → server proxy → echo.
     let mut established = TcpStream::connect(("127.0.0.1", c_out)).await.unwrap();
     assert!(
-        echo_roundtrip(&mut established, b"hello").await,
+        echoes(&mut established, b"hello").await,
         "server: {}\nclient: {}",
         server_proxy.logs(),
-        _client_proxy.logs()
+        pair.client.logs()
     );
 
     // Deny the app's principal; within 2 s new connections are refused...
@@ -458,7 +412,7 @@ async fn tcp_policy_hot_reload_keeps_established_connection() {
     .unwrap_or_else(|| panic!("policy not applied: {}", server_proxy.logs()));
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     // ...while the established connection keeps working.
-    assert!(echo_roundtrip(&mut established, b"still here").await);
+    assert!(echoes(&mut established, b"still here").await);
 
     // An invalid policy is applied fail-closed (an unreadable action could be DENY: it denies
     // what it selects, after pilot/pkg/security/authz/builder/builder.go), named in the log;
@@ -472,7 +426,7 @@ async fn tcp_policy_hot_reload_keeps_established_connection() {
     .await;
     assert!(applied.is_some(), "{}", server_proxy.logs());
     assert!(!fresh_connection_works(c_out).await, "deny must still hold");
-    assert!(echo_roundtrip(&mut established, b"and still").await);
+    assert!(echoes(&mut established, b"and still").await);
 
     // A policy file that is not YAML is refused on reload; the last good policy keeps serving.
     write_policy(&server_pol, "garbage.yaml", "spec: [unclosed\n");
@@ -496,29 +450,9 @@ async fn tcp_policy_hot_reload_keeps_established_connection() {
 async fn http_policy_hot_reload_changes_decision() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
-    let server_cert = ca.issue("server", &id("foo", "httpbin"));
-    let client_cert = ca.issue("client", &id("foo", "sleep"));
-    let pol = policy_dir(dir, "policies");
-    let backend = http_backend("httpbin").await;
-    let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "reloadPoll: 500ms\n",
-    };
-    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    let (ca, server_cert, client_cert, pol) = cast(dir);
+    let server = (&ca, &server_cert, pol.as_path());
+    let (proxy, inb, admin, _) = httpbin(dir, server, "reloadPoll: 500ms\n").await;
     assert_eq!(curl_mtls(inb, "/x", &client_cert, &[]).await.0, 200);
     write_policy(
         &pol,
@@ -549,11 +483,7 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
     let client_cert = ca_b.issue("client", &format!("spiffe://{td_b}/ns/foo/sa/sleep"));
     let server_pol = policy_dir(dir, "server-policies");
     let client_pol = policy_dir(dir, "client-policies");
-    write_policy(
-        &server_pol,
-        "pa.yaml",
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec:\n  mtls: { mode: STRICT }\n",
-    );
+    write_policy(&server_pol, "pa.yaml", STRICT_IN_FOO);
     // Istio-style: the policy names the principal with the local trust domain; with team-b as an
     // alias it also matches team-b's identity.
     write_policy(
@@ -564,46 +494,37 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
     let mesh_file = dir.join("mesh.yaml");
     std::fs::write(&mesh_file, format!("trustDomain: {td_a}\n")).unwrap();
     let backend = http_backend("httpbin").await;
-    let (s_in, s_admin, c_out, c_admin) = (free_port(), free_port(), free_port(), free_port());
+    let s_admin = free_port();
     let server = |bundles: Vec<String>| Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles,
         mesh: format!("\"{}\"", mesh_file.display()),
-        policy_dir: &server_pol,
-        inbound: vec![Inbound {
-            port: s_in,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin: s_admin,
-        extra: "",
+        ..Cfg::trusting(
+            "foo",
+            "httpbin",
+            &server_cert,
+            td_a,
+            bundles,
+            &server_pol,
+            s_admin,
+        )
     };
     let a_only = vec![format!("{td_a}={}", ca_a.root.display())];
-    let server_proxy = Proxy::start(dir, "server", &server(a_only).yaml(), s_admin).await;
     // The client side (team-b) federates with team-a to verify the server.
-    let client = Cfg {
-        ns: "foo",
-        sa: "sleep",
-        cert: &client_cert,
-        bundles: vec![
-            format!("{td_b}={}", ca_b.root.display()),
-            format!("{td_a}={}", ca_a.root.display()),
-        ],
-        mesh: format!("{{ trustDomain: {td_b} }}"),
-        policy_dir: &client_pol,
-        inbound: vec![],
-        outbound: vec![Outbound {
-            port: c_out,
-            peer: s_in,
-            expect: format!("peerTrustDomain: {td_a}"),
-        }],
-        admin: c_admin,
-        extra: "",
-    };
-    let _client_proxy = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
+    let bundles = vec![
+        format!("{td_b}={}", ca_b.root.display()),
+        format!("{td_a}={}", ca_a.root.display()),
+    ];
+    let client = Cfg::trusting(
+        "foo",
+        "sleep",
+        &client_cert,
+        td_b,
+        bundles,
+        &client_pol,
+        free_port(),
+    );
+    let expect = format!("peerTrustDomain: {td_a}");
+    let pair = Pair::start(dir, server(a_only), client, (backend, "http"), expect).await;
+    let (s_in, c_out, server_proxy) = (pair.s_in, pair.c_out, &pair.server);
 
     // Before: team-b's root is unknown to the server → handshake refused.
     let (code, _) = curl_plain(c_out, "/before", &[]).await;
@@ -635,7 +556,8 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
         format!("{td_a}={}", ca_a.root.display()),
         format!("{td_b}={}", ca_b.root.display()),
     ];
-    std::fs::write(dir.join("server.yaml"), server(both).yaml()).unwrap();
+    let with_both = server(both).inbound(s_in, backend, "http");
+    std::fs::write(dir.join("server.yaml"), with_both.yaml()).unwrap();
     let took = within(Duration::from_secs(5), || async {
         curl_plain(c_out, "/after", &[]).await.0 == 200
     })
@@ -654,78 +576,40 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
 async fn outbound_refuses_unexpected_server_identity() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
+    let (ca, server_cert, client_cert, pol) = cast(dir);
     let rogue = Ca::new(dir, "rogue", "evil.example");
-    let server_cert = ca.issue("server", &id("foo", "httpbin"));
-    let client_cert = ca.issue("client", &id("foo", "sleep"));
     let rogue_server = rogue.issue("server", "spiffe://evil.example/ns/foo/sa/httpbin");
-    let pol = policy_dir(dir, "policies");
     let backend = http_backend("httpbin").await;
     let (s_in, s_admin, r_in, r_admin) = (free_port(), free_port(), free_port(), free_port());
     let (c_ok, c_wrong, c_rogue, c_admin) = (free_port(), free_port(), free_port(), free_port());
-    let server = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: s_in,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin: s_admin,
-        extra: "",
-    };
-    let rogue_cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &rogue_server,
-        bundles: vec![
-            format!("evil.example={}", rogue.root.display()),
-            format!("{TD}={}", ca.root.display()),
-        ],
-        mesh: "{ trustDomain: evil.example }".into(),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: r_in,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin: r_admin,
-        extra: "",
-    };
-    let client = Cfg {
-        ns: "foo",
-        sa: "sleep",
-        cert: &client_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![],
-        outbound: vec![
-            Outbound {
-                port: c_ok,
-                peer: s_in,
-                expect: format!("peerIdentity: \"{}\"", id("foo", "httpbin")),
-            },
-            Outbound {
-                port: c_wrong,
-                peer: s_in,
-                expect: format!("peerIdentity: \"{}\"", id("foo", "other")),
-            },
-            Outbound {
-                port: c_rogue,
-                peer: r_in,
-                expect: format!("peerTrustDomain: {TD}"),
-            },
-        ],
-        admin: c_admin,
-        extra: "",
-    };
+    let server =
+        Cfg::new("foo", "httpbin", &server_cert, &ca, &pol, s_admin).inbound(s_in, backend, "http");
+    let trusted = vec![
+        format!("evil.example={}", rogue.root.display()),
+        format!("{TD}={}", ca.root.display()),
+    ];
+    let rogue_cfg = Cfg::trusting(
+        "foo",
+        "httpbin",
+        &rogue_server,
+        "evil.example",
+        trusted,
+        &pol,
+        r_admin,
+    )
+    .inbound(r_in, backend, "http");
+    let client = Cfg::new("foo", "sleep", &client_cert, &ca, &pol, c_admin)
+        .outbound(
+            c_ok,
+            s_in,
+            format!("peerIdentity: \"{}\"", id("foo", "httpbin")),
+        )
+        .outbound(
+            c_wrong,
+            s_in,
+            format!("peerIdentity: \"{}\"", id("foo", "other")),
+        )
+        .outbound(c_rogue, r_in, format!("peerTrustDomain: {TD}"));
     let _s = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
     let _r = Proxy::start(dir, "rogue", &rogue_cfg.yaml(), r_admin).await;
     let c = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
@@ -747,43 +631,9 @@ async fn outbound_refuses_unexpected_server_identity() {
 async fn bad_input_is_closed_and_counted_without_crashing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", TD);
-    let server_cert = ca.issue("server", &id("foo", "httpbin"));
-    let client_cert = ca.issue("client", &id("foo", "sleep"));
-    let pol = policy_dir(dir, "policies");
-    let backend = http_backend("httpbin").await;
-    let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "timeouts: { handshake: 500ms, requestHeaders: 500ms, maxHeaderBytes: 8192 }\n",
-    };
-    let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
-
-    async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + limit;
-        for _ in 0..100 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue, // an error response first is fine
-                Err(_) => return false,
-            }
-        }
-        false
-    }
+    let (ca, server_cert, client_cert, pol) = cast(dir);
+    let limits = "timeouts: { handshake: 500ms, requestHeaders: 500ms, maxHeaderBytes: 8192 }\n";
+    let (mut proxy, inb, _, _) = httpbin(dir, (&ca, &server_cert, &pol), limits).await;
 
     // Garbage that looks like a TLS record.
     let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
@@ -830,36 +680,30 @@ async fn bad_input_is_closed_and_counted_without_crashing() {
 async fn bad_config_is_reported_with_file_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.yaml");
-    std::fs::write(
-        &cfg,
+    let refused = async |yaml: &str| -> String {
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+            .args(["proxy", "--config", cfg.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(
         "workload: { namespace: foo, serviceAccount: a }\ncerts: { key: k.pem, certChain: c.pem }\nmesh: {}\ninbound: [ { port: 70000, targetPort: 80 } ]\n",
     )
-    .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
-        .args(["proxy", "--config", cfg.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    .await;
     assert!(
         err.contains("bad.yaml") && err.contains("inbound[0].port"),
         "{err}"
     );
 
     // Valid YAML naming a missing certificate file.
-    std::fs::write(
-        &cfg,
+    let err = refused(
         "workload: { namespace: foo, serviceAccount: a }\ncerts: { key: k.pem, certChain: c.pem }\nmesh: {}\ninbound: [ { port: 15006, targetPort: 80 } ]\n",
     )
-    .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
-        .args(["proxy", "--config", cfg.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    .await;
     assert!(
         err.contains("error:") && err.contains("trustBundles"),
         "{err}"
@@ -880,41 +724,11 @@ async fn cert_rotation_applies_without_dropping_connections_and_bad_cert_is_refu
     let server_pol = policy_dir(dir, "server-policies");
     let client_pol = policy_dir(dir, "client-policies");
     let backend = http_backend("httpbin").await;
-    let (s_in, s_admin, c_out, c_admin) = (free_port(), free_port(), free_port(), free_port());
-    let server = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &live,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &server_pol,
-        inbound: vec![Inbound {
-            port: s_in,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin: s_admin,
-        extra: "",
-    };
-    let client = Cfg {
-        ns: "foo",
-        sa: "sleep",
-        cert: &client_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &client_pol,
-        inbound: vec![],
-        outbound: vec![Outbound {
-            port: c_out,
-            peer: s_in,
-            expect: format!("peerIdentity: \"{}\"", id("foo", "httpbin")),
-        }],
-        admin: c_admin,
-        extra: "",
-    };
-    let server_proxy = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
-    let _client_proxy = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
+    let server = Cfg::new("foo", "httpbin", &live, &ca, &server_pol, free_port());
+    let client = Cfg::new("foo", "sleep", &client_cert, &ca, &client_pol, free_port());
+    let pair = Pair::start(dir, server, client, (backend, "http"), expect_id("httpbin")).await;
+    let (s_in, s_admin, c_out) = (pair.s_in, pair.s_admin, pair.c_out);
+    let server_proxy = &pair.server;
 
     async fn leaf_serial(admin: u16) -> String {
         let (_, body) = http_get(admin, "/certs").await.expect("/certs");
@@ -925,38 +739,13 @@ async fn cert_rotation_applies_without_dropping_connections_and_bad_cert_is_refu
             .to_string()
     }
     /// One keep-alive HTTP/1.1 request on an existing connection; returns the status line.
-    async fn request(s: &mut BufReader<TcpStream>, path: &str) -> Option<String> {
-        let fut = async {
-            s.get_mut()
-                .write_all(format!("GET {path} HTTP/1.1\r\nHost: httpbin\r\n\r\n").as_bytes())
-                .await
-                .ok()?;
-            let mut status = String::new();
-            s.read_line(&mut status).await.ok()?;
-            let mut len = 0usize;
-            for _ in 0..100 {
-                let mut h = String::new();
-                s.read_line(&mut h).await.ok()?;
-                if h.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().ok()?;
-                }
-            }
-            let mut body = vec![0u8; len];
-            s.read_exact(&mut body).await.ok()?;
-            Some(status.trim().to_string())
-        };
-        tokio::time::timeout(Duration::from_secs(3), fut)
-            .await
-            .ok()
-            .flatten()
+    async fn request(s: &mut TcpStream, path: &str) -> Option<String> {
+        Some(get_on(s, "httpbin", path, "").await?.status_line)
     }
 
     let before = leaf_serial(s_admin).await;
     assert!(!before.is_empty());
-    let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", c_out)).await.unwrap());
+    let mut conn = TcpStream::connect(("127.0.0.1", c_out)).await.unwrap();
     assert_eq!(
         request(&mut conn, "/one").await.as_deref(),
         Some("HTTP/1.1 200 OK")
@@ -1015,38 +804,13 @@ async fn sigterm_drains_open_connections_then_exits() {
     let echo = echo_backend().await;
     let web = http_backend("web").await;
     let (inb, admin, web_in) = (free_port(), free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "db",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![
-            Inbound {
-                port: inb,
-                target: echo,
-                protocol: "tcp",
-            },
-            Inbound {
-                port: web_in,
-                target: web,
-                protocol: "http",
-            },
-        ],
-        outbound: vec![],
-        admin,
-        extra: "timeouts: { terminationDrain: 5s }\n",
-    };
+    let cfg = Cfg::new("foo", "db", &server_cert, &ca, &pol, admin)
+        .inbound(inb, echo, "tcp")
+        .inbound(web_in, web, "http")
+        .extra("timeouts: { terminationDrain: 5s }\n");
     let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
     let mut conn = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
-    let mut buf = [0u8; 5];
-    conn.write_all(b"hello").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"hello");
+    assert!(echoes(&mut conn, b"hello").await);
 
     // An idle HTTP keep-alive connection (one request served).
     let mut web_conn = TcpStream::connect(("127.0.0.1", web_in)).await.unwrap();
@@ -1061,9 +825,7 @@ async fn sigterm_drains_open_connections_then_exits() {
         .unwrap();
     assert_eq!(&got, b"HTTP/1.1 200");
 
-    let pid = proxy.child.id().to_string();
-    let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(st.success());
+    proxy.signal(libc::SIGTERM);
 
     // The listener closes and readiness fails, but the open connection keeps working.
     let closed = within(Duration::from_secs(3), || async {
@@ -1075,12 +837,7 @@ async fn sigterm_drains_open_connections_then_exits() {
         http_get(admin, "/healthz/ready").await.map(|r| r.0),
         Some(503)
     );
-    conn.write_all(b"world").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(3), conn.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"world");
+    assert!(echoes(&mut conn, b"world").await);
     assert!(proxy.alive());
     // The idle HTTP connection is closed gracefully rather than held until the drain deadline.
     let mut rest = Vec::new();
@@ -1094,14 +851,7 @@ async fn sigterm_drains_open_connections_then_exits() {
     // Once the TCP connection closes, the proxy exits promptly and cleanly.
     drop(conn);
     let started = Instant::now();
-    let mut status = None;
-    for _ in 0..60 {
-        if let Ok(Some(st)) = proxy.child.try_wait() {
-            status = Some(st);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = proxy.exits_within(Duration::from_secs(3)).await;
     let status = status.unwrap_or_else(|| panic!("proxy did not exit: {}", proxy.logs()));
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -1111,40 +861,16 @@ async fn sigterm_drains_open_connections_then_exits() {
 async fn plug_in_ca_chains_with_intermediates_from_the_ca_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
     // Istio plug-in CA layout: root → intermediate → workload certs (cert-chain.pem carries the
     // intermediate, so both proxies must send and verify a 3-certificate chain).
-    trustmesh(&["ca", "init", "--trust-domain", TD, "--out", &p("root")]);
-    trustmesh(&[
-        "ca",
-        "init",
-        "--trust-domain",
-        TD,
-        "--parent",
-        &p("root"),
-        "--out",
-        &p("int"),
-    ]);
-    for (name, sa) in [("server", "httpbin"), ("client", "sleep")] {
-        trustmesh(&[
-            "ca",
-            "issue",
-            "--ca",
-            &p("int"),
-            "--spiffe-id",
-            &id("foo", sa),
-            "--out",
-            &p(name),
-        ]);
-    }
-    let server_cert = (
-        dir.join("server/cert-chain.pem"),
-        dir.join("server/key.pem"),
+    trustmesh_in(dir, &["ca", "init", "--trust-domain", TD, "--out", "root"]);
+    let intermediate = ["--parent", "root", "--out", "int"];
+    trustmesh_in(
+        dir,
+        &[&["ca", "init", "--trust-domain", TD], &intermediate[..]].concat(),
     );
-    let client_cert = (
-        dir.join("client/cert-chain.pem"),
-        dir.join("client/key.pem"),
-    );
+    let server_cert = ca_issue(dir, "int", "server", &id("foo", "httpbin"), &[]);
+    let client_cert = ca_issue(dir, "int", "client", &id("foo", "sleep"), &[]);
     let pol = policy_dir(dir, "policies");
     write_policy(
         &pol,
@@ -1152,48 +878,27 @@ async fn plug_in_ca_chains_with_intermediates_from_the_ca_cli() {
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: istio-system }\nspec:\n  mtls: { mode: STRICT }\n",
     );
     let backend = http_backend("httpbin").await;
-    let (s_in, s_admin, c_out, c_admin) = (free_port(), free_port(), free_port(), free_port());
     // Bundles as a directory: the root's trust domain comes from its own URI SAN.
     let bundle_dir = dir.join("bundles");
     std::fs::create_dir(&bundle_dir).unwrap();
     std::fs::copy(dir.join("root/root-cert.pem"), bundle_dir.join("mesh.pem")).unwrap();
-    let server = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![bundle_dir.display().to_string()],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: s_in,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin: s_admin,
-        extra: "",
-    };
-    let client = Cfg {
-        ns: "foo",
-        sa: "sleep",
-        cert: &client_cert,
-        bundles: vec![format!(
-            "{TD}={}",
-            dir.join("client/root-cert.pem").display()
-        )],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![],
-        outbound: vec![Outbound {
-            port: c_out,
-            peer: s_in,
-            expect: format!("peerIdentity: \"{}\"", id("foo", "httpbin")),
-        }],
-        admin: c_admin,
-        extra: "",
-    };
-    let s = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
-    let _c = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
+    let bundles = vec![bundle_dir.display().to_string()];
+    let server = Cfg::trusting(
+        "foo",
+        "httpbin",
+        &server_cert,
+        TD,
+        bundles,
+        &pol,
+        free_port(),
+    );
+    let bundles = vec![format!(
+        "{TD}={}",
+        dir.join("client/root-cert.pem").display()
+    )];
+    let client = Cfg::trusting("foo", "sleep", &client_cert, TD, bundles, &pol, free_port());
+    let pair = Pair::start(dir, server, client, (backend, "http"), expect_id("httpbin")).await;
+    let (s_in, s_admin, c_out, s) = (pair.s_in, pair.s_admin, pair.c_out, &pair.server);
     let (code, body) = curl_plain(c_out, "/chain", &[]).await;
     assert_eq!(code, 200, "{body}\n{}", s.logs());
     assert!(
@@ -1218,11 +923,7 @@ async fn federation_follows_the_bundle_directory() {
     let server_cert = mesh.issue("server", &id("foo", "httpbin"));
     let partner_client = partner.issue("client", "spiffe://partner.example/ns/ext/sa/batch");
     let pol = policy_dir(dir, "policies");
-    write_policy(
-        &pol,
-        "pa.yaml",
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: foo }\nspec:\n  mtls: { mode: STRICT }\n",
-    );
+    write_policy(&pol, "pa.yaml", STRICT_IN_FOO);
     // Bundles as written by a federation agent: one file per trust domain in a directory, each
     // root naming its domain in its URI SAN.
     let bundles = dir.join("bundles");
@@ -1230,22 +931,9 @@ async fn federation_follows_the_bundle_directory() {
     std::fs::copy(&mesh.root, bundles.join("cluster.local.pem")).unwrap();
     let backend = http_backend("httpbin").await;
     let (inb, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![bundles.display().to_string()],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port: inb,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
+    let trusted = vec![bundles.display().to_string()];
+    let cfg = Cfg::trusting("foo", "httpbin", &server_cert, TD, trusted, &pol, admin)
+        .inbound(inb, backend, "http");
     let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
     assert_eq!(curl_mtls(inb, "/before", &partner_client, &[]).await.0, 0);
 
@@ -1283,42 +971,13 @@ async fn idle_keep_alive_connection_is_kept() {
     let ca = Ca::new(dir, "mesh", TD);
     let server_cert = ca.issue("server", &id("foo", "httpbin"));
     let pol = policy_dir(dir, "policies");
-    let backend = http_backend("httpbin").await;
-    let (port, admin) = (free_port(), free_port());
-    let cfg = Cfg {
-        ns: "foo",
-        sa: "httpbin",
-        cert: &server_cert,
-        bundles: vec![format!("{TD}={}", ca.root.display())],
-        mesh: format!("{{ trustDomain: {TD} }}"),
-        policy_dir: &pol,
-        inbound: vec![Inbound {
-            port,
-            target: backend,
-            protocol: "http",
-        }],
-        outbound: vec![],
-        admin,
-        extra: "",
-    };
-    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    let (proxy, port, _, _) = httpbin(dir, (&ca, &server_cert, &pol), "").await;
 
     // PERMISSIVE (no PeerAuthentication): plaintext HTTP/1.1 on one connection.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut ask = async |path: &str| -> String {
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: httpbin\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 8192];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("answer in time")
-            .unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .next()
-            .unwrap_or("(closed)")
-            .to_string()
+        let answer = get_on(&mut s, "httpbin", path, "").await;
+        answer.map_or("(closed)".into(), |a| a.status_line)
     };
     assert_eq!(ask("/first").await, "HTTP/1.1 200 OK", "{}", proxy.logs());
     tokio::time::sleep(Duration::from_secs(12)).await;

@@ -1,11 +1,11 @@
 //! The README's first command, run as a newcomer would: `trustmesh quickstart` must bring the
 //! whole mesh up on loopback, pass every step of its tour, exit 0, and leave nothing behind.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use trustmesh_testkit::process::Proc;
 
 /// Each test starts a whole mesh (12 processes); one at a time keeps a 2-core machine from
 /// turning timing into the thing under test.
@@ -15,37 +15,47 @@ fn one_mesh() -> std::sync::MutexGuard<'static, ()> {
     ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts `trustmesh quickstart --keep-running` and returns it with its stdout lines up to and
-/// including "press Ctrl-C" (bounded at 120 s).
-fn start_kept_mesh() -> (Child, Receiver<String>, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
-        .args(["quickstart", "--keep-running"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start quickstart");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
+/// A `trustmesh quickstart --keep-running` that has finished its tour.
+struct KeptMesh {
+    proc: Proc,
+    /// Its stdout up to and including "press Ctrl-C".
+    lines: Vec<String>,
+    /// The temporary directory named on its first line.
+    dir: String,
+    /// The five sidecars' admin addresses, from the "Operator's view" lines.
+    admins: Vec<String>,
+}
+
+/// Starts `trustmesh quickstart --keep-running` and waits (≤120 s) for it to say
+/// "press Ctrl-C".
+fn start_kept_mesh() -> KeptMesh {
+    let mut mesh = Proc::start(
+        Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+            .args(["quickstart", "--keep-running"])
+            .stderr(Stdio::null()),
+    );
     let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.contains("press Ctrl-C")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no 'press Ctrl-C' line in time:\n{}", lines.join("\n"));
-            }
-        }
+    let ready = |l: &str| l.contains("press Ctrl-C");
+    if mesh
+        .lines_until(ready, Duration::from_secs(120), &mut lines)
+        .is_none()
+    {
+        panic!("no 'press Ctrl-C' line in time:\n{}", lines.join("\n"));
     }
-    (child, rx, lines)
+    let dir = lines[0].split(" in ").nth(1).expect("dir on first line");
+    let admins = admin_addresses(&lines);
+    assert_eq!(
+        admins.len(),
+        5,
+        "one admin endpoint per sidecar:\n{}",
+        lines.join("\n")
+    );
+    KeptMesh {
+        proc: mesh,
+        dir: dir.trim().to_string(),
+        admins,
+        lines,
+    }
 }
 
 /// The admin addresses of the five sidecars, from the "Operator's view" lines.
@@ -103,21 +113,13 @@ fn quickstart_tour_passes_and_cleans_up() {
 #[test]
 fn keep_running_then_ctrl_c_cleans_up() {
     let _one = one_mesh();
-    let (mut child, _rx, lines) = start_kept_mesh();
-    let dir = lines[0]
-        .split(" in ")
-        .nth(1)
-        .expect("dir on first line")
-        .trim()
-        .to_string();
+    let KeptMesh {
+        proc: mut mesh,
+        lines,
+        dir,
+        admins,
+    } = start_kept_mesh();
     // The admin addresses it printed are live while the mesh runs.
-    let admins = admin_addresses(&lines);
-    assert_eq!(
-        admins.len(),
-        5,
-        "one admin endpoint per sidecar:\n{}",
-        lines.join("\n")
-    );
     for a in &admins {
         assert!(
             std::net::TcpStream::connect(a).is_ok(),
@@ -192,22 +194,9 @@ fn keep_running_then_ctrl_c_cleans_up() {
     assert_eq!(plaintext["decision"], "DENY", "{plaintext}");
     assert_eq!(plaintext["mtlsMode"], "STRICT");
 
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("send SIGINT");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "quickstart did not stop after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    mesh.signal(libc::SIGINT);
+    let exit = mesh.exited_within(Duration::from_secs(20));
+    let exit = exit.expect("quickstart did not stop after SIGINT");
     // The tour had finished and passed before the interrupt, so the exit code reports success.
     assert!(
         exit.success(),
@@ -231,18 +220,14 @@ fn keep_running_then_ctrl_c_cleans_up() {
 #[test]
 fn children_do_not_outlive_a_killed_quickstart() {
     let _one = one_mesh();
-    let (mut child, _rx, lines) = start_kept_mesh();
-    let dir = lines[0]
-        .split(" in ")
-        .nth(1)
-        .expect("dir")
-        .trim()
-        .to_string();
-    let admins = admin_addresses(&lines);
-    assert_eq!(admins.len(), 5);
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    // Sidecars drain for up to 5 s on SIGTERM; allow a little more.
+    let KeptMesh {
+        proc: mut mesh,
+        dir,
+        admins,
+        ..
+    } = start_kept_mesh();
+    mesh.kill(); // SIGKILL
+                 // Sidecars drain for up to 5 s on SIGTERM; allow a little more.
     let deadline = Instant::now() + Duration::from_secs(10);
     for a in &admins {
         while std::net::TcpStream::connect(a).is_ok() {

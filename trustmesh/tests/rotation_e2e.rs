@@ -11,21 +11,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use trustmesh_testkit::http::blocking_get;
 
 /// A line echo server: the app behind the server-side sidecar.
 fn echo_backend() -> SocketAddr {
@@ -48,32 +41,12 @@ fn echo_backend() -> SocketAddr {
 
 /// GET on a sidecar's admin port; `None` until it answers 200.
 fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
-}
-
-/// Status code and body of a GET on a sidecar's admin port; `None` if it does not answer.
-fn admin_status(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_string(),
-    ))
+    blocking_get(admin, path).and_then(|(code, body)| (code == 200).then_some(body))
 }
 
 /// Status code of the sidecar's `/healthz/ready`.
 fn readiness(admin: SocketAddr) -> Option<u16> {
-    admin_status(admin, "/healthz/ready").map(|(code, _)| code)
+    blocking_get(admin, "/healthz/ready").map(|(code, _)| code)
 }
 
 /// Seconds the sidecar's certificate has left, per its admin endpoint.
@@ -102,17 +75,6 @@ fn served_serial(admin: SocketAddr) -> Option<String> {
         .map(|s| s.replace(':', "").to_uppercase())
 }
 
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn agent(
     base: &Path,
     name: &str,
@@ -124,12 +86,9 @@ fn agent(
     let dir = base.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), token).unwrap();
-    let cfg = format!(
-        "trustDomain: {TD}\nca:\n  address: https://{grpc}\n  rootCert: {root}\n  serverName: trustmesh-ca\n\
-         tokenFile: token\nidentity: {{namespace: default, serviceAccount: {name}}}\n\
-         outputDir: certs\nttl: {ttl}\nmaxRetryInterval: 1s\n",
-        root = root.display(),
-    );
+    let extra = format!("ttl: {ttl}\nmaxRetryInterval: 1s\n");
+    let (token, out) = (Path::new("token"), Path::new("certs"));
+    let cfg = agent_yaml(&grpc.to_string(), root, name, token, out, &extra);
     std::fs::write(dir.join("agent.yaml"), cfg).unwrap();
     Proc::spawn_logged(&[
         "agent",
@@ -161,31 +120,8 @@ struct Pair {
     _tmp: tempfile::TempDir,
 }
 
-fn ca_args(ca_dir: &Path, jwks: &Path, listen: &str) -> Vec<String> {
-    [
-        "ca",
-        "serve",
-        "--ca",
-        ca_dir.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--audience",
-        AUDIENCE,
-        "--max-ttl",
-        "1h",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn start_ca_with(args: &[String]) -> (Proc, SocketAddr) {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (p, grpc, _) = start_ca_args(&refs);
+    let (p, grpc, _) = start_ca_owned(args);
     (p, grpc)
 }
 
@@ -199,8 +135,8 @@ fn start_pair(server_ttl: &str) -> Pair {
     let root = ca_dir.join("root-cert.pem");
     let jwks = base.join("jwks.json");
     let issuer = TokenIssuer::new(&jwks, "k1");
-    let (ca, grpc) = start_ca_with(&ca_args(&ca_dir, &jwks, "127.0.0.1:0"));
-    let ca_args = ca_args(&ca_dir, &jwks, &grpc.to_string());
+    let (ca, grpc) = start_ca_with(&ca_serve_args(&ca_dir, &jwks, "127.0.0.1:0", &[]));
+    let ca_args = ca_serve_args(&ca_dir, &jwks, &grpc.to_string(), &[]);
 
     let (server_agent, server_agent_log) = agent(
         &base,
@@ -220,7 +156,7 @@ fn start_pair(server_ttl: &str) -> Pair {
     );
     for name in ["server", "client"] {
         let chain = base.join(name).join("certs/cert-chain.pem");
-        wait_until("agent certificate", Duration::from_secs(30), || {
+        wait_for("agent certificate", Duration::from_secs(30), || {
             chain.exists().then_some(())
         });
     }
@@ -277,7 +213,7 @@ fn start_pair(server_ttl: &str) -> Pair {
     let server_admin: SocketAddr = format!("127.0.0.1:{server_admin}").parse().unwrap();
     let client_admin: SocketAddr = format!("127.0.0.1:{client_admin}").parse().unwrap();
     for a in [server_admin, client_admin] {
-        wait_until("proxy ready", Duration::from_secs(30), || {
+        wait_for("proxy ready", Duration::from_secs(30), || {
             admin_get(a, "/healthz/ready")
         });
     }
@@ -323,7 +259,7 @@ fn long_lived_connection_survives_three_rotations() {
 
     // Watch the server sidecar's certificate change three times (10 s TTL, renewed at ~5 s),
     // pinging the whole time; bounded at 60 s.
-    let mut seen = vec![wait_until("serial", Duration::from_secs(10), || {
+    let mut seen = vec![wait_for("serial", Duration::from_secs(10), || {
         served_serial(server_admin)
     })];
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -416,10 +352,10 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
 
     // 1. Take the CA down just after the server sidecar picked up a rotated certificate, so the
     //    outage covers the next renewal (at half of the 12 s lifetime) and the expiry.
-    let first = wait_until("first serial", Duration::from_secs(10), || {
+    let first = wait_for("first serial", Duration::from_secs(10), || {
         served_serial(admin)
     });
-    let serving = wait_until(
+    let serving = wait_for(
         "the server sidecar serving a rotated certificate",
         Duration::from_secs(20),
         || served_serial(admin).filter(|s| *s != first),
@@ -436,7 +372,7 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
     // 2. CA down, certificate still valid: the agent's renewal fails and is retried, and
     //    meanwhile the sidecar keeps serving what it has.
     let failures = |log: &Log| log.count("renewal failed");
-    wait_until(
+    wait_for(
         "the agent's renewal attempt failing while the CA is down",
         Duration::from_secs(left.max(1) as u64),
         || (failures(&pair.server_agent_log) >= 1).then_some(()),
@@ -460,15 +396,15 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
 
     // 3. The certificate expires with the CA still down: the sidecar says it is not ready, and
     //    the client sidecar refuses the expired certificate, so no request gets through.
-    let (_, why) = wait_until(
+    let (_, why) = wait_for(
         "readiness 503 after expiry",
         expiry.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
-        || admin_status(admin, "/healthz/ready").filter(|(code, _)| *code == 503),
+        || blocking_get(admin, "/healthz/ready").filter(|(code, _)| *code == 503),
     );
     assert_eq!(why.trim(), "certificate expired");
     eprintln!("drill: server sidecar not ready at {:?}", started.elapsed());
     // Readiness turns at notAfter, verification one second later (notAfter itself is valid).
-    wait_until(
+    wait_for(
         "a request through the pair to be refused",
         Duration::from_secs(3),
         || request(client_out, "expired").is_none().then_some(()),
@@ -479,7 +415,7 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
     }
     // Refused for the expiry (the verifier's error names it), by a full handshake: a resumed
     // session skipped the verifier and let these requests through (see `tls::client_config`).
-    wait_until(
+    wait_for(
         "the client sidecar logging the handshake refused for the expiry",
         Duration::from_secs(5),
         || {
@@ -489,7 +425,7 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
                 .then_some(())
         },
     );
-    wait_until(
+    wait_for(
         "the server sidecar logging the expiry",
         Duration::from_secs(5),
         || {
@@ -502,7 +438,7 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
     );
     assert_eq!(served_serial(admin).as_deref(), Some(serving.as_str()));
     assert!(pair.server_agent.running(), "the agent stays up");
-    wait_until(
+    wait_for(
         "the agent retrying after the expiry",
         Duration::from_secs(5),
         || (pair.server_agent_log.count("the certificate has EXPIRED") >= 1).then_some(()),
@@ -513,7 +449,7 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
     //    renews, the sidecar loads the new certificate, is ready again, and traffic flows.
     let (_ca, _) = start_ca_with(&pair.ca_args);
     let back = Instant::now();
-    let renewed = wait_until(
+    let renewed = wait_for(
         "the server sidecar serving a new certificate",
         Duration::from_secs(20),
         || served_serial(admin).filter(|s| *s != serving),

@@ -8,11 +8,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn send(p: &Proc, sig: libc::c_int) {
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(p.child.id() as libc::pid_t, sig) }, 0);
-}
-
 #[test]
 fn ca_server_and_agent_survive_hangup_and_user_signals() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,99 +17,76 @@ fn ca_server_and_agent_survive_hangup_and_user_signals() {
     let _issuer = TokenIssuer::new(&jwks, "k1");
     let (mut ca, grpc, _) = start_ca(&ca_dir, &jwks, &[]);
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGHUP] {
-        send(&ca, sig);
+        ca.signal(sig);
         std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            ca.child.try_wait().unwrap().is_none(),
-            "signal {sig} killed the CA"
-        );
+        assert!(ca.running(), "signal {sig} killed the CA");
     }
     // Still serving: the port accepts connections.
     std::net::TcpStream::connect(grpc).expect("still listening");
 
     // The node agent likewise.
     let config = dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "trustDomain: cluster.local\n\
-             ca: {{address: \"https://{grpc}\", rootCert: {root}, serverName: trustmesh-ca}}\n\
-             tokenFile: {token}\n\
-             identity: {{namespace: default, serviceAccount: sleep}}\n\
-             outputDir: {out}\nworkloadApiSocket: {sock}\nttl: 1h\n",
-            root = ca_dir.join("root-cert.pem").display(),
-            token = dir.path().join("no-token-needed").display(),
-            out = dir.path().join("certs").display(),
-            sock = dir.path().join("run/agent.sock").display(),
-        ),
-    )
-    .unwrap();
+    let (root, token) = (
+        ca_dir.join("root-cert.pem"),
+        dir.path().join("no-token-needed"),
+    );
+    let sock = dir.path().join("run/agent.sock");
+    let extra = format!("workloadApiSocket: {}\nttl: 1h\n", sock.display());
+    let yaml = agent_yaml(
+        &grpc.to_string(),
+        &root,
+        "sleep",
+        &token,
+        &dir.path().join("certs"),
+        &extra,
+    );
+    std::fs::write(&config, yaml).unwrap();
     let mut agent = Proc::spawn(&["agent", "--config", config.to_str().unwrap()]);
     agent.wait_line("workload-api ", Duration::from_secs(10));
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
-        send(&agent, sig);
+        agent.signal(sig);
         std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            agent.child.try_wait().unwrap().is_none(),
-            "signal {sig} killed the agent"
-        );
+        assert!(agent.running(), "signal {sig} killed the agent");
     }
     agent.kill();
-    send(&ca, libc::SIGTERM);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = ca.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGTERM did not stop the CA"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    ca.signal(libc::SIGTERM);
+    let status = ca.exited_within(Duration::from_secs(10));
+    let status = status.expect("SIGTERM did not stop the CA");
     assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
-    use proxy_support::{
-        curl_plain, free_port, http_backend, policy_dir, write_policy, Ca, Cfg, Proxy,
-    };
+    use proxy_support::{curl_plain, http_backend, write_policy, App};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ca = Ca::new(dir, "mesh", "cluster.local");
-    let cert = ca.issue("server", "spiffe://cluster.local/ns/foo/sa/app");
-    let pol = policy_dir(dir, "policies");
+    let app = App::new(dir);
     let backend = http_backend("app").await;
-    let (inb, admin) = (free_port(), free_port());
-    let mut cfg = Cfg::http_app(&ca, &cert, &pol, inb, backend, admin);
     // Polling so slow that only SIGHUP can explain a prompt reload.
-    cfg.extra = "reloadPoll: 1m\n";
-    let mut proxy = Proxy::start(dir, "app", &cfg.yaml(), admin).await;
+    let yaml = app.cfg(backend).extra("reloadPoll: 1m\n").yaml();
+    let mut proxy = proxy_support::Proxy::start(dir, "app", &yaml, app.admin).await;
+    let inb = app.inb;
     assert_eq!(curl_plain(inb, "/admin", &[]).await.0, 200);
-    let pid = proxy.child.id() as libc::pid_t;
     for sig in [libc::SIGUSR1, libc::SIGUSR2] {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        proxy.signal(sig);
     }
     write_policy(
-        &pol,
+        &app.pol,
         "deny.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
          metadata: { name: no-admin, namespace: foo }\n\
          spec: { action: DENY, rules: [ { to: [ { operation: { paths: [\"/admin\"] } } ] } ] }\n",
     );
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while curl_plain(inb, "/admin", &[]).await.0 != 403 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not reload: {}",
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    proxy.signal(libc::SIGHUP);
+    let reloaded = proxy_support::within(Duration::from_secs(5), || async {
+        curl_plain(inb, "/admin", &[]).await.0 == 403
+    })
+    .await;
+    assert!(
+        reloaded.is_some(),
+        "SIGHUP did not reload: {}",
+        proxy.logs()
+    );
     assert!(proxy.alive(), "{}", proxy.logs());
     assert!(
         proxy.logs().contains("SIGHUP: reloading"),

@@ -10,23 +10,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rcgen::{CertificateParams, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use trustmesh_ca::{CertificateAuthority, InitOptions};
-use trustmesh_ca_server::auth::cache::DEFAULT_MAX_AGE;
-use trustmesh_ca_server::auth::jwt::{IssuerConfig, JwksSource};
-use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use trustmesh_ca_server::pb::IstioCertificateRequest;
-use trustmesh_ca_server::server::{start, IdentitySource, Options};
-use trustmesh_identity::TrustDomain;
+use trustmesh_testkit::ca_server::{csr, start_ca, TD};
 
-const ISS: &str = "https://bench.issuer";
 /// Distinct CSRs per client, cycled; signing does not depend on the CSR being fresh.
 const CSRS_PER_CLIENT: usize = 16;
 
@@ -78,81 +69,22 @@ fn main() {
 }
 
 async fn run(a: &Args) -> (u64, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let td = TrustDomain::parse("bench.local").unwrap();
-    CertificateAuthority::init_root(&td, &InitOptions::root())
-        .unwrap()
-        .write(dir.path())
-        .unwrap();
-    let ca = CertificateAuthority::load(dir.path()).unwrap();
-
-    let signing = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let raw = signing.public_key_raw();
-    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "b",
-        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..])}]});
-    let jwks_path = dir.path().join("jwks.json");
-    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
-
-    let signer = Arc::new(CaSigner { ca });
-    let identity: IdentitySource = {
-        let s = signer.clone();
-        Arc::new(move || server_identity(&s.ca, &["localhost".into()], Duration::from_secs(3600)))
-    };
-    let running = start(
-        signer,
-        identity,
-        Options {
-            server_cert_ttl: Duration::from_secs(3600),
-            trust_domain: td,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            bundle_listen: None,
-            issuers: vec![IssuerConfig {
-                issuer: ISS.into(),
-                jwks: JwksSource::File(jwks_path),
-            }],
-            audiences: vec!["istio-ca".into()],
-            max_ttl: Duration::from_secs(3600),
-            default_ttl: Duration::from_secs(3600),
-            jwt_authority: None,
-            // As `ca serve` runs by default: each client's token is verified once.
-            token_cache_max_age: DEFAULT_MAX_AGE,
-            max_connections: trustmesh_ca_server::limits::DEFAULT_MAX_CONNECTIONS,
-            idle_timeout: trustmesh_ca_server::limits::DEFAULT_IDLE_TIMEOUT,
-        },
-    )
-    .await
-    .unwrap();
-    let root = std::fs::read(dir.path().join("root-cert.pem")).unwrap();
+    // As `ca serve` runs by default: each client's token is verified once.
+    let ca = start_ca(|o| o.jwt_authority = None).await;
 
     // Everything the clients send is prepared before timing starts.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let mut work = Vec::new();
     for c in 0..a.clients {
         let sa = format!("sa{c}");
-        let claims = serde_json::json!({"iss": ISS, "aud": "istio-ca", "exp": now + 3600,
-            "sub": format!("system:serviceaccount:bench:{sa}")});
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some("b".into());
-        let key = jsonwebtoken::EncodingKey::from_ec_der(&signing.serialize_der());
-        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
-        let csrs: Vec<String> = (0..CSRS_PER_CLIENT)
-            .map(|_| {
-                let k = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-                let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-                let id = format!("spiffe://bench.local/ns/bench/sa/{sa}");
-                p.subject_alt_names = vec![SanType::URI(id.as_str().try_into().unwrap())];
-                p.serialize_request(&k).unwrap().pem().unwrap()
-            })
-            .collect();
-        let channel = Endpoint::from_shared(format!("https://{}", running.addr))
+        let token = ca.token("bench", &sa, 3600);
+        let id = format!("spiffe://{TD}/ns/bench/sa/{sa}");
+        let csrs: Vec<String> = (0..CSRS_PER_CLIENT).map(|_| csr(&id)).collect();
+        let channel = Endpoint::from_shared(ca.ep.address.clone())
             .unwrap()
             .tls_config(
                 ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&root))
-                    .domain_name("localhost"),
+                    .ca_certificate(Certificate::from_pem(&ca.ep.root_pem))
+                    .domain_name(ca.ep.server_name.clone()),
             )
             .unwrap()
             .connect()
@@ -192,6 +124,6 @@ async fn run(a: &Args) -> (u64, Duration) {
         t.await.unwrap();
     }
     let elapsed = started.elapsed();
-    running.shutdown();
+    ca.running.shutdown();
     (issued.load(Ordering::Relaxed), elapsed)
 }

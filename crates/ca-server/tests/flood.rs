@@ -3,19 +3,17 @@
 //! listener has its own cap and silent connections are closed, so a flood of one listener leaves
 //! issuance working, and a flood of the certificate service clears itself.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{csr, start_ca};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use trustmesh_ca_server::client::create_certificate;
+use trustmesh_testkit::ca_server::{csr, start_ca, TestCa};
+use trustmesh_testkit::net::closed_within;
 
 const CAP: usize = 40;
 
-async fn issue(ca: &common::TestCa) -> Result<Vec<String>, tonic::Status> {
+async fn issue(ca: &TestCa) -> Result<Vec<String>, tonic::Status> {
     create_certificate(
         &ca.ep,
         &ca.creds,
@@ -27,23 +25,7 @@ async fn issue(ca: &common::TestCa) -> Result<Vec<String>, tonic::Status> {
 
 /// Waits (bounded) until `f` holds.
 async fn until(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// True when the server closes `s` within `within` (EOF or reset).
-async fn closed_within(s: &mut (impl AsyncReadExt + Unpin), within: Duration) -> bool {
-    let mut b = [0u8; 64];
-    loop {
-        match tokio::time::timeout(within, s.read(&mut b)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-        }
-    }
+    trustmesh_testkit::net::until(what, Duration::from_secs(10), f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

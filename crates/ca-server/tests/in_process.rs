@@ -1,21 +1,19 @@
 //! The server library in-process (no CLI): issuance for the token's identity, refusal of any
 //! other, and the error codes a client sees.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{csr, start_ca};
 use tonic::Code;
 use trustmesh_ca_server::client::{
     create_certificate, fetch_jwt_bundle, mint_jwt_svid, Credentials,
 };
+use trustmesh_testkit::ca_server::{csr, start_ca};
 
 #[tokio::test]
 async fn issues_only_the_tokens_identity() {
     let ca = start_ca(|_| {}).await;
     let (ep, creds) = (&ca.ep, &ca.creds);
-    let now = common::now();
+    let now = trustmesh_testkit::pki::unix_now() as u64;
     let chain = create_certificate(
         ep,
         creds,

@@ -3,15 +3,14 @@
 //! Issuances/s = 1 / reported time per iteration.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rcgen::{CertificateParams, KeyPair, SanType};
-use trustmesh_ca::{CertificateAuthority, InitOptions, IssueRequest};
-use trustmesh_identity::{SpiffeId, TrustDomain};
+use rcgen::KeyPair;
+use trustmesh_ca::IssueRequest;
+use trustmesh_identity::SpiffeId;
+use trustmesh_testkit::pki::csr;
+use trustmesh_testkit::pki::istio::plugin_ca;
 
 fn bench_issue(c: &mut Criterion) {
-    let td = TrustDomain::parse("cluster.local").unwrap();
-    let root = CertificateAuthority::init_root(&td, &InitOptions::root()).unwrap();
-    let ca =
-        CertificateAuthority::init_intermediate(&root, &td, &InitOptions::intermediate()).unwrap();
+    let (_root, ca) = plugin_ca("cluster.local");
     let id = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/bench").unwrap();
 
     let mut group = c.benchmark_group("issue_ecdsa_p256");
@@ -23,9 +22,7 @@ fn bench_issue(c: &mut Criterion) {
     });
 
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![SanType::URI(id.as_str().try_into().unwrap())];
-    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let csr = csr(&key, &[id.as_str()]);
     let mut from_csr = IssueRequest::new(id);
     from_csr.csr_pem = Some(csr);
     group.bench_function("from_csr", |b| {

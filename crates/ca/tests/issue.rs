@@ -1,34 +1,17 @@
 //! Issuance: root → intermediate → leaf, CSR handling, TTL and trust-domain rules.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{openssl, uri_sans, with_cert};
-use rcgen::{CertificateParams, KeyPair, SanType};
+use rcgen::KeyPair;
 use time::OffsetDateTime;
 use trustmesh_ca::{CaError, CertificateAuthority, InitOptions, IssueRequest, KeyType, TtlPolicy};
 use trustmesh_identity::{SpiffeId, TrustDomain};
+use trustmesh_testkit::pki::istio::plugin_ca;
+use trustmesh_testkit::pki::{csr as csr_for, uri_sans, with_cert};
+use trustmesh_testkit::tools::openssl;
 
 fn td(s: &str) -> TrustDomain {
     TrustDomain::parse(s).unwrap()
-}
-
-fn plugin_ca(domain: &str) -> (CertificateAuthority, CertificateAuthority) {
-    let root = CertificateAuthority::init_root(&td(domain), &InitOptions::root()).unwrap();
-    let ca =
-        CertificateAuthority::init_intermediate(&root, &td(domain), &InitOptions::intermediate())
-            .unwrap();
-    (root, ca)
-}
-
-fn csr_for(key: &KeyPair, uris: &[&str]) -> String {
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = uris
-        .iter()
-        .map(|u| SanType::URI((*u).try_into().unwrap()))
-        .collect();
-    params.serialize_request(key).unwrap().pem().unwrap()
 }
 
 #[test]
@@ -278,26 +261,9 @@ fn tampered_or_garbage_csr_is_refused() {
 
 /// CSR from an openssl-generated key: `genpkey` arguments per algorithm.
 fn openssl_csr(dir: &std::path::Path, genpkey: &[&str]) -> String {
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", "k.pem"]);
-    openssl(dir, &args);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "k.pem",
-            "-subj",
-            "/CN=x",
-            "-addext",
-            "subjectAltName=URI:spiffe://cluster.local/ns/a/sa/b",
-            "-out",
-            "r.csr",
-        ],
-    );
-    std::fs::read_to_string(dir.join("r.csr")).unwrap()
+    openssl(dir, &[&["genpkey"], genpkey, &["-out", "k.pem"]].concat());
+    let id = "spiffe://cluster.local/ns/a/sa/b";
+    trustmesh_testkit::pki::openssl::csr(dir, "k.pem", "/CN=x", id, "r.csr")
 }
 
 #[test]

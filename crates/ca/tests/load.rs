@@ -1,15 +1,15 @@
 //! Loading and writing Istio `cacerts` directories, including ones made by openssl.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{gen_key, openssl, openssl_cacerts, uri_sans, OsslKey};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use trustmesh_ca::{CaError, CertificateAuthority, InitOptions, IssueRequest};
 use trustmesh_identity::{SpiffeId, TrustDomain};
+use trustmesh_testkit::pki::openssl::{gen_key, openssl_cacerts, OsslKey};
+use trustmesh_testkit::pki::{uri_sans, with_cert};
+use trustmesh_testkit::tools::openssl;
 
 fn td(s: &str) -> TrustDomain {
     TrustDomain::parse(s).unwrap()
@@ -22,6 +22,21 @@ fn listing(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Istio's plug-in cacerts made by openssl with PKCS#8 EC keys, in `dir`.
+fn ec_cacerts(dir: &Path) {
+    openssl_cacerts(dir, OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+}
+
+/// Why loading the CA in `dir` fails.
+fn load_error(dir: &Path) -> String {
+    CertificateAuthority::load(dir).unwrap_err().to_string()
+}
+
+/// Copies `name` from the CA folder `from` into `to`.
+fn take(from: &Path, to: &Path, name: &str) {
+    fs::copy(from.join(name), to.join(name)).unwrap();
 }
 
 /// Issues from `ca` and checks with openssl that the chain verifies to `root-cert.pem`.
@@ -95,7 +110,7 @@ fn trust_domain_from_root_uri_or_explicit() {
 
     // Without URIs an explicit domain is taken as is.
     let plain = tempfile::tempdir().unwrap();
-    openssl_cacerts(plain.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(plain.path());
     let ca =
         CertificateAuthority::load_with_trust_domain(plain.path(), &td("mesh.example")).unwrap();
     issue_and_openssl_verify(&ca, "spiffe://mesh.example/ns/x/sa/y");
@@ -150,7 +165,7 @@ fn missing_files_are_named() {
         "root-cert.pem",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+        ec_cacerts(dir.path());
         fs::remove_file(dir.path().join(name)).unwrap();
         let err = CertificateAuthority::load(dir.path()).unwrap_err();
         assert!(matches!(err, CaError::Missing { .. }), "{err}");
@@ -162,7 +177,7 @@ fn missing_files_are_named() {
 #[test]
 fn key_not_matching_cert_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(dir.path());
     gen_key(dir.path(), OsslKey::EcSec1, "ca-key.pem");
     let err = CertificateAuthority::load(dir.path()).unwrap_err();
     let msg = err.to_string();
@@ -176,21 +191,17 @@ fn key_not_matching_cert_is_reported() {
 #[test]
 fn garbage_key_and_cert_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(dir.path());
     fs::write(dir.path().join("ca-key.pem"), "hello").unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    let err = load_error(dir.path());
     assert!(
         err.contains("ca-key.pem: no PRIVATE KEY PEM block found"),
         "{err}"
     );
 
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(dir.path());
     fs::write(dir.path().join("root-cert.pem"), "").unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    let err = load_error(dir.path());
     assert!(
         err.contains("root-cert.pem: no CERTIFICATE PEM block found"),
         "{err}"
@@ -215,9 +226,7 @@ fn non_ca_certificate_is_refused() {
     fs::write(dir.path().join("ca-key.pem"), svid.key_pem.unwrap()).unwrap();
     fs::write(dir.path().join("cert-chain.pem"), &svid.chain_pem).unwrap();
     fs::write(dir.path().join("root-cert.pem"), &svid.root_pem).unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    let err = load_error(dir.path());
     assert!(err.contains("ca-cert.pem is not a CA certificate"), "{err}");
 }
 
@@ -242,9 +251,7 @@ fn expired_ca_is_refused() {
         fs::write(dir.path().join(name), cert.pem()).unwrap();
     }
     fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    let err = load_error(dir.path());
     let when = trustmesh_ca::rfc3339(params.not_after);
     assert!(
         err.contains(&format!("CA certificate ca-cert.pem expired at {when}")),
@@ -255,56 +262,38 @@ fn expired_ca_is_refused() {
 #[test]
 fn inconsistent_chains_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(dir.path());
     let other = tempfile::tempdir().unwrap();
-    openssl_cacerts(other.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(other.path());
 
     // root-cert.pem from another hierarchy.
-    fs::copy(
-        other.path().join("root-cert.pem"),
-        dir.path().join("root-cert.pem"),
-    )
-    .unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    take(other.path(), dir.path(), "root-cert.pem");
+    let err = load_error(dir.path());
     assert!(
         err.contains("does not end at (or directly below) a root in root-cert.pem"),
         "{err}"
     );
 
     // cert-chain.pem that starts elsewhere.
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
-    fs::copy(
-        other.path().join("cert-chain.pem"),
-        dir.path().join("cert-chain.pem"),
-    )
-    .unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    ec_cacerts(dir.path());
+    take(other.path(), dir.path(), "cert-chain.pem");
+    let err = load_error(dir.path());
     assert!(
         err.contains("cert-chain.pem does not start with ca-cert.pem"),
         "{err}"
     );
 
     // Intermediate followed by a root with the same name but a different key: signature fails.
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(dir.path());
     let chain = fs::read_to_string(dir.path().join("ca-cert.pem")).unwrap()
         + &fs::read_to_string(other.path().join("root-cert.pem")).unwrap();
     fs::write(dir.path().join("cert-chain.pem"), chain).unwrap();
-    fs::copy(
-        other.path().join("root-cert.pem"),
-        dir.path().join("root-cert.pem"),
-    )
-    .unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    take(other.path(), dir.path(), "root-cert.pem");
+    let err = load_error(dir.path());
     assert!(err.contains("certificate 1 (O=Istio, CN=Intermediate CA, L=cluster1) is not issued by certificate 2"), "{err}");
 
     // cert-chain.pem without the root is completed from root-cert.pem.
-    openssl_cacerts(dir.path(), OsslKey::EcPkcs8, OsslKey::EcPkcs8, None);
+    ec_cacerts(dir.path());
     fs::copy(
         dir.path().join("ca-cert.pem"),
         dir.path().join("cert-chain.pem"),
@@ -390,7 +379,7 @@ fn two_level_intermediates_respect_path_length() {
     // Asking for more than the parent allows is tightened to fit (1 - 1 = 0).
     opts.path_len = Some(5);
     let cluster = CertificateAuthority::init_intermediate(&region, &d, &opts).unwrap();
-    common::with_cert(cluster.ca_cert(), |c| {
+    with_cert(cluster.ca_cert(), |c| {
         let bc = c.basic_constraints().unwrap().unwrap().value;
         assert_eq!(bc.path_len_constraint, Some(0));
     });
@@ -434,9 +423,7 @@ fn path_length_violation_is_refused_at_load() {
     )
     .unwrap();
     fs::write(dir.path().join("root-cert.pem"), root_cert.pem()).unwrap();
-    let err = CertificateAuthority::load(dir.path())
-        .unwrap_err()
-        .to_string();
+    let err = load_error(dir.path());
     assert!(
         err.contains("certificate 2 (O=strict.example) has pathLenConstraint 0, too small for 1 CA certificate(s) below it"),
         "{err}"

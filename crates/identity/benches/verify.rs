@@ -1,17 +1,15 @@
 //! SVID verifications per second for a root -> intermediate -> leaf ECDSA P-256 chain: the
 //! per-connection cost the proxy pays when authenticating a peer.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use trustmesh_identity::{verify_svid, TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_testkit::pki;
 
 fn bench_verify(c: &mut Criterion) {
     let td = TrustDomain::parse("cluster.local").unwrap();
-    let root = common::root("cluster.local");
-    let int = common::intermediate(&root, "cluster.local");
-    let leaf = common::leaf(&int, "spiffe://cluster.local/ns/default/sa/productpage");
+    let root = pki::root("cluster.local");
+    let int = pki::intermediate(&root, "cluster.local");
+    let leaf = pki::leaf(&int, "spiffe://cluster.local/ns/default/sa/productpage");
     let chain = vec![leaf, int.cert.clone()];
 
     let mut bundles = TrustBundleSet::new();
@@ -20,11 +18,11 @@ fn bench_verify(c: &mut Criterion) {
     bundles
         .add_root(
             TrustDomain::parse("other.example").unwrap(),
-            common::root("other.example").cert,
+            pki::root("other.example").cert,
         )
         .unwrap();
     let trust = TrustConfig::new(td, bundles);
-    let now = common::now();
+    let now = pki::now();
     assert!(verify_svid(&chain, &trust, now).is_ok());
 
     let mut group = c.benchmark_group("verify_svid");

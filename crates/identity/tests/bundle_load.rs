@@ -1,15 +1,13 @@
 //! Trust bundles, TrustConfig anchors, and loading bundles from PEM files and directories.
 
-mod common;
-
 use std::fs;
 
-use common::*;
 use rcgen::KeyUsagePurpose;
 use rustls_pki_types::CertificateDer;
 use trustmesh_identity::load::{self, LoadError};
 use trustmesh_identity::pem::{cert_to_pem, certs_to_pem};
 use trustmesh_identity::{verify_svid, BundleError, TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_testkit::pki::spec::*;
 
 fn td(s: &str) -> TrustDomain {
     TrustDomain::parse(s).unwrap()

@@ -1,13 +1,11 @@
 //! PEM helpers and certificate inspection.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
 use rcgen::{ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
 use trustmesh_identity::inspect::CertInfo;
 use trustmesh_identity::pem::{cert_to_pem, certs_from_pem, certs_to_pem, PemError};
+use trustmesh_testkit::pki::spec::*;
 
 #[test]
 fn pem_round_trip_with_noise_and_other_blocks() {

@@ -1,15 +1,13 @@
 //! X.509-SVID verification against chains built with rcgen.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 use rustls_pki_types::CertificateDer;
 use trustmesh_identity::{
     verify_svid, verify_svid_for, SvidError, TrustBundleSet, TrustConfig, TrustDomain, Usage,
 };
+use trustmesh_testkit::pki::spec::*;
 
 fn td(s: &str) -> TrustDomain {
     TrustDomain::parse(s).unwrap()

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use trustmesh_policy::{validate, MeshConfig, SourceText, Workload};
+use trustmesh_policy::{MeshConfig, Workload};
 
 /// `(source file, AuthorizationPolicy spec for prod/p selecting app=reviews, request patch,
 /// expected verdict)`.
@@ -48,29 +48,6 @@ fn path(p: &str) -> Value {
 
 fn when(key: &str, vals: &str) -> &'static str {
     Box::leak(format!("{{rules: [{{when: [{{key: '{key}', {vals}}}]}}]}}").into_boxed_str())
-}
-
-fn problems(yaml: &str, mesh: &MeshConfig) -> Vec<String> {
-    validate(
-        &[SourceText {
-            file: "p.yaml".into(),
-            text: yaml.into(),
-        }],
-        mesh,
-    )
-    .problems
-    .iter()
-    .map(|p| p.to_string())
-    .collect()
-}
-
-/// Asserts a problem at `loc` (prefix) whose text contains `word`.
-fn has(ps: &[String], loc: &str, word: &str) {
-    assert!(
-        ps.iter().any(|p| p.starts_with(loc) && p.contains(word)),
-        "no problem at {loc} mentioning {word:?}; got:\n{}",
-        ps.join("\n")
-    );
 }
 
 const TEMPLATES: &str = "tests/integration/security/authz_test.go (TestAuthz_PathTemplating)";

@@ -1,7 +1,11 @@
 //! Loading users' existing Istio YAML unchanged, and `validate` finding every problem with its
 //! file:document:field location and a hint.
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::problems;
 
 use trustmesh_policy::{load, validate, MeshConfig, PolicySet, SourceText};
 
@@ -12,19 +16,13 @@ fn src(file: &str, text: &str) -> SourceText {
     }
 }
 
-fn problems(text: &str, mesh: &MeshConfig) -> Vec<String> {
-    validate(&[src("p.yaml", text)], mesh)
-        .problems
-        .iter()
-        .map(|p| p.to_string())
-        .collect()
-}
-
+/// Asserts a problem at `loc` (prefix) whose text contains `word`, with a hint.
 fn has(ps: &[String], loc: &str, word: &str) {
+    common::has(ps, loc, word);
     assert!(
         ps.iter()
             .any(|p| p.starts_with(loc) && p.contains(word) && p.contains("(hint: ")),
-        "no problem at {loc} mentioning {word:?}; got:\n{}",
+        "no hint for the problem at {loc}; got:\n{}",
         ps.join("\n")
     );
 }

@@ -3,13 +3,14 @@
 //! replaced when the app closes it between requests. Also: policies that read request headers
 //! see them (the proxy copies headers for policy only when a policy reads them).
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use trustmesh_testkit::http::{backend, get_on, read_http_head, reply_ok};
+use trustmesh_testkit::net::free_port;
+use trustmesh_testkit::sidecar::write_proxy_config;
 
 /// What the app saw: per accepted connection, the request heads it read.
 type Seen = Arc<Mutex<Vec<Vec<String>>>>;
@@ -17,37 +18,28 @@ type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 /// A keep-alive HTTP/1.1 app answering `200 ok`; it closes a connection once it has been idle
 /// for `idle_close` (like an app server's keep-alive timeout).
 async fn app(idle_close: Duration) -> (u16, Seen) {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = ln.accept().await else {
-                continue;
-            };
-            let index = {
-                let mut all = record.lock().unwrap();
-                all.push(Vec::new());
-                all.len() - 1
-            };
-            let record = record.clone();
-            tokio::spawn(async move {
-                while let Ok(Some(head)) =
-                    tokio::time::timeout(idle_close, common::read_http_head(&mut s)).await
-                {
-                    record.lock().unwrap()[index].push(head);
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+    let port = backend(move |mut s| {
+        let index = {
+            let mut all = record.lock().unwrap();
+            all.push(Vec::new());
+            all.len() - 1
+        };
+        let record = record.clone();
+        async move {
+            while let Ok(Some(head)) =
+                tokio::time::timeout(idle_close, read_http_head(&mut s)).await
+            {
+                record.lock().unwrap()[index].push(head);
+                if !reply_ok(&mut s).await {
+                    return;
                 }
-                // Idle too long (or the peer left): close, as an app's keep-alive timeout does.
-            });
+            }
+            // Idle too long (or the peer left): close, as an app's keep-alive timeout does.
         }
-    });
+    })
+    .await;
     (port, seen)
 }
 
@@ -58,26 +50,9 @@ async fn get(s: &mut TcpStream, path: &str) -> (String, String) {
 
 /// [`get`] with extra header lines (`"name: value\r\n"` each).
 async fn get_with(s: &mut TcpStream, path: &str, extra: &str) -> (String, String) {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: app.example\r\n{extra}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = tokio::time::timeout(Duration::from_secs(5), common::read_http_head(s))
-        .await
-        .expect("a response in time")
-        .expect("a response head");
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        String::from_utf8_lossy(&body).to_string(),
-    )
+    let answer = get_on(s, "app.example", path, extra).await;
+    let answer = answer.expect("a response in time");
+    (answer.status_line, answer.body)
 }
 
 async fn proxy_in_front_of(app_port: u16) -> (tempfile::TempDir, u16) {
@@ -86,31 +61,12 @@ async fn proxy_in_front_of(app_port: u16) -> (tempfile::TempDir, u16) {
 
 async fn proxy_with_policy(app_port: u16, policy: Option<&str>) -> (tempfile::TempDir, u16) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/web");
-    let policy_line = match policy {
-        Some(yaml) => {
-            std::fs::create_dir(dir.join("policies")).unwrap();
-            std::fs::write(dir.join("policies/p.yaml"), yaml).unwrap();
-            "policyDir: policies\n"
-        }
-        None => "",
-    };
-    let inb = common::free_port();
-    let cfg = dir.join("proxy.yaml");
+    let inb = free_port();
     // No PeerAuthentication: PERMISSIVE, so a plaintext client may talk to the listener.
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"workload: {{ namespace: foo, serviceAccount: web }}
-certs: {{ key: key.pem, certChain: cert-chain.pem }}
-trustBundles: [ "cluster.local=root-cert.pem" ]
-mesh: {{ trustDomain: cluster.local }}
-{policy_line}inbound: [ {{ port: {inb}, targetPort: {app_port}, protocol: http }} ]
-"#
-        ),
-    )
-    .unwrap();
+    let cfg = write_proxy_config(tmp.path(), "web", &[(inb, app_port, "http")], "");
+    if let Some(yaml) = policy {
+        std::fs::write(tmp.path().join("policies/p.yaml"), yaml).unwrap();
+    }
     trustmesh_proxy::start(&cfg).await.expect("proxy starts");
     (tmp, inb)
 }
@@ -189,7 +145,7 @@ async fn an_app_connection_closed_between_requests_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_is_down_gives_503_and_the_next_request_still_works() {
     // Reserve a port, then close it: nothing listens there yet.
-    let port = common::free_port();
+    let port = free_port();
     let (_tmp, inb) = proxy_in_front_of(port).await;
     let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
     let (status, _) = get(&mut s, "/").await;
@@ -201,7 +157,7 @@ async fn an_app_that_is_down_gives_503_and_the_next_request_still_works() {
         .unwrap();
     tokio::spawn(async move {
         let (mut c, _) = ln.accept().await.unwrap();
-        while let Some(_head) = common::read_http_head(&mut c).await {
+        while let Some(_head) = read_http_head(&mut c).await {
             let _ = c
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup")
                 .await;

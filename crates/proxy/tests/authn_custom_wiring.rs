@@ -2,13 +2,13 @@
 //! module): a proxy started in-process from a real config file, an in-process gRPC authorizer
 //! speaking Envoy's ext_authz API, a tiny HTTP backend, and `curl` as the client.
 
-mod common;
-
 use std::time::Duration;
 
-use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use trustmesh_testkit::http::headers_backend;
+use trustmesh_testkit::jwt::Signer;
+use trustmesh_testkit::net::{free_port, within};
+use trustmesh_testkit::sidecar::{write_beside, Cfg};
+use trustmesh_testkit::tools::curl;
 
 use trustmesh_proxy::extauthz::proto::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use trustmesh_proxy::extauthz::proto::envoy::r#type::v3::HttpStatus;
@@ -21,94 +21,13 @@ use trustmesh_proxy::extauthz::proto::envoy::service::auth::v3::{
 };
 use trustmesh_proxy::extauthz::proto::google::rpc::Status;
 
-/// An ES256 signing key and the JWKS publishing its public half.
-fn jwt_key() -> (jsonwebtoken::EncodingKey, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let enc = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
-    let raw = key.public_key_raw(); // 0x04 || X || Y
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let jwks = serde_json::json!({ "keys": [{
-        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
-        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
-    }]});
-    (enc, jwks.to_string())
-}
-
-fn token(key: &jsonwebtoken::EncodingKey, sub: &str) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("k1".into());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({
+/// A token from our issuer for `sub`, for the httpbin audience, with space-delimited roles.
+fn token(key: &Signer, sub: &str) -> String {
+    let now = trustmesh_testkit::pki::unix_now();
+    key.sign(&serde_json::json!({
         "iss": "https://issuer.example", "sub": sub, "aud": "httpbin",
         "iat": now, "exp": now + 600, "roles": "editor admin",
-    });
-    jsonwebtoken::encode(&header, &claims, key).unwrap()
-}
-
-/// Backend answering `<method> <path>` plus every `x-*` and `authorization` header it received
-/// except XFCC.
-async fn backend() -> u16 {
-    let ln = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = ln.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (r, mut w) = s.into_split();
-                let mut r = BufReader::new(r);
-                for _ in 0..100 {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut out = line
-                        .split_whitespace()
-                        .take(2)
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    out.push('\n');
-                    let mut len = 0usize;
-                    for _ in 0..200 {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        let lower = h.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        let interesting =
-                            lower.starts_with("x-") || lower.starts_with("authorization");
-                        if interesting && !lower.starts_with("x-forwarded-client-cert") {
-                            out.push_str(&lower);
-                            out.push('\n');
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if r.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{out}",
-                        out.len()
-                    );
-                    if w.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+    }))
 }
 
 /// Allows `/ext/allow*` (adding a header upstream and one to the response), denies the rest
@@ -167,43 +86,36 @@ impl Authorization for Authorizer {
     }
 }
 
-async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .await
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_and_custom_are_enforced_on_the_http_path() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/httpbin");
-    let (signer, jwks) = jwt_key();
+    let signer = Signer::new("k1");
+    let jwks = signer.jwks().to_string();
 
-    let authz_port = common::free_port();
+    let authz_port = free_port();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AuthorizationServer::new(Authorizer))
             .serve(([127, 0, 0, 1], authz_port).into()),
     );
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", authz_port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within(Duration::from_secs(2), || async {
+        let authorizer = tokio::net::TcpStream::connect(("127.0.0.1", authz_port));
+        authorizer.await.is_ok()
+    })
+    .await;
 
+    let app = headers_backend().await;
+    let inb = free_port();
+    let cfg = Cfg {
+        mesh: format!(
+            "{{ trustDomain: cluster.local, extensionProviders: [ {{ name: my-authz, \
+             envoyExtAuthzGrpc: {{ service: 127.0.0.1, port: {authz_port}, timeout: 2s }} }} ] }}"
+        ),
+        ..Cfg::beside("httpbin").inbound(inb, app, "http")
+    };
+    let cfg = write_beside(dir, &cfg);
     let pol = dir.join("policies");
-    std::fs::create_dir(&pol).unwrap();
     std::fs::write(
         pol.join("policies.yaml"),
         format!(
@@ -248,27 +160,6 @@ spec:
     )
     .unwrap();
 
-    let app = backend().await;
-    let (inb, admin) = (common::free_port(), common::free_port());
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"workload: {{ namespace: foo, serviceAccount: httpbin, labels: {{ app: httpbin }} }}
-certs: {{ key: key.pem, certChain: cert-chain.pem }}
-trustBundles: [ "cluster.local=root-cert.pem" ]
-mesh:
-  trustDomain: cluster.local
-  extensionProviders:
-  - name: my-authz
-    envoyExtAuthzGrpc: {{ service: 127.0.0.1, port: {authz_port}, timeout: 2s }}
-policyDir: policies
-inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]
-admin: {{ address: "127.0.0.1:{admin}" }}
-"#
-        ),
-    )
-    .unwrap();
     let (_shared, bound) = trustmesh_proxy::start(&cfg).await.expect("proxy starts");
     assert_eq!(bound.inbound[0].port(), inb);
     let url = |p: &str| format!("http://127.0.0.1:{inb}{p}");
@@ -285,7 +176,7 @@ admin: {{ address: "127.0.0.1:{admin}" }}
     assert_eq!(code, 401);
     assert!(body.starts_with("Jwt"), "{body}");
     // A token signed by another key: 401 "Jwt verification fails".
-    let (other_key, _) = jwt_key();
+    let other_key = Signer::new("k1");
     let forged = format!("Authorization: Bearer {}", token(&other_key, "alice"));
     let (code, body) = curl(&["-H", &forged, &url("/jwt/x")]).await;
     assert_eq!((code, body.as_str()), (401, "Jwt verification fails"));

@@ -7,96 +7,43 @@
 
 use hyper::http::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use trustmesh_proxy::extauthz::{
     BodySettings, CheckInput, ExtAuthzClient, ExtAuthzOutcome, HeaderAction,
 };
+use trustmesh_testkit::net::free_port;
+use trustmesh_testkit::tools::{python_has, ExtAuthzServer};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/foo/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/bar/sa/server";
 
 fn grpcio_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but python3 cannot import grpc/grpc_tools: pip install -r tests/python/requirements.txt"
-        );
-        eprintln!("\n!!!!! SKIP: python3 lacks grpcio/grpcio-tools; ext_authz interop test not run !!!!!\n");
-    }
-    ok
+    python_has("grpc, grpc_tools", "ext_authz interop test")
 }
 
-/// The Python authorizer, killed on drop.
+/// The Python authorizer (killed on drop), its log in a temporary folder of its own.
 struct Authorizer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+    server: ExtAuthzServer,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Authorizer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Authorizer {
     fn start() -> Authorizer {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("checks.jsonl");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/ext_authz_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg("--log")
-            .arg(&log)
-            .args(["--max-seconds", "120"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ext_authz_server.py");
-        // The server prints "PORT <n>" once it is serving (after compiling the protos).
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("PORT ") {
-                    let _ = tx.send(p.trim().parse::<u16>().unwrap());
-                    return;
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("ext_authz_server.py did not report its port within 30 s");
         Authorizer {
-            child,
-            port,
-            log,
+            server: ExtAuthzServer::start(dir.path()),
             _dir: dir,
         }
     }
 
     fn target(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.server.target()
     }
 
     /// The CheckRequests the server recorded, oldest first.
     fn seen(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.server.seen()
     }
 }
 
@@ -276,11 +223,7 @@ fn timeouts_follow_fail_open() {
 #[test]
 fn unreachable_authorizer_follows_fail_open_and_status_on_error() {
     // No Python needed: nothing listens on the port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let target = format!("127.0.0.1:{port}");
+    let target = format!("127.0.0.1:{}", free_port());
     let rt = runtime();
     let h = headers(&[("x-ext-authz", "allow")]);
     let timeout = Duration::from_millis(500);

@@ -7,24 +7,19 @@
 //! pilot/pkg/security/authz/model/model.go `checkError`) and its webhook
 //! (pkg/config/validation/validation.go, which rejects `from: []`).
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use trustmesh_testkit::http::{get_status, http_get, metric, ok_backend};
+use trustmesh_testkit::net::free_port;
+use trustmesh_testkit::sidecar::{write_beside, Cfg};
 
 /// GET on the admin port; the body.
 async fn admin(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    http_get(port, path)
+        .await
+        .expect("the admin port answers")
+        .1
 }
 
 const GOOD: &str = r#"apiVersion: security.istio.io/v1
@@ -57,62 +52,36 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..100 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn metric(body: &str, line_start: &str) -> Option<u64> {
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    trustmesh_testkit::net::eventually(what, Duration::from_secs(10), f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_deny_fails_closed_while_the_rest_keeps_working() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/httpbin");
-    std::fs::create_dir(dir.join("policies")).unwrap();
+    let (inb, app) = (free_port(), ok_backend().await);
+    let cfg = Cfg::beside("httpbin")
+        .inbound(inb, app, "http")
+        .extra("reloadPoll: 100ms\n");
+    let path = write_beside(dir, &cfg);
     let write = |d: &Path, name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
     write(dir, "policies/good.yaml", GOOD);
     // Selects another workload: invalid, but nothing here is refused because of it.
     write(dir, "policies/broken.yaml", &broken_deny("ratings"));
-    let app = common::ok_backend().await;
-    let (inb, adm) = (common::free_port(), common::free_port());
-    write(
-        dir,
-        "proxy.yaml",
-        &format!(
-            r#"workload: {{ namespace: foo, serviceAccount: httpbin, labels: {{ app: httpbin }} }}
-certs: {{ key: key.pem, certChain: cert-chain.pem }}
-trustBundles: [ "cluster.local=root-cert.pem" ]
-mesh: {{ trustDomain: cluster.local }}
-policyDir: policies
-reloadPoll: 100ms
-inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]
-admin: {{ address: "127.0.0.1:{adm}" }}
-"#
-        ),
-    );
-    let (_shared, _bound) = trustmesh_proxy::start(&dir.join("proxy.yaml"))
+    let (_shared, bound) = trustmesh_proxy::start(&path)
         .await
         .expect("an invalid policy does not stop the proxy");
+    let adm = bound.admin.expect("an admin listener").port();
 
     // allow-open's invalid rule 0 (`from: []`) is dropped; its rule 1 still allows /open.
-    assert_eq!(common::get_status(inb, "/open").await, 200);
+    assert_eq!(get_status(inb, "/open").await, 200);
     assert_eq!(
-        common::get_status(inb, "/admin").await,
+        get_status(inb, "/admin").await,
         403,
         "deny-admin still applies"
     );
     assert_eq!(
-        common::get_status(inb, "/other").await,
+        get_status(inb, "/other").await,
         403,
         "no ALLOW rule matches"
     );
@@ -140,7 +109,7 @@ admin: {{ address: "127.0.0.1:{adm}" }}
     // policy denies everything it selects, /open included.
     write(dir, "policies/broken.yaml", &broken_deny("httpbin"));
     eventually("the reload with the broken DENY", || async {
-        common::get_status(inb, "/open").await == 403
+        get_status(inb, "/open").await == 403
     })
     .await;
     let m = admin(adm, "/metrics").await;
@@ -165,7 +134,7 @@ admin: {{ address: "127.0.0.1:{adm}" }}
         &broken_deny("httpbin").replace("\"http\"", "\"9999\""),
     );
     eventually("the fixed policy", || async {
-        common::get_status(inb, "/open").await == 200
+        get_status(inb, "/open").await == 200
     })
     .await;
 
@@ -177,6 +146,6 @@ admin: {{ address: "127.0.0.1:{adm}" }}
         metric(&m, "trustmesh_config_reload_failures_total") == Some(1)
     })
     .await;
-    assert_eq!(common::get_status(inb, "/open").await, 200);
-    assert_eq!(common::get_status(inb, "/admin").await, 403);
+    assert_eq!(get_status(inb, "/open").await, 200);
+    assert_eq!(get_status(inb, "/admin").await, 403);
 }

@@ -8,15 +8,18 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::http::{HeaderMap, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use serde_json::json;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use trustmesh_proxy::jwt::{JwtAuthenticator, JwtError, JwtOptions, JwtRule};
+use trustmesh_testkit::jwt::{bearer, jwks, pyjwt, Key};
+use trustmesh_testkit::net::until;
+use trustmesh_testkit::pki::openssl::OpensslCa;
+use trustmesh_testkit::tools::python_has;
 
 const ISS: &str = "https://remote-issuer.trustmesh.test";
 /// The last good key set is cached process-wide per (issuer, URI); each test that depends on
@@ -25,73 +28,23 @@ const COLD_ISS: &str = "https://cold-start.trustmesh.test";
 const TLS_ISS: &str = "https://tls-issuer.trustmesh.test";
 
 fn pyjwt_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but python3 cannot import jwt/cryptography"
-        );
-        eprintln!("\n!!!!! SKIP: python3 lacks PyJWT/cryptography; JWKS test not run !!!!!\n");
-    }
-    ok
+    python_has("jwt, cryptography", "JWKS test")
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+fn ec_key(dir: &Path, name: &str) -> Key {
+    Key::generate(dir, "p256", name)
 }
 
-fn tool() -> Command {
-    let mut c = Command::new("python3");
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/jwt_tool.py"));
-    c
+fn jwks_of(key: &Key) -> String {
+    jwks(&[key])
 }
 
-fn ec_key(dir: &Path, name: &str) -> PathBuf {
-    let pem = dir.join(format!("{name}.pem"));
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&pem));
-    pem
-}
-
-fn jwks_of(pem: &Path, kid: &str) -> String {
-    let jwk: Value =
-        serde_json::from_str(&run(tool().args(["jwk", "--kid", kid, "--key"]).arg(pem))).unwrap();
-    json!({ "keys": [jwk] }).to_string()
-}
-
-fn token(pem: &Path, kid: &str, iss: &str, sub: &str) -> String {
-    let claims = json!({"iss": iss, "sub": sub, "exp": "now+600"}).to_string();
-    run(tool()
-        .args([
-            "sign", "--alg", "ES256", "--kid", kid, "--claims", &claims, "--key",
-        ])
-        .arg(pem))
-}
-
-fn bearer(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    h
+fn token(key: &Key, iss: &str, sub: &str) -> String {
+    pyjwt(
+        key,
+        "ES256",
+        json!({"iss": iss, "sub": sub, "exp": "now+600"}),
+    )
 }
 
 /// What the test server answers on /jwks: a document, or HTTP 500 when `None`.
@@ -211,14 +164,8 @@ fn remote_rule_for(issuer: &str, uri: String) -> JwtRule {
 }
 
 /// Polls `cond` every 20 ms for at most 10 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for: {what}");
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    until(what, Duration::from_secs(10), cond).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +176,7 @@ async fn refresh_failure_keeps_cache_and_rotation_is_picked_up() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (ec_key(dir.path(), "old"), ec_key(dir.path(), "new"));
     let server = JwksServer::start(None).await;
-    server.serve(Some(jwks_of(&old, "old")));
+    server.serve(Some(jwks_of(&old)));
     let auth = JwtAuthenticator::new(
         vec![remote_rule(format!("{}/jwks", server.base))],
         fast_options(),
@@ -240,7 +187,7 @@ async fn refresh_failure_keeps_cache_and_rotation_is_picked_up() {
         "{:?}",
         auth.jwks_status()
     );
-    let old_token = token(&old, "old", ISS, "alice");
+    let old_token = token(&old, ISS, "alice");
     let uri = Uri::from_static("/");
     assert_eq!(
         auth.authenticate(&bearer(&old_token), &uri)
@@ -278,12 +225,12 @@ async fn refresh_failure_keeps_cache_and_rotation_is_picked_up() {
     drop(rebuilt);
 
     // The issuer rotates its key: the next refresh replaces the set.
-    server.serve(Some(jwks_of(&new, "new")));
+    server.serve(Some(jwks_of(&new)));
     eventually("a successful refresh", || {
         auth.jwks_status()[0].last_error.is_none()
     })
     .await;
-    let new_token = token(&new, "new", ISS, "bob");
+    let new_token = token(&new, ISS, "bob");
     assert_eq!(
         auth.authenticate(&bearer(&new_token), &uri)
             .unwrap()
@@ -318,7 +265,7 @@ async fn no_keys_yet_fails_closed_then_recovers() {
     )
     .unwrap();
     assert!(!auth.wait_ready(Duration::from_secs(5)).await);
-    let t = token(&key, "k", COLD_ISS, "carol");
+    let t = token(&key, COLD_ISS, "carol");
     let uri = Uri::from_static("/");
     match auth.authenticate(&bearer(&t), &uri) {
         Err(e @ JwtError::JwksUnavailable { .. }) => {
@@ -335,7 +282,7 @@ async fn no_keys_yet_fails_closed_then_recovers() {
     // Requests without a token are unaffected.
     assert_eq!(auth.authenticate(&HeaderMap::new(), &uri), Ok(None));
 
-    server.serve(Some(jwks_of(&key, "k")));
+    server.serve(Some(jwks_of(&key)));
     eventually("recovery after retry", || auth.jwks_status()[0].keys == 1).await;
     assert!(auth.authenticate(&bearer(&t), &uri).unwrap().is_some());
 }
@@ -348,7 +295,7 @@ async fn openid_discovery_when_no_jwks_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let key = ec_key(dir.path(), "k");
     let server = JwksServer::start(None).await;
-    server.serve(Some(jwks_of(&key, "k")));
+    server.serve(Some(jwks_of(&key)));
     let issuer = server.base.clone();
     let rule = JwtRule {
         issuer: issuer.clone(),
@@ -360,62 +307,12 @@ async fn openid_discovery_when_no_jwks_is_given() {
         "{:?}",
         auth.jwks_status()
     );
-    let t = token(&key, "k", &issuer, "dave");
+    let t = token(&key, &issuer, "dave");
     let info = auth
         .authenticate(&bearer(&t), &Uri::from_static("/"))
         .unwrap()
         .unwrap();
     assert_eq!(info.principal, format!("{issuer}/dave"));
-}
-
-/// A private CA and a 127.0.0.1 server certificate, made with the openssl CLI.
-fn private_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n);
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=jwks-test-ca", "-days", "1", "-keyout"])
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(p("leaf.key"))
-        .arg("-out")
-        .arg(p("leaf.csr")));
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "1", "-in"])
-        .arg(p("leaf.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .arg("-CAcreateserial")
-        .arg("-extfile")
-        .arg(p("ext.cnf"))
-        .arg("-out")
-        .arg(p("leaf.pem")));
-    (p("ca.pem"), p("leaf.pem"), p("leaf.key"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +324,9 @@ async fn https_jwks_uri_with_a_trusted_and_an_untrusted_ca() {
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let dir = tempfile::tempdir().unwrap();
-    let (ca, leaf, leaf_key) = private_pki(dir.path());
+    // A private CA and a 127.0.0.1 server certificate, made with the openssl CLI.
+    let private = OpensslCa::new(dir.path(), "jwks-test", "jwks.test");
+    let (ca, (leaf, leaf_key)) = (&private.root, private.issue_server("srv", "IP:127.0.0.1"));
     let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -439,13 +338,13 @@ async fn https_jwks_uri_with_a_trusted_and_an_untrusted_ca() {
         .unwrap();
     let server = JwksServer::start(Some(Arc::new(server_cfg))).await;
     let key = ec_key(dir.path(), "k");
-    server.serve(Some(jwks_of(&key, "k")));
-    let t = token(&key, "k", TLS_ISS, "erin");
+    server.serve(Some(jwks_of(&key)));
+    let t = token(&key, TLS_ISS, "erin");
     let uri = Uri::from_static("/");
 
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_file(&ca).unwrap())
+        .add(CertificateDer::from_pem_file(ca).unwrap())
         .unwrap();
     let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -1,50 +1,24 @@
 //! Resource limits: `maxConnections` and the TCP idle timeout, on an in-process proxy.
 
-mod common;
-
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-async fn echo_backend() -> u16 {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = ln.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    port
-}
+use trustmesh_testkit::http::echo_backend;
+use trustmesh_testkit::net::{self, free_port};
+use trustmesh_testkit::sidecar::write_proxy_config;
 
 /// Echo round trip; false if the proxy closed the connection or nothing came back in time.
 async fn echoes(s: &mut TcpStream) -> bool {
-    let fut = async {
-        s.write_all(b"ping").await.ok()?;
-        let mut buf = [0u8; 4];
-        s.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"ping")
-    };
-    tokio::time::timeout(Duration::from_secs(3), fut)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    net::echoes(s, b"ping").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_and_idle_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let echo = echo_backend().await;
-    let inb = common::free_port();
-    let cfg = common::write_proxy_config(
+    let inb = free_port();
+    let cfg = write_proxy_config(
         tmp.path(),
         "db",
         &[(inb, echo, "tcp")],
@@ -83,9 +57,9 @@ timeouts: { tcpIdle: 400ms }
 async fn a_flooded_listener_leaves_the_others_their_reserve() {
     let tmp = tempfile::tempdir().unwrap();
     let echo = echo_backend().await;
-    let (a, b) = (common::free_port(), common::free_port());
+    let (a, b) = (free_port(), free_port());
     // 8 slots, two listeners: 2 held for each.
-    let cfg = common::write_proxy_config(
+    let cfg = write_proxy_config(
         tmp.path(),
         "db",
         &[(a, echo, "tcp"), (b, echo, "tcp")],
@@ -97,21 +71,10 @@ async fn a_flooded_listener_leaves_the_others_their_reserve() {
     for _ in 0..10 {
         flood.push(TcpStream::connect(("127.0.0.1", a)).await.unwrap());
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while shared
-        .metrics
-        .render(0)
-        .matches("connection_limit\"} 4")
-        .count()
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            shared.metrics.render(0)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    net::until("4 refusals on `a`", Duration::from_secs(5), || {
+        shared.metrics.render(0).contains("connection_limit\"} 4")
+    })
+    .await;
     // `a` got 6 of the 8; `b` still has its 2.
     let mut b1 = TcpStream::connect(("127.0.0.1", b)).await.unwrap();
     let mut b2 = TcpStream::connect(("127.0.0.1", b)).await.unwrap();
@@ -125,7 +88,7 @@ async fn an_http2_connection_without_requests_is_closed_when_idle() {
     use http_body_util::{BodyExt, Empty};
     let tmp = tempfile::tempdir().unwrap();
     let echo = echo_backend().await;
-    let inb = common::free_port();
+    let inb = free_port();
     // The app is never reached: a DENY on every path answers from the proxy itself.
     std::fs::create_dir_all(tmp.path().join("policies")).unwrap();
     std::fs::write(
@@ -135,7 +98,7 @@ async fn an_http2_connection_without_requests_is_closed_when_idle() {
          spec: { action: DENY, rules: [ { to: [ { operation: { paths: [\"/*\"] } } ] } ] }\n",
     )
     .unwrap();
-    let cfg = common::write_proxy_config(
+    let cfg = write_proxy_config(
         tmp.path(),
         "db",
         &[(inb, echo, "http")],

@@ -3,13 +3,15 @@
 //! over HTTP/1.1 (origin and absolute form) and HTTP/2, and the app receives the normalized path;
 //! malformed requests get 400 (405 for CONNECT) and never reach the app.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use trustmesh_testkit::http::{backend, read_http_head, reply_ok};
+use trustmesh_testkit::net::free_port;
+use trustmesh_testkit::sidecar::{write_beside, Cfg};
+use trustmesh_testkit::tools;
 
 /// Every request head the app received.
 type Seen = Arc<Mutex<Vec<String>>>;
@@ -17,35 +19,26 @@ type Seen = Arc<Mutex<Vec<String>>>;
 /// An HTTP/1.1 app that records each request head and answers `200 ok`. A chunked body is read
 /// to its end first; a body that never ends properly gets no answer.
 async fn app() -> (u16, Seen) {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = ln.accept().await else {
-                continue;
-            };
-            let record = record.clone();
-            tokio::spawn(async move {
-                while let Some(head) = common::read_http_head(&mut s).await {
-                    let chunked = head
-                        .to_ascii_lowercase()
-                        .contains("transfer-encoding: chunked");
-                    record.lock().unwrap().push(head);
-                    if chunked && !read_chunked_end(&mut s).await {
-                        return;
-                    }
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+    let port = backend(move |mut s| {
+        let record = record.clone();
+        async move {
+            while let Some(head) = read_http_head(&mut s).await {
+                let chunked = head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked");
+                record.lock().unwrap().push(head);
+                if chunked && !read_chunked_end(&mut s).await {
+                    return;
                 }
-            });
+                if !reply_ok(&mut s).await {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     (port, seen)
 }
 
@@ -77,28 +70,15 @@ fn targets(seen: &Seen) -> Vec<String> {
 
 async fn proxy(app_port: u16, policy: &str, mesh: &str) -> (tempfile::TempDir, u16) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/web");
-    std::fs::create_dir(dir.join("policies")).unwrap();
-    std::fs::write(dir.join("policies/p.yaml"), policy).unwrap();
-    let inb = common::free_port();
+    let inb = free_port();
     // No PeerAuthentication: PERMISSIVE, so curl may talk plaintext to the listener.
-    std::fs::write(
-        dir.join("proxy.yaml"),
-        format!(
-            r#"workload: {{ namespace: foo, serviceAccount: web }}
-certs: {{ key: key.pem, certChain: cert-chain.pem }}
-trustBundles: [ "cluster.local=root-cert.pem" ]
-mesh: {{ trustDomain: cluster.local {mesh} }}
-policyDir: policies
-inbound: [ {{ port: {inb}, targetPort: {app_port}, protocol: http }} ]
-"#
-        ),
-    )
-    .unwrap();
-    trustmesh_proxy::start(&dir.join("proxy.yaml"))
-        .await
-        .expect("proxy starts");
+    let cfg = Cfg {
+        mesh: format!("{{ trustDomain: cluster.local {mesh} }}"),
+        ..Cfg::beside("web").inbound(inb, app_port, "http")
+    };
+    let path = write_beside(tmp.path(), &cfg);
+    std::fs::write(tmp.path().join("policies/p.yaml"), policy).unwrap();
+    trustmesh_proxy::start(&path).await.expect("proxy starts");
     (tmp, inb)
 }
 
@@ -117,24 +97,18 @@ spec:
   rules: [ { to: [ { operation: { paths: [\"/public/*\"] } } ] } ]
 ";
 
-/// curl's status code for one request; `args` go before the URL.
-async fn curl(port: u16, args: &[&str]) -> String {
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .args(args)
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
+/// curl's status code for one request to `path`; `args` go before the URL.
+async fn curl_at(port: u16, path: &str, args: &[&str]) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    tools::curl(&[args, &[url.as_str()]].concat())
         .await
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
+        .0
+        .to_string()
+}
+
+/// [`curl_at`] `/`.
+async fn curl(port: u16, args: &[&str]) -> String {
+    curl_at(port, "/", args).await
 }
 
 async fn status_for(port: u16, target: &str, h2: bool) -> String {
@@ -149,7 +123,7 @@ async fn status_for(port: u16, target: &str, h2: bool) -> String {
 async fn raw(port: u16, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(bytes).await.unwrap();
-    let head = tokio::time::timeout(Duration::from_secs(5), common::read_http_head(&mut s))
+    let head = tokio::time::timeout(Duration::from_secs(5), read_http_head(&mut s))
         .await
         .expect("an answer in time")
         .unwrap_or_default();
@@ -234,27 +208,13 @@ async fn disguised_admin_paths_are_denied_over_http1_and_http2() {
 async fn curl_path_as_is_dot_segments_are_resolved_before_policy() {
     let (app_port, seen) = app().await;
     let (_tmp, port) = proxy(app_port, ALLOW_PUBLIC, "").await;
-    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     for (path, want) in [
         ("/public/../admin/x", "403"),
         ("/public/./../admin", "403"),
         ("/public/x/../y", "200"),
         ("/public/x", "200"),
     ] {
-        let out = tokio::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--path-as-is",
-            ])
-            .arg(url(path))
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{path}");
+        assert_eq!(curl_at(port, path, &["--path-as-is"]).await, want, "{path}");
     }
     assert_eq!(targets(&seen), ["/public/y", "/public/x"]);
 }

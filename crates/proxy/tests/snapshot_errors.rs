@@ -3,36 +3,9 @@
 
 use std::path::Path;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use trustmesh_proxy::config::ProxyConfig;
 use trustmesh_proxy::snapshot;
-
-/// Writes root-cert.pem, cert-chain.pem, key.pem (for `id`) and other-key.pem into `dir`.
-fn write_pki(dir: &Path, id: &str) {
-    let root_key = KeyPair::generate().unwrap();
-    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let root_cert = root.self_signed(&root_key).unwrap();
-    let issuer = Issuer::new(root, root_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    leaf.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join("root-cert.pem"), root_cert.pem()).unwrap();
-    std::fs::write(dir.join("cert-chain.pem"), leaf_cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    let other = KeyPair::generate().unwrap();
-    std::fs::write(dir.join("other-key.pem"), other.serialize_pem()).unwrap();
-}
+use trustmesh_testkit::pki::write_pki;
 
 const BASE: &str = r#"workload: { namespace: foo, serviceAccount: web, labels: { app: web } }
 certs: { key: key.pem, certChain: cert-chain.pem }
@@ -45,7 +18,10 @@ outbound: [ { port: 15001, peer: "127.0.0.1:16006", peerIdentity: "spiffe://clus
 
 fn setup() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
+    // root-cert.pem, cert-chain.pem and key.pem for `web`, and a key of nothing: other-key.pem.
     write_pki(tmp.path(), "spiffe://cluster.local/ns/foo/sa/web");
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(tmp.path().join("other-key.pem"), other.serialize_pem()).unwrap();
     std::fs::create_dir(tmp.path().join("policies")).unwrap();
     tmp
 }

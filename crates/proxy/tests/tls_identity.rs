@@ -3,45 +3,17 @@
 
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
 use trustmesh_proxy::tls::{client_config, server_config, ExpectedPeer, OwnCert};
+use trustmesh_testkit::pki::{live_root as ca, live_svid, Ca};
 
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-fn ca(td: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.subject_alt_names = vec![SanType::URI(format!("spiffe://{td}").try_into().unwrap())];
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        der: cert.der().clone(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
+/// A workload SVID for `id` from `ca`, as the proxy holds its own certificate.
 fn svid(ca: &Ca, id: &str) -> OwnCert {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    let (cert, key) = live_svid(ca, id);
     OwnCert {
-        chain: vec![cert.der().clone()],
+        chain: vec![cert],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     }
 }
@@ -49,7 +21,7 @@ fn svid(ca: &Ca, id: &str) -> OwnCert {
 fn trust(local: &str, aliases: &[&str], roots: &[(&str, &Ca)]) -> Arc<TrustConfig> {
     let mut b = TrustBundleSet::new();
     for (td, ca) in roots {
-        b.add_root(TrustDomain::parse(td).unwrap(), ca.der.clone())
+        b.add_root(TrustDomain::parse(td).unwrap(), ca.cert.clone())
             .unwrap();
     }
     Arc::new(

@@ -1,50 +1,43 @@
 //! HTTP/1.1 upgrades (WebSocket-style) through an inbound HTTP listener: authorized like any
 //! request, then tunnelled both ways; a denied upgrade never reaches the app.
 
-mod common;
-
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use trustmesh_testkit::http::{backend, read_http_head};
+use trustmesh_testkit::net::free_port;
+use trustmesh_testkit::sidecar::write_proxy_config;
 
 /// Answers an upgrade request with 101, then echoes bytes; counts how many requests it saw.
 async fn upgrading_backend(seen: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
-    let ln = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = ln.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = ln.accept().await else {
-                continue;
+    backend(move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let Some(head) = read_head(&mut s).await else {
+                return;
             };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let Some(head) = read_head(&mut s).await else {
-                    return;
-                };
-                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let lower = head.to_ascii_lowercase();
-                if !(lower.contains("upgrade: websocket") && lower.contains("connection: upgrade"))
-                {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    return;
-                }
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let lower = head.to_ascii_lowercase();
+            if !(lower.contains("upgrade: websocket") && lower.contains("connection: upgrade")) {
                 let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
                     .await;
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                .await;
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
         }
-    });
-    port
+    })
+    .await
 }
 
 /// Reads an HTTP head (up to the blank line), bounded in size and time.
 async fn read_head(s: &mut TcpStream) -> Option<String> {
-    tokio::time::timeout(Duration::from_secs(3), common::read_http_head(s))
+    tokio::time::timeout(Duration::from_secs(3), read_http_head(s))
         .await
         .ok()
         .flatten()
@@ -54,28 +47,13 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
 async fn upgrade_is_authorized_then_tunnelled() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    common::write_pki(dir, "spiffe://cluster.local/ns/foo/sa/db");
-    std::fs::create_dir(dir.join("policies")).unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = upgrading_backend(seen.clone()).await;
+    let inb = free_port();
+    let cfg = write_proxy_config(dir, "db", &[(inb, app, "http")], "");
     std::fs::write(
         dir.join("policies/deny.yaml"),
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: no-admin, namespace: foo }\nspec:\n  action: DENY\n  rules:\n  - to: [ { operation: { paths: [\"/admin/*\"] } } ]\n",
-    )
-    .unwrap();
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let app = upgrading_backend(seen.clone()).await;
-    let inb = common::free_port();
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"workload: {{ namespace: foo, serviceAccount: db }}
-certs: {{ key: key.pem, certChain: cert-chain.pem }}
-trustBundles: [ "cluster.local=root-cert.pem" ]
-mesh: {{ trustDomain: cluster.local }}
-policyDir: policies
-inbound: [ {{ port: {inb}, targetPort: {app}, protocol: http }} ]
-"#
-        ),
     )
     .unwrap();
     trustmesh_proxy::start(&cfg).await.expect("proxy starts");

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use trustmesh_policy::{Decision, MeshConfig, PolicySet, Request, Verdict};
+use trustmesh_policy::{validate, Decision, MeshConfig, PolicySet, Request, SourceText, Verdict};
 
 /// A baseline HTTP request to `prod/reviews:9080` from `prod/frontend` over mTLS.
 pub fn base() -> Value {
@@ -101,4 +101,26 @@ pub fn verdict(s: &str) -> Verdict {
         "DENY" => Verdict::Deny,
         other => panic!("unknown verdict {other}"),
     }
+}
+
+/// What `validate` reports for `yaml` read as `p.yaml`, one line per problem.
+pub fn problems(yaml: &str, mesh: &MeshConfig) -> Vec<String> {
+    let source = SourceText {
+        file: "p.yaml".into(),
+        text: yaml.into(),
+    };
+    validate(&[source], mesh)
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Asserts a problem at `loc` (prefix) whose text contains `word`.
+pub fn has(ps: &[String], loc: &str, word: &str) {
+    assert!(
+        ps.iter().any(|p| p.starts_with(loc) && p.contains(word)),
+        "no problem at {loc} mentioning {word:?}; got:\n{}",
+        ps.join("\n")
+    );
 }

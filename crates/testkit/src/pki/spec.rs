@@ -1,5 +1,8 @@
-//! A tiny test PKI built with rcgen: real keys, real signatures, validity around a fixed `NOW`.
-#![allow(dead_code)]
+//! Certificates built field by field with rcgen, for tests of what a verifier accepts and
+//! refuses: a CA or a leaf is a spec (validity, SANs, key usages, path length, serial) that a
+//! test bends one field at a time. `new` places validity around the fixed [`NOW_SECS`], so
+//! verification at [`now`] does not depend on the clock; `around` places it around any time
+//! (the wall clock, for certificates a running sidecar must accept).
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ pub const NOW_SECS: i64 = 1_800_000_000;
 pub const HOUR: i64 = 3600;
 pub const DAY: i64 = 24 * HOUR;
 
+/// [`NOW_SECS`] as a verification time.
 pub fn now() -> UnixTime {
     UnixTime::since_unix_epoch(Duration::from_secs(NOW_SECS as u64))
 }
@@ -23,9 +27,17 @@ pub fn at(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap()
 }
 
+/// A CA: its certificate and what signs with it.
 pub struct Ca {
     pub cert: CertificateDer<'static>,
     pub issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// The certificate as PEM.
+    pub fn pem(&self) -> String {
+        trustmesh_identity::pem::cert_to_pem(&self.cert)
+    }
 }
 
 pub struct CaSpec {
@@ -40,13 +52,20 @@ pub struct CaSpec {
 }
 
 impl CaSpec {
+    /// A CA for `td` (its `spiffe://<td>` URI SAN), valid from 30 days before [`NOW_SECS`] to a
+    /// year after.
     pub fn new(cn: &str, td: &str) -> CaSpec {
+        CaSpec::around(cn, td, NOW_SECS)
+    }
+
+    /// [`CaSpec::new`] valid around `now` (seconds since the epoch).
+    pub fn around(cn: &str, td: &str, now: i64) -> CaSpec {
         CaSpec {
             cn: cn.to_string(),
             uri: Some(format!("spiffe://{td}")),
             extra_uris: Vec::new(),
-            not_before: NOW_SECS - 30 * DAY,
-            not_after: NOW_SECS + 365 * DAY,
+            not_before: now - 30 * DAY,
+            not_after: now + 365 * DAY,
             path_len: None,
             is_ca: true,
             key_usages: vec![
@@ -105,10 +124,12 @@ impl CaSpec {
     }
 }
 
+/// A root CA for `td` at the fixed time.
 pub fn root(td: &str) -> Ca {
     CaSpec::new(&format!("root {td}"), td).self_signed()
 }
 
+/// An intermediate CA for `td` under `parent`, at the fixed time.
 pub fn intermediate(parent: &Ca, td: &str) -> Ca {
     CaSpec::new(&format!("intermediate {td}"), td).signed_by(parent)
 }
@@ -126,13 +147,18 @@ pub struct LeafSpec {
 
 impl LeafSpec {
     /// What Istio issues: one SPIFFE URI SAN, digitalSignature + keyEncipherment, server+client
-    /// auth, short lifetime.
+    /// auth, short lifetime (an hour before [`NOW_SECS`] to a day after).
     pub fn new(uri: &str) -> LeafSpec {
+        LeafSpec::around(uri, NOW_SECS)
+    }
+
+    /// [`LeafSpec::new`] valid around `now` (seconds since the epoch).
+    pub fn around(uri: &str, now: i64) -> LeafSpec {
         LeafSpec {
             uris: vec![uri.to_string()],
             dns: vec![],
-            not_before: NOW_SECS - HOUR,
-            not_after: NOW_SECS + DAY,
+            not_before: now - HOUR,
+            not_after: now + DAY,
             is_ca: false,
             key_usages: vec![
                 KeyUsagePurpose::DigitalSignature,
@@ -147,6 +173,11 @@ impl LeafSpec {
     }
 
     pub fn signed_by(&self, ca: &Ca) -> CertificateDer<'static> {
+        self.signed_with_key(ca).0
+    }
+
+    /// The certificate and its private key.
+    pub fn signed_with_key(&self, ca: &Ca) -> (CertificateDer<'static>, KeyPair) {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
@@ -173,10 +204,12 @@ impl LeafSpec {
         if let Some(s) = self.serial {
             p.serial_number = Some(s.into());
         }
-        p.signed_by(&key, &ca.issuer).unwrap().der().clone()
+        let cert = p.signed_by(&key, &ca.issuer).unwrap().der().clone();
+        (cert, key)
     }
 }
 
+/// A workload leaf for `uri` under `ca`, at the fixed time.
 pub fn leaf(ca: &Ca, uri: &str) -> CertificateDer<'static> {
     LeafSpec::new(uri).signed_by(ca)
 }
