@@ -140,7 +140,7 @@ fn decode(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(block)));
     let mut fields = match result {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Err(invalid(&format!("HPACK: {e:?}"))),
+        Ok(Err(e)) => return Err(invalid(&format!("HPACK: {}", hpack_error(e)))),
         Err(_) => return Err(invalid("HPACK: malformed header block")),
     };
     for (name, value) in fields.iter_mut() {
@@ -222,6 +222,17 @@ fn frame_head(len: usize, kind: u8, flags: u8, stream: u32) -> [u8; 9] {
 
 fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// The decoder's error in words (its type only implements `Debug`).
+fn hpack_error(e: hpack::decoder::DecoderError) -> &'static str {
+    use hpack::decoder::DecoderError as E;
+    match e {
+        E::HeaderIndexOutOfBounds => "a header refers to a table entry that does not exist",
+        E::IntegerDecodingError(_) => "an integer in the header block is malformed",
+        E::StringDecodingError(_) => "a string in the header block is malformed",
+        E::InvalidMaxDynamicSize => "the peer resized the header table beyond its limit",
+    }
 }
 
 #[cfg(test)]

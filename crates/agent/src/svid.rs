@@ -59,7 +59,7 @@ pub fn csr_pem(key: &KeyPair, id: &SpiffeId) -> Result<String, String> {
     let uri = id
         .as_str()
         .try_into()
-        .map_err(|e| format!("SPIFFE ID as URI SAN: {e:?}"))?;
+        .map_err(|e: rcgen::Error| format!("SPIFFE ID as URI SAN: {e}"))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params
         .serialize_request(key)

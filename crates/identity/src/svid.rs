@@ -204,7 +204,7 @@ pub fn verify_svid_for(
     }
 
     let ee = webpki::EndEntityCert::try_from(leaf_der)
-        .map_err(|e| SvidError::Malformed(format!("leaf certificate: {e:?}")))?;
+        .map_err(|e| SvidError::Malformed(format!("leaf certificate: {e}")))?;
     let now_secs = now.as_secs() as i64;
     // webpki treats anchors as bare (subject, key) pairs and ignores their validity window, so
     // roots outside theirs are kept out of the first attempt.
@@ -439,7 +439,10 @@ fn map_webpki_error(
         W::SignatureAlgorithmMismatch
         | W::UnsupportedSignatureAlgorithmContext(_)
         | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-            SvidError::BadSignature(format!("{e:?}"))
+            SvidError::BadSignature(format!(
+                "the signature algorithm is not one the issuer's key can verify or that is \
+                 accepted ({e})"
+            ))
         }
         W::CaUsedAsEndEntity => SvidError::LeafIsCa,
         W::EndEntityUsedAsCa => SvidError::IntermediateNotCa,
