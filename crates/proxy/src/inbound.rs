@@ -18,7 +18,6 @@ use trustmesh_lifecycle::drain::Watch;
 use trustmesh_policy::MtlsMode;
 
 use crate::accesslog::AccessLog;
-use crate::clock::now_rfc3339;
 use crate::config::Protocol;
 use crate::conn::{ConnCtx, Peer};
 use crate::metrics::RejectReason;
@@ -43,17 +42,10 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener, dra
 
 fn log_reject(ctx: &ConnCtx, reason: &str) {
     AccessLog {
-        time: now_rfc3339(),
-        direction: "inbound",
-        protocol: "tcp",
-        listener_port: ctx.listener_port,
-        source_address: ctx.source.to_string(),
-        destination_address: ctx.target.to_string(),
-        tls: ctx.tls,
         decision: "rejected".into(),
         reason: Some(reason.into()),
         duration_ms: ctx.started.elapsed().as_millis() as u64,
-        ..Default::default()
+        ..AccessLog::inbound_tcp(ctx)
     }
     .emit();
 }

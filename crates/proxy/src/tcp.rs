@@ -13,7 +13,6 @@ use tokio::net::TcpStream;
 use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
-use crate::clock::now_rfc3339;
 use crate::conn::ConnCtx;
 use crate::metrics::RejectReason;
 use crate::outcome::{Failure, Outcome};
@@ -39,17 +38,9 @@ where
     let mut outcome = Outcome::new(
         &shared.metrics,
         AccessLog {
-            time: now_rfc3339(),
-            direction: "inbound",
-            protocol: "tcp",
-            listener_port: ctx.listener_port,
-            source_address: ctx.source.to_string(),
-            destination_address: ctx.target.to_string(),
-            source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
-            tls: ctx.tls,
             policy: verdict.policy.clone(),
             reason: Some(verdict.reason.clone()),
-            ..Default::default()
+            ..AccessLog::inbound_tcp(&ctx)
         },
         ctx.started,
     );

@@ -26,6 +26,9 @@ use serde::Serialize;
 // The counter lives with the other metrics, so rendering them imports no log.
 use crate::metrics::ACCESS_LOG_DROPPED as DROPPED;
 
+use crate::clock::now_rfc3339;
+use crate::conn::ConnCtx;
+
 #[derive(Debug, Default, Serialize)]
 pub struct AccessLog {
     pub time: String,
@@ -310,6 +313,22 @@ impl<'a> JsonObject<'a> {
 }
 
 impl AccessLog {
+    /// The line of an inbound TCP connection (admitted or refused), from what its listener
+    /// knows about it.
+    pub fn inbound_tcp(ctx: &ConnCtx) -> AccessLog {
+        AccessLog {
+            time: now_rfc3339(),
+            direction: "inbound",
+            protocol: "tcp",
+            listener_port: ctx.listener_port,
+            source_address: ctx.source.to_string(),
+            destination_address: ctx.target.to_string(),
+            source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
+            tls: ctx.tls,
+            ..Default::default()
+        }
+    }
+
     /// The record as one line of JSON (without the newline), the same text serde_json writes
     /// for this struct (a test holds the two together), about five times cheaper: this runs
     /// for every request.
