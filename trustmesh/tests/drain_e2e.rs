@@ -95,6 +95,29 @@ struct Seen {
     ended_by: Option<(Code, String)>,
 }
 
+/// One client's loop: `call` (given the call's number) at most [`CALLS`] times and not past
+/// `stop_at`, counting answers; the first error ends the loop and is kept.
+async fn calls_until<F, Fut>(stop_at: Instant, mut call: F) -> Seen
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut seen = Seen::default();
+    for n in 0..CALLS {
+        if Instant::now() > stop_at {
+            break;
+        }
+        match call(n).await {
+            Ok(()) => seen.answered += 1,
+            Err(s) => {
+                seen.ended_by = Some((s.code(), s.message().to_string()));
+                break;
+            }
+        }
+    }
+    seen
+}
+
 #[test]
 fn ca_serve_sigterm_under_load_finishes_what_was_accepted() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,24 +143,16 @@ fn ca_serve_sigterm_under_load_finishes_what_was_accepted() {
             .map(|_| {
                 let (ep, creds, csr) = (ep.clone(), creds.clone(), csr());
                 tokio::spawn(async move {
-                    let mut seen = Seen::default();
-                    for _ in 0..CALLS {
-                        if Instant::now() > stop_at {
-                            break;
+                    calls_until(stop_at, |_| {
+                        let (ep, creds, csr) = (&ep, &creds, csr.clone());
+                        async move {
+                            let ttl = Duration::from_secs(600);
+                            let chain = create_certificate(ep, creds, csr, ttl).await?;
+                            assert!(!chain.is_empty());
+                            Ok(())
                         }
-                        let ttl = Duration::from_secs(600);
-                        match create_certificate(&ep, &creds, csr.clone(), ttl).await {
-                            Ok(chain) => {
-                                assert!(!chain.is_empty());
-                                seen.answered += 1;
-                            }
-                            Err(s) => {
-                                seen.ended_by = Some((s.code(), s.message().to_string()));
-                                break;
-                            }
-                        }
-                    }
-                    seen
+                    })
+                    .await
                 })
             })
             .collect();
@@ -274,28 +289,21 @@ fn agent_sigterm_under_load_finishes_what_was_accepted() {
             .map(|i| {
                 let sock = sock.clone();
                 tokio::spawn(async move {
-                    let mut seen = Seen::default();
-                    let mut client = workload_api::connect(&sock).await.unwrap();
-                    for n in 0..CALLS {
-                        if Instant::now() > stop_at {
-                            break;
-                        }
+                    let client = workload_api::connect(&sock).await.unwrap();
+                    calls_until(stop_at, |n| {
+                        // A clone shares the connection; each call needs its own handle.
+                        let mut client = client.clone();
                         let req = workload_api::request(JwtsvidRequest {
                             audience: vec![format!("drain-{i}-{n}")],
                             spiffe_id: String::new(),
                         });
-                        match client.fetch_jwtsvid(req).await {
-                            Ok(r) => {
-                                assert_eq!(r.into_inner().svids[0].spiffe_id, ME);
-                                seen.answered += 1;
-                            }
-                            Err(s) => {
-                                seen.ended_by = Some((s.code(), s.message().to_string()));
-                                break;
-                            }
+                        async move {
+                            let r = client.fetch_jwtsvid(req).await?;
+                            assert_eq!(r.into_inner().svids[0].spiffe_id, ME);
+                            Ok(())
                         }
-                    }
-                    seen
+                    })
+                    .await
                 })
             })
             .collect();
