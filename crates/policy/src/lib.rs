@@ -164,7 +164,7 @@ pub use crd::{Action, JwtRule, MtlsMode};
 pub use decision::{Decision, PolicyResult, Verdict};
 pub use failclosed::{InvalidResource, Outcome};
 pub use load::{ReadError, SourceText};
-pub use mesh::{ExtensionProvider, MeshConfig};
+pub use mesh::{ExtensionProvider, MeshConfig, OutboundMode, OutboundTrafficPolicy};
 pub use normalize::{Normalization, PathNormalization};
 pub use problem::{Location, Notice, Problem};
 pub use report::Report;

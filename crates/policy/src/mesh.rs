@@ -27,6 +27,9 @@ pub struct MeshConfig {
     /// How request paths are normalized before policy and the app see them.
     #[serde(default)]
     pub path_normalization: crate::normalize::PathNormalization,
+    /// What a sidecar does with outbound traffic to a destination the registry does not know.
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
 }
 
 fn default_trust_domain() -> String {
@@ -44,8 +47,27 @@ impl Default for MeshConfig {
             root_namespace: default_root_namespace(),
             extension_providers: Vec::new(),
             path_normalization: Default::default(),
+            outbound_traffic_policy: Default::default(),
         }
     }
+}
+
+/// `outboundTrafficPolicy`: Istio's default is `ALLOW_ANY` (unknown destinations pass
+/// through); `REGISTRY_ONLY` refuses them.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundTrafficPolicy {
+    #[serde(default)]
+    pub mode: OutboundMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum OutboundMode {
+    #[default]
+    #[serde(rename = "ALLOW_ANY")]
+    AllowAny,
+    #[serde(rename = "REGISTRY_ONLY")]
+    RegistryOnly,
 }
 
 /// `extensionProviders[]`. Only the ext_authz kinds matter to authorization; other kinds
@@ -197,4 +219,23 @@ fn unwrap_mesh(value: serde_yaml::Value) -> Result<(serde_yaml::Value, String), 
         return Ok((m, "meshConfig".into()));
     }
     Ok((value, String::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_traffic_policy_defaults_to_allow_any_and_reads_registry_only() {
+        let m = MeshConfig::from_yaml_str("trustDomain: a.test").unwrap();
+        assert_eq!(m.outbound_traffic_policy.mode, OutboundMode::AllowAny);
+        let m = MeshConfig::from_yaml_str(
+            "meshConfig:\n  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n",
+        )
+        .unwrap();
+        assert_eq!(m.outbound_traffic_policy.mode, OutboundMode::RegistryOnly);
+        let e =
+            MeshConfig::from_yaml_str("outboundTrafficPolicy:\n  mode: DENY_ALL\n").unwrap_err();
+        assert!(e.path.starts_with("outboundTrafficPolicy.mode"), "{e}");
+    }
 }
