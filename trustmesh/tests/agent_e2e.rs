@@ -225,6 +225,45 @@ fn agent_rejects_invalid_config() {
     );
 }
 
+/// `agent --check` reads the file, prints old spellings with their replacements and the
+/// identity it would request, and contacts nothing (the CA address is never dialled).
+#[test]
+fn check_flag_prints_deprecations_and_the_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.yaml");
+    let yaml = agent_yaml(
+        "127.0.0.1:1",
+        &dir.path().join("root-cert.pem"),
+        "sleep",
+        &dir.path().join("istio-token"),
+        &dir.path().join("certs"),
+        "rotation_fraction: 0.5\n",
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["agent", "--check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ok: identity spiffe://cluster.local/ns/default/sa/sleep, CA https://127.0.0.1:1, 1 deprecated spellings"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.starts_with("warning: ")
+            && stderr.contains("`rotation_fraction` is deprecated; write `rotationFraction`"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("certs").exists(),
+        "--check wrote certificates"
+    );
+}
+
 /// Writes `<base>/agent.yaml` for `default/sleep` against the CA at `grpc` (roots in `ca_dir`),
 /// with the token file `<base>/istio-token`, output in `<base>/certs`, and `extra` lines.
 fn write_agent_config(base: &Path, ca_dir: &Path, grpc: &str, extra: &str) -> PathBuf {

@@ -988,3 +988,68 @@ async fn idle_keep_alive_connection_is_kept() {
         proxy.logs()
     );
 }
+
+/// `proxy --check` reads everything the proxy would at start and binds nothing: old spellings
+/// are printed with their replacements, invalid policies are listed as enforced fail-closed,
+/// and a file the proxy could not start with is exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_flag_reads_everything_and_binds_nothing() {
+    use trustmesh_testkit::sidecar::{write_beside, write_policy, Cfg, Inbound};
+    let tmp = tempfile::tempdir().unwrap();
+    // A port taken by the test: --check must not try to bind it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cfg = Cfg::beside("web");
+    cfg.inbound.push(Inbound {
+        port,
+        target: 1,
+        protocol: "http",
+    });
+    cfg.extra = "reloadPollMs: 250\n";
+    let file = write_beside(tmp.path(), &cfg);
+    write_policy(
+        &tmp.path().join("policies"),
+        "bad.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: typo, namespace: foo }\nspec:\n  action: ALLOW\n  rules: [ { to: [ { operation: { methdos: [GET] } } ] } ]\n",
+    );
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+            .args(["proxy", "--check", "--config", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "ok: workload spiffe://cluster.local/ns/foo/sa/web (1 inbound, 0 outbound listeners)"
+        ) && stdout.contains(
+            "1 authorization policies (1 invalid, enforced fail-closed), 1 deprecated spellings"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("`reloadPollMs: 250` is deprecated; write `reloadPoll: 250ms`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fail-closed: ") && stderr.contains("typo"),
+        "{stderr}"
+    );
+
+    // The local root gone: the proxy could not start, and --check says why.
+    std::fs::remove_file(tmp.path().join("root-cert.pem")).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: ") && stderr.contains("root-cert.pem"),
+        "{stderr}"
+    );
+    drop(taken);
+}

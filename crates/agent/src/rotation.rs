@@ -200,19 +200,23 @@ pub async fn run(cfg: Arc<Config>, state: StateTx) {
                     .and_then(|s| s.not_after.duration_since(now).ok());
                 let delay = retry_delay(attempt, e.permanent, remaining, cfg.max_retry_interval);
                 attempt = attempt.saturating_add(1);
-                let remaining = remaining.unwrap_or_default();
+                // Go's spelling, as in the config (`1m30s`); the remaining validity to the second.
+                let remaining = trustmesh_config::format_go(Duration::from_secs(
+                    remaining.unwrap_or_default().as_secs(),
+                ));
+                let retry_in = trustmesh_config::format_go(delay);
                 match &current {
                     _ if e.permanent => tracing::error!(
                         "the CA refused the certificate request and will keep refusing it until \
                          its policy or this agent's configuration changes (attempt {attempt}): \
-                         {e}; retrying in {delay:?}"
+                         {e}; retrying in {retry_in}"
                     ),
                     Some(s) if !s.is_expired(now) => tracing::warn!(
-                        "renewal failed (attempt {attempt}): {e}; still serving serial {} for {:?}; retrying in {delay:?}",
+                        "renewal failed (attempt {attempt}): {e}; still serving serial {} for {}; retrying in {retry_in}",
                         s.serial_hex, remaining
                     ),
-                    Some(_) => tracing::error!("renewal failed (attempt {attempt}): {e}; the certificate has EXPIRED; retrying in {delay:?}"),
-                    None => tracing::warn!("obtaining a certificate failed (attempt {attempt}): {e}; retrying in {delay:?}"),
+                    Some(_) => tracing::error!("renewal failed (attempt {attempt}): {e}; the certificate has EXPIRED; retrying in {retry_in}"),
+                    None => tracing::warn!("obtaining a certificate failed (attempt {attempt}): {e}; retrying in {retry_in}"),
                 }
                 // The loop then retries at once: the refresh time has already passed.
                 tokio::time::sleep(delay).await;

@@ -5,8 +5,10 @@
 //! spellings (`agent.yaml: `trust_domain` is deprecated; write `trustDomain``). The loaders
 //! also return the list, so a command that checks a config can print it.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use crate::duration::LegacyDuration;
 use crate::load::ConfigError;
@@ -134,11 +136,24 @@ impl Deprecations {
             .collect()
     }
 
-    /// Logs each deprecation once, as a warning.
+    /// Logs each deprecation as a warning, once per process: a sidecar re-reads its file on
+    /// every reload, and the same old spelling should not be repeated each time.
     pub fn warn(&self) {
-        for m in self.messages() {
+        for m in self.unwarned() {
             tracing::warn!("{m}");
         }
+    }
+
+    /// The messages not yet logged by [`Deprecations::warn`] in this process, now marked.
+    fn unwarned(&self) -> Vec<String> {
+        static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        let mut warned = WARNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.messages()
+            .into_iter()
+            .filter(|m| warned.insert(m.clone()))
+            .collect()
     }
 }
 
@@ -161,6 +176,20 @@ pub fn path(at: &str, key: &str) -> String {
 mod tests {
     use super::*;
     use crate::Duration;
+
+    #[test]
+    fn each_message_is_warned_once_per_process() {
+        let mut d = Deprecations::new("once-test.yaml");
+        d.push("old_key", "newKey");
+        assert_eq!(d.unwarned(), d.messages());
+        // The same file read again (a reload): nothing new to say.
+        assert!(d.unwarned().is_empty());
+        d.push("other_key", "otherKey");
+        assert_eq!(
+            d.unwarned(),
+            vec!["once-test.yaml: `other_key` is deprecated; write `otherKey`".to_string()]
+        );
+    }
 
     #[test]
     fn renamed_key_records_both_spellings() {

@@ -70,6 +70,30 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, Conf
     })
 }
 
+/// Converts an already-parsed YAML value into `T`, for documents whose config sits inside an
+/// envelope (Istio's mesh config inside a ConfigMap or an IstioOperator): errors name `file`
+/// and the field path below `prefix`, the envelope's path to the value (empty at the top).
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_yaml::Value,
+    file: &Path,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let field = match (prefix.is_empty(), inner == ".") {
+            (true, true) => DOCUMENT.to_string(),
+            (true, false) => inner,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{inner}"),
+        };
+        ConfigError::Field {
+            file: file.to_path_buf(),
+            field,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
 /// A value the raw struct left optional but the config requires.
 pub fn required<T>(v: Option<T>, file: &Path, field: &str) -> Result<T, ConfigError> {
     v.ok_or_else(|| ConfigError::field(file, field, "is required"))
@@ -120,6 +144,24 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("x.yaml: (document): missing field `name`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn from_value_names_the_path_below_the_envelope() {
+        let v: serde_yaml::Value =
+            serde_yaml::from_str("name: x\ninner:\n  - idleTimeout: soon\n").unwrap();
+        let e = from_value::<Raw>(v.clone(), Path::new("m.yaml"), "spec.meshConfig")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m.yaml: spec.meshConfig.inner[0].idleTimeout: invalid duration"),
+            "{e}"
+        );
+        let e = from_value::<Raw>(v, Path::new("m.yaml"), "").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Field { field, .. } if field == "inner[0].idleTimeout"),
             "{e}"
         );
     }

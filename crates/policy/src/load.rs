@@ -126,9 +126,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
 /// Reads and parses a mesh config file. A parse failure is a [`Problem`] located in the file.
 pub fn read_mesh(path: &Path) -> Result<Result<MeshConfig, Problem>, ReadError> {
     let text = read_bounded(path)?;
-    Ok(MeshConfig::from_yaml_str(&text).map_err(|e| {
-        let syntax = e.message.starts_with("not valid YAML");
-        let p = Problem::new(Location::new(&path.display().to_string(), 1, e.path), e.message)
+    Ok(MeshConfig::parse(&text, path).map_err(|e| {
+        let (field, message) = match e {
+            trustmesh_config::ConfigError::Field { field, message, .. } => (field, message),
+            other => (String::new(), other.to_string()),
+        };
+        let field = if field == trustmesh_config::load::DOCUMENT {
+            String::new()
+        } else {
+            field
+        };
+        let syntax = message.starts_with("not valid YAML");
+        let p = Problem::new(Location::new(&path.display().to_string(), 1, field), message)
             .hint("the mesh config is Istio's meshConfig (trustDomain, trustDomainAliases, rootNamespace, extensionProviders)");
         if syntax {
             p.unreadable()

@@ -7,8 +7,11 @@
 //! Duration fields (the ext_authz providers' `timeout`) are `trustmesh_config::Duration`, Go's
 //! grammar, read here once: `policy validate` and the proxy refuse exactly the same values.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
-use trustmesh_config::Duration;
+use trustmesh_config::load::DOCUMENT;
+use trustmesh_config::{ConfigError, Duration};
 
 /// Istio's special trust domain name: in a policy it stands for the local trust domain.
 pub const CLUSTER_LOCAL: &str = "cluster.local";
@@ -151,33 +154,45 @@ pub struct RequestBody {
     pub pack_as_bytes: bool,
 }
 
-/// A mesh config that could not be parsed; `path` is the field path inside the document.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct MeshError {
-    pub path: String,
-    pub message: String,
-}
-
 impl MeshConfig {
-    /// Parses any of the accepted shapes (see module docs). An empty document is the default.
-    pub fn from_yaml_str(text: &str) -> Result<MeshConfig, MeshError> {
-        crate::shape::check(text).map_err(|message| MeshError {
-            path: String::new(),
+    /// Parses any of the accepted shapes (see module docs) through the config toolkit, so a
+    /// bad field is reported as `<file>: <field.path>: <message>`, the path running through
+    /// the envelope (`data.mesh.…`, `spec.meshConfig.…`). An empty document is the default.
+    pub fn parse(text: &str, file: &Path) -> Result<MeshConfig, ConfigError> {
+        let not_yaml = |message: String| ConfigError::Field {
+            file: file.to_path_buf(),
+            field: DOCUMENT.into(),
             message: format!("not valid YAML: {message}"),
-        })?;
-        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| MeshError {
-            path: String::new(),
-            message: format!("not valid YAML: {e}"),
-        })?;
-        let (value, prefix) = unwrap_mesh(value)?;
+        };
+        crate::shape::check(text).map_err(not_yaml)?;
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| not_yaml(e.to_string()))?;
+        MeshConfig::from_value(value, file, "")
+    }
+
+    /// A mesh config already parsed as YAML, found at field path `at` of `file` (the inline
+    /// `mesh:` of a proxy config): errors name `at.<field.path>`.
+    pub fn from_value(
+        value: serde_yaml::Value,
+        file: &Path,
+        at: &str,
+    ) -> Result<MeshConfig, ConfigError> {
+        let (value, prefix) = unwrap_mesh(value, file)?;
         if value.is_null() {
             return Ok(MeshConfig::default());
         }
-        serde_path_to_error::deserialize(value).map_err(|e| MeshError {
-            path: join(&prefix, &e.path().to_string()),
-            message: e.inner().to_string(),
-        })
+        let prefix = match (at.is_empty(), prefix.is_empty()) {
+            (true, _) => prefix,
+            (false, true) => at.to_string(),
+            (false, false) => format!("{at}.{prefix}"),
+        };
+        trustmesh_config::load::from_value(value, file, &prefix)
+    }
+
+    /// [`MeshConfig::parse`] for text that has no file (tests, examples, the inline `mesh:`
+    /// of a proxy config is given its own name by its caller).
+    pub fn from_yaml_str(text: &str) -> Result<MeshConfig, ConfigError> {
+        MeshConfig::parse(text, Path::new("(mesh config)"))
     }
 
     /// Every trust domain a policy principal may be rewritten into: local first, then aliases.
@@ -191,21 +206,15 @@ impl MeshConfig {
     }
 }
 
-fn join(prefix: &str, path: &str) -> String {
-    match (prefix.is_empty(), path == ".") {
-        (true, _) => path.to_string(),
-        (false, true) => prefix.to_string(),
-        (false, false) => format!("{prefix}.{path}"),
-    }
-}
-
-fn unwrap_mesh(value: serde_yaml::Value) -> Result<(serde_yaml::Value, String), MeshError> {
+fn unwrap_mesh(
+    value: serde_yaml::Value,
+    file: &Path,
+) -> Result<(serde_yaml::Value, String), ConfigError> {
     let get = |v: &serde_yaml::Value, k: &str| v.get(k).cloned();
     if let Some(data) = get(&value, "data") {
         if let Some(mesh) = data.get("mesh").and_then(|m| m.as_str()) {
-            let inner = serde_yaml::from_str(mesh).map_err(|e| MeshError {
-                path: "data.mesh".into(),
-                message: format!("not valid YAML: {e}"),
+            let inner = serde_yaml::from_str(mesh).map_err(|e| {
+                ConfigError::field(file, "data.mesh", format!("not valid YAML: {e}"))
             })?;
             return Ok((inner, "data.mesh".into()));
         }
@@ -234,8 +243,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.outbound_traffic_policy.mode, OutboundMode::RegistryOnly);
-        let e =
-            MeshConfig::from_yaml_str("outboundTrafficPolicy:\n  mode: DENY_ALL\n").unwrap_err();
-        assert!(e.path.starts_with("outboundTrafficPolicy.mode"), "{e}");
+        let e = MeshConfig::parse(
+            "meshConfig:\n  outboundTrafficPolicy:\n    mode: DENY_ALL\n",
+            Path::new("mesh.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("mesh.yaml: meshConfig.outboundTrafficPolicy.mode: unknown variant"),
+            "{e}"
+        );
     }
 }

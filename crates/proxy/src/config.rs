@@ -331,7 +331,17 @@ impl ProxyConfig {
             return Err(("workload.serviceAccount".into(), "must not be empty".into()));
         }
         match &self.mesh {
-            serde_yaml::Value::Mapping(_) | serde_yaml::Value::String(_) => Ok(()),
+            // Read here, with the rest of the file, so a bad inline field is reported as
+            // `mesh.<field>` of this file rather than when the snapshot is built.
+            v @ serde_yaml::Value::Mapping(_) => {
+                trustmesh_policy::MeshConfig::from_value(v.clone(), Path::new(""), "mesh")
+                    .map(drop)
+                    .map_err(|e| match e {
+                        ConfigError::Field { field, message, .. } => (field, message),
+                        other => ("mesh".into(), other.to_string()),
+                    })
+            }
+            serde_yaml::Value::String(_) => Ok(()),
             _ => Err((
                 "mesh".into(),
                 "must be a mapping (inline mesh config) or a file path".into(),

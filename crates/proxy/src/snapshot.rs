@@ -61,12 +61,13 @@ pub fn load_mesh(cfg: &ProxyConfig) -> anyhow::Result<MeshConfig> {
         MeshSource::File(p) => {
             let text = String::from_utf8(read(&p, "mesh config")?)
                 .with_context(|| format!("{}: not UTF-8", p.display()))?;
-            MeshConfig::from_yaml_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
+            Ok(MeshConfig::parse(&text, &p)?)
         }
-        MeshSource::Inline(v) => {
-            let text = serde_yaml::to_string(&v)?;
-            MeshConfig::from_yaml_str(&text).map_err(|e| anyhow!("config field mesh: {e}"))
-        }
+        MeshSource::Inline(v) => Ok(MeshConfig::from_value(
+            v,
+            Path::new("proxy config"),
+            "mesh",
+        )?),
     }
 }
 

@@ -15,9 +15,29 @@ pub struct Args {
     /// identity, output folder, Workload API socket, rotation fraction, TTL, federation.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Read the configuration, print old spellings still in use and the identity it would
+    /// request, then exit: 0 when it is valid, 2 when it is not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(a: Args) -> ExitCode {
+    if a.check {
+        return match Config::read(&a.config) {
+            Ok((cfg, deprecations)) => {
+                super::flags::report(&deprecations);
+                println!(
+                    "{}: ok: identity {}, CA {}, {} deprecated spellings",
+                    a.config.display(),
+                    cfg.spiffe_id,
+                    cfg.ca_address,
+                    deprecations.iter().count(),
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => super::fail(2, e),
+        };
+    }
     super::init_logging();
     let cfg = match Config::load(&a.config) {
         Ok(c) => c,

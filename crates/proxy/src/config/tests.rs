@@ -197,3 +197,30 @@ fn bundle_prefix_only_without_slash() {
     assert_eq!(s.trust_domain, None);
     assert_eq!(s.path, PathBuf::from("/a=b/c.pem"));
 }
+
+#[test]
+fn inline_mesh_config_errors_name_the_file_and_the_mesh_field() {
+    let bad = GOOD.replace(
+        "mesh: { trustDomain: cluster.local }",
+        "mesh: { trustDomain: cluster.local, outboundTrafficPolicy: { mode: DENY } }",
+    );
+    let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("p.yaml: mesh.outboundTrafficPolicy.mode: unknown variant `DENY`"),
+        "{e}"
+    );
+    // The same field through an IstioOperator envelope names the envelope's path.
+    let bad = GOOD.replace(
+        "mesh: { trustDomain: cluster.local }",
+        "mesh: { spec: { meshConfig: { trustDomainAliases: 7 } } }",
+    );
+    let e = ProxyConfig::parse(&bad, Path::new("p.yaml"), Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("p.yaml: mesh.spec.meshConfig.trustDomainAliases:"),
+        "{e}"
+    );
+}
