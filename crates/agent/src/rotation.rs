@@ -200,11 +200,13 @@ pub async fn run(cfg: Arc<Config>, state: StateTx) {
                     .and_then(|s| s.not_after.duration_since(now).ok());
                 let delay = retry_delay(attempt, e.permanent, remaining, cfg.max_retry_interval);
                 attempt = attempt.saturating_add(1);
-                // Go's spelling, as in the config (`1m30s`); the remaining validity to the second.
+                // Go's spelling, as in the config (`1m30s`): the remaining validity to the second, the
+                // (jittered) delay to the millisecond.
                 let remaining = trustmesh_config::format_go(Duration::from_secs(
                     remaining.unwrap_or_default().as_secs(),
                 ));
-                let retry_in = trustmesh_config::format_go(delay);
+                let retry_in =
+                    trustmesh_config::format_go(Duration::from_millis(delay.as_millis() as u64));
                 match &current {
                     _ if e.permanent => tracing::error!(
                         "the CA refused the certificate request and will keep refusing it until \

@@ -271,7 +271,6 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     let started = Instant::now();
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let snap = shared.current();
-    let ctx = &conn.ctx;
     let request_id = ensure_request_id(req.headers_mut());
     // Normalized before anything reads the path: authentication, policy, the log and the app
     // all see the same request.
@@ -306,58 +305,15 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     };
     outcome.log().request_principal = auth.as_ref().map(|a| a.principal.clone());
 
-    let verdict = snap.policies.check_http(
-        ctx,
-        conn.peer_text.as_deref(),
-        &attrs_of(&req, &host, auth.as_ref()),
-    );
-    outcome.log().policy = verdict.policy;
-    outcome.log().reason = Some(verdict.reason);
     // Headers a CUSTOM authorizer asked to add to the client's response on allow.
-    let mut response_headers = Vec::new();
-    match &verdict.decision {
-        Decision::Deny => {
-            outcome.fail(Failure::Denied);
-            return rbac_denied();
-        }
-        Decision::Allow => {}
-        Decision::Custom(provider) => {
-            match crate::custom::check(&snap, provider, ctx, &req).await {
-                crate::custom::Outcome::Deny(resp) => {
-                    outcome.log().status = Some(resp.status().as_u16());
-                    outcome.fail(Failure::DeniedByProvider {
-                        provider: provider.clone(),
-                    });
-                    return resp;
-                }
-                crate::custom::Outcome::Allow(allowed) => {
-                    allowed.apply_to_request(req.headers_mut());
-                    if let crate::extauthz::ExtAuthzOutcome::Allow {
-                        response_headers_to_add,
-                        ..
-                    } = allowed
-                    {
-                        response_headers = response_headers_to_add;
-                    }
-                    // CUSTOM allowed: the DENY and ALLOW policies still apply.
-                    let after = snap.policies.check_http_after_custom(
-                        ctx,
-                        conn.peer_text.as_deref(),
-                        &attrs_of(&req, &host, auth.as_ref()),
-                    );
-                    let allowed = after.allowed();
-                    outcome.log().reason = Some(after.reason);
-                    if after.policy.is_some() {
-                        outcome.log().policy = after.policy;
-                    }
-                    if !allowed {
-                        outcome.fail(Failure::Denied);
-                        return rbac_denied();
-                    }
-                }
+    let response_headers =
+        match authorize(&snap, conn, &mut req, &host, auth.as_ref(), &mut outcome).await {
+            Ok(headers) => headers,
+            Err((failure, response)) => {
+                outcome.fail(failure);
+                return response;
             }
-        }
-    }
+        };
     outcome.decide("allow");
 
     snap.policies
@@ -367,6 +323,64 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     outcome.log().status = Some(resp.status().as_u16());
     outcome.finish();
     resp
+}
+
+/// CUSTOM → DENY → ALLOW for one request. On allow, the response headers a CUSTOM provider
+/// asked for (its request headers are already applied to `req`); on refusal, the response to
+/// send with the failure to record.
+async fn authorize(
+    snap: &crate::snapshot::Snapshot,
+    conn: &Conn,
+    req: &mut Request<Incoming>,
+    host: &str,
+    auth: Option<&crate::jwt::AuthInfo>,
+    outcome: &mut Outcome<'_>,
+) -> Result<Vec<crate::extauthz::HeaderMutation>, (Failure, Response<Body>)> {
+    let ctx = &conn.ctx;
+    let peer = conn.peer_text.as_deref();
+    let verdict = snap
+        .policies
+        .check_http(ctx, peer, &attrs_of(req, host, auth));
+    outcome.log().policy = verdict.policy;
+    outcome.log().reason = Some(verdict.reason);
+    let provider = match &verdict.decision {
+        Decision::Allow => return Ok(Vec::new()),
+        Decision::Deny => {
+            return Err((Failure::Denied, rbac_denied()));
+        }
+        Decision::Custom(provider) => provider,
+    };
+    let allowed = match crate::custom::check(snap, provider, ctx, req).await {
+        crate::custom::Outcome::Deny(resp) => {
+            outcome.log().status = Some(resp.status().as_u16());
+            let failure = Failure::DeniedByProvider {
+                provider: provider.clone(),
+            };
+            return Err((failure, resp));
+        }
+        crate::custom::Outcome::Allow(allowed) => allowed,
+    };
+    allowed.apply_to_request(req.headers_mut());
+    let response_headers = match allowed {
+        crate::extauthz::ExtAuthzOutcome::Allow {
+            response_headers_to_add,
+            ..
+        } => response_headers_to_add,
+        _ => Vec::new(),
+    };
+    // CUSTOM allowed: the DENY and ALLOW policies still apply.
+    let after = snap
+        .policies
+        .check_http_after_custom(ctx, peer, &attrs_of(req, host, auth));
+    let allowed = after.allowed();
+    outcome.log().reason = Some(after.reason);
+    if after.policy.is_some() {
+        outcome.log().policy = after.policy;
+    }
+    if !allowed {
+        return Err((Failure::Denied, rbac_denied()));
+    }
+    Ok(response_headers)
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 //! consumes it. Every step before traffic flows is under the handshake timeout, so a client that
 //! connects and sends nothing (or half a handshake) is dropped instead of pinning a task.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use trustmesh_lifecycle::drain::Watch;
 use trustmesh_policy::MtlsMode;
@@ -48,6 +50,25 @@ fn log_reject(ctx: &ConnCtx, reason: &str) {
         ..AccessLog::inbound_tcp(ctx)
     }
     .emit();
+}
+
+/// Why a connection was refused before its protocol began: the metric it counts under and the
+/// sentence in its access-log line.
+struct Refusal {
+    reason: RejectReason,
+    /// Whether the client had started TLS (the log line says so).
+    tls: bool,
+    why: Cow<'static, str>,
+}
+
+impl Refusal {
+    fn new(reason: RejectReason, tls: bool, why: impl Into<Cow<'static, str>>) -> Refusal {
+        Refusal {
+            reason,
+            tls,
+            why: why.into(),
+        }
+    }
 }
 
 /// One accepted connection; it holds `drain` until it ends (a handshake in progress is bounded
@@ -87,76 +108,111 @@ async fn handle(
     let mode = snap.policies.mtls_mode(l.target_port);
     // One deadline for first byte and handshake together, so a slow client cannot stretch it.
     let deadline = tokio::time::Instant::now() + snap.config.timeouts.handshake();
-
-    if mode == MtlsMode::Disable {
-        // No sniffing: server-first protocols (the app speaks before the client does) must
-        // work on a plaintext port, and a peek would wait for a client byte that never comes.
-        drop(snap);
-        dispatch(shared, ctx, protocol, stream, drain).await;
-        return;
-    }
-
-    let mut first = [0u8; 1];
-    let is_tls = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => return, // closed before sending anything
-        Ok(Ok(_)) => first[0] == TLS_HANDSHAKE_RECORD,
-        Err(_) => {
-            shared.metrics.reject(RejectReason::HandshakeTimeout);
-            log_reject(&ctx, "no data before handshake timeout");
-            return;
-        }
-    };
-
-    let use_tls = match (mode, is_tls) {
-        (MtlsMode::Strict, false) => {
-            shared.metrics.reject(RejectReason::ModeMismatch);
-            log_reject(&ctx, "plaintext on a STRICT mTLS port");
-            return;
-        }
-        (_, tls) => tls,
-    };
-
-    if !use_tls {
-        drop(snap);
-        dispatch(shared, ctx, protocol, stream, drain).await;
-        return;
-    }
-
     let server = match protocol {
         Protocol::Http => snap.server_tls_http.clone(),
         Protocol::Tcp => snap.server_tls_tcp.clone(),
     };
     drop(snap);
-    let acceptor = TlsAcceptor::from(server);
-    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            shared.metrics.reject(RejectReason::TlsHandshake);
-            // Debug, not info: a scan or flood must not flood stderr; the access log and
-            // metrics record every failure.
-            tracing::debug!(source = %source, error = %e, "inbound TLS handshake failed");
-            ctx.tls = true;
-            log_reject(&ctx, &format!("TLS handshake failed: {e}"));
-            return;
-        }
-        Err(_) => {
-            shared.metrics.reject(RejectReason::HandshakeTimeout);
-            ctx.tls = true;
-            log_reject(&ctx, "TLS handshake timed out");
-            return;
-        }
+
+    let use_tls = match wants_tls(&stream, mode, deadline).await {
+        Ok(Some(tls)) => tls,
+        Ok(None) => return, // closed before sending anything
+        Err(r) => return refuse(shared, &mut ctx, r),
     };
-    ctx.tls = true;
-    ctx.peer = peer_of(shared, tls.get_ref().1);
-    ctx.sni = tls.get_ref().1.server_name().map(str::to_string);
-    if ctx.peer.is_none() {
-        // The verifier accepted the chain, so this only happens if trust changed between the
-        // handshake and now; refuse rather than run with an unknown identity.
-        shared.metrics.reject(RejectReason::TlsHandshake);
-        log_reject(&ctx, "peer certificate no longer verifies");
+    if !use_tls {
+        dispatch(shared, ctx, protocol, stream, drain).await;
         return;
     }
-    dispatch(shared, ctx, protocol, tls, drain).await;
+    ctx.tls = true;
+    match terminate(shared, server, stream, deadline).await {
+        Ok((tls, peer)) => {
+            ctx.sni = tls.get_ref().1.server_name().map(str::to_string);
+            ctx.peer = Some(peer);
+            dispatch(shared, ctx, protocol, tls, drain).await;
+        }
+        Err(r) => refuse(shared, &mut ctx, r),
+    }
+}
+
+/// Plaintext or TLS, by the port's mode and the first byte: `None` when the client closed
+/// before sending anything.
+async fn wants_tls(
+    stream: &TcpStream,
+    mode: MtlsMode,
+    deadline: tokio::time::Instant,
+) -> Result<Option<bool>, Refusal> {
+    if mode == MtlsMode::Disable {
+        // No sniffing: server-first protocols (the app speaks before the client does) must
+        // work on a plaintext port, and a peek would wait for a client byte that never comes.
+        return Ok(Some(false));
+    }
+    let mut first = [0u8; 1];
+    let is_tls = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+        Ok(Ok(_)) => first[0] == TLS_HANDSHAKE_RECORD,
+        Err(_) => {
+            return Err(Refusal::new(
+                RejectReason::HandshakeTimeout,
+                false,
+                "no data before handshake timeout",
+            ))
+        }
+    };
+    if mode == MtlsMode::Strict && !is_tls {
+        return Err(Refusal::new(
+            RejectReason::ModeMismatch,
+            false,
+            "plaintext on a STRICT mTLS port",
+        ));
+    }
+    Ok(Some(is_tls))
+}
+
+/// The TLS handshake, under the same deadline, and the peer's verified identity.
+async fn terminate(
+    shared: &Shared,
+    server: Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    deadline: tokio::time::Instant,
+) -> Result<(TlsStream<TcpStream>, Peer), Refusal> {
+    let tls =
+        match tokio::time::timeout_at(deadline, TlsAcceptor::from(server).accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                // Debug, not info: a scan or flood must not flood stderr; the access log and
+                // metrics record every failure.
+                tracing::debug!(error = %e, "inbound TLS handshake failed");
+                return Err(Refusal::new(
+                    RejectReason::TlsHandshake,
+                    true,
+                    format!("TLS handshake failed: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Err(Refusal::new(
+                    RejectReason::HandshakeTimeout,
+                    true,
+                    "TLS handshake timed out",
+                ))
+            }
+        };
+    // The verifier accepted the chain, so no peer only happens if trust changed between the
+    // handshake and now; refuse rather than run with an unknown identity.
+    match peer_of(shared, tls.get_ref().1) {
+        Some(peer) => Ok((tls, peer)),
+        None => Err(Refusal::new(
+            RejectReason::TlsHandshake,
+            true,
+            "peer certificate no longer verifies",
+        )),
+    }
+}
+
+/// Counts and logs a refusal, once.
+fn refuse(shared: &Shared, ctx: &mut ConnCtx, r: Refusal) {
+    shared.metrics.reject(r.reason);
+    ctx.tls = r.tls;
+    log_reject(ctx, &r.why);
 }
 
 /// Re-derives the verified SPIFFE ID from the certificates rustls accepted.

@@ -79,25 +79,10 @@ async fn handle(
     drop(snap);
     let _ = app.set_nodelay(true);
 
-    let connected = tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer_addr)).await;
-    let tcp = match connected {
-        Ok(Ok(s)) => s,
-        failed => {
-            shared
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".into(),
-            };
-            return outcome.fail(Failure::Upstream {
-                why: format!("connecting to peer {peer_addr}: {why}"),
-            });
-        }
+    let tcp = match dial(shared, peer_addr, &timeouts).await {
+        Ok(tcp) => tcp,
+        Err(f) => return outcome.fail(f),
     };
-    let _ = tcp.set_nodelay(true);
-
     let Some(client) = client else {
         let mut tcp = tcp;
         let relayed =
@@ -105,28 +90,9 @@ async fn handle(
         relayed_into(&mut outcome, relayed);
         return outcome.finish();
     };
-
-    let connector = TlsConnector::from(client);
-    let name = ServerName::IpAddress(peer_addr.ip().into());
-    let handshake = tokio::time::timeout(timeouts.handshake(), connector.connect(name, tcp)).await;
-    let mut tls = match handshake {
-        Ok(Ok(s)) => s,
-        failed => {
-            shared
-                .metrics
-                .outbound_tls_errors
-                .fetch_add(1, Ordering::Relaxed);
-            let why = match failed {
-                Ok(Err(e)) => {
-                    tracing::warn!(peer = %peer_addr, error = %e, "outbound mTLS handshake failed");
-                    e.to_string()
-                }
-                _ => "handshake timed out".into(),
-            };
-            return outcome.fail(Failure::Upstream {
-                why: format!("mTLS to {peer_addr}: {why}"),
-            });
-        }
+    let mut tls = match originate_mtls(shared, client, tcp, peer_addr, &timeouts).await {
+        Ok(tls) => tls,
+        Err(f) => return outcome.fail(f),
     };
     outcome.log().destination_principal = tls.get_ref().1.peer_certificates().and_then(|chain| {
         let snap = shared.current();
@@ -138,6 +104,57 @@ async fn handle(
         crate::relay::relay(&mut app, &mut tls, timeouts.tcp_idle(), drain.immediate()).await;
     relayed_into(&mut outcome, relayed);
     outcome.finish();
+}
+
+/// Connects to the peer within the connect timeout; a failure is counted as an upstream error.
+async fn dial(
+    shared: &Shared,
+    peer: SocketAddr,
+    timeouts: &crate::config::Timeouts,
+) -> Result<TcpStream, Failure> {
+    let why = match tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            return Ok(s);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".into(),
+    };
+    shared
+        .metrics
+        .upstream_errors
+        .fetch_add(1, Ordering::Relaxed);
+    Err(Failure::Upstream {
+        why: format!("connecting to peer {peer}: {why}"),
+    })
+}
+
+/// The mTLS handshake with the peer within the handshake timeout; the client config's verifier
+/// checks the peer's identity. A failure is counted as an outbound TLS error.
+async fn originate_mtls(
+    shared: &Shared,
+    client: Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    timeouts: &crate::config::Timeouts,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let name = ServerName::IpAddress(peer.ip().into());
+    let handshake = TlsConnector::from(client).connect(name, tcp);
+    let why = match tokio::time::timeout(timeouts.handshake(), handshake).await {
+        Ok(Ok(s)) => return Ok(s),
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer, error = %e, "outbound mTLS handshake failed");
+            e.to_string()
+        }
+        Err(_) => "handshake timed out".into(),
+    };
+    shared
+        .metrics
+        .outbound_tls_errors
+        .fetch_add(1, Ordering::Relaxed);
+    Err(Failure::Upstream {
+        why: format!("mTLS to {peer}: {why}"),
+    })
 }
 
 /// The relay's byte counts (app → peer is sent) or, when the drain closed it, why.

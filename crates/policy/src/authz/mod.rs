@@ -6,16 +6,20 @@
 //! ANDed; values of one field are ORed; a `not*` field matches when no value matches. An absent
 //! request attribute never matches a positive field and always satisfies a negative one.
 //!
-//! [`model`] is the compiled form, [`compile`] builds it from the CRD (validating as it goes),
+//! [`model`] is the compiled form, [`compile`] builds it from the CRD (validating as it goes,
+//! each rule's clauses in [`clauses`], principals expanded over trust domains in [`principals`]),
 //! [`eval`] matches requests against it and explains the result.
 
+mod clauses;
 mod compile;
 mod eval;
 mod model;
+mod principals;
 
-pub use compile::{compile, expand_principal};
+pub use compile::compile;
 pub use eval::Attrs;
 pub use model::{
     CCondition, COperation, CSource, CompiledPolicy, CompiledRule, CondKey, CondValues, IpField,
     StrField, SUPPORTED_KEYS,
 };
+pub use principals::expand_principal;
