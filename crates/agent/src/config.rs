@@ -55,6 +55,9 @@ struct Raw {
     max_retry_interval: Option<LegacyDuration>,
     #[serde(rename = "max_retry_interval")]
     old_max_retry_interval: Option<LegacyDuration>,
+    /// How long a stop waits for Workload API calls in flight (Istio's
+    /// `terminationDrainDuration` plays this role for its proxy).
+    termination_drain: Option<trustmesh_config::Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +109,8 @@ pub struct Config {
     pub rotation_fraction: f64,
     pub ttl: Duration,
     pub max_retry_interval: Duration,
+    /// See [`crate::DRAIN_DEADLINE`], the default.
+    pub termination_drain: Duration,
     pub federation: Vec<Federation>,
 }
 
@@ -245,6 +250,9 @@ fn convert(
         rotation_fraction: timing.rotation_fraction,
         ttl: timing.ttl,
         max_retry_interval: timing.max_retry_interval,
+        termination_drain: raw
+            .termination_drain
+            .map_or(crate::DRAIN_DEADLINE, |d| d.get()),
         federation,
     })
 }

@@ -24,7 +24,8 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
 
-/// How long `trustmesh agent` gives Workload API calls in flight to finish once told to stop.
+/// How long `trustmesh agent` gives Workload API calls in flight to finish once told to stop,
+/// unless the config's `terminationDrain` says otherwise.
 /// A `FetchJWTSVID` call may be waiting for the CA, which its client gives 5 s to connect and
 /// 15 s to answer; a CA that slow at shutdown is cut rather than waited for.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
 //! `trustmesh agent --config FILE`: the node agent (key + CSR, rotation, certificate files,
 //! SPIFFE Workload API). SIGTERM or SIGINT drains it (rotation stops, Workload API calls in
-//! flight are answered and streams end, for up to `trustmesh_agent::DRAIN_DEADLINE`), a second
+//! flight are answered and streams end, for up to its `terminationDrain`, default `trustmesh_agent::DRAIN_DEADLINE`), a second
 //! one stops it at once; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use std::path::PathBuf;
@@ -55,6 +55,7 @@ pub fn run(a: Args) -> ExitCode {
         if let Some(sock) = &cfg.workload_api_socket {
             println!("workload-api unix://{}", sock.display());
         }
+        let deadline = cfg.termination_drain;
         let (trigger, drain) = trustmesh_lifecycle::drain::channel();
         let mut agent = tokio::spawn(trustmesh_agent::run(cfg, drain));
         tokio::select! {
@@ -66,9 +67,7 @@ pub fn run(a: Args) -> ExitCode {
             _ = signals.shutdown() => {}
         }
         // Workload API calls in flight are answered; a second signal cuts them.
-        trigger
-            .shutdown(trustmesh_agent::DRAIN_DEADLINE, signals.again())
-            .await;
+        trigger.shutdown(deadline, signals.again()).await;
         ExitCode::SUCCESS
     })
 }

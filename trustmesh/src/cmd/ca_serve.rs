@@ -1,6 +1,6 @@
 //! `trustmesh ca serve`: runs the CA server (Istio's certificate API over TLS, plus the SPIFFE
 //! bundle endpoint) from an Istio `cacerts` folder. SIGTERM or SIGINT drains it (calls in flight
-//! are answered, for up to `server::DRAIN_DEADLINE`), a second one stops it at once; SIGHUP,
+//! are answered, for up to `--termination-drain`, default `server::DRAIN_DEADLINE`), a second one stops it at once; SIGHUP,
 //! SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use std::net::SocketAddr;
@@ -69,6 +69,11 @@ pub struct Args {
     /// a bundle request head 10s).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = flags::positive_duration)]
     pub idle_timeout: LegacyDuration,
+    /// On SIGTERM/SIGINT, how long calls in flight are given to finish before the rest is cut
+    /// (a second signal cuts them at once).
+    #[arg(long, value_name = "DURATION",
+          default_value_t = trustmesh_config::Duration::from_millis(server::DRAIN_DEADLINE.as_millis() as u64))]
+    pub termination_drain: trustmesh_config::Duration,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -152,6 +157,7 @@ pub fn run(a: Args) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return super::fail(1, format!("starting runtime: {e}")),
     };
+    let deadline = a.termination_drain.get();
     rt.block_on(async move {
         let signals = match super::register_signals(Hangup::Ignore) {
             Ok(s) => s,
@@ -171,7 +177,7 @@ pub fn run(a: Args) -> ExitCode {
             _ = signals.shutdown() => {}
         }
         // Calls in flight are answered; a second signal cuts them.
-        running.drain(server::DRAIN_DEADLINE, signals.again()).await;
+        running.drain(deadline, signals.again()).await;
         ExitCode::SUCCESS
     })
 }

@@ -22,6 +22,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.rotation_fraction, DEFAULT_ROTATION_FRACTION);
     assert_eq!(c.ttl, DEFAULT_TTL);
     assert_eq!(c.max_retry_interval, DEFAULT_MAX_RETRY_INTERVAL);
+    assert_eq!(c.termination_drain, crate::DRAIN_DEADLINE);
     assert_eq!(c.ca_server_name, "127.0.0.1");
     assert_eq!(c.ca_root_cert, PathBuf::from("/etc/agent/root.pem"));
     assert_eq!(c.output_dir, PathBuf::from("/etc/agent/out"));
@@ -32,7 +33,7 @@ fn every_key_in_its_camel_case_spelling() {
     let c = ok(&format!(
         "{BASE}tokenFile: t.jwt\nworkloadApiSocket: /run/a.sock\n\
          workloadApiCallers: [{{uid: 7}}]\nrotationFraction: 0.25\nttl: 1h30m\n\
-         maxRetryInterval: 500ms\nfederation:\n  - trustDomain: b.example\n    \
+         maxRetryInterval: 500ms\nterminationDrain: 2m30s\nfederation:\n  - trustDomain: b.example\n    \
          endpoint: https://b/bundle\n    rootCert: b.pem\n"
     ));
     assert_eq!(c.token_file, Some(PathBuf::from("/etc/agent/t.jwt")));
@@ -41,6 +42,7 @@ fn every_key_in_its_camel_case_spelling() {
     assert_eq!(c.rotation_fraction, 0.25);
     assert_eq!(c.ttl, Duration::from_secs(5400));
     assert_eq!(c.max_retry_interval, Duration::from_millis(500));
+    assert_eq!(c.termination_drain, Duration::from_secs(150));
     assert_eq!(c.federation[0].trust_domain.as_str(), "b.example");
     assert_eq!(c.federation[0].root_cert, PathBuf::from("/etc/agent/b.pem"));
 }
@@ -163,4 +165,13 @@ fn rejects_plaintext_ca() {
     let text = BASE.replace("https://", "http://");
     let e = parse(&text).unwrap_err();
     assert!(e.contains("https://"), "{e}");
+}
+
+#[test]
+fn termination_drain_takes_only_go_durations() {
+    let e = parse(&format!("{BASE}terminationDrain: 30\n")).unwrap_err();
+    assert!(
+        e.starts_with("agent.yaml: terminationDrain: invalid duration \"30\""),
+        "{e}"
+    );
 }
