@@ -471,7 +471,10 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
         &["accesslog", "authn", "authz", "outcome"],
     ),
     ("L2 the loaded world", &["snapshot", "state"]),
-    ("L3 request paths", &["custom", "forward", "http", "tcp"]),
+    (
+        "L3 request paths",
+        &["custom", "forward", "http", "tcp", "upstream"],
+    ),
     ("L4 listeners", &["admin", "inbound", "outbound"]),
     ("L5 lifecycle", &["reload", "run"]),
 ];

@@ -625,6 +625,17 @@ async fn outbound_refuses_unexpected_server_identity() {
     assert_eq!(curl_plain(c_rogue, "/rogue", &[]).await.0, 0);
     let m = c.metrics().await;
     assert!(m.contains("trustmesh_outbound_tls_errors_total 2"), "{m}");
+    // The access log says who answered and who was expected, not only that TLS failed.
+    let wanted = format!(
+        "mTLS to 127.0.0.1:{s_in}: the server presented {}, expected {}",
+        id("foo", "httpbin"),
+        id("foo", "other")
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.access_log().contains(&wanted) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.access_log().contains(&wanted), "{}", c.access_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

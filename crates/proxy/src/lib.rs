@@ -39,6 +39,7 @@ pub mod state;
 pub mod tcp;
 pub mod tls;
 pub mod upgrade;
+pub mod upstream;
 pub mod workers;
 
 pub use config::ProxyConfig;

@@ -9,15 +9,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
 use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
+use crate::upstream::{self, Security, UpstreamError};
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener, drain: Watch) {
     // Outbound listeners' slots follow the inbound ones'.
@@ -79,82 +78,47 @@ async fn handle(
     drop(snap);
     let _ = app.set_nodelay(true);
 
-    let tcp = match dial(shared, peer_addr, &timeouts).await {
-        Ok(tcp) => tcp,
-        Err(f) => return outcome.fail(f),
+    let security = match client {
+        Some(config) => Security::Mtls(config),
+        None => Security::Plaintext,
     };
-    let Some(client) = client else {
-        let mut tcp = tcp;
-        let relayed =
-            crate::relay::relay(&mut app, &mut tcp, timeouts.tcp_idle(), drain.immediate()).await;
-        relayed_into(&mut outcome, relayed);
-        return outcome.finish();
+    let connected = upstream::connect(
+        peer_addr,
+        &security,
+        timeouts.connect(),
+        timeouts.handshake(),
+    )
+    .await;
+    let mut peer = match connected {
+        Ok(peer) => peer,
+        Err(e) => {
+            count_upstream_error(shared, &e);
+            return outcome.fail(Failure::Upstream { why: e.to_string() });
+        }
     };
-    let mut tls = match originate_mtls(shared, client, tcp, peer_addr, &timeouts).await {
-        Ok(tls) => tls,
-        Err(f) => return outcome.fail(f),
-    };
-    outcome.log().destination_principal = tls.get_ref().1.peer_certificates().and_then(|chain| {
+    outcome.log().destination_principal = peer.peer_certificates().and_then(|chain| {
         let snap = shared.current();
         trustmesh_identity::verify_svid(chain, &snap.trust, rustls_pki_types::UnixTime::now())
             .ok()
             .map(|s| s.id.to_string())
     });
     let relayed =
-        crate::relay::relay(&mut app, &mut tls, timeouts.tcp_idle(), drain.immediate()).await;
+        crate::relay::relay(&mut app, &mut peer, timeouts.tcp_idle(), drain.immediate()).await;
     relayed_into(&mut outcome, relayed);
     outcome.finish();
 }
 
-/// Connects to the peer within the connect timeout; a failure is counted as an upstream error.
-async fn dial(
-    shared: &Shared,
-    peer: SocketAddr,
-    timeouts: &crate::config::Timeouts,
-) -> Result<TcpStream, Failure> {
-    let why = match tokio::time::timeout(timeouts.connect(), TcpStream::connect(peer)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            return Ok(s);
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "timed out".into(),
+/// Counts a failed upstream under its metric: TLS handshakes apart from connects.
+pub(crate) fn count_upstream_error(shared: &Shared, e: &UpstreamError) {
+    let counter = if e.is_tls() {
+        &shared.metrics.outbound_tls_errors
+    } else {
+        &shared.metrics.upstream_errors
     };
-    shared
-        .metrics
-        .upstream_errors
-        .fetch_add(1, Ordering::Relaxed);
-    Err(Failure::Upstream {
-        why: format!("connecting to peer {peer}: {why}"),
-    })
-}
-
-/// The mTLS handshake with the peer within the handshake timeout; the client config's verifier
-/// checks the peer's identity. A failure is counted as an outbound TLS error.
-async fn originate_mtls(
-    shared: &Shared,
-    client: Arc<rustls::ClientConfig>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    timeouts: &crate::config::Timeouts,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
-    let name = ServerName::IpAddress(peer.ip().into());
-    let handshake = TlsConnector::from(client).connect(name, tcp);
-    let why = match tokio::time::timeout(timeouts.handshake(), handshake).await {
-        Ok(Ok(s)) => return Ok(s),
-        Ok(Err(e)) => {
-            tracing::warn!(peer = %peer, error = %e, "outbound mTLS handshake failed");
-            e.to_string()
-        }
-        Err(_) => "handshake timed out".into(),
-    };
-    shared
-        .metrics
-        .outbound_tls_errors
-        .fetch_add(1, Ordering::Relaxed);
-    Err(Failure::Upstream {
-        why: format!("mTLS to {peer}: {why}"),
-    })
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let UpstreamError::Tls { .. } | UpstreamError::WrongIdentity { .. } = e {
+        tracing::warn!("outbound mTLS handshake failed: {e}");
+    }
 }
 
 /// The relay's byte counts (app → peer is sent) or, when the drain closed it, why.

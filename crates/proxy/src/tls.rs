@@ -34,11 +34,13 @@ impl std::fmt::Display for ExpectedPeer {
     }
 }
 
+/// The verifier's error for a valid SVID of someone else; [`crate::upstream`] finds it inside
+/// the handshake error to say who answered.
 #[derive(Debug, thiserror::Error)]
 #[error("peer presented {got}, expected {expected}")]
-struct PeerMismatch {
-    got: SpiffeId,
-    expected: String,
+pub(crate) struct PeerMismatch {
+    pub got: SpiffeId,
+    pub expected: String,
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
