@@ -40,6 +40,10 @@ enum Command {
     /// Start a whole mesh on loopback (two CAs, agents, sidecars, demo apps) and tour it.
     #[command(alias = "demo")]
     Quickstart(cmd::quickstart::Args),
+    /// Send a workload's traffic through its sidecar: install, remove or show the iptables
+    /// rules (istio-iptables' role).
+    #[command(subcommand)]
+    Capture(cmd::capture::CaptureCommand),
     /// Show a running sidecar's identity, certificate lifetime, trust bundles and mTLS modes.
     TlsCheck(cmd::tls_check::Args),
 }
@@ -55,5 +59,6 @@ fn main() -> ExitCode {
         Command::Agent(a) => cmd::agent::run(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::TlsCheck(a) => cmd::tls_check::run(a),
+        Command::Capture(c) => cmd::capture::run(c),
     }
 }

@@ -5,6 +5,7 @@ pub mod admin_client;
 pub mod agent;
 pub mod ca;
 pub mod ca_serve;
+pub mod capture;
 pub mod cert;
 pub mod flags;
 pub mod policy;
