@@ -71,7 +71,7 @@ impl Shared {
             names,
             search,
             forwarder,
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(permits(limits.max_in_flight))),
             limits,
             counters,
         }
@@ -142,6 +142,12 @@ impl Shared {
             .or_else(|| servfail(query))
             .unwrap_or_default()
     }
+}
+
+/// A cap as semaphore permits: tokio's semaphore holds at most `MAX_PERMITS`, and a larger
+/// cap means no cap at all.
+pub(crate) fn permits(cap: usize) -> usize {
+    cap.min(Semaphore::MAX_PERMITS)
 }
 
 fn reply(bytes: Option<Vec<u8>>) -> Step {

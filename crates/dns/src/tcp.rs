@@ -18,14 +18,14 @@ use trustmesh_lifecycle::drain::Watch;
 
 use crate::counters::bump;
 use crate::framing::{read_frame, write_frame};
-use crate::query::{Shared, Step};
+use crate::query::{permits, Shared, Step};
 use crate::upstream::Transport;
 
 /// How long to wait after a failed accept (descriptors exhausted, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, watch: Watch) {
-    let slots = Arc::new(Semaphore::new(shared.limits.max_tcp_connections));
+    let slots = Arc::new(Semaphore::new(permits(shared.limits.max_tcp_connections)));
     loop {
         let (stream, _) = tokio::select! {
             _ = watch.draining() => break,

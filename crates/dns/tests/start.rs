@@ -46,3 +46,24 @@ async fn start_refuses_what_cannot_work() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn limits_past_what_a_semaphore_holds_mean_no_limit() {
+    let (_trigger, watch) = drain::channel();
+    let limits = trustmesh_dns::Limits {
+        max_in_flight: usize::MAX,
+        max_tcp_connections: usize::MAX,
+        ..Default::default()
+    };
+    let upstream: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let bound = trustmesh_dns::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(StaticNames::new()),
+        Upstreams::new(vec![upstream]),
+        limits,
+        watch,
+    )
+    .await
+    .expect("starts");
+    assert_ne!(bound.udp.port(), 0);
+}
