@@ -1,4 +1,4 @@
-//! The programs we did not write, as tests run them: curl and `openssl s_client` as clients,
+//! The programs we did not write, as tests run them: curl, `openssl s_client` and dig as clients,
 //! the openssl CLI as an independent certificate maker and verifier, Python with grpcio,
 //! py-spiffe and PyJWT as third-party peers (`tests/python/`). Agreeing with them is the point
 //! of tier 2, so their output is returned as they printed it, and a failing run panics with
@@ -62,6 +62,34 @@ pub fn python_has(modules: &str, what: &str) -> bool {
         eprintln!("\n!!!!! SKIP: python3 cannot import {modules}; {what} not run !!!!!\n");
     }
     ok
+}
+
+/// Whether `dig` is installed; when it is not, prints a loud SKIP for `what`, except under CI
+/// (`CI` set), where the absence is a failure (`.ci/run` installs it).
+pub fn dig_available(what: &str) -> bool {
+    let ok = Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but dig is missing: apt-get install bind9-dnsutils"
+        );
+        eprintln!("\n!!!!! SKIP: dig is not installed; {what} not run !!!!!\n");
+    }
+    ok
+}
+
+/// Runs `dig <args>` (one try, 2 s timeout) and returns what it printed on stdout.
+pub async fn dig(args: &[&str]) -> String {
+    let out = tokio::process::Command::new("dig")
+        .args(["+tries=1", "+time=2"])
+        .args(args)
+        .output()
+        .await
+        .expect("run dig");
+    stdout(&out)
 }
 
 /// Runs curl (silent, 5 s at most) with `args`; returns (HTTP status or 0 when no response,
