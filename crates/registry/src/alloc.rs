@@ -116,13 +116,28 @@ impl Slots {
                 .position(|o| *o == offset)
                 .map(|p| p as u32);
         }
-        if offset >= (1u32 << (32 - self.prefix)) {
+        if u64::from(offset) >= (1u64 << (32 - self.prefix)) {
             return None;
         }
         match offset % 256 {
             0 | 255 => None,
             low => Some((offset / 256) * 254 + low - 1),
         }
+    }
+
+    /// The first slot at or after `offset`, if any.
+    fn ceil(&self, offset: u64) -> Option<u32> {
+        if self.prefix > 24 {
+            let p = self.small.iter().position(|o| u64::from(*o) >= offset)?;
+            return Some(p as u32);
+        }
+        let (block, low) = (offset / 256, offset % 256);
+        let slot = match low {
+            0 => block * 254,
+            255 => (block + 1) * 254,
+            low => block * 254 + low - 1,
+        };
+        (slot < u64::from(self.count())).then_some(slot as u32)
     }
 }
 
@@ -156,13 +171,37 @@ pub fn allocate(range: &AutoAllocate, candidates: &[Candidate], in_use: &[IpNet]
     let address_of = |s: u32| {
         let off = slots.offset(s);
         let v4 = Ipv4Addr::from(v4_base + off);
-        let v6 = v6_base.map(|b| Ipv6Addr::from(b + u128::from(off)));
+        // Only inside the IPv6 range: a range smaller than the IPv4 one gives fewer.
+        let v6 = v6_base
+            .and_then(|b| b.checked_add(u128::from(off)))
+            .map(Ipv6Addr::from)
+            .filter(|a| range.v6.is_some_and(|n| n.contains(a)));
         (v4, v6)
     };
-    let reserved_by_net = |s: u32| {
-        let (v4, v6) = address_of(s);
-        nets.iter()
-            .any(|n| n.contains(&IpAddr::V4(v4)) || v6.is_some_and(|a| n.contains(&IpAddr::V6(a))))
+    // The first free slot from `start` on, wrapping, jumping over an IPv4 CIDR in use at once
+    // (a CIDR may cover most of a large range).
+    let probe = |start: u32, taken: &HashSet<u32>| -> Option<u32> {
+        let total = u64::from(count);
+        let (mut s, mut tried) = (u64::from(start), 0u64);
+        while tried < total {
+            let slot = s as u32;
+            let (v4, v6) = address_of(slot);
+            let covering = nets.iter().find(|n| {
+                n.contains(&IpAddr::V4(v4)) || v6.is_some_and(|a| n.contains(&IpAddr::V6(a)))
+            });
+            let next = match covering {
+                None if !taken.contains(&slot) => return Some(slot),
+                Some(IpNet::V4(n)) => {
+                    let end = u64::from(u32::from(n.broadcast())) + 1 - u64::from(v4_base);
+                    slots.ceil(end).map_or(total, u64::from)
+                }
+                _ => s + 1,
+            };
+            let next = next.max(s + 1);
+            tried += next - s;
+            s = next % total;
+        }
+        None
     };
 
     let mut order: Vec<&Candidate> = candidates.iter().collect();
@@ -175,10 +214,7 @@ pub fn allocate(range: &AutoAllocate, candidates: &[Candidate], in_use: &[IpNet]
             continue;
         }
         let start = fnv1a32(c.key.as_bytes()) % count.max(1);
-        let found = (0..count)
-            .map(|i| (start + i) % count)
-            .find(|s| !taken.contains(s) && !reserved_by_net(*s));
-        match found {
+        match probe(start, &taken) {
             Some(s) => {
                 taken.insert(s);
                 let (v4, v6) = address_of(s);
@@ -233,6 +269,38 @@ mod tests {
         assert_eq!(s.slot_of(255), None);
         let small = Slots::new("198.19.0.248/29".parse().unwrap());
         assert_eq!(small.count(), 7, "the .255 address is left out");
+    }
+
+    #[test]
+    fn the_largest_and_smallest_ranges_work() {
+        let all = range("0.0.0.0/0");
+        let a = allocate(&all, &[cand("a/x")], &["0.0.0.0/0".parse().unwrap()]);
+        assert_eq!(a.exhausted, ["a/x"], "everything in use");
+        let one = range("198.19.0.0/32"); // ends in .0: no usable address
+        assert_eq!(allocate(&one, &[cand("a/x")], &[]).exhausted, ["a/x"]);
+        let small_v6 = AutoAllocate {
+            v4: "198.19.0.0/16".parse().unwrap(),
+            v6: Some("2001:db8::/120".parse().unwrap()),
+        };
+        let a = allocate(&small_v6, &[cand("a/x")], &[]);
+        let in_v6 = a.v6.contains_key("a/x");
+        let offset = u32::from(a.v4["a/x"]) - u32::from(Ipv4Addr::new(198, 19, 0, 0));
+        assert_eq!(in_v6, offset < 256, "an IPv6 address only inside its range");
+    }
+
+    #[test]
+    fn a_cidr_in_use_is_jumped_over() {
+        let r = range("198.19.0.0/24");
+        let keys: Vec<Candidate> = (0..100).map(|i| cand(&format!("a/s{i}"))).collect();
+        let a = allocate(&r, &keys, &["198.19.0.0/25".parse().unwrap()]);
+        assert_eq!(a.v4.len(), 100);
+        assert!(a.v4.values().all(|ip| ip.octets()[3] >= 128), "{:?}", a.v4);
+        assert_eq!(
+            allocate(&r, &keys, &["198.19.0.0/24".parse().unwrap()])
+                .exhausted
+                .len(),
+            100
+        );
     }
 
     #[test]
