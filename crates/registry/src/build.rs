@@ -34,9 +34,9 @@ pub(crate) fn build(
         parse::parse_text(&s.file, &s.text, &mut parsed);
     }
     let mut report = Report {
-        workload_entries: parsed.workload_entries.len(),
-        service_entries: parsed.service_entries.len(),
-        destination_rules: parsed.destination_rules.len() + parsed.broken_rules.len(),
+        workload_entries: parsed.counts[0],
+        service_entries: parsed.counts[1],
+        destination_rules: parsed.counts[2],
         ..Report::default()
     };
     let mut reg = Registry {

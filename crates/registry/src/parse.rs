@@ -68,6 +68,8 @@ pub struct Parsed {
     /// Every object of a kind this crate reads (or of an unknown networking kind), valid or
     /// not: the objects other readers of the same files need not mention.
     pub handled: Vec<Location>,
+    /// Objects of each of [`KINDS`] met, readable or not.
+    pub counts: [usize; 3],
     seen: HashMap<(String, String, String), String>,
 }
 
@@ -114,6 +116,9 @@ fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
         return;
     }
     out.handled.push(loc.clone());
+    if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+        out.counts[i] += 1;
+    }
     if !API_VERSIONS.contains(&api.as_str()) {
         let problem = Problem::new(
             loc.at("apiVersion"),

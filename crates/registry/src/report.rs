@@ -13,6 +13,7 @@ pub struct Report {
     /// Every object of a kind the registry reads, valid or not: another reader of the same
     /// files need not mention them as skipped.
     pub handled: Vec<Location>,
+    /// Resources of each kind met, valid or not.
     pub workload_entries: usize,
     pub service_entries: usize,
     pub destination_rules: usize,

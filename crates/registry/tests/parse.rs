@@ -146,7 +146,13 @@ spec:
         "{l:#?}"
     );
     assert!(l.iter().all(|p| p.contains("(hint: ")), "{l:#?}");
-    // Nothing invalid is used: no service, no workload; the rule stands in failing closed.
+    // Counted, though not used: no service, no workload; the rule stands in failing closed.
+    let counts = (
+        report.service_entries,
+        report.workload_entries,
+        report.destination_rules,
+    );
+    assert_eq!(counts, (1, 1, 1));
     assert!(reg.services().is_empty() && reg.workloads().is_empty());
     assert_eq!(reg.destination_rules().len(), 1);
     assert!(reg.destination_rules()[0].broken.is_some());
