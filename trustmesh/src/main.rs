@@ -28,7 +28,7 @@ enum Command {
     /// Inspect and verify X.509-SVIDs.
     #[command(subcommand)]
     Cert(cmd::cert::CertCommand),
-    /// Validate Istio security policies (PeerAuthentication, RequestAuthentication, AuthorizationPolicy).
+    /// Validate Istio security policies and the service registry's kinds (WorkloadEntry, ServiceEntry, DestinationRule).
     Validate(cmd::policy::ValidateArgs),
     /// Explain which policies allow or deny a request.
     #[command(subcommand)]

@@ -375,3 +375,181 @@ spec:
         err(&o)
     );
 }
+
+/// Bookinfo on VMs, written as users write it for Istio: the service registry's kinds, kept in
+/// the same folder as the policies.
+const REGISTRY: &str = r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: frontend-vm, namespace: prod}
+spec:
+  address: 10.10.0.5
+  labels: {app: frontend}
+  serviceAccount: frontend
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-vm, namespace: prod}
+spec:
+  address: 10.10.0.11
+  labels: {app: reviews, security.istio.io/tlsMode: istio}
+  serviceAccount: reviews
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews.prod.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: prod}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 100}}
+    tls: {mode: ISTIO_MUTUAL}
+"#;
+
+#[test]
+fn validate_checks_the_registry_kinds_with_the_policies() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    write(&cfg, "p.yaml", POLICIES);
+    let reg = write(&cfg, "registry.yaml", REGISTRY);
+    let dir = cfg.display().to_string();
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    let e = err(&o);
+    assert!(
+        e.contains("2 file(s): 2 AuthorizationPolicy, 1 PeerAuthentication, 0 RequestAuthentication; 2 WorkloadEntry, 1 ServiceEntry, 1 DestinationRule; 0 problem(s)"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("skipped WorkloadEntry") && !e.contains("skipped ServiceEntry"),
+        "{e}"
+    );
+    assert!(
+        e.contains("skipped Service v1"),
+        "other kinds are still mentioned: {e}"
+    );
+    assert!(
+        e.contains(&format!("note: {reg}:4: accepted and ignored (trustmesh does not act on them): spec.trafficPolicy.connectionPool")),
+        "{e}"
+    );
+
+    // A ServiceEntry Istio would refuse: the problem names file, document and field.
+    let bad = write(
+        &cfg,
+        "z-bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: prod}\nspec:\n  hosts: [db.example.com]\n  resolution: DNS\n  ports: [{number: 5432, name: tcp, protocol: SOAP}]\n",
+    );
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let s = out(&o);
+    assert!(
+        s.contains(&format!(
+            "{bad}:1:spec.ports[0].protocol: unsupported protocol \"SOAP\" (hint: "
+        )),
+        "{s}"
+    );
+    assert!(
+        err(&o).contains("2 ServiceEntry, 1 DestinationRule; 1 problem(s)"),
+        "{}",
+        err(&o)
+    );
+
+    // Text that is not YAML is unreadable for both readers, and said once.
+    let garbage = write(&cfg, "zz-garbage.yaml", "spec: [unclosed\n");
+    let o = run(&["validate", "--config", &dir], None);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let s = out(&o);
+    let said = s
+        .lines()
+        .filter(|l| l.starts_with(&format!("{garbage}:1: not valid YAML")));
+    assert_eq!(said.count(), 1, "{s}");
+}
+
+#[test]
+fn authz_check_names_source_and_destination_by_workload_entry() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    write(&cfg, "p.yaml", POLICIES);
+    write(&cfg, "registry.yaml", REGISTRY);
+    let dir = cfg.display().to_string();
+    // No principal, namespace or labels in the request: the entries give them.
+    let req = r#"{"destination": {"port": 9080}, "http": {"method": "GET", "path": "/api/v1", "host": "reviews"}}"#;
+    let entries = |from: &str| {
+        let args = [
+            "--from-workload-entry",
+            from,
+            "--to-workload-entry",
+            "prod/reviews-vm",
+        ];
+        authz_check(&dir, "-", &args, Some(req))
+    };
+    let o = entries("prod/frontend-vm");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "ALLOW", "{j}");
+    assert!(!err(&o).contains("skipped WorkloadEntry"), "{}", err(&o));
+    // reviews calling itself: its serviceAccount is not the one allowed.
+    let o = entries("prod/reviews-vm");
+    let j: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(j["decision"], "DENY", "{j}");
+    let o = authz_check(
+        &dir,
+        "-",
+        &[
+            "--output",
+            "text",
+            "--from-workload-entry",
+            "prod/reviews-vm",
+            "--to-workload-entry",
+            "prod/reviews-vm",
+        ],
+        Some(req),
+    );
+    assert!(out(&o).contains("from spiffe://cluster.local/ns/prod/sa/reviews to namespace prod (app=reviews,security.istio.io/tlsMode=istio)"), "{}", out(&o));
+    // The trust domain is the mesh's.
+    let mesh = write(d.path(), "mesh.yaml", "trustDomain: corp.example\n");
+    let args = [
+        "--mesh",
+        &mesh,
+        "--output",
+        "text",
+        "--from-workload-entry",
+        "prod/frontend-vm",
+        "--to-workload-entry",
+        "prod/reviews-vm",
+    ];
+    let o = authz_check(&dir, "-", &args, Some(req));
+    assert!(
+        out(&o).contains("from spiffe://corp.example/ns/prod/sa/frontend"),
+        "{}",
+        out(&o)
+    );
+
+    // Unknown entries and malformed names: exit 2, with what to do.
+    let o = entries("prod/ratings-vm");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains(
+            "--from-workload-entry: no WorkloadEntry prod/ratings-vm in the --config files (hint: "
+        ),
+        "{}",
+        err(&o)
+    );
+    let o = authz_check(&dir, "-", &["--to-workload-entry", "reviews-vm"], Some(req));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("--to-workload-entry: expected namespace/name, got \"reviews-vm\""),
+        "{}",
+        err(&o)
+    );
+}

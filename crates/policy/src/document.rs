@@ -1,7 +1,7 @@
 //! Splitting YAML text into Istio security resources (pure; the text comes from `load`).
 //!
-//! Handles multi-document files and `kind: List` (as `kubectl get -o yaml` prints). Kinds other
-//! than the three security CRDs are skipped with a notice so a whole manifests folder can be
+//! The text is split into objects by [`crate::split`] (multi-document files, `kind: List`). Kinds
+//! other than the three security CRDs are skipped with a notice so a whole manifests folder can be
 //! pointed at; unknown fields inside a security resource are problems naming the field path.
 //! A security resource that cannot be read, and a document that is not YAML at all, are kept as
 //! [`Broken`] so the set can fail closed for them (see [`crate::failclosed`]).
@@ -14,6 +14,7 @@ use crate::crd::{
 };
 use crate::failclosed::{sketch, Sketch};
 use crate::problem::{Location, Notice, Problem};
+use crate::split::{kind_and_api, Piece};
 
 /// API versions accepted for the security kinds, as Istio serves them.
 pub const API_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
@@ -86,73 +87,20 @@ struct Object<S> {
 
 /// Parses one file's text; `file` is only used to label locations.
 pub fn parse_text(file: &str, text: &str, out: &mut Parsed) {
-    // Bounded before the YAML parser, whose cost is quadratic in bracket nesting: such text is
-    // unreadable, like text that is not YAML.
-    if let Err(message) = crate::shape::check(text) {
-        let location = Location::new(file, 1, "");
-        let problem = Problem::new(location.clone(), format!("not valid YAML: {message}"))
-            .hint("nothing in this file was read")
-            .unreadable();
-        out.broken(problem, location, String::new(), Sketch::default());
-        return;
-    }
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let doc = i + 1;
-        let value = match serde_yaml::Value::deserialize(de) {
-            Ok(v) => v,
-            Err(e) => {
-                let location = Location::new(file, doc, "");
-                let problem = Problem::new(location.clone(), format!("not valid YAML: {e}"))
-                    .hint("fix the YAML syntax; nothing after this point in the file was read")
-                    .unreadable();
-                out.broken(problem, location, String::new(), Sketch::default());
-                return;
+    for piece in crate::split::split(file, text) {
+        match piece {
+            Piece::Object(loc, value) => parse_object(loc, value, out),
+            Piece::Problem(p) => out.problems.push(p),
+            Piece::Unreadable(p) => {
+                let location = p.location.clone();
+                out.broken(p, location, String::new(), Sketch::default());
             }
-        };
-        if value.is_null() {
-            continue;
-        }
-        let loc = Location::new(file, doc, "");
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
-            match value.get("items").and_then(|i| i.as_sequence()) {
-                Some(items) => {
-                    for (n, item) in items.iter().enumerate() {
-                        parse_object(loc.at(format!("items[{n}]")), item.clone(), out);
-                    }
-                }
-                None => out.problems.push(
-                    Problem::new(loc.at("items"), "a List must have an `items` sequence")
-                        .hint("use the output of `kubectl get ... -o yaml` unchanged"),
-                ),
-            }
-        } else {
-            parse_object(loc, value, out);
         }
     }
 }
 
 fn parse_object(loc: Location, value: serde_yaml::Value, out: &mut Parsed) {
-    if !value.is_mapping() {
-        out.problems.push(
-            Problem::new(
-                loc,
-                "expected a Kubernetes object (a mapping with apiVersion and kind)",
-            )
-            .hint("each YAML document must be one resource"),
-        );
-        return;
-    }
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("")
-        .to_string();
-    let api = value
-        .get("apiVersion")
-        .and_then(|k| k.as_str())
-        .unwrap_or("")
-        .to_string();
+    let (kind, api) = kind_and_api(&value);
     let known = matches!(
         kind.as_str(),
         "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication"

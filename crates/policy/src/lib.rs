@@ -157,6 +157,7 @@ pub mod request;
 pub mod request_principal;
 mod set;
 pub mod shape;
+pub mod split;
 pub mod template;
 
 pub use build::validate;

@@ -1,4 +1,7 @@
-//! `trustmesh validate` and `trustmesh authz check`: thin wiring over `trustmesh_policy`.
+//! `trustmesh validate` and `trustmesh authz check`: thin wiring over `trustmesh_policy`, and
+//! over `trustmesh_registry` for the networking kinds (WorkloadEntry, ServiceEntry,
+//! DestinationRule) kept in the same files: `validate` reports both crates' problems one way,
+//! and `authz check` can name a request's source or destination by a WorkloadEntry.
 //!
 //! Exit codes: `validate` 0 clean / 1 problems found / 2 unreadable input; `authz check` 0 when
 //! the request was evaluated (whatever the decision) / 2 on bad input, so scripts can tell
@@ -16,10 +19,11 @@ use trustmesh_policy::{
     load, normalize, validate as validate_sources, InvalidResource, MeshConfig, PolicySet, Request,
     Verdict,
 };
+use trustmesh_registry::{Options as RegistryOptions, Registry};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Exit status: 0 clean, 1 problems found (warnings included), 2 unreadable input."
+    after_help = "Security policies and the service registry's kinds (WorkloadEntry, ServiceEntry, DestinationRule) are checked together.\nExit status: 0 clean, 1 problems found (warnings included), 2 unreadable input."
 )]
 pub struct ValidateArgs {
     /// Policy YAML file or directory (repeatable); multi-document files and `kind: List` work.
@@ -71,6 +75,15 @@ pub struct CheckArgs {
     /// Request description as JSON, or `-` for stdin.
     #[arg(long, value_name = "FILE|-")]
     pub request: String,
+    /// The request comes from this WorkloadEntry (`namespace/name`, from the --config files):
+    /// `source.principal` becomes its identity (its serviceAccount in the mesh's trust domain),
+    /// `source.ip` its address unless the request gives one.
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "admin")]
+    pub from_workload_entry: Option<String>,
+    /// The request goes to this WorkloadEntry: `destination.namespace` and `labels` become its
+    /// own (the request may leave them out), `destination.ip` its address unless given.
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "admin")]
+    pub to_workload_entry: Option<String>,
     #[arg(long, value_enum, default_value = "json")]
     pub output: Output,
 }
@@ -97,28 +110,49 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
         Err(e) => return super::fail(2, e),
     };
     let report = validate_sources(&sources, &mesh);
-    for n in &report.notices {
+    let registry = trustmesh_registry::validate(&sources, &mesh, &RegistryOptions::default());
+    // The policy reader skips the registry's kinds with a notice, and both readers report the
+    // same trouble with the text around the objects: say each thing once.
+    let notices = report
+        .notices
+        .iter()
+        .filter(|n| !registry.handled.contains(&n.location))
+        .chain(&registry.notices);
+    for n in notices {
         eprintln!("note: {n}");
     }
-    for p in &report.problems {
+    let problems: Vec<&trustmesh_policy::Problem> = report
+        .problems
+        .iter()
+        .chain(
+            registry
+                .problems
+                .iter()
+                .filter(|p| !report.problems.contains(p)),
+        )
+        .collect();
+    for p in &problems {
         println!("{p}");
     }
     for i in &report.invalid {
         println!("fail-closed: {}", i.summary());
     }
     let summary = format!(
-        "{} file(s): {} AuthorizationPolicy, {} PeerAuthentication, {} RequestAuthentication; {} problem(s); {} resource(s) enforced fail-closed",
+        "{} file(s): {} AuthorizationPolicy, {} PeerAuthentication, {} RequestAuthentication; {} WorkloadEntry, {} ServiceEntry, {} DestinationRule; {} problem(s); {} resource(s) enforced fail-closed",
         sources.len(),
         report.authorization_policies,
         report.peer_authentications,
         report.request_authentications,
-        report.problems.len(),
+        registry.workload_entries,
+        registry.service_entries,
+        registry.destination_rules,
+        problems.len(),
         report.invalid.len()
     );
     eprintln!("{summary}");
-    if report.problems.iter().any(|p| p.unreadable) {
+    if problems.iter().any(|p| p.unreadable) {
         ExitCode::from(2)
-    } else if report.problems.is_empty() {
+    } else if problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -163,13 +197,17 @@ fn read_request(src: &str, defaults: &serde_json::Value) -> Result<Request, Stri
 }
 
 fn check(a: CheckArgs) -> ExitCode {
+    let named = match Named::load(&a) {
+        Ok(n) => n,
+        Err(e) => return super::fail(2, e),
+    };
     let (set, defaults) = match &a.admin {
         Some(addr) => match from_sidecar(addr) {
             Ok(x) => x,
             Err(e) => return super::fail(2, e),
         },
-        None => match from_files(&a) {
-            Ok(set) => (set, serde_json::Value::Null),
+        None => match from_files(&a, &named.handled) {
+            Ok(set) => (set, named.destination_defaults()),
             Err(e) => return super::fail(2, e),
         },
     };
@@ -177,6 +215,7 @@ fn check(a: CheckArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return super::fail(2, e),
     };
+    named.apply(&mut req);
     // The sidecar normalizes (or refuses) the request before any policy sees it; so do we, with
     // the same code and the mesh's mode, so the answer here is the sidecar's.
     let mode = set.mesh().path_normalization.normalization;
@@ -245,11 +284,72 @@ fn print_refusal(output: Output, req: &Request, refusal: normalize::Rejection) -
     ExitCode::SUCCESS
 }
 
-fn from_files(a: &CheckArgs) -> Result<PolicySet, String> {
+/// The WorkloadEntries `--from-workload-entry` and `--to-workload-entry` name, read by the
+/// service registry from the same `--config` files as the policies.
+#[derive(Default)]
+struct Named {
+    source: Option<trustmesh_registry::Workload>,
+    destination: Option<trustmesh_registry::Workload>,
+    /// The objects the registry read: the policy loader's "skipped" notices for them are noise.
+    handled: Vec<trustmesh_policy::Location>,
+}
+
+impl Named {
+    fn load(a: &CheckArgs) -> Result<Named, String> {
+        if a.from_workload_entry.is_none() && a.to_workload_entry.is_none() {
+            return Ok(Named::default());
+        }
+        let mesh = mesh(a.mesh.as_deref()).map_err(|(_, e)| e)?;
+        let (registry, report) = Registry::load(&a.config, &mesh, &RegistryOptions::default())
+            .map_err(|e| e.to_string())?;
+        let find = |flag: &str, value: &Option<String>| -> Result<_, String> {
+            let Some(v) = value else { return Ok(None) };
+            let Some((namespace, name)) = v.split_once('/') else {
+                return Err(format!("--{flag}: expected namespace/name, got \"{v}\""));
+            };
+            let who = trustmesh_registry::SelfRef::Entry { namespace, name };
+            match registry.identify(who) {
+                Ok(w) => Ok(Some(w.clone())),
+                Err(e) => Err(format!("--{flag}: {e} in the --config files (hint: `trustmesh validate` reports entries it could not read)")),
+            }
+        };
+        Ok(Named {
+            source: find("from-workload-entry", &a.from_workload_entry)?,
+            destination: find("to-workload-entry", &a.to_workload_entry)?,
+            handled: report.handled,
+        })
+    }
+
+    /// What the request's destination may leave out.
+    fn destination_defaults(&self) -> serde_json::Value {
+        match &self.destination {
+            Some(w) => serde_json::json!({ "namespace": w.namespace, "labels": w.labels }),
+            None => serde_json::Value::Null,
+        }
+    }
+
+    fn apply(&self, req: &mut Request) {
+        let ip = |w: &trustmesh_registry::Workload| match w.address {
+            trustmesh_registry::EndpointAddress::Ip(ip) => Some(ip),
+            _ => None,
+        };
+        if let Some(w) = &self.source {
+            req.source.principal = w.identity.as_ref().map(|id| id.to_string());
+            req.source.ip = req.source.ip.or(ip(w));
+        }
+        if let Some(w) = &self.destination {
+            req.destination.namespace = w.namespace.clone();
+            req.destination.labels = w.labels.clone();
+            req.destination.ip = req.destination.ip.or(ip(w));
+        }
+    }
+}
+
+fn from_files(a: &CheckArgs, quiet: &[trustmesh_policy::Location]) -> Result<PolicySet, String> {
     let mesh = mesh(a.mesh.as_deref()).map_err(|(_, e)| e)?;
     match PolicySet::load(&a.config, &mesh) {
         Ok((set, notices)) => {
-            for n in notices {
+            for n in notices.iter().filter(|n| !quiet.contains(&n.location)) {
                 eprintln!("note: {n}");
             }
             for i in set.invalid_resources() {
