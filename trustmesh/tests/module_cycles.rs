@@ -463,6 +463,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "slots",
             "tls",
             "upgrade",
+            "upstream",
             "workers",
         ],
     ),
@@ -470,12 +471,15 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
         "L1 decisions and records",
         &["accesslog", "authn", "authz", "outcome"],
     ),
-    ("L2 the loaded world", &["snapshot", "state"]),
+    ("L2 the loaded world", &["mesh", "snapshot", "state"]),
     (
         "L3 request paths",
-        &["custom", "forward", "http", "tcp", "upstream"],
+        &["custom", "forward", "http", "names", "route", "tcp"],
     ),
-    ("L4 listeners", &["admin", "inbound", "outbound"]),
+    (
+        "L4 listeners",
+        &["admin", "captured", "inbound", "outbound"],
+    ),
     ("L5 lifecycle", &["reload", "run"]),
 ];
 

@@ -106,25 +106,38 @@ pub struct Policies {
 }
 
 impl Policies {
-    pub fn load(cfg: &ProxyConfig, mesh: &MeshConfig) -> anyhow::Result<Policies> {
+    /// The Istio YAML files under `policyDir`, read once for the policies and the registry.
+    /// An existing but empty directory is a normal state (no policies yet: PERMISSIVE, allow
+    /// all), not an error; a missing one is a configuration mistake and is reported.
+    pub fn read_sources(cfg: &ProxyConfig) -> anyhow::Result<Vec<SourceText>> {
+        match &cfg.policy_dir {
+            None => Ok(Vec::new()),
+            Some(p) => match read_paths(std::slice::from_ref(p)) {
+                Ok(s) => Ok(s),
+                Err(ReadError::Empty { .. }) => Ok(Vec::new()),
+                Err(e) => Err(anyhow!("policyDir: {e}")),
+            },
+        }
+    }
+
+    /// Builds the policies from `sources`; `registry_objects` are the resources the service
+    /// registry read from the same files, whose "not a security kind" notices are noise.
+    pub fn load(
+        cfg: &ProxyConfig,
+        mesh: &MeshConfig,
+        sources: &[SourceText],
+        registry_objects: &[trustmesh_policy::Location],
+    ) -> anyhow::Result<Policies> {
         let workload = Workload {
             namespace: cfg.workload.namespace.clone(),
             labels: cfg.workload.labels.clone(),
         };
-        // An existing but empty policy directory is a normal state (no policies yet: PERMISSIVE,
-        // allow all), not an error; a missing one is a configuration mistake and is reported.
-        let sources = match &cfg.policy_dir {
-            None => Vec::new(),
-            Some(p) => match read_paths(std::slice::from_ref(p)) {
-                Ok(s) => s,
-                Err(ReadError::Empty { .. }) => Vec::new(),
-                Err(e) => return Err(anyhow!("policyDir: {e}")),
-            },
-        };
         let (set, notices) =
-            PolicySet::from_sources(&sources, mesh).map_err(|e| anyhow!("policies: {e}"))?;
+            PolicySet::from_sources(sources, mesh).map_err(|e| anyhow!("policies: {e}"))?;
         for n in notices {
-            tracing::warn!("policy notice: {n}");
+            if !registry_objects.contains(&n.location) {
+                tracing::warn!("policy notice: {n}");
+            }
         }
         log_invalid(&set);
         let jwt = crate::authn::Jwt::new(&set, &workload)?;
@@ -136,7 +149,7 @@ impl Policies {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
-            documents: documents(&sources),
+            documents: documents(sources),
             set,
             workload,
             jwt,

@@ -22,7 +22,10 @@ pub use timeouts::{
 };
 pub use trustmesh_config::ConfigError;
 
+mod capture;
 mod timeouts;
+
+pub use capture::{CaptureConfig, DEFAULT_DNS_PORT, DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT};
 
 use timeouts::{millis, RawTimeouts};
 
@@ -51,6 +54,8 @@ struct Raw {
     #[serde(default)]
     outbound: Vec<OutboundListener>,
     #[serde(default)]
+    capture: Option<CaptureConfig>,
+    #[serde(default)]
     admin: Option<AdminConfig>,
     #[serde(default)]
     timeouts: RawTimeouts,
@@ -78,6 +83,9 @@ pub struct ProxyConfig {
     pub policy_dir: Option<PathBuf>,
     pub inbound: Vec<InboundListener>,
     pub outbound: Vec<OutboundListener>,
+    /// Transparent mode: captured connections, routed by the service registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureConfig>,
     pub admin: Option<AdminConfig>,
     pub timeouts: Timeouts,
     /// Open connections (inbound + outbound) beyond which new ones are closed at once, so a
@@ -91,6 +99,18 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// Listeners sharing `maxConnections`: the inbound ones, the outbound ones, then the
+    /// capture's inbound and outbound ports ([`ProxyConfig::capture_slots`]).
+    pub fn listener_count(&self) -> usize {
+        self.inbound.len() + self.outbound.len() + if self.capture.is_some() { 2 } else { 0 }
+    }
+
+    /// The connection-limit slots of the capture's inbound and outbound ports.
+    pub fn capture_slots(&self) -> (usize, usize) {
+        let base = self.inbound.len() + self.outbound.len();
+        (base, base + 1)
+    }
+
     /// Worker threads to start: `concurrency`, or the available cores when unset or 0.
     pub fn worker_threads(&self) -> usize {
         match self.concurrency {
@@ -277,6 +297,7 @@ impl ProxyConfig {
             policy_dir: raw.policy_dir,
             inbound: raw.inbound,
             outbound: raw.outbound,
+            capture: raw.capture,
             admin: raw.admin,
             timeouts: Timeouts::convert(raw.timeouts, &mut old)?,
             max_connections: raw.max_connections,
@@ -352,11 +373,15 @@ impl ProxyConfig {
     /// At least one listener, each on its own usable port; TLS outbound listeners know whom
     /// to expect.
     fn check_listeners(&self) -> Result<(), (String, String)> {
-        if self.inbound.is_empty() && self.outbound.is_empty() {
+        if self.inbound.is_empty() && self.outbound.is_empty() && self.capture.is_none() {
             return Err((
                 "inbound".into(),
-                "no listeners: configure at least one inbound or outbound listener".into(),
+                "no listeners: configure at least one inbound or outbound listener, or capture"
+                    .into(),
             ));
+        }
+        if let Some(c) = &self.capture {
+            c.check()?;
         }
         let mut seen = BTreeMap::new();
         let listeners = self

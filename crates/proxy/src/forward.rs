@@ -27,7 +27,7 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     http::header::UPGRADE,
 ];
 
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
     // One pass over the few headers a message has, noting which hop-by-hop ones are present
     // (usually none, or `connection` alone), instead of seven lookups that mostly miss.
     let mut present = [false; HOP_BY_HOP.len()];

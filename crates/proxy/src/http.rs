@@ -43,18 +43,7 @@ where
     let timeouts = snap.config.timeouts.clone();
     let ctx = Arc::new(Conn::new(ctx, snap.own_id.as_str(), drain.clone()));
     drop(snap);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read())
-        .max_buf_size(timeouts.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(timeouts.max_header_bytes as u32)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    let builder = server_builder(&timeouts);
     let svc_shared = shared.clone();
     let activity = Arc::new(Activity::default());
     let svc_activity = activity.clone();
@@ -102,6 +91,24 @@ where
         }
         tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
     }
+}
+
+/// The HTTP server every listener serves a connection with (HTTP/1.1 or HTTP/2, detected):
+/// header read timeout and size bounds from the config, HTTP/2 stream cap and keep-alive.
+pub fn server_builder(timeouts: &crate::config::Timeouts) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read())
+        .max_buf_size(timeouts.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(timeouts.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    builder
 }
 
 /// Requests in flight on one connection and when the last one ended: HTTP/2 keeps a

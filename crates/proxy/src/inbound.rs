@@ -20,10 +20,11 @@ use trustmesh_lifecycle::drain::Watch;
 use trustmesh_policy::MtlsMode;
 
 use crate::accesslog::AccessLog;
-use crate::config::Protocol;
+use crate::config::{AppProtocol, Protocol};
 use crate::conn::{ConnCtx, Peer};
 use crate::metrics::RejectReason;
 use crate::state::Shared;
+use trustmesh_registry::Protocol as Protocol2;
 
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -213,6 +214,126 @@ fn refuse(shared: &Shared, ctx: &mut ConnCtx, r: Refusal) {
     shared.metrics.reject(r.reason);
     ctx.tls = r.tls;
     log_reject(ctx, &r.why);
+}
+
+/// Serves the capture's inbound port until the drain starts: every port of the workload
+/// arrives here, its original destination says which.
+pub async fn serve_captured(shared: Arc<Shared>, slot: usize, listener: TcpListener, drain: Watch) {
+    crate::state::accept_loop(
+        shared,
+        listener,
+        slot,
+        "captured inbound",
+        drain,
+        move |shared, stream, source, drain| async move {
+            handle_captured(&shared, slot, stream, source, drain).await
+        },
+    )
+    .await
+}
+
+/// How long an undeclared plaintext port waits for the client's first bytes to tell HTTP
+/// from other TCP (Istio's protocol sniffing); a server-first protocol then relays as TCP.
+const SNIFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A captured inbound connection: as [`handle`], with the port, the policy port and the
+/// protocol taken from the connection instead of a listener's config. The app is reached on
+/// loopback at the port the client asked for (the capture leaves the sidecar's connections to
+/// 127.0.0.1 alone).
+async fn handle_captured(
+    shared: &Arc<Shared>,
+    slot: usize,
+    stream: TcpStream,
+    source: SocketAddr,
+    drain: Watch,
+) {
+    shared
+        .metrics
+        .inbound_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let listener_port = stream.local_addr().map_or(0, |a| a.port());
+    let orig = crate::captured::redirected_destination(&stream);
+    let port = orig.map_or(0, |o| o.port());
+    let loopback = match orig {
+        Some(SocketAddr::V6(_)) => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let snap = shared.current();
+    let declared = snap.mesh_view.own_port_protocol(port);
+    let mut ctx = ConnCtx {
+        listener: slot,
+        listener_port,
+        source,
+        local: orig.unwrap_or(source),
+        target: SocketAddr::new(loopback, port),
+        peer: None,
+        tls: false,
+        sni: None,
+        app_protocol: match declared {
+            Some(Protocol2::Http2 | Protocol2::Grpc) => AppProtocol::Http2,
+            _ => AppProtocol::Http1,
+        },
+        started: Instant::now(),
+    };
+    if orig.is_none() {
+        drop(snap);
+        return refuse(
+            shared,
+            &mut ctx,
+            Refusal::new(
+                RejectReason::ModeMismatch,
+                false,
+                "a connection made to the capture port itself, not redirected to it",
+            ),
+        );
+    }
+    let mode = snap.policies.mtls_mode(port);
+    let deadline = tokio::time::Instant::now() + snap.config.timeouts.handshake();
+    let server = snap.server_tls_captured.clone();
+    drop(snap);
+    let declared_http = declared.map(|p| p.is_http());
+
+    let use_tls = match wants_tls(&stream, mode, deadline).await {
+        Ok(Some(tls)) => tls,
+        Ok(None) => return,
+        Err(r) => return refuse(shared, &mut ctx, r),
+    };
+    if !use_tls {
+        let http = match declared_http {
+            Some(h) => h,
+            None => sniffs_http(&stream).await,
+        };
+        let protocol = if http { Protocol::Http } else { Protocol::Tcp };
+        dispatch(shared, ctx, protocol, stream, drain).await;
+        return;
+    }
+    ctx.tls = true;
+    match terminate(shared, server, stream, deadline).await {
+        Ok((tls, peer)) => {
+            ctx.sni = tls.get_ref().1.server_name().map(str::to_string);
+            ctx.peer = Some(peer);
+            // A mesh client says what it carries in ALPN; otherwise the registry decides.
+            let by_alpn = tls
+                .get_ref()
+                .1
+                .alpn_protocol()
+                .and_then(crate::tls::alpn_http);
+            let http = by_alpn.is_some() || declared_http == Some(true);
+            let protocol = if http { Protocol::Http } else { Protocol::Tcp };
+            dispatch(shared, ctx, protocol, tls, drain).await;
+        }
+        Err(r) => refuse(shared, &mut ctx, r),
+    }
+}
+
+/// Whether the client's first bytes, within [`SNIFF`], are an HTTP request.
+async fn sniffs_http(stream: &TcpStream) -> bool {
+    let mut head = [0u8; 8];
+    match tokio::time::timeout(SNIFF, stream.peek(&mut head)).await {
+        Ok(Ok(n)) => crate::captured::looks_like_http(&head[..n]),
+        _ => false,
+    }
 }
 
 /// Re-derives the verified SPIFFE ID from the certificates rustls accepted.

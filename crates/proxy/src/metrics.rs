@@ -51,6 +51,10 @@ pub struct Metrics {
     pub tls_handshake_errors: AtomicU64,
     pub outbound_tls_errors: AtomicU64,
     pub upstream_errors: AtomicU64,
+    /// Captured outbound connections refused: an unknown destination under `REGISTRY_ONLY`.
+    pub outbound_refused: AtomicU64,
+    /// Captured outbound connections to an unknown destination, passed through (`ALLOW_ANY`).
+    pub outbound_passthrough: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// Seconds until our certificate expires (negative once expired), set at each reload.
@@ -104,13 +108,15 @@ impl Metrics {
     pub fn render(&self, now_unix: i64) -> String {
         let mut out = String::new();
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        let plain: [(&str, &str, i64); 10] = [
+        let plain: [(&str, &str, i64); 12] = [
             ("trustmesh_inbound_connections_total", "Inbound connections accepted.", ld(&self.inbound_connections)),
             ("trustmesh_outbound_connections_total", "Outbound connections accepted from the local app.", ld(&self.outbound_connections)),
             ("trustmesh_http_requests_total", "HTTP requests received on inbound listeners.", ld(&self.requests)),
             ("trustmesh_tls_handshake_errors_total", "Inbound TLS handshakes that failed or timed out.", ld(&self.tls_handshake_errors)),
             ("trustmesh_outbound_tls_errors_total", "Outbound mTLS handshakes to peers that failed (including peer identity mismatch).", ld(&self.outbound_tls_errors)),
             ("trustmesh_upstream_errors_total", "Failures connecting to or talking to the local app or a peer.", ld(&self.upstream_errors)),
+            ("trustmesh_outbound_registry_only_refused_total", "Captured outbound connections to a destination the registry does not know, refused because outboundTrafficPolicy is REGISTRY_ONLY.", ld(&self.outbound_refused)),
+            ("trustmesh_outbound_passthrough_total", "Captured outbound connections to a destination the registry does not know, passed through as they are (outboundTrafficPolicy ALLOW_ANY).", ld(&self.outbound_passthrough)),
             ("trustmesh_config_reloads_total", "Configuration reloads applied.", ld(&self.reloads_ok)),
             ("trustmesh_config_reload_failures_total", "Configuration changes refused as invalid (last good config kept); invalid policy resources do not refuse a reload.", ld(&self.reloads_failed)),
             ("trustmesh_access_log_dropped_total", "Access log records dropped because stdout could not keep up.", ld(&ACCESS_LOG_DROPPED)),

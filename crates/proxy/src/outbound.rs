@@ -16,7 +16,7 @@ use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
-use crate::upstream::{self, Security, UpstreamError};
+use crate::upstream::{self, Security};
 
 pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener, drain: Watch) {
     // Outbound listeners' slots follow the inbound ones'.
@@ -92,7 +92,7 @@ async fn handle(
     let mut peer = match connected {
         Ok(peer) => peer,
         Err(e) => {
-            count_upstream_error(shared, &e);
+            e.count(&shared.metrics);
             return outcome.fail(Failure::Upstream { why: e.to_string() });
         }
     };
@@ -104,33 +104,6 @@ async fn handle(
     });
     let relayed =
         crate::relay::relay(&mut app, &mut peer, timeouts.tcp_idle(), drain.immediate()).await;
-    relayed_into(&mut outcome, relayed);
+    outcome.relayed(relayed);
     outcome.finish();
-}
-
-/// Counts a failed upstream under its metric: TLS handshakes apart from connects.
-pub(crate) fn count_upstream_error(shared: &Shared, e: &UpstreamError) {
-    let counter = if e.is_tls() {
-        &shared.metrics.outbound_tls_errors
-    } else {
-        &shared.metrics.upstream_errors
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    if let UpstreamError::Tls { .. } | UpstreamError::WrongIdentity { .. } = e {
-        tracing::warn!("outbound mTLS handshake failed: {e}");
-    }
-}
-
-/// The relay's byte counts (app → peer is sent) or, when the drain closed it, why.
-fn relayed_into(outcome: &mut Outcome<'_>, relayed: std::io::Result<(u64, u64)>) {
-    match relayed {
-        Ok((tx, rx)) => {
-            outcome.log().bytes_sent = Some(tx);
-            outcome.log().bytes_received = Some(rx);
-        }
-        Err(e) if crate::relay::stopped(&e) => {
-            outcome.log().reason = Some(crate::relay::STOPPED.into());
-        }
-        Err(_) => {}
-    }
 }

@@ -118,6 +118,21 @@ impl<'a> Outcome<'a> {
     }
 
     /// Ends with `failure`: decides (if policy had not), states the reason, writes the line.
+    /// A TCP relay's byte counts (towards the upstream is `bytes_sent`), or, when the drain
+    /// closed it, why.
+    pub fn relayed(&mut self, relayed: std::io::Result<(u64, u64)>) {
+        match relayed {
+            Ok((tx, rx)) => {
+                self.log.bytes_sent = Some(tx);
+                self.log.bytes_received = Some(rx);
+            }
+            Err(e) if crate::relay::stopped(&e) => {
+                self.log.reason = Some(crate::relay::STOPPED.into());
+            }
+            Err(_) => {}
+        }
+    }
+
     pub fn fail(mut self, failure: Failure) {
         if let Some(why) = failure.sentence() {
             self.log.reason = Some(why);

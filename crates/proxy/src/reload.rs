@@ -70,7 +70,7 @@ pub fn fingerprint(files: &[PathBuf]) -> u64 {
 /// ignoring the edit.
 fn listeners_changed(a: &ProxyConfig, b: &ProxyConfig) -> bool {
     let ser = |c: &ProxyConfig| {
-        serde_json::to_string(&(&c.inbound, &c.outbound, &c.admin)).unwrap_or_default()
+        serde_json::to_string(&(&c.inbound, &c.outbound, &c.capture, &c.admin)).unwrap_or_default()
     };
     ser(a) != ser(b)
 }
@@ -87,7 +87,7 @@ pub fn try_reload(
     let fp = fingerprint(&crate::snapshot::watched_files(&cfg, Some(config_file)));
     if listeners_changed(&shared.startup_config, &cfg) {
         anyhow::bail!(
-            "{}: inbound/outbound/admin listeners changed; listener changes need a restart",
+            "{}: inbound/outbound/capture/admin listeners changed; listener changes need a restart",
             config_file.display()
         );
     }

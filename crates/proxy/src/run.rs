@@ -25,6 +25,10 @@ pub struct Bound {
     pub inbound: Vec<SocketAddr>,
     pub outbound: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Transparent mode: the capture's inbound and outbound ports, and the DNS proxy (UDP).
+    pub capture_inbound: Option<SocketAddr>,
+    pub capture_outbound: Option<SocketAddr>,
+    pub dns: Option<SocketAddr>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -53,6 +57,9 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         inbound: vec![],
         outbound: vec![],
         admin: None,
+        capture_inbound: None,
+        capture_outbound: None,
+        dns: None,
     };
     let mut inbound = Vec::new();
     for (i, l) in cfg.inbound.iter().enumerate() {
@@ -70,6 +77,24 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         bound.outbound.push(ln.local_addr()?);
         outbound.push(ln);
     }
+    let captured = match &cfg.capture {
+        Some(c) => {
+            let inbound = bind(
+                SocketAddr::new(c.inbound_address(), c.inbound_port),
+                "capture.inboundPort",
+            )
+            .await?;
+            let outbound = bind(
+                SocketAddr::new(c.outbound_address(), c.outbound_port),
+                "capture.outboundPort",
+            )
+            .await?;
+            bound.capture_inbound = Some(inbound.local_addr()?);
+            bound.capture_outbound = Some(outbound.local_addr()?);
+            Some((inbound, outbound))
+        }
+        None => None,
+    };
     let admin = match &cfg.admin {
         Some(a) => {
             let ln = bind(a.address, "admin.address").await?;
@@ -85,6 +110,24 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     for (i, ln) in outbound.into_iter().enumerate() {
         tokio::spawn(crate::outbound::serve(shared.clone(), i, ln, drain.clone()));
     }
+    if let Some((inbound, outbound)) = captured {
+        let (in_slot, out_slot) = cfg.capture_slots();
+        tokio::spawn(crate::inbound::serve_captured(
+            shared.clone(),
+            in_slot,
+            inbound,
+            drain.clone(),
+        ));
+        tokio::spawn(crate::captured::serve(
+            shared.clone(),
+            out_slot,
+            outbound,
+            drain.clone(),
+        ));
+    }
+    if let Some(c) = cfg.capture.as_ref().filter(|c| c.dns) {
+        bound.dns = Some(start_dns(&shared, c, drain.clone()).await?);
+    }
     if let Some(ln) = admin {
         tokio::spawn(crate::admin::serve(shared.clone(), ln));
     }
@@ -94,6 +137,27 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         loaded,
     ));
     Ok((shared, bound))
+}
+
+/// The DNS proxy on loopback (the capture sends the workload's port-53 traffic there),
+/// answering from the registry and forwarding the rest to the system's resolvers.
+async fn start_dns(
+    shared: &Arc<Shared>,
+    c: &crate::config::CaptureConfig,
+    drain: drain::Watch,
+) -> anyhow::Result<SocketAddr> {
+    let upstreams =
+        trustmesh_dns::Upstreams::system().map_err(|e| anyhow::anyhow!("capture.dns: {e}"))?;
+    let names = Arc::new(crate::names::RegistryNames(shared.clone()));
+    let bound = trustmesh_dns::start(
+        SocketAddr::new(c.dns_address(), c.dns_port),
+        names,
+        upstreams,
+        drain,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("capture.dnsPort: {e}"))?;
+    Ok(bound.udp)
 }
 
 /// Runs the proxy until SIGINT/SIGTERM, then drains.
@@ -106,6 +170,9 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         inbound = ?bound.inbound,
         outbound = ?bound.outbound,
         admin = ?bound.admin,
+        capture_inbound = ?bound.capture_inbound,
+        capture_outbound = ?bound.capture_outbound,
+        dns = ?bound.dns,
         "trustmesh proxy ready"
     );
     let reloads = (signals.clone(), shared.clone());

@@ -35,6 +35,10 @@ pub struct Snapshot {
     /// Inbound server configs: with ALPN (HTTP listeners) and without (TCP listeners).
     pub server_tls_http: Arc<rustls::ServerConfig>,
     pub server_tls_tcp: Arc<rustls::ServerConfig>,
+    /// The capture's inbound port: every ALPN a mesh client may offer (see `tls::CAPTURED_ALPN`).
+    pub server_tls_captured: Arc<rustls::ServerConfig>,
+    /// The service registry and what transparent mode keeps beside it.
+    pub mesh_view: Arc<crate::mesh::Mesh>,
     /// Per outbound listener (same index as `config.outbound`); `None` when `tls: false`.
     pub client_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     /// ext_authz clients by extension provider name.
@@ -210,12 +214,17 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
         );
     }
 
-    let policies = Policies::load(&cfg, &mesh)?;
+    let sources = Policies::read_sources(&cfg)?;
+    let (mesh_view, registry_objects) =
+        crate::mesh::Mesh::build(&cfg, &mesh, &sources, trust.clone(), &own)?;
+    let policies = Policies::load(&cfg, &mesh, &sources, &registry_objects)?;
     let ext_authz = crate::extauthz::clients(&mesh)?;
 
     let server_tls_http = tls::server_config(trust.clone(), &own, true)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
     let server_tls_tcp = tls::server_config(trust.clone(), &own, false)
+        .map_err(|e| anyhow!("building TLS server config: {e}"))?;
+    let server_tls_captured = tls::server_config_offering(trust.clone(), &own, &tls::CAPTURED_ALPN)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
     let mut client_tls = Vec::new();
     for (i, l) in cfg.outbound.iter().enumerate() {
@@ -244,7 +253,9 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
         policies,
         server_tls_http,
         server_tls_tcp,
+        server_tls_captured,
         client_tls,
+        mesh_view: Arc::new(mesh_view),
         ext_authz,
     })
 }

@@ -41,9 +41,7 @@ impl Shared {
             snapshot.config.timeouts.connect(),
         )?;
         let startup_config = snapshot.config.clone();
-        let slots = crate::slots::ListenerSlots::new(
-            startup_config.inbound.len() + startup_config.outbound.len(),
-        );
+        let slots = crate::slots::ListenerSlots::new(startup_config.listener_count());
         let metrics = Metrics::default();
         metrics
             .cert_expiry_unix

@@ -23,6 +23,9 @@ use trustmesh_identity::{verify_svid_for, SpiffeId, TrustConfig, TrustDomain, Us
 pub enum ExpectedPeer {
     Exact(SpiffeId),
     TrustDomain(TrustDomain),
+    /// Any one of these (a service's accounts, or an endpoint's plus the ServiceEntry's
+    /// `subjectAltNames`).
+    AnyOf(Vec<SpiffeId>),
 }
 
 impl std::fmt::Display for ExpectedPeer {
@@ -30,6 +33,10 @@ impl std::fmt::Display for ExpectedPeer {
         match self {
             ExpectedPeer::Exact(id) => write!(f, "{id}"),
             ExpectedPeer::TrustDomain(td) => write!(f, "any identity in trust domain {td}"),
+            ExpectedPeer::AnyOf(ids) => {
+                let ids: Vec<&str> = ids.iter().map(SpiffeId::as_str).collect();
+                write!(f, "one of {}", ids.join(", "))
+            }
         }
     }
 }
@@ -170,6 +177,7 @@ impl ServerCertVerifier for SvidServerVerifier {
         let ok = match &self.expected {
             ExpectedPeer::Exact(id) => &svid.id == id,
             ExpectedPeer::TrustDomain(td) => svid.id.trust_domain() == td,
+            ExpectedPeer::AnyOf(ids) => ids.contains(&svid.id),
         };
         if !ok {
             return Err(cert_error(PeerMismatch {
@@ -233,6 +241,32 @@ impl Clone for OwnCert {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// What HTTP listeners offer in ALPN.
+pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// What the capture's inbound port offers: one port carries every protocol, so the client's
+/// ALPN is what tells HTTP from TCP after the handshake. Besides the standard names, the ones
+/// Istio's sidecars send (`istio-h2`, `istio-http/1.1`, `istio-http/1.0` for HTTP, and
+/// `istio-peer-exchange` / `istio` on TCP), so a mesh client is never refused for offering them.
+pub const CAPTURED_ALPN: [&[u8]; 7] = [
+    b"h2",
+    b"http/1.1",
+    b"istio-h2",
+    b"istio-http/1.1",
+    b"istio-http/1.0",
+    b"istio-peer-exchange",
+    b"istio",
+];
+
+/// Whether an agreed ALPN protocol means HTTP, and then whether HTTP/2.
+pub fn alpn_http(protocol: &[u8]) -> Option<bool> {
+    match protocol {
+        b"h2" | b"istio-h2" => Some(true),
+        b"http/1.1" | b"istio-http/1.1" | b"istio-http/1.0" => Some(false),
+        _ => None,
+    }
+}
+
 /// Inbound server config. `alpn` is offered only on HTTP listeners; TCP listeners advertise
 /// none, because rustls fails a handshake whose offered ALPN set has no overlap with ours.
 pub fn server_config(
@@ -240,15 +274,23 @@ pub fn server_config(
     own: &OwnCert,
     alpn: bool,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let offered: &[&[u8]] = if alpn { &HTTP_ALPN } else { &[] };
+    server_config_offering(trust, own, offered)
+}
+
+/// [`server_config`] offering exactly `alpn`.
+pub fn server_config_offering(
+    trust: Arc<TrustConfig>,
+    own: &OwnCert,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = provider();
     let verifier = SvidClientVerifier::new(trust, provider.clone());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(own.chain.clone(), own.key.clone_key())?;
-    if alpn {
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    }
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

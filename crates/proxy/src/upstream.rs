@@ -24,6 +24,10 @@ use tokio_rustls::TlsConnector;
 
 use crate::tls::PeerMismatch;
 
+/// Endpoints tried for one connection or request before giving up (Envoy retries a connect
+/// failure on another host the same way, `retry_on: connect-failure`).
+pub const MAX_ATTEMPTS: usize = 3;
+
 /// How to secure a connection to one upstream.
 #[derive(Clone)]
 pub enum Security {
@@ -68,6 +72,36 @@ impl UpstreamError {
     pub fn is_tls(&self) -> bool {
         self.reset_reason() == "TLS error"
     }
+
+    /// Envoy's words for a failed upstream, and ours after them (what the app reads in a 503).
+    pub fn sentence(&self) -> String {
+        format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: {}, \
+             transport failure reason: {self}",
+            self.reset_reason()
+        )
+    }
+
+    /// Counts it under its metric: TLS handshakes apart from connects.
+    pub fn count(&self, metrics: &crate::metrics::Metrics) {
+        let counter = if self.is_tls() {
+            &metrics.outbound_tls_errors
+        } else {
+            &metrics.upstream_errors
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let UpstreamError::Tls { .. } | UpstreamError::WrongIdentity { .. } = self {
+            tracing::warn!("outbound mTLS handshake failed: {self}");
+        }
+    }
+}
+
+/// The SPIFFE ID the upstream proved (for the log), checked again under `trust`.
+pub fn verified_peer(trust: &trustmesh_identity::TrustConfig, peer: &Stream) -> Option<String> {
+    let chain = peer.peer_certificates()?;
+    trustmesh_identity::verify_svid(chain, trust, rustls_pki_types::UnixTime::now())
+        .ok()
+        .map(|s| s.id.to_string())
 }
 
 /// A connected upstream, plaintext or TLS, readable and writable as one type.

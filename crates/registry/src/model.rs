@@ -180,6 +180,12 @@ pub struct Service {
 }
 
 impl Service {
+    /// Its position in [`crate::Registry::services`]: a key for per-service state a caller
+    /// keeps beside one registry (it changes when the registry is rebuilt).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }

@@ -73,6 +73,11 @@ pub struct AccessLog {
     pub bytes_received: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_sent: Option<u64>,
+    /// Transparent outbound: the service port as Istio names its cluster
+    /// (`outbound|9080||reviews.bookinfo.svc.cluster.local`), or `PassthroughCluster` /
+    /// `BlackHoleCluster` for a destination the registry does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_cluster: Option<String>,
 }
 
 /// Bytes a thread may have waiting before its new lines are dropped (stdout stalled).
@@ -356,6 +361,7 @@ impl AccessLog {
         o.num("duration_ms", self.duration_ms);
         o.opt_num("bytes_received", self.bytes_received);
         o.opt_num("bytes_sent", self.bytes_sent);
+        o.opt_str("upstream_cluster", &self.upstream_cluster);
         o.end();
     }
 

@@ -106,6 +106,7 @@ fn hand_written_json_is_what_serde_json_writes() {
         duration_ms: 12,
         bytes_received: Some(u64::MAX),
         bytes_sent: Some(0),
+        upstream_cluster: Some("outbound|9080||reviews.bookinfo.svc.cluster.local".into()),
     };
     let check = |log: &super::AccessLog| {
         let mut ours = Vec::new();

@@ -33,6 +33,10 @@ pub struct CaptureConfig {
     pub dns: bool,
     #[serde(default = "dns_port")]
     pub dns_port: u16,
+    /// Where services without `addresses` get their virtual IP (Istio's DNS auto-allocation);
+    /// default `240.240.0.0/16`, as Istio's. Every sidecar must use the same range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip_range: Option<ipnet::Ipv4Net>,
 }
 
 impl Default for CaptureConfig {
@@ -42,6 +46,7 @@ impl Default for CaptureConfig {
             inbound_port: DEFAULT_INBOUND_PORT,
             dns: true,
             dns_port: DEFAULT_DNS_PORT,
+            vip_range: None,
         }
     }
 }

@@ -1,0 +1,281 @@
+//! The capture's outbound port: every TCP connection the workload opens arrives here
+//! (`trustmesh capture install`), and its original destination (SO_ORIGINAL_DST) says where the
+//! app meant to go. The registry decides what that is, once per connection:
+//!
+//! - a service port that carries HTTP: requests are routed by host to the service's endpoints
+//!   ([`crate::route`]), each request on its own;
+//! - any other service port, or a known workload's own address: the connection is relayed to
+//!   an endpoint, mTLS to one with a sidecar (auto mTLS), plaintext to one without, the next
+//!   endpoint tried when one cannot be reached;
+//! - unknown: relayed as it is to the original destination under `ALLOW_ANY`; refused under
+//!   `REGISTRY_ONLY`, with a 502 and the reason when the app spoke HTTP, so it is never a bare
+//!   reset on an HTTP port.
+//!
+//! Outbound traffic is the app's own: no policy decides it, so no decision metric; each
+//! connection still gets its access-log line, with Istio's cluster name of where it went.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use trustmesh_lifecycle::drain::Watch;
+use trustmesh_registry::Destination;
+
+use crate::accesslog::AccessLog;
+use crate::clock::now_rfc3339;
+use crate::mesh::{Target, BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+use crate::outcome::{Failure, Outcome};
+use crate::state::Shared;
+use crate::upstream::MAX_ATTEMPTS;
+
+/// How long a refused connection is read for an HTTP request line, to answer it in words.
+const SNIFF: Duration = Duration::from_millis(200);
+
+/// Serves the capture's outbound port until the drain starts.
+pub async fn serve(shared: Arc<Shared>, slot: usize, listener: TcpListener, drain: Watch) {
+    crate::state::accept_loop(
+        shared,
+        listener,
+        slot,
+        "captured outbound",
+        drain,
+        move |shared, stream, source, drain| async move {
+            handle(&shared, stream, source, drain).await
+        },
+    )
+    .await
+}
+
+/// What to do with one captured connection.
+enum Plan {
+    /// HTTP: route each request by its host (see [`crate::route`]).
+    Http,
+    Relay(Vec<Target>),
+    Refuse(String),
+}
+
+/// The destination before the redirect; `None` for a connection made to the port directly
+/// (not redirected), which would otherwise loop back into this listener.
+pub fn redirected_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let orig = trustmesh_capture::original_dst(stream).ok()?;
+    let local = stream.local_addr().ok()?;
+    (orig != local).then_some(orig)
+}
+
+async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, drain: Watch) {
+    shared
+        .metrics
+        .outbound_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let _ = app.set_nodelay(true);
+    let snap = shared.current();
+    let listener_port = app.local_addr().map_or(0, |a| a.port());
+    let log = |destination: String| AccessLog {
+        time: now_rfc3339(),
+        direction: "outbound",
+        protocol: "tcp",
+        listener_port,
+        source_address: source.to_string(),
+        destination_address: destination,
+        decision: "allow".into(),
+        ..Default::default()
+    };
+    let Some(orig) = redirected_destination(&app) else {
+        let outcome = Outcome::new(&shared.metrics, log(String::new()), Instant::now())
+            .without_decision_metric();
+        return outcome.fail(Failure::Upstream {
+            why: "a connection made to the capture port itself, not redirected to it; \
+                  refused so it cannot loop"
+                .into(),
+        });
+    };
+    let view = snap.mesh_view.clone();
+    let plan = match view.registry.classify(orig) {
+        Destination::Service(hit) if hit.port.protocol.is_http() => Plan::Http,
+        Destination::Service(hit) => {
+            Plan::Relay(view.service_targets(hit.service, hit.port, Some(orig), &snap.policies.set))
+        }
+        // A known workload, but no service of it has this port: unknown to the mesh, as in
+        // Istio (no listener for the port), so REGISTRY_ONLY refuses it.
+        Destination::Workload(hit)
+            if hit.serves.is_empty()
+                && view.registry.outbound_mode()
+                    == trustmesh_policy::OutboundMode::RegistryOnly =>
+        {
+            Plan::Refuse(format!(
+                "outboundTrafficPolicy is REGISTRY_ONLY and no service of the workload at {} \
+                 has port {}",
+                orig.ip(),
+                orig.port()
+            ))
+        }
+        Destination::Workload(hit) => {
+            Plan::Relay(vec![view.workload_target(&hit, orig, &snap.policies.set)])
+        }
+        Destination::Passthrough(_) => {
+            shared
+                .metrics
+                .outbound_passthrough
+                .fetch_add(1, Ordering::Relaxed);
+            Plan::Relay(vec![Target {
+                addr: crate::mesh::TargetAddr::Socket(orig),
+                tls: crate::mesh::TargetTls::Plaintext,
+                cluster: PASSTHROUGH_CLUSTER.into(),
+            }])
+        }
+        Destination::Refused(unknown) => Plan::Refuse(format!(
+            "outboundTrafficPolicy is REGISTRY_ONLY and {unknown}"
+        )),
+    };
+    let timeouts = snap.config.timeouts.clone();
+    drop(snap);
+    match plan {
+        Plan::Http => crate::route::serve(shared.clone(), app, source, orig, drain).await,
+        Plan::Refuse(why) => {
+            shared
+                .metrics
+                .outbound_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let mut l = log(orig.to_string());
+            l.upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
+            let outcome =
+                Outcome::new(&shared.metrics, l, Instant::now()).without_decision_metric();
+            refuse_in_words(&mut app, &why).await;
+            outcome.fail(Failure::Upstream { why });
+        }
+        Plan::Relay(targets) => {
+            let mut outcome = Outcome::new(&shared.metrics, log(orig.to_string()), Instant::now())
+                .without_decision_metric();
+            let connected = connect_first(shared, &view, &targets, &timeouts).await;
+            let (target, mut peer) = match connected {
+                Ok(found) => found,
+                Err(why) => return outcome.fail(Failure::Upstream { why }),
+            };
+            outcome.log().destination_address = target.addr.to_string();
+            outcome.log().upstream_cluster = Some(target.cluster.clone());
+            outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));
+            outcome.log().destination_principal =
+                crate::upstream::verified_peer(&shared.current().trust, &peer);
+            let relayed =
+                crate::relay::relay(&mut app, &mut peer, timeouts.tcp_idle(), drain.immediate())
+                    .await;
+            outcome.relayed(relayed);
+            outcome.finish();
+        }
+    }
+}
+
+/// Connects to the first of `targets` that answers (at most [`MAX_ATTEMPTS`]); otherwise the
+/// last failure, in words. Every failure is counted.
+pub async fn connect_first<'t>(
+    shared: &Shared,
+    view: &crate::mesh::Mesh,
+    targets: &'t [Target],
+    timeouts: &crate::config::Timeouts,
+) -> Result<(&'t Target, crate::upstream::Stream), String> {
+    let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
+    for target in targets.iter().take(MAX_ATTEMPTS) {
+        let security = match view.security(&target.tls) {
+            Ok(s) => s,
+            Err(why) => {
+                last = format!("{}: {why}", target.cluster);
+                continue;
+            }
+        };
+        let addr = match resolve(&target.addr).await {
+            Ok(a) => a,
+            Err(why) => {
+                shared
+                    .metrics
+                    .upstream_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                last = why;
+                continue;
+            }
+        };
+        match crate::upstream::connect(addr, &security, timeouts.connect(), timeouts.handshake())
+            .await
+        {
+            Ok(stream) => return Ok((target, stream)),
+            Err(e) => {
+                e.count(&shared.metrics);
+                last = e.sentence();
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A DNS-resolution endpoint's first address (the system resolver; the sidecar's own lookups
+/// are not captured).
+async fn resolve(addr: &crate::mesh::TargetAddr) -> Result<SocketAddr, String> {
+    match addr {
+        crate::mesh::TargetAddr::Socket(a) => Ok(*a),
+        crate::mesh::TargetAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
+            .await
+            .map_err(|e| format!("resolving endpoint {h}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("resolving endpoint {h}: no address")),
+    }
+}
+
+/// Refuses a connection; when the app's first bytes are an HTTP request, it gets a 502 whose
+/// body and `x-trustmesh-upstream-error` header say why (as Envoy's BlackHoleCluster answers
+/// HTTP with 502).
+async fn refuse_in_words(app: &mut TcpStream, why: &str) {
+    let mut head = [0u8; 8];
+    let n = match tokio::time::timeout(SNIFF, app.peek(&mut head)).await {
+        Ok(Ok(n)) => n,
+        _ => return,
+    };
+    if !looks_like_http(&head[..n]) {
+        return;
+    }
+    let body = format!("{why}\n");
+    let header = why.replace(['\r', '\n'], " ");
+    let response = format!(
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         x-trustmesh-upstream-error: {header}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = app.write_all(response.as_bytes()).await;
+    let _ = app.shutdown().await;
+}
+
+/// An HTTP/1 request line or the HTTP/2 preface.
+pub fn looks_like_http(head: &[u8]) -> bool {
+    const STARTS: [&[u8]; 10] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"TRACE ",
+        b"CONNECT ",
+        b"PRI * HTTP/2",
+    ];
+    !head.is_empty()
+        && STARTS
+            .iter()
+            .any(|s| s.starts_with(head) || head.starts_with(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_request_lines_are_told_from_other_bytes() {
+        for yes in [&b"GET / HT"[..], b"POST /a", b"PRI * HT", b"DELETE /"] {
+            assert!(looks_like_http(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [&b"\x16\x03\x01\x02\x00"[..], b"SSH-2.0-", b"HELO x", b""] {
+            assert!(!looks_like_http(no), "{}", String::from_utf8_lossy(no));
+        }
+    }
+}

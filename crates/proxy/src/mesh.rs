@@ -1,0 +1,337 @@
+//! The service registry as this sidecar holds it: built from the same Istio YAML folder as the
+//! policies (`policyDir`: WorkloadEntry, ServiceEntry, DestinationRule beside the security
+//! kinds, as an Istio user keeps them), swapped whole with the rest of the snapshot on reload.
+//!
+//! It also holds what transparent mode decides per connection and request that is not the
+//! registry's to know: which endpoint is next (round robin per service port, Envoy's default
+//! `ROUND_ROBIN`), and the client TLS configs for the identities an endpoint must present,
+//! built once per identity set rather than once per connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::anyhow;
+use trustmesh_identity::{SpiffeId, TrustConfig};
+use trustmesh_policy::load::SourceText;
+use trustmesh_policy::{Location, MeshConfig, PolicySet};
+use trustmesh_registry::{
+    AutoAllocate, Endpoint, EndpointAddress, Options, Protocol, Registry, Resolution, Service,
+    ServicePort, UpstreamMode, WorkloadHit,
+};
+
+use crate::config::ProxyConfig;
+use crate::tls::{ExpectedPeer, OwnCert};
+
+pub struct Mesh {
+    pub registry: Registry,
+    /// This sidecar's workload as DestinationRules select their clients.
+    pub client: trustmesh_policy::Workload,
+    /// Round-robin position per service (by the registry's service index) and port.
+    next: HashMap<(usize, u16), AtomicUsize>,
+    /// The protocols of this workload's own ports, from the services it is an endpoint of
+    /// (the capture's inbound port carries every port and needs to know which speak HTTP).
+    own_ports: HashMap<u16, Protocol>,
+    /// Client TLS configs by the identities the server must present.
+    client_tls: Mutex<HashMap<Vec<String>, Arc<rustls::ClientConfig>>>,
+    trust: Arc<TrustConfig>,
+    own: OwnCert,
+}
+
+impl Mesh {
+    /// Builds the registry from `sources`. Problems are logged (each resource with a problem is
+    /// left out, a DestinationRule that cannot be read refuses what it governs); returns the
+    /// objects it read, so the policy loader does not call them unknown.
+    pub fn build(
+        cfg: &ProxyConfig,
+        mesh: &MeshConfig,
+        sources: &[SourceText],
+        trust: Arc<TrustConfig>,
+        own: &OwnCert,
+    ) -> anyhow::Result<(Mesh, Vec<Location>)> {
+        let (registry, report) = Registry::from_sources(sources, mesh, &options(cfg));
+        for p in &report.problems {
+            tracing::warn!("registry: {p}");
+        }
+        let mut next = HashMap::new();
+        for s in registry.services() {
+            for p in &s.ports {
+                next.insert((s.index(), p.number), AtomicUsize::new(0));
+            }
+        }
+        let client = trustmesh_policy::Workload {
+            namespace: cfg.workload.namespace.clone(),
+            labels: cfg.workload.labels.clone(),
+        };
+        let own_ports = own_ports(&registry, &client);
+        Ok((
+            Mesh {
+                registry,
+                client,
+                next,
+                own_ports,
+                client_tls: Mutex::new(HashMap::new()),
+                trust,
+                own: own.clone(),
+            },
+            report.handled,
+        ))
+    }
+
+    /// What the registry says port `port` of this workload speaks, if it says.
+    pub fn own_port_protocol(&self, port: u16) -> Option<Protocol> {
+        self.own_ports.get(&port).copied()
+    }
+
+    /// The endpoints of a service port, starting with the one whose turn it is.
+    pub fn endpoints_in_turn<'a>(
+        &'a self,
+        service: &'a Service,
+        port: &'a ServicePort,
+    ) -> Vec<Endpoint<'a>> {
+        let mut all: Vec<Endpoint<'a>> = self.registry.endpoints(service, port).collect();
+        if all.len() > 1 {
+            let turn = self
+                .next
+                .get(&(service.index(), port.number))
+                .map_or(0, |n| n.fetch_add(1, Ordering::Relaxed));
+            let n = all.len();
+            all.rotate_left(turn % n);
+        }
+        all
+    }
+
+    /// The client config that presents our SVID and accepts a server only if it presents one
+    /// of `identities` (any identity of a trusted domain when the list is empty, as Istio does
+    /// when no account is known).
+    pub fn client_tls(&self, identities: &[String]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let mut cache = self
+            .client_tls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(c) = cache.get(identities) {
+            return Ok(c.clone());
+        }
+        let expected = expected_peer(identities, &self.trust)?;
+        let mut config = (*crate::tls::client_config(self.trust.clone(), &self.own, expected)
+            .map_err(|e| anyhow!("building the TLS client config: {e}"))?)
+        .clone();
+        // HTTP/2 between sidecars; a TCP relay offers nothing (see crate::captured).
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = Arc::new(config);
+        cache.insert(identities.to_vec(), config.clone());
+        Ok(config)
+    }
+}
+
+fn expected_peer(identities: &[String], trust: &TrustConfig) -> anyhow::Result<ExpectedPeer> {
+    let ids = identities
+        .iter()
+        .map(|i| {
+            SpiffeId::parse(i).map_err(|e| {
+                anyhow!("{i} is not a SPIFFE ID ({e}); only SPIFFE IDs are checked in mesh mTLS")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(match ids.len() {
+        0 => ExpectedPeer::TrustDomain(trust.local.clone()),
+        1 => ExpectedPeer::Exact(ids.into_iter().next().expect("one")),
+        _ => ExpectedPeer::AnyOf(ids),
+    })
+}
+
+/// The ports of the workloads that are this sidecar's (same namespace, carrying all of its
+/// labels) in the services they serve, with the protocol each service port declares.
+fn own_ports(registry: &Registry, me: &trustmesh_policy::Workload) -> HashMap<u16, Protocol> {
+    let mut out = HashMap::new();
+    for service in registry.services() {
+        for port in &service.ports {
+            for ep in registry.endpoints(service, port) {
+                let w = ep.workload;
+                let mine = w.namespace == me.namespace
+                    && me.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v));
+                if mine && port.protocol != Protocol::Unspecified {
+                    out.entry(ep.port).or_insert(port.protocol);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Registry options from `capture.vipRange` (Istio's DNS auto-allocation range by default).
+fn options(cfg: &ProxyConfig) -> Options {
+    let mut options = Options::default();
+    if let Some(range) = cfg.capture.as_ref().and_then(|c| c.vip_range) {
+        options.auto_allocate = Some(AutoAllocate {
+            v4: range,
+            v6: None,
+        });
+    }
+    options
+}
+
+/// Where one captured connection or request may go, decided from the registry: owned, so it
+/// outlives the snapshot borrow across the awaits of connecting.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: TargetAddr,
+    pub tls: TargetTls,
+    /// Istio's name of the destination (`outbound|<port>||<host>`, `PassthroughCluster`).
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAddr {
+    Socket(SocketAddr),
+    /// A DNS-resolution endpoint: resolved when connecting.
+    Host(String, u16),
+}
+
+impl std::fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetAddr::Socket(a) => write!(f, "{a}"),
+            TargetAddr::Host(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetTls {
+    Plaintext,
+    /// Istio mTLS; the server must present one of these identities (any of the local trust
+    /// domain when empty).
+    Mesh(Vec<String>),
+    /// Not to be connected, and why (a broken DestinationRule, TLS origination this sidecar
+    /// does not do).
+    Refuse(String),
+}
+
+/// Istio's cluster name of a service port.
+pub fn cluster_name(service: &Service, port: &ServicePort) -> String {
+    format!("outbound|{}||{}", port.number, service.host)
+}
+
+/// What Istio calls a connection to an original destination it does not know.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// ... and one it refuses under `REGISTRY_ONLY`.
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+
+impl Mesh {
+    /// The endpoints of a service port as targets, the one whose turn it is first. A service
+    /// that keeps the original destination (resolution NONE) goes there.
+    pub fn service_targets(
+        &self,
+        service: &Service,
+        port: &ServicePort,
+        original: Option<SocketAddr>,
+        policies: &PolicySet,
+    ) -> Vec<Target> {
+        let cluster = cluster_name(service, port);
+        if service.resolution == Resolution::None {
+            let Some(orig) = original else {
+                return Vec::new();
+            };
+            let addr = SocketAddr::new(orig.ip(), port.target_port.unwrap_or(orig.port()));
+            let known = self
+                .registry
+                .workloads()
+                .iter()
+                .find(|w| w.address == EndpointAddress::Ip(orig.ip()));
+            let endpoint = known.map(|workload| Endpoint {
+                workload,
+                port: addr.port(),
+            });
+            let tls = self
+                .registry
+                .tls_for(&self.client, service, port, endpoint, Some(policies));
+            return vec![Target {
+                addr: TargetAddr::Socket(addr),
+                tls: target_tls(tls.mode),
+                cluster,
+            }];
+        }
+        self.endpoints_in_turn(service, port)
+            .into_iter()
+            .filter_map(|ep| {
+                let addr = match ep.address() {
+                    EndpointAddress::Ip(ip) => TargetAddr::Socket(SocketAddr::new(*ip, ep.port)),
+                    EndpointAddress::Hostname(h) => TargetAddr::Host(h.clone(), ep.port),
+                    // Unix sockets are the workload's own; gateways are not modelled.
+                    EndpointAddress::Unix(_) | EndpointAddress::Network => return None,
+                };
+                let tls =
+                    self.registry
+                        .tls_for(&self.client, service, port, Some(ep), Some(policies));
+                Some(Target {
+                    addr,
+                    tls: target_tls(tls.mode),
+                    cluster: cluster.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// A connection straight to a known workload's address (pod to pod): mTLS with its identity
+    /// when it has a sidecar, plaintext when not; a service it serves on that port decides as
+    /// for the service.
+    pub fn workload_target(
+        &self,
+        hit: &WorkloadHit<'_>,
+        orig: SocketAddr,
+        policies: &PolicySet,
+    ) -> Target {
+        let endpoint = Endpoint {
+            workload: hit.workload,
+            port: orig.port(),
+        };
+        if let Some((service, port)) = hit.serves.first() {
+            let tls =
+                self.registry
+                    .tls_for(&self.client, service, port, Some(endpoint), Some(policies));
+            return Target {
+                addr: TargetAddr::Socket(orig),
+                tls: target_tls(tls.mode),
+                cluster: cluster_name(service, port),
+            };
+        }
+        let tls = match (&hit.workload.identity, hit.workload.has_sidecar()) {
+            (Some(id), true) => TargetTls::Mesh(vec![id.to_string()]),
+            _ => TargetTls::Plaintext,
+        };
+        Target {
+            addr: TargetAddr::Socket(orig),
+            tls,
+            cluster: PASSTHROUGH_CLUSTER.into(),
+        }
+    }
+
+    /// How to secure a connection to `target`, or why it must not be made.
+    pub fn security(&self, tls: &TargetTls) -> Result<crate::upstream::Security, String> {
+        match tls {
+            TargetTls::Plaintext => Ok(crate::upstream::Security::Plaintext),
+            TargetTls::Mesh(ids) => self
+                .client_tls(ids)
+                .map(crate::upstream::Security::Mtls)
+                .map_err(|e| e.to_string()),
+            TargetTls::Refuse(why) => Err(why.clone()),
+        }
+    }
+}
+
+fn target_tls(mode: UpstreamMode) -> TargetTls {
+    match mode {
+        UpstreamMode::Plaintext => TargetTls::Plaintext,
+        UpstreamMode::IstioMutual {
+            peer_identities, ..
+        } => TargetTls::Mesh(peer_identities),
+        UpstreamMode::Simple(_) | UpstreamMode::Mutual(_) => TargetTls::Refuse(
+            "the DestinationRule asks for TLS origination (SIMPLE or MUTUAL), which this \
+             sidecar does not do yet; the connection is refused rather than sent in plaintext"
+                .into(),
+        ),
+        UpstreamMode::Refuse { reason } => TargetTls::Refuse(reason),
+    }
+}

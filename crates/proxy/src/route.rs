@@ -1,0 +1,427 @@
+//! Captured outbound HTTP: the app's connection is served as HTTP (1.1 or 2), and each request
+//! is routed on its own — by its host among the services at the address it was sent to, then
+//! round robin over that service's endpoints — so one keep-alive connection from the app
+//! spreads its requests as Envoy's HTTP connection manager does.
+//!
+//! To an endpoint with a sidecar the request goes over mTLS and HTTP/2 (ALPN `h2`), one
+//! multiplexed connection per endpoint and identity, kept per worker thread like the app pools
+//! ([`crate::workers`]); to one without, plaintext HTTP/1.1 over the worker's pool. A request
+//! that cannot be delivered gets a 503 whose body and `x-trustmesh-upstream-error` header say
+//! why in Envoy's words and ours, never a reset.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use trustmesh_lifecycle::drain::Watch;
+use trustmesh_policy::OutboundMode;
+use trustmesh_registry::{Destination, Via};
+
+use crate::accesslog::AccessLog;
+use crate::clock::now_rfc3339;
+use crate::mesh::{Target, TargetAddr, TargetTls, BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+use crate::outcome::{Failure, Outcome};
+use crate::response::Body;
+use crate::state::Shared;
+use crate::upstream::Security;
+
+/// The header that carries the reason of a 503 the sidecar answered itself.
+pub static UPSTREAM_ERROR: http::HeaderName =
+    http::HeaderName::from_static("x-trustmesh-upstream-error");
+
+/// Serves one captured app connection to an HTTP service port.
+pub async fn serve(
+    shared: Arc<Shared>,
+    app: TcpStream,
+    source: SocketAddr,
+    orig: SocketAddr,
+    drain: Watch,
+) {
+    let timeouts = shared.current().config.timeouts.clone();
+    let builder = crate::http::server_builder(&timeouts);
+    let listener_port = app.local_addr().map_or(0, |a| a.port());
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        async move {
+            let at = Origin {
+                source,
+                orig,
+                listener_port,
+            };
+            Ok::<_, Infallible>(handle(&shared, at, req).await)
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(app), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.draining() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = drain.immediate() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "captured outbound HTTP connection ended with an error");
+    }
+}
+
+/// Where a request came from and was sent to.
+#[derive(Clone, Copy)]
+struct Origin {
+    source: SocketAddr,
+    orig: SocketAddr,
+    listener_port: u16,
+}
+
+async fn handle(shared: &Arc<Shared>, at: Origin, mut req: Request<Incoming>) -> Response<Body> {
+    let snap = shared.current();
+    let view = snap.mesh_view.clone();
+    let authority = crate::normalize::authority(&req);
+    let mut outcome = Outcome::new(
+        &shared.metrics,
+        AccessLog {
+            time: now_rfc3339(),
+            direction: "outbound",
+            protocol: "http",
+            listener_port: at.listener_port,
+            source_address: at.source.to_string(),
+            destination_address: at.orig.to_string(),
+            method: Some(req.method().to_string()),
+            path: Some(
+                req.uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+            ),
+            authority: authority.clone(),
+            decision: "allow".into(),
+            ..Default::default()
+        },
+        Instant::now(),
+    )
+    .without_decision_metric();
+    // Classified again for each request: the registry may have been reloaded since the
+    // connection began, and a service's index is only meaningful in the registry it came from.
+    let targets = match view.registry.classify(at.orig) {
+        Destination::Service(hit) => {
+            let host = authority.as_deref().map(host_of).unwrap_or_default();
+            let named = std::iter::once((hit.service, hit.port))
+                .chain(hit.others.iter().copied())
+                .find(|(s, _)| host_matches(&s.host, &host));
+            match (named, hit.via) {
+                (Some((service, port)), _) => {
+                    view.service_targets(service, port, Some(at.orig), &snap.policies.set)
+                }
+                // The port is claimed on every address for HTTP (Istio's `0.0.0.0:<port>`
+                // listener), but no service there has this host: Istio's `allow_any` route
+                // passes it through, or under REGISTRY_ONLY its BlackHoleCluster answers 502.
+                (None, Via::AnyAddress) => {
+                    if view.registry.outbound_mode() == OutboundMode::RegistryOnly {
+                        let why = format!(
+                            "outboundTrafficPolicy is REGISTRY_ONLY and no service on port {} \
+                             has host {host} (at {})",
+                            at.orig.port(),
+                            at.orig
+                        );
+                        drop(snap);
+                        outcome.log().upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
+                        outcome.log().status = Some(502);
+                        shared
+                            .metrics
+                            .outbound_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        outcome.fail(Failure::Upstream { why: why.clone() });
+                        return answer(StatusCode::BAD_GATEWAY, &why);
+                    }
+                    shared
+                        .metrics
+                        .outbound_passthrough
+                        .fetch_add(1, Ordering::Relaxed);
+                    vec![Target {
+                        addr: TargetAddr::Socket(at.orig),
+                        tls: TargetTls::Plaintext,
+                        cluster: PASSTHROUGH_CLUSTER.into(),
+                    }]
+                }
+                (None, _) => {
+                    view.service_targets(hit.service, hit.port, Some(at.orig), &snap.policies.set)
+                }
+            }
+        }
+        // Reloaded into something that is no longer an HTTP service: this request still goes
+        // where the connection was classified to go, the next connection follows the change.
+        _ => Vec::new(),
+    };
+    drop(snap);
+    if let Some(t) = targets.first() {
+        outcome.log().upstream_cluster = Some(t.cluster.clone());
+    }
+    crate::forward::strip_hop_by_hop(req.headers_mut(), true);
+    match send(shared, &view, &targets, req, authority.as_deref()).await {
+        Ok((target, peer, resp)) => {
+            outcome.log().destination_address = target.addr.to_string();
+            outcome.log().tls = matches!(target.tls, TargetTls::Mesh(_));
+            outcome.log().destination_principal = peer;
+            outcome.log().status = Some(resp.status().as_u16());
+            outcome.finish();
+            let mut resp = resp.map(|b| b.boxed());
+            crate::forward::strip_hop_by_hop(resp.headers_mut(), false);
+            resp
+        }
+        Err(why) => {
+            outcome.log().status = Some(503);
+            outcome.fail(Failure::Upstream { why: why.clone() });
+            answer(StatusCode::SERVICE_UNAVAILABLE, &why)
+        }
+    }
+}
+
+/// Sends `req` to the first target that takes it; the identity the server proved, if mTLS.
+async fn send<'t>(
+    shared: &Shared,
+    view: &crate::mesh::Mesh,
+    targets: &'t [Target],
+    req: Request<Incoming>,
+    authority: Option<&str>,
+) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
+    let timeouts = shared.current().config.timeouts.clone();
+    let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
+    // The body can be sent once: connections are made (and failures skipped) before it is.
+    let mut req = Some(req);
+    for target in targets.iter().take(crate::upstream::MAX_ATTEMPTS) {
+        let addr = match &target.addr {
+            TargetAddr::Socket(a) => *a,
+            TargetAddr::Host(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
+                Ok(mut found) => match found.next() {
+                    Some(a) => a,
+                    None => {
+                        last = format!("resolving endpoint {h}: no address");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    last = format!("resolving endpoint {h}: {e}");
+                    continue;
+                }
+            },
+        };
+        let security = match view.security(&target.tls) {
+            Ok(s) => s,
+            Err(why) => {
+                last = format!("{}: {why}", target.cluster);
+                continue;
+            }
+        };
+        let Some(mut r) = req.take() else { break };
+        match &security {
+            Security::Plaintext => {
+                *r.uri_mut() = absolute(addr, r.uri());
+                let sent = shared.workers.app_request(false, r).await;
+                return sent.map(|resp| (target, None, resp)).map_err(|e| {
+                    shared
+                        .metrics
+                        .upstream_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    format!(
+                        "upstream connect error or disconnect/reset before headers. \
+                             reset reason: connection failure, transport failure reason: \
+                             {addr}: {}",
+                        error_chain(&e)
+                    )
+                });
+            }
+            Security::Mtls(_) => {
+                let (mut sender, peer) =
+                    match mesh_sender(shared, addr, &target.tls, &security, &timeouts).await {
+                        Ok(s) => s,
+                        Err(why) => {
+                            last = why;
+                            req = Some(r);
+                            continue;
+                        }
+                    };
+                // HTTP/2 carries the host in :authority.
+                let host = authority.unwrap_or_default();
+                *r.uri_mut() = with_authority(host, r.uri()).unwrap_or_else(|| r.uri().clone());
+                r.headers_mut().remove(http::header::HOST);
+                *r.version_mut() = http::Version::HTTP_2;
+                return match sender.send_request(r).await {
+                    Ok(resp) => Ok((target, peer, resp)),
+                    Err(e) => {
+                        shared
+                            .metrics
+                            .upstream_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        Err(format!(
+                            "upstream connect error or disconnect/reset before headers. reset \
+                             reason: remote reset, transport failure reason: {addr}: {}",
+                            error_chain(&e)
+                        ))
+                    }
+                };
+            }
+        }
+    }
+    Err(last)
+}
+
+/// An endpoint and the identities it must present.
+type PoolKey = (SocketAddr, Vec<String>);
+/// A live HTTP/2 connection's sender and the identity the server proved.
+type Pooled = (http2::SendRequest<Incoming>, Option<String>);
+
+thread_local! {
+    /// One HTTP/2 connection per endpoint and expected identity, on the thread that drives it.
+    static MESH_POOL: RefCell<HashMap<PoolKey, Pooled>> = RefCell::new(HashMap::new());
+}
+
+/// A sender on a live HTTP/2 mTLS connection to `addr`, made when there is none.
+async fn mesh_sender(
+    shared: &Shared,
+    addr: SocketAddr,
+    tls: &TargetTls,
+    security: &Security,
+    timeouts: &crate::config::Timeouts,
+) -> Result<Pooled, String> {
+    let ids = match tls {
+        TargetTls::Mesh(ids) => ids.clone(),
+        _ => Vec::new(),
+    };
+    let key = (addr, ids);
+    let pooled = MESH_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.get(&key) {
+            Some((s, _)) if s.is_closed() => {
+                p.remove(&key);
+                None
+            }
+            other => other.cloned(),
+        }
+    });
+    if let Some(found) = pooled {
+        return Ok(found);
+    }
+    let stream =
+        match crate::upstream::connect(addr, security, timeouts.connect(), timeouts.handshake())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                e.count(&shared.metrics);
+                return Err(e.sentence());
+            }
+        };
+    let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
+    if stream.alpn() != Some(b"h2") {
+        return Err(format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol \
+             error, transport failure reason: {addr} did not agree to HTTP/2 over mTLS (ALPN h2)"
+        ));
+    }
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/2 with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "outbound HTTP/2 connection to {addr} ended");
+        }
+    });
+    MESH_POOL.with(|p| p.borrow_mut().insert(key, (sender.clone(), peer.clone())));
+    Ok((sender, peer))
+}
+
+/// `http://<addr><path>`: the worker pool connects to the URI's authority; the `Host` header
+/// still carries what the app sent.
+fn absolute(addr: SocketAddr, uri: &Uri) -> Uri {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{addr}{path}")
+        .parse()
+        .unwrap_or_else(|_| uri.clone())
+}
+
+fn with_authority(authority: &str, uri: &Uri) -> Option<Uri> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{authority}{path}").parse().ok()
+}
+
+/// The host of an authority, lower-cased, without its port.
+fn host_of(authority: &str) -> String {
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or(authority)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Whether a request's host names `service` (its host, or a short form of a
+/// `<name>.<ns>.svc.<domain>` host, as the app may have written it).
+fn host_matches(service: &str, host: &str) -> bool {
+    service == host
+        || service
+            .strip_prefix(host)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// What the app gets when its request could not be delivered (503) or was refused (502).
+fn answer(status: StatusCode, why: &str) -> Response<Body> {
+    let mut r = crate::response::bytes_response(status, bytes::Bytes::from(format!("{why}\n")));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&why.replace(['\r', '\n'], " ")) {
+        r.headers_mut().insert(UPSTREAM_ERROR.clone(), v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_the_service_by_full_or_short_name() {
+        let svc = "reviews.bookinfo.svc.cluster.local";
+        assert!(host_matches(svc, "reviews.bookinfo.svc.cluster.local"));
+        assert!(host_matches(svc, "reviews.bookinfo"));
+        assert!(host_matches(svc, "reviews"));
+        assert!(!host_matches(svc, "reviews.other"));
+        assert!(!host_matches(svc, "review"));
+        assert_eq!(host_of("Reviews.Bookinfo:9080"), "reviews.bookinfo");
+        assert_eq!(host_of("reviews"), "reviews");
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+    }
+}

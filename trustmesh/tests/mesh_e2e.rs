@@ -1,0 +1,468 @@
+//! The transparent mesh end to end (tier 2; needs root, as in CI): unmodified apps in network
+//! namespaces of the test's own call services by name, and the sidecars — real `trustmesh
+//! proxy` processes behind `trustmesh capture` — find the endpoints in the registry (Istio's
+//! WorkloadEntry / ServiceEntry / DestinationRule YAML), resolve the names, and pick mTLS or
+//! plaintext by themselves.
+//!
+//! Six namespaces on one bridge, addresses only from the benchmarking range 198.18.0.0/15
+//! (workloads in 198.18.1.0/24, auto-allocated service VIPs in 198.19.0.0/24):
+//!
+//! | namespace | address | what runs there |
+//! |---|---|---|
+//! | frontend | .10 | sidecar `frontend/frontend` + capture; the app is curl (uid 65534) |
+//! | reviews1, reviews2 | .11, .12 | sidecar `bookinfo/reviews` + capture; a Python echo app on 9080 |
+//! | impostor | .13 | sidecar `bookinfo/impostor` + capture, registered as `ratings` |
+//! | plain | .20 | no sidecar: Python echo apps on 8000 and 8001 |
+//! | outsider | .30 | no sidecar: curl |
+//!
+//! The echo app answers with its name and the `x-forwarded-client-cert` it was given, so the
+//! test sees who the server's sidecar says called. DNS inside each namespace goes to
+//! 198.18.1.1, where nothing answers: every name the apps resolve is answered by the sidecar's
+//! DNS proxy, from the registry. Everything is removed when the test ends, pass or fail.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::bin;
+use trustmesh_testkit::netns::{self, Netns};
+use trustmesh_testkit::pki::openssl::OpensslCa;
+use trustmesh_testkit::process::{Log, Proc};
+use trustmesh_testkit::tools::{stderr, stdout};
+
+const TD: &str = "cluster.local";
+const HUB: &str = "198.18.1.1";
+const VIPS: &str = "198.19.0.0/24";
+const APP_UID: &str = "65534";
+const TOOLS: &[&str] = &["iptables", "ip6tables", "curl", "setpriv", "getent"];
+
+/// The echo app: its name and the XFCC header its sidecar set (or `-`).
+const ECHO: &str = r#"
+import http.server, sys
+name, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{name} xfcc={self.headers.get('x-forwarded-client-cert', '-')}\n".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
+"#;
+
+/// The registry and the DestinationRule, as an Istio user writes them for VMs.
+const REGISTRY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: reviews-v1, namespace: bookinfo }
+spec: { address: 198.18.1.11, labels: { app: reviews, version: v1 }, serviceAccount: reviews }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: reviews-v2, namespace: bookinfo }
+spec: { address: 198.18.1.12, labels: { app: reviews, version: v2 }, serviceAccount: reviews }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: ratings-v1, namespace: bookinfo }
+spec: { address: 198.18.1.13, labels: { app: ratings }, serviceAccount: ratings }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: frontend, namespace: frontend }
+spec: { address: 198.18.1.10, labels: { app: frontend }, serviceAccount: frontend }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: reviews, namespace: bookinfo }
+spec:
+  hosts: [ reviews.bookinfo.svc.cluster.local ]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 9080, name: http, protocol: HTTP } ]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: details, namespace: bookinfo }
+spec:
+  hosts: [ details.bookinfo.svc.cluster.local ]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 9081, name: http, protocol: HTTP, targetPort: 9080 } ]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ratings, namespace: bookinfo }
+spec:
+  hosts: [ ratings.bookinfo.svc.cluster.local ]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 9080, name: http, protocol: HTTP } ]
+  workloadSelector: { labels: { app: ratings } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: plain, namespace: bookinfo }
+spec:
+  hosts: [ plain.bookinfo.svc.cluster.local ]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 8000, name: http, protocol: HTTP } ]
+  endpoints: [ { address: 198.18.1.20 } ]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: details-plaintext, namespace: bookinfo }
+spec:
+  host: details.bookinfo.svc.cluster.local
+  trafficPolicy: { tls: { mode: DISABLE } }
+"#;
+
+const STRICT_BOOKINFO: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: bookinfo }\nspec: { mtls: { mode: STRICT } }\n";
+
+/// `/etc/netns/<name>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`;
+/// removed on drop.
+struct Resolv(PathBuf);
+
+impl Resolv {
+    fn new(ns: &Netns) -> Resolv {
+        let dir = Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), format!("nameserver {HUB}\n")).unwrap();
+        Resolv(dir)
+    }
+}
+
+impl Drop for Resolv {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A workload namespace on the hub's bridge.
+struct Node {
+    ns: Netns,
+    _resolv: Resolv,
+}
+
+fn node(hub: &Netns, tag: &str, addr: &str) -> Node {
+    let ns = Netns::create(tag);
+    let (dev, hub_end) = netns::veth(&ns, &[&format!("{addr}/24")], hub, &[]);
+    hub.ip(&["link", "set", &hub_end, "master", "br0"]);
+    // The VIPs are not on any link; a route lets the app's connect reach the capture.
+    ns.ip(&["route", "add", VIPS, "dev", &dev]);
+    let resolv = Resolv::new(&ns);
+    Node {
+        ns,
+        _resolv: resolv,
+    }
+}
+
+/// A sidecar: its process, its log, and its config file (rewritten to reload it).
+struct Sidecar {
+    proc: Proc,
+    log: Log,
+    config: PathBuf,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sidecar(
+    dir: &Path,
+    ca: &OpensslCa,
+    n: &Node,
+    ns: &str,
+    sa: &str,
+    app: &str,
+    mode: &str,
+) -> Sidecar {
+    let (cert, key) = ca.issue(
+        &format!("{}-{sa}", n.ns.name()),
+        &format!("spiffe://{TD}/ns/{ns}/sa/{sa}"),
+    );
+    let config = dir.join(format!("{}.yaml", n.ns.name()));
+    write_sidecar_config(&config, ca, ns, sa, app, &cert, &key, dir, mode);
+    // The capture first, as an init container runs it; the sidecar runs as root (uid 0).
+    let out =
+        n.ns.command(bin())
+            .args(["capture", "install", "--proxy-uid", "0", "--redirect-dns"])
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "capture install: {}", stderr(&out));
+    let (proc, log) = Proc::start_logged(
+        n.ns.command(bin())
+            .args(["proxy", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info"),
+    );
+    wait("sidecar ready", Duration::from_secs(20), || {
+        log.text().contains("trustmesh proxy ready")
+    });
+    Sidecar { proc, log, config }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_sidecar_config(
+    file: &Path,
+    ca: &OpensslCa,
+    ns: &str,
+    sa: &str,
+    app: &str,
+    cert: &Path,
+    key: &Path,
+    dir: &Path,
+    mode: &str,
+) {
+    let yaml = format!(
+        "workload: {{ namespace: {ns}, serviceAccount: {sa}, labels: {{ app: {app} }} }}\n\
+         certs: {{ key: {}, certChain: {} }}\n\
+         trustBundles: [ \"{TD}={}\" ]\n\
+         mesh: {{ trustDomain: {TD}, outboundTrafficPolicy: {{ mode: {mode} }} }}\n\
+         policyDir: {}\n\
+         capture: {{ vipRange: {VIPS} }}\n\
+         reloadPoll: 200ms\n",
+        key.display(),
+        cert.display(),
+        ca.root.display(),
+        dir.join("mesh").display(),
+    );
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// The echo app `name` on `port` in `n`.
+fn echo(n: &Netns, name: &str, port: u16) -> Proc {
+    Proc::start(
+        n.command("/usr/bin/python3")
+            .args(["-c", ECHO, name, &port.to_string()]),
+    )
+}
+
+/// curl as the app (uid 65534, so the capture takes it); `-i` shows the headers.
+fn curl(n: &Netns, url: &str) -> Output {
+    n.command("setpriv")
+        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
+        .args([
+            "curl",
+            "-q",
+            "-sS",
+            "-i",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "5",
+            url,
+        ])
+        .output()
+        .unwrap()
+}
+
+/// The status code and the whole response of a curl -i, or what went wrong.
+fn get(n: &Netns, url: &str) -> (u16, String) {
+    let out = curl(n, url);
+    if !out.status.success() {
+        return (
+            0,
+            format!("curl failed ({:?}): {}", out.status.code(), stderr(&out)),
+        );
+    }
+    let text = stdout(&out);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+#[test]
+fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
+    if !netns::usable("mesh_e2e", TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("mesh")).unwrap();
+    std::fs::write(dir.join("mesh/registry.yaml"), REGISTRY).unwrap();
+    let ca = OpensslCa::new(dir, "mesh", TD);
+
+    let hub = Netns::create("hub");
+    hub.ip(&["link", "add", "br0", "type", "bridge"]);
+    hub.ip(&["addr", "add", &format!("{HUB}/24"), "dev", "br0"]);
+    hub.ip(&["link", "set", "br0", "up"]);
+    let frontend = node(&hub, "fe", "198.18.1.10");
+    let reviews1 = node(&hub, "rv1", "198.18.1.11");
+    let reviews2 = node(&hub, "rv2", "198.18.1.12");
+    let impostor = node(&hub, "imp", "198.18.1.13");
+    let plain = node(&hub, "plain", "198.18.1.20");
+    let outsider = node(&hub, "out", "198.18.1.30");
+
+    let _apps = [
+        echo(&reviews1.ns, "reviews-v1", 9080),
+        echo(&reviews2.ns, "reviews-v2", 9080),
+        echo(&impostor.ns, "impostor", 9080),
+        echo(&plain.ns, "plain", 8000),
+        echo(&plain.ns, "plain-8001", 8001),
+    ];
+    let mut fe = sidecar(
+        dir,
+        &ca,
+        &frontend,
+        "frontend",
+        "frontend",
+        "frontend",
+        "ALLOW_ANY",
+    );
+    let _r1 = sidecar(
+        dir,
+        &ca,
+        &reviews1,
+        "bookinfo",
+        "reviews",
+        "reviews",
+        "ALLOW_ANY",
+    );
+    let _r2 = sidecar(
+        dir,
+        &ca,
+        &reviews2,
+        "bookinfo",
+        "reviews",
+        "reviews",
+        "ALLOW_ANY",
+    );
+    let _imp = sidecar(
+        dir,
+        &ca,
+        &impostor,
+        "bookinfo",
+        "impostor",
+        "ratings",
+        "ALLOW_ANY",
+    );
+    // Every app up (reached from the outsider, PERMISSIVE for now).
+    for addr in [
+        "198.18.1.11:9080",
+        "198.18.1.12:9080",
+        "198.18.1.13:9080",
+        "198.18.1.20:8000",
+    ] {
+        wait(&format!("app at {addr}"), Duration::from_secs(10), || {
+            get(&outsider.ns, &format!("http://{addr}/")).0 == 200
+        });
+    }
+
+    // DNS: the sidecar answers the service's name with its auto-allocated VIP.
+    let hosts = frontend
+        .ns
+        .command("setpriv")
+        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
+        .args(["getent", "ahostsv4", "reviews.bookinfo"])
+        .output()
+        .unwrap();
+    let resolved = stdout(&hosts);
+    assert!(
+        resolved.starts_with("198.19.0."),
+        "{resolved} {}",
+        stderr(&hosts)
+    );
+
+    // By name, captured, mTLS: the server's sidecar saw frontend's identity, and the requests
+    // spread over both endpoints.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (code, text) = get(&frontend.ns, "http://reviews.bookinfo:9080/");
+        assert_eq!(code, 200, "{text}\n{}", fe.log.text());
+        assert!(
+            text.contains(&format!("URI=spiffe://{TD}/ns/frontend/sa/frontend")),
+            "{text}"
+        );
+        seen.insert(
+            text.lines()
+                .last()
+                .unwrap_or("")
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["reviews-v1", "reviews-v2"],
+        "round robin over both endpoints"
+    );
+
+    // A server without a sidecar is reached in plaintext (auto mTLS).
+    let (code, text) = get(&frontend.ns, "http://plain.bookinfo:8000/");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("plain xfcc=-"), "{text}");
+
+    // A DestinationRule DISABLE: plaintext to a workload that has a sidecar.
+    let (code, text) = get(&frontend.ns, "http://details.bookinfo:9081/");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("xfcc=-"), "sent in plaintext: {text}");
+
+    // ALLOW_ANY: an address the registry does not know is passed through.
+    let (code, text) = get(&frontend.ns, "http://198.18.1.20:8001/");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("plain-8001 xfcc=-"), "{text}");
+
+    // An endpoint answering with the wrong identity: a 503 that says who answered.
+    let (code, text) = get(&frontend.ns, "http://ratings.bookinfo:9080/");
+    assert_eq!(code, 503, "{text}");
+    let reason = "x-trustmesh-upstream-error: upstream connect error or disconnect/reset \
+                  before headers. reset reason: TLS error";
+    assert!(text.contains(reason), "{text}");
+    assert!(
+        text.contains(&format!("the server presented spiffe://{TD}/ns/bookinfo/sa/impostor, expected spiffe://{TD}/ns/bookinfo/sa/ratings")),
+        "{text}"
+    );
+
+    // STRICT in bookinfo: a plaintext client without a sidecar is refused, the mesh is not.
+    std::fs::write(dir.join("mesh/strict.yaml"), STRICT_BOOKINFO).unwrap();
+    wait("STRICT applied", Duration::from_secs(10), || {
+        get(&outsider.ns, "http://198.18.1.11:9080/").0 == 0
+    });
+    let (code, text) = get(&frontend.ns, "http://reviews.bookinfo:9080/");
+    assert_eq!(code, 200, "{text}");
+
+    // REGISTRY_ONLY: an unknown port (of an address the registry knows) and an unknown address
+    // are refused, in words, on an HTTP connection.
+    let config = std::fs::read_to_string(&fe.config).unwrap();
+    std::fs::write(&fe.config, config.replace("ALLOW_ANY", "REGISTRY_ONLY")).unwrap();
+    wait("REGISTRY_ONLY applied", Duration::from_secs(10), || {
+        get(&frontend.ns, "http://198.18.1.20:8001/").0 == 502
+    });
+    let (code, text) = get(&frontend.ns, "http://198.18.1.20:8001/");
+    assert_eq!(code, 502, "{text}");
+    assert!(
+        text.contains("x-trustmesh-upstream-error: outboundTrafficPolicy is REGISTRY_ONLY and no service of the workload at 198.18.1.20 has port 8001"),
+        "{text}"
+    );
+    let (code, text) = get(&frontend.ns, "http://198.18.1.30:8000/");
+    assert_eq!(code, 502, "{text}");
+    assert!(
+        text.contains("outboundTrafficPolicy is REGISTRY_ONLY and no service on port 8000 has host 198.18.1.30"),
+        "{text}"
+    );
+    let (code, _) = get(&frontend.ns, "http://reviews.bookinfo:9080/");
+    assert_eq!(code, 200);
+    assert!(fe.proc.running());
+}
