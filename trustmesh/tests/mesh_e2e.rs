@@ -124,6 +124,71 @@ spec:
   trafficPolicy: { tls: { mode: DISABLE } }
 "#;
 
+/// An HTTPS echo app: its name and the URI SAN of the client certificate (`-` without one);
+/// with a CA file it requires a client certificate signed by it.
+const TLS_ECHO: &str = r#"
+import http.server, ssl, sys
+name, port, cert, key, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        peer = self.connection.getpeercert() or {}
+        uris = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
+        body = f"{name} client={uris[0] if uris else '-'} host={self.headers.get('host')}\n".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+if ca != "-":
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(ca)
+srv = http.server.ThreadingHTTPServer(("0.0.0.0", port), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+/// Two external HTTPS services the sidecar originates TLS to (DestinationRule SIMPLE and
+/// MUTUAL), with the files of the test's "ext" CA.
+fn origination_yaml(root: &Path, wrong_root: &Path, client: &(PathBuf, PathBuf)) -> String {
+    let entry = |name: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: bookinfo\nspec:\n  hosts: [ {name}.bookinfo.svc.cluster.local ]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - number: {port}\n    name: http\n    protocol: HTTP\n  endpoints:\n  - address: 198.18.1.20\n---\n"
+        )
+    };
+    let rule = |name: &str, tls: String| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\n  namespace: bookinfo\nspec:\n  host: {name}.bookinfo.svc.cluster.local\n  trafficPolicy:\n    tls:\n{tls}---\n"
+        )
+    };
+    let simple = format!(
+        "      mode: SIMPLE\n      caCertificates: {}\n      sni: secure.bookinfo.svc.cluster.local\n",
+        root.display()
+    );
+    let mutual = format!(
+        "      mode: MUTUAL\n      caCertificates: {}\n      clientCertificate: {}\n      privateKey: {}\n      sni: mutual.bookinfo.svc.cluster.local\n",
+        root.display(),
+        client.0.display(),
+        client.1.display()
+    );
+    // The same server, verified against a root that did not sign it.
+    let untrusted = format!(
+        "      mode: SIMPLE\n      caCertificates: {}\n      sni: secure.bookinfo.svc.cluster.local\n",
+        wrong_root.display()
+    );
+    [
+        entry("secure", 8443),
+        entry("mutual", 8444),
+        entry("untrusted", 8443),
+        rule("secure", simple),
+        rule("mutual", mutual),
+        rule("untrusted", untrusted),
+    ]
+    .concat()
+}
+
 const STRICT_BOOKINFO: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: bookinfo }\nspec: { mtls: { mode: STRICT } }\n";
 
 /// `/etc/netns/<name>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`;
@@ -243,6 +308,26 @@ fn echo(n: &Netns, name: &str, port: u16) -> Proc {
     )
 }
 
+/// The HTTPS echo app `name` on `port`, requiring client certificates from `ca` if given.
+fn tls_echo(
+    n: &Netns,
+    name: &str,
+    port: u16,
+    cert: &(PathBuf, PathBuf),
+    ca: Option<&Path>,
+) -> Proc {
+    let ca = ca.map_or("-".to_string(), |c| c.display().to_string());
+    Proc::start(n.command("/usr/bin/python3").args([
+        "-c",
+        TLS_ECHO,
+        name,
+        &port.to_string(),
+        cert.0.to_str().unwrap(),
+        cert.1.to_str().unwrap(),
+        &ca,
+    ]))
+}
+
 /// curl as the app (uid 65534, so the capture takes it); `-i` shows the headers.
 fn curl(n: &Netns, url: &str) -> Output {
     n.command("setpriv")
@@ -301,6 +386,15 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     std::fs::create_dir_all(dir.join("mesh")).unwrap();
     std::fs::write(dir.join("mesh/registry.yaml"), REGISTRY).unwrap();
     let ca = OpensslCa::new(dir, "mesh", TD);
+    let ext = OpensslCa::new(dir, "ext", "ext.test");
+    let secure_cert = ext.issue_server("secure", "DNS:secure.bookinfo.svc.cluster.local");
+    let mutual_cert = ext.issue_server("mutual", "DNS:mutual.bookinfo.svc.cluster.local");
+    let client_cert = ext.issue("client", "spiffe://ext.test/frontend-egress");
+    std::fs::write(
+        dir.join("mesh/origination.yaml"),
+        origination_yaml(&ext.root, &ca.root, &client_cert),
+    )
+    .unwrap();
 
     let hub = Netns::create("hub");
     hub.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -319,6 +413,8 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
         echo(&impostor.ns, "impostor", 9080),
         echo(&plain.ns, "plain", 8000),
         echo(&plain.ns, "plain-8001", 8001),
+        tls_echo(&plain.ns, "secure", 8443, &secure_cert, None),
+        tls_echo(&plain.ns, "mutual", 8444, &mutual_cert, Some(&ext.root)),
     ];
     let mut fe = sidecar(
         dir,
@@ -418,6 +514,25 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     let (code, text) = get(&frontend.ns, "http://details.bookinfo:9081/");
     assert_eq!(code, 200, "{text}");
     assert!(text.contains("xfcc=-"), "sent in plaintext: {text}");
+
+    // TLS origination: the app speaks plain HTTP, its sidecar TLS (SIMPLE), and with the
+    // rule's client certificate (MUTUAL).
+    let (code, text) = get(&frontend.ns, "http://secure.bookinfo:8443/");
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains("secure client=- host=secure.bookinfo:8443"),
+        "{text}"
+    );
+    let (code, text) = get(&frontend.ns, "http://mutual.bookinfo:8444/");
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains("mutual client=spiffe://ext.test/frontend-egress"),
+        "{text}"
+    );
+
+    let (code, text) = get(&frontend.ns, "http://untrusted.bookinfo:8443/");
+    assert_eq!(code, 503, "a server the rule's CA did not sign: {text}");
+    assert!(text.contains("reset reason: TLS error"), "{text}");
 
     // ALLOW_ANY: an address the registry does not know is passed through.
     let (code, text) = get(&frontend.ns, "http://198.18.1.20:8001/");

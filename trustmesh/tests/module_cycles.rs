@@ -458,6 +458,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "jwt",
             "metrics",
             "normalize",
+            "originate",
             "relay",
             "response",
             "slots",

@@ -30,6 +30,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod names;
 pub mod normalize;
+pub mod originate;
 pub mod outbound;
 pub mod outcome;
 pub mod relay;

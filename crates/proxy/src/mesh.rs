@@ -17,12 +17,15 @@ use trustmesh_identity::{SpiffeId, TrustConfig};
 use trustmesh_policy::load::SourceText;
 use trustmesh_policy::{Location, MeshConfig, PolicySet};
 use trustmesh_registry::{
-    AutoAllocate, Endpoint, EndpointAddress, Options, Protocol, Registry, Resolution, Service,
-    ServicePort, UpstreamMode, WorkloadHit,
+    AutoAllocate, Endpoint, EndpointAddress, Options, Originate, Protocol, Registry, Resolution,
+    Service, ServicePort, UpstreamMode, WorkloadHit,
 };
 
 use crate::config::ProxyConfig;
 use crate::tls::{ExpectedPeer, OwnCert};
+
+/// A built TLS origination (config and SNI), or why it could not be built.
+type Originated = Result<(Arc<rustls::ClientConfig>, Option<String>), String>;
 
 pub struct Mesh {
     pub registry: Registry,
@@ -33,6 +36,8 @@ pub struct Mesh {
     /// The protocols of this workload's own ports, from the services it is an endpoint of
     /// (the capture's inbound port carries every port and needs to know which speak HTTP).
     own_ports: HashMap<u16, Protocol>,
+    /// TLS origination configs (files read once per snapshot), or why one cannot be built.
+    originations: Mutex<HashMap<String, Originated>>,
     /// Client TLS configs by the identities the server must present.
     client_tls: Mutex<HashMap<Vec<String>, Arc<rustls::ClientConfig>>>,
     trust: Arc<TrustConfig>,
@@ -71,6 +76,7 @@ impl Mesh {
                 client,
                 next,
                 own_ports,
+                originations: Mutex::new(HashMap::new()),
                 client_tls: Mutex::new(HashMap::new()),
                 trust,
                 own: own.clone(),
@@ -204,8 +210,12 @@ pub enum TargetTls {
     /// Istio mTLS; the server must present one of these identities (any of the local trust
     /// domain when empty).
     Mesh(Vec<String>),
-    /// Not to be connected, and why (a broken DestinationRule, TLS origination this sidecar
-    /// does not do).
+    /// TLS the sidecar originates (DestinationRule SIMPLE, or MUTUAL when `mutual`).
+    Originate {
+        settings: Originate,
+        mutual: bool,
+    },
+    /// Not to be connected, and why (a broken DestinationRule).
     Refuse(String),
 }
 
@@ -316,6 +326,24 @@ impl Mesh {
                 .client_tls(ids)
                 .map(crate::upstream::Security::Mtls)
                 .map_err(|e| e.to_string()),
+            TargetTls::Originate { settings, mutual } => {
+                let key = format!("{mutual} {settings:?}");
+                let mut cache = self
+                    .originations
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let built = match cache.get(&key) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = crate::originate::build(settings, *mutual)
+                            .map(|o| (o.config, o.sni))
+                            .map_err(|e| format!("DestinationRule TLS origination: {e}"));
+                        cache.insert(key, b.clone());
+                        b
+                    }
+                };
+                built.map(|(config, sni)| crate::upstream::Security::Tls { config, sni })
+            }
             TargetTls::Refuse(why) => Err(why.clone()),
         }
     }
@@ -327,11 +355,14 @@ fn target_tls(mode: UpstreamMode) -> TargetTls {
         UpstreamMode::IstioMutual {
             peer_identities, ..
         } => TargetTls::Mesh(peer_identities),
-        UpstreamMode::Simple(_) | UpstreamMode::Mutual(_) => TargetTls::Refuse(
-            "the DestinationRule asks for TLS origination (SIMPLE or MUTUAL), which this \
-             sidecar does not do yet; the connection is refused rather than sent in plaintext"
-                .into(),
-        ),
+        UpstreamMode::Simple(settings) => TargetTls::Originate {
+            settings,
+            mutual: false,
+        },
+        UpstreamMode::Mutual(settings) => TargetTls::Originate {
+            settings,
+            mutual: true,
+        },
         UpstreamMode::Refuse { reason } => TargetTls::Refuse(reason),
     }
 }

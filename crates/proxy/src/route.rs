@@ -229,7 +229,36 @@ async fn send<'t>(
             }
         };
         let Some(mut r) = req.take() else { break };
+        if !matches!(security, Security::Mtls(_)) {
+            // HTTP/1.1 to a server without a sidecar: an HTTP/2 request from the app carried
+            // its host in :authority, which becomes `Host`.
+            *r.version_mut() = http::Version::HTTP_11;
+            if !r.headers().contains_key(http::header::HOST) {
+                if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+                    r.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+        }
         match &security {
+            Security::Tls { .. } => {
+                let stream = match crate::upstream::connect(
+                    addr,
+                    &security,
+                    timeouts.connect(),
+                    timeouts.handshake(),
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        e.count(&shared.metrics);
+                        last = e.sentence();
+                        req = Some(r);
+                        continue;
+                    }
+                };
+                return originated(shared, target, addr, stream, r).await;
+            }
             Security::Plaintext => {
                 *r.uri_mut() = absolute(addr, r.uri());
                 let sent = shared.workers.app_request(false, r).await;
@@ -279,6 +308,42 @@ async fn send<'t>(
         }
     }
     Err(last)
+}
+
+/// One request over TLS the sidecar originated (HTTP/1.1, a connection of its own: TLS
+/// origination serves external services, where a connection per request is what Envoy's
+/// default HTTP/1 pool converges to under low load).
+async fn originated<'t>(
+    shared: &Shared,
+    target: &'t Target,
+    addr: SocketAddr,
+    stream: crate::upstream::Stream,
+    mut r: Request<Incoming>,
+) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
+    let failed = |what: String| {
+        shared
+            .metrics
+            .upstream_errors
+            .fetch_add(1, Ordering::Relaxed);
+        format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: \
+             connection failure, transport failure reason: {addr}: {what}"
+        )
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(error_chain(&e)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    // Origin form over a connection of its own; `Host` still says what the app asked for.
+    let path = r.uri().path_and_query().map_or("/", |p| p.as_str());
+    *r.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    sender
+        .send_request(r)
+        .await
+        .map(|resp| (target, None, resp))
+        .map_err(|e| failed(error_chain(&e)))
 }
 
 /// An endpoint and the identities it must present.

@@ -35,6 +35,12 @@ pub enum Security {
     Plaintext,
     /// mTLS with our SVID; `config`'s verifier pins the identity the server must present.
     Mtls(Arc<rustls::ClientConfig>),
+    /// TLS the sidecar originates for the app (DestinationRule SIMPLE or MUTUAL), `sni` sent
+    /// as the server name (the address when `None`).
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        sni: Option<String>,
+    },
 }
 
 /// Why an upstream could not be reached.
@@ -44,7 +50,7 @@ pub enum UpstreamError {
     Connect { addr: SocketAddr, why: String },
     #[error("connecting to {addr}: no answer within {after}")]
     ConnectTimeout { addr: SocketAddr, after: String },
-    #[error("mTLS to {addr}: {why}")]
+    #[error("TLS to {addr}: {why}")]
     Tls { addr: SocketAddr, why: String },
     #[error("mTLS to {addr}: the server presented {got}, expected {expected}")]
     WrongIdentity {
@@ -151,12 +157,18 @@ pub async fn connect(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let config = match security {
+    let (config, name) = match security {
         Security::Plaintext => return Ok(Stream::Plain(tcp)),
-        Security::Mtls(config) => config.clone(),
+        // Peers are addressed by IP and identified by SPIFFE ID; the verifier ignores the name.
+        Security::Mtls(config) => (config.clone(), ServerName::IpAddress(addr.ip().into())),
+        Security::Tls { config, sni } => {
+            let name = sni
+                .as_deref()
+                .and_then(|s| ServerName::try_from(s.to_string()).ok())
+                .unwrap_or(ServerName::IpAddress(addr.ip().into()));
+            (config.clone(), name)
+        }
     };
-    // Peers are addressed by IP and identified by SPIFFE ID; the verifier ignores the name.
-    let name = ServerName::IpAddress(addr.ip().into());
     match tokio::time::timeout(handshake, TlsConnector::from(config).connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
         Ok(Err(e)) => Err(tls_failure(addr, e)),
