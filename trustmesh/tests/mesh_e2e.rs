@@ -289,6 +289,7 @@ fn write_sidecar_config(
          mesh: {{ trustDomain: {TD}, outboundTrafficPolicy: {{ mode: {mode} }} }}\n\
          policyDir: {}\n\
          capture: {{ vipRange: {VIPS} }}\n\
+         admin: {{ address: \"127.0.0.1:15000\" }}\n\
          reloadPoll: 200ms\n",
         key.display(),
         cert.display(),
@@ -580,4 +581,28 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     let (code, _) = get(&frontend.ns, "http://reviews.bookinfo:9080/");
     assert_eq!(code, 200);
     assert!(fe.proc.running());
+
+    // The frontend sidecar counted what it did (its admin port is on the namespace's
+    // loopback; root's connections are not captured).
+    let out = frontend
+        .ns
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "http://127.0.0.1:15000/metrics"])
+        .output()
+        .unwrap();
+    let metrics = stdout(&out);
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+    };
+    assert!(
+        value("trustmesh_dns_queries_total{answer=\"mesh\"}") >= 8,
+        "{metrics}"
+    );
+    // 198.18.1.20:8001 at least twice (the wait, the check), 198.18.1.30:8000 once.
+    assert!(value("trustmesh_outbound_registry_only_refused_total") >= 3);
+    assert!(value("trustmesh_outbound_passthrough_total") >= 1);
+    assert!(value("trustmesh_outbound_tls_errors_total") >= 1);
 }

@@ -113,6 +113,13 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             ))
         }
         Destination::Workload(hit) => {
+            if hit.serves.is_empty() {
+                // No service has this port: Istio's passthrough, counted as such.
+                shared
+                    .metrics
+                    .outbound_passthrough
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Plan::Relay(vec![view.workload_target(&hit, orig, &snap.policies.set)])
         }
         Destination::Passthrough(_) => {

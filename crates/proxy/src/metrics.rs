@@ -55,6 +55,8 @@ pub struct Metrics {
     pub outbound_refused: AtomicU64,
     /// Captured outbound connections to an unknown destination, passed through (`ALLOW_ANY`).
     pub outbound_passthrough: AtomicU64,
+    /// The DNS proxy's counters, once it runs (transparent mode).
+    pub dns: std::sync::OnceLock<std::sync::Arc<trustmesh_dns::Counters>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// Seconds until our certificate expires (negative once expired), set at each reload.
@@ -104,6 +106,34 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner()) = counts;
     }
 
+    /// The DNS proxy's families: queries by how they were answered, and its upstreams' failures.
+    fn render_dns(out: &mut String, v: &trustmesh_dns::CounterValues) {
+        let answered = [
+            ("mesh", v.mesh_answers),
+            ("mesh_nodata", v.mesh_nodata),
+            ("forwarded", v.forwarded),
+            ("servfail", v.servfail),
+            ("malformed", v.malformed),
+            ("not_implemented", v.not_implemented),
+            ("refused_in_flight", v.refused_in_flight),
+        ]
+        .map(|(how, n)| (format!("answer=\"{how}\""), n as i64));
+        family(
+        out,
+        "trustmesh_dns_queries_total",
+        "DNS queries the sidecar's DNS proxy received, by how they were answered (mesh names from the registry, the rest forwarded).",
+        "counter",
+        answered,
+    );
+        family(
+            out,
+            "trustmesh_dns_upstream_failures_total",
+            "Exchanges with the upstream resolvers that failed or timed out.",
+            "counter",
+            [(String::new(), v.upstream_failures as i64)],
+        );
+    }
+
     /// The Prometheus text exposition: each family's HELP and TYPE, then its samples.
     pub fn render(&self, now_unix: i64) -> String {
         let mut out = String::new();
@@ -140,6 +170,9 @@ impl Metrics {
                 "gauge",
                 left,
             );
+        }
+        if let Some(dns) = self.dns.get() {
+            Self::render_dns(&mut out, &dns.snapshot());
         }
         let rejected = lock(&self.rejected)
             .iter()

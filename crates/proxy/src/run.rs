@@ -157,6 +157,7 @@ async fn start_dns(
     )
     .await
     .map_err(|e| anyhow::anyhow!("capture.dnsPort: {e}"))?;
+    let _ = shared.metrics.dns.set(bound.counters.clone());
     Ok(bound.udp)
 }
 
