@@ -330,7 +330,7 @@ fn tls_echo(
 }
 
 /// curl as the app (uid 65534, so the capture takes it); `-i` shows the headers.
-fn curl(n: &Netns, url: &str) -> Output {
+fn curl(n: &Netns, url: &str, extra: &[&str]) -> Output {
     n.command("setpriv")
         .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
         .args([
@@ -342,15 +342,20 @@ fn curl(n: &Netns, url: &str) -> Output {
             "*",
             "--max-time",
             "5",
-            url,
         ])
+        .args(extra)
+        .arg(url)
         .output()
         .unwrap()
 }
 
 /// The status code and the whole response of a curl -i, or what went wrong.
 fn get(n: &Netns, url: &str) -> (u16, String) {
-    let out = curl(n, url);
+    get_with(n, url, &[])
+}
+
+fn get_with(n: &Netns, url: &str, extra: &[&str]) -> (u16, String) {
+    let out = curl(n, url, extra);
     if !out.status.success() {
         return (
             0,
@@ -377,6 +382,15 @@ fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     panic!("{what}: not within {limit:?}");
 }
 
+/// The hub namespace with its bridge.
+fn hub() -> Netns {
+    let hub = Netns::create("hub");
+    hub.ip(&["link", "add", "br0", "type", "bridge"]);
+    hub.ip(&["addr", "add", &format!("{HUB}/24"), "dev", "br0"]);
+    hub.ip(&["link", "set", "br0", "up"]);
+    hub
+}
+
 #[test]
 fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     if !netns::usable("mesh_e2e", TOOLS) {
@@ -397,10 +411,7 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     )
     .unwrap();
 
-    let hub = Netns::create("hub");
-    hub.ip(&["link", "add", "br0", "type", "bridge"]);
-    hub.ip(&["addr", "add", &format!("{HUB}/24"), "dev", "br0"]);
-    hub.ip(&["link", "set", "br0", "up"]);
+    let hub = hub();
     let frontend = node(&hub, "fe", "198.18.1.10");
     let reviews1 = node(&hub, "rv1", "198.18.1.11");
     let reviews2 = node(&hub, "rv2", "198.18.1.12");
@@ -605,4 +616,149 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     assert!(value("trustmesh_outbound_registry_only_refused_total") >= 3);
     assert!(value("trustmesh_outbound_passthrough_total") >= 1);
     assert!(value("trustmesh_outbound_tls_errors_total") >= 1);
+}
+
+/// The security policies of the explicit mode's tests, enforced on captured traffic: the
+/// inbound capture port gives policy the same facts (peer identity, the app's port, the
+/// request) an explicit listener does.
+const POLICIES: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: reviews-allow, namespace: bookinfo }
+spec:
+  selector: { matchLabels: { app: reviews } }
+  action: ALLOW
+  rules:
+  - from: [ { source: { principals: [ "cluster.local/ns/frontend/sa/frontend" ] } } ]
+    to: [ { operation: { methods: [ GET ], paths: [ "/api/*" ], ports: [ "9080" ] } } ]
+  - from: [ { source: { requestPrincipals: [ "https://issuer.test/*" ] } } ]
+    to: [ { operation: { paths: [ "/user/*" ] } } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: reviews-deny, namespace: bookinfo }
+spec:
+  selector: { matchLabels: { app: reviews } }
+  action: DENY
+  rules: [ { to: [ { operation: { paths: [ "/api/admin*" ] } } ] } ]
+"#;
+
+#[test]
+fn policies_apply_to_captured_traffic_as_to_explicit_listeners() {
+    if !netns::usable("mesh_e2e", TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("mesh")).unwrap();
+    std::fs::write(dir.join("mesh/registry.yaml"), REGISTRY).unwrap();
+    std::fs::write(dir.join("mesh/policies.yaml"), POLICIES).unwrap();
+    let signer = trustmesh_testkit::jwt::Signer::new("k1");
+    let jwks = serde_json::to_string(&signer.jwks()).unwrap();
+    let request_authn = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{ name: reviews-jwt, namespace: bookinfo }}\nspec:\n  selector: {{ matchLabels: {{ app: reviews }} }}\n  jwtRules:\n  - issuer: https://issuer.test\n    jwks: '{jwks}'\n"
+    );
+    std::fs::write(dir.join("mesh/jwt.yaml"), request_authn).unwrap();
+    let ca = OpensslCa::new(dir, "mesh", TD);
+
+    let hub = hub();
+    let frontend = node(&hub, "fe", "198.18.1.10");
+    let reviews1 = node(&hub, "rv1", "198.18.1.11");
+    let outsider = node(&hub, "out", "198.18.1.30");
+    let _app = echo(&reviews1.ns, "reviews-v1", 9080);
+    let fe = sidecar(
+        dir,
+        &ca,
+        &frontend,
+        "frontend",
+        "frontend",
+        "frontend",
+        "ALLOW_ANY",
+    );
+    let rv = sidecar(
+        dir,
+        &ca,
+        &reviews1,
+        "bookinfo",
+        "reviews",
+        "reviews",
+        "ALLOW_ANY",
+    );
+    wait("reviews up", Duration::from_secs(10), || {
+        get(&outsider.ns, "http://198.18.1.11:9080/").0 == 403
+    });
+
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = signer.sign(&serde_json::json!({
+        "iss": "https://issuer.test", "sub": "user-1", "exp": exp,
+    }));
+    let forged = trustmesh_testkit::jwt::Signer::new("k1").sign(&serde_json::json!({
+        "iss": "https://issuer.test", "sub": "user-1", "exp": exp,
+    }));
+    let bearer = |t: &str| format!("authorization: Bearer {t}");
+    let (good, bad) = (bearer(&token), bearer(&forged));
+    // (client, url, extra curl args, expected status)
+    let table: [(&Netns, &str, Vec<&str>, u16); 8] = [
+        // ALLOW by the caller's SPIFFE principal, method, path and port.
+        (
+            &frontend.ns,
+            "http://reviews.bookinfo:9080/api/list",
+            vec![],
+            200,
+        ),
+        // DENY wins over ALLOW.
+        (
+            &frontend.ns,
+            "http://reviews.bookinfo:9080/api/admin",
+            vec![],
+            403,
+        ),
+        // No ALLOW rule matches.
+        (
+            &frontend.ns,
+            "http://reviews.bookinfo:9080/other",
+            vec![],
+            403,
+        ),
+        (
+            &frontend.ns,
+            "http://reviews.bookinfo:9080/api/list",
+            vec!["-X", "POST"],
+            403,
+        ),
+        // Plaintext from outside the mesh: no principal (PERMISSIVE lets it in, ALLOW does not).
+        (
+            &outsider.ns,
+            "http://198.18.1.11:9080/api/list",
+            vec![],
+            403,
+        ),
+        // RequestAuthentication: a valid token's principal is allowed, a forged one is 401,
+        // none is 403.
+        (
+            &outsider.ns,
+            "http://198.18.1.11:9080/user/1",
+            vec!["-H", &good],
+            200,
+        ),
+        (
+            &outsider.ns,
+            "http://198.18.1.11:9080/user/1",
+            vec!["-H", &bad],
+            401,
+        ),
+        (&outsider.ns, "http://198.18.1.11:9080/user/1", vec![], 403),
+    ];
+    for (client, url, extra, want) in table {
+        let (code, text) = get_with(client, url, &extra);
+        assert_eq!(code, want, "{url} {extra:?}: {text}\n{}", rv.log.text());
+        if want == 403 {
+            assert!(text.contains("RBAC: access denied"), "{text}");
+        }
+    }
+    assert!(fe.log.text().contains("trustmesh proxy ready"));
 }
