@@ -562,6 +562,36 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
         "{text}"
     );
 
+    // What a workload keeps on loopback stays there: the sidecar reaches the app at the
+    // address the client asked for, so neither the sidecar's admin port nor an app bound to
+    // 127.0.0.1 is exposed by the capture.
+    let _private = Proc::start(reviews1.ns.command("/usr/bin/python3").args([
+        "-c",
+        &ECHO.replace("\"0.0.0.0\"", "\"127.0.0.1\""),
+        "private",
+        "9090",
+    ]));
+    wait("the private app", Duration::from_secs(10), || {
+        let out = reviews1
+            .ns
+            .command("curl")
+            .args(["-sS", "--max-time", "2", "http://127.0.0.1:9090/"])
+            .output()
+            .unwrap();
+        stdout(&out).starts_with("private")
+    });
+    for url in [
+        "http://198.18.1.11:15000/config_dump",
+        "http://198.18.1.11:9090/",
+    ] {
+        let (code, text) = get(&outsider.ns, url);
+        assert_eq!(code, 503, "{url}: {text}");
+        assert!(
+            !text.contains("private") && !text.contains("policies"),
+            "{text}"
+        );
+    }
+
     // STRICT in bookinfo: a plaintext client without a sidecar is refused, the mesh is not.
     std::fs::write(dir.join("mesh/strict.yaml"), STRICT_BOOKINFO).unwrap();
     wait("STRICT applied", Duration::from_secs(10), || {

@@ -27,6 +27,10 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// The local app: destination address/port for policy purposes.
     pub target: SocketAddr,
+    /// The address the proxy connects to the app from, when it must be a particular one: a
+    /// captured connection goes to the workload's own address from 127.0.0.6, which the
+    /// capture rules let through instead of capturing again (Istio's inbound passthrough).
+    pub app_source: Option<std::net::IpAddr>,
     pub peer: Option<Peer>,
     pub tls: bool,
     /// How to talk to the app on HTTP listeners.

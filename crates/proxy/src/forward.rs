@@ -178,6 +178,7 @@ impl DedicatedUpstream {
     pub async fn send(
         &self,
         target: std::net::SocketAddr,
+        source: Option<std::net::IpAddr>,
         connect_timeout: std::time::Duration,
         mut req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
@@ -196,7 +197,7 @@ impl DedicatedUpstream {
             let sender = match slot.as_mut() {
                 Some(s) => s,
                 None => slot.insert(
-                    connect_app(target, connect_timeout)
+                    connect_app(target, source, connect_timeout)
                         .await
                         .map_err(ForwardError::App)?,
                 ),
@@ -223,9 +224,11 @@ impl DedicatedUpstream {
 
 async fn connect_app(
     target: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
     timeout: std::time::Duration,
 ) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
+    let connecting = crate::upstream::tcp_connect(target, source);
+    let stream = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(format!("connecting to {target}: {e}")),
         Err(_) => {
@@ -274,11 +277,13 @@ pub async fn forward(
     let upstream = Request::from_parts(parts, body);
     let answer = if dedicated {
         let timeout = shared.current().config.timeouts.connect();
-        conn.upstream.send(ctx.target, timeout, upstream).await
+        conn.upstream
+            .send(ctx.target, ctx.app_source, timeout, upstream)
+            .await
     } else {
         shared
             .workers
-            .app_request(h2, upstream)
+            .app_request(h2, ctx.app_source.is_some(), upstream)
             .await
             .map_err(|e| ForwardError::of(&e))
     };

@@ -99,6 +99,7 @@ async fn handle(
         source,
         local,
         target: SocketAddr::new(l.target_address, l.target_port),
+        app_source: None,
         peer: None,
         tls: false,
         sni: None,
@@ -237,9 +238,7 @@ pub async fn serve_captured(shared: Arc<Shared>, slot: usize, listener: TcpListe
 const SNIFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A captured inbound connection: as [`handle`], with the port, the policy port and the
-/// protocol taken from the connection instead of a listener's config. The app is reached on
-/// loopback at the port the client asked for (the capture leaves the sidecar's connections to
-/// 127.0.0.1 alone).
+/// protocol taken from the connection instead of a listener's config.
 async fn handle_captured(
     shared: &Arc<Shared>,
     slot: usize,
@@ -255,9 +254,21 @@ async fn handle_captured(
     let listener_port = stream.local_addr().map_or(0, |a| a.port());
     let orig = crate::captured::redirected_destination(&stream);
     let port = orig.map_or(0, |o| o.port());
-    let loopback = match orig {
-        Some(SocketAddr::V6(_)) => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    // The app is reached at the address the client asked for, from 127.0.0.6, as Istio's
+    // sidecar does since 1.10: a service the app binds to loopback only is not exposed to the
+    // network by the sidecar, and nothing the app keeps on loopback (the sidecar's own admin
+    // port among them) becomes reachable through the capture. IPv6 has no such source on
+    // `lo`, so an IPv6 connection goes to ::1.
+    let (target, app_source) = match orig {
+        Some(SocketAddr::V4(o)) => (
+            SocketAddr::V4(o),
+            Some(crate::upstream::INBOUND_PASSTHROUGH_SOURCE.into()),
+        ),
+        Some(SocketAddr::V6(o)) => (
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), o.port()),
+            None,
+        ),
+        None => (source, None),
     };
     let snap = shared.current();
     let declared = snap.mesh_view.own_port_protocol(port);
@@ -266,7 +277,8 @@ async fn handle_captured(
         listener_port,
         source,
         local: orig.unwrap_or(source),
-        target: SocketAddr::new(loopback, port),
+        target,
+        app_source,
         peer: None,
         tls: false,
         sni: None,

@@ -261,7 +261,7 @@ async fn send<'t>(
             }
             Security::Plaintext => {
                 *r.uri_mut() = absolute(addr, r.uri());
-                let sent = shared.workers.app_request(false, r).await;
+                let sent = shared.workers.app_request(false, false, r).await;
                 return sent.map(|resp| (target, None, resp)).map_err(|e| {
                     shared
                         .metrics

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
@@ -55,7 +54,11 @@ where
     let connect = snap.config.timeouts.connect();
     let idle = snap.config.timeouts.tcp_idle();
     drop(snap);
-    let connected = tokio::time::timeout(connect, TcpStream::connect(ctx.target)).await;
+    let connected = tokio::time::timeout(
+        connect,
+        crate::upstream::tcp_connect(ctx.target, ctx.app_source),
+    )
+    .await;
     let mut app = match connected {
         Ok(Ok(s)) => s,
         failed => {

@@ -134,6 +134,26 @@ impl Stream {
     }
 }
 
+/// Istio's source address for connections from the sidecar to its own workload's address
+/// (`InboundPassthroughBindIpv4`): the capture returns them untouched (`-o lo -s 127.0.0.6`).
+pub const INBOUND_PASSTHROUGH_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
+
+/// A TCP connection to `target`, from `source` when given.
+pub async fn tcp_connect(
+    target: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(target).await;
+    };
+    let socket = match target {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
+}
+
 /// Connects to `addr` within `connect`, then (for mTLS) handshakes within `handshake`.
 pub async fn connect(
     addr: SocketAddr,

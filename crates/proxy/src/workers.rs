@@ -44,6 +44,10 @@ pub struct AppClients {
     pub http1: Client<HttpConnector, Incoming>,
     /// Cleartext HTTP/2 with prior knowledge, for `appProtocol: http2` apps.
     pub http2: Client<HttpConnector, Incoming>,
+    /// The same two, connecting from 127.0.0.6 (captured connections to the workload's own
+    /// address, see `ConnCtx::app_source`).
+    pub passthrough_http1: Client<HttpConnector, Incoming>,
+    pub passthrough_http2: Client<HttpConnector, Incoming>,
 }
 
 impl AppClients {
@@ -52,14 +56,24 @@ impl AppClients {
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let idle = std::time::Duration::from_secs(30);
-        AppClients {
-            http1: Client::builder(TokioExecutor::new())
+        let mut passthrough = connector.clone();
+        passthrough.set_local_address(Some(crate::upstream::INBOUND_PASSTHROUGH_SOURCE.into()));
+        let h1 = |c: HttpConnector| {
+            Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(idle)
-                .build(connector.clone()),
-            http2: Client::builder(TokioExecutor::new())
+                .build(c)
+        };
+        let h2 = |c: HttpConnector| {
+            Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(idle)
                 .http2_only(true)
-                .build(connector),
+                .build(c)
+        };
+        AppClients {
+            http1: h1(connector.clone()),
+            http2: h2(connector),
+            passthrough_http1: h1(passthrough.clone()),
+            passthrough_http2: h2(passthrough),
         }
     }
 }
@@ -131,18 +145,19 @@ impl Workers {
     }
 
     /// Sends `req` to a local app over the calling thread's pool (its worker's own, or the
-    /// shared fallback off the workers), HTTP/2 with prior knowledge when `h2`.
+    /// shared fallback off the workers), HTTP/2 with prior knowledge when `h2`, from 127.0.0.6
+    /// when `passthrough` (see `ConnCtx::app_source`).
     pub fn app_request(
         &self,
         h2: bool,
+        passthrough: bool,
         req: http::Request<Incoming>,
     ) -> hyper_util::client::legacy::ResponseFuture {
-        let pick = |c: &AppClients| {
-            if h2 {
-                c.http2.request(req)
-            } else {
-                c.http1.request(req)
-            }
+        let pick = |c: &AppClients| match (h2, passthrough) {
+            (true, false) => c.http2.request(req),
+            (false, false) => c.http1.request(req),
+            (true, true) => c.passthrough_http2.request(req),
+            (false, true) => c.passthrough_http1.request(req),
         };
         WORKER_CLIENTS.with(|c| match c.get() {
             Some(own) => pick(own),
