@@ -176,7 +176,7 @@ async fn handle(shared: &Arc<Shared>, at: Origin, mut req: Request<Incoming>) ->
     match send(shared, &view, &targets, req, authority.as_deref()).await {
         Ok((target, peer, resp)) => {
             outcome.log().destination_address = target.addr.to_string();
-            outcome.log().tls = matches!(target.tls, TargetTls::Mesh(_));
+            outcome.log().tls = !matches!(target.tls, TargetTls::Plaintext);
             outcome.log().destination_principal = peer;
             outcome.log().status = Some(resp.status().as_u16());
             outcome.finish();
