@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/proxy.sh — what does a trustmesh sidecar pair cost, next to no proxy and next to nginx?
 #
-# In one run, on this machine, over loopback only, it measures requests/s and p50/p99 latency
-# with wrk for three paths to the same backend (nginx serving a 13-byte static body):
+# In one run, on this machine, over loopback only, it measures requests/s, p50/p99 latency (wrk)
+# and CPU per request (from /proc) for three paths to the same backend (nginx serving a 13-byte
+# static body):
 #
 #   (a) direct     wrk ──HTTP──▶ backend
 #   (b) trustmesh  wrk ──HTTP──▶ client proxy ══mTLS══▶ server proxy ──HTTP──▶ backend
@@ -14,32 +15,40 @@
 #                   on, keepalive to the upstream) — certificates from the same CA and the same
 #                   key type (ECDSA P-256), so both pairs do the same cryptography.
 #
-# It prints a table side by side, with the latency each proxy hop adds over (a): a pair is two
-# hops, so "added per hop" is (pair − direct) / 2.
+# It prints two tables side by side: req/s and latency, with the latency each proxy hop adds
+# over (a) (a pair is two hops, so "added per hop" is (pair − direct) / 2); and CPU per request
+# in µs of each path's client-side proxy, server-side proxy, the pair, and the backend: user +
+# system time from /proc/<pid>/stat (every thread; for nginx the master and its workers) read
+# just before and after each wrk run, divided by the requests wrk completed in that run.
 #
 # Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
 # (scheduler placement of six busy processes on two cores), more than the difference being
 # measured. So the three paths are measured in interleaved rounds (a b c, a b c, ...) and the
-# table shows, per path, the median over the rounds of req/s, of p50 and of p99 (each column on
-# its own), with the lowest and highest req/s beside them; every round's figures are printed
-# as they come, and the raw wrk output is in wrk.log (KEEP_WORKDIR=1 keeps the work directory).
+# tables show, per path, the median over the rounds of each column on its own (req/s, p50, p99,
+# each CPU figure), with the lowest and highest req/s beside them; every round's figures are
+# printed as they come, and the raw wrk output is in wrk.log (KEEP_WORKDIR=1 keeps the work
+# directory).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS]
-#         defaults: -d 10 -t 2 -c 32 -r 3 (wrk --latency); every run is bounded by -d, so a
-#         whole run takes about 3 × ROUNDS × SECONDS.
+#         defaults: -d 10 -t 2 -c 32 -r 3 (wrk --latency; each number 1..9999); every wrk run
+#         is bounded by -d (and killed 30 s after it), so a whole run takes about
+#         3 × ROUNDS × SECONDS.
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
 #                         `cargo build --release -p trustmesh`). When it is missing, (b) is
 #                         skipped and the table says so.
 #         BENCH_PORT_BASE first of the loopback ports used (default 18000; uses base..base+5).
 #         KEEP_WORKDIR=1  keep the temporary directory (configs, certificates, logs).
 #
-# Needs wrk, nginx, openssl and curl on PATH; it installs nothing. On Debian/Ubuntu:
-#   apt-get install -y wrk nginx-light openssl curl      (or the `nginx` package)
+# Needs wrk, nginx, openssl, curl, timeout and pgrep on PATH; it installs nothing.
+# On Debian/Ubuntu:
+#   apt-get install -y wrk nginx-light openssl curl procps      (or the `nginx` package)
 #
 # Caveats: wrk, the proxies and the backend share this machine's cores, so the numbers are
 # for comparing the three paths with each other in the same run, not absolute capacity.
 # trustmesh writes its JSON access log to stdout (one line per request, as in production);
-# the script sends it to a file in the work directory, so that cost is included.
+# the script sends it to a file in the work directory, so that cost is included. CPU from /proc
+# is what the scheduler charged to the process: network processing done in softirq context may
+# land on whichever process was running.
 set -euo pipefail
 
 duration=10
@@ -52,8 +61,14 @@ while getopts "d:t:c:r:h" opt; do
         t) threads=$OPTARG ;;
         c) connections=$OPTARG ;;
         r) rounds=$OPTARG ;;
-        *) sed -n '2,43p' "$0"; exit 2 ;;
+        *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
+done
+for n in "$duration" "$threads" "$connections" "$rounds"; do
+    if [[ ! "$n" =~ ^[1-9][0-9]{0,3}$ ]]; then
+        echo "bench/proxy.sh: -d, -t, -c and -r take a whole number from 1 to 9999, not '$n'" >&2
+        exit 2
+    fi
 done
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,12 +82,12 @@ ngx_client_port=$((base + 4))
 admin_port=$((base + 5))
 
 missing=()
-for tool in wrk nginx openssl curl; do
+for tool in wrk nginx openssl curl timeout pgrep; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     echo "bench/proxy.sh: missing ${missing[*]}." >&2
-    echo "  install with: apt-get install -y wrk nginx-light openssl curl" >&2
+    echo "  install with: apt-get install -y wrk nginx-light openssl curl procps" >&2
     exit 1
 fi
 nginx_bin=$(command -v nginx)
@@ -119,6 +134,29 @@ start_nginx() {
     pids+=($!)
 }
 
+# nginx_pids MASTER: the master and its workers (the workers do the work; call it once the
+# server answers, so they exist).
+nginx_pids() {
+    echo "$1" $(pgrep -P "$1")
+}
+
+# ticks PID...: user + system CPU of those processes (every thread), in clock ticks, from
+# /proc/<pid>/stat (fields 14 and 15; the command name in field 2 may hold spaces, so the
+# fields are counted after its closing parenthesis). No PID: 0.
+ticks() {
+    local pid files=()
+    for pid in "$@"; do
+        if [[ ! -r /proc/$pid/stat ]]; then
+            echo "bench/proxy.sh: process $pid is gone (see the logs in $work)" >&2
+            return 1
+        fi
+        files+=("/proc/$pid/stat")
+    done
+    ((${#files[@]})) || { echo 0; return; }
+    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t }' "${files[@]}"
+}
+hz=$(getconf CLK_TCK)
+
 # Common nginx settings: run from the work directory, no access log, temp files local.
 nginx_preamble() {
     local name=$1
@@ -140,10 +178,14 @@ http {
 EOF
 }
 
-# Runs wrk against URL; prints "rps p50_ms p99_ms".
+# measure URL [PREFIX...]: runs wrk against URL (PREFIX, if any, runs it: a namespace, a
+# uid); prints "rps p50_ms p99_ms requests". wrk stops itself after -d; `timeout` is there in
+# case it does not.
 measure() {
     local url=$1 out
-    out=$(wrk -t "$threads" -c "$connections" -d "${duration}s" --timeout 5s --latency "$url")
+    shift
+    out=$("$@" timeout $((duration + 30)) wrk -t "$threads" -c "$connections" -d "${duration}s" \
+        --timeout 5s --latency "$url")
     echo "$out" >>"$work/wrk.log"
     if grep -q "Non-2xx" <<<"$out"; then
         echo "bench/proxy.sh: non-2xx answers from $url:" >&2
@@ -160,7 +202,8 @@ measure() {
         /^ +50%/ { p50 = ms($2) }
         /^ +99%/ { p99 = ms($2) }
         /^Requests\/sec:/ { rps = $2 }
-        END { printf "%s %.3f %.3f\n", rps, p50, p99 }
+        / requests in / { n = $1 }
+        END { printf "%s %.3f %.3f %s\n", rps, p50, p99, n }
     ' <<<"$out"
 }
 
@@ -178,6 +221,7 @@ printf 'hello, mesh\n\n' >"$work/www/index.html"
 EOF
 } >"$work/backend.conf"
 start_nginx "$work/backend.conf"
+backend_master=${pids[-1]}
 wait_ok "http://127.0.0.1:$backend_port/"
 
 # --- certificates ----------------------------------------------------------------------------
@@ -269,9 +313,11 @@ EOF
     RUST_LOG=warn "$bin" proxy --config "$work/server-proxy.yaml" \
         >"$work/server-proxy.access.log" 2>"$work/server-proxy.err" &
     pids+=($!)
+    tm_server_pid=$!
     RUST_LOG=warn "$bin" proxy --config "$work/client-proxy.yaml" \
         >"$work/client-proxy.access.log" 2>"$work/client-proxy.err" &
     pids+=($!)
+    tm_client_pid=$!
     if ! wait_ok "http://127.0.0.1:$tm_client_port/"; then
         log "trustmesh pair not ready; its stderr:"
         cat "$work/server-proxy.err" "$work/client-proxy.err" >&2
@@ -326,7 +372,9 @@ EOF
 EOF
 } >"$work/nginx-client.conf"
 start_nginx "$work/nginx-server.conf"
+ngx_server_master=${pids[-1]}
 start_nginx "$work/nginx-client.conf"
+ngx_client_master=${pids[-1]}
 wait_ok "http://127.0.0.1:$ngx_client_port/"
 
 # --- sanity: both server sides really demand a client certificate ---------------------------
@@ -344,6 +392,45 @@ if ((have_trustmesh)); then
 fi
 
 # --- measure ----------------------------------------------------------------------------------
+# Which processes each path's CPU is counted for: its client-side proxy, its server-side proxy
+# and its backend (nginx: the master and its workers).
+declare -A client_pids server_pids backend_pids runs cpu
+backend_pids[a]=$(nginx_pids "$backend_master")
+if ((have_trustmesh)); then
+    client_pids[b]=$tm_client_pid
+    server_pids[b]=$tm_server_pid
+    backend_pids[b]=${backend_pids[a]}
+fi
+client_pids[c]=$(nginx_pids "$ngx_client_master")
+server_pids[c]=$(nginx_pids "$ngx_server_master")
+backend_pids[c]=${backend_pids[a]}
+
+# run_path KEY URL [PREFIX...]: one wrk run of path KEY; appends "rps p50 p99" to runs[KEY]
+# and the CPU per request in µs of its "client server pair backend" to cpu[KEY], each the
+# difference of /proc's utime + stime over the run divided by the requests wrk completed.
+run_path() {
+    local key=$1 url=$2 r c0 s0 k0 c1 s1 k1 rps p50 p99 n
+    shift 2
+    # The pid lists are split into words on purpose (SC2086).
+    c0=$(ticks ${client_pids[$key]:-})
+    s0=$(ticks ${server_pids[$key]:-})
+    k0=$(ticks ${backend_pids[$key]})
+    r=$(measure "$url" "$@")
+    c1=$(ticks ${client_pids[$key]:-})
+    s1=$(ticks ${server_pids[$key]:-})
+    k1=$(ticks ${backend_pids[$key]})
+    read -r rps p50 p99 n <<<"$r"
+    if [[ ! "$n" =~ ^[1-9][0-9]*$ ]]; then
+        echo "bench/proxy.sh: wrk completed no request on $url (see $work/wrk.log)" >&2
+        return 1
+    fi
+    runs[$key]+="$rps $p50 $p99"$'\n'
+    r=$(awk -v n="$n" -v hz="$hz" -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v k=$((k1 - k0)) '
+        BEGIN { f = 1e6 / hz / n; printf "%.2f %.2f %.2f %.2f", c * f, s * f, (c + s) * f, k * f }')
+    cpu[$key]+="$r"$'\n'
+    log "  req/s p50 p99: $rps $p50 $p99; CPU µs/req client server pair backend: $r"
+}
+
 # median_of "rps p50 p99" lines: the median of each column on its own (a round with a slow
 # scheduling hiccup skews its p99 without moving the others), then the lowest and highest req/s.
 median_of() {
@@ -358,33 +445,40 @@ median_of() {
             printf "%s %s %s %s %s\n", m, med(a, NR), med(b, NR), lo, hi
         }'
 }
+# median_cols: the median of each column on its own, over the lines read.
+median_cols() {
+    awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
+        END {
+            for (i = 1; i <= nf; i++) {
+                for (j = 1; j <= NR; j++) x[j] = v[i, j]
+                for (j = 2; j <= NR; j++) for (k = j; k > 1 && x[k - 1] > x[k]; k--) {
+                    t = x[k]; x[k] = x[k - 1]; x[k - 1] = t }
+                printf "%s%s", (i > 1 ? " " : ""), (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2
+            }
+            printf "\n"
+        }'
+}
+
 log "wrk -t$threads -c$connections -d${duration}s --latency, $rounds interleaved rounds"
-a_runs="" b_runs="" c_runs=""
 for round in $(seq 1 "$rounds"); do
     log "round $round/$rounds: (a) direct"
-    r=$(measure "http://127.0.0.1:$backend_port/")
-    a_runs+="$r"$'\n'
-    log "  req/s p50 p99: $r"
+    run_path a "http://127.0.0.1:$backend_port/"
     if ((have_trustmesh)); then
         log "round $round/$rounds: (b) trustmesh mTLS pair"
-        r=$(measure "http://127.0.0.1:$tm_client_port/")
-        b_runs+="$r"$'\n'
-        log "  req/s p50 p99: $r"
+        run_path b "http://127.0.0.1:$tm_client_port/"
     fi
     log "round $round/$rounds: (c) nginx mTLS pair"
-    r=$(measure "http://127.0.0.1:$ngx_client_port/")
-    c_runs+="$r"$'\n'
-    log "  req/s p50 p99: $r"
+    run_path c "http://127.0.0.1:$ngx_client_port/"
 done
-read -r a_rps a_p50 a_p99 a_min a_max <<<"$(printf '%s' "$a_runs" | median_of)"
-read -r c_rps c_p50 c_p99 c_min c_max <<<"$(printf '%s' "$c_runs" | median_of)"
+read -r a_rps a_p50 a_p99 a_min a_max <<<"$(printf '%s' "${runs[a]}" | median_of)"
 if ((have_trustmesh)); then
-    read -r b_rps b_p50 b_p99 b_min b_max <<<"$(printf '%s' "$b_runs" | median_of)"
+    read -r b_rps b_p50 b_p99 b_min b_max <<<"$(printf '%s' "${runs[b]}" | median_of)"
     # The pair really enforced mTLS + policy: the server proxy logged the client's identity.
     if ! grep -q "ns/bench/sa/client" "$work/server-proxy.access.log"; then
         log "warning: the server proxy's access log does not name the client identity"
     fi
 fi
+read -r c_rps c_p50 c_p99 c_min c_max <<<"$(printf '%s' "${runs[c]}" | median_of)"
 
 row() { # name rps p50 p99 direct min max
     awk -v n="$1" -v r="$2" -v p50="$3" -v p99="$4" -v a50="$a_p50" -v a99="$a_p99" -v direct="$5" \
@@ -395,6 +489,15 @@ row() { # name rps p50 p99 direct min max
             else printf "%-24s %10.0f %13s %9.3f %9.3f %12.3f %12.3f\n", n, r, range, p50, p99,
                 (p50 - a50) / 2, (p99 - a99) / 2
         }'
+}
+cpu_row() { # name key: medians of the CPU columns; a path without proxies shows "-" for them
+    local client server pair backend
+    read -r client server pair backend <<<"$(printf '%s' "${cpu[$2]}" | median_cols)"
+    if [[ -z "${client_pids[$2]:-}" ]]; then
+        printf "%-24s %12s %12s %12s %12.1f\n" "$1" - - - "$backend"
+    else
+        printf "%-24s %12.1f %12.1f %12.1f %12.1f\n" "$1" "$client" "$server" "$pair" "$backend"
+    fi
 }
 echo
 echo "loopback, wrk -t$threads -c$connections -d${duration}s, medians of $rounds interleaved rounds," \
@@ -408,7 +511,23 @@ else
     printf "%-24s %s\n" "(b) trustmesh mTLS pair" "skipped: no binary at $bin"
 fi
 row "(c) nginx mTLS pair" "$c_rps" "$c_p50" "$c_p99" 0 "$c_min" "$c_max"
+
+echo
+echo "CPU per request, µs (utime + stime from /proc/<pid>/stat over each run ÷ requests;" \
+    "medians of $rounds rounds)"
+printf "%-24s %12s %12s %12s %12s\n" scenario "client proxy" "server proxy" "pair" "backend"
+cpu_row "(a) direct" a
 if ((have_trustmesh)); then
-    awk -v b="$b_rps" -v c="$c_rps" -v b99="$b_p99" -v c99="$c_p99" 'BEGIN {
-        printf "\ntrustmesh/nginx: req/s %.0f %%, p99 %.0f %%\n", 100 * b / c, 100 * b99 / c99 }'
+    cpu_row "(b) trustmesh mTLS pair" b
+else
+    printf "%-24s %s\n" "(b) trustmesh mTLS pair" "skipped: no binary at $bin"
+fi
+cpu_row "(c) nginx mTLS pair" c
+
+if ((have_trustmesh)); then
+    read -r _ _ b_cpu _ <<<"$(printf '%s' "${cpu[b]}" | median_cols)"
+    read -r _ _ c_cpu _ <<<"$(printf '%s' "${cpu[c]}" | median_cols)"
+    awk -v b="$b_rps" -v c="$c_rps" -v b99="$b_p99" -v c99="$c_p99" -v bc="$b_cpu" -v cc="$c_cpu" 'BEGIN {
+        printf "\ntrustmesh/nginx: req/s %.0f %%, p99 %.0f %%, pair CPU per request %.0f %%\n",
+            100 * b / c, 100 * b99 / c99, 100 * bc / cc }'
 fi
