@@ -2,16 +2,23 @@
 //! servers, node agents, sidecar proxies in front of demo apps, an external authorizer — and a
 //! scripted tour that shows Istio's security model working, step by step.
 //!
-//! Layout: [`procs`] supervises child processes, [`mesh`] writes the configuration and starts
-//! everything, [`backend`] and [`authz_server`] are the in-process demo services, [`client`] makes
-//! bounded HTTP calls, [`tour`] runs the steps and keeps the score.
+//! Layout: [`procs`] supervises child processes; [`workloads`], [`identities`] (CAs, agents,
+//! trust bundles), [`tokens`] and [`policies`] are the demo's who and what; [`mesh`] writes the
+//! loopback configuration and starts the sidecars; [`backend`] and [`authz_server`] are the
+//! in-process demo services, [`client`] makes bounded HTTP calls, [`tour`] runs the steps and
+//! keeps the score.
 
 pub mod authz_server;
 pub mod backend;
 pub mod client;
+pub mod files;
+pub mod identities;
 pub mod mesh;
+pub mod policies;
 pub mod procs;
+pub mod tokens;
 pub mod tour;
+pub mod workloads;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -103,7 +110,7 @@ async fn session(
 }
 
 fn print_how_to_use(mesh: &mesh::Mesh) {
-    use mesh::{ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS};
+    use workloads::{ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS};
     println!("\nTry it yourself (each URL is an app's sidecar outbound listener):");
     println!(
         "  curl -s http://{}/reviews/1              # frontend -> reviews over mTLS",

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{call, Connection, Outcome};
-use crate::mesh::{Mesh, Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, TD_B};
+use crate::mesh::Mesh;
+use crate::workloads::{
+    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_B,
+};
 
 /// One step's verdict.
 pub struct Step {
@@ -356,9 +359,9 @@ async fn rotation(mesh: &Mesh, report: &mut Report) {
     let first = conn.send("GET", "/reviews/1", &[]).await;
     println!(
         "        waiting for the agent to rotate reviews' {}s certificate at half its lifetime...",
-        crate::mesh::REVIEWS_TTL_SECS
+        REVIEWS_TTL_SECS
     );
-    let deadline = Instant::now() + Duration::from_secs(crate::mesh::REVIEWS_TTL_SECS + 10);
+    let deadline = Instant::now() + Duration::from_secs(REVIEWS_TTL_SECS + 10);
     let mut after = before.clone();
     while Instant::now() < deadline && after == before {
         tokio::time::sleep(Duration::from_millis(500)).await;
