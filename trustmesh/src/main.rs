@@ -37,7 +37,8 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Run the node agent: key + CSR, rotation, SPIFFE Workload API.
     Agent(cmd::agent::Args),
-    /// Start a whole mesh on loopback (two CAs, agents, sidecars, demo apps) and tour it.
+    /// Start a whole mesh on loopback (two CAs, agents, sidecars, demo apps) and tour it;
+    /// `--transparent` (root): in network namespaces, with the capture and unmodified apps.
     #[command(alias = "demo")]
     Quickstart(cmd::quickstart::Args),
     /// Send a workload's traffic through its sidecar: install, remove or show the iptables

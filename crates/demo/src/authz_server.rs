@@ -84,11 +84,16 @@ impl Authorization for DemoAuthz {
 pub async fn start() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    serve(listener);
+    Ok(addr)
+}
+
+/// Serves the authorizer on `listener` (wherever it was bound) until the runtime stops.
+pub fn serve(listener: tokio::net::TcpListener) {
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(AuthorizationServer::new(DemoAuthz))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
     });
-    Ok(addr)
 }

@@ -18,6 +18,13 @@ use tokio::net::TcpListener;
 pub async fn start(name: &'static str) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    serve(name, listener);
+    Ok(addr)
+}
+
+/// Serves the demo service `name` on `listener` (wherever it was bound: loopback, or inside a
+/// network namespace) until the runtime stops.
+pub fn serve(name: &'static str, listener: TcpListener) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -32,7 +39,6 @@ pub async fn start(name: &'static str) -> anyhow::Result<SocketAddr> {
             });
         }
     });
-    Ok(addr)
 }
 
 fn answer(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {

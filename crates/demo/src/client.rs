@@ -70,12 +70,15 @@ impl Connection {
             .await
             .context("connect timed out")?
             .with_context(|| format!("connecting to {addr}"))?;
+        Connection::over(stream, addr.to_string()).await
+    }
+
+    /// HTTP/1.1 over a stream connected elsewhere (e.g. from inside a network namespace);
+    /// `host` is the `Host` header.
+    pub async fn over(stream: TcpStream, host: String) -> anyhow::Result<Connection> {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        Ok(Connection {
-            sender,
-            host: addr.to_string(),
-        })
+        Ok(Connection { sender, host })
     }
 
     pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {

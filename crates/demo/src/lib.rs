@@ -2,16 +2,28 @@
 //! servers, node agents, sidecar proxies in front of demo apps, an external authorizer — and a
 //! scripted tour that shows Istio's security model working, step by step.
 //!
-//! Layout: [`procs`] supervises child processes, [`mesh`] writes the configuration and starts
-//! everything, [`backend`] and [`authz_server`] are the in-process demo services, [`client`] makes
-//! bounded HTTP calls, [`tour`] runs the steps and keeps the score.
+//! Layout: [`procs`] supervises child processes; [`workloads`], [`identities`] (CAs, agents,
+//! trust bundles), [`tokens`] and [`policies`] are what both ways of running share; [`mesh`]
+//! writes the loopback configuration and starts the sidecars; [`backend`] and [`authz_server`]
+//! are the in-process demo services, [`client`] makes bounded HTTP calls, [`tour`] runs the
+//! steps and keeps the score.
+//!
+//! With `--transparent` (root only), [`transparent`] builds the same mesh in network namespaces
+//! ([`netns`]) behind `trustmesh capture`, and tours it with unmodified apps calling by name.
 
 pub mod authz_server;
 pub mod backend;
 pub mod client;
+pub mod files;
+pub mod identities;
 pub mod mesh;
+pub mod netns;
+pub mod policies;
 pub mod procs;
+pub mod tokens;
 pub mod tour;
+pub mod transparent;
+pub mod workloads;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,12 +36,21 @@ pub struct Options {
     pub exe: PathBuf,
     /// Leave the mesh running after the tour, until Ctrl-C.
     pub keep_running: bool,
+    /// Workloads in network namespaces behind the capture and transparent sidecars (root only;
+    /// check [`transparent::preflight`] first).
+    pub transparent: bool,
+}
+
+/// The mesh a finished tour leaves, for `--keep-running`.
+enum Running {
+    Loopback(mesh::Mesh),
+    Transparent(transparent::mesh::Mesh),
 }
 
 /// Runs the quickstart. `Ok(true)` when every step behaved as expected. `interrupted` resolves
 /// when the user wants out (the CLI passes Ctrl-C / SIGTERM); it is awaited during the tour and,
-/// with `keep_running`, afterwards — either way every child is stopped and the temporary
-/// directory removed.
+/// with `keep_running`, afterwards — either way every child is stopped, then the network
+/// namespaces (with `transparent`) and the temporary directory removed.
 pub async fn quickstart<F, Fut>(opts: Options, interrupted: F) -> anyhow::Result<bool>
 where
     F: Fn() -> Fut,
@@ -41,36 +62,49 @@ where
         .context("creating a temporary directory")?;
     let dir = tmp.path().to_path_buf();
     let mut sup = procs::Supervisor::new(opts.exe.clone(), dir.join("logs"))?;
-    println!(
-        "trustmesh quickstart: a mesh on loopback in {}",
-        dir.display()
-    );
+    // The transparent mesh's namespaces: owned here, outside the tour, so they are deleted on
+    // every way out, and only after the processes inside them are stopped.
+    let mut net = netns::Network::default();
+    let what = if opts.transparent {
+        println!(
+            "trustmesh quickstart --transparent: a mesh in network namespaces, its files in {}",
+            dir.display()
+        );
+        format!("the network namespaces and {}", dir.display())
+    } else {
+        println!(
+            "trustmesh quickstart: a mesh on loopback in {}",
+            dir.display()
+        );
+        dir.display().to_string()
+    };
 
     let started = Instant::now();
     let outcome = tokio::select! {
-        r = session(&dir, &mut sup, started) => Some(r),
+        r = session(opts.transparent, &dir, &mut sup, &mut net, started) => Some(r),
         _ = interrupted() => None,
     };
     let result = match outcome {
         None => {
-            println!(
-                "\ninterrupted: stopping every process and removing {}",
-                dir.display()
-            );
+            println!("\ninterrupted: stopping every process and removing {what}");
             Ok(false)
         }
-        Some(Ok((ok, mesh))) => {
+        Some(Ok((ok, running))) => {
             if opts.keep_running {
-                print_how_to_use(&mesh);
+                match &running {
+                    Running::Loopback(mesh) => print_how_to_use(mesh),
+                    Running::Transparent(mesh) => transparent::print_how_to_use(mesh),
+                }
                 println!("\nmesh running; press Ctrl-C to stop it and clean up");
                 interrupted().await;
-                println!("\nstopping every process and removing {}", dir.display());
+                println!("\nstopping every process and removing {what}");
             }
             Ok(ok)
         }
         Some(Err(e)) => Err(e),
     };
     sup.shutdown().await;
+    net.remove_all();
     match &result {
         Err(_) => {
             // Keep the logs when set-up itself failed: they are the only way to see why.
@@ -83,27 +117,37 @@ where
 }
 
 async fn session(
+    transparent: bool,
     dir: &std::path::Path,
     sup: &mut procs::Supervisor,
+    net: &mut netns::Network,
     started: Instant,
-) -> anyhow::Result<(bool, mesh::Mesh)> {
+) -> anyhow::Result<(bool, Running)> {
     let mut progress = |what: &str| {
         println!("  [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     };
-    let mesh = mesh::Mesh::start(dir, sup, &mut progress).await?;
-    progress(&format!("mesh up: {} processes", sup.count()));
     let mut report = tour::Report::default();
-    tour::run(&mesh, &mut report).await?;
+    let running = if transparent {
+        let mesh = transparent::mesh::Mesh::start(dir, sup, net, &mut progress).await?;
+        progress(&format!("mesh up: {} processes", sup.count()));
+        transparent::tour::run(&mesh, &mut report).await?;
+        Running::Transparent(mesh)
+    } else {
+        let mesh = mesh::Mesh::start(dir, sup, &mut progress).await?;
+        progress(&format!("mesh up: {} processes", sup.count()));
+        tour::run(&mesh, &mut report).await?;
+        Running::Loopback(mesh)
+    };
     // A process that died during the tour is a failure even if no step noticed it.
     let alive = sup.check_alive();
     report.record_alive(sup.count(), alive.as_ref().err().map(|e| format!("{e:#}")));
     report.print_summary();
     println!("  tour took {:.1}s", started.elapsed().as_secs_f64());
-    Ok((report.all_ok(), mesh))
+    Ok((report.all_ok(), running))
 }
 
 fn print_how_to_use(mesh: &mesh::Mesh) {
-    use mesh::{ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS};
+    use workloads::{ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS};
     println!("\nTry it yourself (each URL is an app's sidecar outbound listener):");
     println!(
         "  curl -s http://{}/reviews/1              # frontend -> reviews over mTLS",

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
@@ -41,10 +41,22 @@ impl Supervisor {
 
     /// Starts `trustmesh <args...>` as `name`, stdout and stderr appended to its log file.
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        let exe = self.exe.clone();
+        self.spawn_program(name, exe.as_os_str(), args)
+    }
+
+    /// Starts `program <args...>` as `name` (e.g. `ip netns exec <ns> trustmesh proxy ...`,
+    /// which execs, so the child is the proxy itself), output to its log file.
+    pub fn spawn_program(
+        &mut self,
+        name: &str,
+        program: &std::ffi::OsStr,
+        args: &[&str],
+    ) -> anyhow::Result<()> {
         let log = self.logs.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = Command::new(program);
         // SAFETY: prctl(2) is async-signal-safe and touches only the child being started.
         // PR_SET_PDEATHSIG makes the kernel send SIGTERM to the child when the quickstart dies
         // for any reason (SIGKILL included), so no CA, agent or sidecar outlives it.
@@ -66,7 +78,7 @@ impl Supervisor {
             // still kills the child.
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {name}: {}", self.exe.display()))?;
+            .with_context(|| format!("starting {name}: {}", program.to_string_lossy()))?;
         self.children.push(Running {
             name: name.to_string(),
             child,
@@ -87,6 +99,57 @@ impl Supervisor {
                     tail(&r.log, 15)
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Runs a short-lived `trustmesh` command (e.g. `ca init`) and fails with its output if it
+    /// fails.
+    pub async fn run_to_completion(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(&self.exe)
+            .args(args)
+            .output()
+            .await
+            .with_context(|| format!("running trustmesh {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "trustmesh {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until something accepts connections on `addr`, failing early if a child died.
+    pub async fn wait_for_port(
+        &mut self,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("nothing listening on {addr} after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `path` exists (an agent wrote its certificate), failing early if a child
+    /// died.
+    pub async fn wait_for_file(&mut self, path: &Path, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while !path.exists() {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{} did not appear within {limit:?}", path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     }

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{call, Connection, Outcome};
-use crate::mesh::{Mesh, Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, TD_B};
+use crate::mesh::Mesh;
+use crate::workloads::{
+    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_B,
+};
 
 /// One step's verdict.
 pub struct Step {
@@ -21,10 +24,25 @@ pub struct Report {
 }
 
 impl Report {
-    fn record(&mut self, title: &str, expected: &str, observed: String, ok: bool) {
+    pub fn record(&mut self, title: &str, expected: &str, observed: String, ok: bool) {
+        self.record_ran(title, None, expected, observed, ok)
+    }
+
+    /// As [`Report::record`], with the command the step ran (shown between title and verdict).
+    pub fn record_ran(
+        &mut self,
+        title: &str,
+        ran: Option<&str>,
+        expected: &str,
+        observed: String,
+        ok: bool,
+    ) {
         let n = self.steps.len() + 1;
         let mark = if ok { "PASS" } else { "FAIL" };
         println!("  {n:>2}. [{mark}] {title}");
+        if let Some(ran) = ran {
+            println!("        ran:      {ran}");
+        }
         println!("        expected: {expected}");
         println!("        observed: {observed}");
         self.steps.push(Step {
@@ -66,7 +84,7 @@ impl Report {
     }
 }
 
-fn peer_of(o: &Outcome) -> Option<String> {
+pub fn peer_of(o: &Outcome) -> Option<String> {
     o.json()
         .and_then(|j| j.get("peer").and_then(|p| p.as_str().map(str::to_string)))
 }
@@ -83,7 +101,7 @@ async fn via(
     call(mesh.route(from, to), method, path, headers).await
 }
 
-fn expect_status(o: &Outcome, want: u16) -> bool {
+pub fn expect_status(o: &Outcome, want: u16) -> bool {
     o.status() == Some(want)
 }
 
@@ -298,7 +316,7 @@ async fn custom_action(mesh: &Mesh, report: &mut Report) -> () {
     );
 }
 
-fn short_status(o: &Outcome) -> String {
+pub fn short_status(o: &Outcome) -> String {
     match o.status() {
         Some(s) => format!("HTTP {s}"),
         None => o.describe(),
@@ -356,9 +374,9 @@ async fn rotation(mesh: &Mesh, report: &mut Report) {
     let first = conn.send("GET", "/reviews/1", &[]).await;
     println!(
         "        waiting for the agent to rotate reviews' {}s certificate at half its lifetime...",
-        crate::mesh::REVIEWS_TTL_SECS
+        REVIEWS_TTL_SECS
     );
-    let deadline = Instant::now() + Duration::from_secs(crate::mesh::REVIEWS_TTL_SECS + 10);
+    let deadline = Instant::now() + Duration::from_secs(REVIEWS_TTL_SECS + 10);
     let mut after = before.clone();
     while Instant::now() < deadline && after == before {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -385,7 +403,7 @@ async fn rotation(mesh: &Mesh, report: &mut Report) {
     );
 }
 
-fn abbrev(serial: Option<&str>) -> String {
+pub fn abbrev(serial: Option<&str>) -> String {
     match serial {
         Some(s) => s.chars().take(11).collect::<String>() + "…",
         None => "?".into(),
