@@ -421,7 +421,12 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
         || {
             let log = pair.client_proxy_log.text();
             log.lines()
-                .any(|l| l.contains("outbound mTLS handshake failed") && l.contains("Expired"))
+                .any(|l| {
+                    l.contains("outbound mTLS handshake failed")
+                        && l.contains("invalid peer certificate: ")
+                        && l.contains(" expired at ")
+                        && !l.contains("OtherError")
+                })
                 .then_some(())
         },
     );

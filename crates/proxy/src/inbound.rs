@@ -187,7 +187,10 @@ async fn terminate(
                 return Err(Refusal::new(
                     RejectReason::TlsHandshake,
                     true,
-                    format!("TLS handshake failed: {e}"),
+                    format!(
+                        "TLS handshake failed: {}",
+                        crate::tls::handshake_sentence(&e)
+                    ),
                 ));
             }
             Err(_) => {
@@ -251,6 +254,9 @@ async fn handle_captured(
         .inbound_connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
+    // The port listens on `[::]`, so an IPv4 client arrives as `::ffff:a.b.c.d`; policy
+    // (`ipBlocks`, `remoteIpBlocks`) and the log must see the IPv4 address it is.
+    let source = SocketAddr::new(source.ip().to_canonical(), source.port());
     let listener_port = stream.local_addr().map_or(0, |a| a.port());
     let orig = crate::captured::redirected_destination(&stream);
     let port = orig.map_or(0, |o| o.port());

@@ -64,6 +64,25 @@ fn chain_of(
         .collect()
 }
 
+/// A failed handshake in words: rustls prints the error our verifiers return through
+/// `OtherError` with Debug formatting (`Other(OtherError(UntrustedTrustDomain { .. }))`), so
+/// that one is unwrapped and said with its own Display.
+pub fn handshake_sentence(e: &std::io::Error) -> String {
+    let ours = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|r| match r {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(o))) => {
+                Some(o.to_string())
+            }
+            _ => None,
+        });
+    match ours {
+        Some(why) => format!("invalid peer certificate: {why}"),
+        None => e.to_string(),
+    }
+}
+
 fn cert_error(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }

@@ -219,7 +219,7 @@ fn tls_failure(addr: SocketAddr, e: io::Error) -> UpstreamError {
         },
         None => UpstreamError::Tls {
             addr,
-            why: e.to_string(),
+            why: crate::tls::handshake_sentence(&e),
         },
     }
 }
