@@ -8,7 +8,8 @@ independent implementation of the Envoy `envoy.service.auth.v3.Authorization` se
 Decision per request, driven by request headers the test sets:
   x-ext-authz: allow        -> OK, adds `x-ext-authz-check-result: allowed` upstream,
                                removes `x-remove-me`, and echoes what it received:
-                               `x-ext-authz-seen-principal`, `x-ext-authz-seen-path`
+                               `x-ext-authz-seen-principal`, `x-ext-authz-seen-path`;
+                               adds `x-ext-authz-said: yes` to the response to the client
   x-ext-authz: deny (other) -> PERMISSION_DENIED with a denied_response: HTTP status from
                                `x-ext-authz-deny-status` (default 403), body
                                `denied by ext_authz: <path>`, header
@@ -16,8 +17,8 @@ Decision per request, driven by request headers the test sets:
   x-ext-authz-sleep-ms: N   -> sleeps N ms first (to force client timeouts)
 
 Every CheckRequest is also appended as one JSON line to --log, so a test can assert what the
-server saw. The server binds 127.0.0.1 on --port (0 = any free port), prints `PORT <n>` on
-stdout once serving, and exits by itself after --max-seconds.
+server saw. The server binds --bind (127.0.0.1 unless told) on --port (0 = any free port),
+prints `PORT <n>` on stdout once serving, and exits by itself after --max-seconds.
 """
 
 import argparse
@@ -57,6 +58,7 @@ def compile_stubs():
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", required=True)
     parser.add_argument("--max-seconds", type=float, default=120.0)
@@ -112,6 +114,7 @@ def main():
                         header("x-ext-authz-appended", "second", append=True),
                     ],
                     headers_to_remove=["x-remove-me"],
+                    response_headers_to_add=[header("x-ext-authz-said", "yes")],
                 )
                 return external_auth_pb2.CheckResponse(
                     status=status_pb2.Status(code=0), ok_response=ok)
@@ -127,9 +130,9 @@ def main():
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Authorizer(), server)
-    port = server.add_insecure_port(f"127.0.0.1:{opts.port}")
+    port = server.add_insecure_port(f"{opts.bind}:{opts.port}")
     if port == 0:
-        raise SystemExit(f"could not bind 127.0.0.1:{opts.port}")
+        raise SystemExit(f"could not bind {opts.bind}:{opts.port}")
     server.start()
     print(f"PORT {port}", flush=True)
     server.wait_for_termination(timeout=opts.max_seconds)

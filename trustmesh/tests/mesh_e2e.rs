@@ -20,39 +20,24 @@
 //! 198.18.1.1, where nothing answers: every name the apps resolve is answered by the sidecar's
 //! DNS proxy, from the registry. Everything is removed when the test ends, pass or fail.
 
+mod mesh_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::bin;
+use mesh_support::{echo, get, get_with, hub, node, sidecar, wait, Net, APP_UID, ECHO, TOOLS};
 use trustmesh_testkit::netns::{self, Netns};
 use trustmesh_testkit::pki::openssl::OpensslCa;
-use trustmesh_testkit::process::{Log, Proc};
+use trustmesh_testkit::process::Proc;
 use trustmesh_testkit::tools::{stderr, stdout};
 
 const TD: &str = "cluster.local";
-const HUB: &str = "198.18.1.1";
-const VIPS: &str = "198.19.0.0/24";
-const APP_UID: &str = "65534";
-const TOOLS: &[&str] = &["iptables", "ip6tables", "curl", "setpriv", "getent"];
-
-/// The echo app: its name and the XFCC header its sidecar set (or `-`).
-const ECHO: &str = r#"
-import http.server, sys
-name, port = sys.argv[1], int(sys.argv[2])
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{name} xfcc={self.headers.get('x-forwarded-client-cert', '-')}\n".encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
-"#;
+/// Workloads in 198.18.1.0/24, VIPs in 198.19.0.0/24.
+const NET: Net = Net {
+    prefix: "198.18.1",
+    vips: "198.19.0.0/24",
+};
 
 /// The registry and the DestinationRule, as an Istio user writes them for VMs.
 const REGISTRY: &str = r#"
@@ -191,124 +176,6 @@ fn origination_yaml(root: &Path, wrong_root: &Path, client: &(PathBuf, PathBuf))
 
 const STRICT_BOOKINFO: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: bookinfo }\nspec: { mtls: { mode: STRICT } }\n";
 
-/// `/etc/netns/<name>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`;
-/// removed on drop.
-struct Resolv(PathBuf);
-
-impl Resolv {
-    fn new(ns: &Netns) -> Resolv {
-        let dir = Path::new("/etc/netns").join(ns.name());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), format!("nameserver {HUB}\n")).unwrap();
-        Resolv(dir)
-    }
-}
-
-impl Drop for Resolv {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A workload namespace on the hub's bridge.
-struct Node {
-    ns: Netns,
-    _resolv: Resolv,
-}
-
-fn node(hub: &Netns, tag: &str, addr: &str) -> Node {
-    let ns = Netns::create(tag);
-    let (dev, hub_end) = netns::veth(&ns, &[&format!("{addr}/24")], hub, &[]);
-    hub.ip(&["link", "set", &hub_end, "master", "br0"]);
-    // The VIPs are not on any link; a route lets the app's connect reach the capture.
-    ns.ip(&["route", "add", VIPS, "dev", &dev]);
-    let resolv = Resolv::new(&ns);
-    Node {
-        ns,
-        _resolv: resolv,
-    }
-}
-
-/// A sidecar: its process, its log, and its config file (rewritten to reload it).
-struct Sidecar {
-    proc: Proc,
-    log: Log,
-    config: PathBuf,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sidecar(
-    dir: &Path,
-    ca: &OpensslCa,
-    n: &Node,
-    ns: &str,
-    sa: &str,
-    app: &str,
-    mode: &str,
-) -> Sidecar {
-    let (cert, key) = ca.issue(
-        &format!("{}-{sa}", n.ns.name()),
-        &format!("spiffe://{TD}/ns/{ns}/sa/{sa}"),
-    );
-    let config = dir.join(format!("{}.yaml", n.ns.name()));
-    write_sidecar_config(&config, ca, ns, sa, app, &cert, &key, dir, mode);
-    // The capture first, as an init container runs it; the sidecar runs as root (uid 0).
-    let out =
-        n.ns.command(bin())
-            .args(["capture", "install", "--proxy-uid", "0", "--redirect-dns"])
-            .output()
-            .unwrap();
-    assert!(out.status.success(), "capture install: {}", stderr(&out));
-    let (proc, log) = Proc::start_logged(
-        n.ns.command(bin())
-            .args(["proxy", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info"),
-    );
-    wait("sidecar ready", Duration::from_secs(20), || {
-        log.text().contains("trustmesh proxy ready")
-    });
-    Sidecar { proc, log, config }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_sidecar_config(
-    file: &Path,
-    ca: &OpensslCa,
-    ns: &str,
-    sa: &str,
-    app: &str,
-    cert: &Path,
-    key: &Path,
-    dir: &Path,
-    mode: &str,
-) {
-    let yaml = format!(
-        "workload: {{ namespace: {ns}, serviceAccount: {sa}, labels: {{ app: {app} }} }}\n\
-         certs: {{ key: {}, certChain: {} }}\n\
-         trustBundles: [ \"{TD}={}\" ]\n\
-         mesh: {{ trustDomain: {TD}, outboundTrafficPolicy: {{ mode: {mode} }} }}\n\
-         policyDir: {}\n\
-         capture: {{ vipRange: {VIPS} }}\n\
-         admin: {{ address: \"127.0.0.1:15000\" }}\n\
-         reloadPoll: 200ms\n",
-        key.display(),
-        cert.display(),
-        ca.root.display(),
-        dir.join("mesh").display(),
-    );
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(&tmp, file).unwrap();
-}
-
-/// The echo app `name` on `port` in `n`.
-fn echo(n: &Netns, name: &str, port: u16) -> Proc {
-    Proc::start(
-        n.command("/usr/bin/python3")
-            .args(["-c", ECHO, name, &port.to_string()]),
-    )
-}
-
 /// The HTTPS echo app `name` on `port`, requiring client certificates from `ca` if given.
 fn tls_echo(
     n: &Netns,
@@ -327,68 +194,6 @@ fn tls_echo(
         cert.1.to_str().unwrap(),
         &ca,
     ]))
-}
-
-/// curl as the app (uid 65534, so the capture takes it); `-i` shows the headers.
-fn curl(n: &Netns, url: &str, extra: &[&str]) -> Output {
-    n.command("setpriv")
-        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
-        .args([
-            "curl",
-            "-q",
-            "-sS",
-            "-i",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "5",
-        ])
-        .args(extra)
-        .arg(url)
-        .output()
-        .unwrap()
-}
-
-/// The status code and the whole response of a curl -i, or what went wrong.
-fn get(n: &Netns, url: &str) -> (u16, String) {
-    get_with(n, url, &[])
-}
-
-fn get_with(n: &Netns, url: &str, extra: &[&str]) -> (u16, String) {
-    let out = curl(n, url, extra);
-    if !out.status.success() {
-        return (
-            0,
-            format!("curl failed ({:?}): {}", out.status.code(), stderr(&out)),
-        );
-    }
-    let text = stdout(&out);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
-}
-
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within {limit:?}");
-}
-
-/// The hub namespace with its bridge.
-fn hub() -> Netns {
-    let hub = Netns::create("hub");
-    hub.ip(&["link", "add", "br0", "type", "bridge"]);
-    hub.ip(&["addr", "add", &format!("{HUB}/24"), "dev", "br0"]);
-    hub.ip(&["link", "set", "br0", "up"]);
-    hub
 }
 
 #[test]
@@ -411,7 +216,7 @@ fn apps_call_services_by_name_and_the_sidecars_pick_endpoints_and_mtls() {
     )
     .unwrap();
 
-    let hub = hub();
+    let hub = hub(NET);
     let frontend = node(&hub, "fe", "198.18.1.10");
     let reviews1 = node(&hub, "rv1", "198.18.1.11");
     let reviews2 = node(&hub, "rv2", "198.18.1.12");
@@ -691,7 +496,7 @@ fn policies_apply_to_captured_traffic_as_to_explicit_listeners() {
     std::fs::write(dir.join("mesh/jwt.yaml"), request_authn).unwrap();
     let ca = OpensslCa::new(dir, "mesh", TD);
 
-    let hub = hub();
+    let hub = hub(NET);
     let frontend = node(&hub, "fe", "198.18.1.10");
     let reviews1 = node(&hub, "rv1", "198.18.1.11");
     let outsider = node(&hub, "out", "198.18.1.30");

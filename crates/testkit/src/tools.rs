@@ -186,12 +186,19 @@ impl ExtAuthzServer {
     /// Starts the server, its log of checks in `dir`; waits (≤30 s, it compiles the protos
     /// first) for the port it reports.
     pub fn start(dir: &Path) -> ExtAuthzServer {
+        ExtAuthzServer::start_with(Command::new("python3"), dir, "127.0.0.1")
+    }
+
+    /// [`ExtAuthzServer::start`] run by `python` (`python3`, or `ip netns exec <ns> python3` for
+    /// a server in a network namespace), listening on `bind` (`0.0.0.0`: every address).
+    pub fn start_with(mut python: Command, dir: &Path, bind: &str) -> ExtAuthzServer {
         let log = dir.join("ext-authz-checks.jsonl");
         let mut proc = crate::process::Proc::start(
-            Command::new("python3")
+            python
                 .arg(python_dir().join("ext_authz_server.py"))
                 .arg("--log")
                 .arg(&log)
+                .args(["--bind", bind])
                 .args(["--max-seconds", "120"]),
         );
         let port = proc.wait_line("PORT ", Duration::from_secs(30));
