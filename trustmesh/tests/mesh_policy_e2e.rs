@@ -55,13 +55,11 @@
 //! port as destination, the caller's namespace; dry-run and AUDIT deciding nothing); the
 //! policy crate's own tests (crates/policy/tests) evaluate without a listener, in either mode.
 //!
-//! What fails in capture mode is kept as `#[ignore]`d tests of what should happen, each
-//! saying why, in `mesh_policy/findings.rs` (`cargo test --test mesh_policy_e2e -- --ignored`):
-//! F1 `finding_auto_mtls_ignores_the_endpoints_port_level_disable`, F2
-//! `finding_mesh_tcp_between_sidecars_is_served_as_http`, F3
-//! `finding_captured_ipv4_peers_are_ipv6_mapped_for_policy`, F4
-//! `finding_config_dump_shows_no_mtls_mode_for_captured_ports`, F5
-//! `finding_upgrades_between_sidecars_are_not_tunnelled`.
+//! What porting these found failing in capture mode is fixed and kept as tests of what should
+//! happen, in `mesh_policy/findings.rs`: F1 `auto_mtls_honours_the_endpoints_port_level_disable`,
+//! F2 `mesh_tcp_between_sidecars_stays_tcp`, F3 `captured_ipv4_peers_reach_policy_as_ipv4`,
+//! F4 `config_dump_shows_the_mtls_mode_of_captured_ports`, F5
+//! `upgrades_are_tunnelled_between_sidecars`.
 
 mod mesh_policy;
 mod mesh_support;

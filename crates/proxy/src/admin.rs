@@ -117,7 +117,7 @@ fn config_dump(shared: &Shared) -> serde_json::Value {
         "mesh": snap.mesh,
         "trustDomain": snap.trust.local.to_string(),
         "trustDomainAliases": snap.trust.aliases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "policies": snap.policies.dump(&snap.config.inbound.iter().map(|l| l.target_port).collect::<Vec<_>>()),
+        "policies": snap.policies.dump(&inbound_ports(&snap)),
     })
 }
 
@@ -173,4 +173,16 @@ fn certs(shared: &Shared) -> serde_json::Value {
 /// Binds the admin listener, so a port conflict is reported at startup.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// The workload ports traffic arrives on: the explicit inbound listeners' targets and, in
+/// transparent mode, the ports the registry knows this workload serves.
+fn inbound_ports(snap: &crate::snapshot::Snapshot) -> Vec<u16> {
+    let mut ports: Vec<u16> = snap.config.inbound.iter().map(|l| l.target_port).collect();
+    if snap.config.capture.is_some() {
+        ports.extend(snap.mesh_view.own_ports());
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }

@@ -185,7 +185,7 @@ pub async fn connect_first<'t>(
 ) -> Result<(&'t Target, crate::upstream::Stream), String> {
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
     for target in targets.iter().take(MAX_ATTEMPTS) {
-        let security = match view.security(&target.tls) {
+        let security = match view.security(&target.tls, crate::mesh::Carry::Tcp) {
             Ok(s) => s,
             Err(why) => {
                 last = format!("{}: {why}", target.cluster);

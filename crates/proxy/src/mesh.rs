@@ -24,6 +24,9 @@ use trustmesh_registry::{
 use crate::config::ProxyConfig;
 use crate::tls::{ExpectedPeer, OwnCert};
 
+/// The identities a server must present, and what the connection carries.
+type ClientKey = (Vec<String>, Carry);
+
 /// A built TLS origination (config and SNI), or why it could not be built.
 type Originated = Result<(Arc<rustls::ClientConfig>, Option<String>), String>;
 
@@ -38,8 +41,9 @@ pub struct Mesh {
     own_ports: HashMap<u16, Protocol>,
     /// TLS origination configs (files read once per snapshot), or why one cannot be built.
     originations: Mutex<HashMap<String, Originated>>,
-    /// Client TLS configs by the identities the server must present.
-    client_tls: Mutex<HashMap<Vec<String>, Arc<rustls::ClientConfig>>>,
+    /// Client TLS configs by the identities the server must present and whether HTTP/2 is
+    /// offered.
+    client_tls: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
     trust: Arc<TrustConfig>,
     own: OwnCert,
 }
@@ -85,6 +89,13 @@ impl Mesh {
         ))
     }
 
+    /// This workload's ports the registry knows (the services it is an endpoint of), sorted.
+    pub fn own_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.own_ports.keys().copied().collect();
+        ports.sort_unstable();
+        ports
+    }
+
     /// What the registry says port `port` of this workload speaks, if it says.
     pub fn own_port_protocol(&self, port: u16) -> Option<Protocol> {
         self.own_ports.get(&port).copied()
@@ -110,24 +121,49 @@ impl Mesh {
 
     /// The client config that presents our SVID and accepts a server only if it presents one
     /// of `identities` (any identity of a trusted domain when the list is empty, as Istio does
-    /// when no account is known).
-    pub fn client_tls(&self, identities: &[String]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    /// when no account is known), offering in ALPN what the connection carries.
+    pub fn client_tls(
+        &self,
+        identities: &[String],
+        carry: Carry,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let key = (identities.to_vec(), carry);
         let mut cache = self
             .client_tls
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(c) = cache.get(identities) {
+        if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
         let expected = expected_peer(identities, &self.trust)?;
         let mut config = (*crate::tls::client_config(self.trust.clone(), &self.own, expected)
             .map_err(|e| anyhow!("building the TLS client config: {e}"))?)
         .clone();
-        // HTTP/2 between sidecars; a TCP relay offers nothing (see crate::captured).
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = carry.alpn().iter().map(|p| p.to_vec()).collect();
         let config = Arc::new(config);
-        cache.insert(identities.to_vec(), config.clone());
+        cache.insert(key, config.clone());
         Ok(config)
+    }
+}
+
+/// What a mesh connection carries, which its ALPN tells the peer's inbound port (one port
+/// carries every protocol there): HTTP/2 for requests between sidecars, HTTP/1.1 for an
+/// upgrade (HTTP/2 has no Upgrade), nothing for a TCP relay — the peer then takes the port's
+/// declared protocol, as Istio's sidecars send `istio-peer-exchange` and no HTTP name for TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Carry {
+    Tcp,
+    Http2,
+    Http1,
+}
+
+impl Carry {
+    fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Carry::Tcp => &[],
+            Carry::Http2 => &[b"h2"],
+            Carry::Http1 => &[b"http/1.1"],
+        }
     }
 }
 
@@ -318,12 +354,16 @@ impl Mesh {
         }
     }
 
-    /// How to secure a connection to `target`, or why it must not be made.
-    pub fn security(&self, tls: &TargetTls) -> Result<crate::upstream::Security, String> {
+    /// How to secure a connection to `target` carrying `carry`, or why it must not be made.
+    pub fn security(
+        &self,
+        tls: &TargetTls,
+        carry: Carry,
+    ) -> Result<crate::upstream::Security, String> {
         match tls {
             TargetTls::Plaintext => Ok(crate::upstream::Security::Plaintext),
             TargetTls::Mesh(ids) => self
-                .client_tls(ids)
+                .client_tls(ids, carry)
                 .map(crate::upstream::Security::Mtls)
                 .map_err(|e| e.to_string()),
             TargetTls::Originate { settings, mutual } => {

@@ -53,15 +53,17 @@ pub async fn serve(
     let builder = crate::http::server_builder(&timeouts);
     let listener_port = app.local_addr().map_or(0, |a| a.port());
     let svc_shared = shared.clone();
+    let svc_drain = drain.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
+        let drain = svc_drain.clone();
         async move {
             let at = Origin {
                 source,
                 orig,
                 listener_port,
             };
-            Ok::<_, Infallible>(handle(&shared, at, req).await)
+            Ok::<_, Infallible>(handle(&shared, at, req, drain).await)
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(app), svc);
@@ -89,7 +91,12 @@ struct Origin {
     listener_port: u16,
 }
 
-async fn handle(shared: &Arc<Shared>, at: Origin, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    shared: &Arc<Shared>,
+    at: Origin,
+    mut req: Request<Incoming>,
+    drain: Watch,
+) -> Response<Body> {
     let snap = shared.current();
     let view = snap.mesh_view.clone();
     let authority = crate::normalize::authority(&req);
@@ -172,16 +179,51 @@ async fn handle(shared: &Arc<Shared>, at: Origin, mut req: Request<Incoming>) ->
     if let Some(t) = targets.first() {
         outcome.log().upstream_cluster = Some(t.cluster.clone());
     }
+    // An upgrade (WebSocket...) goes over HTTP/1.1 end to end, HTTP/2 having no Upgrade: the
+    // app's connection and the upstream's are joined once the upstream switches.
+    let upgrade = crate::upgrade::requested(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     crate::forward::strip_hop_by_hop(req.headers_mut(), true);
-    match send(shared, &view, &targets, req, authority.as_deref()).await {
-        Ok((target, peer, resp)) => {
+    if let Some(p) = &upgrade {
+        crate::upgrade::restore(req.headers_mut(), p);
+    }
+    let sent = send(
+        shared,
+        &view,
+        &targets,
+        req,
+        authority.as_deref(),
+        upgrade.is_some(),
+    )
+    .await;
+    match sent {
+        Ok((target, peer, mut resp)) => {
             outcome.log().destination_address = target.addr.to_string();
             outcome.log().tls = !matches!(target.tls, TargetTls::Plaintext);
             outcome.log().destination_principal = peer;
             outcome.log().status = Some(resp.status().as_u16());
             outcome.finish();
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let joined = match (switched, client_upgrade) {
+                (true, Some(client)) => {
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    let idle = shared.current().config.timeouts.tcp_idle();
+                    crate::upgrade::tunnel(client, upstream, idle, drain);
+                    true
+                }
+                (true, None) => {
+                    return answer(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream switched protocols unasked",
+                    )
+                }
+                _ => false,
+            };
             let mut resp = resp.map(|b| b.boxed());
             crate::forward::strip_hop_by_hop(resp.headers_mut(), false);
+            if let (true, Some(p)) = (joined, &upgrade) {
+                crate::upgrade::restore(resp.headers_mut(), p);
+            }
             resp
         }
         Err(why) => {
@@ -199,6 +241,7 @@ async fn send<'t>(
     targets: &'t [Target],
     req: Request<Incoming>,
     authority: Option<&str>,
+    upgrade: bool,
 ) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
     let timeouts = shared.current().config.timeouts.clone();
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
@@ -221,7 +264,12 @@ async fn send<'t>(
                 }
             },
         };
-        let security = match view.security(&target.tls) {
+        let carry = if upgrade {
+            crate::mesh::Carry::Http1
+        } else {
+            crate::mesh::Carry::Http2
+        };
+        let security = match view.security(&target.tls, carry) {
             Ok(s) => s,
             Err(why) => {
                 last = format!("{}: {why}", target.cluster);
@@ -229,7 +277,7 @@ async fn send<'t>(
             }
         };
         let Some(mut r) = req.take() else { break };
-        if !matches!(security, Security::Mtls(_)) {
+        if upgrade || !matches!(security, Security::Mtls(_)) {
             // HTTP/1.1 to a server without a sidecar: an HTTP/2 request from the app carried
             // its host in :authority, which becomes `Host`.
             *r.version_mut() = http::Version::HTTP_11;
@@ -240,6 +288,28 @@ async fn send<'t>(
             }
         }
         match &security {
+            _ if upgrade => {
+                let stream = match crate::upstream::connect(
+                    addr,
+                    &security,
+                    timeouts.connect(),
+                    timeouts.handshake(),
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        e.count(&shared.metrics);
+                        last = e.sentence();
+                        req = Some(r);
+                        continue;
+                    }
+                };
+                let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
+                return dedicated(shared, target, addr, stream, r)
+                    .await
+                    .map(|(t, _, resp)| (t, peer, resp));
+            }
             Security::Tls { .. } => {
                 let stream = match crate::upstream::connect(
                     addr,
@@ -257,7 +327,7 @@ async fn send<'t>(
                         continue;
                     }
                 };
-                return originated(shared, target, addr, stream, r).await;
+                return dedicated(shared, target, addr, stream, r).await;
             }
             Security::Plaintext => {
                 *r.uri_mut() = absolute(addr, r.uri());
@@ -310,10 +380,10 @@ async fn send<'t>(
     Err(last)
 }
 
-/// One request over TLS the sidecar originated (HTTP/1.1, a connection of its own: TLS
-/// origination serves external services, where a connection per request is what Envoy's
-/// default HTTP/1 pool converges to under low load).
-async fn originated<'t>(
+/// One request over a connection of its own, HTTP/1.1 (upgrades allowed): TLS the sidecar
+/// originated (external services, where a connection per request is what Envoy's default
+/// HTTP/1 pool converges to under low load), and upgrades, whose connection becomes the tunnel.
+async fn dedicated<'t>(
     shared: &Shared,
     target: &'t Target,
     addr: SocketAddr,
@@ -334,7 +404,7 @@ async fn originated<'t>(
         .await
         .map_err(|e| failed(error_chain(&e)))?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     // Origin form over a connection of its own; `Host` still says what the app asked for.
     let path = r.uri().path_and_query().map_or("/", |p| p.as_str());

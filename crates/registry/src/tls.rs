@@ -11,7 +11,8 @@
 //! - Without one, auto mTLS: plaintext to a MESH_EXTERNAL service; plaintext to a passthrough
 //!   service (resolution NONE, or load balancer PASSTHROUGH) when it has no endpoints on the
 //!   port or any of them has no sidecar; plaintext when the service's namespace (or the mesh)
-//!   has a PeerAuthentication with mode DISABLE (pass the policy set to apply this one);
+//!   has a PeerAuthentication with mode DISABLE, or the endpoint's own workload has DISABLE on
+//!   the port it is reached at (port-level included; pass the policy set to apply these);
 //!   otherwise ISTIO_MUTUAL to an endpoint labelled `security.istio.io/tlsMode: istio` and
 //!   plaintext to any other (Envoy's transport socket match on that label).
 //! - The automatic SNI is `outbound_.<port>_._.<host>`; the expected peer identities are the
@@ -163,6 +164,17 @@ impl Registry {
                     "PeerAuthentication DISABLE for the service's namespace",
                     UpstreamMode::Plaintext,
                 );
+            }
+            // Istio decides per endpoint (`checkMtlsEnabled` in pilot's endpoint builder): the
+            // mode the endpoint's own workload has on the port it is reached at, port-level
+            // settings included.
+            if let Some(e) = endpoint {
+                if set.mtls_mode(&e.workload.policy_workload(), e.port).0 == MtlsMode::Disable {
+                    return auto(
+                        "PeerAuthentication DISABLE for the endpoint's workload and port",
+                        UpstreamMode::Plaintext,
+                    );
+                }
             }
         }
         match endpoint {

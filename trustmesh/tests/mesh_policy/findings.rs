@@ -1,5 +1,8 @@
-//! What fails in capture mode, each kept as an `#[ignore]`d test of what should happen and why
-//! it does not (the proxy's owner fixes them; the ignore reason says what the app gets).
+//! What porting the explicit mode's policy tests to capture mode found failing, each kept as
+//! the test of what should happen, now that it does: auto mTLS honouring the endpoint's
+//! port-level DISABLE, a TCP relay between sidecars offering no HTTP ALPN, an IPv4 caller's
+//! own address for `ipBlocks` (a DENY by address let the caller in), `/config_dump` showing the
+//! captured ports' mTLS modes, and upgrades tunnelled between sidecars over HTTP/1.1.
 
 use super::http_requests::WEB;
 use super::peer_authentication::MODES;
@@ -56,8 +59,7 @@ fn finding(ns: &str, name: &str, ports: &[(u16, &str)], apps_: &[&str], policies
 /// (`BestEffortInferServiceMTLSMode`), so the client sidecar starts TLS to a port whose server
 /// sidecar does not terminate it, and the app gets a 503 (TLS error, InvalidContentType).
 #[test]
-#[ignore = "finding: auto mTLS ignores the endpoint's port-level PeerAuthentication DISABLE (the mesh client gets 503)"]
-fn finding_auto_mtls_ignores_the_endpoints_port_level_disable() {
+fn auto_mtls_honours_the_endpoints_port_level_disable() {
     if !netns::usable("mesh_policy_e2e", TOOLS) {
         return;
     }
@@ -88,8 +90,7 @@ fn finding_auto_mtls_ignores_the_endpoints_port_level_disable() {
 /// L4 half of proxy_e2e::authorization_by_principal_namespace_path_method from being ported
 /// with the mesh client (they run with a client certificate there).
 #[test]
-#[ignore = "finding: TCP between two sidecars is served as HTTP by the server (the app gets HTTP/1.1 400)"]
-fn finding_mesh_tcp_between_sidecars_is_served_as_http() {
+fn mesh_tcp_between_sidecars_stays_tcp() {
     if !netns::usable("mesh_policy_e2e", TOOLS) {
         return;
     }
@@ -105,8 +106,7 @@ fn finding_mesh_tcp_between_sidecars_is_served_as_http() {
 /// it: ALLOW rules by address deny the callers they name, and a DENY by address lets them
 /// through (fail-open). Envoy reports the IPv4 address; the explicit listeners bind IPv4.
 #[test]
-#[ignore = "finding: captured IPv4 peers reach policy as ::ffff:a.b.c.d, so ipBlocks/remoteIpBlocks/source.ip never match (a DENY by address lets the caller in)"]
-fn finding_captured_ipv4_peers_are_ipv6_mapped_for_policy() {
+fn captured_ipv4_peers_reach_policy_as_ipv4() {
     if !netns::usable("mesh_policy_e2e", TOOLS) {
         return;
     }
@@ -161,8 +161,7 @@ spec:
 /// effective mTLS mode of the workload's ports, which proxy_e2e::strict_mtls_refuses_
 /// plaintext_and_untrusted_ca reads there.
 #[test]
-#[ignore = "finding: /config_dump shows no mTLS mode for the ports of a captured workload"]
-fn finding_config_dump_shows_no_mtls_mode_for_captured_ports() {
+fn config_dump_shows_the_mtls_mode_of_captured_ports() {
     if !netns::usable("mesh_policy_e2e", TOOLS) {
         return;
     }
@@ -191,8 +190,7 @@ fn finding_config_dump_shows_no_mtls_mode_for_captured_ports() {
 /// work there. Transport, not policy, but it keeps upgrade.rs from being ported with the
 /// mesh client (it runs from outside the mesh there).
 #[test]
-#[ignore = "finding: an upgrade from the app behind its sidecar is not tunnelled (the app gets 502)"]
-fn finding_upgrades_between_sidecars_are_not_tunnelled() {
+fn upgrades_are_tunnelled_between_sidecars() {
     if !netns::usable("mesh_policy_e2e", TOOLS) {
         return;
     }
