@@ -287,48 +287,31 @@ async fn send<'t>(
                 }
             }
         }
+        // A connection of its own: an upgrade (its connection becomes the tunnel) or TLS the
+        // sidecar originates.
+        if upgrade || matches!(security, Security::Tls { .. }) {
+            let stream = match crate::upstream::connect(
+                addr,
+                &security,
+                timeouts.connect(),
+                timeouts.handshake(),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    e.count(&shared.metrics);
+                    last = e.sentence();
+                    req = Some(r);
+                    continue;
+                }
+            };
+            let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
+            return dedicated(shared, target, addr, stream, r)
+                .await
+                .map(|(t, _, resp)| (t, peer, resp));
+        }
         match &security {
-            _ if upgrade => {
-                let stream = match crate::upstream::connect(
-                    addr,
-                    &security,
-                    timeouts.connect(),
-                    timeouts.handshake(),
-                )
-                .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        e.count(&shared.metrics);
-                        last = e.sentence();
-                        req = Some(r);
-                        continue;
-                    }
-                };
-                let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
-                return dedicated(shared, target, addr, stream, r)
-                    .await
-                    .map(|(t, _, resp)| (t, peer, resp));
-            }
-            Security::Tls { .. } => {
-                let stream = match crate::upstream::connect(
-                    addr,
-                    &security,
-                    timeouts.connect(),
-                    timeouts.handshake(),
-                )
-                .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        e.count(&shared.metrics);
-                        last = e.sentence();
-                        req = Some(r);
-                        continue;
-                    }
-                };
-                return dedicated(shared, target, addr, stream, r).await;
-            }
             Security::Plaintext => {
                 *r.uri_mut() = absolute(addr, r.uri());
                 let sent = shared.workers.app_request(false, false, r).await;
@@ -345,7 +328,8 @@ async fn send<'t>(
                     )
                 });
             }
-            Security::Mtls(_) => {
+            // Mesh mTLS (TLS origination took the branch above).
+            Security::Mtls(_) | Security::Tls { .. } => {
                 let (mut sender, peer) =
                     match mesh_sender(shared, addr, &target.tls, &security, &timeouts).await {
                         Ok(s) => s,
