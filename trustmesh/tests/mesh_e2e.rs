@@ -597,3 +597,62 @@ fn policies_apply_to_captured_traffic_as_to_explicit_listeners() {
     }
     assert!(fe.log.text().contains("trustmesh proxy ready"));
 }
+
+/// A captured keep-alive connection from the app is closed after `timeouts.httpIdle` without
+/// a request, as inbound HTTP connections are, so idle apps do not pin the sidecar's sockets.
+#[test]
+fn an_idle_captured_app_connection_is_closed_after_http_idle() {
+    if !netns::usable("mesh_e2e", TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("mesh")).unwrap();
+    std::fs::write(dir.join("mesh/registry.yaml"), REGISTRY).unwrap();
+    let ca = OpensslCa::new(dir, "mesh", TD);
+    let hub = hub(NET);
+    let frontend = node(&hub, "fe", "198.18.1.10");
+    let reviews1 = node(&hub, "rv1", "198.18.1.11");
+    let _app = echo(&reviews1.ns, "reviews-v1", 9080);
+    let mut spec = mesh_support::Spec::new(dir, &ca, "frontend", "frontend", "frontend");
+    spec.extra = "timeouts: { httpIdle: 1s }\n".into();
+    let cert = mesh_support::issue(
+        &ca,
+        &frontend,
+        "spiffe://cluster.local/ns/frontend/sa/frontend",
+    );
+    let _fe = mesh_support::start_sidecar(dir, &frontend, spec, cert);
+    let _rv = sidecar(
+        dir,
+        &ca,
+        &reviews1,
+        "bookinfo",
+        "reviews",
+        "reviews",
+        "ALLOW_ANY",
+    );
+    // One request on a kept connection, then silence: how long until the sidecar closes it.
+    let script = r#"
+import socket, time
+s = socket.create_connection(("reviews.bookinfo", 9080), timeout=10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: reviews.bookinfo:9080\r\n\r\n")
+got = b""
+while b"reviews-v1" not in got:
+    got += s.recv(4096)
+start = time.monotonic()
+rest = s.recv(4096)
+print("closed" if rest == b"" else "data", round(time.monotonic() - start, 1))
+"#;
+    let out = frontend
+        .ns
+        .command("setpriv")
+        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .output()
+        .unwrap();
+    let said = stdout(&out);
+    let mut words = said.split_whitespace();
+    assert_eq!(words.next(), Some("closed"), "{said}{}", stderr(&out));
+    let after: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(-1.0);
+    assert!((0.5..5.0).contains(&after), "closed after {after}s: {said}");
+}

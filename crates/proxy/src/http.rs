@@ -114,14 +114,14 @@ pub fn server_builder(timeouts: &crate::config::Timeouts) -> auto::Builder<Tokio
 /// Requests in flight on one connection and when the last one ended: HTTP/2 keeps a
 /// connection open as long as PINGs are answered, so idleness is measured in requests.
 #[derive(Default)]
-struct Activity {
+pub(crate) struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
     /// Milliseconds since `EPOCH` when a request last ended.
     last_end_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A request being handled; marks the end when dropped (also if the client goes away).
-struct Busy(Arc<Activity>);
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -139,13 +139,13 @@ fn ms_since_epoch() -> u64 {
 }
 
 impl Activity {
-    fn begin(self: &Arc<Self>) -> Busy {
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
 
     /// Resolves once no request has been in flight for `idle`.
-    async fn idle_for(&self, idle: std::time::Duration) {
+    pub(crate) async fn idle_for(&self, idle: std::time::Duration) {
         let idle_ms = idle.as_millis() as u64;
         let mut since = ms_since_epoch();
         self.last_end_ms.store(since, Ordering::Relaxed);

@@ -54,23 +54,35 @@ pub async fn serve(
     let listener_port = app.local_addr().map_or(0, |a| a.port());
     let svc_shared = shared.clone();
     let svc_drain = drain.clone();
+    let activity = Arc::new(crate::http::Activity::default());
+    let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let drain = svc_drain.clone();
+        let busy = svc_activity.begin();
         async move {
             let at = Origin {
                 source,
                 orig,
                 listener_port,
             };
-            Ok::<_, Infallible>(handle(&shared, at, req, drain).await)
+            let resp = handle(&shared, at, req, drain).await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(app), svc);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = drain.draining() => {
+    // As on inbound connections: the drain, or `timeouts.httpIdle` without a request in
+    // flight, closes the app's connection after the request in flight.
+    let closing = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = drain.draining() => None,
+        _ = activity.idle_for(timeouts.http_idle()) => None,
+    };
+    let result = match closing {
+        Some(r) => r,
+        None => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 r = conn.as_mut() => r,
