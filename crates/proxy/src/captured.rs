@@ -130,6 +130,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             Plan::Relay(vec![Target {
                 addr: crate::mesh::TargetAddr::Socket(orig),
                 tls: crate::mesh::TargetTls::Plaintext,
+                load: None,
                 cluster: PASSTHROUGH_CLUSTER.into(),
             }])
         }
@@ -161,6 +162,8 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 Ok(found) => found,
                 Err(why) => return outcome.fail(Failure::Upstream { why }),
             };
+            // The relay counts as one request in flight on its endpoint while it lasts.
+            let _load = target.load.as_ref().map(crate::mesh::Load::begin);
             outcome.log().destination_address = target.addr.to_string();
             outcome.log().upstream_cluster = Some(target.cluster.clone());
             outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));

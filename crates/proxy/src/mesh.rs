@@ -3,8 +3,8 @@
 //! kinds, as an Istio user keeps them), swapped whole with the rest of the snapshot on reload.
 //!
 //! It also holds what transparent mode decides per connection and request that is not the
-//! registry's to know: which endpoint is next (round robin per service port, Envoy's default
-//! `ROUND_ROBIN`), and the client TLS configs for the identities an endpoint must present,
+//! registry's to know: which endpoint is next (by the DestinationRule's `loadBalancer.simple`,
+//! LEAST_REQUEST when none is set, as in Istio, see [`order`]), and the client TLS configs for the identities an endpoint must present,
 //! built once per identity set rather than once per connection.
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use trustmesh_policy::load::SourceText;
 use trustmesh_policy::{Location, MeshConfig, PolicySet};
 use trustmesh_registry::{
     AutoAllocate, Endpoint, EndpointAddress, Options, Originate, Protocol, Registry, Resolution,
-    Service, ServicePort, UpstreamMode, WorkloadHit,
+    Service, ServicePort, SimpleLb, UpstreamMode, WorkloadHit,
 };
 
 use crate::config::ProxyConfig;
@@ -36,6 +36,8 @@ pub struct Mesh {
     pub client: trustmesh_policy::Workload,
     /// Round-robin position per service (by the registry's service index) and port.
     next: HashMap<(usize, u16), AtomicUsize>,
+    /// Requests in flight per endpoint of each service port (the registry's endpoint order).
+    loads: HashMap<(usize, u16), Arc<Vec<AtomicUsize>>>,
     /// The protocols of this workload's own ports, from the services it is an endpoint of
     /// (the capture's inbound port carries every port and needs to know which speak HTTP).
     own_ports: HashMap<u16, Protocol>,
@@ -64,9 +66,15 @@ impl Mesh {
             tracing::warn!("registry: {p}");
         }
         let mut next = HashMap::new();
+        let mut loads = HashMap::new();
         for s in registry.services() {
             for p in &s.ports {
                 next.insert((s.index(), p.number), AtomicUsize::new(0));
+                let n = registry.endpoints(s, p).count();
+                loads.insert(
+                    (s.index(), p.number),
+                    Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect()),
+                );
             }
         }
         let client = trustmesh_policy::Workload {
@@ -79,6 +87,7 @@ impl Mesh {
                 registry,
                 client,
                 next,
+                loads,
                 own_ports,
                 originations: Mutex::new(HashMap::new()),
                 client_tls: Mutex::new(HashMap::new()),
@@ -101,22 +110,40 @@ impl Mesh {
         self.own_ports.get(&port).copied()
     }
 
-    /// The endpoints of a service port, starting with the one whose turn it is.
+    /// The endpoints of a service port in the order to try them: the one the load balancer
+    /// picks first (see [`order`]), then the rest in turn.
     pub fn endpoints_in_turn<'a>(
         &'a self,
         service: &'a Service,
         port: &'a ServicePort,
-    ) -> Vec<Endpoint<'a>> {
-        let mut all: Vec<Endpoint<'a>> = self.registry.endpoints(service, port).collect();
-        if all.len() > 1 {
-            let turn = self
-                .next
-                .get(&(service.index(), port.number))
-                .map_or(0, |n| n.fetch_add(1, Ordering::Relaxed));
-            let n = all.len();
-            all.rotate_left(turn % n);
+    ) -> Vec<(Endpoint<'a>, Option<Load>)> {
+        let all: Vec<Endpoint<'a>> = self.registry.endpoints(service, port).collect();
+        let key = (service.index(), port.number);
+        let loads = self.loads.get(&key);
+        let with_load = |i: usize| loads.map(|l| Load(l.clone(), i));
+        if all.len() < 2 {
+            return all
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (e, with_load(i)))
+                .collect();
         }
-        all
+        let turn = self
+            .next
+            .get(&key)
+            .map_or(0, |n| n.fetch_add(1, Ordering::Relaxed));
+        let in_flight: Vec<usize> = match loads {
+            Some(l) => l.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
+            None => vec![0; all.len()],
+        };
+        let lb = self
+            .registry
+            .load_balancer(&self.client, service, port)
+            .unwrap_or(SimpleLb::Unspecified);
+        order(all.len(), turn, lb, &in_flight, rand::random())
+            .into_iter()
+            .map(|i| (all[i], with_load(i)))
+            .collect()
     }
 
     /// The client config that presents our SVID and accepts a server only if it presents one
@@ -214,12 +241,66 @@ fn options(cfg: &ProxyConfig) -> Options {
     options
 }
 
+/// One endpoint's count of requests in flight; [`Load::begin`] holds one until dropped.
+#[derive(Debug, Clone)]
+pub struct Load(Arc<Vec<AtomicUsize>>, usize);
+
+impl Load {
+    pub fn begin(&self) -> LoadGuard {
+        self.0[self.1].fetch_add(1, Ordering::Relaxed);
+        LoadGuard(self.clone())
+    }
+}
+
+pub struct LoadGuard(Load);
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0 .0[self.0 .1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The order to try `n` endpoints in: the load balancer's pick, then the others in turn.
+///
+/// `LEAST_REQUEST` (and no setting: Istio's default) compares the two endpoints whose turn it
+/// is and takes the one with fewer requests in flight — Envoy's power of two choices, with the
+/// pair taken in turn instead of at random so that idle endpoints are used alike;
+/// `ROUND_ROBIN` takes the one whose turn it is; `RANDOM` any (`random`).
+pub fn order(
+    n: usize,
+    turn: usize,
+    lb: SimpleLb,
+    in_flight: &[usize],
+    random: usize,
+) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let (a, b) = (turn % n, (turn + 1) % n);
+    let first = match lb {
+        SimpleLb::RoundRobin | SimpleLb::Passthrough => a,
+        SimpleLb::Random => random % n,
+        SimpleLb::LeastRequest | SimpleLb::Unspecified => {
+            let load = |i: usize| in_flight.get(i).copied().unwrap_or(0);
+            if load(b) < load(a) {
+                b
+            } else {
+                a
+            }
+        }
+    };
+    (0..n).map(|k| (first + k) % n).collect()
+}
+
 /// Where one captured connection or request may go, decided from the registry: owned, so it
 /// outlives the snapshot borrow across the awaits of connecting.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: TargetAddr,
     pub tls: TargetTls,
+    /// The endpoint's requests in flight (for `LEAST_REQUEST`); none for an original
+    /// destination.
+    pub load: Option<Load>,
     /// Istio's name of the destination (`outbound|<port>||<host>`, `PassthroughCluster`).
     pub cluster: String,
 }
@@ -296,12 +377,13 @@ impl Mesh {
             return vec![Target {
                 addr: TargetAddr::Socket(addr),
                 tls: target_tls(tls.mode),
+                load: None,
                 cluster,
             }];
         }
         self.endpoints_in_turn(service, port)
             .into_iter()
-            .filter_map(|ep| {
+            .filter_map(|(ep, load)| {
                 let addr = match ep.address() {
                     EndpointAddress::Ip(ip) => TargetAddr::Socket(SocketAddr::new(*ip, ep.port)),
                     EndpointAddress::Hostname(h) => TargetAddr::Host(h.clone(), ep.port),
@@ -314,6 +396,7 @@ impl Mesh {
                 Some(Target {
                     addr,
                     tls: target_tls(tls.mode),
+                    load,
                     cluster: cluster.clone(),
                 })
             })
@@ -340,6 +423,7 @@ impl Mesh {
             return Target {
                 addr: TargetAddr::Socket(orig),
                 tls: target_tls(tls.mode),
+                load: None,
                 cluster: cluster_name(service, port),
             };
         }
@@ -350,6 +434,7 @@ impl Mesh {
         Target {
             addr: TargetAddr::Socket(orig),
             tls,
+            load: None,
             cluster: PASSTHROUGH_CLUSTER.into(),
         }
     }
@@ -404,5 +489,48 @@ fn target_tls(mode: UpstreamMode) -> TargetTls {
             mutual: true,
         },
         UpstreamMode::Refuse { reason } => TargetTls::Refuse(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_takes_turns_and_keeps_the_rest_for_retries() {
+        let idle = [0, 0, 0];
+        assert_eq!(order(3, 0, SimpleLb::RoundRobin, &idle, 0), [0, 1, 2]);
+        assert_eq!(order(3, 4, SimpleLb::RoundRobin, &idle, 0), [1, 2, 0]);
+        assert!(order(0, 7, SimpleLb::RoundRobin, &[], 0).is_empty());
+    }
+
+    #[test]
+    fn least_request_prefers_the_less_busy_of_the_pair_whose_turn_it_is() {
+        // Idle endpoints are taken in turn, so sequential requests spread alike.
+        let firsts: Vec<usize> = (0..4)
+            .map(|t| order(2, t, SimpleLb::LeastRequest, &[0, 0], 0)[0])
+            .collect();
+        assert_eq!(firsts, [0, 1, 0, 1]);
+        // Endpoint 0 is busy: the pair (0, 1) gives 1, also on 0's turn.
+        assert_eq!(
+            order(3, 0, SimpleLb::LeastRequest, &[5, 1, 0], 0),
+            [1, 2, 0]
+        );
+        // Istio's default (no loadBalancer set) is LEAST_REQUEST.
+        assert_eq!(order(3, 0, SimpleLb::Unspecified, &[5, 1, 0], 0)[0], 1);
+        // The pair whose turn it is, not the global minimum (power of two choices).
+        assert_eq!(order(3, 1, SimpleLb::LeastRequest, &[0, 4, 3], 0)[0], 2);
+    }
+
+    #[test]
+    fn random_starts_anywhere_and_load_counts_follow_guards() {
+        assert_eq!(order(4, 0, SimpleLb::Random, &[0; 4], 6), [2, 3, 0, 1]);
+        let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..2).map(|_| AtomicUsize::new(0)).collect());
+        let load = Load(counts.clone(), 1);
+        let (a, b) = (load.begin(), load.begin());
+        assert_eq!(counts[1].load(Ordering::Relaxed), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(counts[1].load(Ordering::Relaxed), 0);
     }
 }

@@ -175,6 +175,7 @@ async fn handle(
                     vec![Target {
                         addr: TargetAddr::Socket(at.orig),
                         tls: TargetTls::Plaintext,
+                        load: None,
                         cluster: PASSTHROUGH_CLUSTER.into(),
                     }]
                 }
@@ -289,6 +290,8 @@ async fn send<'t>(
             }
         };
         let Some(mut r) = req.take() else { break };
+        // In flight on this endpoint until its answer's head is back (LEAST_REQUEST).
+        let _load = target.load.as_ref().map(crate::mesh::Load::begin);
         if upgrade || !matches!(security, Security::Mtls(_)) {
             // HTTP/1.1 to a server without a sidecar: an HTTP/2 request from the app carried
             // its host in :authority, which becomes `Host`.
