@@ -93,7 +93,7 @@ async fn handle(
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::new(l.address, l.port));
-    let mut ctx = ConnCtx {
+    let ctx = ConnCtx {
         listener: index,
         listener_port: l.port,
         source,
@@ -116,12 +116,53 @@ async fn handle(
     };
     drop(snap);
 
+    settle(
+        shared,
+        ctx,
+        Speaks::Fixed(protocol),
+        (server, mode, deadline),
+        stream,
+        drain,
+    )
+    .await;
+}
+
+/// How a listener learns its connections' protocol.
+#[derive(Clone, Copy)]
+enum Speaks {
+    /// From its config (an explicit inbound listener).
+    Fixed(Protocol),
+    /// Per connection (the capture's inbound port): the client's ALPN after TLS, else what
+    /// the registry declares for the port (`declared_http`), else a sniff of plaintext.
+    Detect { declared_http: Option<bool> },
+}
+
+/// The steps every inbound connection takes once its listener has built `ctx`: plaintext or
+/// TLS by the port's mode (`tls`: the server config, the mode, the handshake deadline), the
+/// handshake and the peer's identity, the protocol, then the TCP or HTTP path; a refusal on
+/// the way is counted and logged once.
+async fn settle(
+    shared: &Arc<Shared>,
+    mut ctx: ConnCtx,
+    speaks: Speaks,
+    tls: (Arc<rustls::ServerConfig>, MtlsMode, tokio::time::Instant),
+    stream: TcpStream,
+    drain: Watch,
+) {
+    let (server, mode, deadline) = tls;
     let use_tls = match wants_tls(&stream, mode, deadline).await {
         Ok(Some(tls)) => tls,
         Ok(None) => return, // closed before sending anything
         Err(r) => return refuse(shared, &mut ctx, r),
     };
     if !use_tls {
+        let protocol = match speaks {
+            Speaks::Fixed(p) => p,
+            Speaks::Detect { declared_http } => http_or_tcp(match declared_http {
+                Some(h) => h,
+                None => sniffs_http(&stream).await,
+            }),
+        };
         dispatch(shared, ctx, protocol, stream, drain).await;
         return;
     }
@@ -130,9 +171,29 @@ async fn handle(
         Ok((tls, peer)) => {
             ctx.sni = tls.get_ref().1.server_name().map(str::to_string);
             ctx.peer = Some(peer);
+            let protocol = match speaks {
+                Speaks::Fixed(p) => p,
+                // A mesh client says what it carries in ALPN; otherwise the registry decides.
+                Speaks::Detect { declared_http } => {
+                    let by_alpn = tls
+                        .get_ref()
+                        .1
+                        .alpn_protocol()
+                        .and_then(crate::tls::alpn_http);
+                    http_or_tcp(by_alpn.is_some() || declared_http == Some(true))
+                }
+            };
             dispatch(shared, ctx, protocol, tls, drain).await;
         }
         Err(r) => refuse(shared, &mut ctx, r),
+    }
+}
+
+fn http_or_tcp(http: bool) -> Protocol {
+    if http {
+        Protocol::Http
+    } else {
+        Protocol::Tcp
     }
 }
 
@@ -310,39 +371,10 @@ async fn handle_captured(
     let deadline = tokio::time::Instant::now() + snap.config.timeouts.handshake();
     let server = snap.server_tls_captured.clone();
     drop(snap);
-    let declared_http = declared.map(|p| p.is_http());
-
-    let use_tls = match wants_tls(&stream, mode, deadline).await {
-        Ok(Some(tls)) => tls,
-        Ok(None) => return,
-        Err(r) => return refuse(shared, &mut ctx, r),
+    let speaks = Speaks::Detect {
+        declared_http: declared.map(|p| p.is_http()),
     };
-    if !use_tls {
-        let http = match declared_http {
-            Some(h) => h,
-            None => sniffs_http(&stream).await,
-        };
-        let protocol = if http { Protocol::Http } else { Protocol::Tcp };
-        dispatch(shared, ctx, protocol, stream, drain).await;
-        return;
-    }
-    ctx.tls = true;
-    match terminate(shared, server, stream, deadline).await {
-        Ok((tls, peer)) => {
-            ctx.sni = tls.get_ref().1.server_name().map(str::to_string);
-            ctx.peer = Some(peer);
-            // A mesh client says what it carries in ALPN; otherwise the registry decides.
-            let by_alpn = tls
-                .get_ref()
-                .1
-                .alpn_protocol()
-                .and_then(crate::tls::alpn_http);
-            let http = by_alpn.is_some() || declared_http == Some(true);
-            let protocol = if http { Protocol::Http } else { Protocol::Tcp };
-            dispatch(shared, ctx, protocol, tls, drain).await;
-        }
-        Err(r) => refuse(shared, &mut ctx, r),
-    }
+    settle(shared, ctx, speaks, (server, mode, deadline), stream, drain).await;
 }
 
 /// Whether the client's first bytes, within [`SNIFF`], are an HTTP request.
