@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -32,7 +31,7 @@ pub fn build(o: &Originate, mutual: bool) -> Result<Origination, String> {
     let provider = crate::tls::provider();
     let roots = match &o.ca_certificates {
         Some(file) => roots_from(Path::new(file))?,
-        None => system_roots(),
+        None => crate::tls::system_roots(),
     };
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -44,7 +43,6 @@ pub fn build(o: &Originate, mutual: bool) -> Result<Origination, String> {
         webpki,
         names: o.subject_alt_names.clone(),
         skip: o.insecure_skip_verify,
-        provider: provider.clone(),
     });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -97,15 +95,6 @@ fn roots_from(file: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // One unparsable system certificate must not disable origination.
-        let _ = roots.add(cert);
-    }
-    roots
-}
-
 /// WebPKI verification for the names a rule expects (any one of `names`; the SNI when it
 /// names none), or none at all with `skip`.
 #[derive(Debug)]
@@ -113,7 +102,6 @@ struct NamedVerifier {
     webpki: Arc<WebPkiServerVerifier>,
     names: Vec<String>,
     skip: bool,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ServerCertVerifier for NamedVerifier {
@@ -155,18 +143,14 @@ impl ServerCertVerifier for NamedVerifier {
         )))
     }
 
+    // Handshake signatures are checked as WebPKI checks them, with the same provider.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -175,17 +159,10 @@ impl ServerCertVerifier for NamedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }

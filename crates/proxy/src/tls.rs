@@ -50,6 +50,17 @@ pub(crate) struct PeerMismatch {
     pub expected: String,
 }
 
+/// The operating system's trust store, for servers outside the mesh (remote JWKS, TLS the
+/// sidecar originates without `caCertificates`). One unparsable system certificate must not
+/// disable the rest.
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -94,11 +94,7 @@ where
 /// TLS settings for https JWKS endpoints: the operating system's trust store, as istiod uses
 /// when it resolves `jwksUri`.
 pub(crate) fn default_tls() -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A single unparsable system certificate must not disable https fetching.
-        let _ = roots.add(cert);
-    }
+    let roots = crate::tls::system_roots();
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
