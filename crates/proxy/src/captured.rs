@@ -195,7 +195,7 @@ pub async fn connect_first<'t>(
                 continue;
             }
         };
-        let addr = match resolve(&target.addr).await {
+        let addr = match target.addr.resolve().await {
             Ok(a) => a,
             Err(why) => {
                 shared
@@ -217,19 +217,6 @@ pub async fn connect_first<'t>(
         }
     }
     Err(last)
-}
-
-/// A DNS-resolution endpoint's first address (the system resolver; the sidecar's own lookups
-/// are not captured).
-async fn resolve(addr: &crate::mesh::TargetAddr) -> Result<SocketAddr, String> {
-    match addr {
-        crate::mesh::TargetAddr::Socket(a) => Ok(*a),
-        crate::mesh::TargetAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
-            .await
-            .map_err(|e| format!("resolving endpoint {h}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("resolving endpoint {h}: no address")),
-    }
 }
 
 /// Refuses a connection; when the app's first bytes are an HTTP request, it gets a 502 whose

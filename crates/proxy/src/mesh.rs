@@ -312,6 +312,21 @@ pub enum TargetAddr {
     Host(String, u16),
 }
 
+impl TargetAddr {
+    /// The address to connect to: a DNS-resolution endpoint's first address from the system
+    /// resolver (the sidecar's own lookups are not captured).
+    pub async fn resolve(&self) -> Result<SocketAddr, String> {
+        match self {
+            TargetAddr::Socket(a) => Ok(*a),
+            TargetAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
+                .await
+                .map_err(|e| format!("resolving endpoint {h}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("resolving endpoint {h}: no address")),
+        }
+    }
+}
+
 impl std::fmt::Display for TargetAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

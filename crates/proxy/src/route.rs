@@ -35,7 +35,7 @@ use crate::mesh::{Target, TargetAddr, TargetTls, BLACKHOLE_CLUSTER, PASSTHROUGH_
 use crate::outcome::{Failure, Outcome};
 use crate::response::Body;
 use crate::state::Shared;
-use crate::upstream::Security;
+use crate::upstream::{reset_sentence, Security};
 
 /// The header that carries the reason of a 503 the sidecar answered itself.
 pub static UPSTREAM_ERROR: http::HeaderName =
@@ -261,21 +261,12 @@ async fn send<'t>(
     // The body can be sent once: connections are made (and failures skipped) before it is.
     let mut req = Some(req);
     for target in targets.iter().take(crate::upstream::MAX_ATTEMPTS) {
-        let addr = match &target.addr {
-            TargetAddr::Socket(a) => *a,
-            TargetAddr::Host(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
-                Ok(mut found) => match found.next() {
-                    Some(a) => a,
-                    None => {
-                        last = format!("resolving endpoint {h}: no address");
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    last = format!("resolving endpoint {h}: {e}");
-                    continue;
-                }
-            },
+        let addr = match target.addr.resolve().await {
+            Ok(a) => a,
+            Err(why) => {
+                last = why;
+                continue;
+            }
         };
         let carry = if upgrade {
             crate::mesh::Carry::Http1
@@ -335,12 +326,7 @@ async fn send<'t>(
                         .metrics
                         .upstream_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    format!(
-                        "upstream connect error or disconnect/reset before headers. \
-                             reset reason: connection failure, transport failure reason: \
-                             {addr}: {}",
-                        error_chain(&e)
-                    )
+                    reset_sentence("connection failure", format!("{addr}: {}", error_chain(&e)))
                 });
             }
             // Mesh mTLS (TLS origination took the branch above).
@@ -366,10 +352,9 @@ async fn send<'t>(
                             .metrics
                             .upstream_errors
                             .fetch_add(1, Ordering::Relaxed);
-                        Err(format!(
-                            "upstream connect error or disconnect/reset before headers. reset \
-                             reason: remote reset, transport failure reason: {addr}: {}",
-                            error_chain(&e)
+                        Err(reset_sentence(
+                            "remote reset",
+                            format!("{addr}: {}", error_chain(&e)),
                         ))
                     }
                 };
@@ -394,10 +379,7 @@ async fn dedicated<'t>(
             .metrics
             .upstream_errors
             .fetch_add(1, Ordering::Relaxed);
-        format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: \
-             connection failure, transport failure reason: {addr}: {what}"
-        )
+        reset_sentence("connection failure", format!("{addr}: {what}"))
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -462,9 +444,9 @@ async fn mesh_sender(
         };
     let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
     if stream.alpn() != Some(b"h2") {
-        return Err(format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: protocol \
-             error, transport failure reason: {addr} did not agree to HTTP/2 over mTLS (ALPN h2)"
+        return Err(reset_sentence(
+            "protocol error",
+            format!("{addr} did not agree to HTTP/2 over mTLS (ALPN h2)"),
         ));
     }
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())

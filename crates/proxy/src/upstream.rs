@@ -81,11 +81,7 @@ impl UpstreamError {
 
     /// Envoy's words for a failed upstream, and ours after them (what the app reads in a 503).
     pub fn sentence(&self) -> String {
-        format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {}, \
-             transport failure reason: {self}",
-            self.reset_reason()
-        )
+        reset_sentence(self.reset_reason(), self)
     }
 
     /// Counts it under its metric: TLS handshakes apart from connects.
@@ -100,6 +96,16 @@ impl UpstreamError {
             tracing::warn!("outbound mTLS handshake failed: {self}");
         }
     }
+}
+
+/// What the app reads when a request could not be delivered: Envoy's sentence with its
+/// `reset reason` (`connection failure`, `remote reset`, `TLS error`, `protocol error`...),
+/// then ours.
+pub fn reset_sentence(reset_reason: &str, why: impl std::fmt::Display) -> String {
+    format!(
+        "upstream connect error or disconnect/reset before headers. reset reason: \
+         {reset_reason}, transport failure reason: {why}"
+    )
 }
 
 /// The SPIFFE ID the upstream proved (for the log), checked again under `trust`.
