@@ -163,11 +163,13 @@ impl Mesh {
             return Ok(c.clone());
         }
         let expected = expected_peer(identities, &self.trust)?;
-        let mut config = (*crate::tls::client_config(self.trust.clone(), &self.own, expected)
-            .map_err(|e| anyhow!("building the TLS client config: {e}"))?)
-        .clone();
-        config.alpn_protocols = carry.alpn().iter().map(|p| p.to_vec()).collect();
-        let config = Arc::new(config);
+        let config = crate::tls::client_config_offering(
+            self.trust.clone(),
+            &self.own,
+            expected,
+            carry.alpn(),
+        )
+        .map_err(|e| anyhow!("building the TLS client config: {e}"))?;
         cache.insert(key, config.clone());
         Ok(config)
     }

@@ -330,6 +330,16 @@ pub fn client_config(
     own: &OwnCert,
     expected: ExpectedPeer,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config_offering(trust, own, expected, &[])
+}
+
+/// [`client_config`] offering `alpn` (what a mesh connection carries, see `mesh::Carry`).
+pub fn client_config_offering(
+    trust: Arc<TrustConfig>,
+    own: &OwnCert,
+    expected: ExpectedPeer,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
     let verifier = SvidServerVerifier::new(trust, expected, provider.clone());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -343,5 +353,6 @@ pub fn client_config(
     // through new connections that resumed a session from before the expiry. Every new
     // connection must verify the peer's chain as of now.
     cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
