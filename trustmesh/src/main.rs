@@ -33,6 +33,11 @@ enum Command {
     /// Explain which policies allow or deny a request.
     #[command(subcommand)]
     Authz(cmd::policy::AuthzCommand),
+    /// Run the control plane: the CA plus xDS to every sidecar, from a watched directory of
+    /// Istio YAML (istiod's role for security and the registry).
+    Control(Box<cmd::control::ControlArgs>),
+    /// List the sidecars connected to the control plane and whether they are in sync.
+    ProxyStatus(cmd::control::StatusArgs),
     /// Run the mTLS sidecar proxy.
     Proxy(cmd::proxy::Args),
     /// Run the node agent: key + CSR, rotation, SPIFFE Workload API.
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
         Command::Cert(c) => cmd::cert::run(c),
         Command::Validate(a) => cmd::policy::validate(a),
         Command::Authz(c) => cmd::policy::authz(c),
+        Command::Control(a) => cmd::control::run(*a),
+        Command::ProxyStatus(a) => cmd::control::proxy_status(a),
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Agent(a) => cmd::agent::run(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),

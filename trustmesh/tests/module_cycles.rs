@@ -481,7 +481,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
         "L4 listeners",
         &["admin", "captured", "inbound", "outbound"],
     ),
-    ("L5 lifecycle", &["reload", "run"]),
+    ("L5 lifecycle", &["reload", "run", "xds"]),
 ];
 
 #[test]

@@ -134,12 +134,26 @@ fn spawn(
     })
 }
 
+/// More gRPC services to serve on the certificate service's port, as istiod serves xDS and its
+/// CA on 15012: built from the CA service, so they authenticate callers as it does.
+pub type ExtraServices = Box<dyn FnOnce(Arc<CaService>) -> tonic::service::Routes + Send>;
+
 /// Binds both listeners and starts serving. Errors (a taken port, an unreadable JWKS) surface
 /// here, before anything is served.
 pub async fn start(
     signer: Arc<dyn Signer>,
     identity: IdentitySource,
     opts: Options,
+) -> Result<Running, ServerError> {
+    start_with(signer, identity, opts, None).await
+}
+
+/// [`start`], with `extra` services on the certificate service's port.
+pub async fn start_with(
+    signer: Arc<dyn Signer>,
+    identity: IdentitySource,
+    opts: Options,
+    extra: Option<ExtraServices>,
 ) -> Result<Running, ServerError> {
     let roots = signer.roots();
     let mut bundles = TrustBundleSet::new();
@@ -192,13 +206,23 @@ pub async fn start(
     let incoming =
         crate::tls::accept_tls(listener, Arc::new(grpc_tls), limits.clone(), drain.clone());
     let grpc_drain = drain.clone();
+    let extra = extra.map(|f| f(service.clone()));
     let grpc = spawn(&ended_tx, async move {
         // On a drain tonic stops taking connections, tells each connection to finish (HTTP/2
         // GOAWAY: calls already received are answered, new ones refused) and returns once every
         // connection has closed; an immediate drain stops waiting for them.
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        let router = match extra {
+            // Extra services hold streams open for as long as the client stays (xDS), so the
+            // per-request timeout cannot apply to this port; the CA's calls stay bounded by the
+            // connection limits and idle timeout.
+            Some(routes) => builder.add_routes(routes),
             // A request that takes this long is stuck; free its resources.
-            .timeout(Duration::from_secs(30))
+            None => builder
+                .timeout(Duration::from_secs(30))
+                .add_routes(tonic::service::Routes::default()),
+        };
+        let served = router
             .add_service(IstioCertificateServiceServer::new(service.clone()))
             .add_service(JwtSvidServiceServer::new(service))
             .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async {

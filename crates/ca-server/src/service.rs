@@ -97,8 +97,21 @@ impl CaService {
     /// chain: the first that succeeds decides the identity, so a workload whose token expired can
     /// still renew with its valid certificate.
     pub async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let certs = req.peer_certs();
+        self.authenticate_parts(certs.as_deref().map(|c| c.as_slice()), req.metadata())
+            .await
+    }
+
+    /// [`CaService::authenticate`] over what a request carries: its client certificate chain
+    /// (mTLS) and its metadata (the bearer token). Other services on the CA's port (the control
+    /// plane's xDS) authenticate their callers with it, so every caller is judged alike.
+    pub async fn authenticate_parts(
+        &self,
+        certs: Option<&[CertificateDer<'static>]>,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Caller, Status> {
         let mut reasons = Vec::new();
-        if let Some(certs) = req.peer_certs() {
+        if let Some(certs) = certs {
             if !certs.is_empty() {
                 let chain: Vec<CertificateDer<'static>> =
                     certs.iter().map(|c| c.clone().into_owned()).collect();
@@ -119,7 +132,7 @@ impl CaService {
                 }
             }
         }
-        match bearer_token(req)? {
+        match bearer_token(metadata)? {
             Some(token) if self.jwt.is_empty() => {
                 let _ = token;
                 reasons.push("bearer token given but no token issuer is configured".into());
@@ -162,8 +175,8 @@ impl CaService {
     }
 }
 
-fn bearer_token<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
-    let Some(v) = req.metadata().get("authorization") else {
+fn bearer_token(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>, Status> {
+    let Some(v) = metadata.get("authorization") else {
         return Ok(None);
     };
     let v = v

@@ -23,9 +23,11 @@ pub use timeouts::{
 pub use trustmesh_config::ConfigError;
 
 mod capture;
+mod control_plane;
 mod timeouts;
 
 pub use capture::{CaptureConfig, DEFAULT_DNS_PORT, DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT};
+pub use control_plane::{ControlPlaneConfig, DEFAULT_INITIAL_FETCH_TIMEOUT, DEFAULT_SERVER_NAME};
 
 use timeouts::{millis, RawTimeouts};
 
@@ -46,9 +48,12 @@ struct Raw {
     certs: CertFiles,
     #[serde(default)]
     trust_bundles: Vec<String>,
+    #[serde(default)]
     mesh: serde_yaml::Value,
     #[serde(default)]
     policy_dir: Option<PathBuf>,
+    #[serde(default)]
+    control_plane: Option<ControlPlaneConfig>,
     #[serde(default)]
     inbound: Vec<InboundListener>,
     #[serde(default)]
@@ -81,6 +86,9 @@ pub struct ProxyConfig {
     pub mesh: serde_yaml::Value,
     /// Directory (or single file) of Istio security policies.
     pub policy_dir: Option<PathBuf>,
+    /// The control plane that serves the policies, registry, mesh config and bundles instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneConfig>,
     pub inbound: Vec<InboundListener>,
     pub outbound: Vec<OutboundListener>,
     /// Transparent mode: captured connections, routed by the service registry.
@@ -295,6 +303,7 @@ impl ProxyConfig {
             trust_bundles: raw.trust_bundles,
             mesh: raw.mesh,
             policy_dir: raw.policy_dir,
+            control_plane: raw.control_plane,
             inbound: raw.inbound,
             outbound: raw.outbound,
             capture: raw.capture,
@@ -322,6 +331,9 @@ impl ProxyConfig {
         if let Some(d) = &self.policy_dir {
             self.policy_dir = Some(abs(d));
         }
+        if let Some(cp) = &mut self.control_plane {
+            cp.resolve_paths(abs);
+        }
         for b in &mut self.trust_bundles {
             let src = parse_bundle_source(b);
             let p = abs(&src.path);
@@ -339,6 +351,7 @@ impl ProxyConfig {
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let err = |(field, message): (String, String)| ConfigError::field(path, field, message);
         self.check_workload()
+            .and_then(|()| self.check_sources())
             .and_then(|()| self.check_listeners())
             .and_then(|()| self.check_limits())
             .map_err(err)
@@ -352,6 +365,8 @@ impl ProxyConfig {
             return Err(("workload.serviceAccount".into(), "must not be empty".into()));
         }
         match &self.mesh {
+            // From the control plane.
+            serde_yaml::Value::Null if self.control_plane.is_some() => Ok(()),
             // Read here, with the rest of the file, so a bad inline field is reported as
             // `mesh.<field>` of this file rather than when the snapshot is built.
             v @ serde_yaml::Value::Mapping(_) => {
@@ -368,6 +383,30 @@ impl ProxyConfig {
                 "must be a mapping (inline mesh config) or a file path".into(),
             )),
         }
+    }
+
+    /// Configuration comes from files or from a control plane, never from both: two sources of
+    /// policy would leave an operator guessing which one a decision came from.
+    fn check_sources(&self) -> Result<(), (String, String)> {
+        let Some(cp) = &self.control_plane else {
+            return Ok(());
+        };
+        cp.check()?;
+        if self.policy_dir.is_some() {
+            return Err((
+                "policyDir".into(),
+                "policies come from the control plane when controlPlane is set; remove policyDir"
+                    .into(),
+            ));
+        }
+        if !self.mesh.is_null() {
+            return Err((
+                "mesh".into(),
+                "the mesh config comes from the control plane when controlPlane is set; remove mesh"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// At least one listener, each on its own usable port; TLS outbound listeners know whom
@@ -490,6 +529,9 @@ impl ProxyConfig {
         }
         if let MeshSource::File(p) = self.mesh_source() {
             v.push(p);
+        }
+        if let Some(t) = self.control_plane.as_ref().and_then(|c| c.token.clone()) {
+            v.push(t);
         }
         v
     }

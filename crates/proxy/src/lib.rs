@@ -46,6 +46,7 @@ pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 pub mod workers;
+pub mod xds;
 
 pub use config::ProxyConfig;
 pub use run::{run, start, Bound};

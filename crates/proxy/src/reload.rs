@@ -70,7 +70,14 @@ pub fn fingerprint(files: &[PathBuf]) -> u64 {
 /// ignoring the edit.
 fn listeners_changed(a: &ProxyConfig, b: &ProxyConfig) -> bool {
     let ser = |c: &ProxyConfig| {
-        serde_json::to_string(&(&c.inbound, &c.outbound, &c.capture, &c.admin)).unwrap_or_default()
+        serde_json::to_string(&(
+            &c.inbound,
+            &c.outbound,
+            &c.capture,
+            &c.admin,
+            &c.control_plane,
+        ))
+        .unwrap_or_default()
     };
     ser(a) != ser(b)
 }
@@ -87,11 +94,14 @@ pub fn try_reload(
     let fp = fingerprint(&crate::snapshot::watched_files(&cfg, Some(config_file)));
     if listeners_changed(&shared.startup_config, &cfg) {
         anyhow::bail!(
-            "{}: inbound/outbound/capture/admin listeners changed; listener changes need a restart",
+            "{}: inbound/outbound/capture/admin listeners or controlPlane changed; those need a \
+             restart",
             config_file.display()
         );
     }
-    let snap = crate::snapshot::build(cfg, generation)?;
+    // With a control plane, the policies and registry are the ones it last sent; only the
+    // config file and the certificate come from disk.
+    let snap = crate::snapshot::build(cfg, generation, Some(&shared.current().inputs))?;
     // A policy document that is not YAML could hold any policy. At startup the set then denies
     // every request (there is nothing better to enforce); on reload the last good snapshot
     // still has that file's previous, readable contents, which is strictly more precise, so
@@ -113,7 +123,6 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf, loaded: u64) {
         crate::snapshot::watched_files(&shared.current().config, Some(&config_file))
     };
     let mut last = loaded;
-    let mut generation = shared.current().generation;
     // Since when the files on disk are refused (a retry needs no change).
     let mut refused_at: Option<Instant> = None;
     let mut expiry_reported = 0i64;
@@ -135,17 +144,24 @@ pub async fn watch(shared: Arc<Shared>, config_file: PathBuf, loaded: u64) {
         last = fp;
         let shared2 = shared.clone();
         let cfg_file = config_file.clone();
-        let next = generation + 1;
+        // The control plane's pushes install snapshots too; number after whichever is current.
+        let next = shared.current().generation + 1;
         let result =
             tokio::task::spawn_blocking(move || try_reload(&shared2, &cfg_file, next)).await;
         match result {
+            Ok(Ok((snap, _)))
+                if snap.inputs.from_control_plane
+                    && !Arc::ptr_eq(&snap.inputs, &shared.current().inputs) =>
+            {
+                // A push arrived while this was built from the previous one: build again.
+                last = 0;
+            }
             Ok(Ok((snap, built_from))) => {
                 crate::snapshot::warm_up(&snap).await;
                 warn_if_policies_vanished(&shared.current(), &snap);
-                generation = next;
                 shared.install(snap);
                 shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(generation, "configuration reloaded");
+                tracing::info!(generation = next, "configuration reloaded");
                 refused_at = None;
                 // Over the new snapshot's watch set (a directory may have gained files).
                 last = built_from;

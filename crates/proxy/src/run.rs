@@ -44,14 +44,24 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
     // Before the files are read: a change made while they load is then seen by the watcher.
     let loaded =
         crate::reload::fingerprint(&crate::snapshot::watched_files(&cfg, Some(config_file)));
-    let cfg_for_build = cfg.clone();
-    let snap = tokio::task::spawn_blocking(move || crate::snapshot::build(cfg_for_build, 1))
-        .await
-        .context("loading configuration")??;
-    crate::snapshot::warm_up(&snap).await;
+    let (snap, attach) = if cfg.control_plane.is_some() {
+        let (snap, attach) = crate::xds::start(&cfg).await?;
+        (snap, Some(attach))
+    } else {
+        let cfg_for_build = cfg.clone();
+        let snap =
+            tokio::task::spawn_blocking(move || crate::snapshot::build(cfg_for_build, 1, None))
+                .await
+                .context("loading configuration")??;
+        crate::snapshot::warm_up(&snap).await;
+        (snap, None)
+    };
     // Each listener holds a watch of the drain, and each connection it accepts a clone.
     let (trigger, drain) = drain::channel();
     let shared = Shared::new(snap, trigger).context("starting worker threads")?;
+    if let Some(a) = attach {
+        a.running(&shared);
+    }
 
     let mut bound = Bound {
         inbound: vec![],

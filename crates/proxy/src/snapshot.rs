@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, UnixTime};
 use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
-use trustmesh_policy::MeshConfig;
+use trustmesh_policy::{MeshConfig, SourceText};
 
 use crate::authz::Policies;
 use crate::config::{MeshSource, ProxyConfig};
@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub client_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     /// ext_authz clients by extension provider name.
     pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::ExtAuthzClient>,
+    /// What the policies, registry, mesh config and bundles were built from.
+    pub inputs: Arc<Inputs>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -168,9 +170,49 @@ pub async fn warm_up(snap: &Snapshot) {
     }
 }
 
-/// Builds a complete snapshot from `cfg`, reading every file it names.
-pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
-    let mesh = load_mesh(&cfg)?;
+/// What the policies, registry, mesh config and bundles are built from: read from the files
+/// the config names, or received from the control plane.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub mesh: MeshConfig,
+    pub bundles: TrustBundleSet,
+    pub sources: Vec<SourceText>,
+    /// Set when they came from the control plane: a reload for a changed certificate rebuilds
+    /// from these instead of reading files.
+    pub from_control_plane: bool,
+}
+
+/// Reads the inputs from the files `cfg` names.
+pub fn read_inputs(cfg: &ProxyConfig) -> anyhow::Result<Inputs> {
+    Ok(Inputs {
+        mesh: load_mesh(cfg)?,
+        bundles: load_bundles(cfg)?,
+        sources: Policies::read_sources(cfg)?,
+        from_control_plane: false,
+    })
+}
+
+/// Builds a complete snapshot from `cfg`, reading every file it names; with a control plane,
+/// from the last inputs it sent (`previous`) and the certificate files.
+pub fn build(
+    cfg: ProxyConfig,
+    generation: u64,
+    previous: Option<&Arc<Inputs>>,
+) -> anyhow::Result<Snapshot> {
+    let inputs = match previous {
+        Some(p) if p.from_control_plane => p.clone(),
+        _ => Arc::new(read_inputs(&cfg)?),
+    };
+    build_from(cfg, inputs, generation)
+}
+
+/// Builds a complete snapshot from `cfg` (listeners, certificate files) and `inputs`.
+pub fn build_from(
+    cfg: ProxyConfig,
+    inputs: Arc<Inputs>,
+    generation: u64,
+) -> anyhow::Result<Snapshot> {
+    let mesh = inputs.mesh.clone();
     let local = TrustDomain::parse(&mesh.trust_domain)
         .map_err(|e| anyhow!("mesh.trustDomain: {:?}: {e}", mesh.trust_domain))?;
     let mut aliases = Vec::new();
@@ -180,7 +222,7 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
                 .map_err(|e| anyhow!("mesh.trustDomainAliases[{i}]: {a:?}: {e}"))?,
         );
     }
-    let bundles = load_bundles(&cfg)?;
+    let bundles = inputs.bundles.clone();
     if bundles.roots(&local).is_empty() {
         bail!(
             "trustBundles: no root for the local trust domain {local}; add the mesh root \
@@ -214,10 +256,10 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
         );
     }
 
-    let sources = Policies::read_sources(&cfg)?;
+    let sources = &inputs.sources;
     let (mesh_view, registry_objects) =
-        crate::mesh::Mesh::build(&cfg, &mesh, &sources, trust.clone(), &own)?;
-    let policies = Policies::load(&cfg, &mesh, &sources, &registry_objects)?;
+        crate::mesh::Mesh::build(&cfg, &mesh, sources, trust.clone(), &own)?;
+    let policies = Policies::load(&cfg, &mesh, sources, &registry_objects)?;
     let ext_authz = crate::extauthz::clients(&mesh)?;
 
     let server_tls_http = tls::server_config(trust.clone(), &own, true)
@@ -257,6 +299,7 @@ pub fn build(cfg: ProxyConfig, generation: u64) -> anyhow::Result<Snapshot> {
         client_tls,
         mesh_view: Arc::new(mesh_view),
         ext_authz,
+        inputs,
     })
 }
 

@@ -30,7 +30,7 @@ fn build(dir: &Path, yaml: &str) -> Result<snapshot::Snapshot, String> {
     let file = dir.join("proxy.yaml");
     std::fs::write(&file, yaml).unwrap();
     let cfg = ProxyConfig::load(&file).map_err(|e| e.to_string())?;
-    snapshot::build(cfg, 1).map_err(|e| format!("{e:#}"))
+    snapshot::build(cfg, 1, None).map_err(|e| format!("{e:#}"))
 }
 
 #[test]

@@ -76,9 +76,56 @@ pub struct Args {
     pub termination_drain: trustmesh_config::Duration,
 }
 
+/// What `ca serve` and `control` start the CA from.
+pub struct Prepared {
+    pub signer: Arc<CaSigner>,
+    pub identity: IdentitySource,
+    pub opts: Options,
+}
+
 pub fn run(a: Args) -> ExitCode {
     super::init_logging();
     super::raise_fd_limit();
+    let deadline = a.termination_drain.get();
+    let Prepared {
+        signer: ca,
+        identity,
+        opts,
+    } = match prepare(&a) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return super::fail(1, format!("starting runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let signals = match super::register_signals(Hangup::Ignore) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let mut running = match server::start(ca, identity, opts).await {
+            Ok(r) => r,
+            Err(e) => return super::fail(1, e),
+        };
+        // Machine-readable lines: tests and scripts started with port 0 learn the real ports.
+        println!("listening grpc={}", running.addr);
+        if let Some(b) = running.bundle_addr {
+            println!("listening bundle={b}");
+        }
+        tokio::select! {
+            _ = running.wait() => return super::fail(1, "CA server stopped unexpectedly"),
+            _ = signals.shutdown() => {}
+        }
+        // Calls in flight are answered; a second signal cuts them.
+        running.drain(deadline, signals.again()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads the CA folder, keys and flags into what the CA server starts from; errors are
+/// printed and returned as the exit code.
+pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
     let mut deprecated = Deprecations::new("trustmesh ca serve");
     for (flag, d) in [
         ("--max-ttl", &a.max_ttl),
@@ -92,14 +139,14 @@ pub fn run(a: Args) -> ExitCode {
     deprecated.warn();
     let (max_ttl, server_cert_ttl) = (a.max_ttl.get(), a.server_cert_ttl.get());
     if a.jwt_issuers.len() != a.jwks.len() {
-        return super::fail(
+        return Err(super::fail(
             2,
             format!(
                 "--jwt-issuer and --jwks must be given in pairs ({} issuer(s), {} JWKS)",
                 a.jwt_issuers.len(),
                 a.jwks.len()
             ),
-        );
+        ));
     }
     if a.jwt_issuers.is_empty() {
         tracing::warn!(
@@ -109,14 +156,14 @@ pub fn run(a: Args) -> ExitCode {
     }
     let mut ca = match CertificateAuthority::load(&a.ca) {
         Ok(ca) => ca,
-        Err(e) => return super::fail(1, format!("loading CA: {e}")),
+        Err(e) => return Err(super::fail(1, format!("loading CA: {e}"))),
     };
     let default_ttl = a.default_ttl.get().min(max_ttl);
     if let Err(e) = ca.set_ttl_policy(TtlPolicy {
         default_ttl,
         max_ttl,
     }) {
-        return super::fail(2, e);
+        return Err(super::fail(2, e));
     }
     let issuers = a
         .jwt_issuers
@@ -130,7 +177,7 @@ pub fn run(a: Args) -> ExitCode {
     let jwt_authority = match &a.jwt_authority_key {
         Some(p) => match JwtAuthority::load_or_create(p) {
             Ok(j) => Some(j),
-            Err(e) => return super::fail(1, format!("JWT authority: {e}")),
+            Err(e) => return Err(super::fail(1, format!("JWT authority: {e}"))),
         },
         None => None,
     };
@@ -153,31 +200,9 @@ pub fn run(a: Args) -> ExitCode {
         let (ca, names, ttl) = (ca.clone(), a.server_names.clone(), server_cert_ttl);
         Arc::new(move || server_identity(&ca.ca, &names, ttl))
     };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return super::fail(1, format!("starting runtime: {e}")),
-    };
-    let deadline = a.termination_drain.get();
-    rt.block_on(async move {
-        let signals = match super::register_signals(Hangup::Ignore) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        let mut running = match server::start(ca, identity, opts).await {
-            Ok(r) => r,
-            Err(e) => return super::fail(1, e),
-        };
-        // Machine-readable lines: tests and scripts started with port 0 learn the real ports.
-        println!("listening grpc={}", running.addr);
-        if let Some(b) = running.bundle_addr {
-            println!("listening bundle={b}");
-        }
-        tokio::select! {
-            _ = running.wait() => return super::fail(1, "CA server stopped unexpectedly"),
-            _ = signals.shutdown() => {}
-        }
-        // Calls in flight are answered; a second signal cuts them.
-        running.drain(deadline, signals.again()).await;
-        ExitCode::SUCCESS
+    Ok(Prepared {
+        signer: ca,
+        identity,
+        opts,
     })
 }

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod ca_serve;
 pub mod capture;
 pub mod cert;
+pub mod control;
 pub mod flags;
 pub mod policy;
 pub mod proxy;

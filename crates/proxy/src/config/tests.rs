@@ -224,3 +224,52 @@ fn inline_mesh_config_errors_name_the_file_and_the_mesh_field() {
         "{e}"
     );
 }
+
+#[test]
+fn a_control_plane_replaces_the_policy_and_mesh_files() {
+    let with_cp = GOOD
+        .replace("mesh: { trustDomain: cluster.local }\n", "")
+        .replace(
+            "policyDir: policies\n",
+            "controlPlane: { addresses: [\"cp-a:15012\", \"cp-b:15012\"], rootCert: root.pem, token: token }\n",
+        );
+    let c = ProxyConfig::parse(&with_cp, Path::new("/cfg/p.yaml"), Path::new("/cfg"))
+        .unwrap()
+        .0;
+    let cp = c.control_plane.as_ref().unwrap();
+    assert_eq!(cp.servers(), ["https://cp-a:15012", "https://cp-b:15012"]);
+    assert_eq!(cp.root_cert, PathBuf::from("/cfg/root.pem"));
+    assert_eq!(cp.server_name, DEFAULT_SERVER_NAME);
+    assert_eq!(cp.initial_fetch_timeout, DEFAULT_INITIAL_FETCH_TIMEOUT);
+    assert!(c.watched_paths().contains(&PathBuf::from("/cfg/token")));
+
+    let err = |yaml: &str| {
+        ProxyConfig::parse(yaml, Path::new("p.yaml"), Path::new("."))
+            .unwrap_err()
+            .to_string()
+    };
+    let both = with_cp.replace("controlPlane:", "policyDir: policies\ncontrolPlane:");
+    assert!(
+        err(&both).starts_with("p.yaml: policyDir: policies come from the control plane"),
+        "{}",
+        err(&both)
+    );
+    let mesh_too = format!("{with_cp}mesh: {{ trustDomain: cluster.local }}\n");
+    assert!(
+        err(&mesh_too).starts_with("p.yaml: mesh: the mesh config comes from the control plane")
+    );
+    let no_port = with_cp.replace("\"cp-b:15012\"", "\"cp-b\"");
+    assert_eq!(
+        err(&no_port),
+        "p.yaml: controlPlane.addresses[1]: \"cp-b\" is not host:port"
+    );
+    let none = with_cp.replace("addresses: [\"cp-a:15012\", \"cp-b:15012\"], ", "");
+    assert!(err(&none).starts_with("p.yaml: controlPlane.address: name the control plane"));
+    // Without a control plane the mesh config is still required.
+    let no_mesh = GOOD.replace("mesh: { trustDomain: cluster.local }\n", "");
+    assert!(
+        err(&no_mesh).starts_with("p.yaml: mesh: must be a mapping"),
+        "{}",
+        err(&no_mesh)
+    );
+}

@@ -1,0 +1,243 @@
+//! Configuration sources. A source yields [`Inputs`] — Istio documents, the mesh config and
+//! extra trust bundles — and says when they may have changed; the control plane does the rest.
+//! Today's source is a directory of YAML files; a Kubernetes source will implement the same
+//! trait.
+//!
+//! A file that stops parsing as YAML does not take its resources away: its last good contents
+//! keep being served, and the problem is reported (log, `/debug/syncz`, metrics) until it is
+//! fixed. An operator saving a half-edited file must not drop a DENY policy mesh-wide.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use trustmesh_policy::split::{split, Piece};
+
+/// One Istio object as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub value: serde_yaml::Value,
+    /// `file#document` (and `items[n]` inside a List): where it was read, for messages.
+    pub origin: String,
+}
+
+/// Everything a source provides.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub documents: Vec<Document>,
+    /// The mesh config document as read (any shape `MeshConfig` accepts); `None`: defaults.
+    pub mesh: Option<(serde_yaml::Value, String)>,
+    /// Extra trust bundles: trust domain → PEM roots (federation).
+    pub bundles: Vec<(String, String)>,
+    /// What is wrong in the source now (the last good version of those files is in use).
+    pub problems: Vec<String>,
+}
+
+/// A configuration source.
+pub trait Source: Send + 'static {
+    /// Reads the current configuration.
+    fn read(&mut self) -> Inputs;
+    /// A cheap token that differs whenever the configuration may have changed.
+    fn fingerprint(&self) -> u64;
+}
+
+/// A directory of Istio YAML (recursively, `*.yaml`/`*.yml`/`*.json`), a mesh config file and
+/// bundle files.
+pub struct DirSource {
+    pub dir: Option<PathBuf>,
+    pub mesh_file: Option<PathBuf>,
+    /// `(trust domain, PEM file)`.
+    pub bundle_files: Vec<(String, PathBuf)>,
+    last_good: HashMap<PathBuf, Vec<Document>>,
+    last_mesh: Option<(serde_yaml::Value, String)>,
+    last_bundles: HashMap<PathBuf, String>,
+}
+
+/// How often a directory source looks for changes, and how long files must hold still.
+pub const POLL: Duration = Duration::from_millis(100);
+/// Bounds a mistaken `--config-dir /`.
+const MAX_FILES: usize = 20_000;
+const MAX_DEPTH: usize = 8;
+
+impl DirSource {
+    pub fn new(
+        dir: Option<PathBuf>,
+        mesh_file: Option<PathBuf>,
+        bundle_files: Vec<(String, PathBuf)>,
+    ) -> DirSource {
+        DirSource {
+            dir,
+            mesh_file,
+            bundle_files,
+            last_good: HashMap::new(),
+            last_mesh: None,
+            last_bundles: HashMap::new(),
+        }
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.dir {
+            walk(d, 0, &mut out);
+        }
+        out
+    }
+}
+
+fn walk(p: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if out.len() >= MAX_FILES {
+        return;
+    }
+    if !p.is_dir() {
+        let yaml = matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        );
+        if yaml {
+            out.push(p.to_path_buf());
+        }
+        return;
+    }
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(p) {
+        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        v.sort();
+        for c in v {
+            // Kubernetes volume mounts keep a hidden `..data` twin of every file.
+            if c.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+            {
+                continue;
+            }
+            walk(&c, depth + 1, out);
+        }
+    }
+}
+
+fn fingerprint_files(files: &[PathBuf]) -> u64 {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut h = DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::metadata(f) {
+            Ok(m) => (
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino(),
+            )
+                .hash(&mut h),
+            Err(_) => 0u8.hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+impl Source for DirSource {
+    fn fingerprint(&self) -> u64 {
+        let mut files = self.files();
+        files.extend(self.mesh_file.iter().cloned());
+        files.extend(self.bundle_files.iter().map(|(_, p)| p.clone()));
+        fingerprint_files(&files)
+    }
+
+    fn read(&mut self) -> Inputs {
+        let mut inputs = Inputs::default();
+        let files = self.files();
+        self.last_good.retain(|p, _| files.contains(p));
+        for f in &files {
+            match read_documents(f) {
+                Ok(docs) => {
+                    self.last_good.insert(f.clone(), docs);
+                }
+                Err(why) => {
+                    let kept = if self.last_good.contains_key(f) {
+                        "its last good contents are still served"
+                    } else {
+                        "nothing from it is served"
+                    };
+                    inputs.problems.push(format!("{why}; {kept}"));
+                }
+            }
+            if let Some(docs) = self.last_good.get(f) {
+                inputs.documents.extend(docs.iter().cloned());
+            }
+        }
+        if let Some(m) = &self.mesh_file {
+            match read_mesh(m) {
+                Ok(v) => self.last_mesh = Some(v),
+                Err(why) => inputs.problems.push(format!(
+                    "{why}; {}",
+                    if self.last_mesh.is_some() {
+                        "the last good mesh config is still served"
+                    } else {
+                        "the default mesh config is served"
+                    }
+                )),
+            }
+        }
+        inputs.mesh = self.last_mesh.clone();
+        for (td, p) in &self.bundle_files {
+            match std::fs::read_to_string(p) {
+                Ok(pem) if !pem.trim().is_empty() => {
+                    self.last_bundles.insert(p.clone(), pem);
+                }
+                Ok(_) => inputs
+                    .problems
+                    .push(format!("{}: empty trust bundle for {td}", p.display())),
+                Err(e) => inputs.problems.push(format!(
+                    "{}: cannot read trust bundle for {td}: {e}",
+                    p.display()
+                )),
+            }
+            if let Some(pem) = self.last_bundles.get(p) {
+                inputs.bundles.push((td.clone(), pem.clone()));
+            }
+        }
+        inputs
+    }
+}
+
+/// Reads one file's objects; an error when any part of it is not YAML (the file is then
+/// judged as a whole: half a file is never served).
+pub fn read_documents(path: &Path) -> Result<Vec<Document>, String> {
+    let text = trustmesh_policy::load::read_bounded(path).map_err(|e| e.to_string())?;
+    let file = path.display().to_string();
+    let mut docs = Vec::new();
+    for piece in split(&file, &text) {
+        match piece {
+            Piece::Object(loc, value) => {
+                let mut origin = format!("{}#{}", loc.file, loc.document);
+                if !loc.field.is_empty() {
+                    origin.push('.');
+                    origin.push_str(&loc.field);
+                }
+                docs.push(Document { value, origin });
+            }
+            // Around the objects (a scalar document, a List without items): nothing to serve.
+            Piece::Problem(p) => tracing::warn!("config source: {p}"),
+            Piece::Unreadable(p) => return Err(p.to_string()),
+        }
+    }
+    Ok(docs)
+}
+
+fn read_mesh(path: &Path) -> Result<(serde_yaml::Value, String), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the mesh config: {e}", path.display()))?;
+    // Parsed as the sidecars will parse it: a mesh config they would refuse is not served.
+    trustmesh_policy::MeshConfig::parse(&text, path).map_err(|e| e.to_string())?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((value, path.display().to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,17 @@
+//! Compiles the xDS transport protos with `protox` (pure Rust), so building needs no `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(
+        [
+            "envoy/service/discovery/v3/ads.proto",
+            "trustmesh/config/v1/config.proto",
+        ],
+        ["proto"],
+    )?;
+    tonic_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

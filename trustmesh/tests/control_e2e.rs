@@ -1,0 +1,464 @@
+//! The control plane end to end (tier 2): `trustmesh control` serving real `trustmesh proxy`
+//! sidecars that have no policy, registry or mesh files, only `controlPlane:` and their
+//! certificate. A policy edit reaches every sidecar and is enforced; a control plane killed
+//! leaves enforcement running and is rejoined; a push a sidecar cannot apply is NACKed, shown
+//! by `proxy-status`, and applied in no part; two replicas serve the same answers and a sidecar
+//! fails over; a sidecar authenticated as one workload can never get another's configuration
+//! or certificate.
+
+mod control;
+
+use std::time::Duration;
+
+use control::*;
+use trustmesh_testkit::http::{blocking_get, http_backend};
+use trustmesh_testkit::net::wait_for;
+
+const DENY_SECRET: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-secret, namespace: foo }
+spec:
+  selector: { matchLabels: { app: server } }
+  action: DENY
+  rules:
+  - to: [ { operation: { paths: [\"/secret\"] } } ]
+";
+
+/// A server sidecar (foo/server, HTTP in front of an echo backend) and a client sidecar
+/// (foo/client, an outbound listener to the server expecting its identity).
+struct Pair {
+    _server: trustmesh_testkit::process::Proc,
+    _client: trustmesh_testkit::process::Proc,
+    /// The client's outbound port: requests through it cross both sidecars.
+    out: u16,
+    server_admin: u16,
+}
+
+fn start_pair(mesh: &Mesh, controls: &[std::net::SocketAddr]) -> Pair {
+    let backend = backend_blocking();
+    let (inb, out, sa, ca) = (free(), free(), free(), free());
+    let server_svid = mesh.svid("foo", "server");
+    let client_svid = mesh.svid("foo", "client");
+    let server_yaml = sidecar_yaml(
+        "foo",
+        "server",
+        &server_svid,
+        controls,
+        &mesh.root(),
+        &format!("inbound:\n  - {{ port: {inb}, targetPort: {backend}, protocol: http }}\n"),
+        sa,
+    );
+    let client_yaml = sidecar_yaml(
+        "foo",
+        "client",
+        &client_svid,
+        controls,
+        &mesh.root(),
+        &format!(
+            "outbound:\n  - {{ port: {out}, peer: \"127.0.0.1:{inb}\", peerIdentity: \
+             \"spiffe://{TD}/ns/foo/sa/server\", protocol: http }}\n"
+        ),
+        ca,
+    );
+    let server = start_proxy(mesh, "server", &server_yaml, sa);
+    let client = start_proxy(mesh, "client", &client_yaml, ca);
+    Pair {
+        _server: server,
+        _client: client,
+        out,
+        server_admin: sa,
+    }
+}
+
+fn backend_blocking() -> u16 {
+    // The kit's HTTP backend runs on a runtime of its own thread for the whole test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            tx.send(http_backend("server").await).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+fn start_proxy(
+    mesh: &Mesh,
+    name: &str,
+    yaml: &str,
+    admin: u16,
+) -> trustmesh_testkit::process::Proc {
+    let cfg = mesh.dir.join(format!("{name}.yaml"));
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut p = trustmesh_testkit::process::Proc::start(std::process::Command::new(bin()).args([
+        "proxy",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    wait_for(
+        &format!("sidecar {name} ready"),
+        Duration::from_secs(25),
+        || {
+            assert!(p.running(), "sidecar {name} exited");
+            (status(admin, "/healthz/ready") == 200).then_some(())
+        },
+    );
+    p
+}
+
+/// The status of `GET path` on 127.0.0.1:`port` (0 when nothing answered).
+fn status(port: u16, path: &str) -> u16 {
+    blocking_get(([127, 0, 0, 1], port).into(), path).map_or(0, |(s, _)| s)
+}
+
+fn in_sync(c: &Control, identities: &[&str]) -> bool {
+    let doc = c.syncz();
+    let p = proxies(&doc);
+    identities.iter().all(|id| {
+        p.get(&format!("spiffe://{TD}/ns/foo/sa/{id}"))
+            .is_some_and(|x| x["inSync"].as_bool() == Some(true))
+    })
+}
+
+#[test]
+fn a_policy_edit_reaches_every_sidecar_and_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::new(dir.path());
+    let cp = Control::start(&mesh, 0, "cp-a", &[]);
+    let pair = start_pair(&mesh, &[cp.grpc]);
+    assert_eq!(status(pair.out, "/secret"), 200, "no policy yet");
+
+    mesh.write("deny.yaml", DENY_SECRET);
+    wait_for("the DENY enforced", Duration::from_secs(5), || {
+        (status(pair.out, "/secret") == 403).then_some(())
+    });
+    assert_eq!(status(pair.out, "/open"), 200, "only /secret is denied");
+    wait_for("both sidecars in sync", Duration::from_secs(5), || {
+        in_sync(&cp, &["server", "client"]).then_some(())
+    });
+    let (code, _) = proxy_status(&[&cp]);
+    assert_eq!(
+        code, 0,
+        "proxy-status exits 0 when every sidecar is in sync"
+    );
+
+    // A change in another namespace is nobody's business here: nothing is sent to either.
+    let before = proxies(&cp.syncz());
+    mesh.write(
+        "bar.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: bar-only, namespace: bar }\nspec: { action: DENY, rules: [ {} ] }\n",
+    );
+    wait_for(
+        "the control plane saw the change",
+        Duration::from_secs(5),
+        || (cp.syncz()["resources"].as_u64() == Some(2)).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = proxies(&cp.syncz());
+    for (id, p) in &before {
+        assert_eq!(
+            p["pushes"], after[id]["pushes"],
+            "{id} was sent something for a policy of namespace bar"
+        );
+    }
+    assert_eq!(
+        status(pair.out, "/open"),
+        200,
+        "bar's DENY-all does not reach foo"
+    );
+
+    // Removing the policy reaches them too.
+    mesh.remove("deny.yaml");
+    wait_for("the DENY lifted", Duration::from_secs(5), || {
+        (status(pair.out, "/secret") == 200).then_some(())
+    });
+    let _ = pair.server_admin;
+}
+
+#[test]
+fn enforcement_survives_a_control_plane_outage_and_the_sidecars_rejoin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::new(dir.path());
+    let port = free();
+    mesh.write("deny.yaml", DENY_SECRET);
+    let mut cp = Control::start(&mesh, port, "cp-a", &[]);
+    let pair = start_pair(&mesh, &[cp.grpc]);
+    assert_eq!(status(pair.out, "/secret"), 403);
+
+    cp.proc.kill();
+    drop(cp);
+    for _ in 0..10 {
+        assert_eq!(
+            status(pair.out, "/secret"),
+            403,
+            "the DENY holds without the control plane"
+        );
+        assert_eq!(
+            status(pair.out, "/open"),
+            200,
+            "traffic flows without the control plane"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A change made while it is down is served when it is back.
+    mesh.remove("deny.yaml");
+    let cp = Control::start(&mesh, port, "cp-a2", &[]);
+    wait_for(
+        "the sidecars reconnected and took the change",
+        Duration::from_secs(30),
+        || {
+            (status(pair.out, "/secret") == 200 && in_sync(&cp, &["server", "client"]))
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_push_a_sidecar_cannot_apply_is_nacked_shown_and_applied_in_no_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::new(dir.path());
+    // A federated trust domain's root, served to every sidecar from a file the operator edits.
+    let other = dir.path().join("other-ca");
+    trustmesh_testkit::tools::run_ok(std::process::Command::new(bin()).args([
+        "ca",
+        "init",
+        "--trust-domain",
+        "other.example",
+        "--out",
+        other.to_str().unwrap(),
+    ]));
+    let bundle = dir.path().join("other-bundle.pem");
+    std::fs::copy(other.join("root-cert.pem"), &bundle).unwrap();
+    let flag = format!("other.example={}", bundle.display());
+    mesh.write("deny.yaml", DENY_SECRET);
+    let cp = Control::start(&mesh, 0, "cp-a", &["--trust-bundle", &flag]);
+    let pair = start_pair(&mesh, &[cp.grpc]);
+    wait_for("in sync", Duration::from_secs(5), || {
+        in_sync(&cp, &["server", "client"]).then_some(())
+    });
+
+    // The operator puts a workload certificate (not a CA) where the root belongs.
+    let leaf = mesh.svid("other", "leaf");
+    let tmp = dir.path().join("bundle.tmp");
+    std::fs::copy(leaf.join("cert-chain.pem"), &tmp).unwrap();
+    std::fs::rename(&tmp, &bundle).unwrap();
+    let nack = wait_for(
+        "a NACK shown by proxy-status",
+        Duration::from_secs(5),
+        || {
+            let p = proxies(&cp.syncz());
+            let s = p.get(&format!("spiffe://{TD}/ns/foo/sa/server"))?;
+            let n = s["nacks"].as_array()?.first()?.as_str()?.to_string();
+            Some((
+                n,
+                s["types"]["TrustBundle"].as_str().unwrap_or("").to_string(),
+            ))
+        },
+    );
+    assert!(
+        nack.0.contains("other.example"),
+        "the reason names the bundle: {}",
+        nack.0
+    );
+    assert_eq!(nack.1, "NACKED");
+    let (code, _) = proxy_status(&[&cp]);
+    assert_eq!(
+        code, 1,
+        "proxy-status exits 1 while a sidecar is out of sync"
+    );
+    assert!(
+        cp.metrics()
+            .lines()
+            .any(|l| l.starts_with("pilot_total_xds_rejects ") && !l.ends_with(" 0")),
+        "NACKs are counted"
+    );
+    // Nothing of it applied, and the sidecar enforces what it had.
+    assert_eq!(status(pair.out, "/secret"), 403);
+    assert_eq!(status(pair.out, "/open"), 200);
+
+    // A policy file that stops being YAML: the control plane keeps serving its last good
+    // contents and says so; the DENY stays.
+    mesh.write("deny.yaml", "apiVersion: [unclosed\n");
+    wait_for("the problem reported", Duration::from_secs(5), || {
+        let doc = cp.syncz();
+        let problems = doc["problems"].as_array()?.clone();
+        problems
+            .iter()
+            .any(|p| {
+                p.as_str()
+                    .is_some_and(|s| s.contains("deny.yaml") && s.contains("last good"))
+            })
+            .then_some(())
+    });
+    assert_eq!(
+        status(pair.out, "/secret"),
+        403,
+        "the last good DENY is still served"
+    );
+
+    // Fixed: the bundle is taken and every sidecar is in sync again.
+    std::fs::copy(other.join("root-cert.pem"), &bundle).unwrap();
+    mesh.write("deny.yaml", DENY_SECRET);
+    wait_for("in sync again", Duration::from_secs(5), || {
+        in_sync(&cp, &["server", "client"]).then_some(())
+    });
+}
+
+#[test]
+fn two_replicas_answer_alike_and_a_sidecar_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::new(dir.path());
+    mesh.write("deny.yaml", DENY_SECRET);
+    let mut a = Control::start(&mesh, 0, "cp-a", &[]);
+    let b = Control::start(&mesh, 0, "cp-b", &[]);
+    assert_eq!(
+        a.syncz()["version"],
+        b.syncz()["version"],
+        "two replicas on one source serve one version"
+    );
+    let pair = start_pair(&mesh, &[a.grpc, b.grpc]);
+    assert_eq!(status(pair.out, "/secret"), 403);
+    wait_for("both sidecars on replica a", Duration::from_secs(5), || {
+        (proxies(&a.syncz()).len() == 2).then_some(())
+    });
+    a.proc.kill();
+    wait_for(
+        "both sidecars on replica b, in sync",
+        Duration::from_secs(20),
+        || in_sync(&b, &["server", "client"]).then_some(()),
+    );
+    mesh.remove("deny.yaml");
+    wait_for("replica b's push enforced", Duration::from_secs(5), || {
+        (status(pair.out, "/secret") == 200).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::new(dir.path());
+    mesh.write(
+        "policies.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: for-client, namespace: foo }\n\
+         spec: { selector: { matchLabels: { app: client } }, action: ALLOW, rules: [ {} ] }\n\
+         ---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: for-server, namespace: foo }\n\
+         spec: { selector: { matchLabels: { app: server } }, action: ALLOW, rules: [ {} ] }\n\
+         ---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: other-ns, namespace: bar }\nspec: { action: ALLOW, rules: [ {} ] }\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+         metadata: { name: client-vm, namespace: foo }\n\
+         spec: { address: 198.18.0.10, serviceAccount: client, labels: { app: client } }\n",
+    );
+    let cp = Control::start(&mesh, 0, "cp-a", &[]);
+    let svid = mesh.svid("foo", "client");
+    let types = [trustmesh_xds::types::ISTIO_RESOURCE];
+    let wait = Duration::from_millis(1500);
+
+    let own = xds_as(
+        cp.grpc,
+        &mesh.root(),
+        &svid,
+        "foo",
+        &[("app", "client")],
+        &types,
+        wait,
+    )
+    .await;
+    let names = own.names.get(types[0]).cloned().unwrap_or_default();
+    assert!(
+        names.contains(&"AuthorizationPolicy/foo/for-client".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("for-server")),
+        "another workload's policy: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("/bar/")),
+        "another namespace's policy: {names:?}"
+    );
+
+    // Claiming another namespace, or another workload's labels, is refused.
+    let ns = xds_as(
+        cp.grpc,
+        &mesh.root(),
+        &svid,
+        "bar",
+        &[("app", "client")],
+        &types,
+        wait,
+    )
+    .await;
+    assert!(ns.names.is_empty(), "{:?}", ns.names);
+    assert!(
+        ns.lost
+            .iter()
+            .any(|w| w.contains("PermissionDenied") && w.contains("NAMESPACE")),
+        "{:?}",
+        ns.lost
+    );
+    let labels = xds_as(
+        cp.grpc,
+        &mesh.root(),
+        &svid,
+        "foo",
+        &[("app", "server")],
+        &types,
+        wait,
+    )
+    .await;
+    assert!(labels.names.is_empty(), "{:?}", labels.names);
+    assert!(
+        labels.lost.iter().any(|w| w.contains("WorkloadEntry")),
+        "{:?}",
+        labels.lost
+    );
+    // ztunnel's mesh-wide types are for node proxies only.
+    let ambient = xds_as(
+        cp.grpc,
+        &mesh.root(),
+        &svid,
+        "foo",
+        &[("app", "client")],
+        &[trustmesh_xds::types::AUTHORIZATION],
+        wait,
+    )
+    .await;
+    assert!(ambient.names.is_empty());
+    assert!(
+        ambient.lost.iter().any(|w| w.contains("PermissionDenied")),
+        "{:?}",
+        ambient.lost
+    );
+
+    // The CA on the same port certifies the caller's own identity only.
+    let endpoint = trustmesh_ca_server::client::CaEndpoint {
+        address: format!("https://{}", cp.grpc),
+        root_pem: std::fs::read(mesh.root()).unwrap(),
+        server_name: "istiod.istio-system.svc".into(),
+    };
+    let creds = trustmesh_ca_server::client::Credentials {
+        bearer_token: None,
+        client_cert: Some((
+            std::fs::read_to_string(svid.join("cert-chain.pem")).unwrap(),
+            std::fs::read_to_string(svid.join("key.pem")).unwrap(),
+        )),
+    };
+    let other = trustmesh_testkit::pki::csr_for(&format!("spiffe://{TD}/ns/foo/sa/server")).1;
+    let refused =
+        trustmesh_ca_server::client::create_certificate(&endpoint, &creds, other, Duration::ZERO)
+            .await;
+    assert!(
+        refused.is_err(),
+        "a certificate for another workload was issued"
+    );
+    let mine = trustmesh_testkit::pki::csr_for(&format!("spiffe://{TD}/ns/foo/sa/client")).1;
+    let issued =
+        trustmesh_ca_server::client::create_certificate(&endpoint, &creds, mine, Duration::ZERO)
+            .await;
+    assert!(issued.is_ok(), "{issued:?}");
+}
