@@ -22,6 +22,7 @@
 //!   [`ADDRESS_TYPE_URL`] / [`AUTHORIZATION_TYPE_URL`].
 
 mod authz;
+mod cluster;
 mod ip;
 mod service;
 mod workload;
@@ -44,8 +45,9 @@ pub use authz::{
     authorization, authorization_resource_name, convert_authorization, workload_policies,
     AuthzOptions, Converted,
 };
+pub use cluster::Cluster;
 pub use service::services;
-pub use workload::{workloads, Cluster};
+pub use workload::workloads;
 
 /// The delta xDS type URL of [`istio::workload::Address`] resources.
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use trustmesh_registry::{Protocol, Registry, Resolution, Service};
 
+use crate::cluster::Cluster;
 use crate::istio::workload::{
     address, load_balancing, Address, AppProtocol, LoadBalancing, NetworkAddress, Port,
     Service as WdsService,
 };
-use crate::workload::Cluster;
 
 /// `namespace/hostname`: a service's xDS resource name and its key in a workload's `services`.
 pub(crate) fn key(namespace: &str, hostname: &str) -> String {

@@ -13,10 +13,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use trustmesh_policy::document::Resource;
 use trustmesh_registry::{EndpointAddress, Origin, Registry, Service, Workload};
 
-use crate::authz::AuthzOptions;
+use crate::cluster::Cluster;
 use crate::istio::workload::{
     address, Address, Locality, Port, PortList, TunnelProtocol, Workload as WdsWorkload,
     WorkloadStatus, WorkloadType,
@@ -36,21 +35,6 @@ const CANONICAL_REVISION_LABELS: [&str; 3] = [
     "app.kubernetes.io/version",
     "version",
 ];
-
-/// What istiod knows about its own cluster and mesh that the registry does not carry.
-#[derive(Debug, Clone, Copy)]
-pub struct Cluster<'a> {
-    /// istiod's cluster ID (`CLUSTER_ID`; `Kubernetes` when unset), the first segment of uids.
-    pub id: &'a str,
-    /// The local network (empty when the mesh has no networks): the network of workloads and
-    /// service addresses that name none.
-    pub network: &'a str,
-    /// The mesh's root namespace (`istio-system` by default).
-    pub root_namespace: &'a str,
-    /// The security resources, for each workload's `authorization_policies`.
-    pub policies: &'a [Resource],
-    pub authz: AuthzOptions,
-}
 
 /// Every workload of the registry as an `Address` carrying a `Workload`: WorkloadEntries
 /// (istiod `workloadEntryWorkloadBuilder`), inline ServiceEntry endpoints and the hosts of DNS
