@@ -186,6 +186,12 @@ impl Service {
         self.index
     }
 
+    /// `metadata.creationTimestamp` of its ServiceEntry, as written (a control plane picks the
+    /// oldest declaration of a host, as Istio does).
+    pub fn created(&self) -> Option<&str> {
+        self.created.as_deref()
+    }
+
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }
