@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! python3 -c 'import jwt, grpc, grpc_tools, spiffe, cryptography' 2>/dev/null; then
+if ! python3 -c 'import jwt, grpc, grpc_tools, spiffe, cryptography, h2' 2>/dev/null; then
     # PIP_BREAK_SYSTEM_PACKAGES: a distribution's own Python refuses user-level installs
     # otherwise (PEP 668); older pips ignore the variable.
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \

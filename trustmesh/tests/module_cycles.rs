@@ -463,6 +463,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "response",
             "slots",
             "tls",
+            "tunnel",
             "upgrade",
             "upstream",
             "workers",
@@ -479,7 +480,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "L4 listeners",
-        &["admin", "captured", "inbound", "outbound"],
+        &["admin", "captured", "hbone", "inbound", "outbound"],
     ),
     ("L5 lifecycle", &["reload", "run", "xds"]),
 ];

@@ -6,7 +6,10 @@
 //!   ([`crate::route`]), each request on its own;
 //! - any other service port, or a known workload's own address: the connection is relayed to
 //!   an endpoint, mTLS to one with a sidecar (auto mTLS), plaintext to one without, the next
-//!   endpoint tried when one cannot be reached;
+//!   endpoint tried when one cannot be reached; an endpoint labelled
+//!   `networking.istio.io/tunnel: http` is reached through an HBONE CONNECT to its port 15008
+//!   ([`crate::tunnel`]), and so is an HTTP service port whose endpoints all are (the app's
+//!   bytes go through the tunnel, where the peer applies its L7 policy);
 //! - unknown: relayed as it is to the original destination under `ALLOW_ANY`; refused under
 //!   `REGISTRY_ONLY`, with a 502 and the reason when the app spoke HTTP, so it is never a bare
 //!   reset on an HTTP port.
@@ -94,9 +97,15 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
     };
     let view = snap.mesh_view.clone();
     let plan = match view.registry.classify(orig) {
-        Destination::Service(hit) if hit.port.protocol.is_http() => Plan::Http,
         Destination::Service(hit) => {
-            Plan::Relay(view.service_targets(hit.service, hit.port, Some(orig), &snap.policies.set))
+            let targets =
+                view.service_targets(hit.service, hit.port, Some(orig), &snap.policies.set);
+            let all_hbone = !targets.is_empty() && targets.iter().all(|t| t.hbone);
+            if hit.port.protocol.is_http() && !all_hbone {
+                Plan::Http
+            } else {
+                Plan::Relay(targets)
+            }
         }
         // A known workload, but no service of it has this port: unknown to the mesh, as in
         // Istio (no listener for the port), so REGISTRY_ONLY refuses it.
@@ -132,6 +141,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 tls: crate::mesh::TargetTls::Plaintext,
                 load: None,
                 cluster: PASSTHROUGH_CLUSTER.into(),
+                hbone: false,
             }])
         }
         Destination::Refused(unknown) => Plan::Refuse(format!(
@@ -157,8 +167,8 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
         Plan::Relay(targets) => {
             let mut outcome = Outcome::new(&shared.metrics, log(orig.to_string()), Instant::now())
                 .without_decision_metric();
-            let connected = connect_first(shared, &view, &targets, &timeouts).await;
-            let (target, mut peer) = match connected {
+            let connected = connect_first(shared, &view, &targets, &timeouts, source).await;
+            let (target, peer) = match connected {
                 Ok(found) => found,
                 Err(why) => return outcome.fail(Failure::Upstream { why }),
             };
@@ -166,16 +176,31 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             let _load = target.load.as_ref().map(crate::mesh::Load::begin);
             outcome.log().destination_address = target.addr.to_string();
             outcome.log().upstream_cluster = Some(target.cluster.clone());
-            outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));
-            outcome.log().destination_principal =
-                crate::upstream::verified_peer(&shared.current().trust, &peer);
-            let relayed =
-                crate::relay::relay(&mut app, &mut peer, timeouts.tcp_idle(), drain.immediate())
-                    .await;
+            let (idle, stop) = (timeouts.tcp_idle(), drain.immediate());
+            let relayed = match peer {
+                Connected::Direct(mut peer) => {
+                    outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));
+                    outcome.log().destination_principal =
+                        crate::upstream::verified_peer(&shared.current().trust, &peer);
+                    crate::relay::relay(&mut app, &mut peer, idle, stop).await
+                }
+                Connected::Tunnel(mut tunnel, principal) => {
+                    outcome.log().tls = true;
+                    outcome.log().destination_principal = principal;
+                    crate::relay::relay(&mut app, &mut tunnel, idle, stop).await
+                }
+            };
             outcome.relayed(relayed);
             outcome.finish();
         }
     }
+}
+
+/// An upstream connection: straight to the endpoint, or through its HBONE port (with the
+/// identity the peer proved).
+pub enum Connected {
+    Direct(crate::upstream::Stream),
+    Tunnel(Box<crate::tunnel::Tunnel>, Option<String>),
 }
 
 /// Connects to the first of `targets` that answers (at most [`MAX_ATTEMPTS`]); otherwise the
@@ -185,9 +210,21 @@ pub async fn connect_first<'t>(
     view: &crate::mesh::Mesh,
     targets: &'t [Target],
     timeouts: &crate::config::Timeouts,
-) -> Result<(&'t Target, crate::upstream::Stream), String> {
+    client: SocketAddr,
+) -> Result<(&'t Target, Connected), String> {
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
     for target in targets.iter().take(MAX_ATTEMPTS) {
+        if target.hbone {
+            match tunnel_to(shared, view, target, timeouts, client).await {
+                Ok((tunnel, principal)) => {
+                    return Ok((target, Connected::Tunnel(Box::new(tunnel), principal)))
+                }
+                Err(why) => {
+                    last = why;
+                    continue;
+                }
+            }
+        }
         let security = match view.security(&target.tls, crate::mesh::Carry::Tcp) {
             Ok(s) => s,
             Err(why) => {
@@ -209,7 +246,7 @@ pub async fn connect_first<'t>(
         match crate::upstream::connect(addr, &security, timeouts.connect(), timeouts.handshake())
             .await
         {
-            Ok(stream) => return Ok((target, stream)),
+            Ok(stream) => return Ok((target, Connected::Direct(stream))),
             Err(e) => {
                 e.count(&shared.metrics);
                 last = e.sentence();
@@ -217,6 +254,42 @@ pub async fn connect_first<'t>(
         }
     }
     Err(last)
+}
+
+/// A CONNECT through the HBONE port of `target`'s address, with the identities auto mTLS
+/// expects pinned; a failure is counted and said in words.
+async fn tunnel_to(
+    shared: &Shared,
+    view: &crate::mesh::Mesh,
+    target: &Target,
+    timeouts: &crate::config::Timeouts,
+    client: SocketAddr,
+) -> Result<(crate::tunnel::Tunnel, Option<String>), String> {
+    let (crate::mesh::TargetAddr::Socket(addr), crate::mesh::TargetTls::Mesh(ids)) =
+        (&target.addr, &target.tls)
+    else {
+        return Err(format!(
+            "{}: HBONE needs an address and mesh mTLS",
+            target.cluster
+        ));
+    };
+    let config = view
+        .client_tls(ids, crate::mesh::Carry::Http2)
+        .map_err(|e| format!("{}: {e}", target.cluster))?;
+    let dial = crate::tunnel::Dial {
+        peer: SocketAddr::new(addr.ip(), crate::config::DEFAULT_HBONE_PORT),
+        identities: ids,
+        config,
+        target: *addr,
+        client,
+        connect_timeout: timeouts.connect(),
+        handshake_timeout: timeouts.handshake(),
+    };
+    let trust = shared.current().trust.clone();
+    crate::tunnel::open(&dial, &trust).await.map_err(|e| {
+        e.count(&shared.metrics);
+        e.sentence()
+    })
 }
 
 /// Refuses a connection; when the app's first bytes are an HTTP request, it gets a 502 whose

@@ -24,10 +24,15 @@ pub use trustmesh_config::ConfigError;
 
 mod capture;
 mod control_plane;
+mod hbone;
 mod timeouts;
 
-pub use capture::{CaptureConfig, DEFAULT_DNS_PORT, DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT};
+pub use capture::{
+    CaptureConfig, DEFAULT_DNS_PORT, DEFAULT_HBONE_MAX_STREAMS, DEFAULT_HBONE_PORT,
+    DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT,
+};
 pub use control_plane::{ControlPlaneConfig, DEFAULT_INITIAL_FETCH_TIMEOUT, DEFAULT_SERVER_NAME};
+pub use hbone::{HboneConfig, HboneListener};
 
 use timeouts::{millis, RawTimeouts};
 
@@ -60,6 +65,8 @@ struct Raw {
     outbound: Vec<OutboundListener>,
     #[serde(default)]
     capture: Option<CaptureConfig>,
+    #[serde(default)]
+    hbone: Option<HboneConfig>,
     #[serde(default)]
     admin: Option<AdminConfig>,
     #[serde(default)]
@@ -94,6 +101,9 @@ pub struct ProxyConfig {
     /// Transparent mode: captured connections, routed by the service registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureConfig>,
+    /// Explicit mode's HBONE listener (`config/hbone.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hbone: Option<HboneConfig>,
     pub admin: Option<AdminConfig>,
     pub timeouts: Timeouts,
     /// Open connections (inbound + outbound) beyond which new ones are closed at once, so a
@@ -108,15 +118,29 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// Listeners sharing `maxConnections`: the inbound ones, the outbound ones, then the
-    /// capture's inbound and outbound ports ([`ProxyConfig::capture_slots`]).
+    /// capture's inbound and outbound ports ([`ProxyConfig::capture_slots`]), then the HBONE
+    /// listener ([`ProxyConfig::hbone_slot`]).
     pub fn listener_count(&self) -> usize {
-        self.inbound.len() + self.outbound.len() + if self.capture.is_some() { 2 } else { 0 }
+        self.inbound.len()
+            + self.outbound.len()
+            + if self.capture.is_some() { 2 } else { 0 }
+            + usize::from(self.hbone_listener().is_some())
     }
 
     /// The connection-limit slots of the capture's inbound and outbound ports.
     pub fn capture_slots(&self) -> (usize, usize) {
         let base = self.inbound.len() + self.outbound.len();
         (base, base + 1)
+    }
+
+    /// The HBONE listener, in either mode (`config/hbone.rs`).
+    pub fn hbone_listener(&self) -> Option<HboneListener> {
+        hbone::listener(self.capture.as_ref(), self.hbone.as_ref())
+    }
+
+    /// The connection-limit slot of the HBONE listener: after every other listener.
+    pub fn hbone_slot(&self) -> usize {
+        self.listener_count() - 1
     }
 
     /// Worker threads to start: `concurrency`, or the available cores when unset or 0.
@@ -307,6 +331,7 @@ impl ProxyConfig {
             inbound: raw.inbound,
             outbound: raw.outbound,
             capture: raw.capture,
+            hbone: raw.hbone,
             admin: raw.admin,
             timeouts: Timeouts::convert(raw.timeouts, &mut old)?,
             max_connections: raw.max_connections,
@@ -422,6 +447,15 @@ impl ProxyConfig {
         if let Some(c) = &self.capture {
             c.check()?;
         }
+        hbone::check(
+            self.capture.as_ref(),
+            self.hbone.as_ref(),
+            self.inbound
+                .iter()
+                .map(|l| (l.address, l.port))
+                .chain(self.outbound.iter().map(|l| (l.address, l.port))),
+            !self.inbound.is_empty(),
+        )?;
         let mut seen = BTreeMap::new();
         let listeners = self
             .inbound

@@ -55,7 +55,7 @@ fn log_reject(ctx: &ConnCtx, reason: &str) {
 
 /// Why a connection was refused before its protocol began: the metric it counts under and the
 /// sentence in its access-log line.
-struct Refusal {
+pub(crate) struct Refusal {
     reason: RejectReason,
     /// Whether the client had started TLS (the log line says so).
     tls: bool,
@@ -63,7 +63,11 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn new(reason: RejectReason, tls: bool, why: impl Into<Cow<'static, str>>) -> Refusal {
+    pub(crate) fn new(
+        reason: RejectReason,
+        tls: bool,
+        why: impl Into<Cow<'static, str>>,
+    ) -> Refusal {
         Refusal {
             reason,
             tls,
@@ -231,8 +235,9 @@ async fn wants_tls(
     Ok(Some(is_tls))
 }
 
-/// The TLS handshake, under the same deadline, and the peer's verified identity.
-async fn terminate(
+/// The TLS handshake, under the same deadline, and the peer's verified identity (also the
+/// HBONE listener's handshake, [`crate::hbone`]).
+pub(crate) async fn terminate(
     shared: &Shared,
     server: Arc<rustls::ServerConfig>,
     stream: TcpStream,
@@ -275,7 +280,7 @@ async fn terminate(
 }
 
 /// Counts and logs a refusal, once.
-fn refuse(shared: &Shared, ctx: &mut ConnCtx, r: Refusal) {
+pub(crate) fn refuse(shared: &Shared, ctx: &mut ConnCtx, r: Refusal) {
     shared.metrics.reject(r.reason);
     ctx.tls = r.tls;
     log_reject(ctx, &r.why);

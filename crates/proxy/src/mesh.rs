@@ -41,6 +41,8 @@ pub struct Mesh {
     /// The protocols of this workload's own ports, from the services it is an endpoint of
     /// (the capture's inbound port carries every port and needs to know which speak HTTP).
     own_ports: HashMap<u16, Protocol>,
+    /// This workload's own IP addresses (its WorkloadEntries): where an HBONE CONNECT may go.
+    own_addresses: Vec<std::net::IpAddr>,
     /// TLS origination configs (files read once per snapshot), or why one cannot be built.
     originations: Mutex<HashMap<String, Originated>>,
     /// Client TLS configs by the identities the server must present and whether HTTP/2 is
@@ -82,6 +84,15 @@ impl Mesh {
             labels: cfg.workload.labels.clone(),
         };
         let own_ports = own_ports(&registry, &client);
+        let own_addresses = registry
+            .workloads()
+            .iter()
+            .filter(|w| is_mine(w, &client))
+            .filter_map(|w| match w.address {
+                EndpointAddress::Ip(ip) => Some(ip),
+                _ => None,
+            })
+            .collect();
         Ok((
             Mesh {
                 registry,
@@ -89,6 +100,7 @@ impl Mesh {
                 next,
                 loads,
                 own_ports,
+                own_addresses,
                 originations: Mutex::new(HashMap::new()),
                 client_tls: Mutex::new(HashMap::new()),
                 trust,
@@ -103,6 +115,11 @@ impl Mesh {
         let mut ports: Vec<u16> = self.own_ports.keys().copied().collect();
         ports.sort_unstable();
         ports
+    }
+
+    /// This workload's addresses in the registry.
+    pub fn own_addresses(&self) -> &[std::net::IpAddr] {
+        &self.own_addresses
     }
 
     /// What the registry says port `port` of this workload speaks, if it says.
@@ -219,16 +236,18 @@ fn own_ports(registry: &Registry, me: &trustmesh_policy::Workload) -> HashMap<u1
     for service in registry.services() {
         for port in &service.ports {
             for ep in registry.endpoints(service, port) {
-                let w = ep.workload;
-                let mine = w.namespace == me.namespace
-                    && me.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-                if mine && port.protocol != Protocol::Unspecified {
+                if is_mine(ep.workload, me) && port.protocol != Protocol::Unspecified {
                     out.entry(ep.port).or_insert(port.protocol);
                 }
             }
         }
     }
     out
+}
+
+/// Whether a workload of the registry is this sidecar's: same namespace, all of its labels.
+fn is_mine(w: &trustmesh_registry::Workload, me: &trustmesh_policy::Workload) -> bool {
+    w.namespace == me.namespace && me.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
 }
 
 /// Registry options from `capture.vipRange` (Istio's DNS auto-allocation range by default).
@@ -305,6 +324,10 @@ pub struct Target {
     pub load: Option<Load>,
     /// Istio's name of the destination (`outbound|<port>||<host>`, `PassthroughCluster`).
     pub cluster: String,
+    /// The endpoint terminates HBONE (its `networking.istio.io/tunnel` label says `http`) and
+    /// is reached with mesh mTLS: the connection goes through a CONNECT to its port 15008
+    /// ([`crate::tunnel`]) instead of to the port itself.
+    pub hbone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,12 +411,15 @@ impl Mesh {
                 workload,
                 port: addr.port(),
             });
-            let tls = self
-                .registry
-                .tls_for(&self.client, service, port, endpoint, Some(policies));
+            let tls = target_tls(
+                self.registry
+                    .tls_for(&self.client, service, port, endpoint, Some(policies))
+                    .mode,
+            );
             return vec![Target {
                 addr: TargetAddr::Socket(addr),
-                tls: target_tls(tls.mode),
+                hbone: tunnels(known, &tls),
+                tls,
                 load: None,
                 cluster,
             }];
@@ -407,12 +433,16 @@ impl Mesh {
                     // Unix sockets are the workload's own; gateways are not modelled.
                     EndpointAddress::Unix(_) | EndpointAddress::Network => return None,
                 };
-                let tls =
+                let tls = target_tls(
                     self.registry
-                        .tls_for(&self.client, service, port, Some(ep), Some(policies));
+                        .tls_for(&self.client, service, port, Some(ep), Some(policies))
+                        .mode,
+                );
                 Some(Target {
+                    hbone: matches!(addr, TargetAddr::Socket(_))
+                        && tunnels(Some(ep.workload), &tls),
                     addr,
-                    tls: target_tls(tls.mode),
+                    tls,
                     load,
                     cluster: cluster.clone(),
                 })
@@ -434,12 +464,15 @@ impl Mesh {
             port: orig.port(),
         };
         if let Some((service, port)) = hit.serves.first() {
-            let tls =
+            let tls = target_tls(
                 self.registry
-                    .tls_for(&self.client, service, port, Some(endpoint), Some(policies));
+                    .tls_for(&self.client, service, port, Some(endpoint), Some(policies))
+                    .mode,
+            );
             return Target {
                 addr: TargetAddr::Socket(orig),
-                tls: target_tls(tls.mode),
+                hbone: tunnels(Some(hit.workload), &tls),
+                tls,
                 load: None,
                 cluster: cluster_name(service, port),
             };
@@ -450,6 +483,7 @@ impl Mesh {
         };
         Target {
             addr: TargetAddr::Socket(orig),
+            hbone: tunnels(Some(hit.workload), &tls),
             tls,
             load: None,
             cluster: PASSTHROUGH_CLUSTER.into(),
@@ -489,6 +523,13 @@ impl Mesh {
             TargetTls::Refuse(why) => Err(why.clone()),
         }
     }
+}
+
+/// Whether a connection to `workload` secured by `tls` goes through HBONE: the workload
+/// terminates it and the connection is mesh mTLS (a DestinationRule that disables TLS or
+/// originates its own keeps the direct path, as the tunnel is Istio mTLS by definition).
+fn tunnels(workload: Option<&trustmesh_registry::Workload>, tls: &TargetTls) -> bool {
+    matches!(tls, TargetTls::Mesh(_)) && workload.is_some_and(|w| w.speaks_hbone())
 }
 
 fn target_tls(mode: UpstreamMode) -> TargetTls {

@@ -27,6 +27,8 @@ pub enum RejectReason {
     Denied,
     /// `maxConnections` reached.
     ConnectionLimit,
+    /// An HBONE request that is not a CONNECT to this workload (`400`).
+    HboneRefused,
 }
 
 impl RejectReason {
@@ -38,6 +40,7 @@ impl RejectReason {
             RejectReason::HttpProtocol => "http_protocol_error",
             RejectReason::Denied => "policy_denied",
             RejectReason::ConnectionLimit => "connection_limit",
+            RejectReason::HboneRefused => "hbone_refused",
         }
     }
 }

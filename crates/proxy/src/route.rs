@@ -177,6 +177,7 @@ async fn handle(
                         tls: TargetTls::Plaintext,
                         load: None,
                         cluster: PASSTHROUGH_CLUSTER.into(),
+                        hbone: false,
                     }]
                 }
                 (None, _) => {

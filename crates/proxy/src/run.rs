@@ -29,6 +29,8 @@ pub struct Bound {
     pub capture_inbound: Option<SocketAddr>,
     pub capture_outbound: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
+    /// The HBONE listener (`capture.hbonePort` or `hbone:`).
+    pub hbone: Option<SocketAddr>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -70,6 +72,7 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         capture_inbound: None,
         capture_outbound: None,
         dns: None,
+        hbone: None,
     };
     let mut inbound = Vec::new();
     for (i, l) in cfg.inbound.iter().enumerate() {
@@ -105,6 +108,14 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
         }
         None => None,
     };
+    let hbone = match cfg.hbone_listener() {
+        Some(h) => {
+            let ln = bind(SocketAddr::new(h.address, h.port), "hbone port").await?;
+            bound.hbone = Some(ln.local_addr()?);
+            Some(ln)
+        }
+        None => None,
+    };
     let admin = match &cfg.admin {
         Some(a) => {
             let ln = bind(a.address, "admin.address").await?;
@@ -134,6 +145,10 @@ pub async fn start(config_file: &Path) -> anyhow::Result<(Arc<Shared>, Bound)> {
             outbound,
             drain.clone(),
         ));
+    }
+    if let Some(ln) = hbone {
+        let slot = cfg.hbone_slot();
+        tokio::spawn(crate::hbone::serve(shared.clone(), slot, ln, drain.clone()));
     }
     if let Some(c) = cfg.capture.as_ref().filter(|c| c.dns) {
         bound.dns = Some(start_dns(&shared, c, drain.clone()).await?);
@@ -184,6 +199,7 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         capture_inbound = ?bound.capture_inbound,
         capture_outbound = ?bound.capture_outbound,
         dns = ?bound.dns,
+        hbone = ?bound.hbone,
         "trustmesh proxy ready"
     );
     let reloads = (signals.clone(), shared.clone());

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub server_tls_tcp: Arc<rustls::ServerConfig>,
     /// The capture's inbound port: every ALPN a mesh client may offer (see `tls::CAPTURED_ALPN`).
     pub server_tls_captured: Arc<rustls::ServerConfig>,
+    /// The HBONE listener's: HTTP/2 only (`h2`), as ztunnel's.
+    pub server_tls_hbone: Arc<rustls::ServerConfig>,
     /// The service registry and what transparent mode keeps beside it.
     pub mesh_view: Arc<crate::mesh::Mesh>,
     /// Per outbound listener (same index as `config.outbound`); `None` when `tls: false`.
@@ -268,6 +270,8 @@ pub fn build_from(
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
     let server_tls_captured = tls::server_config_offering(trust.clone(), &own, &tls::CAPTURED_ALPN)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
+    let server_tls_hbone = tls::server_config_offering(trust.clone(), &own, &[b"h2"])
+        .map_err(|e| anyhow!("building TLS server config: {e}"))?;
     let mut client_tls = Vec::new();
     for (i, l) in cfg.outbound.iter().enumerate() {
         if !l.tls {
@@ -296,6 +300,7 @@ pub fn build_from(
         server_tls_http,
         server_tls_tcp,
         server_tls_captured,
+        server_tls_hbone,
         client_tls,
         mesh_view: Arc::new(mesh_view),
         ext_authz,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
@@ -19,12 +20,38 @@ use crate::state::Shared;
 
 /// Decides, then relays; a relay keeps going through a graceful drain and is closed when the
 /// drain turns immediate (its deadline passed), as Envoy's TCP proxy is at the end of its drain.
-pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: S, drain: Watch)
+pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, stream: S, drain: Watch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if let Ok(admitted) = admit(shared, &ctx).await {
+        admitted.relay(stream, drain).await;
+    }
+}
+
+/// A connection policy allowed, with its app connection open: what is left is the relay.
+pub struct Admitted<'a> {
+    outcome: Outcome<'a>,
+    app: TcpStream,
+    idle: std::time::Duration,
+}
+
+/// Why a connection was not admitted; its outcome is already counted and logged. An HBONE
+/// stream tells its peer which in the CONNECT's status (ztunnel's 401 and 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    Denied,
+    AppUnreachable,
+}
+
+/// The decision for the connection, then the connection to the app: the steps before any
+/// byte is relayed, which an HBONE stream takes before it answers its CONNECT.
+pub async fn admit<'a>(
+    shared: &'a Arc<Shared>,
+    ctx: &ConnCtx,
+) -> Result<Admitted<'a>, NotAdmitted> {
     let snap = shared.current();
-    let mut verdict = snap.policies.check_tcp(&ctx);
+    let mut verdict = snap.policies.check_tcp(ctx);
     if let crate::authz::Decision::Custom(provider) = &verdict.decision {
         // The ext_authz client speaks the HTTP check API only; a CUSTOM policy that matches a
         // TCP connection therefore fails closed rather than letting the connection through.
@@ -39,7 +66,7 @@ where
         AccessLog {
             policy: verdict.policy.clone(),
             reason: Some(verdict.reason.clone()),
-            ..AccessLog::inbound_tcp(&ctx)
+            ..AccessLog::inbound_tcp(ctx)
         },
         ctx.started,
     );
@@ -48,7 +75,7 @@ where
         // A TCP refusal answers nothing: the connection is closed.
         outcome.decide(verdict.label());
         outcome.finish();
-        return;
+        return Err(NotAdmitted::Denied);
     }
     outcome.decide(verdict.label());
     let connect = snap.config.timeouts.connect();
@@ -59,7 +86,7 @@ where
         crate::upstream::tcp_connect(ctx.target, ctx.app_source),
     )
     .await;
-    let mut app = match connected {
+    let app = match connected {
         Ok(Ok(s)) => s,
         failed => {
             shared
@@ -73,22 +100,38 @@ where
             outcome.fail(Failure::Upstream {
                 why: format!("connecting to app {}: {why}", ctx.target),
             });
-            return;
+            return Err(NotAdmitted::AppUnreachable);
         }
     };
     let _ = app.set_nodelay(true);
-    match crate::relay::relay(&mut stream, &mut app, idle, drain.immediate()).await {
-        Ok((rx, tx)) => {
-            outcome.log().bytes_received = Some(rx);
-            outcome.log().bytes_sent = Some(tx);
+    Ok(Admitted { outcome, app, idle })
+}
+
+impl Admitted<'_> {
+    /// Relays `stream` and the app until either side closes, the idle timeout, or the drain
+    /// turns immediate; the outcome is logged with the byte counts.
+    pub async fn relay<S>(self, mut stream: S, drain: Watch)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Admitted {
+            mut outcome,
+            mut app,
+            idle,
+        } = self;
+        match crate::relay::relay(&mut stream, &mut app, idle, drain.immediate()).await {
+            Ok((rx, tx)) => {
+                outcome.log().bytes_received = Some(rx);
+                outcome.log().bytes_sent = Some(tx);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                outcome.log().reason = Some(format!("closed after {idle:?} idle"));
+            }
+            Err(e) if crate::relay::stopped(&e) => {
+                outcome.log().reason = Some(crate::relay::STOPPED.into());
+            }
+            Err(_) => {}
         }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            outcome.log().reason = Some(format!("closed after {idle:?} idle"));
-        }
-        Err(e) if crate::relay::stopped(&e) => {
-            outcome.log().reason = Some(crate::relay::STOPPED.into());
-        }
-        Err(_) => {}
+        outcome.finish();
     }
-    outcome.finish();
 }

@@ -19,6 +19,12 @@ use trustmesh_policy::Location;
 
 /// The label that says whether a workload runs a sidecar (`istio`) or not (`disabled`).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Istio's `TunnelLabel`: the tunnel protocols a workload terminates, a comma-separated list
+/// (Istio asks readers to parse the list rather than compare the whole value). `http` is
+/// HBONE: HTTP/2 CONNECT over mTLS on port 15008, ambient's transport.
+pub const TUNNEL_LABEL: &str = "networking.istio.io/tunnel";
+/// The [`TUNNEL_LABEL`] protocol that means HBONE.
+pub const TUNNEL_HTTP: &str = "http";
 
 /// The service account of a workload that names none, as Kubernetes gives every pod.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -294,6 +300,14 @@ impl Workload {
     /// Runs a sidecar that speaks Istio mTLS (`tlsMode: istio`).
     pub fn has_sidecar(&self) -> bool {
         self.tls_mode == TlsMode::Istio
+    }
+
+    /// Terminates HBONE: its [`TUNNEL_LABEL`] lists `http`. A caller then opens an HTTP/2
+    /// CONNECT tunnel to the workload's port 15008 instead of connecting to the port itself.
+    pub fn speaks_hbone(&self) -> bool {
+        self.labels
+            .get(TUNNEL_LABEL)
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == TUNNEL_HTTP))
     }
 
     /// The WorkloadEntry's name, when it is one.

@@ -243,3 +243,36 @@ fn loads_a_folder_shared_with_security_policies() {
     .unwrap_err();
     assert!(e.to_string().contains("missing: cannot read"), "{e}");
 }
+
+#[test]
+fn the_tunnel_label_says_which_workloads_terminate_hbone() {
+    let yaml = |name: &str, tunnel: Option<&str>| {
+        let label = tunnel.map_or(String::new(), |t| {
+            format!("    networking.istio.io/tunnel: \"{t}\"\n")
+        });
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  \
+             namespace: ns\nspec:\n  address: 10.0.0.{}\n  serviceAccount: sa\n  labels:\n    \
+             app: {name}\n{label}---\n",
+            name.len()
+        )
+    };
+    let text = [
+        yaml("a", Some("http")),
+        yaml("bb", Some("quic, http")),
+        yaml("ccc", Some("quic")),
+        yaml("dddd", Some("HTTP")),
+        yaml("eeeee", None),
+    ]
+    .concat();
+    let (reg, report) = support::load(&text);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let hbone = |n: &str| reg.workload_entry("ns", n).unwrap().speaks_hbone();
+    // Istio's value is a list: `http` anywhere in it means HBONE; the names are exact.
+    assert!(hbone("a") && hbone("bb"));
+    assert!(!hbone("ccc") && !hbone("dddd") && !hbone("eeeee"));
+    assert_eq!(
+        trustmesh_registry::TUNNEL_LABEL,
+        "networking.istio.io/tunnel"
+    );
+}

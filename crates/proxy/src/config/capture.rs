@@ -14,6 +14,11 @@ pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
 pub const DEFAULT_INBOUND_PORT: u16 = 15006;
 /// Istio's DNS proxy port.
 pub const DEFAULT_DNS_PORT: u16 = 15053;
+/// Istio's HBONE port (ztunnel's and the waypoints' `15008`), also `hbone.port`'s default.
+pub const DEFAULT_HBONE_PORT: u16 = 15008;
+/// CONNECT streams open at once on one HBONE connection (HTTP/2 `MAX_CONCURRENT_STREAMS`):
+/// ztunnel's server allows 200, as hyper's default does; also `hbone.maxConcurrentStreams`'.
+pub const DEFAULT_HBONE_MAX_STREAMS: u32 = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -37,6 +42,14 @@ pub struct CaptureConfig {
     /// default `240.240.0.0/16`, as Istio's. Every sidecar must use the same range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip_range: Option<ipnet::Ipv4Net>,
+    /// Where peers' HBONE tunnels arrive (every address, as the inbound port), Istio's 15008.
+    /// The capture must leave this port alone (`trustmesh capture install` with it among the
+    /// excluded inbound ports), as Istio's sidecar injection does for its own ports.
+    #[serde(default = "hbone_port")]
+    pub hbone_port: u16,
+    /// CONNECT streams open at once on one HBONE connection.
+    #[serde(default = "hbone_max_streams")]
+    pub hbone_max_streams: u32,
 }
 
 impl Default for CaptureConfig {
@@ -47,6 +60,8 @@ impl Default for CaptureConfig {
             dns: true,
             dns_port: DEFAULT_DNS_PORT,
             vip_range: None,
+            hbone_port: DEFAULT_HBONE_PORT,
+            hbone_max_streams: DEFAULT_HBONE_MAX_STREAMS,
         }
     }
 }
@@ -91,6 +106,12 @@ fn inbound_port() -> u16 {
 }
 fn dns_port() -> u16 {
     DEFAULT_DNS_PORT
+}
+fn hbone_port() -> u16 {
+    DEFAULT_HBONE_PORT
+}
+fn hbone_max_streams() -> u32 {
+    DEFAULT_HBONE_MAX_STREAMS
 }
 fn yes() -> bool {
     true

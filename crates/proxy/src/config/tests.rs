@@ -273,3 +273,40 @@ fn a_control_plane_replaces_the_policy_and_mesh_files() {
         err(&no_mesh)
     );
 }
+
+#[test]
+fn hbone_defaults_to_istios_port_in_transparent_mode_and_is_opt_in_otherwise() {
+    let parse = |text: &str| ProxyConfig::parse(text, Path::new("p.yaml"), Path::new("."));
+    let explicit = parse(GOOD).unwrap().0;
+    assert_eq!(explicit.hbone_listener(), None);
+    let captured = parse(&format!("{GOOD}capture: {{}}\n")).unwrap().0;
+    let h = captured.hbone_listener().unwrap();
+    assert_eq!(
+        (h.port, h.max_concurrent_streams, h.captured),
+        (15008, 200, true)
+    );
+    assert_eq!(captured.hbone_slot(), captured.listener_count() - 1);
+    let opted = parse(&format!(
+        "{GOOD}hbone: {{ port: 15009, maxConcurrentStreams: 8 }}\n"
+    ))
+    .unwrap()
+    .0;
+    let h = opted.hbone_listener().unwrap();
+    assert_eq!(
+        (h.port, h.max_concurrent_streams, h.captured),
+        (15009, 8, false)
+    );
+    for (extra, field) in [
+        ("capture: {}\nhbone: {}\n", "p.yaml: hbone"),
+        (
+            "hbone: { maxConcurrentStreams: 0 }\n",
+            "hbone.maxConcurrentStreams",
+        ),
+        ("hbone: { port: 15006 }\n", "hbone.port"),
+        ("capture: { hbonePort: 15006 }\n", "capture.hbonePort"),
+        ("hbone: { port: 15009, stream: 1 }\n", "hbone"),
+    ] {
+        let e = parse(&format!("{GOOD}{extra}")).unwrap_err().to_string();
+        assert!(e.contains(field), "{extra}: {e}");
+    }
+}

@@ -1,0 +1,245 @@
+//! The HBONE client: reaching a workload that terminates HBONE (Istio's
+//! `networking.istio.io/tunnel: http`) through an HTTP/2 CONNECT over mTLS to its port 15008,
+//! as ambient's ztunnel does, instead of connecting to the port itself.
+//!
+//! One mTLS connection (ALPN `h2`, the server's identity pinned by the client config exactly as
+//! auto mTLS pins it) carries many CONNECT streams, so connections are pooled per destination
+//! address and expected identities, per worker thread like the other upstream pools (the
+//! connection's task runs on the thread that made it). A pooled connection found closed is
+//! replaced, and a CONNECT refused on a stale one is tried once more on a new one.
+//!
+//! The request is what ztunnel sends: CONNECT with the target `ip:port` as authority, a
+//! `forwarded: for="<client>"` naming the app's address, and a W3C `traceparent`; a `200`
+//! opens the tunnel, anything else is a refusal in the peer's words (ztunnel answers `401`
+//! for policy, `400` for a target that is not its, `503` when the app cannot be reached).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::upstream::{reset_sentence, Security, UpstreamError};
+
+/// The open tunnel: bytes written go to the target, as on a direct connection.
+pub type Tunnel = TokioIo<Upgraded>;
+
+/// Why a tunnel could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// The mTLS connection to the peer's HBONE port failed.
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    /// The peer did not agree to HTTP/2, or the HTTP/2 connection failed.
+    #[error("HBONE to {addr}: {why}")]
+    Protocol { addr: SocketAddr, why: String },
+    /// The peer answered the CONNECT with something other than 200.
+    #[error("HBONE to {addr}: CONNECT {target} answered {status}{}", body_suffix(.body))]
+    Refused {
+        addr: SocketAddr,
+        target: SocketAddr,
+        status: u16,
+        body: String,
+    },
+}
+
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+impl TunnelError {
+    /// Envoy's words for a failed upstream, and ours after them.
+    pub fn sentence(&self) -> String {
+        match self {
+            TunnelError::Upstream(e) => e.sentence(),
+            TunnelError::Protocol { .. } => reset_sentence("protocol error", self),
+            TunnelError::Refused { .. } => reset_sentence("remote refused stream reset", self),
+        }
+    }
+
+    /// Counts it: connection and TLS failures as on direct connections, refusals as upstream
+    /// errors.
+    pub fn count(&self, metrics: &crate::metrics::Metrics) {
+        match self {
+            TunnelError::Upstream(e) => e.count(metrics),
+            _ => {
+                metrics
+                    .upstream_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What one CONNECT needs: where the peer's HBONE port is, who it must be, and the target.
+pub struct Dial<'a> {
+    /// The peer's `ip:15008`.
+    pub peer: SocketAddr,
+    /// The identities the peer may present (the pool's key beside the address).
+    pub identities: &'a [String],
+    /// A client config offering `h2` and pinning `identities`.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The inner connection's destination, the CONNECT's authority.
+    pub target: SocketAddr,
+    /// The app's address, sent in `forwarded`.
+    pub client: SocketAddr,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// A pooled HTTP/2 connection and the identity its peer proved.
+#[derive(Clone)]
+struct Pooled {
+    send: http2::SendRequest<Empty<Bytes>>,
+    peer_id: Option<String>,
+}
+
+type Key = (SocketAddr, Vec<String>);
+
+thread_local! {
+    static POOL: RefCell<HashMap<Key, Pooled>> = RefCell::new(HashMap::new());
+}
+
+/// Opens a tunnel to `dial.target` through the peer's HBONE port, on a pooled connection when
+/// one is open; returns it with the SPIFFE ID the peer proved (checked again under `trust`).
+pub async fn open(
+    dial: &Dial<'_>,
+    trust: &trustmesh_identity::TrustConfig,
+) -> Result<(Tunnel, Option<String>), TunnelError> {
+    let key: Key = (dial.peer, dial.identities.to_vec());
+    let pooled = POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.get(&key) {
+            Some(c) if !c.send.is_closed() => Some(c.clone()),
+            Some(_) => {
+                p.remove(&key);
+                None
+            }
+            None => None,
+        }
+    });
+    if let Some(mut c) = pooled {
+        match request(&mut c.send, dial).await {
+            Ok(t) => return Ok((t, c.peer_id)),
+            // A refusal is the peer's answer; anything else may be a connection that went
+            // stale between the check and the request: one more try on a new one.
+            Err(e @ TunnelError::Refused { .. }) => return Err(e),
+            Err(_) => {
+                POOL.with(|p| p.borrow_mut().remove(&key));
+            }
+        }
+    }
+    let mut fresh = handshake(dial, trust).await?;
+    POOL.with(|p| p.borrow_mut().insert(key, fresh.clone()));
+    let tunnel = request(&mut fresh.send, dial).await?;
+    Ok((tunnel, fresh.peer_id))
+}
+
+/// A new mTLS + HTTP/2 connection to the peer's HBONE port; its task runs on this thread.
+async fn handshake(
+    dial: &Dial<'_>,
+    trust: &trustmesh_identity::TrustConfig,
+) -> Result<Pooled, TunnelError> {
+    let security = Security::Mtls(dial.config.clone());
+    let stream = crate::upstream::connect(
+        dial.peer,
+        &security,
+        dial.connect_timeout,
+        dial.handshake_timeout,
+    )
+    .await
+    .map_err(TunnelError::Upstream)?;
+    if stream.alpn() != Some(b"h2") {
+        return Err(TunnelError::Protocol {
+            addr: dial.peer,
+            why: "the peer did not agree to HTTP/2 (ALPN h2); it does not speak HBONE".into(),
+        });
+    }
+    let peer_id = crate::upstream::verified_peer(trust, &stream);
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_while_idle(true);
+    let handshake = builder.handshake::<_, Empty<Bytes>>(TokioIo::new(stream));
+    let (send, conn) = tokio::time::timeout(dial.handshake_timeout, handshake)
+        .await
+        .map_err(|_| TunnelError::Protocol {
+            addr: dial.peer,
+            why: "no HTTP/2 settings within the handshake timeout".into(),
+        })?
+        .map_err(|e| TunnelError::Protocol {
+            addr: dial.peer,
+            why: format!("HTTP/2 handshake: {e}"),
+        })?;
+    let addr = dial.peer;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "HBONE connection ended with an error");
+        }
+    });
+    Ok(Pooled { send, peer_id })
+}
+
+/// One CONNECT on `send`.
+async fn request(
+    send: &mut http2::SendRequest<Empty<Bytes>>,
+    dial: &Dial<'_>,
+) -> Result<Tunnel, TunnelError> {
+    let protocol = |why: String| TunnelError::Protocol {
+        addr: dial.peer,
+        why,
+    };
+    send.ready()
+        .await
+        .map_err(|e| protocol(format!("connection not usable: {e}")))?;
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(dial.target.to_string())
+        .header(http::header::FORWARDED, format!("for=\"{}\"", dial.client))
+        .header("traceparent", traceparent())
+        .body(Empty::new())
+        .map_err(|e| protocol(format!("building the CONNECT: {e}")))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| protocol(format!("CONNECT {}: {e}", dial.target)))?;
+    if resp.status() != StatusCode::OK {
+        let status = resp.status().as_u16();
+        let body = tokio::time::timeout(Duration::from_secs(1), resp.into_body().collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+            .unwrap_or_default();
+        return Err(TunnelError::Refused {
+            addr: dial.peer,
+            target: dial.target,
+            status,
+            body,
+        });
+    }
+    let upgraded = hyper::upgrade::on(resp)
+        .await
+        .map_err(|e| protocol(format!("CONNECT {} did not open: {e}", dial.target)))?;
+    Ok(TokioIo::new(upgraded))
+}
+
+/// A W3C trace context for the CONNECT (version 00, random trace and span, sampled), as
+/// ztunnel starts one per outbound connection.
+fn traceparent() -> String {
+    let trace: u128 = rand::random::<u128>().max(1);
+    let span: u64 = rand::random::<u64>().max(1);
+    format!("00-{trace:032x}-{span:016x}-01")
+}
