@@ -10,11 +10,14 @@
 //! - [`world`]: pure — documents, mesh config and bundles indexed into versioned xDS resources,
 //!   and the per-workload view (which policies select it, which registry entries it may reach);
 //! - [`status`]: who is connected, what each ACKed or NACKed, for `proxy-status` and metrics;
+//! - [`ambient`]: ztunnel's types (`istio.workload.Address`, `istio.security.Authorization`)
+//!   from the same world, through `trustmesh_ambient`'s translations;
 //! - [`views`]: the xDS server's questions answered from the world, callers authenticated as
 //!   the CA authenticates them;
 //! - [`monitor`]: the HTTP port (istiod's 15014): `/metrics`, `/debug/syncz`, `/ready`;
 //! - [`run`]: start and drain.
 
+pub mod ambient;
 pub mod monitor;
 pub mod run;
 pub mod source;

@@ -15,8 +15,8 @@ use trustmesh_ca_server::signer::Signer;
 use trustmesh_xds::server::Ads;
 
 use crate::source::{Source, POLL};
-use crate::views::{AmbientView, ControlPlane};
-use crate::world::World;
+use crate::views::ControlPlane;
+use crate::world::{Settings, World};
 
 /// How long the source must hold still before a change is pushed.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -27,8 +27,9 @@ pub struct Options {
     pub source: Box<dyn Source>,
     pub monitor_listen: Option<SocketAddr>,
     pub ambient_identities: Vec<String>,
-    pub ambient: Option<AmbientView>,
     pub name: String,
+    /// VIPs of ServiceEntries without addresses, in ztunnel's resources.
+    pub registry: trustmesh_registry::Options,
 }
 
 pub struct Running {
@@ -63,17 +64,18 @@ pub async fn start(
     ca_opts: CaOptions,
     opts: Options,
 ) -> anyhow::Result<Running> {
-    let trust_domain = ca_opts.trust_domain.to_string();
-    let roots = roots_pem(signer.as_ref());
+    let settings = Settings {
+        trust_domain: ca_opts.trust_domain.to_string(),
+        local_roots: roots_pem(signer.as_ref()),
+        registry: opts.registry,
+    };
     let mut source = opts.source;
     let inputs = source.read();
-    let world = World::build(&inputs, &trust_domain, &roots, 1);
+    let world = World::build(&inputs, &settings, 1);
     for p in &world.problems {
         tracing::warn!("config source: {p}");
     }
-    let mut cp = ControlPlane::new(world, opts.name, opts.ambient_identities);
-    cp.ambient = opts.ambient;
-    let cp = Arc::new(cp);
+    let cp = Arc::new(ControlPlane::new(world, opts.name, opts.ambient_identities));
     let for_routes = cp.clone();
     let extra: server::ExtraServices = Box::new(move |ca| {
         let _ = for_routes.ca.set(ca);
@@ -94,8 +96,7 @@ pub async fn start(
     tasks.push(tokio::spawn(watch(
         cp.clone(),
         Arc::new(Mutex::new(source)),
-        trust_domain,
-        roots,
+        settings,
     )));
     Ok(Running {
         ca,
@@ -107,12 +108,7 @@ pub async fn start(
 
 /// Polls the source; after a change holds still for [`DEBOUNCE`], rebuilds the world and,
 /// when anything served differs, installs it (which wakes every stream).
-async fn watch(
-    cp: Arc<ControlPlane>,
-    source: Arc<Mutex<Box<dyn Source>>>,
-    trust_domain: String,
-    roots: String,
-) {
+async fn watch(cp: Arc<ControlPlane>, source: Arc<Mutex<Box<dyn Source>>>, settings: Settings) {
     let fp = |s: &Arc<Mutex<Box<dyn Source>>>| s.lock().expect("source poisoned").fingerprint();
     let mut last = fp(&source);
     let mut generation = cp.world().generation;
@@ -132,11 +128,11 @@ async fn watch(
             now = again;
         }
         last = now;
-        let (src, td, r) = (source.clone(), trust_domain.clone(), roots.clone());
+        let (src, s) = (source.clone(), settings.clone());
         let next = generation + 1;
         let built = tokio::task::spawn_blocking(move || {
             let inputs = src.lock().expect("source poisoned").read();
-            World::build(&inputs, &td, &r, next)
+            World::build(&inputs, &s, next)
         })
         .await;
         let Ok(world) = built else {

@@ -25,9 +25,6 @@ use trustmesh_xds::types;
 use crate::status::{Connection, Status as Registry};
 use crate::world::{ViewKey, World};
 
-/// Translates the world into ztunnel's resource types (set when the ambient crate is wired).
-pub type AmbientView = Arc<dyn Fn(&World, &str) -> Option<Arc<ResourceMap>> + Send + Sync>;
-
 pub struct ControlPlane {
     world: ArcSwap<World>,
     problems: ArcSwap<Vec<String>>,
@@ -38,7 +35,6 @@ pub struct ControlPlane {
     /// SPIFFE IDs of node proxies (ztunnel) that may read every workload and policy in
     /// ztunnel's form.
     pub ambient_identities: Vec<String>,
-    pub ambient: Option<AmbientView>,
     /// This replica's name, shown by `proxy-status`.
     pub name: String,
 }
@@ -61,7 +57,6 @@ impl ControlPlane {
             status: Registry::default(),
             ca: OnceLock::new(),
             ambient_identities,
-            ambient: None,
             name,
         }
     }
@@ -141,7 +136,8 @@ impl Views for ControlPlane {
         };
         let namespace = id.namespace().unwrap_or_default().to_string();
         let sa = id.service_account().unwrap_or_default().to_string();
-        if let Some(claimed) = metadata_str(node, "NAMESPACE") {
+        // ztunnel sends NAMESPACE empty when POD_NAMESPACE is unset: no claim.
+        if let Some(claimed) = metadata_str(node, "NAMESPACE").filter(|n| !n.is_empty()) {
             if claimed != namespace {
                 return Err(refuse(Status::permission_denied(format!(
                     "node metadata NAMESPACE {claimed:?} is not the caller's namespace: {id} \
@@ -205,7 +201,7 @@ impl Views for ControlPlane {
                     client.identity
                 )));
             }
-            if let Some(v) = self.ambient.as_ref().and_then(|a| a(&world, type_url)) {
+            if let Some(v) = world.ambient_view(type_url) {
                 return Ok(v);
             }
         }

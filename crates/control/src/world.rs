@@ -18,7 +18,9 @@
 //! versions, and a sidecar failing over from one to the other is resent nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use trustmesh_policy::SourceText;
 
 use trustmesh_xds::config::{IstioResource, MeshConfig as MeshResource, TrustBundle};
 use trustmesh_xds::server::{ResourceMap, Versioned};
@@ -35,6 +37,17 @@ const SECURITY_KINDS: [&str; 3] = [
     "PeerAuthentication",
     "RequestAuthentication",
 ];
+
+/// What the control plane itself adds to a source's inputs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The CA's trust domain and its roots (PEM), always served.
+    pub trust_domain: String,
+    pub local_roots: String,
+    /// Where ServiceEntries without addresses get their VIP in ztunnel's resources; every
+    /// sidecar's `capture.vipRange` must be the same range (default Istio's 240.240.0.0/16).
+    pub registry: trustmesh_registry::Options,
+}
 
 /// What decides a view: workloads with the same namespace and labels see the same resources.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -74,6 +87,12 @@ pub struct World {
     pub workloads: Vec<KnownWorkload>,
     pub problems: Vec<String>,
     views: Mutex<HashMap<ViewKey, Arc<ResourceMap>>>,
+    /// The documents as the sidecars parse them, and the mesh config: what ztunnel's
+    /// resources are built from, on the first ztunnel's request.
+    sources: Vec<SourceText>,
+    mesh_config: trustmesh_policy::MeshConfig,
+    registry_options: trustmesh_registry::Options,
+    ambient: OnceLock<crate::ambient::Ambient>,
 }
 
 /// A short, stable digest of `bytes` (SHA-256, first 8 bytes in hex).
@@ -117,7 +136,11 @@ fn export_to(v: &serde_yaml::Value) -> Vec<String> {
 
 impl World {
     /// Builds the world from a source's inputs. `trust_domain` and `local_roots` are the CA's.
-    pub fn build(inputs: &Inputs, trust_domain: &str, local_roots: &str, generation: u64) -> World {
+    pub fn build(inputs: &Inputs, settings: &Settings, generation: u64) -> World {
+        let (trust_domain, local_roots) = (
+            settings.trust_domain.as_str(),
+            settings.local_roots.as_str(),
+        );
         let mut problems = inputs.problems.clone();
         let mesh_cfg = match &inputs.mesh {
             Some((v, file)) => {
@@ -169,6 +192,7 @@ impl World {
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
         let mut workloads = Vec::new();
+        let mut sources = Vec::new();
         for Document { value, origin } in &inputs.documents {
             let kind = str_at(value, &["kind"]).unwrap_or("").to_string();
             let namespace = str_at(value, &["metadata", "namespace"])
@@ -192,6 +216,10 @@ impl World {
                 }
             };
             seen.insert(key, origin.clone());
+            sources.push(SourceText {
+                file: origin.clone(),
+                text: json.clone(),
+            });
             if kind == "WorkloadEntry" {
                 let labels = value
                     .get("spec")
@@ -233,6 +261,10 @@ impl World {
             generation,
             version: digest(all.as_bytes()),
             root_namespace: mesh_cfg.root_namespace.clone(),
+            mesh_config: mesh_cfg.clone(),
+            registry_options: settings.registry.clone(),
+            sources,
+            ambient: OnceLock::new(),
             trust_domain: trust_domain.to_string(),
             entries,
             mesh: Arc::new([(MESH_RESOURCE.to_string(), mesh)].into_iter().collect()),
@@ -300,6 +332,30 @@ impl World {
             }
             "WorkloadEntry" => true,
             _ => own || root,
+        }
+    }
+
+    /// ztunnel's types (`istio.workload.Address`, `istio.security.Authorization`), built on
+    /// first use; `None` for another type.
+    pub fn ambient_view(&self, type_url: &str) -> Option<Arc<ResourceMap>> {
+        let a = || {
+            self.ambient.get_or_init(|| {
+                let a = crate::ambient::build(
+                    &self.sources,
+                    &self.mesh_config,
+                    &self.registry_options,
+                    crate::ambient::DEFAULT_CLUSTER_ID,
+                );
+                for p in &a.problems {
+                    tracing::warn!("ztunnel resources: {p}");
+                }
+                a
+            })
+        };
+        match type_url {
+            types::ADDRESS => Some(a().addresses.clone()),
+            types::AUTHORIZATION => Some(a().authorizations.clone()),
+            _ => None,
         }
     }
 

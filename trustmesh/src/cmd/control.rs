@@ -37,6 +37,10 @@ pub struct ControlArgs {
     /// ztunnel's form; repeatable. Default: `spiffe://<trust domain>/ns/istio-system/sa/ztunnel`.
     #[arg(long = "ambient-identity", value_name = "SPIFFE_ID")]
     pub ambient_identities: Vec<String>,
+    /// Where ServiceEntries without addresses get their virtual IP in ztunnel's resources
+    /// (Istio's DNS auto-allocation); must be every sidecar's `capture.vipRange`.
+    #[arg(long, value_name = "CIDR", default_value = trustmesh_registry::options::DEFAULT_AUTO_ALLOCATE_V4)]
+    pub vip_range: ipnet::Ipv4Net,
     /// This replica's name in `proxy-status` (default: the host name and process id).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -90,8 +94,14 @@ pub fn run(a: ControlArgs) -> ExitCode {
         )),
         monitor_listen: Some(a.monitoring_listen),
         ambient_identities,
-        ambient: None,
         name,
+        registry: trustmesh_registry::Options {
+            auto_allocate: Some(trustmesh_registry::options::AutoAllocate {
+                v4: a.vip_range,
+                v6: None,
+            }),
+            ..Default::default()
+        },
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -13,7 +13,15 @@ fn world(docs: &[&str]) -> World {
         documents: docs.iter().map(|d| doc(d)).collect(),
         ..Default::default()
     };
-    World::build(&inputs, "cluster.local", "ROOTS", 1)
+    World::build(&inputs, &settings(), 1)
+}
+
+fn settings() -> Settings {
+    Settings {
+        trust_domain: "cluster.local".into(),
+        local_roots: "ROOTS".into(),
+        registry: Default::default(),
+    }
 }
 
 fn names(w: &World, ns: &str, labels: &[(&str, &str)]) -> Vec<String> {
@@ -141,7 +149,7 @@ fn the_mesh_config_and_bundles_are_served_to_everyone() {
         bundles: vec![("other.example".into(), "OTHER".into())],
         ..Default::default()
     };
-    let w = World::build(&inputs, "cluster.local", "ROOTS", 1);
+    let w = World::build(&inputs, &settings(), 1);
     let key = ViewKey {
         namespace: "x".into(),
         labels: Default::default(),
@@ -155,4 +163,34 @@ fn the_mesh_config_and_bundles_are_served_to_everyone() {
     let m = <MeshResource as prost::Message>::decode(mesh["mesh"].body.value.as_slice()).unwrap();
     assert!(m.mesh_config_json.contains("cluster.local"));
     assert!(w.view(&key, "type.googleapis.com/unknown").is_none());
+}
+
+#[test]
+fn ztunnels_types_come_from_the_same_documents() {
+    let w = world(&[
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: { name: vm, namespace: foo }\nspec: { address: 198.18.0.1, serviceAccount: vm, labels: { app: vm } }",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: vm, namespace: foo }\nspec: { hosts: [vm.foo.svc.cluster.local], resolution: STATIC, location: MESH_INTERNAL, ports: [ { number: 80, name: http, protocol: HTTP } ], workloadSelector: { labels: { app: vm } } }",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: vm-allow, namespace: foo }\nspec: { selector: { matchLabels: { app: vm } }, rules: [ { from: [ { source: { principals: [cluster.local/ns/foo/sa/web] } } ] } ] }",
+    ]);
+    let addresses: Vec<String> = w
+        .ambient_view(types::ADDRESS)
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            "Kubernetes/networking.istio.io/WorkloadEntry/foo/vm",
+            "foo/vm.foo.svc.cluster.local",
+        ]
+    );
+    let authz: Vec<String> = w
+        .ambient_view(types::AUTHORIZATION)
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(authz, ["foo/vm-allow"]);
+    assert!(w.ambient_view(types::ISTIO_RESOURCE).is_none());
 }
