@@ -35,9 +35,17 @@ struct Pair {
 }
 
 fn start_pair(mesh: &Mesh, controls: &[std::net::SocketAddr]) -> Pair {
+    start_pair_with(mesh, controls, mesh.svid("foo", "server"))
+}
+
+/// [`start_pair`] with the server's certificate files in `server_svid` (an agent's output).
+fn start_pair_with(
+    mesh: &Mesh,
+    controls: &[std::net::SocketAddr],
+    server_svid: std::path::PathBuf,
+) -> Pair {
     let backend = backend_blocking();
     let (inb, out, sa, ca) = (free(), free(), free(), free());
-    let server_svid = mesh.svid("foo", "server");
     let client_svid = mesh.svid("foo", "client");
     let server_yaml = sidecar_yaml(
         "foo",
@@ -353,7 +361,19 @@ async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
          metadata: { name: client-vm, namespace: foo }\n\
          spec: { address: 198.18.0.10, serviceAccount: client, labels: { app: client } }\n",
     );
-    let cp = Control::start(&mesh, 0, "cp-a", &[]);
+    let jwks = dir.path().join("jwks.json");
+    let issuer = trustmesh_testkit::jwt::TokenIssuer::new(&jwks, "k8s");
+    let cp = Control::start(
+        &mesh,
+        0,
+        "cp-a",
+        &[
+            "--jwt-issuer",
+            trustmesh_testkit::jwt::K8S_ISSUER,
+            "--jwks",
+            jwks.to_str().unwrap(),
+        ],
+    );
     let svid = mesh.svid("foo", "client");
     let types = [trustmesh_xds::types::ISTIO_RESOURCE];
     let wait = Duration::from_millis(1500);
@@ -380,6 +400,59 @@ async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
     assert!(
         !names.iter().any(|n| n.contains("/bar/")),
         "another namespace's policy: {names:?}"
+    );
+
+    // At bootstrap a service-account token does what the certificate does, no more.
+    let token = trustmesh_xds::client::Credentials {
+        client_cert: None,
+        bearer_token: Some(issuer.token("foo", "client")),
+    };
+    let by_token = xds_with(
+        cp.grpc,
+        &mesh.root(),
+        token.clone(),
+        "foo",
+        &[("app", "client")],
+        &types,
+        wait,
+    )
+    .await;
+    assert_eq!(
+        by_token.names.get(types[0]),
+        Some(&names),
+        "{:?}",
+        by_token.lost
+    );
+    let wrong = xds_with(
+        cp.grpc,
+        &mesh.root(),
+        token,
+        "bar",
+        &[("app", "client")],
+        &types,
+        wait,
+    )
+    .await;
+    assert!(wrong.names.is_empty() && !wrong.lost.is_empty());
+    let forged = trustmesh_xds::client::Credentials {
+        client_cert: None,
+        bearer_token: Some("not-a-token".into()),
+    };
+    let nobody = xds_with(
+        cp.grpc,
+        &mesh.root(),
+        forged,
+        "foo",
+        &[("app", "client")],
+        &types,
+        wait,
+    )
+    .await;
+    assert!(nobody.names.is_empty());
+    assert!(
+        nobody.lost.iter().any(|w| w.contains("Unauthenticated")),
+        "{:?}",
+        nobody.lost
     );
 
     // Claiming another namespace, or another workload's labels, is refused.
@@ -461,4 +534,89 @@ async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
         trustmesh_ca_server::client::create_certificate(&endpoint, &creds, mine, Duration::ZERO)
             .await;
     assert!(issued.is_ok(), "{issued:?}");
+}
+
+#[test]
+fn certificate_rotation_through_the_control_plane_resumes_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::new(dir.path());
+    mesh.write("deny.yaml", DENY_SECRET);
+    let jwks = dir.path().join("jwks.json");
+    let issuer = trustmesh_testkit::jwt::TokenIssuer::new(&jwks, "k8s");
+    let token = dir.path().join("token");
+    std::fs::write(&token, issuer.token("foo", "server")).unwrap();
+    let port = free();
+    let ca_flags = [
+        "--jwt-issuer",
+        trustmesh_testkit::jwt::K8S_ISSUER,
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ];
+    let mut cp = Control::start(&mesh, port, "cp-a", &ca_flags);
+    // The server's agent gets its certificates from the control plane's CA (same port as xDS).
+    let out = dir.path().join("agent-server");
+    let agent_cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "trustDomain: {TD}\n\
+             ca: {{ address: \"https://{grpc}\", rootCert: {root}, serverName: istiod.istio-system.svc }}\n\
+             tokenFile: {token}\n\
+             identity: {{ namespace: foo, serviceAccount: server }}\n\
+             outputDir: {out}\nttl: 8s\nmaxRetryInterval: 1s\n",
+            grpc = cp.grpc,
+            root = mesh.root().display(),
+            token = token.display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let (mut agent, agent_log) =
+        trustmesh_testkit::process::Proc::start_logged(std::process::Command::new(bin()).args([
+            "agent",
+            "--config",
+            agent_cfg.to_str().unwrap(),
+        ]));
+    let chain = out.join("cert-chain.pem");
+    let first = wait_for(
+        "the agent's first certificate",
+        Duration::from_secs(15),
+        || std::fs::read(&chain).ok().filter(|c| !c.is_empty()),
+    );
+    let pair = start_pair_with(&mesh, &[cp.grpc], out.clone());
+    let rotated = wait_for("a rotation", Duration::from_secs(15), || {
+        std::fs::read(&chain).ok().filter(|c| *c != first)
+    });
+
+    cp.proc.kill();
+    wait_for(
+        "the agent's renewal failing",
+        Duration::from_secs(15),
+        || (agent_log.count("renewal failed") >= 1).then_some(()),
+    );
+    assert_eq!(
+        status(pair.out, "/secret"),
+        403,
+        "the DENY holds during the outage"
+    );
+    assert_eq!(
+        status(pair.out, "/open"),
+        200,
+        "traffic flows during the outage"
+    );
+    assert!(agent.running(), "the agent keeps running");
+
+    let cp = Control::start(&mesh, port, "cp-a2", &ca_flags);
+    wait_for(
+        "a renewal after the control plane is back",
+        Duration::from_secs(15),
+        || std::fs::read(&chain).ok().filter(|c| *c != rotated),
+    );
+    wait_for(
+        "both sidecars back in sync",
+        Duration::from_secs(30),
+        || in_sync(&cp, &["server", "client"]).then_some(()),
+    );
+    assert_eq!(status(pair.out, "/secret"), 403);
+    assert_eq!(status(pair.out, "/open"), 200);
 }

@@ -234,6 +234,25 @@ pub async fn xds_as(
     types: &[&str],
     wait: Duration,
 ) -> Seen {
+    let chain = std::fs::read_to_string(svid.join("cert-chain.pem")).unwrap();
+    let key = std::fs::read_to_string(svid.join("key.pem")).unwrap();
+    let creds = trustmesh_xds::client::Credentials {
+        client_cert: Some((chain, key)),
+        bearer_token: None,
+    };
+    xds_with(control, root, creds, namespace, labels, types, wait).await
+}
+
+/// [`xds_as`] with any credentials (a bearer token at bootstrap).
+pub async fn xds_with(
+    control: SocketAddr,
+    root: &Path,
+    creds: trustmesh_xds::client::Credentials,
+    namespace: &str,
+    labels: &[(&str, &str)],
+    types: &[&str],
+    wait: Duration,
+) -> Seen {
     use prost_types::value::Kind;
     let s = |v: &str| prost_types::Value {
         kind: Some(Kind::StringValue(v.to_string())),
@@ -249,16 +268,11 @@ pub async fn xds_as(
             kind: Some(Kind::StructValue(label_struct)),
         },
     );
-    let chain = std::fs::read_to_string(svid.join("cert-chain.pem")).unwrap();
-    let key = std::fs::read_to_string(svid.join("key.pem")).unwrap();
     let opts = trustmesh_xds::client::Options {
         servers: vec![format!("https://{control}")],
         root_pem: std::fs::read(root).unwrap(),
         server_name: "istiod.istio-system.svc".into(),
-        credentials: Arc::new(move || trustmesh_xds::client::Credentials {
-            client_cert: Some((chain.clone(), key.clone())),
-            bearer_token: None,
-        }),
+        credentials: Arc::new(move || creds.clone()),
         node: trustmesh_xds::core::Node {
             id: "test~~probe".into(),
             metadata: Some(prost_types::Struct {
