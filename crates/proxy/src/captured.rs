@@ -97,15 +97,16 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
     };
     let view = snap.mesh_view.clone();
     let plan = match view.registry.classify(orig) {
+        // Asked before any target is picked: picking one takes the load balancer's turn, and
+        // the HTTP path takes its own per request.
+        Destination::Service(hit)
+            if hit.port.protocol.is_http()
+                && !view.all_endpoints_tunnel(hit.service, hit.port, &snap.policies.set) =>
+        {
+            Plan::Http
+        }
         Destination::Service(hit) => {
-            let targets =
-                view.service_targets(hit.service, hit.port, Some(orig), &snap.policies.set);
-            let all_hbone = !targets.is_empty() && targets.iter().all(|t| t.hbone);
-            if hit.port.protocol.is_http() && !all_hbone {
-                Plan::Http
-            } else {
-                Plan::Relay(targets)
-            }
+            Plan::Relay(view.service_targets(hit.service, hit.port, Some(orig), &snap.policies.set))
         }
         // A known workload, but no service of it has this port: unknown to the mesh, as in
         // Istio (no listener for the port), so REGISTRY_ONLY refuses it.
