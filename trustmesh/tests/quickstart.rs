@@ -1,12 +1,15 @@
 //! The README's first command, run as a newcomer would: `trustmesh quickstart` must bring the
-//! whole mesh up on loopback, pass every step of its tour, exit 0, and leave nothing behind.
+//! whole mesh up on loopback, with its sidecars configured by a control plane per trust
+//! domain, pass every step of its tour, exit 0, and leave nothing behind.
 //! Its `--transparent` variant (root, network namespaces: tier 2) must do the same and remove
 //! every namespace it made.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use trustmesh_testkit::http::blocking_get;
 use trustmesh_testkit::netns;
 use trustmesh_testkit::process::Proc;
 
@@ -27,6 +30,10 @@ struct KeptMesh {
     dir: String,
     /// The five sidecars' admin addresses, from the "Operator's view" lines.
     admins: Vec<String>,
+    /// The control planes' monitoring addresses, from the printed `proxy-status` command.
+    controls: Vec<String>,
+    /// The control planes' config directory, from the "policies: edit" line.
+    config_dir: String,
 }
 
 /// Starts `trustmesh quickstart --keep-running` and waits (≤120 s) for it to say
@@ -53,12 +60,68 @@ fn start_kept_mesh() -> KeptMesh {
         "one admin endpoint per sidecar:\n{}",
         lines.join("\n")
     );
+    let controls: Vec<String> = lines
+        .iter()
+        .find_map(|l| l.split("trustmesh proxy-status ").nth(1))
+        .expect("the proxy-status command line")
+        .split_whitespace()
+        .filter(|w| *w != "--control")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(controls.len(), 2, "a control plane per trust domain");
+    let config_dir = lines
+        .iter()
+        .find_map(|l| l.split("edit the Istio YAML in ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the config directory line")
+        .to_string();
     KeptMesh {
         proc: mesh,
         dir: dir.trim().to_string(),
         admins,
+        controls,
+        config_dir,
         lines,
     }
+}
+
+const SPIFFE_IDS: [&str; 5] = [
+    "spiffe://team-a.gke.local/ns/bookinfo/sa/frontend",
+    "spiffe://team-a.gke.local/ns/bookinfo/sa/reviews",
+    "spiffe://team-a.gke.local/ns/bookinfo/sa/ratings",
+    "spiffe://team-a.gke.local/ns/finance/sa/payroll",
+    "spiffe://team-b.eks.local/ns/analytics/sa/reporter",
+];
+
+/// The loopback tour's steps that show the control plane at work; each must be there and pass.
+const CONTROL_STEPS: &[&str] = &[
+    "federate: team-a's control plane serves team-b's root + alias, then call again",
+    "policy edit: DENY /ratings/* written to the control plane's config dir",
+    "policy edit undone: the DENY file removed",
+    "proxy-status: every sidecar SYNCED with its control plane",
+];
+
+/// `trustmesh proxy-status --json` against `controls`: (exit code, control plane name and
+/// in-sync flag by SPIFFE ID).
+fn proxy_status(controls: &[String]) -> (Option<i32>, BTreeMap<String, (String, bool)>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustmesh"));
+    cmd.args(["proxy-status", "--json"]);
+    for c in controls {
+        cmd.args(["--control", c]);
+    }
+    let out = cmd.output().expect("run proxy-status");
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut proxies = BTreeMap::new();
+    for d in docs.as_array().into_iter().flatten() {
+        let cp = d["controlPlane"].as_str().unwrap_or("").to_string();
+        for p in d["proxies"].as_array().into_iter().flatten() {
+            proxies.insert(
+                p["identity"].as_str().unwrap_or("").to_string(),
+                (cp.clone(), p["inSync"].as_bool().unwrap_or(false)),
+            );
+        }
+    }
+    (out.status.code(), proxies)
 }
 
 /// The admin addresses of the five sidecars, from the "Operator's view" lines.
@@ -88,9 +151,37 @@ fn quickstart_tour_passes_and_cleans_up() {
     // Every step printed a verdict and none failed.
     let passes = stdout.matches("[PASS]").count();
     assert!(
-        passes >= 15,
-        "expected at least 15 passing steps, saw {passes}:\n{stdout}"
+        passes >= 18,
+        "expected at least 18 passing steps, saw {passes}:\n{stdout}"
     );
+    for step in CONTROL_STEPS {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("[PASS]") && l.ends_with(step)),
+            "step {step:?} did not pass:\n{stdout}"
+        );
+    }
+    // The operator's view printed the proxy-status table: every sidecar SYNCED, the team-a
+    // ones with team-a's control plane and analytics with team-b's.
+    let table: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("        | "))
+        .collect();
+    for id in SPIFFE_IDS {
+        let cp = if id.contains("team-a") {
+            "control-team-a.gke.local"
+        } else {
+            "control-team-b.eks.local"
+        };
+        assert!(
+            table.iter().any(|l| l.contains(&format!("{id} "))
+                && l.contains(cp)
+                && l.contains(" SYNCED ")
+                && !l.contains("NOT SYNCED")),
+            "{id} not SYNCED with {cp} in the proxy-status table:\n{stdout}"
+        );
+    }
     assert!(!stdout.contains("[FAIL]"), "{stdout}");
     assert!(
         stdout.contains(&format!("{passes} passed, 0 failed")),
@@ -121,6 +212,8 @@ fn keep_running_then_ctrl_c_cleans_up() {
         lines,
         dir,
         admins,
+        controls,
+        config_dir,
     } = start_kept_mesh();
     // The admin addresses it printed are live while the mesh runs.
     for a in &admins {
@@ -197,6 +290,8 @@ fn keep_running_then_ctrl_c_cleans_up() {
     assert_eq!(plaintext["decision"], "DENY", "{plaintext}");
     assert_eq!(plaintext["mtlsMode"], "STRICT");
 
+    control_plane_serves_the_live_mesh(&dir, &lines, &controls, &config_dir, reviews_admin);
+
     mesh.signal(libc::SIGINT);
     let exit = mesh.exited_within(Duration::from_secs(20));
     let exit = exit.expect("quickstart did not stop after SIGINT");
@@ -210,7 +305,7 @@ fn keep_running_then_ctrl_c_cleans_up() {
         !std::path::Path::new(&dir).exists(),
         "{dir} was left behind"
     );
-    for a in &admins {
+    for a in admins.iter().chain(&controls) {
         assert!(
             std::net::TcpStream::connect(a).is_err(),
             "{a} still listening: a child process survived"
@@ -218,8 +313,79 @@ fn keep_running_then_ctrl_c_cleans_up() {
     }
 }
 
-/// Even when the quickstart itself is killed outright (SIGKILL: no chance to clean up), no CA,
-/// agent or sidecar outlives it: the kernel signals each child when its parent dies.
+/// The control planes of a kept mesh, as an operator uses them: `proxy-status` lists the five
+/// sidecars in sync (exit 0); the sidecars' own configs name a control plane and no policy or
+/// mesh file; a DENY policy written into the printed config directory reaches reviews' sidecar
+/// and is enforced on a real call within 10 s, and removing it lifts it again.
+fn control_plane_serves_the_live_mesh(
+    dir: &str,
+    lines: &[String],
+    controls: &[String],
+    config_dir: &str,
+    reviews_admin: &str,
+) {
+    let (code, proxies) = proxy_status(controls);
+    assert_eq!(code, Some(0), "proxy-status: {proxies:?}");
+    assert_eq!(
+        proxies.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut ids = SPIFFE_IDS.to_vec();
+            ids.sort();
+            ids
+        },
+        "one connection per sidecar"
+    );
+    assert!(proxies.values().all(|(_, synced)| *synced), "{proxies:?}");
+
+    let reviews_cfg = std::fs::read_to_string(format!("{dir}/workloads/reviews/proxy.yaml"))
+        .expect("reviews' sidecar config");
+    assert!(reviews_cfg.contains("controlPlane:"), "{reviews_cfg}");
+    assert!(!reviews_cfg.contains("policyDir"), "{reviews_cfg}");
+    assert!(!reviews_cfg.contains("\nmesh:"), "{reviews_cfg}");
+
+    // frontend -> reviews through frontend's sidecar, from the printed curl line.
+    let route: std::net::SocketAddr = lines
+        .iter()
+        .find(|l| l.contains("/reviews/1") && l.contains("frontend -> reviews"))
+        .and_then(|l| l.split("http://").nth(1))
+        .and_then(|r| r.split('/').next())
+        .expect("the frontend -> reviews curl line")
+        .parse()
+        .unwrap();
+    let get = |path: &str| blocking_get(route, path).map(|(status, _)| status);
+    assert_eq!(get("/reviews/9"), Some(200));
+
+    let file = std::path::Path::new(config_dir).join("test-deny.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: { name: test-deny, namespace: bookinfo }\n\
+         spec:\n  selector: { matchLabels: { app: reviews } }\n  action: DENY\n\
+         \x20 rules:\n  - to: [ { operation: { paths: [\"/reviews/9\"] } } ]\n",
+    )
+    .unwrap();
+    let until = |want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get("/reviews/9") != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "GET /reviews/9 not {want} within 10 s of the config change; reviews' admin \
+                 {reviews_admin}; proxy-status: {:?}",
+                proxy_status(controls)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(403);
+    // Only the denied path: the rest of reviews still answers.
+    assert_eq!(get("/reviews/1"), Some(200));
+    std::fs::remove_file(&file).unwrap();
+    until(200);
+}
+
+/// Even when the quickstart itself is killed outright (SIGKILL: no chance to clean up), no
+/// control plane, agent or sidecar outlives it: the kernel signals each child when its parent
+/// dies.
 #[test]
 fn children_do_not_outlive_a_killed_quickstart() {
     let _one = one_mesh();
@@ -227,12 +393,13 @@ fn children_do_not_outlive_a_killed_quickstart() {
         proc: mut mesh,
         dir,
         admins,
+        controls,
         ..
     } = start_kept_mesh();
     mesh.kill(); // SIGKILL
                  // Sidecars drain for up to 5 s on SIGTERM; allow a little more.
     let deadline = Instant::now() + Duration::from_secs(10);
-    for a in &admins {
+    for a in admins.iter().chain(&controls) {
         while std::net::TcpStream::connect(a).is_ok() {
             assert!(
                 Instant::now() < deadline,

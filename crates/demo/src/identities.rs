@@ -1,6 +1,7 @@
-//! Who is who and who trusts whom: two CAs with different roots (Istio `cacerts` layout), a CA
-//! server per trust domain, a node agent per workload that keeps its certificate fresh, and the
-//! trust bundle each sidecar starts with. Both quickstarts get their identities this way.
+//! Who is who and who trusts whom: two CAs with different roots (Istio `cacerts` layout), served
+//! per trust domain by `ca serve` (transparent mode) or by `trustmesh control` (the loopback
+//! mode, [`crate::control`], with the same flags), a node agent per workload that keeps its
+//! certificate fresh, and the trust bundle each transparent sidecar starts with.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,13 +34,56 @@ pub fn workload_dir(dir: &Path, w: &Workload) -> PathBuf {
     dir.join("workloads").join(w.name)
 }
 
-/// Creates both CAs, starts their servers and an agent per workload; returns once every
-/// workload has its certificate in `<workload dir>/certs`.
-pub async fn issue(
+/// Both CAs and the demo's service-account token issuer, before any server runs.
+pub struct Cas {
+    pub roots: Roots,
+    /// Each trust domain's CA folder (Istio `cacerts` layout).
+    pub dirs: [(&'static str, PathBuf); 2],
+    /// The JWKS file the CA servers verify service-account tokens with.
+    pub jwks_file: PathBuf,
+    sa_key: SigningKey,
+}
+
+impl Cas {
+    /// The flags `ca serve` and `trustmesh control` share for trust domain `td`'s CA: its
+    /// folder and the service-account token issuer it trusts.
+    pub fn serve_flags(&self, td: &str) -> Vec<String> {
+        let ca = self
+            .dirs
+            .iter()
+            .find(|(d, _)| *d == td)
+            .map(|(_, p)| s(p))
+            .unwrap_or_default();
+        vec![
+            "--ca".into(),
+            ca,
+            "--jwt-issuer".into(),
+            SA_ISSUER.into(),
+            "--jwks".into(),
+            s(&self.jwks_file),
+        ]
+    }
+
+    /// Starts an agent per workload against the CA servers at `ca_addrs`; returns once every
+    /// workload has its certificate in `<workload dir>/certs`.
+    pub async fn start_agents(
+        &self,
+        dir: &Path,
+        sup: &mut Supervisor,
+        ca_addrs: &BTreeMap<&'static str, SocketAddr>,
+        progress: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<()> {
+        progress("starting node agents: local keys, CSRs authenticated by service-account tokens");
+        start_agents(dir, sup, &self.sa_key, ca_addrs, &self.roots).await
+    }
+}
+
+/// Creates both CAs (`ca init`) and the service-account token issuer they will trust.
+pub async fn init_cas(
     dir: &Path,
     sup: &mut Supervisor,
     progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Roots> {
+) -> anyhow::Result<Cas> {
     progress("creating two CAs with different roots (Istio cacerts layout)");
     let ca_a = dir.join("ca").join(TD_A);
     let ca_b = dir.join("ca").join(TD_B);
@@ -47,52 +91,51 @@ pub async fn issue(
         sup.run_to_completion(&["ca", "init", "--trust-domain", td, "--out", &s(out)])
             .await?;
     }
-    let roots = Roots {
-        a: ca_a.join("root-cert.pem"),
-        b: ca_b.join("root-cert.pem"),
-    };
-
-    progress("starting the CA servers (Istio certificate API over TLS)");
     let sa_key = signing_key("demo-sa")?;
-    let ca_addrs = start_cas(dir, sup, &sa_key, [(TD_A, &ca_a), (TD_B, &ca_b)]).await?;
-
-    progress("starting node agents: local keys, CSRs authenticated by service-account tokens");
-    start_agents(dir, sup, &sa_key, &ca_addrs, &roots).await?;
-    Ok(roots)
-}
-
-/// One CA server per trust domain, trusting the demo's service-account token issuer; returns
-/// their addresses once they accept connections.
-async fn start_cas(
-    dir: &Path,
-    sup: &mut Supervisor,
-    sa_key: &SigningKey,
-    cas: [(&'static str, &PathBuf); 2],
-) -> anyhow::Result<BTreeMap<&'static str, SocketAddr>> {
     let jwks_file = dir.join("sa-jwks.json");
     write(
         &jwks_file,
         &serde_json::json!({ "keys": [sa_key.jwk] }).to_string(),
     )?;
+    Ok(Cas {
+        roots: Roots {
+            a: ca_a.join("root-cert.pem"),
+            b: ca_b.join("root-cert.pem"),
+        },
+        dirs: [(TD_A, ca_a), (TD_B, ca_b)],
+        jwks_file,
+        sa_key,
+    })
+}
+
+/// Creates both CAs, starts a `ca serve` per trust domain and an agent per workload; returns
+/// once every workload has its certificate in `<workload dir>/certs`.
+pub async fn issue(
+    dir: &Path,
+    sup: &mut Supervisor,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Roots> {
+    let cas = init_cas(dir, sup, progress).await?;
+    progress("starting the CA servers (Istio certificate API over TLS)");
+    let ca_addrs = start_cas(sup, &cas).await?;
+    cas.start_agents(dir, sup, &ca_addrs, progress).await?;
+    Ok(cas.roots)
+}
+
+/// One `ca serve` per trust domain; returns their addresses once they accept connections.
+async fn start_cas(
+    sup: &mut Supervisor,
+    cas: &Cas,
+) -> anyhow::Result<BTreeMap<&'static str, SocketAddr>> {
     let mut ca_addrs = BTreeMap::new();
-    for (td, ca_dir) in cas {
+    for (td, _) in &cas.dirs {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        sup.spawn(
-            &format!("ca-{td}"),
-            &[
-                "ca",
-                "serve",
-                "--ca",
-                &s(ca_dir),
-                "--listen",
-                &addr.to_string(),
-                "--jwt-issuer",
-                SA_ISSUER,
-                "--jwks",
-                &s(&jwks_file),
-            ],
-        )?;
-        ca_addrs.insert(td, addr);
+        let mut args = vec!["ca".to_string(), "serve".into()];
+        args.extend(cas.serve_flags(td));
+        args.extend(["--listen".into(), addr.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sup.spawn(&format!("ca-{td}"), &args)?;
+        ca_addrs.insert(*td, addr);
     }
     for addr in ca_addrs.values() {
         sup.wait_for_port(*addr, Duration::from_secs(15)).await?;

@@ -4,7 +4,9 @@
 //!
 //! Layout: [`procs`] supervises child processes; [`workloads`], [`identities`] (CAs, agents,
 //! trust bundles), [`tokens`] and [`policies`] are what both ways of running share; [`mesh`]
-//! writes the loopback configuration and starts the sidecars; [`backend`] and [`authz_server`]
+//! writes the loopback configuration and starts the sidecars, which take their policies, mesh
+//! config and trust bundles from a control plane per trust domain ([`control`]; its steps of
+//! the tour are [`control_tour`]); [`backend`] and [`authz_server`]
 //! are the in-process demo services, [`client`] makes bounded HTTP calls, [`tour`] runs the
 //! steps and keeps the score.
 //!
@@ -14,6 +16,8 @@
 pub mod authz_server;
 pub mod backend;
 pub mod client;
+pub mod control;
+pub mod control_tour;
 pub mod files;
 pub mod identities;
 pub mod mesh;
@@ -165,7 +169,12 @@ fn print_how_to_use(mesh: &mesh::Mesh) {
         "  curl -s http://{}/reviews/1              # team-b -> team-a, federated",
         mesh.route(&ANALYTICS, &REVIEWS)
     );
-    println!("Operator's view (sidecar admin endpoints):");
+    println!("Operator's view (the control planes, then each sidecar's admin endpoint):");
+    println!("  {}", mesh.control.proxy_status_command());
+    println!(
+        "  policies: edit the Istio YAML in {} (both control planes watch it)",
+        mesh.control.config_dir.display()
+    );
     for (name, sc) in &mesh.sidecars {
         println!(
             "  {name:<9} trustmesh tls-check --admin {}    curl -s http://{}/config_dump",

@@ -1,12 +1,16 @@
-//! The loopback quickstart's mesh: a sidecar per workload with explicit listeners (an
-//! outbound port per destination, an inbound port in front of the app), the demo backends and
-//! the external authorizer, all on 127.0.0.1 in a temporary directory. Identities come from
-//! [`crate::identities`], policies from [`crate::policies`].
+//! The loopback quickstart's mesh: a control plane per trust domain ([`crate::control`]: the
+//! CA and the sidecars' configuration), a sidecar per workload with explicit listeners (an
+//! outbound port per destination, an inbound port in front of the app) and only its
+//! certificate and `controlPlane:` besides, the demo backends and the external authorizer, all
+//! on 127.0.0.1 in a temporary directory. Identities come from [`crate::identities`], policies
+//! from [`crate::policies`].
 //!
 //! ```text
 //!   team-a.gke.local (root A)                          team-b.eks.local (root B)
-//!   ca-a serve ── agents ── frontend, reviews,         ca-b serve ── agent ── analytics
-//!                           ratings, payroll
+//!   control-a ── agents ── frontend, reviews,          control-b ── agent ── analytics
+//!      │  xDS               ratings, payroll              │  xDS
+//!      └── policies, mesh config, bundles ──────┬─────────┘
+//!                                  control/config/*.yaml (Istio YAML, watched)
 //!   frontend ─mTLS→ reviews | ratings | payroll        analytics ─mTLS→ reviews | ratings
 //! ```
 //!
@@ -20,9 +24,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use crate::control::ControlPlanes;
 use crate::files::{s, write};
 use crate::identities::{self, workload_dir, Roots};
-use crate::policies::{mesh_config, policies};
+use crate::policies::policies;
 use crate::procs::{free_port, Supervisor};
 use crate::tokens::UserTokens;
 use crate::workloads::{Workload, ALL, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS};
@@ -42,6 +47,8 @@ pub struct Sidecar {
 pub struct Mesh {
     pub dir: PathBuf,
     pub sidecars: BTreeMap<&'static str, Sidecar>,
+    /// The control planes the sidecars take their configuration from.
+    pub control: ControlPlanes,
     /// Signs end-user JWTs, trusted or forged.
     tokens: UserTokens,
     /// team-b's root, which the tour adds to reviews' trust bundle.
@@ -55,36 +62,46 @@ impl Mesh {
         sup: &mut Supervisor,
         progress: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Mesh> {
-        let roots = identities::issue(dir, sup, progress).await?;
+        let cas = identities::init_cas(dir, sup, progress).await?;
+        let authz = crate::authz_server::start().await?;
+        let tokens = UserTokens::new()?;
+
+        progress(
+            "starting a control plane per trust domain (trustmesh control: the CA, and xDS \
+             serving the Istio YAML in control/config)",
+        );
+        let control = ControlPlanes::start(dir, sup, &cas, authz, &policies(tokens.jwk())).await?;
+        cas.start_agents(dir, sup, &control.ca_addrs(), progress)
+            .await?;
 
         progress("starting demo apps, an ext_authz server and sidecar proxies");
-        let authz = crate::authz_server::start().await?;
         let mut apps = BTreeMap::new();
         for w in ALL {
             apps.insert(w.name, crate::backend::start(w.name).await?);
         }
-        let tokens = UserTokens::new()?;
-        write(
-            &dir.join("policies/mesh-policies.yaml"),
-            &policies(tokens.jwk()),
-        )?;
         let sidecars = plan_sidecars(dir)?;
         for w in ALL {
-            write_sidecar(dir, w, &sidecars, &apps, authz, &roots)?;
+            write_sidecar(w, &sidecars, &apps, &control, &cas.roots)?;
             sup.spawn(
                 &format!("proxy-{}", w.name),
                 &["proxy", "--config", &s(&sidecars[w.name].config)],
             )?;
         }
         for sc in sidecars.values() {
-            wait_ready(sc.admin, Duration::from_secs(20), sup).await?;
+            wait_ready(sc.admin, Duration::from_secs(30), sup).await?;
         }
+        progress("waiting for proxy-status: every sidecar connected and in sync");
+        control
+            .wait_synced(&Default::default(), &[], &[], Duration::from_secs(20))
+            .await
+            .map_err(anyhow::Error::msg)?;
 
         Ok(Mesh {
             dir: dir.to_path_buf(),
             sidecars,
+            control,
             tokens,
-            ca_b_root: roots.b,
+            ca_b_root: cas.roots.b.clone(),
         })
     }
 }
@@ -121,31 +138,24 @@ fn plan_sidecars(dir: &Path) -> anyhow::Result<BTreeMap<&'static str, Sidecar>> 
     Ok(sidecars)
 }
 
-/// Writes `w`'s sidecar files: trust bundles, mesh config and proxy config.
+/// Writes `w`'s sidecar config: its listeners, its certificate files (the agent keeps them
+/// fresh) and its control plane; policies, mesh config and trust bundles come from there.
 fn write_sidecar(
-    dir: &Path,
     w: &Workload,
     sidecars: &BTreeMap<&'static str, Sidecar>,
     apps: &BTreeMap<&'static str, SocketAddr>,
-    authz: SocketAddr,
+    control: &ControlPlanes,
     roots: &Roots,
 ) -> anyhow::Result<()> {
-    let wdir = workload_dir(dir, w);
-    identities::write_bundles(dir, w, roots)?;
-    write(
-        &wdir.join("mesh.yaml"),
-        &mesh_config(w.trust_domain, &[], authz),
-    )?;
     let sc = &sidecars[w.name];
     let mut cfg = format!(
         "workload:\n  namespace: {ns}\n  serviceAccount: {sa}\n  labels:\n    app: {app}\n\
          certs:\n  key: certs/key.pem\n  certChain: certs/cert-chain.pem\n\
-         trustBundles:\n  - bundles\nmesh: mesh.yaml\npolicyDir: {policies}\n\
-         admin:\n  address: \"{admin}\"\nreloadPoll: 250ms\n",
+         {control}admin:\n  address: \"{admin}\"\nreloadPoll: 250ms\n",
         ns = w.namespace,
         sa = w.service_account,
         app = w.name,
-        policies = s(&dir.join("policies")),
+        control = control.sidecar_block(w.trust_domain, roots.of(w.trust_domain)),
         admin = sc.admin,
     );
     let inbound = sc.inbound.expect("planned for every workload");
@@ -185,10 +195,10 @@ impl Mesh {
         self.tokens.token(sub, forged)
     }
 
-    /// Federates reviews with team-b: adds team-b's root to its trust bundle directory and
-    /// team-b.eks.local to its trust domain aliases. The sidecar picks both up on its own.
-    pub fn federate_reviews_with_team_b(&self) -> anyhow::Result<()> {
-        identities::federate_reviews_with_team_b(&self.dir, &self.ca_b_root)
+    /// Federates team-a with team-b through team-a's control plane (see
+    /// [`ControlPlanes::federate_team_a_with_team_b`]).
+    pub fn federate_team_a_with_team_b(&self) -> anyhow::Result<()> {
+        self.control.federate_team_a_with_team_b(&self.ca_b_root)
     }
 }
 

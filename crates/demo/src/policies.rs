@@ -127,3 +127,24 @@ spec:
 "#
     )
 }
+
+/// The file the tour writes into the control plane's config directory, and removes again.
+pub const RATINGS_FREEZE_FILE: &str = "ratings-freeze.yaml";
+
+/// An incident response: nobody reads ratings until it is lifted. A DENY wins over the
+/// ALLOW above, so frontend's allowed call is refused while this is in force.
+pub const RATINGS_FREEZE: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: ratings-freeze
+  namespace: bookinfo
+spec:
+  selector:
+    matchLabels:
+      app: ratings
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: ["/ratings/*"]
+"#;

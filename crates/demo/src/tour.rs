@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::client::{call, Connection, Outcome};
 use crate::mesh::Mesh;
 use crate::workloads::{
-    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_B,
+    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B,
 };
 
 /// One step's verdict.
@@ -53,12 +53,12 @@ impl Report {
         });
     }
 
-    /// The last step: every CA server, agent and sidecar is still running.
+    /// The last step: every CA server or control plane, agent and sidecar is still running.
     pub fn record_alive(&mut self, processes: usize, died: Option<String>) {
         let ok = died.is_none();
         println!("\n== Health");
         self.record(
-            "every CA server, agent and sidecar still running",
+            "every CA or control plane, agent and sidecar still running",
             &format!("{processes} processes alive"),
             died.unwrap_or_else(|| format!("{processes} processes alive")),
             ok,
@@ -90,7 +90,7 @@ pub fn peer_of(o: &Outcome) -> Option<String> {
 }
 
 /// A call from `from`'s app to `to`, through `from`'s sidecar.
-async fn via(
+pub async fn via(
     mesh: &Mesh,
     from: &Workload,
     to: &Workload,
@@ -112,8 +112,10 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     authorization(mesh, report).await;
     request_authentication(mesh, report).await?;
     custom_action(mesh, report).await;
+    crate::control_tour::policy_edit(mesh, report).await?;
     println!("\n== Certificate rotation");
     rotation(mesh, report).await;
+    crate::control_tour::operator_view(mesh, report).await;
     Ok(())
 }
 
@@ -157,27 +159,42 @@ async fn trust_domains(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         o.status() != Some(200),
     );
 
-    mesh.federate_reviews_with_team_b()?;
+    let before = mesh.control.versions().await;
+    mesh.federate_team_a_with_team_b()?;
+    let synced = mesh
+        .control
+        .wait_synced(&before, &[TD_A], &[&REVIEWS], Duration::from_secs(10))
+        .await;
     let applied = wait_for_alias(mesh, Duration::from_secs(5)).await;
     let o = via(mesh, &ANALYTICS, &REVIEWS, "GET", "/reviews/1", &[]).await;
     let peer = peer_of(&o);
     report.record(
-        "federate: add team-b root to reviews' bundle + alias, then call again",
+        "federate: team-a's control plane serves team-b's root + alias, then call again",
         &format!(
-            "config reloaded, HTTP 200, caller {}",
+            "proxy-status in sync, reviews holds both, HTTP 200, caller {}",
             ANALYTICS.spiffe_id()
         ),
         format!(
-            "reload {}, {}, caller {}",
-            if applied { "seen" } else { "NOT seen" },
+            "{}, reviews {} them, {}, caller {}",
+            describe_sync(&synced),
+            if applied { "holds" } else { "does NOT hold" },
             short_status(&o),
             peer.as_deref().unwrap_or("-")
         ),
-        applied
+        synced.is_ok()
+            && applied
             && expect_status(&o, 200)
             && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
     );
     Ok(())
+}
+
+/// How a wait for `proxy-status` ended, for a step's "observed" line.
+pub fn describe_sync(r: &Result<Duration, String>) -> String {
+    match r {
+        Ok(d) => format!("in sync after {:.1}s", d.as_secs_f64()),
+        Err(why) => why.clone(),
+    }
 }
 
 /// AuthorizationPolicy ALLOW by principal and path.
