@@ -11,7 +11,7 @@ mod control;
 use std::time::Duration;
 
 use control::*;
-use trustmesh_testkit::http::{blocking_get, http_backend};
+use trustmesh_testkit::http::{blocking_get, http_backend, metric};
 use trustmesh_testkit::net::wait_for;
 
 const DENY_SECRET: &str = "apiVersion: security.istio.io/v1
@@ -120,6 +120,12 @@ fn status(port: u16, path: &str) -> u16 {
     blocking_get(([127, 0, 0, 1], port).into(), path).map_or(0, |(s, _)| s)
 }
 
+/// A sample of the sidecar's `/metrics` on admin port `admin`.
+fn sidecar_metric(admin: u16, name: &str) -> Option<u64> {
+    let (_, text) = blocking_get(([127, 0, 0, 1], admin).into(), "/metrics")?;
+    metric(&text, name)
+}
+
 fn in_sync(c: &Control, identities: &[&str]) -> bool {
     let doc = c.syncz();
     let p = proxies(&doc);
@@ -182,7 +188,6 @@ fn a_policy_edit_reaches_every_sidecar_and_is_enforced() {
     wait_for("the DENY lifted", Duration::from_secs(5), || {
         (status(pair.out, "/secret") == 200).then_some(())
     });
-    let _ = pair.server_admin;
 }
 
 #[test]
@@ -195,8 +200,17 @@ fn enforcement_survives_a_control_plane_outage_and_the_sidecars_rejoin() {
     let pair = start_pair(&mesh, &[cp.grpc]);
     assert_eq!(status(pair.out, "/secret"), 403);
 
+    assert_eq!(
+        sidecar_metric(pair.server_admin, "trustmesh_xds_connected "),
+        Some(1)
+    );
     cp.proc.kill();
     drop(cp);
+    wait_for(
+        "the sidecar noticing the outage",
+        Duration::from_secs(5),
+        || (sidecar_metric(pair.server_admin, "trustmesh_xds_connected ") == Some(0)).then_some(()),
+    );
     for _ in 0..10 {
         assert_eq!(
             status(pair.out, "/secret"),
@@ -281,6 +295,10 @@ fn a_push_a_sidecar_cannot_apply_is_nacked_shown_and_applied_in_no_part() {
             .lines()
             .any(|l| l.starts_with("pilot_total_xds_rejects ") && !l.ends_with(" 0")),
         "NACKs are counted"
+    );
+    assert!(
+        sidecar_metric(pair.server_admin, "trustmesh_xds_pushes_rejected_total ").unwrap_or(0) >= 1,
+        "the sidecar counts what it refused"
     );
     // Nothing of it applied, and the sidecar enforces what it had.
     assert_eq!(status(pair.out, "/secret"), 403);

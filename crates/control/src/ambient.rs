@@ -12,7 +12,9 @@ use trustmesh_ambient::{AuthzOptions, Cluster};
 use trustmesh_policy::document::{parse_text, Parsed, Spec};
 use trustmesh_policy::{MeshConfig, SourceText};
 use trustmesh_registry::{Options, Registry};
-use trustmesh_xds::server::{ResourceMap, Versioned};
+use trustmesh_xds::server::ResourceMap;
+
+use crate::version::versioned;
 
 /// istiod's cluster id when `CLUSTER_ID` is unset, and ztunnel's default: the first segment of
 /// every workload uid.
@@ -23,14 +25,6 @@ pub struct Ambient {
     pub addresses: Arc<ResourceMap>,
     pub authorizations: Arc<ResourceMap>,
     pub problems: Vec<String>,
-}
-
-fn versioned<M: prost::Message>(type_url: &str, m: &M) -> Arc<Versioned> {
-    let body = trustmesh_xds::any(type_url, m);
-    Arc::new(Versioned {
-        version: crate::world::digest(&body.value),
-        body,
-    })
 }
 
 pub fn build(

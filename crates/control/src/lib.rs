@@ -22,5 +22,6 @@ pub mod monitor;
 pub mod run;
 pub mod source;
 pub mod status;
+pub mod version;
 pub mod views;
 pub mod world;

@@ -27,6 +27,8 @@ use trustmesh_xds::server::{ResourceMap, Versioned};
 use trustmesh_xds::types;
 
 use crate::source::{Document, Inputs};
+pub use crate::version::digest;
+use crate::version::versioned;
 
 /// The name of the one mesh config resource.
 pub const MESH_RESOURCE: &str = "mesh";
@@ -93,20 +95,6 @@ pub struct World {
     mesh_config: trustmesh_policy::MeshConfig,
     registry_options: trustmesh_registry::Options,
     ambient: OnceLock<crate::ambient::Ambient>,
-}
-
-/// A short, stable digest of `bytes` (SHA-256, first 8 bytes in hex).
-pub fn digest(bytes: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn versioned<M: prost::Message>(type_url: &str, m: &M) -> Arc<Versioned> {
-    let body = trustmesh_xds::any(type_url, m);
-    Arc::new(Versioned {
-        version: digest(&body.value),
-        body,
-    })
 }
 
 fn str_at<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {

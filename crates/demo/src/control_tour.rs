@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::mesh::Mesh;
 use crate::policies::{RATINGS_FREEZE, RATINGS_FREEZE_FILE};
-use crate::tour::{describe_sync, expect_status, short_status, via, Report};
+use crate::report::{describe_sync, expect_status, short_status, via, Report};
 use crate::workloads::{ALL, FRONTEND, RATINGS, TD_A, TD_B};
 
 /// How long a config change may take to reach every sidecar (the control plane notices a file

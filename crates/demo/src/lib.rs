@@ -24,6 +24,7 @@ pub mod mesh;
 pub mod netns;
 pub mod policies;
 pub mod procs;
+pub mod report;
 pub mod tokens;
 pub mod tour;
 pub mod transparent;
@@ -130,7 +131,7 @@ async fn session(
     let mut progress = |what: &str| {
         println!("  [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
     };
-    let mut report = tour::Report::default();
+    let mut report = report::Report::default();
     let running = if transparent {
         let mesh = transparent::mesh::Mesh::start(dir, sup, net, &mut progress).await?;
         progress(&format!("mesh up: {} processes", sup.count()));

@@ -3,107 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{call, Connection, Outcome};
+use crate::client::{call, Connection};
 use crate::mesh::Mesh;
+use crate::report::{abbrev, describe_sync, expect_status, peer_of, short_status, via, Report};
 use crate::workloads::{
-    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B,
+    ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B,
 };
-
-/// One step's verdict.
-pub struct Step {
-    pub title: String,
-    pub expected: String,
-    pub observed: String,
-    pub ok: bool,
-}
-
-/// Collects steps and prints each as it completes.
-#[derive(Default)]
-pub struct Report {
-    pub steps: Vec<Step>,
-}
-
-impl Report {
-    pub fn record(&mut self, title: &str, expected: &str, observed: String, ok: bool) {
-        self.record_ran(title, None, expected, observed, ok)
-    }
-
-    /// As [`Report::record`], with the command the step ran (shown between title and verdict).
-    pub fn record_ran(
-        &mut self,
-        title: &str,
-        ran: Option<&str>,
-        expected: &str,
-        observed: String,
-        ok: bool,
-    ) {
-        let n = self.steps.len() + 1;
-        let mark = if ok { "PASS" } else { "FAIL" };
-        println!("  {n:>2}. [{mark}] {title}");
-        if let Some(ran) = ran {
-            println!("        ran:      {ran}");
-        }
-        println!("        expected: {expected}");
-        println!("        observed: {observed}");
-        self.steps.push(Step {
-            title: title.into(),
-            expected: expected.into(),
-            observed,
-            ok,
-        });
-    }
-
-    /// The last step: every CA server or control plane, agent and sidecar is still running.
-    pub fn record_alive(&mut self, processes: usize, died: Option<String>) {
-        let ok = died.is_none();
-        println!("\n== Health");
-        self.record(
-            "every CA or control plane, agent and sidecar still running",
-            &format!("{processes} processes alive"),
-            died.unwrap_or_else(|| format!("{processes} processes alive")),
-            ok,
-        );
-    }
-
-    pub fn all_ok(&self) -> bool {
-        !self.steps.is_empty() && self.steps.iter().all(|s| s.ok)
-    }
-
-    /// The closing table.
-    pub fn print_summary(&self) {
-        let width = self.steps.iter().map(|s| s.title.len()).max().unwrap_or(10);
-        println!();
-        println!("  {:<3} {:<width$}  result", "#", "step");
-        println!("  {}", "-".repeat(width + 13));
-        for (i, s) in self.steps.iter().enumerate() {
-            let mark = if s.ok { "PASS" } else { "FAIL" };
-            println!("  {:<3} {:<width$}  {mark}", i + 1, s.title);
-        }
-        let passed = self.steps.iter().filter(|s| s.ok).count();
-        println!("\n  {passed} passed, {} failed", self.steps.len() - passed);
-    }
-}
-
-pub fn peer_of(o: &Outcome) -> Option<String> {
-    o.json()
-        .and_then(|j| j.get("peer").and_then(|p| p.as_str().map(str::to_string)))
-}
-
-/// A call from `from`'s app to `to`, through `from`'s sidecar.
-pub async fn via(
-    mesh: &Mesh,
-    from: &Workload,
-    to: &Workload,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Outcome {
-    call(mesh.route(from, to), method, path, headers).await
-}
-
-pub fn expect_status(o: &Outcome, want: u16) -> bool {
-    o.status() == Some(want)
-}
 
 /// Runs every step; never stops early, so the summary shows the whole picture.
 pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
@@ -187,14 +92,6 @@ async fn trust_domains(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
             && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
     );
     Ok(())
-}
-
-/// How a wait for `proxy-status` ended, for a step's "observed" line.
-pub fn describe_sync(r: &Result<Duration, String>) -> String {
-    match r {
-        Ok(d) => format!("in sync after {:.1}s", d.as_secs_f64()),
-        Err(why) => why.clone(),
-    }
 }
 
 /// AuthorizationPolicy ALLOW by principal and path.
@@ -333,13 +230,6 @@ async fn custom_action(mesh: &Mesh, report: &mut Report) -> () {
     );
 }
 
-pub fn short_status(o: &Outcome) -> String {
-    match o.status() {
-        Some(s) => format!("HTTP {s}"),
-        None => o.describe(),
-    }
-}
-
 /// Polls reviews' admin endpoint until the trust domain alias shows up in its live config.
 async fn wait_for_alias(mesh: &Mesh, limit: Duration) -> bool {
     let admin = mesh.sidecar(&REVIEWS).admin;
@@ -418,11 +308,4 @@ async fn rotation(mesh: &Mesh, report: &mut Report) {
             && expect_status(&second, 200)
             && expect_status(&fresh, 200),
     );
-}
-
-pub fn abbrev(serial: Option<&str>) -> String {
-    match serial {
-        Some(s) => s.chars().take(11).collect::<String>() + "…",
-        None => "?".into(),
-    }
 }

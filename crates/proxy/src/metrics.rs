@@ -62,6 +62,10 @@ pub struct Metrics {
     pub dns: std::sync::OnceLock<std::sync::Arc<trustmesh_dns::Counters>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// With `controlPlane:`: whether a stream to it is up, and the pushes applied and refused.
+    pub xds_connected: AtomicI64,
+    pub xds_applied: AtomicU64,
+    pub xds_rejected: AtomicU64,
     /// Seconds until our certificate expires (negative once expired), set at each reload.
     pub cert_expiry_unix: AtomicI64,
     rejected: Mutex<BTreeMap<RejectReason, u64>>,
@@ -141,7 +145,7 @@ impl Metrics {
     pub fn render(&self, now_unix: i64) -> String {
         let mut out = String::new();
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        let plain: [(&str, &str, i64); 12] = [
+        let plain: [(&str, &str, i64); 15] = [
             ("trustmesh_inbound_connections_total", "Inbound connections accepted.", ld(&self.inbound_connections)),
             ("trustmesh_outbound_connections_total", "Outbound connections accepted from the local app.", ld(&self.outbound_connections)),
             ("trustmesh_http_requests_total", "HTTP requests received on inbound listeners.", ld(&self.requests)),
@@ -154,6 +158,9 @@ impl Metrics {
             ("trustmesh_config_reload_failures_total", "Configuration changes refused as invalid (last good config kept); invalid policy resources do not refuse a reload.", ld(&self.reloads_failed)),
             ("trustmesh_access_log_dropped_total", "Access log records dropped because stdout could not keep up.", ld(&ACCESS_LOG_DROPPED)),
             ("trustmesh_active_connections", "Connections currently open.", self.active_connections.load(Ordering::Relaxed)),
+            ("trustmesh_xds_connected", "1 while a stream to the control plane is up (controlPlane: only).", self.xds_connected.load(Ordering::Relaxed)),
+            ("trustmesh_xds_pushes_applied_total", "Pushes from the control plane applied.", ld(&self.xds_applied)),
+            ("trustmesh_xds_pushes_rejected_total", "Pushes from the control plane refused (NACKed with the reason; the last good configuration kept).", ld(&self.xds_rejected)),
         ];
         for (name, help, v) in plain {
             let kind = if name.ends_with("_total") {

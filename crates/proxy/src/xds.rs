@@ -165,6 +165,43 @@ impl client::Handler for Handler {
         updated: Vec<Resource>,
         removed: Vec<String>,
     ) -> Result<(), String> {
+        let applied = self.apply_whole(type_url, updated, removed);
+        if let Target::Running(shared) = &*self.target.lock().expect("target poisoned") {
+            let counter = match applied {
+                Ok(()) => &shared.metrics.xds_applied,
+                Err(_) => &shared.metrics.xds_rejected,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        applied
+    }
+
+    fn held(&self, type_url: &str) -> HashMap<String, String> {
+        self.store.held(type_url)
+    }
+
+    fn connection(&mut self, state: Connection<'_>) {
+        let up = matches!(state, Connection::Connected { .. });
+        if let Connection::Lost { server, why } = state {
+            *self.last_error.lock().expect("poisoned") = format!("{server}: {why}");
+        }
+        if let Target::Running(shared) = &*self.target.lock().expect("target poisoned") {
+            shared
+                .metrics
+                .xds_connected
+                .store(i64::from(up), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Handler {
+    /// Applies one response whole, or nothing of it.
+    fn apply_whole(
+        &mut self,
+        type_url: &str,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
         let mut next = self.store.clone();
         next.apply(type_url, updated, removed)?;
         if !next.complete() {
@@ -203,16 +240,6 @@ impl client::Handler for Handler {
         self.store = next;
         Ok(())
     }
-
-    fn held(&self, type_url: &str) -> HashMap<String, String> {
-        self.store.held(type_url)
-    }
-
-    fn connection(&mut self, state: Connection<'_>) {
-        if let Connection::Lost { server, why } = state {
-            *self.last_error.lock().expect("poisoned") = format!("{server}: {why}");
-        }
-    }
 }
 
 /// Once the sidecar runs: install what arrived while it was starting, and every push from now.
@@ -221,6 +248,11 @@ pub struct Attach(Arc<Mutex<Target>>);
 impl Attach {
     pub fn running(self, shared: &Arc<Shared>) {
         let mut t = self.0.lock().expect("target poisoned");
+        // The first configuration came over a stream that is up.
+        shared
+            .metrics
+            .xds_connected
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         if let Target::Parked(Some(snap)) =
             std::mem::replace(&mut *t, Target::Running(shared.clone()))
         {

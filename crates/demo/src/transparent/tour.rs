@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::Outcome;
-use crate::tour::{abbrev, expect_status, peer_of, short_status, Report};
+use crate::report::{abbrev, expect_status, peer_of, short_status, Report};
 use crate::transparent::apps::{self, KeptConnection};
 use crate::transparent::mesh::Mesh;
 use crate::transparent::registry::{app_port, service_authority};
