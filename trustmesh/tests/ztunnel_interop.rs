@@ -147,12 +147,11 @@ fn logged(ns: &Netns, program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
-/// The capture for the trustmesh sidecar: everything but its HBONE port.
+/// The capture for the trustmesh sidecar (its HBONE port is left alone by default).
 fn capture(ns: &Netns) {
     run_ok(
         ns.command(bin())
-            .args(["capture", "install", "--proxy-uid", "0"])
-            .args(["--inbound-ports-exclude", "15008"]),
+            .args(["capture", "install", "--proxy-uid", "0"]),
     );
 }
 

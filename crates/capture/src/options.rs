@@ -18,6 +18,9 @@ pub const DEFAULT_PROXY_PORT: u16 = 15001;
 pub const DEFAULT_INBOUND_PORT: u16 = 15006;
 /// The DNS proxy's port (istio-agent's DNS listener).
 pub const DEFAULT_DNS_PORT: u16 = 15053;
+/// The HBONE port (`--inbound-tunnel-port`): arriving tunnels go to the proxy's own listener
+/// there, never through the inbound capture.
+pub const DEFAULT_INBOUND_TUNNEL_PORT: u16 = 15008;
 /// Istio's default uid for the proxy (`istio-proxy`).
 pub const DEFAULT_PROXY_UID: u32 = 1337;
 
@@ -65,6 +68,8 @@ pub struct Options {
     pub inbound_ports: Ports,
     /// Inbound ports left alone; only read when `inbound_ports` is [`Ports::All`], as in Istio.
     pub inbound_ports_exclude: Vec<u16>,
+    /// The proxy's HBONE port, left alone inbound as istio-iptables leaves it (`None`: none).
+    pub inbound_tunnel_port: Option<u16>,
     /// Outbound destinations to capture.
     pub outbound_ranges: Ranges,
     /// Outbound destinations left alone (checked before any inclusion).
@@ -87,6 +92,7 @@ impl Default for Options {
             proxy_gids: vec![DEFAULT_PROXY_UID],
             inbound_ports: Ports::All,
             inbound_ports_exclude: Vec::new(),
+            inbound_tunnel_port: Some(DEFAULT_INBOUND_TUNNEL_PORT),
             outbound_ranges: Ranges::All,
             outbound_ranges_exclude: Vec::new(),
             outbound_ports: Vec::new(),

@@ -46,6 +46,10 @@ pub struct InstallArgs {
         default_value_t = DEFAULT_INBOUND_PORT
     )]
     pub inbound_port: u16,
+    /// The HBONE port (HTTP/2 CONNECT over mTLS), never captured inbound: the sidecar listens
+    /// there itself. Empty for none.
+    #[arg(short = 'e', long, value_name = "PORT", default_value = "15008")]
+    pub inbound_tunnel_port: String,
     /// User id(s) of the proxy: their traffic is never captured (except to the workload's own
     /// address over loopback, which goes to the inbound port). Comma list, repeatable.
     /// Default 1337.
@@ -272,6 +276,15 @@ fn options_from(a: &InstallArgs) -> Result<Options, String> {
     Ok(Options {
         proxy_port: a.proxy_port,
         inbound_port: a.inbound_port,
+        inbound_tunnel_port: match a.inbound_tunnel_port.trim() {
+            "" => None,
+            p => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("--inbound-tunnel-port: {p:?} is not a port"))?,
+            ),
+        },
         proxy_uids,
         proxy_gids,
         inbound_ports: options::parse_ports_or_all(&a.inbound_ports)

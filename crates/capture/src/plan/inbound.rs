@@ -1,5 +1,6 @@
 //! `TRUSTMESH_INBOUND`: TCP arriving for the workload goes to the sidecar's inbound port,
-//! except on excluded interfaces and ports. Loopback traffic never passes `nat PREROUTING`
+//! except on excluded interfaces and ports and the HBONE port (15008), where the sidecar
+//! listens itself, as istio-iptables' `--inbound-tunnel-port` leaves it. Loopback traffic never passes `nat PREROUTING`
 //! for a new connection (its address translation is decided in `OUTPUT`), so the inbound
 //! loopback cases live in the outbound chain.
 
@@ -29,7 +30,11 @@ pub fn rules(opts: &Options) -> Vec<Rule> {
     }
     match &opts.inbound_ports {
         Ports::All => {
-            for port in &opts.inbound_ports_exclude {
+            for port in opts
+                .inbound_tunnel_port
+                .iter()
+                .chain(&opts.inbound_ports_exclude)
+            {
                 rules.push(Rule::new(
                     Table::Nat,
                     chains::INBOUND,

@@ -34,6 +34,7 @@ const DEFAULT_V4: &str = "\
 :TRUSTMESH_OUTPUT - [0:0]
 -A TRUSTMESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001
 -A TRUSTMESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A TRUSTMESH_INBOUND -p tcp --dport 15008 -j RETURN
 -A TRUSTMESH_INBOUND -p tcp -j TRUSTMESH_IN_REDIRECT
 -A TRUSTMESH_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
 -A TRUSTMESH_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp -m owner --uid-owner 1337 -j TRUSTMESH_IN_REDIRECT
@@ -99,10 +100,19 @@ fn inbound_exclusions_come_before_the_catch_all_redirect() {
     assert_eq!(
         chain(&opts, Family::V4, Table::Nat, chains::INBOUND),
         [
+            "-p tcp --dport 15008 -j RETURN",
             "-p tcp --dport 15020 -j RETURN",
             "-p tcp --dport 15090 -j RETURN",
             "-p tcp -j TRUSTMESH_IN_REDIRECT",
         ]
+    );
+    let no_tunnel = Options {
+        inbound_tunnel_port: None,
+        ..Options::default()
+    };
+    assert_eq!(
+        chain(&no_tunnel, Family::V4, Table::Nat, chains::INBOUND),
+        ["-p tcp -j TRUSTMESH_IN_REDIRECT"]
     );
 }
 
