@@ -11,6 +11,8 @@
 //! - [`load`] reads a YAML file into a raw struct with errors that name the file and the field
 //!   path (`agent.yaml: ca.rootCert: ...`); the caller then converts the raw struct into its
 //!   typed config.
+//! - [`watch`] finds out that files changed (a bounded walk and a metadata fingerprint), for
+//!   the sidecar's reload and the control plane's source alike.
 //! - [`Deprecations`] collects old spellings met on the way (snake_case keys, `…Ms` integer
 //!   fields, bare-second values), each with its replacement, so they are logged once at load
 //!   and can be printed by a check command.
@@ -21,6 +23,7 @@
 pub mod deprecation;
 pub mod duration;
 pub mod load;
+pub mod watch;
 
 pub use deprecation::{Deprecation, Deprecations};
 pub use duration::{format_go, Duration, DurationError, LegacyDuration};

@@ -78,66 +78,28 @@ impl DirSource {
     fn files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if let Some(d) = &self.dir {
-            walk(d, 0, &mut out);
+            let bounds = trustmesh_config::watch::Bounds {
+                max_depth: MAX_DEPTH,
+                max_files: MAX_FILES,
+            };
+            trustmesh_config::watch::walk(d, bounds, &is_config, &mut out);
         }
         out
     }
 }
 
-fn walk(p: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if out.len() >= MAX_FILES {
-        return;
+/// What the directory source reads: YAML and JSON files, not hidden ones (editors' temporary
+/// files, Kubernetes volume mounts' `..data` twins).
+fn is_config(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.starts_with('.') {
+        return false;
     }
-    if !p.is_dir() {
-        let yaml = matches!(
+    p.is_dir()
+        || matches!(
             p.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
-        );
-        if yaml {
-            out.push(p.to_path_buf());
-        }
-        return;
-    }
-    if depth >= MAX_DEPTH {
-        return;
-    }
-    if let Ok(rd) = std::fs::read_dir(p) {
-        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        v.sort();
-        for c in v {
-            // Kubernetes volume mounts keep a hidden `..data` twin of every file.
-            if c.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
-            {
-                continue;
-            }
-            walk(&c, depth + 1, out);
-        }
-    }
-}
-
-fn fingerprint_files(files: &[PathBuf]) -> u64 {
-    use std::collections::hash_map::DefaultHasher;
-    use std::hash::{Hash, Hasher};
-    use std::os::unix::fs::MetadataExt;
-    let mut h = DefaultHasher::new();
-    for f in files {
-        f.hash(&mut h);
-        match std::fs::metadata(f) {
-            Ok(m) => (
-                m.len(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-                m.ino(),
-            )
-                .hash(&mut h),
-            Err(_) => 0u8.hash(&mut h),
-        }
-    }
-    h.finish()
+        )
 }
 
 impl Source for DirSource {
@@ -145,7 +107,7 @@ impl Source for DirSource {
         let mut files = self.files();
         files.extend(self.mesh_file.iter().cloned());
         files.extend(self.bundle_files.iter().map(|(_, p)| p.clone()));
-        fingerprint_files(&files)
+        trustmesh_config::watch::fingerprint(&files)
     }
 
     fn read(&mut self) -> Inputs {

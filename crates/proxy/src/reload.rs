@@ -24,8 +24,6 @@
 //!
 //! It also says loudly when policy documents disappear, and when the served certificate expires.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,27 +41,7 @@ pub const RETRY_REFUSED: Duration = Duration::from_secs(5);
 
 /// Hash of every watched file's path and metadata; missing files hash as absent.
 pub fn fingerprint(files: &[PathBuf]) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut h = DefaultHasher::new();
-    for f in files {
-        f.hash(&mut h);
-        match std::fs::metadata(f) {
-            Ok(m) => {
-                1u8.hash(&mut h);
-                (
-                    m.len(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    m.ctime(),
-                    m.ctime_nsec(),
-                )
-                    .hash(&mut h);
-                (m.ino(), m.dev()).hash(&mut h);
-            }
-            Err(_) => 0u8.hash(&mut h),
-        }
-    }
-    h.finish()
+    trustmesh_config::watch::fingerprint(files)
 }
 
 /// Listener-shaping fields cannot change without rebinding sockets; say so instead of silently

@@ -318,33 +318,16 @@ fn unix(t: std::time::SystemTime) -> i64 {
 /// Files under the watched paths (directories walked recursively, bounded in depth and count so
 /// a mistaken `policyDir: /` cannot stall the watcher).
 pub fn watched_files(cfg: &ProxyConfig, config_file: Option<&Path>) -> Vec<PathBuf> {
-    const MAX_DEPTH: usize = 8;
-    const MAX_FILES: usize = 10_000;
-    fn walk(p: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-        if out.len() >= MAX_FILES {
-            return;
-        }
-        if !p.is_dir() {
-            out.push(p.to_path_buf());
-            return;
-        }
-        if depth >= MAX_DEPTH {
-            return;
-        }
-        if let Ok(rd) = std::fs::read_dir(p) {
-            let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            v.sort();
-            for c in v {
-                walk(&c, depth + 1, out);
-            }
-        }
-    }
+    let bounds = trustmesh_config::watch::Bounds {
+        max_depth: 8,
+        max_files: 10_000,
+    };
     let mut out = Vec::new();
     if let Some(c) = config_file {
         out.push(c.to_path_buf());
     }
     for p in cfg.watched_paths() {
-        walk(&p, 0, &mut out);
+        trustmesh_config::watch::walk(&p, bounds, &|_| true, &mut out);
     }
     out
 }

@@ -103,9 +103,9 @@ pub fn run(a: ControlArgs) -> ExitCode {
             ..Default::default()
         },
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => return super::fail(1, format!("starting runtime: {e}")),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let signals = match super::register_signals(Hangup::Ignore) {

@@ -60,6 +60,12 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// The multi-threaded runtime the long-running commands run on; a failure to start it is
+/// printed and returned as exit code 1.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| fail(1, format!("starting runtime: {e}")))
+}
+
 /// The process's signals ([`trustmesh_lifecycle::signals`]): call inside the runtime, before
 /// anything is served, so no signal finds its default action (which kills the process).
 pub fn register_signals(hangup: Hangup) -> Result<Signals, ExitCode> {
