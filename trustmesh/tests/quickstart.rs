@@ -1,25 +1,22 @@
 //! The README's first command, run as a newcomer would: `trustmesh quickstart` must bring the
 //! whole mesh up on loopback, with its sidecars configured by a control plane per trust
 //! domain, pass every step of its tour, exit 0, and leave nothing behind.
-//! Its `--transparent` variant (root, network namespaces: tier 2) must do the same and remove
-//! every namespace it made.
+//! Its `--transparent` variant (root, network namespaces: tier 2) must do the same with its
+//! control planes in the hub namespace, and remove every namespace and process it made.
 
-use std::collections::BTreeMap;
+mod quickstart_support;
+
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use quickstart_support::{
+    admin_addresses, assert_all_in_sync, assert_steps_pass, assert_synced_table, command_from,
+    one_mesh, processes_using, proxy_status, transparent_leftovers, until, write_reviews_deny,
+    InterruptOnPanic, CONTROL_STEPS, TRANSPARENT_TOOLS,
+};
 use trustmesh_testkit::http::blocking_get;
 use trustmesh_testkit::netns;
 use trustmesh_testkit::process::Proc;
-
-/// Each test starts a whole mesh (12 processes); one at a time keeps a 2-core machine from
-/// turning timing into the thing under test.
-static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_mesh() -> std::sync::MutexGuard<'static, ()> {
-    ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A `trustmesh quickstart --keep-running` that has finished its tour.
 struct KeptMesh {
@@ -85,54 +82,6 @@ fn start_kept_mesh() -> KeptMesh {
     }
 }
 
-const SPIFFE_IDS: [&str; 5] = [
-    "spiffe://team-a.gke.local/ns/bookinfo/sa/frontend",
-    "spiffe://team-a.gke.local/ns/bookinfo/sa/reviews",
-    "spiffe://team-a.gke.local/ns/bookinfo/sa/ratings",
-    "spiffe://team-a.gke.local/ns/finance/sa/payroll",
-    "spiffe://team-b.eks.local/ns/analytics/sa/reporter",
-];
-
-/// The loopback tour's steps that show the control plane at work; each must be there and pass.
-const CONTROL_STEPS: &[&str] = &[
-    "federate: team-a's control plane serves team-b's root + alias, then call again",
-    "policy edit: DENY /ratings/* written to the control plane's config dir",
-    "policy edit undone: the DENY file removed",
-    "proxy-status: every sidecar SYNCED with its control plane",
-];
-
-/// `trustmesh proxy-status --json` against `controls`: (exit code, control plane name and
-/// in-sync flag by SPIFFE ID).
-fn proxy_status(controls: &[String]) -> (Option<i32>, BTreeMap<String, (String, bool)>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustmesh"));
-    cmd.args(["proxy-status", "--json"]);
-    for c in controls {
-        cmd.args(["--control", c]);
-    }
-    let out = cmd.output().expect("run proxy-status");
-    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut proxies = BTreeMap::new();
-    for d in docs.as_array().into_iter().flatten() {
-        let cp = d["controlPlane"].as_str().unwrap_or("").to_string();
-        for p in d["proxies"].as_array().into_iter().flatten() {
-            proxies.insert(
-                p["identity"].as_str().unwrap_or("").to_string(),
-                (cp.clone(), p["inSync"].as_bool().unwrap_or(false)),
-            );
-        }
-    }
-    (out.status.code(), proxies)
-}
-
-/// The admin addresses of the five sidecars, from the "Operator's view" lines.
-fn admin_addresses(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter_map(|l| l.split("tls-check --admin ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
 #[test]
 fn quickstart_tour_passes_and_cleans_up() {
     let _one = one_mesh();
@@ -154,34 +103,8 @@ fn quickstart_tour_passes_and_cleans_up() {
         passes >= 18,
         "expected at least 18 passing steps, saw {passes}:\n{stdout}"
     );
-    for step in CONTROL_STEPS {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.contains("[PASS]") && l.ends_with(step)),
-            "step {step:?} did not pass:\n{stdout}"
-        );
-    }
-    // The operator's view printed the proxy-status table: every sidecar SYNCED, the team-a
-    // ones with team-a's control plane and analytics with team-b's.
-    let table: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("        | "))
-        .collect();
-    for id in SPIFFE_IDS {
-        let cp = if id.contains("team-a") {
-            "control-team-a.gke.local"
-        } else {
-            "control-team-b.eks.local"
-        };
-        assert!(
-            table.iter().any(|l| l.contains(&format!("{id} "))
-                && l.contains(cp)
-                && l.contains(" SYNCED ")
-                && !l.contains("NOT SYNCED")),
-            "{id} not SYNCED with {cp} in the proxy-status table:\n{stdout}"
-        );
-    }
+    assert_steps_pass(&stdout, CONTROL_STEPS);
+    assert_synced_table(&stdout);
     assert!(!stdout.contains("[FAIL]"), "{stdout}");
     assert!(
         stdout.contains(&format!("{passes} passed, 0 failed")),
@@ -324,18 +247,15 @@ fn control_plane_serves_the_live_mesh(
     config_dir: &str,
     reviews_admin: &str,
 ) {
-    let (code, proxies) = proxy_status(controls);
-    assert_eq!(code, Some(0), "proxy-status: {proxies:?}");
-    assert_eq!(
-        proxies.keys().map(String::as_str).collect::<Vec<_>>(),
-        {
-            let mut ids = SPIFFE_IDS.to_vec();
-            ids.sort();
-            ids
-        },
-        "one connection per sidecar"
-    );
-    assert!(proxies.values().all(|(_, synced)| *synced), "{proxies:?}");
+    let status = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustmesh"));
+        cmd.arg("proxy-status");
+        for c in controls {
+            cmd.args(["--control", c]);
+        }
+        cmd
+    };
+    assert_all_in_sync(status());
 
     let reviews_cfg = std::fs::read_to_string(format!("{dir}/workloads/reviews/proxy.yaml"))
         .expect("reviews' sidecar config");
@@ -355,32 +275,24 @@ fn control_plane_serves_the_live_mesh(
     let get = |path: &str| blocking_get(route, path).map(|(status, _)| status);
     assert_eq!(get("/reviews/9"), Some(200));
 
-    let file = std::path::Path::new(config_dir).join("test-deny.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
-         metadata: { name: test-deny, namespace: bookinfo }\n\
-         spec:\n  selector: { matchLabels: { app: reviews } }\n  action: DENY\n\
-         \x20 rules:\n  - to: [ { operation: { paths: [\"/reviews/9\"] } } ]\n",
-    )
-    .unwrap();
-    let until = |want: u16| {
+    let file = write_reviews_deny(config_dir);
+    let until_status = |want: u16| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while get("/reviews/9") != Some(want) {
             assert!(
                 Instant::now() < deadline,
                 "GET /reviews/9 not {want} within 10 s of the config change; reviews' admin \
                  {reviews_admin}; proxy-status: {:?}",
-                proxy_status(controls)
+                proxy_status(status())
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    until(403);
+    until_status(403);
     // Only the denied path: the rest of reviews still answers.
     assert_eq!(get("/reviews/1"), Some(200));
     std::fs::remove_file(&file).unwrap();
-    until(200);
+    until_status(200);
 }
 
 /// Even when the quickstart itself is killed outright (SIGKILL: no chance to clean up), no
@@ -412,45 +324,12 @@ fn children_do_not_outlive_a_killed_quickstart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// What `quickstart --transparent` leaves of process `pid`: its namespaces (`tmq-<role>-<pid>`)
-/// and their `/etc/netns` directories.
-fn transparent_leftovers(pid: u32) -> Vec<String> {
-    let suffix = format!("-{pid}");
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let mut left: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("tmq-") && n.ends_with(&suffix))
-        .map(|n| format!("namespace {n}"))
-        .collect();
-    if let Ok(dir) = std::fs::read_dir("/etc/netns") {
-        for e in dir.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("tmq-") && n.ends_with(&suffix) {
-                left.push(format!("/etc/netns/{n}"));
-            }
-        }
-    }
-    left
-}
-
-/// Tools `quickstart --transparent` needs besides `ip` (which `usable` checks).
-const TRANSPARENT_TOOLS: &[&str] = &[
-    "iptables",
-    "iptables-restore",
-    "curl",
-    "setpriv",
-    "getent",
-    "python3",
-];
-
 /// The steps of the transparent tour that must be there, and pass.
 const TRANSPARENT_STEPS: &[&str] = &[
     "frontend's app resolves reviews.bookinfo",
     "frontend -> reviews by name; captured, mTLS; reviews sees frontend's SPIFFE ID",
     "outsider without a sidecar -> reviews in plaintext (PeerAuthentication STRICT)",
     "team-b analytics -> team-a reviews, not federated",
-    "federate: add team-b root to reviews' bundle + alias, then call again",
     "frontend GET /admin/config on ratings (path not allowed)",
     "GET /api/reviews with a forged token",
     "GET /api/reviews with a valid token",
@@ -461,7 +340,9 @@ const TRANSPARENT_STEPS: &[&str] = &[
 
 /// `trustmesh quickstart --transparent` (tier 2: root, network namespaces, iptables, as in CI):
 /// the tour with every workload in a namespace behind the capture passes every step within a
-/// minute, exits 0, and leaves no namespace, `/etc/netns` directory or temporary file behind.
+/// minute, its control-plane steps included (federation, the policy edit, a proxy-status table
+/// run in the hub namespace with all five sidecars SYNCED), exits 0, and leaves no namespace,
+/// `/etc/netns` directory, process or temporary file behind.
 #[test]
 fn transparent_tour_passes_and_cleans_up() {
     if !netns::usable("quickstart --transparent", TRANSPARENT_TOOLS) {
@@ -473,6 +354,7 @@ fn transparent_tour_passes_and_cleans_up() {
         Command::new(env!("CARGO_BIN_EXE_trustmesh")).args(["quickstart", "--transparent"]),
     );
     let pid = qs.child.id();
+    let _cleanup = InterruptOnPanic(pid);
     let mut lines = Vec::new();
     let done = qs.lines_until(
         |l| l.contains("tour took"),
@@ -487,16 +369,19 @@ fn transparent_tour_passes_and_cleans_up() {
     assert!(exit.success(), "exit status {exit}:\n{stdout}");
     assert!(started.elapsed() < Duration::from_secs(60), "{stdout}");
 
-    for step in TRANSPARENT_STEPS {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("[PASS]") && l.ends_with(step)),
-            "step {step:?} did not pass:\n{stdout}"
-        );
-    }
+    assert_steps_pass(&stdout, TRANSPARENT_STEPS);
+    assert_steps_pass(&stdout, CONTROL_STEPS);
+    assert_synced_table(&stdout);
+    // proxy-status ran where the control planes run: in the hub namespace.
+    let hub = format!("ip netns exec tmq-hub-{pid} ");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("ran:") && l.contains(&hub) && l.contains(" proxy-status ")),
+        "no proxy-status run in tmq-hub-{pid}:\n{stdout}"
+    );
     let passes = stdout.matches("[PASS]").count();
-    assert!(passes >= 16, "{passes} passing steps:\n{stdout}");
+    assert!(passes >= 19, "{passes} passing steps:\n{stdout}");
     assert!(!stdout.contains("[FAIL]"), "{stdout}");
     assert!(
         stdout.contains(&format!("{passes} passed, 0 failed")),
@@ -509,11 +394,16 @@ fn transparent_tour_passes_and_cleans_up() {
         .expect("first line names the directory");
     assert!(!std::path::Path::new(dir).exists(), "{dir} was left behind");
     assert_eq!(transparent_leftovers(pid), Vec::<String>::new());
+    assert_eq!(processes_using(dir), Vec::<String>::new());
 }
 
 /// `--transparent --keep-running`: the namespaces are there while the mesh runs, and an app
-/// in one reaches a service by name with the command the quickstart prints; Ctrl-C (SIGINT)
-/// then stops everything and removes the namespaces and their `/etc/netns` directories.
+/// in one reaches a service by name with the command the quickstart prints; the control
+/// planes run in the hub namespace, the printed `proxy-status` shows every sidecar in sync
+/// with its own, the sidecars' configs hold `controlPlane:` and no policy or mesh file, and a
+/// DENY written to the printed config directory is enforced on the app's call within 10 s
+/// and lifted when removed; Ctrl-C (SIGINT) then stops every process and removes the
+/// namespaces and their `/etc/netns` directories.
 #[test]
 fn transparent_keep_running_then_ctrl_c_removes_the_namespaces() {
     if !netns::usable("quickstart --transparent", TRANSPARENT_TOOLS) {
@@ -526,6 +416,7 @@ fn transparent_keep_running_then_ctrl_c_removes_the_namespaces() {
             .stderr(Stdio::null()),
     );
     let pid = qs.child.id();
+    let _cleanup = InterruptOnPanic(pid);
     let mut lines = Vec::new();
     let ready = qs.lines_until(
         |l| l.contains("press Ctrl-C"),
@@ -547,14 +438,64 @@ fn transparent_keep_running_then_ctrl_c_removes_the_namespaces() {
         .iter()
         .find(|l| l.trim_start().starts_with("app() {"))
         .expect("the app() helper line");
-    let script = format!("{helper}\napp frontend curl -s http://reviews.bookinfo:9080/reviews/1");
-    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-    let body = String::from_utf8_lossy(&out.stdout);
+    let app = |command: &str| {
+        let script = format!("{helper}\napp frontend {command}");
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let body = app("curl -s http://reviews.bookinfo:9080/reviews/1");
     assert!(
         body.contains("\"peer\":\"spiffe://team-a.gke.local/ns/bookinfo/sa/frontend\""),
-        "{body} {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{body}"
     );
+
+    // The operator's view: the printed proxy-status runs in the hub namespace, where the
+    // control planes are, and lists each sidecar in sync with its trust domain's.
+    let status_line = lines
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| {
+            l.starts_with(&format!("ip netns exec tmq-hub-{pid} ")) && l.contains(" proxy-status ")
+        })
+        .expect("the proxy-status command line");
+    assert_all_in_sync(command_from(status_line));
+    let dir = lines[0].rsplit(" in ").next().expect("dir on first line");
+    for (w, control) in [
+        ("reviews", "198.18.2.1:15012"),
+        ("analytics", "198.18.2.1:16012"),
+    ] {
+        let cfg = std::fs::read_to_string(format!("{dir}/workloads/{w}/proxy.yaml")).unwrap();
+        assert!(
+            cfg.contains("controlPlane:") && cfg.contains(control),
+            "{cfg}"
+        );
+        assert!(
+            !cfg.contains("policyDir") && !cfg.contains("\nmesh:"),
+            "{cfg}"
+        );
+    }
+    let config_dir = lines
+        .iter()
+        .find_map(|l| l.split("edit the Istio YAML in ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the config directory line");
+    let registry = std::path::Path::new(config_dir).join("registry.yaml");
+    assert!(registry.is_file(), "the registry is in {config_dir}");
+
+    let status = |path: &str| {
+        app(&format!(
+            "curl -s -o /dev/null -w %{{http_code}} http://reviews.bookinfo:9080{path}"
+        ))
+    };
+    let file = write_reviews_deny(config_dir);
+    until(Duration::from_secs(10), "the DENY on /reviews/9", || {
+        status("/reviews/9") == "403"
+    });
+    assert_eq!(status("/reviews/1"), "200", "only the denied path");
+    std::fs::remove_file(&file).unwrap();
+    until(Duration::from_secs(10), "the DENY lifted", || {
+        status("/reviews/9") == "200"
+    });
 
     qs.signal(libc::SIGINT);
     let exit = qs
@@ -562,6 +503,7 @@ fn transparent_keep_running_then_ctrl_c_removes_the_namespaces() {
         .expect("quickstart did not stop after SIGINT");
     assert!(exit.success(), "exit status {exit}:\n{stdout}");
     assert_eq!(transparent_leftovers(pid), Vec::<String>::new());
+    assert_eq!(processes_using(dir), Vec::<String>::new());
 }
 
 /// Without root, `--transparent` refuses at once with exit 2 and says why (as root, the test

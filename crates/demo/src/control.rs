@@ -1,4 +1,4 @@
-//! The loopback quickstart's control planes: one `trustmesh control` per trust domain (each
+//! The quickstart's control planes: one `trustmesh control` per trust domain (each
 //! is its domain's CA too, with the same flags `ca serve` takes), so a sidecar's configuration
 //! comes from where an Istio sidecar's does, not from files beside it. Both watch one config
 //! directory of Istio YAML (the mesh's policies, as a cluster would hold them); each has its
@@ -11,9 +11,13 @@
 //! A change takes effect when the control planes say so: [`ControlPlanes::wait_synced`] asks
 //! `trustmesh proxy-status` (the operator's tool) until every sidecar has taken the new
 //! version, bounded in time, instead of sleeping for a guessed reload interval.
+//!
+//! The same two control planes serve both quickstarts; [`Placement`] says where they run: on
+//! the machine's loopback, or (`--transparent`) inside the hub namespace, on the bridge
+//! address every workload's namespace reaches, where `proxy-status` runs too.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,7 @@ use anyhow::Context;
 
 use crate::files::{copy, s, write};
 use crate::identities::Cas;
+use crate::netns::Netns;
 use crate::policies::mesh_config;
 use crate::procs::{free_port, Supervisor};
 use crate::workloads::{Workload, ALL, TD_A, TD_B};
@@ -38,10 +43,51 @@ pub struct ControlPlane {
     pub mesh_file: PathBuf,
 }
 
+/// Where the control planes run.
+pub enum Placement {
+    /// On the machine's loopback, on free ports (the loopback quickstart).
+    Loopback,
+    /// Inside network namespace `ns` (the transparent quickstart's hub): the CA and xDS port on
+    /// `addr`, the bridge address every workload reaches, monitoring on the namespace's
+    /// loopback; `vip_range` is where ServiceEntries without addresses get their VIPs.
+    Netns {
+        ns: Netns,
+        addr: Ipv4Addr,
+        vip_range: &'static str,
+    },
+}
+
+impl Placement {
+    /// The gRPC and monitoring addresses of the `i`th control plane.
+    fn addresses(&self, i: u16) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Ok(match self {
+            Placement::Loopback => (
+                SocketAddr::new(loopback, free_port()?),
+                SocketAddr::new(loopback, free_port()?),
+            ),
+            // A namespace of the run's own: istiod's ports, a thousand apart per plane.
+            Placement::Netns { addr, .. } => (
+                SocketAddr::new(IpAddr::V4(*addr), 15012 + 1000 * i),
+                SocketAddr::new(loopback, 15014 + 1000 * i),
+            ),
+        })
+    }
+
+    fn netns(&self) -> Option<&Netns> {
+        match self {
+            Placement::Loopback => None,
+            Placement::Netns { ns, .. } => Some(ns),
+        }
+    }
+}
+
 /// The control planes of both trust domains and the config directory they watch.
 pub struct ControlPlanes {
     pub config_dir: PathBuf,
     pub planes: BTreeMap<&'static str, ControlPlane>,
+    /// The namespace they run in (and `proxy-status` with them), if not the machine's.
+    ns: Option<Netns>,
     /// Where team-a's control plane reads team-b's root from (`--trust-bundle`).
     federation_file: PathBuf,
     authz: SocketAddr,
@@ -52,27 +98,32 @@ pub struct ControlPlanes {
 pub type Versions = BTreeMap<String, String>;
 
 impl ControlPlanes {
-    /// Starts a control plane per trust domain on `cas`' folders; returns once both accept
-    /// connections. `policies` is written into the shared config directory first.
+    /// Starts a control plane per trust domain on `cas`' folders, where `at` says; returns
+    /// once both accept connections. `config` (file name, Istio YAML) is written into the
+    /// shared config directory first.
     pub async fn start(
         dir: &Path,
         sup: &mut Supervisor,
         cas: &Cas,
         authz: SocketAddr,
-        policies: &str,
+        config: &[(&str, &str)],
+        at: &Placement,
     ) -> anyhow::Result<ControlPlanes> {
         let root = dir.join("control");
         let config_dir = root.join("config");
-        write(&config_dir.join("mesh-policies.yaml"), policies)?;
+        for (file, yaml) in config {
+            write(&config_dir.join(file), yaml)?;
+        }
         let federation_file = root.join(TD_A).join(format!("federation/{TD_B}.pem"));
         let mut planes = BTreeMap::new();
-        for (td, _) in &cas.dirs {
+        for (i, (td, _)) in (0..).zip(&cas.dirs) {
             let mesh_file = root.join(td).join("mesh.yaml");
             write(&mesh_file, &mesh_config(td, &[], authz))?;
+            let (grpc, monitoring) = at.addresses(i)?;
             let plane = ControlPlane {
                 name: format!("control-{td}"),
-                grpc: format!("127.0.0.1:{}", free_port()?).parse()?,
-                monitoring: format!("127.0.0.1:{}", free_port()?).parse()?,
+                grpc,
+                monitoring,
                 mesh_file: mesh_file.clone(),
             };
             let bundle = if *td == TD_A {
@@ -96,18 +147,23 @@ impl ControlPlanes {
                 "--name".into(),
                 plane.name.clone(),
             ]);
+            if let Placement::Netns { vip_range, .. } = at {
+                args.extend(["--vip-range".into(), vip_range.to_string()]);
+            }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            sup.spawn(&plane.name, &args)?;
+            sup.spawn_in(at.netns(), &plane.name, &args)?;
             planes.insert(*td, plane);
         }
         for p in planes.values() {
-            sup.wait_for_port(p.grpc, Duration::from_secs(15)).await?;
-            sup.wait_for_port(p.monitoring, Duration::from_secs(15))
-                .await?;
+            for addr in [p.grpc, p.monitoring] {
+                sup.wait_for_port_in(at.netns(), addr, Duration::from_secs(15))
+                    .await?;
+            }
         }
         Ok(ControlPlanes {
             config_dir,
             planes,
+            ns: at.netns().cloned(),
             federation_file,
             authz,
             exe: sup.exe().to_path_buf(),
@@ -151,10 +207,14 @@ impl ControlPlanes {
         )
     }
 
-    /// `trustmesh proxy-status` over both control planes: (exit code, stdout, stderr).
+    /// `trustmesh proxy-status` over both control planes (in their namespace, if they run in
+    /// one): (exit code, stdout, stderr).
     pub async fn proxy_status(&self, json: bool) -> anyhow::Result<(Option<i32>, String, String)> {
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg("proxy-status");
+        let mut cmd = match &self.ns {
+            Some(ns) => ns.command(&self.exe),
+            None => tokio::process::Command::new(&self.exe),
+        };
+        cmd.arg("proxy-status").kill_on_drop(true);
         if json {
             cmd.arg("--json");
         }
@@ -172,14 +232,19 @@ impl ControlPlanes {
         ))
     }
 
-    /// The `proxy-status` command line an operator types for this mesh.
+    /// The `proxy-status` command line an operator types for this mesh (inside the control
+    /// planes' namespace, with the binary's full path, if they run in one).
     pub fn proxy_status_command(&self) -> String {
         let controls: Vec<String> = self
             .planes
             .values()
             .map(|p| format!("--control {}", p.monitoring))
             .collect();
-        format!("trustmesh proxy-status {}", controls.join(" "))
+        let program = match &self.ns {
+            Some(ns) => format!("ip netns exec {} {}", ns.name(), self.exe.display()),
+            None => "trustmesh".to_string(),
+        };
+        format!("{program} proxy-status {}", controls.join(" "))
     }
 
     /// Each control plane's current version, by name (empty when none answers).

@@ -1,17 +1,24 @@
-//! Who is who and who trusts whom: two CAs with different roots (Istio `cacerts` layout), served
-//! per trust domain by `ca serve` (transparent mode) or by `trustmesh control` (the loopback
-//! mode, [`crate::control`], with the same flags), a node agent per workload that keeps its
-//! certificate fresh, and the trust bundle each transparent sidecar starts with.
+//! Who is who: two CAs with different roots (Istio `cacerts` layout), served per trust domain
+//! by `trustmesh control` ([`crate::control`], with the flags `ca serve` takes), and a node
+//! agent per workload that keeps its certificate fresh — on the machine, or (transparent mode)
+//! inside the workload's network namespace, as Istio's agent runs in the pod. Who trusts whom
+//! is the control planes' business: they serve the trust bundles.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::files::{copy, s, write};
-use crate::procs::{free_port, Supervisor};
+use crate::files::{s, write};
+use crate::netns::Netns;
+use crate::procs::Supervisor;
 use crate::tokens::{now_secs, sign, signing_key, SigningKey, SA_ISSUER};
-use crate::workloads::{Workload, ALL, ANALYTICS, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B};
+use crate::workloads::{Workload, ALL, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B};
+
+/// The name the agents verify their CA by, whatever address they reach it on: the one
+/// `trustmesh control`'s serving certificate carries by default, as istiod's does (a
+/// sidecar's `controlPlane.serverName` defaults to it too).
+const CA_SERVER_NAME: &str = "istiod.istio-system.svc";
 
 /// The two trust domains' root certificates.
 pub struct Roots {
@@ -64,17 +71,19 @@ impl Cas {
         ]
     }
 
-    /// Starts an agent per workload against the CA servers at `ca_addrs`; returns once every
-    /// workload has its certificate in `<workload dir>/certs`.
+    /// Starts an agent per workload against the CA servers at `ca_addrs`, each in the network
+    /// namespace `place` gives it (`None`: this one); returns once every workload has its
+    /// certificate in `<workload dir>/certs`.
     pub async fn start_agents(
         &self,
         dir: &Path,
         sup: &mut Supervisor,
         ca_addrs: &BTreeMap<&'static str, SocketAddr>,
+        place: &dyn Fn(&Workload) -> Option<Netns>,
         progress: &mut dyn FnMut(&str),
     ) -> anyhow::Result<()> {
         progress("starting node agents: local keys, CSRs authenticated by service-account tokens");
-        start_agents(dir, sup, &self.sa_key, ca_addrs, &self.roots).await
+        start_agents(dir, sup, &self.sa_key, ca_addrs, &self.roots, place).await
     }
 }
 
@@ -108,41 +117,6 @@ pub async fn init_cas(
     })
 }
 
-/// Creates both CAs, starts a `ca serve` per trust domain and an agent per workload; returns
-/// once every workload has its certificate in `<workload dir>/certs`.
-pub async fn issue(
-    dir: &Path,
-    sup: &mut Supervisor,
-    progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Roots> {
-    let cas = init_cas(dir, sup, progress).await?;
-    progress("starting the CA servers (Istio certificate API over TLS)");
-    let ca_addrs = start_cas(sup, &cas).await?;
-    cas.start_agents(dir, sup, &ca_addrs, progress).await?;
-    Ok(cas.roots)
-}
-
-/// One `ca serve` per trust domain; returns their addresses once they accept connections.
-async fn start_cas(
-    sup: &mut Supervisor,
-    cas: &Cas,
-) -> anyhow::Result<BTreeMap<&'static str, SocketAddr>> {
-    let mut ca_addrs = BTreeMap::new();
-    for (td, _) in &cas.dirs {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut args = vec!["ca".to_string(), "serve".into()];
-        args.extend(cas.serve_flags(td));
-        args.extend(["--listen".into(), addr.to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        sup.spawn(&format!("ca-{td}"), &args)?;
-        ca_addrs.insert(*td, addr);
-    }
-    for addr in ca_addrs.values() {
-        sup.wait_for_port(*addr, Duration::from_secs(15)).await?;
-    }
-    Ok(ca_addrs)
-}
-
 /// A node agent per workload, with a service-account token the CA accepts; returns once every
 /// workload has its certificate.
 async fn start_agents(
@@ -151,6 +125,7 @@ async fn start_agents(
     sa_key: &SigningKey,
     ca_addrs: &BTreeMap<&'static str, SocketAddr>,
     roots: &Roots,
+    place: &dyn Fn(&Workload) -> Option<Netns>,
 ) -> anyhow::Result<()> {
     for w in ALL {
         let token = sign(
@@ -173,6 +148,7 @@ async fn start_agents(
         };
         let agent_cfg = format!(
             "trustDomain: {td}\nca:\n  address: \"https://{ca}\"\n  rootCert: {root}\n\
+             \x20 serverName: {CA_SERVER_NAME}\n\
              tokenFile: token.jwt\nidentity:\n  namespace: {ns}\n  serviceAccount: {sa}\n\
              outputDir: certs\nttl: {ttl}\nmaxRetryInterval: 2s\n",
             td = w.trust_domain,
@@ -182,7 +158,8 @@ async fn start_agents(
             sa = w.service_account,
         );
         write(&wdir.join("agent.yaml"), &agent_cfg)?;
-        sup.spawn(
+        sup.spawn_in(
+            place(w).as_ref(),
             &format!("agent-{}", w.name),
             &["agent", "--config", &s(&wdir.join("agent.yaml"))],
         )?;
@@ -192,36 +169,4 @@ async fn start_agents(
         sup.wait_for_file(&chain, Duration::from_secs(20)).await?;
     }
     Ok(())
-}
-
-/// Writes `w`'s trust bundle directory (`<workload dir>/bundles`). Each starts with its own
-/// domain's root. ratings is federated with team-b from the start (so policy, not TLS, decides
-/// there); analytics trusts team-a so it can verify the servers it calls. reviews only learns
-/// team-b's root during the tour.
-pub fn write_bundles(dir: &Path, w: &Workload, roots: &Roots) -> anyhow::Result<()> {
-    let wdir = workload_dir(dir, w);
-    copy(
-        roots.of(w.trust_domain),
-        &wdir.join(format!("bundles/{}.pem", w.trust_domain)),
-    )?;
-    if w.name == RATINGS.name {
-        copy(&roots.b, &wdir.join(format!("bundles/{TD_B}.pem")))?;
-    }
-    if w.name == ANALYTICS.name {
-        copy(&roots.a, &wdir.join(format!("bundles/{TD_A}.pem")))?;
-    }
-    Ok(())
-}
-
-/// Federates reviews with team-b: adds team-b's root to its trust bundle directory and
-/// team-b.eks.local to its trust domain aliases. The sidecar picks both up on its own.
-pub fn federate_reviews_with_team_b(dir: &Path, ca_b_root: &Path) -> anyhow::Result<()> {
-    let wdir = workload_dir(dir, &REVIEWS);
-    copy(ca_b_root, &wdir.join(format!("bundles/{TD_B}.pem")))?;
-    let mesh = std::fs::read_to_string(wdir.join("mesh.yaml"))?;
-    let mesh = mesh.replace(
-        "trustDomainAliases: []",
-        &format!("trustDomainAliases: [{TD_B}]"),
-    );
-    write(&wdir.join("mesh.yaml"), &mesh)
 }

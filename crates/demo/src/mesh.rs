@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::control::ControlPlanes;
+use crate::control::{ControlPlanes, Placement};
 use crate::files::{s, write};
 use crate::identities::{self, workload_dir, Roots};
 use crate::policies::policies;
@@ -70,8 +70,11 @@ impl Mesh {
             "starting a control plane per trust domain (trustmesh control: the CA, and xDS \
              serving the Istio YAML in control/config)",
         );
-        let control = ControlPlanes::start(dir, sup, &cas, authz, &policies(tokens.jwk())).await?;
-        cas.start_agents(dir, sup, &control.ca_addrs(), progress)
+        let policies = policies(tokens.jwk());
+        let config = [("mesh-policies.yaml", policies.as_str())];
+        let control =
+            ControlPlanes::start(dir, sup, &cas, authz, &config, &Placement::Loopback).await?;
+        cas.start_agents(dir, sup, &control.ca_addrs(), &|_| None, progress)
             .await?;
 
         progress("starting demo apps, an ext_authz server and sidecar proxies");

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
+use crate::netns::{ip_program, Netns};
+
 /// A running child and where its output goes.
 struct Running {
     name: String,
@@ -43,6 +45,23 @@ impl Supervisor {
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> anyhow::Result<()> {
         let exe = self.exe.clone();
         self.spawn_program(name, exe.as_os_str(), args)
+    }
+
+    /// Starts `trustmesh <args...>` as `name` inside network namespace `ns` (`ip netns exec`,
+    /// which execs, so the child is `trustmesh` itself), or here with `None`.
+    pub fn spawn_in(
+        &mut self,
+        ns: Option<&Netns>,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        let Some(ns) = ns else {
+            return self.spawn(name, args);
+        };
+        let exe = self.exe.to_string_lossy().into_owned();
+        let mut full = vec!["netns", "exec", ns.name(), &exe];
+        full.extend_from_slice(args);
+        self.spawn_program(name, ip_program().as_os_str(), &full)
     }
 
     /// Starts `program <args...>` as `name` (e.g. `ip netns exec <ns> trustmesh proxy ...`,
@@ -127,14 +146,29 @@ impl Supervisor {
         addr: std::net::SocketAddr,
         limit: Duration,
     ) -> anyhow::Result<()> {
+        self.wait_for_port_in(None, addr, limit).await
+    }
+
+    /// [`Supervisor::wait_for_port`], connecting from inside `ns` when one is given.
+    pub async fn wait_for_port_in(
+        &mut self,
+        ns: Option<&Netns>,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let up = match ns {
+                None => tokio::net::TcpStream::connect(addr).await.is_ok(),
+                Some(ns) => ns.connect(addr, Duration::from_secs(1)).await.is_ok(),
+            };
+            if up {
                 return Ok(());
             }
             self.check_alive()?;
             if Instant::now() > deadline {
-                bail!("nothing listening on {addr} after {limit:?}");
+                let place = ns.map_or(String::new(), |n| format!(" in {}", n.name()));
+                bail!("nothing listening on {addr}{place} after {limit:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

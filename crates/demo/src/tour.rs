@@ -17,10 +17,13 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     authorization(mesh, report).await;
     request_authentication(mesh, report).await?;
     custom_action(mesh, report).await;
-    crate::control_tour::policy_edit(mesh, report).await?;
+    crate::control_tour::policy_edit(&mesh.control, report, || {
+        via(mesh, &FRONTEND, &RATINGS, "GET", "/ratings/7", &[])
+    })
+    .await?;
     println!("\n== Certificate rotation");
     rotation(mesh, report).await;
-    crate::control_tour::operator_view(mesh, report).await;
+    crate::control_tour::operator_view(&mesh.control, report).await;
     Ok(())
 }
 

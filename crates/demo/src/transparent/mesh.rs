@@ -1,7 +1,10 @@
-//! Starts the transparent mesh: the same identities as the loopback quickstart (CAs, agents),
-//! then the namespaces, the apps inside them, and per workload what an Istio pod has — the
-//! capture rules an init container installs (`trustmesh capture install --redirect-dns`) and a
-//! sidecar with no listener of its own in its config, only `capture:`.
+//! Starts the transparent mesh: the namespaces, the apps inside them, the same control planes
+//! as the loopback quickstart ([`crate::control`]) running in the hub namespace on the bridge
+//! address, and per workload what an Istio pod has — a node agent getting its certificate from
+//! its control plane, the capture rules an init container installs (`trustmesh capture install
+//! --redirect-dns`) and a sidecar whose config holds no listener, only `capture:`, its
+//! certificate files and `controlPlane:`. The policies and the registry are Istio YAML in the
+//! control planes' config directory; each sidecar gets the part it needs over xDS.
 //!
 //! Every sidecar runs as root (uid 0), which the capture leaves alone (`--proxy-uid 0`), so its
 //! own connections are not sent back to itself; the apps that call (curl, a Python client) run
@@ -17,14 +20,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::client::{Connection, Outcome};
+use crate::control::{ControlPlanes, Placement};
 use crate::files::{s, write};
 use crate::identities::{self, workload_dir, Roots};
 use crate::netns::{Netns, Network};
-use crate::policies::{mesh_config, policies};
+use crate::policies::policies;
 use crate::procs::Supervisor;
 use crate::tokens::UserTokens;
 use crate::transparent::registry::{self, app_port, SERVERS};
-use crate::transparent::topology::{self, Topology, VIPS};
+use crate::transparent::topology::{self, Topology, HUB, VIPS};
 use crate::workloads::{Workload, ALL, PAYROLL};
 
 /// Each sidecar's admin endpoint, on its namespace's loopback.
@@ -40,6 +44,8 @@ pub struct Mesh {
     pub topology: Topology,
     /// The `trustmesh` binary, for the commands printed for the operator.
     pub exe: PathBuf,
+    /// The control planes in the hub namespace the sidecars take their configuration from.
+    pub control: ControlPlanes,
     tokens: UserTokens,
     ca_b_root: PathBuf,
 }
@@ -53,7 +59,7 @@ impl Mesh {
         net: &mut Network,
         progress: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Mesh> {
-        let roots = identities::issue(dir, sup, progress).await?;
+        let cas = identities::init_cas(dir, sup, progress).await?;
 
         progress("creating network namespaces: a bridge, one per workload, one outsider");
         let topology = topology::build(net)?;
@@ -67,42 +73,53 @@ impl Mesh {
         let l = topology.node(&PAYROLL).ns.bind(AUTHZ).await?;
         crate::authz_server::serve(tokio::net::TcpListener::from_std(l)?);
 
+        progress(&format!(
+            "starting a control plane per trust domain in the hub namespace ({HUB}): the CA, \
+             and xDS serving the policies and the registry in control/config"
+        ));
         let tokens = UserTokens::new()?;
-        write(
-            &dir.join("policies/mesh-policies.yaml"),
-            &policies(tokens.jwk()),
-        )?;
-        write(&dir.join("policies/registry.yaml"), &registry::yaml())?;
+        let (policies, registry) = (policies(tokens.jwk()), registry::yaml());
+        let config = [
+            ("mesh-policies.yaml", policies.as_str()),
+            ("registry.yaml", registry.as_str()),
+        ];
+        let hub = Placement::Netns {
+            ns: topology.hub.clone(),
+            addr: HUB,
+            vip_range: VIPS,
+        };
+        let control = ControlPlanes::start(dir, sup, &cas, AUTHZ, &config, &hub).await?;
+        let place = |w: &Workload| Some(topology.node(w).ns.clone());
+        cas.start_agents(dir, sup, &control.ca_addrs(), &place, progress)
+            .await?;
 
         progress("installing the capture (iptables, DNS too) and a sidecar in each workload");
         for w in ALL {
             let ns = &topology.node(w).ns;
-            write_sidecar(dir, w, &roots)?;
+            write_sidecar(dir, w, &control, &cas.roots)?;
             capture_install(sup.exe(), ns).await?;
             let config = workload_dir(dir, w).join("proxy.yaml");
-            sup.spawn_program(
+            sup.spawn_in(
+                Some(ns),
                 &format!("proxy-{}", w.name),
-                crate::netns::ip_program().as_os_str(),
-                &[
-                    "netns",
-                    "exec",
-                    ns.name(),
-                    &s(sup.exe()),
-                    "proxy",
-                    "--config",
-                    &s(&config),
-                ],
+                &["proxy", "--config", &s(&config)],
             )?;
         }
         for w in ALL {
-            wait_ready(&topology.node(w).ns, Duration::from_secs(20), sup).await?;
+            wait_ready(&topology.node(w).ns, Duration::from_secs(30), sup).await?;
         }
+        progress("waiting for proxy-status: every sidecar connected and in sync");
+        control
+            .wait_synced(&Default::default(), &[], &[], Duration::from_secs(20))
+            .await
+            .map_err(anyhow::Error::msg)?;
         Ok(Mesh {
             dir: dir.to_path_buf(),
             topology,
             exe: sup.exe().to_path_buf(),
+            control,
             tokens,
-            ca_b_root: roots.b,
+            ca_b_root: cas.roots.b.clone(),
         })
     }
 
@@ -116,33 +133,33 @@ impl Mesh {
         self.tokens.token(sub, forged)
     }
 
-    /// Adds team-b's root and alias to reviews' files; its sidecar reloads on its own.
-    pub fn federate_reviews_with_team_b(&self) -> anyhow::Result<()> {
-        identities::federate_reviews_with_team_b(&self.dir, &self.ca_b_root)
+    /// Federates team-a with team-b through team-a's control plane (see
+    /// [`ControlPlanes::federate_team_a_with_team_b`]).
+    pub fn federate_team_a_with_team_b(&self) -> anyhow::Result<()> {
+        self.control.federate_team_a_with_team_b(&self.ca_b_root)
     }
 }
 
-/// `w`'s bundles, mesh config and proxy config: identity files as in the loopback
-/// quickstart, and `capture:` instead of listeners.
-fn write_sidecar(dir: &Path, w: &Workload, roots: &Roots) -> anyhow::Result<()> {
-    let wdir = workload_dir(dir, w);
-    identities::write_bundles(dir, w, roots)?;
-    write(
-        &wdir.join("mesh.yaml"),
-        &mesh_config(w.trust_domain, &[], AUTHZ),
-    )?;
+/// `w`'s proxy config: its certificate files (the agent keeps them fresh), `capture:` instead
+/// of listeners, and its control plane, which serves its policies, registry, mesh config and
+/// trust bundles.
+fn write_sidecar(
+    dir: &Path,
+    w: &Workload,
+    control: &ControlPlanes,
+    roots: &Roots,
+) -> anyhow::Result<()> {
     let cfg = format!(
         "workload:\n  namespace: {ns}\n  serviceAccount: {sa}\n  labels:\n    app: {app}\n\
          certs:\n  key: certs/key.pem\n  certChain: certs/cert-chain.pem\n\
-         trustBundles:\n  - bundles\nmesh: mesh.yaml\npolicyDir: {policies}\n\
-         capture:\n  vipRange: {VIPS}\n\
+         {control}capture:\n  vipRange: {VIPS}\n\
          admin:\n  address: \"{ADMIN}\"\nreloadPoll: 250ms\n",
         ns = w.namespace,
         sa = w.service_account,
         app = w.name,
-        policies = s(&dir.join("policies")),
+        control = control.sidecar_block(w.trust_domain, roots.of(w.trust_domain)),
     );
-    write(&wdir.join("proxy.yaml"), &cfg)
+    write(&workload_dir(dir, w).join("proxy.yaml"), &cfg)
 }
 
 /// `trustmesh capture install` inside `ns`, as an init container runs it.

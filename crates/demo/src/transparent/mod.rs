@@ -4,14 +4,15 @@
 //! call `http://reviews.bookinfo:9080/` by name, and the sidecars resolve the name, pick the
 //! endpoint and the mTLS identity from the registry (Istio WorkloadEntry / ServiceEntry /
 //! DestinationRule YAML), and enforce the same PeerAuthentication, AuthorizationPolicy,
-//! RequestAuthentication and CUSTOM policies.
+//! RequestAuthentication and CUSTOM policies — all served by the same `trustmesh control` per
+//! trust domain as in the loopback quickstart, here running in the hub namespace.
 //!
 //! It needs root (namespaces, iptables), so it is a flag and not the default: the loopback
 //! quickstart stays runnable by anyone. [`preflight`] says, before anything is started, why it
 //! cannot run here.
 //!
 //! Layout: [`topology`] makes the namespaces, [`registry`] writes the registry YAML, [`mesh`]
-//! starts apps, captures and sidecars, [`apps`] runs the calling apps (curl, getent, Python),
+//! starts apps, the control planes (in the hub namespace), agents, captures and sidecars, [`apps`] runs the calling apps (curl, getent, Python),
 //! [`tour`] runs the steps.
 
 pub mod apps;
@@ -129,7 +130,13 @@ pub fn print_how_to_use(mesh: &Mesh) {
     for (ns, cmd, what) in examples {
         println!("  app {ns:<9} {cmd:<78} # {what}");
     }
-    println!("Operator's view (each sidecar's admin endpoint is on its namespace's loopback):");
+    println!("Operator's view (the control planes in the hub namespace, then each sidecar's admin");
+    println!("endpoint, on its namespace's loopback):");
+    println!("  {}", mesh.control.proxy_status_command());
+    println!(
+        "  policies and registry: edit the Istio YAML in {} (both control planes watch it)",
+        mesh.control.config_dir.display()
+    );
     let exe = mesh.exe.display();
     for w in ALL {
         let ns = &mesh.topology.node(w).ns;

@@ -2,7 +2,8 @@
 //! WorkloadEntry per workload (address, labels, service account) and a ServiceEntry per
 //! service that selects its workloads, so an app calls `http://reviews.bookinfo:9080/` and the
 //! caller's sidecar knows the name, the endpoint and the identity it must present. It lives in
-//! the policy directory beside the security policies, as Istio keeps both kinds.
+//! the control planes' config directory beside the security policies, as Istio keeps both
+//! kinds, and reaches each sidecar over xDS.
 //!
 //! Istio names a registry identity in the reader's trust domain: analytics' sidecar (team-b)
 //! would expect `spiffe://team-b.eks.local/ns/bookinfo/sa/reviews` from reviews, which is a

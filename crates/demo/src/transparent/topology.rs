@@ -6,7 +6,7 @@
 //! answered by its sidecar's DNS proxy (the capture redirects port 53) or not at all.
 //!
 //! ```text
-//!                       tmq-hub-<pid>: br0 198.18.2.1
+//!       tmq-hub-<pid>: br0 198.18.2.1, control planes on :15012 (team-a), :16012 (team-b)
 //!      ┌──────────┬──────────┬─────┴────┬──────────┬──────────┐
 //!   frontend   reviews    ratings    payroll   analytics   outsider
 //!     .10        .11        .12        .13        .14        .30
@@ -21,7 +21,8 @@ use std::net::Ipv4Addr;
 use crate::netns::{veth, Netns, Network};
 use crate::workloads::{Workload, ALL};
 
-/// The hub's address on the bridge, and every namespace's nameserver.
+/// The hub's address on the bridge, where the control planes listen, and every namespace's
+/// nameserver (where nothing answers DNS).
 pub const HUB: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 /// Where the registry auto-allocates service VIPs (`capture.vipRange`).
 pub const VIPS: &str = "198.19.2.0/24";
@@ -35,9 +36,11 @@ pub struct Node {
     pub addr: Ipv4Addr,
 }
 
-/// Every node by role: the workloads' names and [`OUTSIDER`].
+/// Every node by role (the workloads' names and [`OUTSIDER`]), and the hub, where the
+/// control planes run on the bridge address [`HUB`].
 pub struct Topology {
     pub nodes: BTreeMap<&'static str, Node>,
+    pub hub: Netns,
 }
 
 impl Topology {
@@ -84,5 +87,5 @@ pub fn build(net: &mut Network) -> anyhow::Result<Topology> {
         ns.ip(&["route", "add", VIPS, "dev", "eth0"])?;
         nodes.insert(role, Node { ns, addr });
     }
-    Ok(Topology { nodes })
+    Ok(Topology { nodes, hub })
 }

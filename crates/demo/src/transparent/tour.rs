@@ -1,7 +1,9 @@
 //! The transparent tour: the loopback tour's scenarios, made by unmodified apps that call
 //! services by name from inside their namespaces — curl as uid 65534, captured by iptables,
 //! resolved by the sidecar's DNS proxy, routed and secured by the sidecar from the registry —
-//! plus the one thing only this mode has to show: the name resolving to a service VIP.
+//! plus the one thing only this mode has to show: the name resolving to a service VIP. The
+//! control-plane steps (a policy edit, the `proxy-status` view) are the loopback tour's
+//! ([`crate::control_tour`]), with the call made by frontend's app.
 //!
 //! Each step prints the command it ran, written `[ns] command` for
 //! `ip netns exec tmq-<ns>-<pid> setpriv --reuid 65534 --regid 65534 --clear-groups command`.
@@ -9,13 +11,14 @@
 use std::time::{Duration, Instant};
 
 use crate::client::Outcome;
-use crate::report::{abbrev, expect_status, peer_of, short_status, Report};
+use crate::control_tour;
+use crate::report::{abbrev, describe_sync, expect_status, peer_of, short_status, Report};
 use crate::transparent::apps::{self, KeptConnection};
 use crate::transparent::mesh::Mesh;
 use crate::transparent::registry::{app_port, service_authority};
 use crate::transparent::topology::{Node, VIPS};
 use crate::workloads::{
-    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_B,
+    Workload, ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B,
 };
 
 /// A call made by an app: where from, what it ran, what came back.
@@ -65,8 +68,15 @@ pub async fn run(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
     authorization(mesh, report).await;
     request_authentication(mesh, report).await?;
     custom_action(mesh, report).await;
+    control_tour::policy_edit(&mesh.control, report, || async {
+        call(mesh, &FRONTEND, &RATINGS, "GET", "/ratings/7", &[])
+            .await
+            .outcome
+    })
+    .await?;
     println!("\n== Certificate rotation");
     rotation(mesh, report).await;
+    control_tour::operator_view(&mesh.control, report).await;
     Ok(())
 }
 
@@ -131,24 +141,31 @@ async fn trust_domains(mesh: &Mesh, report: &mut Report) -> anyhow::Result<()> {
         c.outcome.status() != Some(200),
     );
 
-    mesh.federate_reviews_with_team_b()?;
+    let before = mesh.control.versions().await;
+    mesh.federate_team_a_with_team_b()?;
+    let synced = mesh
+        .control
+        .wait_synced(&before, &[TD_A], &[&REVIEWS], Duration::from_secs(10))
+        .await;
     let applied = wait_for_alias(mesh, Duration::from_secs(5)).await;
     let c = call(mesh, &ANALYTICS, &REVIEWS, "GET", "/reviews/1", &[]).await;
     let peer = peer_of(&c.outcome);
     report.record_ran(
-        "federate: add team-b root to reviews' bundle + alias, then call again",
+        "federate: team-a's control plane serves team-b's root + alias, then call again",
         Some(&c.ran),
         &format!(
-            "config reloaded, HTTP 200, caller {}",
+            "proxy-status in sync, reviews holds both, HTTP 200, caller {}",
             ANALYTICS.spiffe_id()
         ),
         format!(
-            "reload {}, {}, caller {}",
-            if applied { "seen" } else { "NOT seen" },
+            "{}, reviews {} them, {}, caller {}",
+            describe_sync(&synced),
+            if applied { "holds" } else { "does NOT hold" },
             short_status(&c.outcome),
             peer.as_deref().unwrap_or("-")
         ),
-        applied
+        synced.is_ok()
+            && applied
             && expect_status(&c.outcome, 200)
             && peer.as_deref() == Some(ANALYTICS.spiffe_id().as_str()),
     );
