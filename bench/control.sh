@@ -10,7 +10,7 @@
 # The config directory holds a realistic mesh: per namespace a PeerAuthentication, three
 # AuthorizationPolicies (namespace-wide, and selecting sa-0 and sa-2), a ServiceEntry every
 # namespace sees and one exported to its own namespace only; in the root namespace istio-system
-# a mesh-wide PeerAuthentication and a DENY AuthorizationPolicy — 602 resources, about 110 in
+# a mesh-wide PeerAuthentication and a DENY AuthorizationPolicy — 602 resources, 105 or 106 in
 # each sidecar's view.
 #
 # Once all N have ACKed their first responses it makes two changes, each by renaming a new file
