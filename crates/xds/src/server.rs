@@ -272,12 +272,17 @@ impl<V: Views> StreamTask<V> {
             return Ok(());
         }
         let want = self.views.resources(&self.client, type_url)?;
+        if state.in_step_with(&want) {
+            return Ok(());
+        }
         let Some(delta) = state.next(&want) else {
+            state.computed_from(&want, false);
             return Ok(());
         };
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         state.sent(nonce.clone(), &delta);
+        state.computed_from(&want, true);
         let response = response(type_url, &nonce, self.views.system_version(), &delta);
         self.views.event(
             &self.client,
