@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_client(true)
         .build_server(true)
+        // Smaller per-stream buffers: see src/codec.rs.
+        .codec_path("crate::codec::SmallBuffers")
         .compile_fds(fds)?;
     Ok(())
 }

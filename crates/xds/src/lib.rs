@@ -10,6 +10,7 @@
 //! client that reconnects with backoff across several servers and keeps what it last accepted.
 
 pub mod client;
+mod codec;
 pub mod server;
 mod state;
 

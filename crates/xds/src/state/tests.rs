@@ -131,3 +131,33 @@ fn going_back_to_what_the_client_holds_after_a_nack_is_answered_so_it_can_ack() 
     assert_eq!(s.reply("3", None), Reply::Ack);
     assert!(s.next(&want(&[("a", "1")])).is_none());
 }
+
+#[test]
+fn a_view_is_skipped_only_while_the_client_is_known_to_hold_it() {
+    let mut s = TypeState::default();
+    s.subscribe(true, &[], &[], &HashMap::new());
+    let w = Arc::new(want(&[("a", "1")]));
+    let d = s.next(&w).unwrap();
+    s.sent("1".into(), &d);
+    s.computed_from(&w, true);
+    assert!(!s.in_step_with(&w), "not before the ACK");
+    assert_eq!(s.reply("1", None), Reply::Ack);
+    assert!(s.in_step_with(&w), "ACKed: the same map needs no diff");
+    assert!(s.next(&w).is_none(), "and the diff agrees");
+    let same_content = Arc::new(want(&[("a", "1")]));
+    assert!(!s.in_step_with(&same_content), "another map is diffed");
+    assert!(s.next(&same_content).is_none());
+    s.computed_from(&same_content, false);
+    assert!(s.in_step_with(&same_content));
+    s.subscribe(false, &["b".to_string()], &[], &HashMap::new());
+    assert!(
+        !s.in_step_with(&same_content),
+        "a subscription change is diffed"
+    );
+    let d = s.next(&same_content).unwrap();
+    assert_eq!(names(&d), (vec![], vec!["b"]));
+    s.sent("2".into(), &d);
+    s.computed_from(&same_content, true);
+    assert_eq!(s.reply("2", Some("bad".into())), Reply::Nack("bad".into()));
+    assert!(!s.in_step_with(&same_content), "a NACK is diffed");
+}
