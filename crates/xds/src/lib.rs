@@ -13,6 +13,7 @@ pub mod client;
 mod codec;
 pub mod server;
 mod state;
+mod wire;
 
 /// The generated code, in the package tree the protos declare (their cross-references are
 /// relative paths through it).

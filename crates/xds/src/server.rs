@@ -13,22 +13,20 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use rustls_pki::CertificateDer;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tokio_stream::StreamExt;
+use tonic::codec::{Codec, Streaming};
+use tonic::{Request, Status};
 
+use crate::codec::SmallBuffers;
 use crate::core::Node;
-use crate::pb::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use crate::pb::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
-};
+use crate::pb::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use crate::state::{Delta, Reply, TypeState};
 pub use crate::state::{ResourceMap, Versioned};
+pub use crate::wire::AdsServer;
 
 /// The rustls certificate type tonic hands out for a TLS peer.
 mod rustls_pki {
@@ -92,20 +90,12 @@ impl<V: Views> Ads<V> {
         Ads { views }
     }
 
-    /// The tonic service to add to a server.
-    pub fn service(
-        self,
-    ) -> crate::pb::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer<Self>
-    {
-        crate::pb::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer::new(self)
-            // Resources are small but a full push of a big namespace is not: 16 MiB, as
-            // Envoy's default maximum message size for xDS.
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(16 << 20)
+    /// The service to add to a tonic server (`tonic::service::Routes::new`): our own
+    /// HTTP/2 side of ADS (see `wire.rs` for why not tonic's generated one).
+    pub fn service(self) -> AdsServer<V> {
+        AdsServer::new(self.views)
     }
 }
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Responses queued per stream before the stream task waits for the client to read.
 const QUEUE: usize = 8;
@@ -114,54 +104,58 @@ const QUEUE: usize = 8;
 /// whatever its capacity, and a response or a status inline is ~190 bytes, so unboxed every
 /// stream held a 6 KB block for as long as its sidecar stays connected (heaptrack,
 /// `bench/control.sh`); boxed it is 32 pointers.
-type Queued = Box<Result<DeltaDiscoveryResponse, Status>>;
+pub(crate) type Queued = Box<Result<DeltaDiscoveryResponse, Status>>;
 
-#[tonic::async_trait]
-impl<V: Views> AggregatedDiscoveryService for Ads<V> {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        _req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "this control plane speaks incremental xDS only: use DeltaAggregatedResources",
-        ))
+/// Opens a `DeltaAggregatedResources` stream: reads the first request, admits its client and
+/// starts the stream's task, whose responses (and final status) arrive on the returned queue.
+pub(crate) async fn open<V: Views>(
+    views: Arc<V>,
+    req: http::Request<tonic::body::BoxBody>,
+) -> Result<mpsc::Receiver<Queued>, Status> {
+    let req = Request::from_http(req);
+    let remote = req.remote_addr();
+    let certs = req.peer_certs();
+    let metadata = req.metadata().clone();
+    // No compression is offered, so a compressed request cannot be read (as tonic answers).
+    if let Some(enc) = metadata.get("grpc-encoding") {
+        if enc.as_encoded_bytes() != b"identity" {
+            return Err(Status::unimplemented(format!(
+                "Content is compressed with `{}` which isn't supported",
+                String::from_utf8_lossy(enc.as_encoded_bytes())
+            )));
+        }
     }
-
-    async fn delta_aggregated_resources(
-        &self,
-        req: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let remote = req.remote_addr();
-        let certs = req.peer_certs();
-        let metadata = req.metadata().clone();
-        let mut inbound = req.into_inner();
-        // The first request names the client; nothing is served before it is admitted.
-        let first = match inbound.next().await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => return Err(e),
-            None => return Err(Status::cancelled("stream closed before its first request")),
-        };
-        let node = first.node.clone().unwrap_or_default();
-        let caller = Caller {
-            metadata: &metadata,
-            certs: certs.as_deref().map(|c| c.as_slice()),
-            remote,
-        };
-        let client = self.views.admit(caller, &node).await?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let stream = StreamTask {
-            views: self.views.clone(),
-            client,
-            types: HashMap::new(),
-            nonce: 0,
-            tx,
-        };
-        tokio::spawn(stream.run(first, inbound));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|r| *r))))
-    }
+    let decoder =
+        SmallBuffers::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder();
+    let mut inbound = Streaming::new_request(
+        decoder,
+        req.into_inner(),
+        None,
+        Some(crate::wire::MAX_MESSAGE),
+    );
+    // The first request names the client; nothing is served before it is admitted.
+    let first = match inbound.next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Err(e),
+        None => return Err(Status::cancelled("stream closed before its first request")),
+    };
+    let node = first.node.clone().unwrap_or_default();
+    let caller = Caller {
+        metadata: &metadata,
+        certs: certs.as_deref().map(|c| c.as_slice()),
+        remote,
+    };
+    let client = views.admit(caller, &node).await?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let stream = StreamTask {
+        views,
+        client,
+        types: HashMap::new(),
+        nonce: 0,
+        tx,
+    };
+    tokio::spawn(stream.run(first, inbound));
+    Ok(rx)
 }
 
 struct StreamTask<V: Views> {
