@@ -320,12 +320,16 @@ fn ztunnel_and_a_trustmesh_sidecar_reach_each_other_over_hbone_with_policies_fro
         sidecar_log.text(),
         zt_log.text()
     );
-    assert!(
-        zt_log
-            .text()
-            .contains("src.identity=\"spiffe://cluster.local/ns/foo/sa/client\""),
-        "ztunnel saw the caller's identity: {}",
-        zt_log.text()
+    // ztunnel logs a connection when it ends, which may be just after curl has its answer.
+    wait_for(
+        "ztunnel logging the caller's identity",
+        Duration::from_secs(5),
+        || {
+            zt_log
+                .text()
+                .contains("src.identity=\"spiffe://cluster.local/ns/foo/sa/client\"")
+                .then_some(())
+        },
     );
     let certs = ztunnel_dump(&a)["certificates"].to_string();
     assert!(
@@ -343,10 +347,10 @@ fn ztunnel_and_a_trustmesh_sidecar_reach_each_other_over_hbone_with_policies_fro
         Duration::from_secs(10),
         || (curl(&b, &format!("http://{app_vip}/")) != 200).then_some(()),
     );
-    assert!(
-        zt_log.text().contains("policy rejection"),
-        "{}",
-        zt_log.text()
+    wait_for(
+        "ztunnel logging the policy rejection",
+        Duration::from_secs(5),
+        || zt_log.text().contains("policy rejection").then_some(()),
     );
     mesh.write(
         "authz.yaml",
