@@ -11,7 +11,6 @@ mod control;
 use std::time::Duration;
 
 use control::*;
-use trustmesh_testkit::http::{blocking_get, http_backend, metric};
 use trustmesh_testkit::net::wait_for;
 
 const DENY_SECRET: &str = "apiVersion: security.istio.io/v1
@@ -23,117 +22,6 @@ spec:
   rules:
   - to: [ { operation: { paths: [\"/secret\"] } } ]
 ";
-
-/// A server sidecar (foo/server, HTTP in front of an echo backend) and a client sidecar
-/// (foo/client, an outbound listener to the server expecting its identity).
-struct Pair {
-    _server: trustmesh_testkit::process::Proc,
-    _client: trustmesh_testkit::process::Proc,
-    /// The client's outbound port: requests through it cross both sidecars.
-    out: u16,
-    server_admin: u16,
-}
-
-fn start_pair(mesh: &Mesh, controls: &[std::net::SocketAddr]) -> Pair {
-    start_pair_with(mesh, controls, mesh.svid("foo", "server"))
-}
-
-/// [`start_pair`] with the server's certificate files in `server_svid` (an agent's output).
-fn start_pair_with(
-    mesh: &Mesh,
-    controls: &[std::net::SocketAddr],
-    server_svid: std::path::PathBuf,
-) -> Pair {
-    let backend = backend_blocking();
-    let (inb, out, sa, ca) = (free(), free(), free(), free());
-    let client_svid = mesh.svid("foo", "client");
-    let server_yaml = sidecar_yaml(
-        "foo",
-        "server",
-        &server_svid,
-        controls,
-        &mesh.root(),
-        &format!("inbound:\n  - {{ port: {inb}, targetPort: {backend}, protocol: http }}\n"),
-        sa,
-    );
-    let client_yaml = sidecar_yaml(
-        "foo",
-        "client",
-        &client_svid,
-        controls,
-        &mesh.root(),
-        &format!(
-            "outbound:\n  - {{ port: {out}, peer: \"127.0.0.1:{inb}\", peerIdentity: \
-             \"spiffe://{TD}/ns/foo/sa/server\", protocol: http }}\n"
-        ),
-        ca,
-    );
-    let server = start_proxy(mesh, "server", &server_yaml, sa);
-    let client = start_proxy(mesh, "client", &client_yaml, ca);
-    Pair {
-        _server: server,
-        _client: client,
-        out,
-        server_admin: sa,
-    }
-}
-
-fn backend_blocking() -> u16 {
-    // The kit's HTTP backend runs on a runtime of its own thread for the whole test.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            tx.send(http_backend("server").await).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap()
-}
-
-fn start_proxy(
-    mesh: &Mesh,
-    name: &str,
-    yaml: &str,
-    admin: u16,
-) -> trustmesh_testkit::process::Proc {
-    let cfg = mesh.dir.join(format!("{name}.yaml"));
-    std::fs::write(&cfg, yaml).unwrap();
-    let mut p = trustmesh_testkit::process::Proc::start(std::process::Command::new(bin()).args([
-        "proxy",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]));
-    wait_for(
-        &format!("sidecar {name} ready"),
-        Duration::from_secs(25),
-        || {
-            assert!(p.running(), "sidecar {name} exited");
-            (status(admin, "/healthz/ready") == 200).then_some(())
-        },
-    );
-    p
-}
-
-/// The status of `GET path` on 127.0.0.1:`port` (0 when nothing answered).
-fn status(port: u16, path: &str) -> u16 {
-    blocking_get(([127, 0, 0, 1], port).into(), path).map_or(0, |(s, _)| s)
-}
-
-/// A sample of the sidecar's `/metrics` on admin port `admin`.
-fn sidecar_metric(admin: u16, name: &str) -> Option<u64> {
-    let (_, text) = blocking_get(([127, 0, 0, 1], admin).into(), "/metrics")?;
-    metric(&text, name)
-}
-
-fn in_sync(c: &Control, identities: &[&str]) -> bool {
-    let doc = c.syncz();
-    let p = proxies(&doc);
-    identities.iter().all(|id| {
-        p.get(&format!("spiffe://{TD}/ns/foo/sa/{id}"))
-            .is_some_and(|x| x["inSync"].as_bool() == Some(true))
-    })
-}
 
 #[test]
 fn a_policy_edit_reaches_every_sidecar_and_is_enforced() {

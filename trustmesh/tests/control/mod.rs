@@ -13,7 +13,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use trustmesh_testkit::net::free_port;
+use trustmesh_testkit::http::{blocking_get, http_backend, metric};
+use trustmesh_testkit::net::{free_port, wait_for};
 use trustmesh_testkit::process::{Log, Proc};
 use trustmesh_testkit::tools::run_ok;
 
@@ -297,4 +298,115 @@ pub async fn xds_with(
 
 pub fn free() -> u16 {
     free_port()
+}
+
+/// A server sidecar (foo/server, HTTP in front of the kit's HTTP backend) and a client sidecar
+/// (foo/client, an outbound listener to the server expecting its identity), killed on drop.
+pub struct Pair {
+    _server: trustmesh_testkit::process::Proc,
+    _client: trustmesh_testkit::process::Proc,
+    /// The client's outbound port: requests through it cross both sidecars.
+    pub out: u16,
+    pub server_admin: u16,
+}
+
+pub fn start_pair(mesh: &Mesh, controls: &[std::net::SocketAddr]) -> Pair {
+    start_pair_with(mesh, controls, mesh.svid("foo", "server"))
+}
+
+/// [`start_pair`] with the server's certificate files in `server_svid` (an agent's output).
+pub fn start_pair_with(
+    mesh: &Mesh,
+    controls: &[std::net::SocketAddr],
+    server_svid: std::path::PathBuf,
+) -> Pair {
+    let backend = backend_blocking();
+    let (inb, out, sa, ca) = (free(), free(), free(), free());
+    let client_svid = mesh.svid("foo", "client");
+    let server_yaml = sidecar_yaml(
+        "foo",
+        "server",
+        &server_svid,
+        controls,
+        &mesh.root(),
+        &format!("inbound:\n  - {{ port: {inb}, targetPort: {backend}, protocol: http }}\n"),
+        sa,
+    );
+    let client_yaml = sidecar_yaml(
+        "foo",
+        "client",
+        &client_svid,
+        controls,
+        &mesh.root(),
+        &format!(
+            "outbound:\n  - {{ port: {out}, peer: \"127.0.0.1:{inb}\", peerIdentity: \
+             \"spiffe://{TD}/ns/foo/sa/server\", protocol: http }}\n"
+        ),
+        ca,
+    );
+    let server = start_proxy(mesh, "server", &server_yaml, sa);
+    let client = start_proxy(mesh, "client", &client_yaml, ca);
+    Pair {
+        _server: server,
+        _client: client,
+        out,
+        server_admin: sa,
+    }
+}
+
+pub fn backend_blocking() -> u16 {
+    // The kit's HTTP backend runs on a runtime of its own thread for the whole test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            tx.send(http_backend("server").await).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+pub fn start_proxy(
+    mesh: &Mesh,
+    name: &str,
+    yaml: &str,
+    admin: u16,
+) -> trustmesh_testkit::process::Proc {
+    let cfg = mesh.dir.join(format!("{name}.yaml"));
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut p = trustmesh_testkit::process::Proc::start(std::process::Command::new(bin()).args([
+        "proxy",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    wait_for(
+        &format!("sidecar {name} ready"),
+        Duration::from_secs(25),
+        || {
+            assert!(p.running(), "sidecar {name} exited");
+            (status(admin, "/healthz/ready") == 200).then_some(())
+        },
+    );
+    p
+}
+
+/// The status of `GET path` on 127.0.0.1:`port` (0 when nothing answered).
+pub fn status(port: u16, path: &str) -> u16 {
+    blocking_get(([127, 0, 0, 1], port).into(), path).map_or(0, |(s, _)| s)
+}
+
+/// A sample of the sidecar's `/metrics` on admin port `admin`.
+pub fn sidecar_metric(admin: u16, name: &str) -> Option<u64> {
+    let (_, text) = blocking_get(([127, 0, 0, 1], admin).into(), "/metrics")?;
+    metric(&text, name)
+}
+
+pub fn in_sync(c: &Control, identities: &[&str]) -> bool {
+    let doc = c.syncz();
+    let p = proxies(&doc);
+    identities.iter().all(|id| {
+        p.get(&format!("spiffe://{TD}/ns/foo/sa/{id}"))
+            .is_some_and(|x| x["inSync"].as_bool() == Some(true))
+    })
 }
