@@ -15,6 +15,8 @@ pub mod server;
 mod state;
 mod wire;
 
+pub use wire::AdsServer;
+
 /// The generated code, in the package tree the protos declare (their cross-references are
 /// relative paths through it).
 #[allow(clippy::all)]

@@ -26,7 +26,6 @@ use crate::core::Node;
 use crate::pb::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use crate::state::{Delta, Reply, TypeState};
 pub use crate::state::{ResourceMap, Versioned};
-pub use crate::wire::AdsServer;
 
 /// The rustls certificate type tonic hands out for a TLS peer.
 mod rustls_pki {
@@ -82,20 +81,18 @@ pub trait Views: Send + Sync + 'static {
 
 /// The gRPC service: `DeltaAggregatedResources` over `V`.
 pub struct Ads<V: Views> {
-    views: Arc<V>,
+    pub(crate) views: Arc<V>,
 }
 
 impl<V: Views> Ads<V> {
     pub fn new(views: Arc<V>) -> Ads<V> {
         Ads { views }
     }
-
-    /// The service to add to a tonic server (`tonic::service::Routes::new`): our own
-    /// HTTP/2 side of ADS (see `wire.rs` for why not tonic's generated one).
-    pub fn service(self) -> AdsServer<V> {
-        AdsServer::new(self.views)
-    }
 }
+
+/// Largest message accepted or sent: 16 MiB, as Envoy's default maximum for xDS. Resources are
+/// small but a full push of a big namespace is not.
+pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 
 /// Responses queued per stream before the stream task waits for the client to read.
 const QUEUE: usize = 8;
@@ -127,12 +124,7 @@ pub(crate) async fn open<V: Views>(
     }
     let decoder =
         SmallBuffers::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default().decoder();
-    let mut inbound = Streaming::new_request(
-        decoder,
-        req.into_inner(),
-        None,
-        Some(crate::wire::MAX_MESSAGE),
-    );
+    let mut inbound = Streaming::new_request(decoder, req.into_inner(), None, Some(MAX_MESSAGE));
     // The first request names the client; nothing is served before it is admitted.
     let first = match inbound.next().await {
         Some(Ok(r)) => r,

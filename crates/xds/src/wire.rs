@@ -33,7 +33,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 use crate::pb::DeltaDiscoveryResponse;
-use crate::server::{Queued, Views};
+use crate::server::{Ads, Queued, Views, MAX_MESSAGE};
 
 /// The gRPC service name, which the router matches on a request's path.
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -42,18 +42,17 @@ const DELTA: &str =
 const SOTW: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 
-/// Largest message accepted or sent: 16 MiB, as Envoy's default maximum for xDS. Resources are
-/// small but a full push of a big namespace is not.
-pub(crate) const MAX_MESSAGE: usize = 16 << 20;
-
 /// The ADS service over `V`, to add to a tonic server (`tonic::service::Routes::new`).
 pub struct AdsServer<V: Views> {
     views: Arc<V>,
 }
 
-impl<V: Views> AdsServer<V> {
-    pub(crate) fn new(views: Arc<V>) -> AdsServer<V> {
-        AdsServer { views }
+impl<V: Views> Ads<V> {
+    /// The service to add to a tonic server (`tonic::service::Routes::new`): our own HTTP/2
+    /// side of ADS (see this module for why not tonic's generated one). Defined here so the
+    /// stream logic (`server`) does not depend on its transport.
+    pub fn service(self) -> AdsServer<V> {
+        AdsServer { views: self.views }
     }
 }
 
