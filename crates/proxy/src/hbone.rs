@@ -131,23 +131,18 @@ async fn handle(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
-    let closing = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = drain.draining() => None,
-        _ = activity.idle_for(timeouts.http_idle()) => None,
-    };
-    let result = match closing {
-        Some(r) => r,
-        // GOAWAY: no new stream, the ones in flight go on until they end or the drain turns
-        // immediate.
-        None => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                () = drain.immediate() => Ok(()),
-            }
-        }
-    };
+    // GOAWAY at the drain or when idle: no new stream, the ones in flight go on until they end
+    // or the drain turns immediate.
+    let idle = timeouts.http_idle();
+    let result = crate::http::until_done(
+        conn.as_mut(),
+        |c| c.graceful_shutdown(),
+        &drain,
+        &activity,
+        idle,
+    )
+    .await
+    .unwrap_or(Ok(()));
     if let Err(e) = result {
         if !(e.is_incomplete_message() || e.is_canceled() || e.is_closed()) {
             shared.metrics.reject(RejectReason::HttpProtocol);

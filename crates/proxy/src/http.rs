@@ -59,27 +59,16 @@ where
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    let closing = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = drain.draining() => None,
-        _ = activity.idle_for(timeouts.http_idle()) => {
-            tracing::debug!("closing an HTTP connection idle for {:?}", timeouts.http_idle());
-            None
-        }
-    };
-    let result = match closing {
-        Some(r) => r,
-        // Shutting down, or idle too long: finish the request in flight, then close (HTTP/1.1
-        // `Connection: close`, HTTP/2 GOAWAY) instead of holding the connection; once the
-        // drain turns immediate, close it now.
-        None => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                () = drain.immediate() => Ok(()),
-            }
-        }
-    };
+    let idle = timeouts.http_idle();
+    let result = until_done(
+        conn.as_mut(),
+        |c| c.graceful_shutdown(),
+        &drain,
+        &activity,
+        idle,
+    )
+    .await
+    .unwrap_or(Ok(()));
     if let Err(e) = result {
         // A client that simply went away mid-request is not misbehaving; parse errors, oversized
         // heads, header timeouts and HTTP/2 protocol errors are.
@@ -90,6 +79,32 @@ where
             shared.metrics.reject(RejectReason::HttpProtocol);
         }
         tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+    }
+}
+
+/// Serves `conn` until it ends; or, once the drain starts or no request has been in flight
+/// for `idle`, tells it to finish (`finish`: HTTP/1.1 `Connection: close` after the request in
+/// flight, HTTP/2 GOAWAY) instead of holding it, and serves what is in flight until the drain
+/// turns immediate, when it is cut (`None`). One loop for every HTTP connection the sidecar
+/// serves: inbound, captured outbound (`route`) and HBONE.
+pub(crate) async fn until_done<F: std::future::Future>(
+    mut conn: std::pin::Pin<&mut F>,
+    finish: impl FnOnce(std::pin::Pin<&mut F>),
+    drain: &Watch,
+    activity: &Activity,
+    idle: std::time::Duration,
+) -> Option<F::Output> {
+    tokio::select! {
+        r = conn.as_mut() => return Some(r),
+        _ = drain.draining() => {}
+        _ = activity.idle_for(idle) => {
+            tracing::debug!("closing an HTTP connection idle for {idle:?}");
+        }
+    }
+    finish(conn.as_mut());
+    tokio::select! {
+        r = conn.as_mut() => Some(r),
+        () = drain.immediate() => None,
     }
 }
 

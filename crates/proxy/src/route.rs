@@ -75,21 +75,16 @@ pub async fn serve(
     tokio::pin!(conn);
     // As on inbound connections: the drain, or `timeouts.httpIdle` without a request in
     // flight, closes the app's connection after the request in flight.
-    let closing = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = drain.draining() => None,
-        _ = activity.idle_for(timeouts.http_idle()) => None,
-    };
-    let result = match closing {
-        Some(r) => r,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                () = drain.immediate() => Ok(()),
-            }
-        }
-    };
+    let idle = timeouts.http_idle();
+    let result = crate::http::until_done(
+        conn.as_mut(),
+        |c| c.graceful_shutdown(),
+        &drain,
+        &activity,
+        idle,
+    )
+    .await
+    .unwrap_or(Ok(()));
     if let Err(e) = result {
         tracing::debug!(error = %e, "captured outbound HTTP connection ended with an error");
     }
