@@ -125,3 +125,39 @@ pub fn abbrev(serial: Option<&str>) -> String {
         None => "?".into(),
     }
 }
+
+/// Polls a sidecar's admin endpoint through `admin` (a GET of the path it is given) until its
+/// live config shows trust domain `td` as an alias and holds `td`'s bundle, for at most
+/// `limit`. Both tours ask it of reviews, each reaching the admin port its own way.
+pub async fn wait_for_alias<F, Fut>(admin: F, td: &str, limit: Duration) -> bool
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let alias = admin("/config_dump").await.json().is_some_and(|j| {
+            j["trustDomainAliases"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == td))
+        });
+        let bundle = admin("/certs")
+            .await
+            .json()
+            .is_some_and(|j| j["trustBundles"].get(td).is_some());
+        if alias && bundle {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// The serial number of the certificate a sidecar serves, from its `/certs` answer.
+pub fn served_serial(certs: &Outcome) -> Option<String> {
+    certs
+        .json()?
+        .pointer("/workload/chain/0/serial")?
+        .as_str()
+        .map(str::to_string)
+}

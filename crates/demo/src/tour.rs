@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::client::{call, Connection};
 use crate::mesh::Mesh;
-use crate::report::{abbrev, describe_sync, expect_status, peer_of, short_status, via, Report};
+use crate::report::{
+    abbrev, describe_sync, expect_status, peer_of, served_serial, short_status, via, Report,
+};
 use crate::workloads::{
     ANALYTICS, FRONTEND, PAYROLL, RATINGS, REVIEWS, REVIEWS_TTL_SECS, TD_A, TD_B,
 };
@@ -236,35 +238,12 @@ async fn custom_action(mesh: &Mesh, report: &mut Report) -> () {
 /// Polls reviews' admin endpoint until the trust domain alias shows up in its live config.
 async fn wait_for_alias(mesh: &Mesh, limit: Duration) -> bool {
     let admin = mesh.sidecar(&REVIEWS).admin;
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let alias = call(admin, "GET", "/config_dump", &[])
-            .await
-            .json()
-            .is_some_and(|j| {
-                j["trustDomainAliases"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|v| v == TD_B))
-            });
-        let bundle = call(admin, "GET", "/certs", &[])
-            .await
-            .json()
-            .is_some_and(|j| j["trustBundles"].get(TD_B).is_some());
-        if alias && bundle {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
+    crate::report::wait_for_alias(|path| call(admin, "GET", path, &[]), TD_B, limit).await
 }
 
 /// Serial number of the certificate reviews' sidecar currently serves.
 async fn reviews_serial(mesh: &Mesh) -> Option<String> {
-    let o = call(mesh.sidecar(&REVIEWS).admin, "GET", "/certs", &[]).await;
-    o.json()?
-        .pointer("/workload/chain/0/serial")?
-        .as_str()
-        .map(str::to_string)
+    served_serial(&call(mesh.sidecar(&REVIEWS).admin, "GET", "/certs", &[]).await)
 }
 
 async fn rotation(mesh: &Mesh, report: &mut Report) {

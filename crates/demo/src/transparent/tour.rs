@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::client::Outcome;
 use crate::control_tour;
-use crate::report::{abbrev, describe_sync, expect_status, peer_of, short_status, Report};
+use crate::report::{
+    abbrev, describe_sync, expect_status, peer_of, served_serial, short_status, Report,
+};
 use crate::transparent::apps::{self, KeptConnection};
 use crate::transparent::mesh::Mesh;
 use crate::transparent::registry::{app_port, service_authority};
@@ -318,38 +320,12 @@ fn describe_refusal(o: &Outcome) -> String {
 
 /// Polls reviews' admin endpoint until the trust domain alias shows up in its live config.
 async fn wait_for_alias(mesh: &Mesh, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let alias = mesh
-            .admin(&REVIEWS, "/config_dump")
-            .await
-            .json()
-            .is_some_and(|j| {
-                j["trustDomainAliases"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|v| v == TD_B))
-            });
-        let bundle = mesh
-            .admin(&REVIEWS, "/certs")
-            .await
-            .json()
-            .is_some_and(|j| j["trustBundles"].get(TD_B).is_some());
-        if alias && bundle {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
+    crate::report::wait_for_alias(|path| mesh.admin(&REVIEWS, path), TD_B, limit).await
 }
 
 /// Serial number of the certificate reviews' sidecar currently serves.
 async fn reviews_serial(mesh: &Mesh) -> Option<String> {
-    mesh.admin(&REVIEWS, "/certs")
-        .await
-        .json()?
-        .pointer("/workload/chain/0/serial")?
-        .as_str()
-        .map(str::to_string)
+    served_serial(&mesh.admin(&REVIEWS, "/certs").await)
 }
 
 /// The agent rotates reviews' certificate; a connection the app keeps open carries on.
