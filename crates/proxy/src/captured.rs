@@ -89,7 +89,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
     let Some(orig) = redirected_destination(&app) else {
         let outcome = Outcome::new(&shared.metrics, log(String::new()), Instant::now())
             .without_decision_metric();
-        return outcome.fail(Failure::Upstream {
+        return outcome.fail(Failure::NoRoute {
             why: "a connection made to the capture port itself, not redirected to it; \
                   refused so it cannot loop"
                 .into(),
@@ -163,7 +163,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             let outcome =
                 Outcome::new(&shared.metrics, l, Instant::now()).without_decision_metric();
             refuse_in_words(&mut app, &why).await;
-            outcome.fail(Failure::Upstream { why });
+            outcome.fail(Failure::NoRoute { why });
         }
         Plan::Relay(targets) => {
             let mut outcome = Outcome::new(&shared.metrics, log(orig.to_string()), Instant::now())

@@ -33,8 +33,26 @@ pub enum Failure {
     Denied,
     /// The CUSTOM (ext_authz) provider refused.
     DeniedByProvider { provider: String },
-    /// The app or the peer could not be reached, or failed.
+    /// The app or the peer could not be reached, or failed (Envoy's `UF`).
     Upstream { why: String },
+    /// No service or route for the destination: a `REGISTRY_ONLY` refusal, a connection that
+    /// was not redirected (Envoy's `NR`).
+    NoRoute { why: String },
+}
+
+/// Envoy's response flags (`%RESPONSE_FLAGS%`, the `response_flags` label of Istio's metrics),
+/// for the failures whose meaning they share.
+pub mod flags {
+    /// Upstream connection failure.
+    pub const UPSTREAM_FAILURE: &str = "UF";
+    /// No route configured (or no matching filter chain for a connection).
+    pub const NO_ROUTE: &str = "NR";
+    /// Unauthorized by the external authorization service.
+    pub const EXT_AUTHZ_DENIED: &str = "UAEX";
+    /// The downstream request had an HTTP protocol error.
+    pub const DOWNSTREAM_PROTOCOL_ERROR: &str = "DPE";
+    /// The downstream connection ended before the answer.
+    pub const DOWNSTREAM_TERMINATED: &str = "DC";
 }
 
 impl Failure {
@@ -44,7 +62,19 @@ impl Failure {
             Failure::BadRequest { .. } => "bad_request",
             Failure::Unauthenticated { .. } => "unauthenticated",
             Failure::Denied | Failure::DeniedByProvider { .. } => "deny",
-            Failure::Upstream { .. } => "error",
+            Failure::Upstream { .. } | Failure::NoRoute { .. } => "error",
+        }
+    }
+
+    /// Envoy's response flag for it; `None` where Envoy sets none (an RBAC or JWT denial shows
+    /// `-` and says why in the response code details).
+    pub fn response_flags(&self) -> Option<&'static str> {
+        match self {
+            Failure::BadRequest { .. } => Some(flags::DOWNSTREAM_PROTOCOL_ERROR),
+            Failure::Unauthenticated { .. } | Failure::Denied => None,
+            Failure::DeniedByProvider { .. } => Some(flags::EXT_AUTHZ_DENIED),
+            Failure::Upstream { .. } => Some(flags::UPSTREAM_FAILURE),
+            Failure::NoRoute { .. } => Some(flags::NO_ROUTE),
         }
     }
 
@@ -55,7 +85,7 @@ impl Failure {
                 Some(*status)
             }
             Failure::Denied | Failure::DeniedByProvider { .. } => Some(StatusCode::FORBIDDEN),
-            Failure::Upstream { .. } => None,
+            Failure::Upstream { .. } | Failure::NoRoute { .. } => None,
         }
     }
 
@@ -68,7 +98,7 @@ impl Failure {
             Failure::DeniedByProvider { provider } => {
                 Some(format!("CUSTOM provider {provider} denied"))
             }
-            Failure::Upstream { why } => Some(why.clone()),
+            Failure::Upstream { why } | Failure::NoRoute { why } => Some(why.clone()),
         }
     }
 }
@@ -137,6 +167,7 @@ impl<'a> Outcome<'a> {
         if let Some(why) = failure.sentence() {
             self.log.reason = Some(why);
         }
+        self.log.response_flags = self.log.response_flags.or(failure.response_flags());
         // A status the caller set (a CUSTOM provider's own denial status) stands.
         if let (None, Some(status)) = (self.log.status, failure.status()) {
             self.log.status = Some(status.as_u16());
@@ -169,6 +200,10 @@ impl<'a> Outcome<'a> {
                     "ended before a decision: the client went away or the proxy shut down".into(),
                 );
             }
+            self.log.response_flags = self
+                .log
+                .response_flags
+                .or(Some(flags::DOWNSTREAM_TERMINATED));
         }
         self.log.duration_ms = self.started.elapsed().as_millis() as u64;
         std::mem::take(&mut self.log).emit();
@@ -184,6 +219,7 @@ impl Drop for Outcome<'_> {
                 "{}; the client went away before the answer",
                 self.log.reason.as_deref().unwrap_or("decided")
             ));
+            self.log.response_flags = Some(flags::DOWNSTREAM_TERMINATED);
         }
         self.write();
     }
@@ -221,6 +257,13 @@ mod tests {
             }
         }
         assert_eq!(Failure::Denied.status(), Some(StatusCode::FORBIDDEN));
+        // Envoy sets no flag for an RBAC or JWT denial; it names the rest.
+        let flags: Vec<_> = all.iter().map(Failure::response_flags).collect();
+        assert_eq!(flags, [Some("DPE"), None, None, Some("UAEX"), Some("UF")]);
+        let no_route = Failure::NoRoute {
+            why: "REGISTRY_ONLY".into(),
+        };
+        assert_eq!(no_route.response_flags(), Some("NR"));
     }
 
     #[test]

@@ -160,7 +160,7 @@ async fn handle(
                             .metrics
                             .outbound_refused
                             .fetch_add(1, Ordering::Relaxed);
-                        outcome.fail(Failure::Upstream { why: why.clone() });
+                        outcome.fail(Failure::NoRoute { why: why.clone() });
                         return answer(StatusCode::BAD_GATEWAY, &why);
                     }
                     shared

@@ -78,6 +78,10 @@ pub struct AccessLog {
     /// `BlackHoleCluster` for a destination the registry does not know.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_cluster: Option<String>,
+    /// Envoy's response flags for what went wrong (`UF`, `NR`, `UAEX`, `DPE`, `DC`), set by the
+    /// outcome; absent (Envoy's `-`) when nothing did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_flags: Option<&'static str>,
 }
 
 /// Bytes a thread may have waiting before its new lines are dropped (stdout stalled).
@@ -362,6 +366,9 @@ impl AccessLog {
         o.opt_num("bytes_received", self.bytes_received);
         o.opt_num("bytes_sent", self.bytes_sent);
         o.opt_str("upstream_cluster", &self.upstream_cluster);
+        if let Some(f) = self.response_flags {
+            o.str("response_flags", f);
+        }
         o.end();
     }
 

@@ -107,6 +107,7 @@ fn hand_written_json_is_what_serde_json_writes() {
         bytes_received: Some(u64::MAX),
         bytes_sent: Some(0),
         upstream_cluster: Some("outbound|9080||reviews.bookinfo.svc.cluster.local".into()),
+        response_flags: Some("UF"),
     };
     let check = |log: &super::AccessLog| {
         let mut ours = Vec::new();
@@ -128,6 +129,7 @@ fn hand_written_json_is_what_serde_json_writes() {
     full.original_path = None;
     full.authority = None;
     full.status = None;
+    full.response_flags = None;
     full.policy = None;
     full.reason = None;
     full.bytes_received = None;
