@@ -115,10 +115,12 @@ pub enum SvidError {
     InvalidSpiffeId { uri: String, source: IdError },
     #[error("leaf SPIFFE ID {id} has no path; workload SVIDs must identify a workload, not a trust domain")]
     LeafIdHasNoPath { id: SpiffeId },
-    #[error("trust domain {td} is not trusted (not the local domain, an alias, or a federated domain with a bundle)")]
-    UntrustedTrustDomain { td: TrustDomain },
-    #[error("no root certificates are configured for trust domain {td}")]
-    NoRootsFor { td: TrustDomain },
+    /// Said with the peer's SPIFFE ID: an operator reading the log learns who was refused, not
+    /// only which domain.
+    #[error("peer {id}: trust domain {td} is not trusted (not the local domain, an alias, or a federated domain with a bundle)")]
+    UntrustedTrustDomain { id: SpiffeId, td: TrustDomain },
+    #[error("peer {id}: no root certificates are configured for trust domain {td}")]
+    NoRootsFor { id: SpiffeId, td: TrustDomain },
     #[error(
         "leaf certificate is a CA (basicConstraints cA=true); an X.509-SVID leaf must not be a CA"
     )]
@@ -196,11 +198,17 @@ pub fn verify_svid_for(
 
     let td = id.trust_domain();
     if !trust.accepts(td) {
-        return Err(SvidError::UntrustedTrustDomain { td: td.clone() });
+        return Err(SvidError::UntrustedTrustDomain {
+            id: id.clone(),
+            td: td.clone(),
+        });
     }
     let roots = trust.anchor_entries(td);
     if roots.is_empty() {
-        return Err(SvidError::NoRootsFor { td: td.clone() });
+        return Err(SvidError::NoRootsFor {
+            id: id.clone(),
+            td: td.clone(),
+        });
     }
 
     let ee = webpki::EndEntityCert::try_from(leaf_der)

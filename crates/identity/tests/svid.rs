@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 use rustls_pki_types::CertificateDer;
 use trustmesh_identity::{
-    verify_svid, verify_svid_for, SvidError, TrustBundleSet, TrustConfig, TrustDomain, Usage,
+    verify_svid, verify_svid_for, SpiffeId, SvidError, TrustBundleSet, TrustConfig, TrustDomain,
+    Usage,
 };
 use trustmesh_testkit::pki::spec::*;
 
@@ -315,7 +316,7 @@ fn domain_b_cert_signed_by_a_root_rejected_unless_alias() {
     // b not trusted at all.
     let cfg = config_for("a.example", &[("a.example", &root_a)]);
     match verify(std::slice::from_ref(&cert_b), &cfg) {
-        Err(SvidError::UntrustedTrustDomain { td: d }) => assert_eq!(d.as_str(), "b.example"),
+        Err(SvidError::UntrustedTrustDomain { td: d, .. }) => assert_eq!(d.as_str(), "b.example"),
         other => panic!("{other:?}"),
     }
 
@@ -376,10 +377,16 @@ fn untrusted_and_rootless_domains() {
     assert_eq!(
         err,
         SvidError::UntrustedTrustDomain {
+            id: SpiffeId::parse("spiffe://c.example/w").unwrap(),
             td: td("c.example")
         }
     );
-    assert!(err.to_string().contains("c.example"));
+    // The sentence names the peer and its domain.
+    assert!(
+        err.to_string()
+            .starts_with("peer spiffe://c.example/w: trust domain c.example is not trusted"),
+        "{err}"
+    );
 
     // Local domain configured without any roots.
     let cfg = TrustConfig::new(td("a.example"), TrustBundleSet::new());
@@ -387,6 +394,7 @@ fn untrusted_and_rootless_domains() {
     assert_eq!(
         verify(&[cert_a], &cfg),
         Err(SvidError::NoRootsFor {
+            id: SpiffeId::parse("spiffe://a.example/w").unwrap(),
             td: td("a.example")
         })
     );

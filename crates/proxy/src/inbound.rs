@@ -243,30 +243,31 @@ pub(crate) async fn terminate(
     stream: TcpStream,
     deadline: tokio::time::Instant,
 ) -> Result<(TlsStream<TcpStream>, Peer), Refusal> {
-    let tls =
-        match tokio::time::timeout_at(deadline, TlsAcceptor::from(server).accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                // Debug, not info: a scan or flood must not flood stderr; the access log and
-                // metrics record every failure.
-                tracing::debug!(error = %e, "inbound TLS handshake failed");
-                return Err(Refusal::new(
-                    RejectReason::TlsHandshake,
-                    true,
-                    format!(
-                        "TLS handshake failed: {}",
-                        crate::tls::handshake_sentence(&e)
-                    ),
-                ));
-            }
-            Err(_) => {
-                return Err(Refusal::new(
-                    RejectReason::HandshakeTimeout,
-                    true,
-                    "TLS handshake timed out",
-                ))
-            }
-        };
+    let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(server).accept(stream))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // Debug, not info: a scan or flood must not flood stderr; the access log and
+            // metrics record every failure.
+            tracing::debug!(error = %crate::tls::handshake_sentence(&e), "inbound TLS handshake failed");
+            return Err(Refusal::new(
+                RejectReason::TlsHandshake,
+                true,
+                format!(
+                    "TLS handshake failed: {}",
+                    crate::tls::handshake_sentence(&e)
+                ),
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal::new(
+                RejectReason::HandshakeTimeout,
+                true,
+                "TLS handshake timed out",
+            ))
+        }
+    };
     // The verifier accepted the chain, so no peer only happens if trust changed between the
     // handshake and now; refuse rather than run with an unknown identity.
     match peer_of(shared, tls.get_ref().1) {

@@ -75,23 +75,79 @@ fn chain_of(
         .collect()
 }
 
-/// A failed handshake in words: rustls prints the error our verifiers return through
-/// `OtherError` with Debug formatting (`Other(OtherError(UntrustedTrustDomain { .. }))`), so
-/// that one is unwrapped and said with its own Display.
+/// A failed handshake in words. rustls's own Display leaves Debug text in the sentence
+/// (`invalid peer certificate: Other(OtherError(UntrustedTrustDomain { .. }))`, `received
+/// fatal alert: BadCertificate`), so the kinds a mesh meets are said here: our verifiers'
+/// errors with their own Display, certificate problems and alerts in words.
 pub fn handshake_sentence(e: &std::io::Error) -> String {
-    let ours = e
+    match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|r| match r {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(o))) => {
-                Some(o.to_string())
-            }
-            _ => None,
-        });
-    match ours {
-        Some(why) => format!("invalid peer certificate: {why}"),
+    {
+        Some(r) => rustls_sentence(r),
         None => e.to_string(),
     }
+}
+
+/// See [`handshake_sentence`].
+pub fn rustls_sentence(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => format!("invalid peer certificate: {}", certificate_words(c)),
+        E::AlertReceived(alert) => format!(
+            "the peer ended the handshake with TLS alert \"{}\"{}",
+            words(&format!("{alert:?}")),
+            match alert {
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::UnknownCA
+                | rustls::AlertDescription::CertificateUnknown
+                | rustls::AlertDescription::CertificateRequired => {
+                    ": it did not accept our certificate (is our trust domain trusted there?)"
+                }
+                _ => "",
+            }
+        ),
+        E::NoCertificatesPresented => {
+            "the peer presented no certificate; mutual TLS requires a client certificate".into()
+        }
+        E::InvalidMessage(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. } => {
+            "the peer did not speak TLS as expected (a malformed or unexpected TLS message)".into()
+        }
+        E::PeerIncompatible(_) => {
+            "the peer has no TLS version, cipher suite or key exchange in common with us".into()
+        }
+        E::General(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn certificate_words(c: &CertificateError) -> String {
+    match c {
+        CertificateError::Other(OtherError(o)) => o.to_string(),
+        CertificateError::Expired => "it has expired".into(),
+        CertificateError::NotValidYet => "it is not valid yet".into(),
+        CertificateError::UnknownIssuer => "it is not signed by a trusted root".into(),
+        CertificateError::BadSignature => "its signature does not verify".into(),
+        CertificateError::BadEncoding => "it is not a well-formed certificate".into(),
+        CertificateError::Revoked => "it has been revoked".into(),
+        CertificateError::NotValidForName => "it is not valid for the expected name".into(),
+        other => words(&format!("{other:?}")),
+    }
+}
+
+/// `BadCertificate` → `bad certificate`: the name of a variant without fields, as words.
+fn words(debug: &str) -> String {
+    let name = debug.split(['(', ' ', '{']).next().unwrap_or(debug);
+    let mut out = String::new();
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(ch.to_lowercase());
+    }
+    out
 }
 
 fn cert_error(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
@@ -355,4 +411,43 @@ pub fn client_config_offering(
     cfg.resumption = rustls::client::Resumption::disabled();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handshake_failures_are_sentences() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        assert_eq!(
+            super::rustls_sentence(&alert),
+            "the peer ended the handshake with TLS alert \"bad certificate\": it did not accept \
+             our certificate (is our trust domain trusted there?)"
+        );
+        let ours = super::cert_error(trustmesh_identity::SvidError::UntrustedTrustDomain {
+            id: trustmesh_identity::SpiffeId::parse("spiffe://team-b.eks.local/ns/x/sa/y").unwrap(),
+            td: trustmesh_identity::TrustDomain::parse("team-b.eks.local").unwrap(),
+        });
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, ours);
+        let said = super::handshake_sentence(&io);
+        assert!(
+            said.starts_with(
+                "invalid peer certificate: peer spiffe://team-b.eks.local/ns/x/sa/y: \
+                 trust domain team-b.eks.local is not trusted"
+            ),
+            "{said}"
+        );
+        for e in [
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            rustls::Error::NoCertificatesPresented,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+        ] {
+            let s = super::rustls_sentence(&e);
+            assert!(!s.contains(['(', '{']), "{s}");
+            // No CamelCase variant names (`BadCertificate`); `TLS` is a word.
+            let camel = s.split(' ').any(|w| {
+                w.chars().any(char::is_lowercase) && w.chars().skip(1).any(char::is_uppercase)
+            });
+            assert!(!camel, "no Debug names: {s}");
+        }
+    }
 }
