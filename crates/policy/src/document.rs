@@ -216,6 +216,22 @@ fn dry_run(meta: &ObjectMeta, spec: &Spec, loc: &Location, out: &mut Parsed) -> 
     }
 }
 
+/// Fields people put in a policy that belong to the mesh config (users of the trust-domain
+/// migration guides write them into a PeerAuthentication): said where they go instead.
+fn misplaced(path: &str) -> Option<&'static str> {
+    match path.rsplit('.').next()? {
+        "trustDomainAliases" => Some(
+            "aliases are meshConfig.trustDomainAliases (the mesh config, --mesh or the control \
+             plane's mesh file), not a field of a policy",
+        ),
+        "trustDomain" => Some(
+            "the trust domain is meshConfig.trustDomain (the mesh config, --mesh or the control \
+             plane's mesh file), not a field of a policy",
+        ),
+        _ => None,
+    }
+}
+
 fn de<S: for<'de> Deserialize<'de> + Default>(
     loc: &Location,
     value: serde_yaml::Value,
@@ -225,7 +241,9 @@ fn de<S: for<'de> Deserialize<'de> + Default>(
         Err(e) => {
             let path = e.path().to_string();
             let msg = e.inner().to_string();
-            let hint = if msg.contains("unknown field") {
+            let hint = if let Some(h) = misplaced(&path) {
+                h
+            } else if msg.contains("unknown field") {
                 "check the spelling against the Istio reference; unknown fields are rejected so a typo cannot silently change access"
             } else {
                 "check the value's type against the Istio reference"

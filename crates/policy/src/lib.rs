@@ -148,6 +148,7 @@ mod index;
 pub mod load;
 pub mod matcher;
 pub mod mesh;
+mod mesh_shape;
 pub mod normalize;
 mod parity;
 pub mod peer;

@@ -2,8 +2,9 @@
 //!
 //! A mesh config carries dozens of unrelated settings (access logs, proxy defaults, tracing...),
 //! so unknown fields are tolerated here: users must be able to point `--mesh` at the file they
-//! already have. Accepted shapes: a bare meshConfig document, a `meshConfig:` wrapper, an
-//! IstioOperator (`spec.meshConfig`), or the `istio` ConfigMap (`data.mesh` as a YAML string).
+//! already have. The document shapes it may come in are `mesh_shape`'s (a bare document, an
+//! IstioOperator, the `istio` ConfigMap, the Sail operator's or Kyma's `Istio` resource); any
+//! other Kubernetes kind is refused rather than read as an empty mesh config.
 //! Duration fields (the ext_authz providers' `timeout`) are `trustmesh_config::Duration`, Go's
 //! grammar, read here once: `policy validate` and the proxy refuse exactly the same values.
 
@@ -177,7 +178,7 @@ impl MeshConfig {
         file: &Path,
         at: &str,
     ) -> Result<MeshConfig, ConfigError> {
-        let (value, prefix) = unwrap_mesh(value, file)?;
+        let (value, prefix) = crate::mesh_shape::unwrap(value, file)?;
         if value.is_null() {
             return Ok(MeshConfig::default());
         }
@@ -204,30 +205,6 @@ impl MeshConfig {
     pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
         self.extension_providers.iter().find(|p| p.name == name)
     }
-}
-
-fn unwrap_mesh(
-    value: serde_yaml::Value,
-    file: &Path,
-) -> Result<(serde_yaml::Value, String), ConfigError> {
-    let get = |v: &serde_yaml::Value, k: &str| v.get(k).cloned();
-    if let Some(data) = get(&value, "data") {
-        if let Some(mesh) = data.get("mesh").and_then(|m| m.as_str()) {
-            let inner = serde_yaml::from_str(mesh).map_err(|e| {
-                ConfigError::field(file, "data.mesh", format!("not valid YAML: {e}"))
-            })?;
-            return Ok((inner, "data.mesh".into()));
-        }
-    }
-    if let Some(spec) = get(&value, "spec") {
-        if let Some(m) = spec.get("meshConfig") {
-            return Ok((m.clone(), "spec.meshConfig".into()));
-        }
-    }
-    if let Some(m) = get(&value, "meshConfig") {
-        return Ok((m, "meshConfig".into()));
-    }
-    Ok((value, String::new()))
 }
 
 #[cfg(test)]

@@ -112,6 +112,18 @@ fn unknown_fields_name_file_document_and_path() {
         &MeshConfig::default(),
     );
     has(&ps, "p.yaml:1:apiVersion", "v1alpha1");
+    // Aliases written into a PeerAuthentication (as trust-domain migration guides get misread):
+    // the hint says where they belong.
+    let ps = problems(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec: {mtls: {mode: STRICT}, trustDomainAliases: [old.example]}\n",
+        &MeshConfig::default(),
+    );
+    has(&ps, "p.yaml:1:spec.trustDomainAliases", "unknown field");
+    assert!(
+        ps[0].contains("(hint: aliases are meshConfig.trustDomainAliases"),
+        "{}",
+        ps[0]
+    );
 }
 
 fn ap(spec: &str) -> String {
@@ -322,6 +334,14 @@ fn mesh_config_shapes() {
         MeshConfig::from_yaml_str("").unwrap(),
         MeshConfig::default()
     );
+    // The Sail operator's Istio resource.
+    let sail = format!(
+        "apiVersion: sailoperator.io/v1\nkind: Istio\nspec:\n  values:\n    meshConfig:\n{}",
+        bare.lines()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    );
+    assert_eq!(MeshConfig::from_yaml_str(&sail).unwrap(), m);
     let e = MeshConfig::from_yaml_str("trustDomainAliases: 3\n").unwrap_err();
     assert!(
         e.to_string()
@@ -351,4 +371,44 @@ fn load_directory_and_read_errors() {
     assert_eq!(inv.len(), 1, "{inv:?}");
     assert!(inv[0].location.file.ends_with("sub/c.yaml"));
     assert_eq!(set.authorization_policy_count(), 3);
+}
+
+/// Kyma's Istio resource is read as a mesh config (it was once silently read as an empty one,
+/// leaving the trust domain cluster.local); any other kind is refused, never ignored.
+#[test]
+fn kyma_istio_is_a_mesh_config_and_unknown_kinds_are_refused() {
+    let kyma = "apiVersion: operator.kyma-project.io/v1alpha2\nkind: Istio\nmetadata: {name: default, namespace: kyma-system}\nspec:\n  config:\n    numTrustedProxies: 1\n    trustDomain: prod.example\n    trustDomainAliases: [old.example]\n    authorizers:\n    - name: ext-authz\n      service: ext-authz.ext-authz.svc.cluster.local\n      port: 8000\n      headers:\n        inCheck: {include: [x-ext-authz], add: {x-added: one}}\n        toUpstream: {onAllow: [x-user]}\n        toDownstream: {onDeny: [x-reason]}\n";
+    let m = MeshConfig::from_yaml_str(kyma).unwrap();
+    assert_eq!(m.trust_domain, "prod.example");
+    assert_eq!(m.trust_domain_aliases, ["old.example"]);
+    let http = m
+        .provider("ext-authz")
+        .and_then(|p| p.envoy_ext_authz_http.as_ref())
+        .expect("the authorizer is an envoyExtAuthzHttp provider");
+    assert_eq!(http.port, 8000);
+    assert_eq!(http.include_request_headers_in_check, ["x-ext-authz"]);
+    assert_eq!(http.headers_to_upstream_on_allow, ["x-user"]);
+
+    let typo = kyma.replace("trustDomainAliases", "trustDomainAlias");
+    let e = MeshConfig::from_yaml_str(&typo).unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "(mesh config): spec.config.trustDomainAlias: not a setting of Kyma's Istio resource"
+        ),
+        "{e}"
+    );
+
+    let e = MeshConfig::from_yaml_str("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nspec: {mtls: {mode: STRICT}}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "(mesh config): kind: a PeerAuthentication (security.istio.io/v1) is not a mesh config"
+        ),
+        "{e}"
+    );
+    let e = MeshConfig::from_yaml_str("apiVersion: v1\nkind: ConfigMap\ndata: {other: x}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.mesh: missing"), "{e}");
 }
