@@ -121,6 +121,29 @@ fn validate_exit_codes() {
         out(&o)
     );
 
+    // The same result for scripts: JSON and YAML carry the problems, the exit code stays.
+    for format in ["json", "yaml"] {
+        let o = run(
+            &["validate", "--config", &dir, "--mesh", &mesh, "-o", format],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+        let doc: serde_json::Value = if format == "json" {
+            serde_json::from_str(&out(&o)).unwrap()
+        } else {
+            serde_yaml::from_str(&out(&o)).unwrap()
+        };
+        let problems = doc["problems"].as_array().expect("problems listed");
+        assert!(
+            problems.iter().any(|p| p["problem"]
+                .as_str()
+                .unwrap()
+                .contains("spec.rules[0].from[0].source.ipBlocks[0]")),
+            "{doc}"
+        );
+        assert_eq!(doc["counts"]["AuthorizationPolicy"], 3, "{doc}");
+    }
+
     let o = run(&["validate", "--config", "/nonexistent/dir"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("/nonexistent/dir"), "{}", err(&o));

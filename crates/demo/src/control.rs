@@ -216,7 +216,7 @@ impl ControlPlanes {
         };
         cmd.arg("proxy-status").kill_on_drop(true);
         if json {
-            cmd.arg("--json");
+            cmd.args(["-o", "json"]);
         }
         for p in self.planes.values() {
             cmd.arg("--control").arg(p.monitoring.to_string());

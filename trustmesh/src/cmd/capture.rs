@@ -155,10 +155,15 @@ pub struct RemoveArgs {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 shown (installed or not); 1 iptables-save failed; 2 invalid options."
+)]
 pub struct ShowArgs {
     /// IPv4 only: leave ip6tables alone.
     #[arg(long)]
     pub ipv4_only: bool,
+    #[command(flatten)]
+    pub output: super::output::OutputArg,
 }
 
 #[derive(clap::Args)]
@@ -194,20 +199,32 @@ pub fn run(c: CaptureCommand) -> ExitCode {
                 ops::remove(&ipt, &families, a.common.dry_run),
             )
         }
-        CaptureCommand::Show(a) => match ops::show(&ipt, &families(a.ipv4_only)) {
-            Ok(shown) => {
-                for (family, text) in shown {
-                    if text.is_empty() {
-                        println!("# {family}: no capture rules installed");
-                    } else {
-                        println!("# {family}");
-                        print!("{text}");
+        CaptureCommand::Show(a) => {
+            match ops::show(&ipt, &families(a.ipv4_only)) {
+                Ok(shown) => {
+                    let doc: std::collections::BTreeMap<String, serde_json::Value> = shown
+                    .iter()
+                    .map(|(family, text)| {
+                        let rules: Vec<&str> = text.lines().collect();
+                        (family.to_string(), serde_json::json!({ "installed": !rules.is_empty(), "rules": rules }))
+                    })
+                    .collect();
+                    if super::output::print(a.output.format, &doc) {
+                        return ExitCode::SUCCESS;
                     }
+                    for (family, text) in shown {
+                        if text.is_empty() {
+                            println!("# {family}: no capture rules installed");
+                        } else {
+                            println!("# {family}");
+                            print!("{text}");
+                        }
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
     }
 }
 

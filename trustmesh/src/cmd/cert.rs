@@ -22,21 +22,21 @@ pub enum CertCommand {
     Verify(VerifyArgs),
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    Text,
-    Json,
-}
-
 #[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 printed; 2 the file cannot be read or holds no certificate."
+)]
 pub struct InspectArgs {
     /// PEM file with one or more certificates (e.g. cert-chain.pem).
     pub file: PathBuf,
-    #[arg(long, short, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: super::output::OutputArg,
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 a valid X.509-SVID; 1 not valid (the reason is printed); 2 bad input (an unreadable chain or bundle)."
+)]
 pub struct VerifyArgs {
     /// PEM chain to verify: the leaf SVID first, then intermediates.
     #[arg(long, value_name = "FILE")]
@@ -51,6 +51,8 @@ pub struct VerifyArgs {
     /// Trust domain alias of the local one (shares its roots). Repeatable.
     #[arg(long, value_name = "TD")]
     pub alias: Vec<TrustDomain>,
+    #[command(flatten)]
+    pub output: super::output::OutputArg,
 }
 
 pub fn run(c: CertCommand) -> ExitCode {
@@ -109,12 +111,8 @@ fn inspect(a: InspectArgs) -> ExitCode {
             info,
         });
     }
-    match a.output {
-        Output::Json => match serde_json::to_string_pretty(&out) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return super::fail(2, e),
-        },
-        Output::Text => print_text(&a.file, &out, now),
+    if !super::output::print(a.output.format, &out) {
+        print_text(&a.file, &out, now);
     }
     ExitCode::SUCCESS
 }
@@ -210,14 +208,28 @@ fn verify(a: VerifyArgs) -> ExitCode {
             let expiry = time::OffsetDateTime::from_unix_timestamp(not_after.as_secs() as i64)
                 .map(rfc3339)
                 .unwrap_or_default();
-            println!(
-                "valid: {} (expires {expiry}, in {})",
-                v.id,
-                format_human(left)
-            );
+            let result = serde_json::json!({
+                "valid": true,
+                "spiffeId": v.id.to_string(),
+                "notAfter": expiry,
+                "expiresInSeconds": left.as_secs(),
+            });
+            if !super::output::print(a.output.format, &result) {
+                println!(
+                    "valid: {} (expires {expiry}, in {})",
+                    v.id,
+                    format_human(left)
+                );
+            }
             ExitCode::SUCCESS
         }
-        Err(e) => super::fail(1, format!("{}: invalid X.509-SVID: {e}", a.cert.display())),
+        Err(e) => {
+            let result = serde_json::json!({ "valid": false, "reason": e.to_string() });
+            if super::output::print(a.output.format, &result) {
+                return ExitCode::from(1);
+            }
+            super::fail(1, format!("{}: invalid X.509-SVID: {e}", a.cert.display()))
+        }
     }
 }
 

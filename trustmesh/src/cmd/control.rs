@@ -131,6 +131,9 @@ pub fn run(a: ControlArgs) -> ExitCode {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 every sidecar is in sync; 1 one is not (NACKED or STALE), or a replica cannot be reached."
+)]
 pub struct StatusArgs {
     /// Monitoring address of a control plane replica (`host:port`); repeatable.
     #[arg(
@@ -139,9 +142,11 @@ pub struct StatusArgs {
         default_value = "127.0.0.1:15014"
     )]
     pub controls: Vec<String>,
-    /// Print the JSON of every replica instead of the table.
-    #[arg(long)]
+    /// The same as `-o json` (kept for scripts written before `-o`).
+    #[arg(long, hide = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub output: super::output::OutputArg,
 }
 
 /// `trustmesh proxy-status`: every connected sidecar, its identity, the version it ACKed and
@@ -159,12 +164,13 @@ pub fn proxy_status(a: StatusArgs) -> ExitCode {
             }
         }
     }
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&docs).unwrap_or_default()
-        );
+    let format = if a.json {
+        super::output::Format::Json
     } else {
+        a.output.format
+    };
+    let structured = super::output::print(format, &docs);
+    if !structured {
         println!(
             "{:<40} {:<50} {:<14} {:<20} {:<9} TYPES",
             "NAME", "IDENTITY", "CONTROL", "VERSION", "SYNCED"
@@ -178,7 +184,7 @@ pub fn proxy_status(a: StatusArgs) -> ExitCode {
         for p in d["proxies"].as_array().into_iter().flatten() {
             let in_sync = p["inSync"].as_bool().unwrap_or(false);
             ok &= in_sync;
-            if a.json {
+            if structured {
                 continue;
             }
             let types: Vec<String> = p["types"]

@@ -32,6 +32,8 @@ pub struct ValidateArgs {
     /// Istio mesh config (trustDomain, trustDomainAliases, rootNamespace, extensionProviders).
     #[arg(long, value_name = "FILE")]
     pub mesh: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: super::output::OutputArg,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -40,11 +42,7 @@ pub enum AuthzCommand {
     Check(CheckArgs),
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Output {
-    Json,
-    Text,
-}
+use super::output::Format;
 
 const REQUEST_HELP: &str = r#"The request is JSON (source.principal absent = plaintext peer, http absent = TCP,
 auth absent = no valid JWT):
@@ -84,8 +82,9 @@ pub struct CheckArgs {
     /// own (the request may leave them out), `destination.ip` its address unless given.
     #[arg(long, value_name = "NS/NAME", conflicts_with = "admin")]
     pub to_workload_entry: Option<String>,
-    #[arg(long, value_enum, default_value = "json")]
-    pub output: Output,
+    /// Output format (JSON by default, as this command has always printed).
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Json)]
+    pub output: Format,
 }
 
 /// Loads the mesh config; `Err` carries the exit code and is already reported.
@@ -118,9 +117,7 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
         .iter()
         .filter(|n| !registry.handled.contains(&n.location))
         .chain(&registry.notices);
-    for n in notices {
-        eprintln!("note: {n}");
-    }
+    let notices: Vec<String> = notices.map(|n| n.to_string()).collect();
     let problems: Vec<&trustmesh_policy::Problem> = report
         .problems
         .iter()
@@ -131,11 +128,33 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
                 .filter(|p| !report.problems.contains(p)),
         )
         .collect();
-    for p in &problems {
-        println!("{p}");
-    }
-    for i in &report.invalid {
-        println!("fail-closed: {}", i.summary());
+    let structured = serde_json::json!({
+        "files": sources.len(),
+        "counts": {
+            "AuthorizationPolicy": report.authorization_policies,
+            "PeerAuthentication": report.peer_authentications,
+            "RequestAuthentication": report.request_authentications,
+            "WorkloadEntry": registry.workload_entries,
+            "ServiceEntry": registry.service_entries,
+            "DestinationRule": registry.destination_rules,
+        },
+        "problems": problems.iter().map(|p| serde_json::json!({
+            "problem": p.to_string(),
+            "unreadable": p.unreadable,
+        })).collect::<Vec<_>>(),
+        "failClosed": report.invalid.iter().map(|i| i.summary()).collect::<Vec<_>>(),
+        "notices": notices,
+    });
+    if !super::output::print(a.output.format, &structured) {
+        for n in &notices {
+            eprintln!("note: {n}");
+        }
+        for p in &problems {
+            println!("{p}");
+        }
+        for i in &report.invalid {
+            println!("fail-closed: {}", i.summary());
+        }
     }
     let summary = format!(
         "{} file(s): {} AuthorizationPolicy, {} PeerAuthentication, {} RequestAuthentication; {} WorkloadEntry, {} ServiceEntry, {} DestinationRule; {} problem(s); {} resource(s) enforced fail-closed",
@@ -149,7 +168,9 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
         problems.len(),
         report.invalid.len()
     );
-    eprintln!("{summary}");
+    if a.output.format == Format::Text {
+        eprintln!("{summary}");
+    }
     if problems.iter().any(|p| p.unreadable) {
         ExitCode::from(2)
     } else if problems.is_empty() {
@@ -226,7 +247,7 @@ fn check(a: CheckArgs) -> ExitCode {
     let d = set.evaluate(&req);
     let invalid = set.invalid_resources();
     match a.output {
-        Output::Json => {
+        Format::Json | Format::Yaml => {
             let mut json = match serde_json::to_value(&d) {
                 Ok(v) => v,
                 Err(e) => return super::fail(2, e),
@@ -243,12 +264,9 @@ fn check(a: CheckArgs) -> ExitCode {
                     obj.insert("invalidResources".into(), list);
                 }
             }
-            match serde_json::to_string_pretty(&json) {
-                Ok(s) => println!("{s}"),
-                Err(e) => return super::fail(2, e),
-            }
+            super::output::print(a.output, &json);
         }
-        Output::Text => {
+        Format::Text => {
             if let (Some(o), Some(http)) = (&original, &req.http) {
                 println!("path normalized ({}): {o} -> {}", mode.as_str(), http.path);
             }
@@ -260,26 +278,23 @@ fn check(a: CheckArgs) -> ExitCode {
 
 /// A request the sidecar refuses before policy (400, or 405 for CONNECT): reported as a DENY
 /// with the status and the reason.
-fn print_refusal(output: Output, req: &Request, refusal: normalize::Rejection) -> ExitCode {
+fn print_refusal(output: Format, req: &Request, refusal: normalize::Rejection) -> ExitCode {
     let (method, path) = req
         .http
         .as_ref()
         .map(|h| (h.method.as_str(), h.path.as_str()))
         .unwrap_or_default();
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({
-                "decision": "DENY",
-                "reason": format!("refused before policy: {refusal}"),
-                "refusedBeforePolicy": { "status": refusal.status(), "reason": refusal.label() },
-                "policies": [],
-            })
-        ),
-        Output::Text => println!(
+    let json = serde_json::json!({
+        "decision": "DENY",
+        "reason": format!("refused before policy: {refusal}"),
+        "refusedBeforePolicy": { "status": refusal.status(), "reason": refusal.label() },
+        "policies": [],
+    });
+    if !super::output::print(output, &json) {
+        println!(
             "DENY: HTTP {method} {path} is refused with {} before any policy: {refusal}",
             refusal.status()
-        ),
+        );
     }
     ExitCode::SUCCESS
 }

@@ -10,6 +10,9 @@ use serde_json::Value;
 use super::admin_client::get_json;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 no problem found; 1 a problem (expired certificate, an identity outside the mesh's trust domains, no bundle for the local trust domain); 2 the sidecar's admin port could not be read."
+)]
 pub struct Args {
     /// Admin address of the sidecar (its `admin.address`), e.g. 127.0.0.1:15000.
     #[arg(long, value_name = "ADDR")]
@@ -18,14 +21,8 @@ pub struct Args {
     /// change the exit code; an expired certificate does).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub warn_expiry: i64,
-    #[arg(long, value_enum, default_value = "text")]
-    pub output: Output,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
+    #[command(flatten)]
+    pub output: super::output::OutputArg,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -38,12 +35,8 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => return super::fail(2, e),
     };
     let report = build(&certs, &dump, a.warn_expiry);
-    match a.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("JSON values serialize")
-        ),
-        Output::Text => print_text(&report),
+    if !super::output::print(a.output.format, &report) {
+        print_text(&report);
     }
     if report["problems"].as_array().is_some_and(|p| p.is_empty()) {
         ExitCode::SUCCESS

@@ -149,7 +149,7 @@ impl Control {
 /// `trustmesh proxy-status --json` against every replica: (exit code, the documents).
 pub fn proxy_status(controls: &[&Control]) -> (i32, serde_json::Value) {
     let mut cmd = Command::new(bin());
-    cmd.arg("proxy-status").arg("--json");
+    cmd.arg("proxy-status").args(["-o", "json"]);
     for c in controls {
         cmd.arg("--control").arg(c.monitoring.to_string());
     }

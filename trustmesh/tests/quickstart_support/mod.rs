@@ -75,7 +75,7 @@ pub fn assert_synced_table(stdout: &str) {
 /// `cmd` (a `proxy-status` command line) with `--json`: (exit code, control plane name and
 /// in-sync flag by SPIFFE ID).
 pub fn proxy_status(mut cmd: Command) -> (Option<i32>, BTreeMap<String, (String, bool)>) {
-    let out = cmd.arg("--json").output().expect("run proxy-status");
+    let out = cmd.args(["-o", "json"]).output().expect("run proxy-status");
     let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let mut proxies = BTreeMap::new();
     for d in docs.as_array().into_iter().flatten() {
