@@ -52,6 +52,9 @@ enum Command {
     Capture(cmd::capture::CaptureCommand),
     /// Show a running sidecar's identity, certificate lifetime, trust bundles and mTLS modes.
     TlsCheck(cmd::tls_check::Args),
+    /// Before a trust-domain change or an alias removal: what running sidecars would refuse.
+    #[command(subcommand)]
+    Migrate(cmd::migrate::MigrateCommand),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => cmd::agent::run(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::TlsCheck(a) => cmd::tls_check::run(a),
+        Command::Migrate(c) => cmd::migrate::run(c),
         Command::Capture(c) => cmd::capture::run(c),
     }
 }

@@ -114,6 +114,62 @@ async fn old_domain_policy_and_clients_keep_working_until_the_alias_is_removed()
     assert_eq!(code, 403, "{body}");
     assert_eq!(body, "RBAC: access denied");
 
+    // Before the alias goes: `migrate plan` replays what the sidecar has served against the
+    // mesh without it and predicts exactly what the steps below then observe.
+    let proposed = dir.join("proposed-mesh.yaml");
+    std::fs::write(&proposed, mesh_yaml(&[])).unwrap();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let plan = |mesh: &std::path::Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+            .args([
+                "migrate",
+                "plan",
+                "--admin",
+                &admin_addr,
+                "-o",
+                "json",
+                "--mesh",
+            ])
+            .arg(mesh)
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code(), doc)
+    };
+    let (code, doc) = plan(&proposed);
+    assert_eq!(code, Some(1), "{doc:#}");
+    let refused = doc["sidecars"][0]["refused"].as_array().unwrap().clone();
+    let find = |peer: &str| {
+        refused
+            .iter()
+            .find(|r| r["peer"] == peer)
+            .unwrap_or_else(|| panic!("{peer} not in the plan: {doc:#}"))
+    };
+    let old = find(OLD_CART)["why"].as_str().unwrap();
+    assert!(
+        old.contains("trust domain old.example would not be trusted"),
+        "{old}"
+    );
+    let new = find(NEW_CART);
+    assert_eq!(
+        new["request"],
+        "GET /items (host 127.0.0.1:".to_string() + &inb.to_string() + ")"
+    );
+    assert!(
+        new["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("policy would deny it"),
+        "{new}"
+    );
+    // The identity policy refuses today is not news, and nothing else is listed.
+    assert_eq!(refused.len(), 2, "{doc:#}");
+    // Keeping the alias changes nothing: exit 0, nothing refused.
+    let (code, doc) = plan(&mesh_file);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["refused"], 0, "{doc:#}");
+
     // Migration finished: the alias goes away (hot reload of the mesh file). The old-domain
     // client is now a foreign trust domain and is refused in the handshake.
     std::fs::write(&mesh_file, mesh_yaml(&[])).unwrap();

@@ -459,6 +459,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "normalize",
             "originate",
+            "peers",
             "relay",
             "response",
             "slots",

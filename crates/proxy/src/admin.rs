@@ -1,4 +1,5 @@
-//! Admin HTTP server: `/metrics`, `/config_dump`, `/certs`, `/healthz/ready`.
+//! Admin HTTP server: `/metrics`, `/config_dump`, `/certs`, `/peers` (recently served peers,
+//! `crate::peers`), `/healthz/ready`.
 //!
 //! Read-only by design — nothing here can change proxy state — and it should be bound to
 //! loopback: `/config_dump` shows the policy set and file paths, which are operational detail an
@@ -72,6 +73,7 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
         "/config_dump" => json_response(config_dump(shared)),
         "/certs" => json_response(certs(shared)),
+        "/peers" => json_response(json!({ "peers": shared.metrics.peers.list() })),
         "/healthz/ready" if shared.is_draining() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
@@ -88,7 +90,7 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "/healthz/ready" => text(StatusCode::OK, "ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics /config_dump /certs /healthz/ready\n",
+            "not found; try /metrics /config_dump /certs /peers /healthz/ready\n",
         ),
     }
 }

@@ -1,6 +1,13 @@
 //! Timestamps as the access log and the admin endpoints print them; a leaf module so the
 //! snapshot (its load time) and every listener can stamp records without importing the log.
 
+/// Now in Unix seconds (0 before 1970: a clock that wrong breaks TLS first).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Now, as [`rfc3339`] writes it.
 pub fn now_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())

@@ -34,6 +34,7 @@ pub mod normalize;
 pub mod originate;
 pub mod outbound;
 pub mod outcome;
+pub mod peers;
 pub mod relay;
 pub mod reload;
 pub mod response;

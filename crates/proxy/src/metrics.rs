@@ -68,6 +68,8 @@ pub struct Metrics {
     pub xds_rejected: AtomicU64,
     /// Seconds until our certificate expires (negative once expired), set at each reload.
     pub cert_expiry_unix: AtomicI64,
+    /// The peers recently served, for `/peers` and `trustmesh migrate plan`.
+    pub peers: crate::peers::RecentPeers,
     rejected: Mutex<BTreeMap<RejectReason, u64>>,
     /// decision → policy → count. Nested so the per-request update looks keys up by `&str` and
     /// allocates only the first time a (decision, policy) pair is seen.

@@ -206,7 +206,37 @@ impl<'a> Outcome<'a> {
                 .or(Some(flags::DOWNSTREAM_TERMINATED));
         }
         self.log.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.remember_peer();
         std::mem::take(&mut self.log).emit();
+    }
+}
+
+impl Outcome<'_> {
+    /// An inbound request or connection policy let through: its peer is one a mesh change
+    /// must keep serving (`crate::peers`).
+    fn remember_peer(&self) {
+        let l = &self.log;
+        if l.direction != "inbound" || !(l.decision == "allow" || l.decision == "error") {
+            return;
+        }
+        let Some(port) = l
+            .destination_address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+        else {
+            return;
+        };
+        let http = match (&l.method, &l.path) {
+            (Some(m), Some(p)) => {
+                Some((m.as_str(), p.as_str(), l.authority.as_deref().unwrap_or("")))
+            }
+            _ => None,
+        };
+        let now = crate::clock::unix_now();
+        self.metrics
+            .peers
+            .record(l.source_principal.as_deref(), port, http, now);
     }
 }
 

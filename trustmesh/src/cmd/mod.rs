@@ -9,10 +9,12 @@ pub mod capture;
 pub mod cert;
 pub mod control;
 pub mod flags;
+pub mod migrate;
 pub mod output;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
+pub mod sidecar;
 pub mod tls_check;
 
 use std::process::ExitCode;

@@ -380,37 +380,9 @@ fn from_files(a: &CheckArgs, quiet: &[trustmesh_policy::Location]) -> Result<Pol
 /// documents and mesh config, evaluated by the same engine, so the answer is the sidecar's.
 /// Returns it with the destination defaults (the sidecar's workload and first inbound port).
 fn from_sidecar(addr: &str) -> Result<(PolicySet, serde_json::Value), String> {
-    let dump = super::admin_client::get_json(addr, "/config_dump")?;
-    let mesh_yaml = serde_json::to_string(&dump["mesh"]).map_err(|e| e.to_string())?;
-    let mesh = MeshConfig::from_yaml_str(&mesh_yaml)
-        .map_err(|e| format!("{addr}: mesh config in /config_dump: {e}"))?;
-    // One source per file, documents in their original order, so names and locations in the
-    // explanation match the files on the sidecar's disk.
-    let mut sources: Vec<load::SourceText> = Vec::new();
-    for d in dump["policies"]["documents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let file = d["file"].as_str().unwrap_or("(sidecar)").to_string();
-        let doc = match d["unreadable"].as_str() {
-            // The sidecar could not read the rest of this file; neither can we, so the set
-            // denies everything just as the sidecar's does.
-            Some(why) => format!("[the sidecar could not read this document: {why}\n"),
-            None => serde_yaml::to_string(&d["document"]).map_err(|e| e.to_string())?,
-        };
-        match sources.iter_mut().find(|s| s.file == file) {
-            Some(s) => {
-                s.text.push_str("---\n");
-                s.text.push_str(&doc);
-            }
-            None => sources.push(load::SourceText { file, text: doc }),
-        }
-    }
-    let set = match PolicySet::from_sources(&sources, &mesh) {
-        Ok((set, _notices)) => set,
-        Err(e) => return Err(format!("{addr}: policies in /config_dump: {e}")),
-    };
+    let loaded = super::sidecar::Loaded::fetch(addr)?;
+    let set = loaded.policies(&loaded.mesh)?;
+    let dump = &loaded.dump;
     let port = dump["config"]["inbound"][0]["targetPort"].clone();
     let defaults = serde_json::json!({
         "namespace": dump["policies"]["workload"]["namespace"],

@@ -1,0 +1,175 @@
+//! The peers this sidecar has recently served: who (the SPIFFE ID a peer proved, or a plaintext
+//! peer), on which workload port, how often, and a few of their requests. `trustmesh migrate
+//! plan` replays them against a proposed mesh config (a trust-domain change, an alias removed)
+//! to list what would be refused before anything changes; `/peers` on the admin port serves it.
+//!
+//! Bounded: at most [`MAX_PEERS`] (peer, port) entries, each keeping [`MAX_SAMPLES`] distinct
+//! requests; when full, the entry seen longest ago makes room. A client cannot grow it by
+//! inventing paths or identities, only displace older entries. Cost per request: one lock and
+//! two map lookups by `&str`; a sample is compared and stored only while an entry has room or
+//! once a second.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// (peer, port) entries kept.
+pub const MAX_PEERS: usize = 512;
+/// Distinct requests kept per entry.
+pub const MAX_SAMPLES: usize = 8;
+/// Bytes of a sampled path or host kept.
+const MAX_FIELD: usize = 256;
+
+/// One HTTP request as policy saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sample {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seen {
+    /// The peer's SPIFFE ID; absent for a plaintext peer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The workload port it reached (the port policy sees).
+    pub port: u16,
+    pub requests: u64,
+    /// Unix seconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// TCP connections carry no request: empty then.
+    pub samples: VecDeque<Sample>,
+    #[serde(skip)]
+    last_sampled: i64,
+}
+
+#[derive(Default)]
+pub struct RecentPeers {
+    /// principal ("" for plaintext) → port → what was seen.
+    inner: Mutex<HashMap<String, HashMap<u16, Seen>>>,
+}
+
+impl RecentPeers {
+    /// Records one inbound request (`http`: method, path, host) or connection (`None`).
+    pub fn record(
+        &self,
+        principal: Option<&str>,
+        port: u16,
+        http: Option<(&str, &str, &str)>,
+        now: i64,
+    ) {
+        let key = principal.unwrap_or("");
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let known = map.get(key).is_some_and(|ports| ports.contains_key(&port));
+        if !known && map.values().map(HashMap::len).sum::<usize>() >= MAX_PEERS {
+            evict_oldest(&mut map);
+        }
+        let seen = map
+            .entry(key.to_string())
+            .or_default()
+            .entry(port)
+            .or_insert_with(|| Seen {
+                principal: principal.map(str::to_string),
+                port,
+                requests: 0,
+                first_seen: now,
+                last_seen: now,
+                samples: VecDeque::new(),
+                last_sampled: i64::MIN,
+            });
+        seen.requests += 1;
+        seen.last_seen = now;
+        let Some((method, path, host)) = http else {
+            return;
+        };
+        if seen.samples.len() >= MAX_SAMPLES && seen.last_sampled == now {
+            return;
+        }
+        seen.last_sampled = now;
+        let cut = |s: &str| s.chars().take(MAX_FIELD).collect::<String>();
+        let sample = Sample {
+            method: cut(method),
+            path: cut(path),
+            host: cut(host),
+        };
+        if let Some(i) = seen.samples.iter().position(|s| *s == sample) {
+            // Most recent last.
+            let s = seen.samples.remove(i).expect("position is in range");
+            seen.samples.push_back(s);
+            return;
+        }
+        if seen.samples.len() >= MAX_SAMPLES {
+            seen.samples.pop_front();
+        }
+        seen.samples.push_back(sample);
+    }
+
+    /// Every entry, most recently seen first.
+    pub fn list(&self) -> Vec<Seen> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<Seen> = map.values().flat_map(|p| p.values().cloned()).collect();
+        all.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.port.cmp(&b.port)));
+        all
+    }
+}
+
+fn evict_oldest(map: &mut HashMap<String, HashMap<u16, Seen>>) {
+    let oldest = map
+        .iter()
+        .flat_map(|(k, ports)| {
+            ports
+                .values()
+                .map(move |s| (s.last_seen, k.clone(), s.port))
+        })
+        .min();
+    if let Some((_, key, port)) = oldest {
+        if let Some(ports) = map.get_mut(&key) {
+            ports.remove(&port);
+            if ports.is_empty() {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_samples_and_stays_bounded() {
+        let p = RecentPeers::default();
+        let id = "spiffe://old.example/ns/a/sa/client";
+        for i in 0..20 {
+            p.record(
+                Some(id),
+                8080,
+                Some(("GET", &format!("/p/{i}"), "svc")),
+                100 + i,
+            );
+        }
+        p.record(None, 8080, None, 200);
+        let all = p.list();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].principal, None, "the most recent first");
+        let c = &all[1];
+        assert_eq!((c.requests, c.first_seen, c.last_seen), (20, 100, 119));
+        assert_eq!(c.samples.len(), MAX_SAMPLES);
+        assert_eq!(c.samples.back().unwrap().path, "/p/19");
+
+        // Many identities: the oldest entries make room, the count never passes the bound.
+        for i in 0..(MAX_PEERS as i64 + 50) {
+            p.record(
+                Some(&format!("spiffe://x/ns/n/sa/s{i}")),
+                80,
+                None,
+                1_000 + i,
+            );
+        }
+        let all = p.list();
+        assert_eq!(all.len(), MAX_PEERS);
+        assert!(all.iter().all(|s| s.principal.as_deref() != Some(id)));
+    }
+}
