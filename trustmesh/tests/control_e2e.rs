@@ -356,7 +356,7 @@ async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
     .await;
     assert!(nobody.names.is_empty());
     assert!(
-        nobody.lost.iter().any(|w| w.contains("Unauthenticated")),
+        nobody.lost.iter().any(|w| w.contains("UNAUTHENTICATED")),
         "{:?}",
         nobody.lost
     );
@@ -376,7 +376,7 @@ async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
     assert!(
         ns.lost
             .iter()
-            .any(|w| w.contains("PermissionDenied") && w.contains("NAMESPACE")),
+            .any(|w| w.contains("PERMISSION_DENIED") && w.contains("NAMESPACE")),
         "{:?}",
         ns.lost
     );
@@ -409,7 +409,7 @@ async fn a_sidecar_gets_only_its_own_workloads_configuration_and_certificate() {
     .await;
     assert!(ambient.names.is_empty());
     assert!(
-        ambient.lost.iter().any(|w| w.contains("PermissionDenied")),
+        ambient.lost.iter().any(|w| w.contains("PERMISSION_DENIED")),
         "{:?}",
         ambient.lost
     );

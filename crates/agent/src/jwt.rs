@@ -131,8 +131,12 @@ pub fn validate(
     bundles: &BTreeMap<TrustDomain, Vec<u8>>,
 ) -> Result<(SpiffeId, serde_json::Map<String, Value>), Status> {
     let bad = |m: String| Status::invalid_argument(m);
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| bad(format!("token is not a JWT: {e}")))?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| {
+        bad(format!(
+            "token is not a JWT: {}",
+            trustmesh_ca_server::auth::jwt::sentence(&e)
+        ))
+    })?;
     let payload = token
         .split('.')
         .nth(1)
@@ -180,7 +184,7 @@ pub fn validate(
     for key in keys {
         match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v) {
             Ok(data) => return Ok((id, data.claims)),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = trustmesh_ca_server::auth::jwt::sentence(&e),
         }
     }
     Err(bad(format!("JWT-SVID rejected: {last}")))
@@ -249,10 +253,12 @@ mod tests {
         let (token, _) = auth
             .mint(&id, &["aud1".into()], Duration::from_secs(60))
             .unwrap();
-        assert!(validate(&token, "other", &bundles)
-            .unwrap_err()
-            .message()
-            .contains("Audience"));
+        let e = validate(&token, "other", &bundles).unwrap_err();
+        assert!(
+            e.message().contains("its audience is not the one expected"),
+            "{}",
+            e.message()
+        );
 
         let stranger = SpiffeId::parse("spiffe://elsewhere.test/x").unwrap();
         let (t2, _) = auth
@@ -294,7 +300,7 @@ mod tests {
         )
         .unwrap();
         let e = validate(&early, "aud1", &other_bundles).unwrap_err();
-        assert!(e.message().contains("ImmatureSignature"), "{e:?}");
+        assert!(e.message().contains("it is not valid yet"), "{e:?}");
 
         let (forger, _, _) = setup();
         let (forged, _) = forger

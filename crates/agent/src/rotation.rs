@@ -49,10 +49,23 @@ impl FetchError {
                 | Code::OutOfRange
         );
         FetchError {
-            message: format!("CA refused ({:?}): {}", s.code(), s.message()),
+            message: format!("CA refused ({}): {}", grpc_name(s.code()), s.message()),
             permanent,
         }
     }
+}
+
+/// A gRPC status code as the gRPC spec names it (`PERMISSION_DENIED`), not Rust's Debug.
+fn grpc_name(c: tonic::Code) -> String {
+    let debug = format!("{c:?}");
+    let mut out = String::new();
+    for (i, ch) in debug.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
 }
 
 impl std::fmt::Display for FetchError {
@@ -230,6 +243,16 @@ pub async fn run(cfg: Arc<Config>, state: StateTx) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_grpc_code_as_grpc_does() {
+        let e = FetchError::from_status(&tonic::Status::permission_denied("wrong namespace"));
+        assert_eq!(
+            e.to_string(),
+            "CA refused (PERMISSION_DENIED): wrong namespace"
+        );
+        assert!(e.permanent);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -199,8 +199,16 @@ async fn session<H: Handler>(
     }
 }
 
+/// A gRPC status code as the gRPC spec names it (`PERMISSION_DENIED`), not Rust's Debug.
 fn code(c: tonic::Code) -> String {
-    format!("{c:?}")
+    let mut out = String::new();
+    for (i, ch) in format!("{c:?}").chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
 }
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {

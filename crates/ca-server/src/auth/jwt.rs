@@ -56,6 +56,26 @@ pub enum JwtError {
     },
 }
 
+/// A token library error in words: its Display names the kind as a Rust identifier
+/// (`InvalidToken`, `ExpiredSignature`), which is not a sentence for an operator.
+pub fn sentence(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidToken => "it is not three base64url parts separated by dots".into(),
+        K::InvalidSignature => "its signature does not verify".into(),
+        K::ExpiredSignature => "it has expired".into(),
+        K::ImmatureSignature => "it is not valid yet (nbf is in the future)".into(),
+        K::InvalidIssuer => "its issuer is not the one expected".into(),
+        K::InvalidAudience => "its audience is not the one expected".into(),
+        K::InvalidAlgorithm => "its algorithm does not match the key".into(),
+        K::MissingRequiredClaim(c) => format!("it has no {c:?} claim"),
+        K::Base64(_) => "a part is not valid base64url".into(),
+        K::Json(_) => "a part is not valid JSON".into(),
+        K::Utf8(_) => "a part is not valid UTF-8".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
 pub enum JwksSource {
@@ -235,7 +255,7 @@ impl JwtAuthenticator {
         cache: Option<&TokenCache>,
     ) -> Result<(Verified, Option<u64>), JwtError> {
         let header =
-            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(sentence(&e)))?;
         let iss = unverified_issuer(token)?;
         let (issuer_index, issuer) = self
             .issuers
@@ -282,7 +302,7 @@ impl JwtAuthenticator {
             }
         }
         Err(JwtError::Invalid(
-            last_err.map(|e| e.to_string()).unwrap_or_default(),
+            last_err.map(|e| sentence(&e)).unwrap_or_default(),
         ))
     }
 }
@@ -643,7 +663,10 @@ mod tests {
             }
 
             let err = strict.authenticate(&token).await.unwrap_err();
-            assert!(err.to_string().contains("ExpiredSignature"), "{err}");
+            assert!(
+                err.to_string().contains("token rejected: it has expired"),
+                "{err}"
+            );
             assert_eq!((verifications(&strict), cached(&strict)), (2, 0));
 
             // Within the leeway the verifier still accepts it, but the cache neither answers
