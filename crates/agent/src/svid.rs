@@ -216,3 +216,35 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trustmesh_ca::{CertificateAuthority, InitOptions, IssueRequest};
+    use trustmesh_identity::TrustDomain;
+
+    /// Files of a previous run are reused only when their key is of the configured algorithm,
+    /// so a changed `keyAlgorithm` takes effect at restart; an RSA key round-trips as PKCS#8.
+    #[test]
+    fn existing_files_are_reused_only_for_the_same_key_algorithm() {
+        let td = TrustDomain::parse("cluster.local").unwrap();
+        let ca = CertificateAuthority::init_root(&td, &InitOptions::root()).unwrap();
+        let id = SpiffeId::istio(&td, "default", "sleep").unwrap();
+        for (made, other) in [
+            (KeyType::EcdsaP256, KeyType::Rsa2048),
+            (KeyType::Rsa2048, KeyType::EcdsaP256),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut req = IssueRequest::new(id.clone());
+            req.key_type = made;
+            ca.issue(&req).unwrap().write_issued(dir.path()).unwrap();
+            let svid = load_existing(dir.path(), &id, made).expect("same algorithm reused");
+            let key = KeyPair::try_from(svid.key_der.as_slice()).unwrap();
+            assert_eq!(trustmesh_ca::keys::key_type_of(&key), Some(made));
+            assert!(
+                load_existing(dir.path(), &id, other).is_none(),
+                "{made} kept for {other}"
+            );
+        }
+    }
+}
