@@ -408,8 +408,8 @@ fn issues_from_openssl_made_istio_cacerts() {
 
 /// cert-manager's `kubernetes.io/tls` secret as a CA directory (files made by openssl, the
 /// root after the CA certificate in tls.crt as cert-manager writes a whole chain): the CLI
-/// issues from it, openssl verifies the chain to ca.crt; a secret missing tls.key is refused
-/// naming the file, as an unusable input (exit 2).
+/// issues from it, openssl verifies the chain to ca.crt; `ca init` will not write a CA beside
+/// it; a secret missing tls.key is refused naming the file, as an unusable input (exit 2).
 #[test]
 fn issues_from_a_cert_manager_secret() {
     let tmp = tempfile::tempdir().unwrap();
@@ -436,6 +436,11 @@ fn issues_from_a_cert_manager_secret() {
     let text = openssl(d, &["x509", "-in", "leaf.pem", "-noout", "-text"]);
     assert!(text.contains(&format!("URI:{id}")), "{text}");
     assert!(text.contains("rsaEncryption"), "{text}");
+
+    // A CA written beside them would never be read: refused even with --force.
+    let out = tm(d, &init("mesh.example", "cm", &["--force"]));
+    fails_with(&out, 1, "holds a cert-manager CA (tls.crt exists)");
+    assert!(!d.join("cm/ca-cert.pem").exists(), "nothing written");
 
     fs::remove_file(d.join("cm/tls.key")).unwrap();
     let out = tm(d, &issue("cm", id, "w2", &td));
