@@ -17,6 +17,7 @@ import time
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from spiffe import JwtSvid, TrustDomain, WorkloadApiClient
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
@@ -42,6 +43,15 @@ def raw_code(socket, metadata, call, **kw):
             return {"code": "OK", "details": ""}
         except grpc.RpcError as e:
             return {"code": e.code().name, "details": e.details()}
+
+
+def key_algorithm(key):
+    """ "RSA 2048", "EC secp256r1", ... for the X.509-SVID's private key."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__
 
 
 def raw_jwt_bundle_keys(socket):
@@ -80,6 +90,8 @@ def main():
         "leaf": b64(svid.leaf),
         "chain_len": len(svid.cert_chain),
         "key_matches_leaf": pub_of_key == pub_of_leaf,
+        # py-spiffe parsed the key from the PKCS#8 DER the Workload API sent (as the spec says).
+        "key_algorithm": key_algorithm(svid.private_key),
         "bundles": bundles,
         "fetch_x509_bundles": sorted(str(b.trust_domain) for b in only_bundles.bundles),
         "no_header": raw_code(socket, None, "x509"),
@@ -92,7 +104,7 @@ def main():
     token = jwt_svid.token
     validated = client.validate_jwt_svid(token, audience)
     jwt_bundles = client.fetch_jwt_bundles()
-    local = jwt_bundles.get_bundle_for_trust_domain(TrustDomain("cluster.local"))
+    local = jwt_bundles.get_bundle_for_trust_domain(TrustDomain(str(svid.spiffe_id.trust_domain)))
     offline = JwtSvid.parse_and_validate(token, local, {audience})
     out["jwt"] = {
         "spiffe_id": str(jwt_svid.spiffe_id),

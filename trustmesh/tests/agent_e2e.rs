@@ -1,6 +1,7 @@
 //! End to end: `trustmesh agent` against `trustmesh ca serve` (real processes): certificate
 //! files, rotation, riding out a CA outage, federation, and the SPIFFE Workload API as seen by
-//! py-spiffe (a third-party client).
+//! py-spiffe (a third-party client); a plug-in CA made by the openssl CLI without a SPIFFE URI,
+//! served with `--trust-domain`, to an agent making RSA keys.
 
 mod support;
 
@@ -14,7 +15,8 @@ use base64::Engine;
 use support::*;
 use trustmesh_identity::pem::certs_from_pem;
 use trustmesh_identity::CertificateDer;
-use trustmesh_testkit::pki::verify_now;
+use trustmesh_testkit::pki::openssl::{openssl_cacerts, OsslKey};
+use trustmesh_testkit::pki::{uri_sans, verify_now};
 use trustmesh_testkit::tools::{python_dir, run_ok};
 
 const ME: &str = "spiffe://cluster.local/ns/default/sa/sleep";
@@ -123,6 +125,10 @@ fn agent_rotates_survives_ca_outage_and_serves_workload_api() {
     let r = workload_api_client(&sock, &["--watch-seconds", "14"]);
     assert_eq!(r["spiffe_id"], ME);
     assert_eq!(r["key_matches_leaf"], true);
+    assert_eq!(
+        r["key_algorithm"], "EC secp256r1",
+        "the default key algorithm"
+    );
     assert_eq!(r["chain_len"], 2, "leaf and intermediate, no root");
     let local_root = STANDARD.encode(certs_from_pem(&root_pem).unwrap()[0].as_ref());
     assert_eq!(
@@ -241,7 +247,8 @@ fn check_flag_prints_deprecations_and_the_identity() {
     );
     std::fs::write(&cfg, yaml).unwrap();
     let out = std::process::Command::new(bin())
-        .args(["agent", "--check", "--config", cfg.to_str().unwrap()])
+        .args(["agent", "--check", "--key-algorithm", "RSA", "--config"])
+        .arg(&cfg)
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -250,7 +257,7 @@ fn check_flag_prints_deprecations_and_the_identity() {
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
-        stdout.contains("ok: identity spiffe://cluster.local/ns/default/sa/sleep, CA https://127.0.0.1:1, 1 deprecated spellings"),
+        stdout.contains("ok: identity spiffe://cluster.local/ns/default/sa/sleep, CA https://127.0.0.1:1, rsa2048 keys, 1 deprecated spellings"),
         "{stdout}"
     );
     assert!(
@@ -467,5 +474,107 @@ fn an_agent_started_before_its_ca_backs_off_and_recovers() {
         started.elapsed()
     );
     verify_files(&out, &std::fs::read(ca_dir.join("root-cert.pem")).unwrap());
+    agent.kill();
+}
+
+/// A plug-in intermediate made by the openssl CLI as Istio's tools/certs makes it, with no
+/// spiffe:// URI SAN anywhere: `ca serve` (and `control`, which takes its flags) refuses to guess
+/// its trust domain; with `--trust-domain mesh.example` an agent making RSA keys gets an SVID for
+/// spiffe://mesh.example/ns/default/sa/sleep; the Workload API hands py-spiffe the RSA key
+/// (PKCS#8 DER) with the root under mesh.example, and the bundle endpoint serves that root
+/// behind an SVID of mesh.example, which is what a federating peer checks.
+#[test]
+fn plugin_ca_without_uri_serves_the_given_trust_domain_to_an_rsa_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let ca_dir = base.join("cacerts");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    openssl_cacerts(&ca_dir, OsslKey::EcPkcs8, OsslKey::EcSec1, None);
+    for f in ["ca-cert.pem", "root-cert.pem"] {
+        let cert = &certs_from_pem(&std::fs::read(ca_dir.join(f)).unwrap()).unwrap()[0];
+        assert!(uri_sans(cert).is_empty(), "{f} names no SPIFFE ID");
+    }
+    let ca_path = ca_dir.to_str().unwrap();
+    for cmd in [
+        &["ca", "serve"][..],
+        &["control", "--monitoring-listen", "127.0.0.1:0"],
+    ] {
+        let out = std::process::Command::new(bin())
+            .args(cmd)
+            .args(["--ca", ca_path, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(
+            err.contains("no certificate of the chain names a trust domain")
+                && err.contains("pass --trust-domain"),
+            "{cmd:?}: {err}"
+        );
+    }
+
+    let jwks = base.join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "k1");
+    std::fs::write(base.join("istio-token"), issuer.token("default", "sleep")).unwrap();
+    let mut args = ca_args(&ca_dir, &jwks, "127.0.0.1:0");
+    args.extend(["--trust-domain".to_string(), "mesh.example".to_string()]);
+    let (_ca, grpc, bundle) = start(&args);
+
+    let sock = base.join("run/agent.sock");
+    let extra = format!("workloadApiSocket: {}\nttl: 30m\n", sock.display());
+    let cfg = write_agent_config(base, &ca_dir, &grpc.to_string(), &extra);
+    let yaml = std::fs::read_to_string(&cfg).unwrap();
+    let yaml = yaml.replace(&format!("trustDomain: {TD}"), "trustDomain: mesh.example");
+    std::fs::write(&cfg, yaml).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let (mut agent, log) =
+        Proc::spawn_logged(&["agent", "--config", cfg, "--key-algorithm", "RSA"]);
+
+    let out = base.join("certs");
+    wait_for("certificate files", Duration::from_secs(30), || {
+        assert!(!log.text().contains("ERROR"), "{}", log.text());
+        leaf(&out)
+    });
+    let root_pem = std::fs::read(ca_dir.join("root-cert.pem")).unwrap();
+    let chain = certs_from_pem(&std::fs::read(out.join("cert-chain.pem")).unwrap()).unwrap();
+    let v = verify_now(&chain, &root_pem, "mesh.example");
+    assert_eq!(v.id.as_str(), "spiffe://mesh.example/ns/default/sa/sleep");
+    let key = std::fs::read_to_string(out.join("key.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8");
+    let text = run_ok(
+        std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-text", "-in"])
+            .arg(out.join("key.pem")),
+    );
+    assert!(text.contains("Private-Key: (2048 bit"), "{text}");
+
+    let r = workload_api_client(&sock, &[]);
+    assert_eq!(r["spiffe_id"], "spiffe://mesh.example/ns/default/sa/sleep");
+    assert_eq!(r["key_algorithm"], "RSA 2048");
+    assert_eq!(r["key_matches_leaf"], true);
+    let root = STANDARD.encode(certs_from_pem(&root_pem).unwrap()[0].as_ref());
+    assert_eq!(r["bundles"], serde_json::json!({ "mesh.example": [root] }));
+
+    // The bundle endpoint: curl verifies it against the openssl root and gets that root; the
+    // certificate it serves is an SVID of mesh.example.
+    let url = format!("https://localhost:{}/bundle", bundle.port());
+    let root_file = ca_dir.join("root-cert.pem");
+    let body = run_ok(
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&root_file)
+            .arg(&url),
+    );
+    let doc = trustmesh_ca_server::bundle::parse(body.as_bytes()).unwrap();
+    assert_eq!(doc.x509_authorities, certs_from_pem(&root_pem).unwrap());
+    let shown = run_ok(
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &bundle.to_string(), "-showcerts"])
+            .stdin(std::process::Stdio::null()),
+    );
+    let served = certs_from_pem(shown.as_bytes()).unwrap();
+    let ids = uri_sans(&served[0]);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids[0].starts_with("spiffe://mesh.example/"), "{ids:?}");
     agent.kill();
 }

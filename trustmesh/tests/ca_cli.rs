@@ -406,6 +406,51 @@ fn issues_from_openssl_made_istio_cacerts() {
     fails_with(&out, 1, "trust domain cluster.local");
 }
 
+/// cert-manager's `kubernetes.io/tls` secret as a CA directory (files made by openssl, the
+/// root after the CA certificate in tls.crt as cert-manager writes a whole chain): the CLI
+/// issues from it, openssl verifies the chain to ca.crt; `ca init` will not write a CA beside
+/// it; a secret missing tls.key is refused naming the file, as an unusable input (exit 2).
+#[test]
+fn issues_from_a_cert_manager_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::create_dir(d.join("made")).unwrap();
+    openssl_cacerts(&d.join("made"), OsslKey::EcPkcs8, OsslKey::EcSec1, None);
+    openssl::cert_manager_layout(&d.join("made"), &d.join("cm"), true);
+
+    let id = "spiffe://mesh.example/ns/x/sa/y";
+    let td = ["--trust-domain", "mesh.example", "--key-type", "rsa2048"];
+    let said = ok(d, &issue("cm", id, "w", &td));
+    assert!(said.contains(&format!("issued {id}")), "{said}");
+    let blocks = split_chain(d);
+    assert_eq!(
+        blocks.len(),
+        3,
+        "leaf, tls.crt's CA certificate, ca.crt's root"
+    );
+    assert_eq!(
+        fs::read_to_string(d.join("w/root-cert.pem")).unwrap(),
+        fs::read_to_string(d.join("cm/ca.crt")).unwrap()
+    );
+    assert_eq!(openssl_verify(d).trim(), "leaf.pem: OK");
+    let text = openssl(d, &["x509", "-in", "leaf.pem", "-noout", "-text"]);
+    assert!(text.contains(&format!("URI:{id}")), "{text}");
+    assert!(text.contains("rsaEncryption"), "{text}");
+
+    // A CA written beside them would never be read: refused even with --force.
+    let out = tm(d, &init("mesh.example", "cm", &["--force"]));
+    fails_with(&out, 1, "holds a cert-manager CA (tls.crt exists)");
+    assert!(!d.join("cm/ca-cert.pem").exists(), "nothing written");
+
+    fs::remove_file(d.join("cm/tls.key")).unwrap();
+    let out = tm(d, &issue("cm", id, "w2", &td));
+    fails_with(
+        &out,
+        2,
+        "incomplete cert-manager layout (kubernetes.io/tls secret): tls.crt, ca.crt present but tls.key missing",
+    );
+}
+
 /// Trust domain migration with a new intermediate under the old root: refused unless asked for
 /// explicitly; then old and new SVIDs both verify for a mesh of new.example aliasing old.example.
 #[test]

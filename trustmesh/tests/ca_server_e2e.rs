@@ -401,3 +401,59 @@ fn grpcio_client_gets_a_certificate() {
     let too_long = run("sleep", 7200);
     assert_eq!(too_long["code"], "INVALID_ARGUMENT", "{too_long}");
 }
+
+/// `--trust-domain` over certificates naming another domain (Istio's trust-domain migration:
+/// meshConfig.trustDomain changes, the cacerts stay): the flag wins, a warning names both
+/// domains, and a caller gets an SVID of the new domain that verifies to the same root.
+#[test]
+fn explicit_trust_domain_overrides_the_certificates_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("cacerts");
+    make_ca(&ca_dir);
+    let jwks = dir.path().join("jwks.json");
+    let issuer = TokenIssuer::new(&jwks, "key-1");
+    let args = ca_serve_args(
+        &ca_dir,
+        &jwks,
+        "127.0.0.1:0",
+        &["--trust-domain", "new.example"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_proc, log, grpc, _) = start_ca_args_logged(&args);
+    wait_for("the override warning", Duration::from_secs(10), || {
+        log.text()
+            .contains(
+                "--trust-domain new.example overrides the trust domain the CA certificates \
+                 name (spiffe://cluster.local)",
+            )
+            .then_some(())
+    });
+    let ca = endpoint(grpc, &ca_dir);
+    let (_, csr) = csr_for("spiffe://new.example/ns/default/sleep-is-not-this");
+    let creds = token_creds(issuer.token("default", "sleep"));
+    let rt = runtime();
+    // A CSR for another identity is refused; the caller's own, in the new domain, is issued.
+    assert!(rt
+        .block_on(create_certificate(
+            &ca,
+            &creds,
+            csr,
+            Duration::from_secs(600)
+        ))
+        .is_err());
+    let (_, csr) = csr_for("spiffe://new.example/ns/default/sa/sleep");
+    let chain = rt
+        .block_on(create_certificate(
+            &ca,
+            &creds,
+            csr,
+            Duration::from_secs(600),
+        ))
+        .unwrap();
+    let certs: Vec<_> = chain
+        .iter()
+        .flat_map(|p| certs_from_pem(p.as_bytes()).unwrap())
+        .collect();
+    let v = verify_now(&certs[..certs.len() - 1], &ca.root_pem, "new.example");
+    assert_eq!(v.id.as_str(), "spiffe://new.example/ns/default/sa/sleep");
+}

@@ -8,6 +8,10 @@
 //! while the agent's renewals fail; once it expires the sidecar reports not ready and the
 //! client sidecar refuses it (no request gets through); when the CA is restarted on the same
 //! address the agent renews, the sidecar loads the new certificate and traffic flows again.
+//!
+//! RSA keys (`keyAlgorithm: RSA`, Istio's default): the server's agent makes an RSA 2048 key at
+//! every rotation, its sidecar serves mTLS with it, and both the client sidecar and openssl
+//! s_client verify the RSA leaf and talk through it, before and after a rotation.
 
 mod support;
 
@@ -82,11 +86,12 @@ fn agent(
     root: &Path,
     token: String,
     ttl: &str,
+    more: &str,
 ) -> (Proc, Log) {
     let dir = base.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), token).unwrap();
-    let extra = format!("ttl: {ttl}\nmaxRetryInterval: 1s\n");
+    let extra = format!("ttl: {ttl}\nmaxRetryInterval: 1s\n{more}");
     let (token, out) = (Path::new("token"), Path::new("certs"));
     let cfg = agent_yaml(&grpc.to_string(), root, name, token, out, &extra);
     std::fs::write(dir.join("agent.yaml"), cfg).unwrap();
@@ -128,6 +133,11 @@ fn start_ca_with(args: &[String]) -> (Proc, SocketAddr) {
 /// Starts the CA, both agents (the server's with `server_ttl`, the client's with 1h) and both
 /// sidecars, and waits until the sidecars are ready.
 fn start_pair(server_ttl: &str) -> Pair {
+    start_pair_with(server_ttl, "")
+}
+
+/// [`start_pair`] with `server_agent` added to the server agent's config.
+fn start_pair_with(server_ttl: &str, server_agent: &str) -> Pair {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().to_path_buf();
     let ca_dir = base.join("cacerts");
@@ -145,6 +155,7 @@ fn start_pair(server_ttl: &str) -> Pair {
         &root,
         issuer.token("default", "server"),
         server_ttl,
+        server_agent,
     );
     let (client_agent, _) = agent(
         &base,
@@ -153,6 +164,7 @@ fn start_pair(server_ttl: &str) -> Pair {
         &root,
         issuer.token("default", "client"),
         "1h",
+        "",
     );
     for name in ["server", "client"] {
         let chain = base.join(name).join("certs/cert-chain.pem");
@@ -475,4 +487,99 @@ fn ca_outage_during_rotation_sidecar_serves_until_expiry_then_recovers() {
          {recovered:?} after the CA returned; total {:?}",
         started.elapsed()
     );
+}
+
+/// `openssl pkey -text` of the key in `file`: its first line names algorithm and size.
+fn key_summary(file: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// openssl s_client to the server sidecar's inbound port with the client's certificate,
+/// verifying the server's chain against `root` (a failure ends the handshake): sends `line`,
+/// returns the echo (or an empty string after 10 s) and the connection summary s_client printed.
+fn s_client_echo(port: u16, certs: &Path, root: &Path, line: &str) -> (String, String) {
+    use std::process::Stdio;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-brief", "-verify_return_error", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(root)
+        .arg("-cert")
+        .arg(certs.join("cert-chain.pem"))
+        .arg("-cert_chain")
+        .arg(certs.join("cert-chain.pem"))
+        .arg("-key")
+        .arg(certs.join("key.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), "{line}").unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut answer);
+        let _ = tx.send(answer);
+    });
+    let answer = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (
+        answer.trim_end().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The server's agent makes RSA 2048 keys: the client sidecar and openssl s_client (a peer we
+/// did not write) both verify its RSA leaf and get their echo, before and after a rotation
+/// that brings a new RSA key.
+#[test]
+fn rsa_keys_serve_mtls_to_sidecars_and_openssl_across_rotations() {
+    let pair = start_pair_with("10s", "keyAlgorithm: RSA\n");
+    let server_key = pair.base.join("server/certs/key.pem");
+    let client_certs = pair.base.join("client/certs");
+    assert!(
+        key_summary(&server_key).starts_with("Private-Key: (2048 bit"),
+        "{}",
+        key_summary(&server_key)
+    );
+    assert!(
+        key_summary(&client_certs.join("key.pem")).starts_with("Private-Key: (256 bit"),
+        "the client agent keeps the default ECDSA P-256"
+    );
+    let first = wait_for("the served serial", Duration::from_secs(10), || {
+        served_serial(pair.server_admin)
+    });
+    let first_key = std::fs::read(&server_key).unwrap();
+    for round in ["before", "after"] {
+        assert_eq!(
+            request(pair.client_out, round).as_deref(),
+            Some(format!("echo {round}").as_str()),
+            "client sidecar verifies the RSA leaf ({round} the rotation)"
+        );
+        let (echo, summary) = s_client_echo(pair.server_in, &client_certs, &pair.root, round);
+        assert_eq!(echo, format!("echo {round}"), "{summary}");
+        assert!(summary.contains("Verification: OK"), "{summary}");
+        assert!(
+            summary.contains("Signature type: RSA-PSS"),
+            "the server signed with its RSA key: {summary}"
+        );
+        if round == "before" {
+            // 10 s certificates are renewed at ~5 s: wait for the sidecar to serve a new one.
+            wait_for("a rotation", Duration::from_secs(20), || {
+                served_serial(pair.server_admin).filter(|s| *s != first)
+            });
+            let key = std::fs::read(&server_key).unwrap();
+            assert_ne!(key, first_key, "a new key at the rotation");
+            assert!(key_summary(&server_key).starts_with("Private-Key: (2048 bit"));
+        }
+    }
 }

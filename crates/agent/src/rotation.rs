@@ -160,7 +160,11 @@ pub fn credentials(cfg: &Config, current: Option<&Svid>) -> Result<Credentials, 
 pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, FetchError> {
     let endpoint = ca_endpoint(cfg).map_err(FetchError::transient)?;
     let creds = credentials(cfg, current).map_err(FetchError::transient)?;
-    let key = svid::new_key().map_err(FetchError::transient)?;
+    let algorithm = cfg.key_algorithm;
+    let key = tokio::task::spawn_blocking(move || svid::new_key(algorithm))
+        .await
+        .map_err(|e| FetchError::transient(format!("key generation stopped: {e}")))?
+        .map_err(FetchError::transient)?;
     let csr = svid::csr_pem(&key, &cfg.spiffe_id).map_err(FetchError::transient)?;
     let chain = create_certificate(&endpoint, &creds, csr, cfg.ttl)
         .await
@@ -175,9 +179,10 @@ pub async fn fetch(cfg: &Config, current: Option<&Svid>) -> Result<Svid, FetchEr
 
 /// Runs forever: publishes each new SVID and writes it to the output folder.
 pub async fn run(cfg: Arc<Config>, state: StateTx) {
-    let mut current: Option<Arc<Svid>> = svid::load_existing(&cfg.output_dir, &cfg.spiffe_id)
-        .filter(|s| !s.is_expired(SystemTime::now()))
-        .map(Arc::new);
+    let mut current: Option<Arc<Svid>> =
+        svid::load_existing(&cfg.output_dir, &cfg.spiffe_id, cfg.key_algorithm)
+            .filter(|s| !s.is_expired(SystemTime::now()))
+            .map(Arc::new);
     if let Some(s) = &current {
         tracing::info!(serial = %s.serial_hex, "serving the still-valid certificate found in {}", cfg.output_dir.display());
         state.send_modify(|snap| snap.svid = Some(s.clone()));

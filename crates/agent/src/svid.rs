@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rcgen::{CertificateParams, KeyPair, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256};
+use rcgen::{CertificateParams, KeyPair, PublicKeyData, SanType};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use trustmesh_ca::KeyType;
 use trustmesh_identity::pem::{certs_from_pem, certs_to_pem};
 use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -48,9 +49,14 @@ impl Svid {
     }
 }
 
-/// A fresh ECDSA P-256 key: generated here, it never leaves this host.
-pub fn new_key() -> Result<KeyPair, String> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| format!("generating key: {e}"))
+/// A fresh key of `algorithm`: generated here, it never leaves this host. RSA 2048 goes through
+/// the `rsa` crate (ring signs with RSA keys but cannot make them; openssl is no dependency of
+/// ours). It is a prime search with a wide spread: a whole `trustmesh ca issue --key-type
+/// rsa2048` took 0.15-0.5 s on a shared 2-core machine with `rsa` optimised (1.6-14 s without,
+/// hence the dev profile's opt-level for it), against 0.02 s for ECDSA P-256; so callers on an
+/// async runtime run it on a blocking thread.
+pub fn new_key(algorithm: KeyType) -> Result<KeyPair, String> {
+    trustmesh_ca::keys::generate(algorithm).map_err(|e| format!("generating {algorithm} key: {e}"))
 }
 
 /// A CSR carrying exactly one URI SAN, the SPIFFE ID.
@@ -132,11 +138,16 @@ fn assemble(
 
 /// Loads a previous run's files, if they still hold a valid SVID for `expected`, so a restarted
 /// agent serves at once even while the CA is unreachable.
-pub fn load_existing(dir: &Path, expected: &SpiffeId) -> Option<Svid> {
+pub fn load_existing(dir: &Path, expected: &SpiffeId, algorithm: KeyType) -> Option<Svid> {
     let chain = certs_from_pem(&std::fs::read(dir.join(CHAIN_FILE)).ok()?).ok()?;
     let roots = certs_from_pem(&std::fs::read(dir.join(ROOT_FILE)).ok()?).ok()?;
     let key_pem = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
     let key = KeyPair::from_pem(&key_pem).ok()?;
+    // A key of the other algorithm (the config changed) is replaced at once, not at the next
+    // rotation, so `keyAlgorithm` takes effect when the agent restarts.
+    if trustmesh_ca::keys::key_type_of(&key) != Some(algorithm) {
+        return None;
+    }
     if chain.is_empty() {
         return None;
     }
@@ -204,4 +215,36 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trustmesh_ca::{CertificateAuthority, InitOptions, IssueRequest};
+    use trustmesh_identity::TrustDomain;
+
+    /// Files of a previous run are reused only when their key is of the configured algorithm,
+    /// so a changed `keyAlgorithm` takes effect at restart; an RSA key round-trips as PKCS#8.
+    #[test]
+    fn existing_files_are_reused_only_for_the_same_key_algorithm() {
+        let td = TrustDomain::parse("cluster.local").unwrap();
+        let ca = CertificateAuthority::init_root(&td, &InitOptions::root()).unwrap();
+        let id = SpiffeId::istio(&td, "default", "sleep").unwrap();
+        for (made, other) in [
+            (KeyType::EcdsaP256, KeyType::Rsa2048),
+            (KeyType::Rsa2048, KeyType::EcdsaP256),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut req = IssueRequest::new(id.clone());
+            req.key_type = made;
+            ca.issue(&req).unwrap().write_issued(dir.path()).unwrap();
+            let svid = load_existing(dir.path(), &id, made).expect("same algorithm reused");
+            let key = KeyPair::try_from(svid.key_der.as_slice()).unwrap();
+            assert_eq!(trustmesh_ca::keys::key_type_of(&key), Some(made));
+            assert!(
+                load_existing(dir.path(), &id, other).is_none(),
+                "{made} kept for {other}"
+            );
+        }
+    }
 }

@@ -1,5 +1,12 @@
 //! The CA itself: a signing key, its certificate, the chain up to the root, and the TTL policy,
-//! read from and written to Istio's `cacerts` layout.
+//! read from Istio's `cacerts` layout or cert-manager's `kubernetes.io/tls` one (`layout`),
+//! written to the `cacerts` layout.
+//!
+//! The trust domain the CA issues in is, as for istiod, a setting of the mesh
+//! (`meshConfig.trustDomain`), not a property of the certificates: a plug-in intermediate made
+//! by openssl or cert-manager carries no `spiffe://` URI. [`CertificateAuthority::load_to_serve`]
+//! therefore takes an explicit domain over whatever the certificates name, and refuses to guess
+//! when neither says one.
 //!
 //! Loading is deliberately strict: a CA with a mismatched key, a broken chain or an expired
 //! certificate would hand out certificates that no peer accepts, and that failure would only
@@ -14,16 +21,13 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use trustmesh_identity::{SpiffeId, TrustDomain};
 
-use crate::certs::{self, rfc3339, CertFacts};
+use crate::certs::{self, CertFacts};
+use crate::chain::{check_chain, check_validity, ChainError};
 use crate::error::CaError;
 use crate::fsutil::{self, OutFile, CERT_MODE, KEY_MODE};
 use crate::keys;
-
-/// File names of Istio's plug-in CA layout (the `cacerts` secret / directory).
-pub const CA_CERT_FILE: &str = "ca-cert.pem";
-pub const CA_KEY_FILE: &str = "ca-key.pem";
-pub const ROOT_CERT_FILE: &str = "root-cert.pem";
-pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
+use crate::layout::{self, Layout};
+pub use crate::layout::{CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE};
 
 /// Trust domain assumed for a `cacerts` directory whose certificates carry no `spiffe://` URI:
 /// Istio's own default, which is what an Istio CA with the same files would issue for.
@@ -52,6 +56,11 @@ impl Default for TtlPolicy {
 /// A loaded or freshly created certificate authority.
 pub struct CertificateAuthority {
     pub(crate) trust_domain: TrustDomain,
+    /// The domain a `spiffe://` URI SAN of the chain names, if any (see [`derived_trust_domain`]).
+    pub(crate) named_trust_domain: Option<TrustDomain>,
+    /// How the directory it was loaded from is laid out, and whether the other layout's files
+    /// were there too (and ignored).
+    pub(crate) layout: (Layout, bool),
     pub(crate) issuer: Issuer<'static, KeyPair>,
     /// `cert-chain.pem`: the signing cert first, then its issuers, ending at a root.
     pub(crate) chain: Vec<CertificateDer<'static>>,
@@ -81,7 +90,28 @@ impl CertificateAuthority {
     /// Loads an Istio `cacerts` directory. The trust domain is the one the root (or signing
     /// certificate) names in a `spiffe://<td>` URI SAN, else Istio's default `cluster.local`.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, CaError> {
-        load(dir.as_ref(), None, OffsetDateTime::now_utc())
+        load(
+            dir.as_ref(),
+            TdRule::NamedOrDefault,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    /// Loads a CA directory to serve from, deciding the trust domain as istiod does: the
+    /// explicit one (`--trust-domain`, Istio's `meshConfig.trustDomain`) when given, even if
+    /// the certificates name another (see [`named_trust_domain`](Self::named_trust_domain)
+    /// to warn about it); otherwise the one the certificates name; with neither, an error
+    /// asking for `--trust-domain` rather than a guess, because a wrong guess issues
+    /// certificates no peer of the mesh accepts.
+    pub fn load_to_serve(
+        dir: impl AsRef<Path>,
+        trust_domain: Option<&TrustDomain>,
+    ) -> Result<Self, CaError> {
+        load(
+            dir.as_ref(),
+            TdRule::Serve(trust_domain),
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// Like [`load`](Self::load) with an explicit trust domain, for `cacerts` without SPIFFE
@@ -90,7 +120,11 @@ impl CertificateAuthority {
         dir: impl AsRef<Path>,
         trust_domain: &TrustDomain,
     ) -> Result<Self, CaError> {
-        load(dir.as_ref(), Some(trust_domain), OffsetDateTime::now_utc())
+        load(
+            dir.as_ref(),
+            TdRule::Exactly(trust_domain),
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// Writes the four `cacerts` files atomically; `ca-key.pem` is PKCS#8 with mode 0600.
@@ -126,6 +160,18 @@ impl CertificateAuthority {
 
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
+    }
+
+    /// The trust domain the certificates name in a `spiffe://` URI SAN, if any; differs from
+    /// [`trust_domain`](Self::trust_domain) when an explicit domain overrode it.
+    pub fn named_trust_domain(&self) -> Option<&TrustDomain> {
+        self.named_trust_domain.as_ref()
+    }
+
+    /// The layout of the directory it was loaded from, and whether the other layout's files
+    /// were present too and ignored (istiod reads `tls.crt` first, so does this crate).
+    pub fn layout(&self) -> (Layout, bool) {
+        self.layout
     }
 
     /// The signing certificate (`ca-cert.pem`).
@@ -207,6 +253,8 @@ impl CertificateAuthority {
             .expect("non-empty chain");
         Ok(CertificateAuthority {
             trust_domain,
+            named_trust_domain: derived_trust_domain(facts),
+            layout: (Layout::Cacerts, false),
             issuer,
             chain_pem: certs::to_pem(&chain),
             roots_pem: certs::to_pem(&roots),
@@ -250,166 +298,82 @@ fn probe_issuer(
     Ok(())
 }
 
+/// How [`load`] decides the trust domain.
+enum TdRule<'a> {
+    /// The named one, else Istio's default `cluster.local` (`load`, `ca issue`).
+    NamedOrDefault,
+    /// This one; certificates naming another are refused (`ca init --parent`, `ca issue`).
+    Exactly(&'a TrustDomain),
+    /// The explicit one over the named one; neither is an error (`ca serve`, `control`).
+    Serve(Option<&'a TrustDomain>),
+}
+
 fn load(
     dir: &Path,
-    explicit_td: Option<&TrustDomain>,
+    rule: TdRule<'_>,
     now: OffsetDateTime,
 ) -> Result<CertificateAuthority, CaError> {
     let invalid = |reason: String| CaError::InvalidCa {
         dir: dir.to_path_buf(),
         reason,
     };
-    let ca_cert_path = dir.join(CA_CERT_FILE);
-    let key_path = dir.join(CA_KEY_FILE);
-    let chain_path = dir.join(CERT_CHAIN_FILE);
-    let root_path = dir.join(ROOT_CERT_FILE);
+    let files = layout::detect(dir)?;
+    let (cert_file, key_file) = (files.cert_name, files.key_name);
 
     // Read everything first so a missing file is reported before any content problem.
-    let ca_certs = certs::read_pem_certs(&ca_cert_path)?;
-    let key_text = std::fs::read_to_string(&key_path).map_err(|e| CaError::io(&key_path, e))?;
-    let chain = certs::read_pem_certs(&chain_path)?;
-    let roots = certs::read_pem_certs(&root_path)?;
-    let key = keys::from_pem(&key_text).map_err(|r| CaError::malformed(&key_path, r))?;
+    let ca_certs = certs::read_pem_certs(&files.cert)?;
+    let key_text = std::fs::read_to_string(&files.key).map_err(|e| CaError::io(&files.key, e))?;
+    let chain = certs::read_pem_certs(&files.chain)?;
+    let roots = certs::read_pem_certs(&files.root)?;
+    let key = keys::from_pem(&key_text).map_err(|r| CaError::malformed(&files.key, r))?;
 
-    // Like Istio, ca-cert.pem's first certificate is the signing certificate.
+    // Like Istio, the first certificate of ca-cert.pem (tls.crt) is the signing certificate.
     let ca_der = ca_certs[0].clone();
-    let ca = certs::facts(&ca_der).map_err(|r| CaError::malformed(&ca_cert_path, r))?;
+    let ca = certs::facts(&ca_der).map_err(|r| CaError::malformed(&files.cert, r))?;
     if !ca.is_ca {
         return Err(invalid(format!(
-            "{CA_CERT_FILE} is not a CA certificate (basicConstraints CA:TRUE missing)"
+            "{cert_file} is not a CA certificate (basicConstraints CA:TRUE missing)"
         )));
     }
     if ca.key_cert_sign == Some(false) {
         return Err(invalid(format!(
-            "{CA_CERT_FILE} keyUsage does not allow keyCertSign"
+            "{cert_file} keyUsage does not allow keyCertSign"
         )));
     }
     if key.public_key_raw() != ca.public_key.as_slice() {
-        return Err(invalid(format!(
-            "{CA_KEY_FILE} does not match {CA_CERT_FILE}"
-        )));
+        return Err(invalid(format!("{key_file} does not match {cert_file}")));
     }
-    check_validity(&ca, CA_CERT_FILE, "CA certificate", now).map_err(invalid)?;
+    check_validity(&ca, cert_file, "CA certificate", now).map_err(invalid)?;
 
-    let (chain, facts) =
-        check_chain(chain, &ca_der, &roots, &root_path, now).map_err(|e| match e {
-            ChainError::Invalid(r) => invalid(r),
-            ChainError::Malformed(p, r) => CaError::malformed(p, r),
-        })?;
+    let (chain, facts) = check_chain(chain, &ca_der, &roots, &files, now).map_err(|e| match e {
+        ChainError::Invalid(r) => invalid(r),
+        ChainError::Malformed(p, r) => CaError::malformed(p, r),
+    })?;
     let derived = derived_trust_domain(&facts);
-    let trust_domain = match (explicit_td, derived) {
-        (Some(td), Some(found)) if *td != found => {
+    let trust_domain = match (rule, derived) {
+        (TdRule::Exactly(td), Some(found)) if *td != found => {
             return Err(invalid(format!(
                 "trust domain {td} was requested but the CA certificates name spiffe://{found}"
             )))
         }
-        (Some(td), _) => td.clone(),
-        (None, Some(found)) => found,
-        (None, None) => TrustDomain::parse(DEFAULT_TRUST_DOMAIN).expect("valid default"),
-    };
-    CertificateAuthority::from_parts(trust_domain, key, chain, roots, &facts, &invalid)
-}
-
-fn check_validity(
-    f: &CertFacts,
-    file: &str,
-    what: &str,
-    now: OffsetDateTime,
-) -> Result<(), String> {
-    if now > f.not_after {
-        return Err(format!("{what} {file} expired at {}", rfc3339(f.not_after)));
-    }
-    if now < f.not_before {
-        return Err(format!(
-            "{what} {file} is not valid before {}",
-            rfc3339(f.not_before)
-        ));
-    }
-    Ok(())
-}
-
-enum ChainError {
-    Invalid(String),
-    Malformed(std::path::PathBuf, String),
-}
-
-/// Checks `cert-chain.pem`: starts with the signing cert, each certificate is issued and
-/// signed by the next, all are valid now, path-length constraints allow the depth, and it ends
-/// at a root from `root-cert.pem` (appended when the file stops just below the root).
-fn check_chain(
-    mut chain: Vec<CertificateDer<'static>>,
-    ca_der: &CertificateDer<'static>,
-    roots: &[CertificateDer<'static>],
-    root_path: &Path,
-    now: OffsetDateTime,
-) -> Result<(Vec<CertificateDer<'static>>, Vec<CertFacts>), ChainError> {
-    use ChainError::Invalid;
-    if chain[0] != *ca_der {
-        return Err(Invalid(format!(
-            "{CERT_CHAIN_FILE} does not start with {CA_CERT_FILE}"
-        )));
-    }
-    let root_facts = roots
-        .iter()
-        .map(|r| certs::facts(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|r| ChainError::Malformed(root_path.to_path_buf(), r))?;
-    let last = chain.last().expect("non-empty").clone();
-    if !roots.contains(&last) {
-        let last_facts =
-            certs::facts(&last).map_err(|r| Invalid(format!("{CERT_CHAIN_FILE}: {r}")))?;
-        let parent = roots
-            .iter()
-            .zip(&root_facts)
-            .find(|(r, f)| f.subject_raw == last_facts.issuer_raw && certs::signed_by(&last, r));
-        match parent {
-            Some((r, _)) => chain.push(r.clone()),
-            None => {
-                return Err(Invalid(format!(
-                "{CERT_CHAIN_FILE} does not end at (or directly below) a root in {ROOT_CERT_FILE}"
+        (TdRule::Exactly(td) | TdRule::Serve(Some(td)), _) => td.clone(),
+        (_, Some(found)) => found,
+        (TdRule::NamedOrDefault, None) => {
+            TrustDomain::parse(DEFAULT_TRUST_DOMAIN).expect("valid default")
+        }
+        (TdRule::Serve(None), None) => {
+            return Err(invalid(format!(
+                "no certificate of the chain names a trust domain (a spiffe://<trust domain> \
+                 URI SAN, which CAs made by openssl or cert-manager usually lack); pass \
+                 --trust-domain with the mesh's trust domain (Istio's meshConfig.trustDomain, \
+                 e.g. --trust-domain {DEFAULT_TRUST_DOMAIN})"
             )))
-            }
         }
-    }
-    let facts = chain
-        .iter()
-        .map(|c| certs::facts(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|r| Invalid(format!("{CERT_CHAIN_FILE}: {r}")))?;
-    for (i, pair) in facts.windows(2).enumerate() {
-        let (child, parent) = (&pair[0], &pair[1]);
-        let (ci, pi) = (i + 1, i + 2);
-        if child.issuer_raw != parent.subject_raw || !certs::signed_by(&chain[i], &chain[i + 1]) {
-            return Err(Invalid(format!(
-                "{CERT_CHAIN_FILE}: certificate {ci} ({}) is not issued by certificate {pi} ({})",
-                child.subject, parent.subject
-            )));
-        }
-        if !parent.is_ca {
-            return Err(Invalid(format!(
-                "{CERT_CHAIN_FILE}: certificate {pi} ({}) is not a CA certificate",
-                parent.subject
-            )));
-        }
-    }
-    for (i, f) in facts.iter().enumerate().skip(1) {
-        let what = format!("certificate {} ({}) in", i + 1, f.subject);
-        check_validity(f, CERT_CHAIN_FILE, &what, now).map_err(Invalid)?;
-        // Certificates 1..i sit between this one and any leaf we issue; self-issued ones
-        // (a root re-signing itself) don't count, per RFC 5280 6.1.4 (l).
-        let below = facts[..i].iter().filter(|c| !c.self_issued()).count() as u32;
-        if let Some(max) = f.path_len {
-            if below > max {
-                return Err(Invalid(format!(
-                    "{CERT_CHAIN_FILE}: certificate {} ({}) has pathLenConstraint {max}, too \
-                     small for {below} CA certificate(s) below it",
-                    i + 1,
-                    f.subject
-                )));
-            }
-        }
-    }
-    Ok((chain, facts))
+    };
+    let mut ca =
+        CertificateAuthority::from_parts(trust_domain, key, chain, roots, &facts, &invalid)?;
+    ca.layout = (files.layout, files.shadowed);
+    Ok(ca)
 }
 
 /// The trust domain named by a `spiffe://<td>` URI SAN (empty path), looking at the signing

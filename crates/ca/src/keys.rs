@@ -72,6 +72,16 @@ pub fn generate(key_type: KeyType) -> Result<KeyPair, CaError> {
     }
 }
 
+/// The [`KeyType`] a key is, when it is one this crate generates (RSA of any size counts as
+/// RSA: a key is judged by its algorithm, the CA checks the size of the keys it certifies).
+pub fn key_type_of(key: &KeyPair) -> Option<KeyType> {
+    match describe(key.algorithm()) {
+        "ECDSA P-256" => Some(KeyType::EcdsaP256),
+        "RSA" => Some(KeyType::Rsa2048),
+        _ => None,
+    }
+}
+
 /// PKCS#8 PEM of a key (the encoding Istio's own CA writes with `pkcs8=true`, and what every
 /// TLS stack reads).
 pub fn to_pkcs8_pem(key: &KeyPair) -> String {

@@ -15,7 +15,9 @@
 //! - empty subject, critical URI SAN holding only the SPIFFE ID, `CA:FALSE`, keyUsage
 //!   digitalSignature + keyEncipherment, EKU serverAuth + clientAuth, 128-bit random serial;
 //! - `cacerts` files: `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem` (signing cert .. root),
-//!   `root-cert.pem`; keys in PKCS#8, PKCS#1 or SEC1 are read, PKCS#8 is written.
+//!   `root-cert.pem`; or, as istiod also accepts and prefers when `tls.crt` is there,
+//!   cert-manager's `tls.crt`, `tls.key`, `ca.crt`; keys in PKCS#8, PKCS#1 or SEC1 are read,
+//!   PKCS#8 is written.
 //!
 //! Beyond Istio, a CSR whose URI SANs name another identity is refused rather than ignored,
 //! and a `cacerts` directory is checked as a whole at load (key matches, chain signatures,
@@ -35,6 +37,7 @@
 
 mod authority;
 mod certs;
+mod chain;
 mod csr;
 mod der;
 pub mod duration;
@@ -43,6 +46,7 @@ pub mod fsutil;
 mod init;
 mod issue;
 pub mod keys;
+pub mod layout;
 mod profile;
 
 pub use authority::{
@@ -55,4 +59,5 @@ pub use error::CaError;
 pub use init::{InitOptions, DEFAULT_CA_VALIDITY};
 pub use issue::{IssueRequest, IssuedSvid, KEY_FILE};
 pub use keys::KeyType;
+pub use layout::{Layout, TLS_CERT_FILE, TLS_KEY_FILE, TLS_ROOT_FILE};
 pub use profile::CLOCK_SKEW_GRACE;

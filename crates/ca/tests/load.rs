@@ -1,13 +1,14 @@
-//! Loading and writing Istio `cacerts` directories, including ones made by openssl.
+//! Loading and writing Istio `cacerts` directories, including ones made by openssl, and
+//! cert-manager's `kubernetes.io/tls` layout (`tls.crt`, `tls.key`, `ca.crt`) as istiod reads it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use trustmesh_ca::{CaError, CertificateAuthority, InitOptions, IssueRequest};
+use trustmesh_ca::{CaError, CertificateAuthority, InitOptions, IssueRequest, Layout};
 use trustmesh_identity::{SpiffeId, TrustDomain};
-use trustmesh_testkit::pki::openssl::{gen_key, openssl_cacerts, OsslKey};
+use trustmesh_testkit::pki::openssl::{cert_manager_layout, gen_key, openssl_cacerts, OsslKey};
 use trustmesh_testkit::pki::{uri_sans, with_cert};
 use trustmesh_testkit::tools::openssl;
 
@@ -114,6 +115,137 @@ fn trust_domain_from_root_uri_or_explicit() {
     let ca =
         CertificateAuthority::load_with_trust_domain(plain.path(), &td("mesh.example")).unwrap();
     issue_and_openssl_verify(&ca, "spiffe://mesh.example/ns/x/sa/y");
+}
+
+/// A CA to serve from: an explicit trust domain wins over the one the certificates name (as
+/// istiod takes meshConfig.trustDomain), the named one is used without it, and with neither
+/// the CA refuses to guess and asks for --trust-domain.
+#[test]
+fn serving_takes_the_explicit_trust_domain_and_never_guesses() {
+    let plain = tempfile::tempdir().unwrap();
+    ec_cacerts(plain.path());
+    let err = CertificateAuthority::load_to_serve(plain.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no certificate of the chain names a trust domain")
+            && err.contains("pass --trust-domain"),
+        "{err}"
+    );
+    let ca = CertificateAuthority::load_to_serve(plain.path(), Some(&td("mesh.example"))).unwrap();
+    assert_eq!(ca.trust_domain().as_str(), "mesh.example");
+    assert_eq!(ca.named_trust_domain(), None);
+    issue_and_openssl_verify(&ca, "spiffe://mesh.example/ns/x/sa/y");
+    let other = ca
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://cluster.local/ns/x/sa/y").unwrap(),
+        ))
+        .unwrap_err();
+    assert!(matches!(other, CaError::WrongTrustDomain { .. }), "{other}");
+
+    let named = tempfile::tempdir().unwrap();
+    openssl_cacerts(
+        named.path(),
+        OsslKey::EcPkcs8,
+        OsslKey::EcPkcs8,
+        Some("spiffe://corp.example"),
+    );
+    let ca = CertificateAuthority::load_to_serve(named.path(), None).unwrap();
+    assert_eq!(ca.trust_domain().as_str(), "corp.example");
+    let ca = CertificateAuthority::load_to_serve(named.path(), Some(&td("new.example"))).unwrap();
+    assert_eq!(ca.trust_domain().as_str(), "new.example");
+    assert_eq!(ca.named_trust_domain().unwrap().as_str(), "corp.example");
+    issue_and_openssl_verify(&ca, "spiffe://new.example/ns/x/sa/y");
+}
+
+/// cert-manager's secret: tls.crt with or without the root after the CA certificate, tls.key
+/// in every encoding openssl writes, ca.crt the root; issued chains verify with openssl.
+#[test]
+fn loads_cert_manager_layout() {
+    for (key, root_in_tls_crt) in [
+        (OsslKey::EcPkcs8, false),
+        (OsslKey::EcSec1, true),
+        (OsslKey::RsaPkcs1, true),
+    ] {
+        let made = tempfile::tempdir().unwrap();
+        openssl_cacerts(made.path(), OsslKey::EcPkcs8, key, None);
+        let dir = tempfile::tempdir().unwrap();
+        cert_manager_layout(made.path(), dir.path(), root_in_tls_crt);
+        let ca = CertificateAuthority::load_to_serve(dir.path(), Some(&td("cm.example")))
+            .unwrap_or_else(|e| panic!("{key:?}, root in tls.crt {root_in_tls_crt}: {e}"));
+        assert_eq!(ca.layout(), (Layout::KubernetesTls, false));
+        assert_eq!(ca.chain().len(), 2, "CA certificate, then the root once");
+        assert_eq!(
+            ca.roots_pem(),
+            fs::read_to_string(dir.path().join("ca.crt")).unwrap()
+        );
+        issue_and_openssl_verify(&ca, "spiffe://cm.example/ns/default/sa/web");
+    }
+}
+
+/// Both layouts in one directory: tls.crt wins, as in istiod, and the CA says the cacerts
+/// files were ignored; the issued chain ends at ca.crt's root, not root-cert.pem's.
+#[test]
+fn tls_layout_wins_over_cacerts_like_istiod() {
+    let (tls_ca, cacerts_ca) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ec_cacerts(tls_ca.path());
+    ec_cacerts(cacerts_ca.path());
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "cert-chain.pem",
+        "root-cert.pem",
+    ] {
+        take(cacerts_ca.path(), dir.path(), f);
+    }
+    cert_manager_layout(tls_ca.path(), dir.path(), false);
+    let ca = CertificateAuthority::load(dir.path()).unwrap();
+    assert_eq!(ca.layout(), (Layout::KubernetesTls, true));
+    let tls_root = fs::read_to_string(tls_ca.path().join("root-cert.pem")).unwrap();
+    let cacerts_root = fs::read_to_string(cacerts_ca.path().join("root-cert.pem")).unwrap();
+    assert_ne!(tls_root, cacerts_root);
+    assert_eq!(ca.roots_pem(), tls_root);
+    let svid = ca
+        .issue(&IssueRequest::new(
+            SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(svid.chain.last().unwrap(), &ca.roots()[0]);
+}
+
+/// A half-present cert-manager layout names what is there and what is missing.
+#[test]
+fn half_present_cert_manager_layout_is_named() {
+    let made = tempfile::tempdir().unwrap();
+    ec_cacerts(made.path());
+    let full = tempfile::tempdir().unwrap();
+    cert_manager_layout(made.path(), full.path(), false);
+    for (keep, missing) in [
+        (&["tls.crt", "ca.crt"][..], "tls.key missing"),
+        (&["tls.crt"][..], "tls.key, ca.crt missing"),
+        (&["tls.crt", "tls.key"][..], "ca.crt missing"),
+        (&["tls.key", "ca.crt"][..], "tls.crt missing"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in keep {
+            take(full.path(), dir.path(), f);
+        }
+        let err = load_error(dir.path());
+        assert!(
+            err.contains("incomplete cert-manager layout (kubernetes.io/tls secret)")
+                && err.contains(&format!("{} present but {missing}", keep.join(", "))),
+            "{keep:?}: {err}"
+        );
+    }
+    // A key that is not the certificate's is named with the layout's file names.
+    let other = tempfile::tempdir().unwrap();
+    ec_cacerts(other.path());
+    let dir = tempfile::tempdir().unwrap();
+    cert_manager_layout(made.path(), dir.path(), false);
+    fs::copy(other.path().join("ca-key.pem"), dir.path().join("tls.key")).unwrap();
+    let err = load_error(dir.path());
+    assert!(err.contains("tls.key does not match tls.crt"), "{err}");
 }
 
 #[test]

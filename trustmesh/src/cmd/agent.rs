@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use trustmesh_agent::Config;
+use trustmesh_ca::KeyType;
 use trustmesh_lifecycle::signals::Hangup;
 
 #[derive(clap::Args)]
@@ -19,6 +20,10 @@ pub struct Args {
     /// request, then exit: 0 when it is valid, 2 when it is not.
     #[arg(long)]
     pub check: bool,
+    /// Algorithm of the workload keys: ECDSA (P-256, the default) or RSA (2048 bits, Istio's
+    /// default); overrides the file's `keyAlgorithm`.
+    #[arg(long, value_name = "ECDSA|RSA", value_parser = trustmesh_agent::config::parse_key_algorithm)]
+    pub key_algorithm: Option<KeyType>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -27,10 +32,11 @@ pub fn run(a: Args) -> ExitCode {
             Ok((cfg, deprecations)) => {
                 super::flags::report(&deprecations);
                 println!(
-                    "{}: ok: identity {}, CA {}, {} deprecated spellings",
+                    "{}: ok: identity {}, CA {}, {} keys, {} deprecated spellings",
                     a.config.display(),
                     cfg.spiffe_id,
                     cfg.ca_address,
+                    a.key_algorithm.unwrap_or(cfg.key_algorithm),
                     deprecations.iter().count(),
                 );
                 ExitCode::SUCCESS
@@ -39,10 +45,13 @@ pub fn run(a: Args) -> ExitCode {
         };
     }
     super::init_logging();
-    let cfg = match Config::load(&a.config) {
+    let mut cfg = match Config::load(&a.config) {
         Ok(c) => c,
         Err(e) => return super::fail(2, e),
     };
+    if let Some(k) = a.key_algorithm {
+        cfg.key_algorithm = k;
+    }
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

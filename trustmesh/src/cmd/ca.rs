@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::flags;
 use trustmesh_ca::{
     rfc3339, CaError, CertificateAuthority, InitOptions, IssueRequest, KeyType, TtlPolicy,
-    CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE,
+    CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE, TLS_CERT_FILE,
+    TLS_KEY_FILE, TLS_ROOT_FILE,
 };
 use trustmesh_config::{format_go, Deprecations, LegacyDuration};
 use trustmesh_identity::{SpiffeId, TrustDomain};
@@ -32,7 +33,8 @@ pub struct InitArgs {
     /// Trust domain the CA signs for (e.g. cluster.local).
     #[arg(long, value_name = "TD")]
     pub trust_domain: TrustDomain,
-    /// Directory to write ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem into.
+    /// Directory to write ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem into (not
+    /// one holding cert-manager's tls.crt, tls.key, ca.crt, which would be read first).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// CA directory of the parent; makes an intermediate signed by it instead of a root.
@@ -100,6 +102,21 @@ fn init(a: InitArgs) -> ExitCode {
     let mut deprecated = Deprecations::new("trustmesh ca init");
     deprecated.flag("--validity", &a.validity);
     flags::report(&deprecated);
+    // cert-manager's files are read before the cacerts ones (as istiod does), so a CA written
+    // beside them would be ignored: --force cannot make that right, removing them can.
+    if let Some(tls) = [TLS_CERT_FILE, TLS_KEY_FILE, TLS_ROOT_FILE]
+        .iter()
+        .find(|f| a.out.join(f).exists())
+    {
+        return super::fail(
+            1,
+            format!(
+                "{} holds a cert-manager CA ({tls} exists), which is read before ca-cert.pem and \
+                 the other cacerts files; remove tls.crt, tls.key and ca.crt first",
+                a.out.display()
+            ),
+        );
+    }
     if !a.force {
         if let Some(existing) = [CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE]
             .iter()

@@ -14,15 +14,22 @@ use trustmesh_ca_server::ca_signer::{server_identity, CaSigner};
 use trustmesh_ca_server::jwt_authority::JwtAuthority;
 use trustmesh_ca_server::server::{self, IdentitySource, Options};
 use trustmesh_config::{Deprecations, LegacyDuration};
+use trustmesh_identity::TrustDomain;
 use trustmesh_lifecycle::signals::Hangup;
 
 use super::flags;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// CA folder in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
+    /// CA folder in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)
+    /// or cert-manager's (tls.crt, tls.key, ca.crt; read first when tls.crt is there, as istiod does).
     #[arg(long, value_name = "DIR")]
     pub ca: PathBuf,
+    /// Trust domain the CA issues in (Istio's meshConfig.trustDomain). Required when the CA
+    /// certificates name none (no spiffe:// URI SAN, as in CAs made by openssl or cert-manager);
+    /// when they name another, this one is used and a warning says so.
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: Option<TrustDomain>,
     /// Address of the gRPC certificate service (istiod uses port 15012).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15012")]
     pub listen: SocketAddr,
@@ -154,10 +161,11 @@ pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
              (renewals) can obtain certificates"
         );
     }
-    let mut ca = match CertificateAuthority::load(&a.ca) {
+    let mut ca = match CertificateAuthority::load_to_serve(&a.ca, a.trust_domain.as_ref()) {
         Ok(ca) => ca,
         Err(e) => return Err(super::fail(1, format!("loading CA: {e}"))),
     };
+    report_loaded(&a.ca, &ca);
     let default_ttl = a.default_ttl.get().min(max_ttl);
     if let Err(e) = ca.set_ttl_policy(TtlPolicy {
         default_ttl,
@@ -205,4 +213,36 @@ pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
         identity,
         opts,
     })
+}
+
+/// Says how the CA folder was read, and warns where that may surprise: the explicit trust
+/// domain overriding the one the certificates name (istiod takes meshConfig.trustDomain and
+/// never reads the certificates' URI, so the override is kept; peers that derive the domain
+/// from the root's URI will disagree), and a folder holding both layouts (tls.crt wins, as in
+/// istiod).
+fn report_loaded(dir: &std::path::Path, ca: &CertificateAuthority) {
+    let (layout, shadowed) = ca.layout();
+    tracing::info!(
+        "loaded the CA from {} ({}, {} key), issuing in trust domain {}",
+        dir.display(),
+        layout.describe(),
+        ca.key_algorithm(),
+        ca.trust_domain()
+    );
+    if shadowed {
+        tracing::warn!(
+            "{} holds both layouts: tls.crt, tls.key and ca.crt are used, ca-cert.pem, ca-key.pem, \
+             cert-chain.pem and root-cert.pem are ignored (istiod reads them in the same order)",
+            dir.display()
+        );
+    }
+    if let Some(named) = ca.named_trust_domain().filter(|n| *n != ca.trust_domain()) {
+        tracing::warn!(
+            "--trust-domain {} overrides the trust domain the CA certificates name (spiffe://{named}): \
+             certificates are issued in {}; peers that take the trust domain from the root's URI \
+             will see {named}",
+            ca.trust_domain(),
+            ca.trust_domain()
+        );
+    }
 }

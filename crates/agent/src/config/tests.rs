@@ -175,3 +175,24 @@ fn termination_drain_takes_only_go_durations() {
         "{e}"
     );
 }
+
+#[test]
+fn key_algorithm_takes_istios_spellings_and_defaults_to_ecdsa() {
+    assert_eq!(ok(BASE).key_algorithm, KeyType::EcdsaP256);
+    assert_eq!(
+        ok(&format!("{BASE}keyAlgorithm: RSA\n")).key_algorithm,
+        KeyType::Rsa2048
+    );
+    assert_eq!(
+        ok(&format!("{BASE}keyAlgorithm: ecdsa\n")).key_algorithm,
+        KeyType::EcdsaP256
+    );
+    let err = parse(&format!("{BASE}keyAlgorithm: DSA\n")).unwrap_err();
+    assert!(
+        err.contains("keyAlgorithm")
+            && err.contains(
+                "\"DSA\" is not a key algorithm: expected ECDSA (P-256, the default) or RSA"
+            ),
+        "{err}"
+    );
+}

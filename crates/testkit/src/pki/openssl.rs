@@ -1,7 +1,8 @@
 //! Certificates made by the openssl CLI, the independent implementation we must interoperate
 //! with: a root per trust domain issuing workload SVIDs and TLS server certificates
 //! ([`OpensslCa`]), and Istio's plug-in `cacerts` made the way Istio's `tools/certs` Makefile
-//! makes them, with every key encoding openssl writes ([`openssl_cacerts`]).
+//! makes them, with every key encoding openssl writes ([`openssl_cacerts`]), also laid out as
+//! the `kubernetes.io/tls` secret cert-manager writes ([`cert_manager_layout`]).
 
 use std::path::{Path, PathBuf};
 
@@ -237,6 +238,22 @@ pub fn openssl_cacerts(dir: &Path, root_key: OsslKey, ca_key: OsslKey, root_san:
     let chain = std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap()
         + &std::fs::read_to_string(dir.join("root-cert.pem")).unwrap();
     std::fs::write(dir.join("cert-chain.pem"), chain).unwrap();
+}
+
+/// Lays the openssl-made `cacerts` in `from` out in `to` as cert-manager's `kubernetes.io/tls`
+/// secret: `tls.crt` the CA certificate (followed by the root when `root_in_tls_crt`, as
+/// cert-manager does when the issuer returns the whole chain), `tls.key` its key, `ca.crt` the
+/// root.
+pub fn cert_manager_layout(from: &Path, to: &Path, root_in_tls_crt: bool) {
+    std::fs::create_dir_all(to).unwrap();
+    let read = |f: &str| std::fs::read_to_string(from.join(f)).unwrap();
+    let mut tls_crt = read("ca-cert.pem");
+    if root_in_tls_crt {
+        tls_crt.push_str(&read("root-cert.pem"));
+    }
+    std::fs::write(to.join("tls.crt"), tls_crt).unwrap();
+    std::fs::write(to.join("tls.key"), read("ca-key.pem")).unwrap();
+    std::fs::write(to.join("ca.crt"), read("root-cert.pem")).unwrap();
 }
 
 /// `openssl req -new` in `dir`: a CSR signed by the key in `key`, with `subject` and the URI SAN
