@@ -531,6 +531,16 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
     assert_eq!(code, 0, "team-b must be refused before its root is trusted");
     let (code, _) = curl_mtls(s_in, "/before", &client_cert, &[]).await;
     assert_eq!(code, 0);
+    // The server's access log says who was refused and why, as a sentence.
+    let refused =
+        format!("peer spiffe://{td_b}/ns/foo/sa/sleep: trust domain {td_b} is not trusted");
+    let took = within(Duration::from_secs(2), || async {
+        server_proxy.access_log().contains(&refused)
+    })
+    .await;
+    let log = server_proxy.access_log();
+    assert!(took.is_some(), "no '{refused}' in the access log:\n{log}");
+    assert!(!log.contains("OtherError") && !log.contains("{ "), "{log}");
 
     // Alias alone is not enough: team-b's certificate does not chain to team-a's root.
     std::fs::write(
