@@ -403,7 +403,10 @@ async fn authorize(
     let allowed = after.allowed();
     outcome.log().reason = Some(match failed_open {
         Some(why) => format!("{why}; {}", after.reason),
-        None => after.reason,
+        None => format!(
+            "CUSTOM provider {provider} allowed the request; {}",
+            after.reason
+        ),
     });
     if after.policy.is_some() {
         outcome.log().policy = after.policy;
