@@ -93,22 +93,20 @@ pub async fn check(
     match client.check(&input, seen.as_ref()).await {
         ExtAuthzOutcome::Allow {
             error: Some(error), ..
-        } => {
-            let allowed = ExtAuthzOutcome::Allow {
+        } => Outcome::Allow {
+            // Nothing to apply: the authorizer said nothing.
+            allowed: ExtAuthzOutcome::Allow {
                 headers_to_add: Vec::new(),
                 headers_to_remove: Vec::new(),
                 response_headers_to_add: Vec::new(),
                 failed_open: true,
                 error: None,
-            };
-            Outcome::Allow {
-                allowed,
-                failed_open: Some(format!(
-                    "CUSTOM provider {provider} gave no decision ({error}); failOpen let the \
-                     request through"
-                )),
-            }
-        }
+            },
+            failed_open: Some(format!(
+                "CUSTOM provider {provider} gave no decision ({error}); failOpen let the \
+                 request through"
+            )),
+        },
         allowed @ ExtAuthzOutcome::Allow { .. } => Outcome::Allow {
             allowed,
             failed_open: None,

@@ -22,11 +22,11 @@ pub const DEFAULT_STATUS_ON_ERROR: u16 = 403;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtAuthzError {
-    #[error("invalid ext_authz target {target:?}: {reason}")]
+    #[error("invalid ext_authz target \"{target}\": {reason}")]
     InvalidTarget { target: String, reason: String },
-    #[error("invalid statusOnError {0:?}: must be an HTTP status code")]
+    #[error("invalid statusOnError \"{0}\": must be an HTTP status code")]
     InvalidStatus(String),
-    #[error("invalid header name {0:?}")]
+    #[error("invalid header name \"{0}\"")]
     InvalidHeader(String),
 }
 

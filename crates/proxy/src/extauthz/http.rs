@@ -114,7 +114,7 @@ impl HttpExtAuthzClient {
         let uri = format!("http://{}{}{}", s.authority, s.path_prefix, input.path);
         let method = Method::from_bytes(input.method.as_bytes()).map_err(|_| {
             format!(
-                "the method {:?} cannot be sent to the authorizer",
+                "the method \"{}\" cannot be sent to the authorizer",
                 input.method
             )
         })?;
