@@ -15,6 +15,8 @@ Decision per request, driven by request headers the test sets:
                                `denied by ext_authz: <path>`, header
                                `x-ext-authz-check-result: denied`
   x-ext-authz-sleep-ms: N   -> sleeps N ms first (to force client timeouts)
+A check without an HTTP request (Envoy's network filter, for a TCP connection) is OK when the
+source principal is one of --allow-principal, and PERMISSION_DENIED otherwise.
 
 Every CheckRequest is also appended as one JSON line to --log, so a test can assert what the
 server saw. The server binds --bind (127.0.0.1 unless told) on --port (0 = any free port),
@@ -62,6 +64,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", required=True)
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--allow-principal", action="append", default=[])
     opts = parser.parse_args()
 
     compile_stubs()
@@ -95,6 +98,8 @@ def main():
                 "protocol": http.protocol,
                 "headers": headers,
                 "has_time": attrs.request.HasField("time"),
+                "has_request": attrs.HasField("request"),
+                "has_http": attrs.request.HasField("http"),
                 "body": http.body,
                 "raw_body_hex": http.raw_body.hex(),
             }
@@ -104,6 +109,10 @@ def main():
             sleep_ms = int(headers.get("x-ext-authz-sleep-ms", "0") or 0)
             if sleep_ms > 0:
                 time.sleep(min(sleep_ms, 10_000) / 1000.0)
+
+            if not attrs.HasField("request"):
+                code = 0 if attrs.source.principal in opts.allow_principal else 7
+                return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code))
 
             if headers.get("x-ext-authz") == "allow":
                 ok = external_auth_pb2.OkHttpResponse(

@@ -461,6 +461,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "originate",
             "peers",
             "relay",
+            "reqbody",
             "response",
             "slots",
             "tls",

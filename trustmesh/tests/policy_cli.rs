@@ -144,6 +144,22 @@ fn validate_exit_codes() {
         assert_eq!(doc["counts"]["AuthorizationPolicy"], 3, "{doc}");
     }
 
+    // A provider the proxy could not build is refused by the same code here.
+    let bad_mesh = write(
+        d.path(),
+        "bad-mesh.yaml",
+        "extensionProviders:\n- name: nginx\n  envoyExtAuthzHttp: {service: authz, port: 8000, pathPrefix: check}\n",
+    );
+    let o = run(&["validate", "--config", &dir, "--mesh", &bad_mesh], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains(
+            "extensionProviders[0] (nginx).envoyExtAuthzHttp.pathPrefix: must begin with \"/\""
+        ),
+        "{}",
+        err(&o)
+    );
+
     let o = run(&["validate", "--config", "/nonexistent/dir"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("/nonexistent/dir"), "{}", err(&o));

@@ -203,7 +203,8 @@ spec:
 fn custom_mesh(authz_port: u16, fail_open: bool) -> String {
     format!(
         "{{ trustDomain: {TD}, extensionProviders: [ {{ name: grpc-authz, envoyExtAuthzGrpc: \
-         {{ service: 127.0.0.1, port: {authz_port}, timeout: 0.5s, failOpen: {fail_open} }} }} ] }}"
+         {{ service: 127.0.0.1, port: {authz_port}, timeout: 0.5s, failOpen: {fail_open}, \
+         includeRequestBodyInCheck: {{ maxRequestBytes: 16 }} }} }} ] }}"
     )
 }
 
@@ -289,6 +290,24 @@ async fn custom_action_with_grpcio_ext_authz_server() {
         "{body}"
     );
     assert!(!body.contains("app GET"), "{body}");
+
+    // includeRequestBodyInCheck: the server gets the body read ahead (a longer one is a 413).
+    let posted = |body: &'static str| {
+        let cert = client_cert.clone();
+        async move {
+            let extra = ["-H", "x-ext-authz: allow", "-d", body];
+            curl_mtls(closed, "/ext/post", &cert, &extra).await
+        }
+    };
+    let (code, body) = posted("grpc-body").await;
+    assert_eq!(code, 200, "{body}");
+    let last = authz.seen().pop().unwrap();
+    assert_eq!(last["body"], "grpc-body", "{last}");
+    assert_eq!(
+        last["headers"]["x-envoy-auth-partial-body"], "false",
+        "{last}"
+    );
+    assert_eq!(posted("seventeen-bytes!!").await.0, 413);
 
     // Paths the CUSTOM policy does not select are not sent to the authorizer.
     let before = authz.seen().len();

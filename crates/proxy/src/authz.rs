@@ -203,6 +203,12 @@ impl Policies {
         self.decide(&req, false)
     }
 
+    /// After a CUSTOM provider admitted the connection: only DENY and ALLOW policies remain.
+    pub fn check_tcp_after_custom(&self, ctx: &ConnCtx) -> ProxyVerdict {
+        let req = self.base_request(ctx, None);
+        self.decide(&req, true)
+    }
+
     fn http_request(&self, ctx: &ConnCtx, principal: Option<&str>, a: &HttpAttrs<'_>) -> Request {
         let mut req = self.base_request(ctx, principal);
         let mut headers = BTreeMap::new();

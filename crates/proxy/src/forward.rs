@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use trustmesh_lifecycle::drain::Watch;
 
 use crate::conn::ConnCtx;
+use crate::reqbody::AppBody;
 use crate::response::{text, Body};
 use crate::state::Shared;
 
@@ -170,7 +171,7 @@ impl ForwardError {
 /// under steady load: one upstream connection busy per downstream request in flight.)
 #[derive(Default)]
 pub struct DedicatedUpstream(
-    tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Incoming>>>,
+    tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<AppBody>>>,
 );
 
 impl DedicatedUpstream {
@@ -180,7 +181,7 @@ impl DedicatedUpstream {
         target: std::net::SocketAddr,
         source: Option<std::net::IpAddr>,
         connect_timeout: std::time::Duration,
-        mut req: Request<Incoming>,
+        mut req: Request<AppBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut slot = self.0.lock().await;
         let mut retried = false;
@@ -226,7 +227,7 @@ async fn connect_app(
     target: std::net::SocketAddr,
     source: Option<std::net::IpAddr>,
     timeout: std::time::Duration,
-) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+) -> Result<hyper::client::conn::http1::SendRequest<AppBody>, String> {
     let connecting = crate::upstream::tcp_connect(target, source);
     let stream = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(s)) => s,
@@ -256,7 +257,7 @@ pub async fn forward(
     shared: &Arc<Shared>,
     conn: &Conn,
     own_id: &str,
-    mut req: Request<Incoming>,
+    mut req: Request<AppBody>,
 ) -> Response<Body> {
     let ctx = &conn.ctx;
     let h2 = ctx.app_protocol == crate::config::AppProtocol::Http2;

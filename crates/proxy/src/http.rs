@@ -255,8 +255,8 @@ fn request_id_bytes() -> u128 {
     STATE.with(|s| (u128::from(next(s)) << 64) | u128::from(next(s)))
 }
 
-fn attrs_of<'a>(
-    req: &'a Request<Incoming>,
+fn attrs_of<'a, B>(
+    req: &'a Request<B>,
     host: &'a str,
     auth: Option<&'a crate::jwt::AuthInfo>,
 ) -> HttpAttrs<'a> {
@@ -326,6 +326,8 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
         }
     };
     outcome.log().request_principal = auth.as_ref().map(|a| a.principal.clone());
+    // From here on the body may be read ahead for a CUSTOM provider before it reaches the app.
+    let mut req = req.map(crate::reqbody::AppBody::from);
 
     // Headers a CUSTOM authorizer asked to add to the client's response on allow.
     let response_headers =
@@ -353,7 +355,7 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
 async fn authorize(
     snap: &crate::snapshot::Snapshot,
     conn: &Conn,
-    req: &mut Request<Incoming>,
+    req: &mut Request<crate::reqbody::AppBody>,
     host: &str,
     auth: Option<&crate::jwt::AuthInfo>,
     outcome: &mut Outcome<'_>,
@@ -372,15 +374,19 @@ async fn authorize(
         }
         Decision::Custom(provider) => provider,
     };
-    let allowed = match crate::custom::check(snap, provider, ctx, req).await {
-        crate::custom::Outcome::Deny(resp) => {
-            outcome.log().status = Some(resp.status().as_u16());
+    let (allowed, failed_open) = match crate::custom::check(snap, provider, ctx, req).await {
+        crate::custom::Outcome::Deny { response, why } => {
+            outcome.log().status = Some(response.status().as_u16());
             let failure = Failure::DeniedByProvider {
                 provider: provider.clone(),
+                why,
             };
-            return Err((failure, resp));
+            return Err((failure, response));
         }
-        crate::custom::Outcome::Allow(allowed) => allowed,
+        crate::custom::Outcome::Allow {
+            allowed,
+            failed_open,
+        } => (allowed, failed_open),
     };
     allowed.apply_to_request(req.headers_mut());
     let response_headers = match allowed {
@@ -395,7 +401,13 @@ async fn authorize(
         .policies
         .check_http_after_custom(ctx, peer, &attrs_of(req, host, auth));
     let allowed = after.allowed();
-    outcome.log().reason = Some(after.reason);
+    outcome.log().reason = Some(match failed_open {
+        Some(why) => format!("{why}; {}", after.reason),
+        None => format!(
+            "CUSTOM provider {provider} allowed the request; {}",
+            after.reason
+        ),
+    });
     if after.policy.is_some() {
         outcome.log().policy = after.policy;
     }

@@ -37,6 +37,7 @@ pub mod outcome;
 pub mod peers;
 pub mod relay;
 pub mod reload;
+pub mod reqbody;
 pub mod response;
 pub mod route;
 pub mod run;

@@ -32,7 +32,7 @@ pub enum Failure {
     /// the log's `reason` already says which.
     Denied,
     /// The CUSTOM (ext_authz) provider refused.
-    DeniedByProvider { provider: String },
+    DeniedByProvider { provider: String, why: String },
     /// The app or the peer could not be reached, or failed (Envoy's `UF`).
     Upstream { why: String },
     /// No service or route for the destination: a `REGISTRY_ONLY` refusal, a connection that
@@ -95,9 +95,7 @@ impl Failure {
             Failure::BadRequest { label, why, .. } => Some(format!("{label}: {why}")),
             Failure::Unauthenticated { why, .. } => Some(why.clone()),
             Failure::Denied => None,
-            Failure::DeniedByProvider { provider } => {
-                Some(format!("CUSTOM provider {provider} denied"))
-            }
+            Failure::DeniedByProvider { why, .. } => Some(why.clone()),
             Failure::Upstream { why } | Failure::NoRoute { why } => Some(why.clone()),
         }
     }
@@ -274,6 +272,7 @@ mod tests {
             Failure::Denied,
             Failure::DeniedByProvider {
                 provider: "opa".into(),
+                why: "CUSTOM provider opa denied the request with 403".into(),
             },
             Failure::Upstream {
                 why: "connecting to app 127.0.0.1:1: refused".into(),

@@ -316,6 +316,7 @@ async fn send<'t>(
         match &security {
             Security::Plaintext => {
                 *r.uri_mut() = absolute(addr, r.uri());
+                let r = r.map(crate::reqbody::AppBody::from);
                 let sent = shared.workers.app_request(false, false, r).await;
                 return sent.map(|resp| (target, None, resp)).map_err(|e| {
                     shared

@@ -44,7 +44,7 @@ pub struct Snapshot {
     /// Per outbound listener (same index as `config.outbound`); `None` when `tls: false`.
     pub client_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     /// ext_authz clients by extension provider name.
-    pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::ExtAuthzClient>,
+    pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::Provider>,
     /// What the policies, registry, mesh config and bundles were built from.
     pub inputs: Arc<Inputs>,
 }
@@ -262,7 +262,7 @@ pub fn build_from(
     let (mesh_view, registry_objects) =
         crate::mesh::Mesh::build(&cfg, &mesh, sources, trust.clone(), &own)?;
     let policies = Policies::load(&cfg, &mesh, sources, &registry_objects)?;
-    let ext_authz = crate::extauthz::clients(&mesh)?;
+    let ext_authz = crate::extauthz::providers(&mesh)?;
 
     let server_tls_http = tls::server_config(trust.clone(), &own, true)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;

@@ -3,7 +3,8 @@
 //! Only connection-level attributes exist here (peer identity, addresses, ports), so HTTP-only
 //! policy fields are handled by the policy crate's TCP semantics (a rule that needs HTTP
 //! attributes cannot match). A deny closes the connection without a byte written, as Envoy's
-//! network RBAC filter does.
+//! network RBAC filter does. A CUSTOM policy asks its `envoyExtAuthzGrpc` provider once per
+//! connection, before connecting to the app ([`crate::custom::check_connection`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,13 +54,22 @@ pub async fn admit<'a>(
     let snap = shared.current();
     let mut verdict = snap.policies.check_tcp(ctx);
     if let crate::authz::Decision::Custom(provider) = &verdict.decision {
-        // The ext_authz client speaks the HTTP check API only; a CUSTOM policy that matches a
-        // TCP connection therefore fails closed rather than letting the connection through.
-        verdict.reason = format!(
-            "CUSTOM provider {provider} matched a TCP connection; ext_authz for TCP is not \
-             supported, denied"
-        );
-        verdict.decision = crate::authz::Decision::Deny;
+        // Envoy's network ext_authz filter: one check, before any byte is relayed.
+        let provider = provider.clone();
+        verdict = match crate::custom::check_connection(&snap, &provider, ctx).await {
+            Ok(admitted) => {
+                // The provider admitted it: the DENY and ALLOW policies still apply.
+                let mut after = snap.policies.check_tcp_after_custom(ctx);
+                after.reason = format!("{admitted}; {}", after.reason);
+                after.policy = after.policy.or(verdict.policy);
+                after
+            }
+            Err(why) => crate::authz::ProxyVerdict {
+                decision: crate::authz::Decision::Deny,
+                policy: verdict.policy,
+                reason: why,
+            },
+        };
     }
     let mut outcome = Outcome::new(
         &shared.metrics,

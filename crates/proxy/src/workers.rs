@@ -27,7 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hyper::body::Incoming;
+use crate::reqbody::AppBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -41,13 +41,13 @@ pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Se
 #[derive(Clone)]
 pub struct AppClients {
     /// HTTP/1.1 with keep-alive.
-    pub http1: Client<HttpConnector, Incoming>,
+    pub http1: Client<HttpConnector, AppBody>,
     /// Cleartext HTTP/2 with prior knowledge, for `appProtocol: http2` apps.
-    pub http2: Client<HttpConnector, Incoming>,
+    pub http2: Client<HttpConnector, AppBody>,
     /// The same two, connecting from 127.0.0.6 (captured connections to the workload's own
     /// address, see `ConnCtx::app_source`).
-    pub passthrough_http1: Client<HttpConnector, Incoming>,
-    pub passthrough_http2: Client<HttpConnector, Incoming>,
+    pub passthrough_http1: Client<HttpConnector, AppBody>,
+    pub passthrough_http2: Client<HttpConnector, AppBody>,
 }
 
 impl AppClients {
@@ -151,7 +151,7 @@ impl Workers {
         &self,
         h2: bool,
         passthrough: bool,
-        req: http::Request<Incoming>,
+        req: http::Request<AppBody>,
     ) -> hyper_util::client::legacy::ResponseFuture {
         let pick = |c: &AppClients| match (h2, passthrough) {
             (true, false) => c.http2.request(req),

@@ -59,7 +59,7 @@ fn validate_accepts_ext_authz(dir: &Path, timeout: &str) -> bool {
     load::read_mesh(&file).unwrap().is_ok()
 }
 
-/// The proxy loads its inline mesh config, then builds the ext_authz clients from it.
+/// The proxy loads its inline mesh config, then builds the ext_authz providers from it.
 fn proxy_accepts_ext_authz(timeout: &str) -> bool {
     let mesh: String = mesh_yaml(timeout)
         .lines()
@@ -77,7 +77,7 @@ fn proxy_accepts_ext_authz(timeout: &str) -> bool {
         return false;
     };
     snapshot::load_mesh(&cfg)
-        .and_then(|m| extauthz::clients(&m))
+        .and_then(|m| extauthz::providers(&m))
         .is_ok()
 }
 

@@ -220,6 +220,14 @@ impl Request {
 /// 30 s) with `200` and the text `answer` makes of it; a body the client sends is read and
 /// dropped.
 pub async fn serve_http(s: TcpStream, answer: impl Fn(&Request) -> String) -> std::io::Result<()> {
+    serve_http_with_body(s, |r, _| answer(r)).await
+}
+
+/// [`serve_http`], handing `answer` the request's (content-length framed) body too.
+pub async fn serve_http_with_body(
+    s: TcpStream,
+    answer: impl Fn(&Request, &[u8]) -> String,
+) -> std::io::Result<()> {
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);
     for _ in 0..1000 {
@@ -251,7 +259,7 @@ pub async fn serve_http(s: TcpStream, answer: impl Fn(&Request) -> String) -> st
         let len = req.header("content-length").parse().unwrap_or(0);
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await?;
-        let text = answer(&req);
+        let text = answer(&req, &body);
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
             text.len()
@@ -279,6 +287,25 @@ pub async fn http_backend(name: &'static str) -> u16 {
                     text.push_str(&format!("{k}={v}\n"));
                 }
             }
+            text
+        })
+        .await;
+    })
+    .await
+}
+
+/// A backend answering `<method> <path>`, every `x-*` header it received except XFCC as
+/// `name: value` lines, and `body=<the body it received>`: what reached the app, body included.
+pub async fn body_backend() -> u16 {
+    backend(|s| async move {
+        let _ = serve_http_with_body(s, |r, body| {
+            let mut text = format!("{} {}\n", r.method, r.path);
+            for (k, v) in &r.headers {
+                if k.starts_with("x-") && k != "x-forwarded-client-cert" {
+                    text.push_str(&format!("{k}: {v}\n"));
+                }
+            }
+            text.push_str(&format!("body={}\n", String::from_utf8_lossy(body)));
             text
         })
         .await;

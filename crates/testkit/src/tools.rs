@@ -189,9 +189,23 @@ impl ExtAuthzServer {
         ExtAuthzServer::start_with(Command::new("python3"), dir, "127.0.0.1")
     }
 
+    /// [`ExtAuthzServer::start`], admitting the TCP connections (checks without an HTTP
+    /// request) of the peers with these SPIFFE IDs and refusing the others.
+    pub fn start_allowing(dir: &Path, principals: &[&str]) -> ExtAuthzServer {
+        let allow: Vec<&str> = principals
+            .iter()
+            .flat_map(|p| ["--allow-principal", p])
+            .collect();
+        ExtAuthzServer::launch(Command::new("python3"), dir, "127.0.0.1", &allow)
+    }
+
     /// [`ExtAuthzServer::start`] run by `python` (`python3`, or `ip netns exec <ns> python3` for
     /// a server in a network namespace), listening on `bind` (`0.0.0.0`: every address).
-    pub fn start_with(mut python: Command, dir: &Path, bind: &str) -> ExtAuthzServer {
+    pub fn start_with(python: Command, dir: &Path, bind: &str) -> ExtAuthzServer {
+        ExtAuthzServer::launch(python, dir, bind, &[])
+    }
+
+    fn launch(mut python: Command, dir: &Path, bind: &str, extra: &[&str]) -> ExtAuthzServer {
         let log = dir.join("ext-authz-checks.jsonl");
         let mut proc = crate::process::Proc::start(
             python
@@ -199,7 +213,8 @@ impl ExtAuthzServer {
                 .arg("--log")
                 .arg(&log)
                 .args(["--bind", bind])
-                .args(["--max-seconds", "120"]),
+                .args(["--max-seconds", "120"])
+                .args(extra),
         );
         let port = proc.wait_line("PORT ", Duration::from_secs(30));
         ExtAuthzServer {
@@ -221,5 +236,80 @@ impl ExtAuthzServer {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+}
+
+/// Whether nginx is installed; when it is not, prints a loud SKIP for `what`, except under CI
+/// (`CI` set), where the absence is a failure (`.ci/run` installs `nginx-light`).
+pub fn nginx_available(what: &str) -> bool {
+    let ok = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but nginx is missing: apt-get install nginx-light"
+        );
+        eprintln!("\n!!!!! SKIP: nginx is not installed; {what} not run !!!!!\n");
+    }
+    ok
+}
+
+/// nginx serving the `server { ... }` blocks a test wrote, as one foreground process (no
+/// master, no daemon) with its pid file, logs and temporary files in `dir/nginx`, which is also
+/// its prefix: a relative path in the test's blocks (`access_log checks.log fmt;`) lands there
+/// and reads back with [`Nginx::file`]. Killed on drop.
+pub struct Nginx {
+    pub proc: crate::process::Proc,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx with `http_blocks` inside its `http { }` block and waits (≤10 s) until
+    /// `port` on 127.0.0.1 accepts connections.
+    pub fn start(dir: &Path, http_blocks: &str, port: u16) -> Nginx {
+        let dir = dir.join("nginx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             {http_blocks}\n}}\n"
+        );
+        let file = dir.join("nginx.conf");
+        std::fs::write(&file, conf).unwrap();
+        let proc = crate::process::Proc::start(
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&dir)
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-c")
+                .arg(&file)
+                .args(["-g", "daemon off; master_process off;"]),
+        );
+        let mut nginx = Nginx { proc, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                nginx.proc.running() && std::time::Instant::now() < deadline,
+                "nginx did not listen on {port}: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    /// nginx's own error log (start-up problems, each request's errors).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// A file nginx writes in its folder (an access log the test's blocks named).
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 }

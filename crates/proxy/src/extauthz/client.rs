@@ -9,7 +9,8 @@
 //! otherwise a deny with `statusOnError` (Istio's default: 403).
 
 use super::proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use super::request::{build, BodySettings, CheckInput};
+use super::proto::envoy::service::auth::v3::CheckRequest;
+use super::request::{build, build_connection, BodySettings, CheckInput, ConnInput};
 use super::response::{outcome_from, ExtAuthzOutcome};
 use hyper::http::HeaderName;
 use std::sync::{Arc, OnceLock};
@@ -21,11 +22,11 @@ pub const DEFAULT_STATUS_ON_ERROR: u16 = 403;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtAuthzError {
-    #[error("invalid ext_authz target {target:?}: {reason}")]
+    #[error("invalid ext_authz target \"{target}\": {reason}")]
     InvalidTarget { target: String, reason: String },
-    #[error("invalid statusOnError {0:?}: must be an HTTP status code")]
+    #[error("invalid statusOnError \"{0}\": must be an HTTP status code")]
     InvalidStatus(String),
-    #[error("invalid header name {0:?}")]
+    #[error("invalid header name \"{0}\"")]
     InvalidHeader(String),
 }
 
@@ -143,7 +144,34 @@ impl ExtAuthzClient {
             }
             _ => None,
         };
-        let mut request = tonic::Request::new(build(input, self.allowed_headers.as_deref(), body));
+        self.ask(build(input, self.allowed_headers.as_deref(), body))
+            .await
+    }
+
+    /// [`Self::check`] with what the proxy buffered of the body ([`crate::reqbody::buffer`],
+    /// which already refused a body too long to send whole).
+    pub async fn check_buffered(
+        &self,
+        input: &CheckInput<'_>,
+        seen: Option<&crate::reqbody::Seen>,
+    ) -> ExtAuthzOutcome {
+        let body = match (&self.body, seen) {
+            (Some(settings), Some(seen)) => Some((&seen.bytes[..], seen.partial, settings)),
+            _ => None,
+        };
+        self.ask(build(input, self.allowed_headers.as_deref(), body))
+            .await
+    }
+
+    /// Envoy's network ext_authz filter: one check per TCP connection, with the connection's
+    /// attributes only (no HTTP request). OK admits the connection; anything else refuses it;
+    /// an error follows `failOpen`.
+    pub async fn check_connection(&self, input: &ConnInput<'_>) -> ExtAuthzOutcome {
+        self.ask(build_connection(input)).await
+    }
+
+    async fn ask(&self, check: CheckRequest) -> ExtAuthzOutcome {
+        let mut request = tonic::Request::new(check);
         request.set_timeout(self.timeout);
         let mut client = self
             .channel
@@ -152,24 +180,49 @@ impl ExtAuthzClient {
         let result = tokio::time::timeout(self.timeout, client.check(request)).await;
         let error = match result {
             Ok(Ok(response)) => return outcome_from(response.into_inner()),
-            Ok(Err(status)) => format!("ext_authz call failed: {status}"),
-            Err(_) => format!("ext_authz call timed out after {:?}", self.timeout),
+            Ok(Err(status)) => grpc_failure(&self.target, &status),
+            Err(_) => format!(
+                "{} did not answer within the {} timeout",
+                self.target,
+                trustmesh_config::format_go(self.timeout)
+            ),
         };
         tracing::warn!(target = %self.target, %error, fail_open = self.fail_open, "ext_authz error");
-        if self.fail_open {
-            ExtAuthzOutcome::Allow {
-                headers_to_add: Vec::new(),
-                headers_to_remove: Vec::new(),
-                response_headers_to_add: Vec::new(),
-                failed_open: true,
-            }
-        } else {
-            ExtAuthzOutcome::Deny {
-                status: self.status_on_error,
-                body: String::new(),
-                headers: Vec::new(),
-                error: Some(error),
-            }
+        on_error(error, self.fail_open, self.status_on_error)
+    }
+}
+
+/// A failed gRPC call in words: tonic's own text of a status is its Debug form.
+fn grpc_failure(target: &str, status: &tonic::Status) -> String {
+    let code = status.code();
+    let mut text = format!(
+        "asking {target} failed: gRPC status {} ({})",
+        code as i32,
+        code.description()
+    );
+    if !status.message().is_empty() {
+        text.push_str(&format!(": {}", status.message()));
+    }
+    text
+}
+
+/// The provider's failure behaviour for a check that got no decision: allow under
+/// `failOpen`, otherwise deny with `statusOnError`; `error` says why, for the access log.
+pub(crate) fn on_error(error: String, fail_open: bool, status_on_error: u16) -> ExtAuthzOutcome {
+    if fail_open {
+        ExtAuthzOutcome::Allow {
+            headers_to_add: Vec::new(),
+            headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            failed_open: true,
+            error: Some(error),
+        }
+    } else {
+        ExtAuthzOutcome::Deny {
+            status: status_on_error,
+            body: String::new(),
+            headers: Vec::new(),
+            error: Some(error),
         }
     }
 }

@@ -130,6 +130,32 @@ pub(crate) fn build(
     }
 }
 
+/// What the proxy knows about a TCP connection when it is accepted (Envoy's network ext_authz
+/// filter sends no more).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInput<'a> {
+    pub source_addr: SocketAddr,
+    /// The peer's SPIFFE ID under mTLS.
+    pub source_principal: Option<&'a str>,
+    pub destination_addr: SocketAddr,
+    /// This workload's own SPIFFE ID.
+    pub destination_principal: Option<&'a str>,
+}
+
+/// The `CheckRequest` of Envoy's network filter: source and destination peers, no `request`.
+pub(crate) fn build_connection(input: &ConnInput<'_>) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(Some(input.source_addr), input.source_principal)),
+            destination: Some(peer(
+                Some(input.destination_addr),
+                input.destination_principal,
+            )),
+            ..Default::default()
+        }),
+    }
+}
+
 fn peer(addr: Option<SocketAddr>, principal: Option<&str>) -> attribute_context::Peer {
     attribute_context::Peer {
         address: addr.map(|a| Address {

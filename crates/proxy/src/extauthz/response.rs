@@ -41,6 +41,8 @@ pub enum ExtAuthzOutcome {
         response_headers_to_add: Vec<HeaderMutation>,
         /// True when the authorizer failed and `failOpen` let the request through.
         failed_open: bool,
+        /// Why the authorizer gave no decision, when `failOpen` let the request through.
+        error: Option<String>,
     },
     /// Answer the client directly.
     Deny {
@@ -125,6 +127,7 @@ pub(crate) fn outcome_from(response: CheckResponse) -> ExtAuthzOutcome {
             headers_to_remove,
             response_headers_to_add,
             failed_open: false,
+            error: None,
         };
     }
     let (status, body, headers) = match response.http_response {
