@@ -52,6 +52,9 @@ enum Command {
     Capture(cmd::capture::CaptureCommand),
     /// Show a running sidecar's identity, certificate lifetime, trust bundles and mTLS modes.
     TlsCheck(cmd::tls_check::Args),
+    /// Which sources still reach each workload port in plaintext, from the sidecars' metrics:
+    /// whether PERMISSIVE → STRICT is safe (exit 0 ready, 1 not ready, 2 a sidecar unreadable).
+    MtlsReadiness(cmd::mtls_readiness::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,5 +71,6 @@ fn main() -> ExitCode {
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::TlsCheck(a) => cmd::tls_check::run(a),
         Command::Capture(c) => cmd::capture::run(c),
+        Command::MtlsReadiness(a) => cmd::mtls_readiness::run(a),
     }
 }

@@ -365,6 +365,13 @@ async fn handle(
     let mut resp = crate::forward::forward(shared, conn, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     outcome.log().status = Some(resp.status().as_u16());
+    if resp
+        .extensions()
+        .get::<crate::forward::AppFailed>()
+        .is_some()
+    {
+        outcome.log().response_flags = Some(crate::outcome::flags::UPSTREAM_FAILURE);
+    }
     if let Some(f) = outcome.telemetry() {
         f.response_bytes = peer::declared_size(resp.headers());
         f.grpc_status = peer::grpc_status(resp.headers());

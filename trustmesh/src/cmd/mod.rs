@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cert;
 pub mod control;
 pub mod flags;
+pub mod mtls_readiness;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
