@@ -462,6 +462,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "relay",
             "response",
             "slots",
+            "telemetry",
             "tls",
             "tunnel",
             "upgrade",

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message;
 use prost_types::{value::Kind, Struct, Value};
 
-use super::{Workload, LATEST, UNKNOWN};
+use super::labels::{Workload, LATEST, UNKNOWN};
 
 pub static PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
 pub static PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");

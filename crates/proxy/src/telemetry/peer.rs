@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use trustmesh_identity::SpiffeId;
 
-use super::{Facts, Interned, Istio, Protocol, Reporter, Security, Service, Workload};
+use super::labels::{Interned, Protocol, Reporter, Security, Service, Workload};
+use super::store::{Facts, Istio};
 
 /// A connection's peer and our side of it, as the metric labels need them.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ impl Istio {
             from_registry,
             peer_principal: self.string(principal.as_deref().unwrap_or("")),
             own_principal: if peer.is_some() {
-                self.string(&own.to_string())
+                self.string(own.as_ref())
             } else {
                 self.unknown_str()
             },
@@ -88,11 +89,11 @@ impl Istio {
             peer: workload,
             from_registry,
             peer_principal: match &id {
-                Some(i) => self.string(&i.to_string()),
+                Some(i) => self.string(i.as_ref()),
                 None => self.unknown_str(),
             },
             own_principal: if peer.is_some() {
-                self.string(&own.to_string())
+                self.string(own.as_ref())
             } else {
                 self.unknown_str()
             },

@@ -14,14 +14,17 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{lock, render::escape, Security, Workload};
+use super::labels::{escape, lock, Security, Workload};
 
 /// Distinct (port, security, source) triples kept.
 pub const MAX_SOURCES: usize = 2_000;
 
+/// (app port, security, source).
+type Seen = (u16, Security, Arc<str>);
+
 #[derive(Default)]
 pub struct Sources {
-    seen: Mutex<HashMap<(u16, Security, Arc<str>), u64>>,
+    seen: Mutex<HashMap<Seen, u64>>,
     pub overflow: AtomicU64,
 }
 

@@ -4,18 +4,8 @@
 
 use std::fmt::Write;
 
-use super::{lock, Histogram, Istio, Key, Reporter, Workload, BUCKETS, UNKNOWN};
-
-/// Prometheus label values escape backslash, quote and newline.
-pub(super) fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['\\', '"', '\n']) {
-        return s.into();
-    }
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .into()
-}
+use super::labels::{escape, lock, Reporter, Workload, BUCKETS, UNKNOWN};
+use super::store::{Histogram, HttpSeries, Istio, Key, TcpSeries};
 
 /// The 25 labels of one series, as Istio's stats filter fills them for each reporter.
 fn labels(key: &Key, own: &Workload) -> String {
@@ -81,6 +71,11 @@ fn labels(key: &Key, own: &Workload) -> String {
     out
 }
 
+/// A histogram family: name, help, and which of a series' histograms it shows.
+type HistogramFamily = (&'static str, &'static str, fn(&HttpSeries) -> &Histogram);
+/// A TCP counter family: name, help, and which of a series' counts it shows.
+type CounterFamily = (&'static str, &'static str, fn(&TcpSeries) -> u64);
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -115,7 +110,7 @@ impl Istio {
             for (l, s) in &http {
                 let _ = writeln!(out, "istio_requests_total{{{l}}} {}", s.requests);
             }
-            let histograms: [(&str, &str, fn(&super::HttpSeries) -> &Histogram); 3] = [
+            let histograms: [HistogramFamily; 3] = [
                 (
                     "istio_request_duration_milliseconds",
                     "Duration of requests in milliseconds (Istio standard metric).",
@@ -144,7 +139,7 @@ impl Istio {
             .map(|(k, s)| (labels(k, &own), s.clone()))
             .collect();
         if !tcp.is_empty() {
-            let counters: [(&str, &str, fn(&super::TcpSeries) -> u64); 4] = [
+            let counters: [CounterFamily; 4] = [
                 (
                     "istio_tcp_sent_bytes_total",
                     "Bytes sent towards the client of TCP connections (Istio standard metric).",

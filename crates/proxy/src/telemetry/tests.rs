@@ -2,6 +2,9 @@ use std::collections::BTreeMap;
 
 use trustmesh_identity::SpiffeId;
 
+use std::sync::atomic::Ordering;
+
+use super::labels::lock;
 use super::peer::Known;
 use super::*;
 
