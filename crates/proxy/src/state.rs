@@ -207,7 +207,11 @@ pub async fn accept_loop<F, Fut>(
 impl Shared {
     pub fn inbound_side(&self, snap: &Snapshot, ctx: &crate::conn::ConnCtx) -> Side {
         let peer = ctx.peer.as_ref().map(|p| &p.id);
-        let known = peer.and_then(|id| known_by_identity(snap, id));
+        let known = match peer {
+            Some(id) => known_by_identity(snap, id),
+            // Plaintext: the workload the registry has at the source address, if only one.
+            None => known_at(snap, ctx.source.ip()),
+        };
         self.metrics.istio.inbound_side(
             peer,
             &snap.own_id,
@@ -239,6 +243,19 @@ fn known_by_identity<'a>(
         .filter(|w| w.identity.as_ref() == Some(id));
     let w = found.next()?;
     if found.any(|o| o.labels != w.labels) {
+        return None;
+    }
+    Some(crate::telemetry::peer::Known {
+        namespace: &w.namespace,
+        service_account: &w.service_account,
+        labels: &w.labels,
+    })
+}
+
+fn known_at(snap: &Snapshot, ip: std::net::IpAddr) -> Option<crate::telemetry::peer::Known<'_>> {
+    let mut found = snap.mesh_view.registry.workloads_at(&ip);
+    let w = found.next()?;
+    if found.next().is_some() {
         return None;
     }
     Some(crate::telemetry::peer::Known {

@@ -55,6 +55,9 @@ impl Istio {
         let (workload, from_registry) = self.known_or(known, san_namespace.as_deref());
         let who: Arc<str> = match &principal {
             Some(p) => p.as_str().into(),
+            None if from_registry => {
+                format!("workload {}.{}", workload.0.name, workload.0.namespace).into()
+            }
             None => format!("address {source}").into(),
         };
         Side {

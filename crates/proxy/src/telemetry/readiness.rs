@@ -4,9 +4,10 @@
 //! to STRICT needs to know which sources still reach *that port* in plaintext
 //! (`trustmesh mtls-readiness` reads this family).
 //!
-//! `source` is the peer's SPIFFE ID under mTLS; in plaintext the workload the registry or the
-//! metadata exchange names (`<name>.<namespace>`), else `address <ip>` (no port: each
-//! connection has its own). Bounded like the rest: past [`MAX_SOURCES`] the sample is counted
+//! `source` is the peer's SPIFFE ID under mTLS; in plaintext the workload the registry has at
+//! the source address (`workload <name>.<namespace>`, when exactly one), else `address <ip>`
+//! (no port: each connection has its own). The metadata exchange is not used here: it is per
+//! request and a plaintext client can claim anything in it. Bounded like the rest: past [`MAX_SOURCES`] the sample is counted
 //! as overflow instead.
 
 use std::collections::HashMap;

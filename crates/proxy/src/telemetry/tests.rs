@@ -199,7 +199,29 @@ fn plaintext_and_tcp_are_labelled_as_istio_labels_them() {
         value(sample(&out, "istio_tcp_received_bytes_total", &[]).unwrap()),
         7.0
     );
-    let r = sample(&out, "trustmesh_inbound_sources_total", &["port=\"5432\""]).unwrap();
+    // A plaintext peer the registry knows at its address is named as that workload.
+    let vm = labels(&[("app", "billing")]);
+    let known = Known {
+        namespace: "shop",
+        service_account: "billing",
+        labels: &vm,
+    };
+    let side = istio.inbound_side(None, &own, Some(known), "10.1.2.4".parse().unwrap(), 5432);
+    let (port, who) = side.inbound.clone().unwrap();
+    istio.readiness.record(port, side.security, &who);
+    let mut out = String::new();
+    istio.render(&mut out);
+    let vm_line = sample(&out, "trustmesh_inbound_sources_total", &["billing"]).expect(&out);
+    assert!(
+        vm_line.contains("source=\"workload billing.shop\""),
+        "{vm_line}"
+    );
+    let r = sample(
+        &out,
+        "trustmesh_inbound_sources_total",
+        &["address 10.1.2.3"],
+    )
+    .unwrap();
     assert!(r.contains("connection_security_policy=\"none\""), "{r}");
     assert!(r.contains("source=\"address 10.1.2.3\""), "{r}");
 }
