@@ -55,6 +55,9 @@ enum Command {
     /// Before a trust-domain change or an alias removal: what running sidecars would refuse.
     #[command(subcommand)]
     Migrate(cmd::migrate::MigrateCommand),
+    /// Which sources still reach each workload port in plaintext, from the sidecars' metrics:
+    /// whether PERMISSIVE → STRICT is safe (exit 0 ready, 1 not ready, 2 a sidecar unreadable).
+    MtlsReadiness(cmd::mtls_readiness::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,5 +75,6 @@ fn main() -> ExitCode {
         Command::TlsCheck(a) => cmd::tls_check::run(a),
         Command::Migrate(c) => cmd::migrate::run(c),
         Command::Capture(c) => cmd::capture::run(c),
+        Command::MtlsReadiness(a) => cmd::mtls_readiness::run(a),
     }
 }

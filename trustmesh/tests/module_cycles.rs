@@ -464,6 +464,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "reqbody",
             "response",
             "slots",
+            "telemetry",
             "tls",
             "tunnel",
             "upgrade",

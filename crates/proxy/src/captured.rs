@@ -160,19 +160,45 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 .fetch_add(1, Ordering::Relaxed);
             let mut l = log(orig.to_string());
             l.upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
-            let outcome =
+            let snap = shared.current();
+            let facts = crate::outbound::tcp_facts(shared, &snap, None);
+            drop(snap);
+            let mut outcome =
                 Outcome::new(&shared.metrics, l, Instant::now()).without_decision_metric();
+            outcome = outcome.with_telemetry(facts);
+            if let Some(f) = outcome.telemetry() {
+                f.service = shared.metrics.istio.cluster_service(BLACKHOLE_CLUSTER);
+            }
             refuse_in_words(&mut app, &why).await;
             outcome.fail(Failure::NoRoute { why });
         }
         Plan::Relay(targets) => {
+            let snap = shared.current();
+            let mut facts = crate::outbound::tcp_facts(shared, &snap, None);
+            drop(snap);
+            let istio = &shared.metrics.istio;
+            if let Some(t) = targets.first() {
+                facts.service = istio.cluster_service(&t.cluster);
+            }
             let mut outcome = Outcome::new(&shared.metrics, log(orig.to_string()), Instant::now())
-                .without_decision_metric();
+                .without_decision_metric()
+                .with_telemetry(facts);
             let connected = connect_first(shared, &view, &targets, &timeouts, source).await;
             let (target, peer) = match connected {
                 Ok(found) => found,
                 Err(why) => return outcome.fail(Failure::Upstream { why }),
             };
+            let principal = match &peer {
+                Connected::Direct(p) => crate::upstream::verified_peer(&shared.current().trust, p),
+                Connected::Tunnel(_, principal) => principal.clone(),
+            };
+            if let Some(f) = outcome.telemetry() {
+                let snap = shared.current();
+                let service = istio.cluster_service(&target.cluster);
+                *f = crate::outbound::tcp_facts(shared, &snap, principal.as_deref());
+                f.service = service;
+            }
+            outcome.tcp_opened();
             // The relay counts as one request in flight on its endpoint while it lasts.
             let _load = target.load.as_ref().map(crate::mesh::Load::begin);
             outcome.log().destination_address = target.addr.to_string();
@@ -181,11 +207,10 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             let relayed = match peer {
                 Connected::Direct(mut peer) => {
                     outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));
-                    outcome.log().destination_principal =
-                        crate::upstream::verified_peer(&shared.current().trust, &peer);
+                    outcome.log().destination_principal = principal;
                     crate::relay::relay(&mut app, &mut peer, idle, stop).await
                 }
-                Connected::Tunnel(mut tunnel, principal) => {
+                Connected::Tunnel(mut tunnel, _) => {
                     outcome.log().tls = true;
                     outcome.log().destination_principal = principal;
                     crate::relay::relay(&mut app, &mut tunnel, idle, stop).await

@@ -155,6 +155,11 @@ impl ProxyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadConfig {
+    /// Istio's workload name (`WORKLOAD_NAME`: the Deployment's name in Kubernetes), for the
+    /// `*_workload` labels of Istio's metrics. Unset: the `app` label, else the service
+    /// account (`telemetry::Workload::from_labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub namespace: String,
     pub service_account: String,
     #[serde(default)]

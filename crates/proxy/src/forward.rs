@@ -411,13 +411,20 @@ fn failed(shared: &Shared, conn: &Conn, e: ForwardError) -> Response<Body> {
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target = %conn.ctx.target, error = %e, "forwarding to local app failed");
-            text(
+            let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers",
-            )
+            );
+            r.extensions_mut().insert(AppFailed);
+            r
         }
     }
 }
+
+/// Marks a response the sidecar made because the app could not be reached or failed, so the
+/// outcome carries Envoy's `UF` (the access log's and Istio's metrics' `response_flags`).
+#[derive(Debug, Clone, Copy)]
+pub struct AppFailed;
 
 #[cfg(test)]
 mod tests {

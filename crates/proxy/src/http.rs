@@ -30,6 +30,8 @@ use crate::normalize::authority;
 use crate::outcome::{Failure, Outcome};
 use crate::response::{bytes_response, text, Body};
 use crate::state::Shared;
+use crate::telemetry::exchange;
+use crate::telemetry::peer::{self, Side};
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -41,6 +43,8 @@ where
 {
     let snap = shared.current();
     let timeouts = snap.config.timeouts.clone();
+    // The peer's labels for Istio's metrics, once for every request of the connection.
+    let side = Arc::new(shared.inbound_side(&snap, &ctx));
     let ctx = Arc::new(Conn::new(ctx, snap.own_id.as_str(), drain.clone()));
     drop(snap);
     let builder = server_builder(&timeouts);
@@ -50,9 +54,10 @@ where
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let ctx = ctx.clone();
+        let side = side.clone();
         let busy = svc_activity.begin();
         async move {
-            let resp = handle(&shared, &ctx, req).await;
+            let resp = handle(&shared, &ctx, &side, req).await;
             drop(busy);
             Ok::<_, Infallible>(resp)
         }
@@ -289,15 +294,32 @@ fn plain(status: StatusCode, body: String) -> Response<Body> {
 
 /// One request: authenticate (JWT), authorize (CUSTOM → DENY → ALLOW), forward. Its outcome
 /// (access-log line, decision metric) is recorded once whichever way it leaves.
-async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    shared: &Arc<Shared>,
+    conn: &Conn,
+    side: &Side,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let snap = shared.current();
     let request_id = ensure_request_id(req.headers_mut());
+    // The client sidecar's metadata: for the metric labels only, never seen by the app.
+    let peer_metadata = exchange::take(req.headers_mut());
     // Normalized before anything reads the path: authentication, policy, the log and the app
     // all see the same request.
     let normalized = crate::normalize::apply(&mut req, snap.mesh.path_normalization.normalization);
-    let mut outcome = Outcome::new(&shared.metrics, request_log(conn, &req), started);
+    let log = request_log(conn, &req);
+    let istio = &shared.metrics.istio;
+    let host = log.authority.as_deref().unwrap_or("");
+    let mut facts = side.facts(
+        istio,
+        peer::http_protocol(req.headers()),
+        istio.service(host, host),
+        peer_metadata.as_ref().map(|v| v.as_bytes()),
+    );
+    facts.request_bytes = peer::declared_size(req.headers());
+    let mut outcome = Outcome::new(&shared.metrics, log, started).with_telemetry(facts);
     outcome.log().request_id = request_id;
     match normalized {
         Ok(original) => outcome.log().original_path = original,
@@ -345,6 +367,22 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     let mut resp = crate::forward::forward(shared, conn, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     outcome.log().status = Some(resp.status().as_u16());
+    if resp
+        .extensions()
+        .get::<crate::forward::AppFailed>()
+        .is_some()
+    {
+        outcome.log().response_flags = Some(crate::outcome::flags::UPSTREAM_FAILURE);
+    }
+    if let Some(f) = outcome.telemetry() {
+        f.response_bytes = peer::declared_size(resp.headers());
+        f.grpc_status = peer::grpc_status(resp.headers());
+    }
+    // Metadata is answered only to a peer that sent its own (Istio's exchange), so a client
+    // outside the mesh learns nothing about the workload.
+    if peer_metadata.is_some() {
+        exchange::add(resp.headers_mut(), &snap.telemetry.peer_metadata);
+    }
     outcome.finish();
     resp
 }

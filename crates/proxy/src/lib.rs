@@ -45,6 +45,7 @@ pub mod slots;
 pub mod snapshot;
 pub mod state;
 pub mod tcp;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod upgrade;

@@ -74,6 +74,8 @@ pub struct Metrics {
     /// decision → policy → count. Nested so the per-request update looks keys up by `&str` and
     /// allocates only the first time a (decision, policy) pair is seen.
     decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Istio's standard metrics and trustmesh's per-port inbound sources.
+    pub istio: crate::telemetry::Istio,
     /// (kind, fail-closed outcome) → invalid policy resources in the snapshot in force.
     invalid_policies: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -231,6 +233,7 @@ impl Metrics {
             "gauge",
             invalid,
         );
+        self.istio.render(&mut out);
         out
     }
 }

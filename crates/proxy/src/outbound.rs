@@ -73,7 +73,10 @@ async fn handle(
         },
         started,
     )
-    .without_decision_metric();
+    .without_decision_metric()
+    // The bytes are relayed as they are, so Istio's metrics count a TCP connection here,
+    // whatever the listener's protocol; the peer's principal is filled in once it proved one.
+    .with_telemetry(tcp_facts(shared, &snap, None));
     let peer_addr = l.peer;
     drop(snap);
     let _ = app.set_nodelay(true);
@@ -96,14 +99,36 @@ async fn handle(
             return outcome.fail(Failure::Upstream { why: e.to_string() });
         }
     };
-    outcome.log().destination_principal = peer.peer_certificates().and_then(|chain| {
-        let snap = shared.current();
+    let snap = shared.current();
+    let principal = peer.peer_certificates().and_then(|chain| {
         trustmesh_identity::verify_svid(chain, &snap.trust, rustls_pki_types::UnixTime::now())
             .ok()
             .map(|s| s.id.to_string())
     });
+    if let Some(f) = outcome.telemetry() {
+        *f = tcp_facts(shared, &snap, principal.as_deref());
+    }
+    drop(snap);
+    outcome.tcp_opened();
+    outcome.log().destination_principal = principal;
     let relayed =
         crate::relay::relay(&mut app, &mut peer, timeouts.tcp_idle(), drain.immediate()).await;
     outcome.relayed(relayed);
     outcome.finish();
+}
+
+/// The labels of an outbound TCP connection (reporter `source`) to a peer that proved
+/// `principal`, or none yet.
+pub fn tcp_facts(
+    shared: &Shared,
+    snap: &crate::snapshot::Snapshot,
+    principal: Option<&str>,
+) -> crate::telemetry::Facts {
+    let istio = &shared.metrics.istio;
+    shared.outbound_side(snap, principal).facts(
+        istio,
+        crate::telemetry::Protocol::Tcp,
+        istio.unknown_service(),
+        None,
+    )
 }

@@ -15,6 +15,7 @@ use http::StatusCode;
 
 use crate::accesslog::AccessLog;
 use crate::metrics::Metrics;
+use crate::telemetry::{Facts, Protocol, Reporter};
 
 /// Why a request or connection did not get (all the way) through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,9 @@ pub struct Outcome<'a> {
     /// Whether the decision metric has been counted.
     counted: bool,
     written: bool,
+    /// The labels of Istio's metrics for it, recorded with the line.
+    /// (Inline, not boxed: no allocation per request.)
+    telemetry: Option<Facts>,
 }
 
 impl<'a> Outcome<'a> {
@@ -119,6 +123,26 @@ impl<'a> Outcome<'a> {
             started,
             counted: false,
             written: false,
+            telemetry: None,
+        }
+    }
+
+    /// Records Istio's metrics for it too, with these labels (see [`crate::telemetry`]).
+    pub fn with_telemetry(mut self, facts: Facts) -> Self {
+        self.telemetry = Some(facts);
+        self
+    }
+
+    /// Its telemetry labels, to fill in what becomes known later (the peer, sizes).
+    pub fn telemetry(&mut self) -> Option<&mut Facts> {
+        self.telemetry.as_mut()
+    }
+
+    /// A TCP connection was admitted: counts `istio_tcp_connections_opened_total` now rather
+    /// than when it ends.
+    pub fn tcp_opened(&mut self) {
+        if let Some(f) = self.telemetry.as_mut() {
+            self.metrics.istio.tcp_opened(f, None);
         }
     }
 
@@ -203,7 +227,11 @@ impl<'a> Outcome<'a> {
                 .response_flags
                 .or(Some(flags::DOWNSTREAM_TERMINATED));
         }
-        self.log.duration_ms = self.started.elapsed().as_millis() as u64;
+        let elapsed = self.started.elapsed();
+        self.log.duration_ms = elapsed.as_millis() as u64;
+        if let Some(mut facts) = self.telemetry.take() {
+            record(self.metrics, &mut facts, &self.log, elapsed);
+        }
         self.remember_peer();
         std::mem::take(&mut self.log).emit();
     }
@@ -235,6 +263,27 @@ impl Outcome<'_> {
         self.metrics
             .peers
             .record(l.source_principal.as_deref(), port, http, now);
+    }
+}
+
+/// Istio's metrics (and the inbound sources) for one ended request or connection.
+fn record(metrics: &Metrics, f: &mut Facts, log: &AccessLog, elapsed: std::time::Duration) {
+    let istio = &metrics.istio;
+    if let Some((port, source)) = &f.inbound {
+        istio.readiness.record(*port, f.security, source);
+    }
+    if f.protocol == Protocol::Tcp {
+        let (out, inn) = (log.bytes_sent.unwrap_or(0), log.bytes_received.unwrap_or(0));
+        // `bytes_sent` is towards the upstream: the client on inbound paths, the peer on
+        // outbound ones. Istio counts from the client's side (its downstream byte meter).
+        let (sent, received) = match f.reporter {
+            Reporter::Destination => (out, inn),
+            Reporter::Source => (inn, out),
+        };
+        istio.tcp_closed(f, log.response_flags, sent, received);
+    } else {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        istio.request(f, log.status.unwrap_or(0), log.response_flags, ms);
     }
 }
 

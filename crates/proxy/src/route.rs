@@ -153,7 +153,15 @@ async fn handle(
                             at.orig.port(),
                             at.orig
                         );
+                        let istio = &shared.metrics.istio;
+                        let facts = shared.outbound_side(&snap, None).facts(
+                            istio,
+                            crate::telemetry::peer::http_protocol(req.headers()),
+                            istio.cluster_service(BLACKHOLE_CLUSTER),
+                            None,
+                        );
                         drop(snap);
+                        outcome = outcome.with_telemetry(facts);
                         outcome.log().upstream_cluster = Some(BLACKHOLE_CLUSTER.into());
                         outcome.log().status = Some(502);
                         shared
@@ -184,6 +192,16 @@ async fn handle(
         // where the connection was classified to go, the next connection follows the change.
         _ => Vec::new(),
     };
+    // To a sidecar, our metadata goes with the request (Istio's exchange), so its metrics
+    // name us; never to a server outside the mesh.
+    if targets
+        .first()
+        .is_some_and(|t| matches!(t.tls, TargetTls::Mesh(_)))
+    {
+        crate::telemetry::exchange::add(req.headers_mut(), &snap.telemetry.peer_metadata);
+    }
+    let protocol = crate::telemetry::peer::http_protocol(req.headers());
+    let request_bytes = crate::telemetry::peer::declared_size(req.headers());
     drop(snap);
     if let Some(t) = targets.first() {
         outcome.log().upstream_cluster = Some(t.cluster.clone());
@@ -207,6 +225,20 @@ async fn handle(
     .await;
     match sent {
         Ok((target, peer, mut resp)) => {
+            let metadata = crate::telemetry::exchange::take(resp.headers_mut());
+            let snap = shared.current();
+            let istio = &shared.metrics.istio;
+            let mut facts = shared.outbound_side(&snap, peer.as_deref()).facts(
+                istio,
+                protocol,
+                istio.cluster_service(&target.cluster),
+                metadata.as_ref().map(|v| v.as_bytes()),
+            );
+            drop(snap);
+            facts.request_bytes = request_bytes;
+            facts.response_bytes = crate::telemetry::peer::declared_size(resp.headers());
+            facts.grpc_status = crate::telemetry::peer::grpc_status(resp.headers());
+            outcome = outcome.with_telemetry(facts);
             outcome.log().destination_address = target.addr.to_string();
             outcome.log().tls = !matches!(target.tls, TargetTls::Plaintext);
             outcome.log().destination_principal = peer;
@@ -236,6 +268,18 @@ async fn handle(
             resp
         }
         Err(why) => {
+            let snap = shared.current();
+            let istio = &shared.metrics.istio;
+            let service = targets.first().map_or_else(
+                || istio.unknown_service(),
+                |t| istio.cluster_service(&t.cluster),
+            );
+            let mut facts = shared
+                .outbound_side(&snap, None)
+                .facts(istio, protocol, service, None);
+            drop(snap);
+            facts.request_bytes = request_bytes;
+            outcome = outcome.with_telemetry(facts);
             outcome.log().status = Some(503);
             outcome.fail(Failure::Upstream { why: why.clone() });
             answer(StatusCode::SERVICE_UNAVAILABLE, &why)

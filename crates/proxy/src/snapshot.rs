@@ -47,6 +47,32 @@ pub struct Snapshot {
     pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::Provider>,
     /// What the policies, registry, mesh config and bundles were built from.
     pub inputs: Arc<Inputs>,
+    /// This workload as Istio's metric labels name it, and our metadata-exchange headers.
+    pub telemetry: Arc<OwnTelemetry>,
+}
+
+/// This workload for Istio's metrics: its labels, and the metadata-exchange header values
+/// encoded once rather than per request.
+pub struct OwnTelemetry {
+    pub workload: crate::telemetry::Workload,
+    pub peer_metadata: (http::HeaderValue, http::HeaderValue),
+}
+
+impl OwnTelemetry {
+    pub fn of(cfg: &ProxyConfig) -> OwnTelemetry {
+        let w = &cfg.workload;
+        let workload = crate::telemetry::Workload::from_labels(
+            w.name.as_deref(),
+            &w.namespace,
+            &w.service_account,
+            &w.labels,
+        );
+        let peer_metadata = crate::telemetry::exchange::encode(&workload);
+        OwnTelemetry {
+            workload,
+            peer_metadata,
+        }
+    }
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -286,6 +312,7 @@ pub fn build_from(
         ));
     }
 
+    let telemetry = Arc::new(OwnTelemetry::of(&cfg));
     Ok(Snapshot {
         generation,
         loaded_at: crate::clock::now_rfc3339(),
@@ -305,6 +332,7 @@ pub fn build_from(
         mesh_view: Arc::new(mesh_view),
         ext_authz,
         inputs,
+        telemetry,
     })
 }
 

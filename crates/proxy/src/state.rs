@@ -16,6 +16,7 @@ use trustmesh_lifecycle::drain::{Drained, Trigger, Watch};
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::telemetry::peer::Side;
 use crate::workers::Workers;
 
 pub struct Shared {
@@ -47,6 +48,7 @@ impl Shared {
             .cert_expiry_unix
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         metrics.set_invalid_policies(snapshot.policies.invalid_counts());
+        metrics.istio.set_own(snapshot.telemetry.workload.clone());
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -112,6 +114,9 @@ impl Shared {
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         self.metrics
             .set_invalid_policies(snapshot.policies.invalid_counts());
+        self.metrics
+            .istio
+            .set_own(snapshot.telemetry.workload.clone());
         self.snapshot.store(Arc::new(snapshot));
     }
 }
@@ -194,4 +199,68 @@ pub async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// The labels of Istio's metrics for a connection's peer ([`crate::telemetry::peer`]): what
+/// its SPIFFE ID says, and the workload the registry has under that identity when exactly
+/// one has it (entries of one identity with different labels are told apart by neither, so none is used).
+impl Shared {
+    pub fn inbound_side(&self, snap: &Snapshot, ctx: &crate::conn::ConnCtx) -> Side {
+        let peer = ctx.peer.as_ref().map(|p| &p.id);
+        let known = match peer {
+            Some(id) => known_by_identity(snap, id),
+            // Plaintext: the workload the registry has at the source address, if only one.
+            None => known_at(snap, ctx.source.ip()),
+        };
+        self.metrics.istio.inbound_side(
+            peer,
+            &snap.own_id,
+            known,
+            ctx.source.ip(),
+            ctx.target.port(),
+        )
+    }
+
+    /// An outbound connection to a peer that proved `principal` (or none, plaintext).
+    pub fn outbound_side(&self, snap: &Snapshot, principal: Option<&str>) -> Side {
+        let id = principal.and_then(|p| trustmesh_identity::SpiffeId::parse(p).ok());
+        let known = id.as_ref().and_then(|id| known_by_identity(snap, id));
+        self.metrics
+            .istio
+            .outbound_side(principal, &snap.own_id, known)
+    }
+}
+
+fn known_by_identity<'a>(
+    snap: &'a Snapshot,
+    id: &trustmesh_identity::SpiffeId,
+) -> Option<crate::telemetry::peer::Known<'a>> {
+    let mut found = snap
+        .mesh_view
+        .registry
+        .workloads()
+        .iter()
+        .filter(|w| w.identity.as_ref() == Some(id));
+    let w = found.next()?;
+    if found.any(|o| o.labels != w.labels) {
+        return None;
+    }
+    Some(crate::telemetry::peer::Known {
+        namespace: &w.namespace,
+        service_account: &w.service_account,
+        labels: &w.labels,
+    })
+}
+
+fn known_at(snap: &Snapshot, ip: std::net::IpAddr) -> Option<crate::telemetry::peer::Known<'_>> {
+    let mut found = snap.mesh_view.registry.workloads_at(&ip);
+    let w = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    Some(crate::telemetry::peer::Known {
+        namespace: &w.namespace,
+        service_account: &w.service_account,
+        labels: &w.labels,
+    })
 }

@@ -18,6 +18,7 @@ use crate::conn::ConnCtx;
 use crate::metrics::RejectReason;
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
+use crate::telemetry::Protocol;
 
 /// Decides, then relays; a relay keeps going through a graceful drain and is closed when the
 /// drain turns immediate (its deadline passed), as Envoy's TCP proxy is at the end of its drain.
@@ -80,6 +81,12 @@ pub async fn admit<'a>(
         },
         ctx.started,
     );
+    let istio = &shared.metrics.istio;
+    let facts =
+        shared
+            .inbound_side(&snap, ctx)
+            .facts(istio, Protocol::Tcp, istio.unknown_service(), None);
+    outcome = outcome.with_telemetry(facts);
     if !verdict.allowed() {
         shared.metrics.reject(RejectReason::Denied);
         // A TCP refusal answers nothing: the connection is closed.
@@ -88,6 +95,7 @@ pub async fn admit<'a>(
         return Err(NotAdmitted::Denied);
     }
     outcome.decide(verdict.label());
+    outcome.tcp_opened();
     let connect = snap.config.timeouts.connect();
     let idle = snap.config.timeouts.tcp_idle();
     drop(snap);

@@ -62,6 +62,14 @@ impl Registry {
         &self.workloads
     }
 
+    /// The workloads at address `ip` (by the address index, not a scan).
+    pub fn workloads_at(&self, ip: &std::net::IpAddr) -> impl Iterator<Item = &Workload> {
+        self.addresses
+            .workloads(ip)
+            .iter()
+            .filter_map(|i| self.workloads.get(*i as usize))
+    }
+
     /// Every DestinationRule in effect (merged per host, broken ones as stand-ins).
     pub fn destination_rules(&self) -> &[DestinationRule] {
         self.rules.rules()

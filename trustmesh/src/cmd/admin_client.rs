@@ -8,6 +8,12 @@ use std::time::Duration;
 
 /// GETs `path` from the admin endpoint at `addr` and parses the body as JSON.
 pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
+    let body = get_text(addr, path, "application/json")?;
+    serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: invalid JSON: {e}"))
+}
+
+/// GETs `path` from the admin endpoint at `addr`: the body of a 200 answer.
+pub fn get_text(addr: &str, path: &str, accept: &str) -> Result<String, String> {
     let sock: SocketAddr = addr
         .to_socket_addrs()
         .map_err(|e| format!("admin address {addr:?}: {e}"))?
@@ -20,7 +26,7 @@ pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
     s.set_write_timeout(Some(timeout)).ok();
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
     )
     .map_err(|e| format!("{addr}{path}: {e}"))?;
     let mut raw = Vec::new();
@@ -39,5 +45,5 @@ pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
             body.lines().next().unwrap_or("")
         ));
     }
-    serde_json::from_str(body).map_err(|e| format!("{addr}{path}: invalid JSON: {e}"))
+    Ok(body.to_string())
 }

@@ -10,6 +10,7 @@ pub mod cert;
 pub mod control;
 pub mod flags;
 pub mod migrate;
+pub mod mtls_readiness;
 pub mod output;
 pub mod policy;
 pub mod proxy;

@@ -310,3 +310,21 @@ fn hbone_defaults_to_istios_port_in_transparent_mode_and_is_opt_in_otherwise() {
         assert!(e.contains(field), "{extra}: {e}");
     }
 }
+
+/// `workload.name` is optional: unset, Istio's metric labels fall back to the `app` label.
+#[test]
+fn workload_name_is_optional() {
+    let c = ProxyConfig::parse(GOOD, Path::new("p.yaml"), Path::new("."))
+        .unwrap()
+        .0;
+    assert_eq!(c.workload.name, None);
+    let own = crate::snapshot::OwnTelemetry::of(&c).workload;
+    assert_eq!(&*own.name, "web");
+    let named = GOOD.replace("namespace: foo,", "namespace: foo, name: web-v1,");
+    let c = ProxyConfig::parse(&named, Path::new("p.yaml"), Path::new("."))
+        .unwrap()
+        .0;
+    assert_eq!(c.workload.name.as_deref(), Some("web-v1"));
+    let own = crate::snapshot::OwnTelemetry::of(&c).workload;
+    assert_eq!((&*own.name, &*own.canonical_service), ("web-v1", "web"));
+}
