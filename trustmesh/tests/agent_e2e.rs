@@ -443,7 +443,7 @@ fn a_permanent_refusal_is_reported_and_not_hammered() {
     let refusals = log.matches("will keep refusing").count();
     // Before: a retry about every second (maxRetryInterval 1s, no certificate).
     assert_eq!(refusals, 1, "one attempt, then a slow retry:\n{log}");
-    assert!(log.contains("InvalidArgument"), "{log}");
+    assert!(log.contains("CA refused (INVALID_ARGUMENT)"), "{log}");
 }
 
 #[test]
