@@ -185,7 +185,7 @@ impl Activity {
 }
 
 fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
-    AccessLog {
+    let mut log = AccessLog {
         time: now_rfc3339(),
         direction: "inbound",
         protocol: "http",
@@ -203,7 +203,11 @@ fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
         ),
         authority: authority(req),
         ..Default::default()
-    }
+    };
+    // What a configured access log format reads beyond the record (nothing by default).
+    log.capture_connection(&conn.ctx);
+    log.capture_request(req.version(), req.headers());
+    log
 }
 
 /// Keeps a client's `x-request-id` (as Envoy does by default) or adds a random UUIDv4 one.
@@ -343,6 +347,7 @@ async fn handle(shared: &Arc<Shared>, conn: &Conn, mut req: Request<Incoming>) -
     let mut resp = crate::forward::forward(shared, conn, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     outcome.log().status = Some(resp.status().as_u16());
+    outcome.log().capture_response(resp.headers());
     outcome.finish();
     resp
 }
@@ -363,6 +368,8 @@ async fn authorize(
     let verdict = snap
         .policies
         .check_http(ctx, peer, &attrs_of(req, host, auth));
+    let scope = crate::rbacstats::Scope::Http(ctx.target.port());
+    outcome.record_rbac(scope, &verdict);
     outcome.log().policy = verdict.policy;
     outcome.log().reason = Some(verdict.reason);
     let provider = match &verdict.decision {
@@ -395,6 +402,7 @@ async fn authorize(
         .policies
         .check_http_after_custom(ctx, peer, &attrs_of(req, host, auth));
     let allowed = after.allowed();
+    outcome.record_rbac(scope, &after);
     outcome.log().reason = Some(after.reason);
     if after.policy.is_some() {
         outcome.log().policy = after.policy;

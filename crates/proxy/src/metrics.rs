@@ -74,6 +74,8 @@ pub struct Metrics {
     /// decision → policy → count. Nested so the per-request update looks keys up by `&str` and
     /// allocates only the first time a (decision, policy) pair is seen.
     decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Envoy's RBAC filter counters (`/stats`; counted by the outcome).
+    pub rbac: crate::rbacstats::RbacStats,
     /// (kind, fail-closed outcome) → invalid policy resources in the snapshot in force.
     invalid_policies: Mutex<BTreeMap<(String, &'static str), u64>>,
 }

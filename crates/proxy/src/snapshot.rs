@@ -47,6 +47,9 @@ pub struct Snapshot {
     pub ext_authz: std::collections::BTreeMap<String, crate::extauthz::ExtAuthzClient>,
     /// What the policies, registry, mesh config and bundles were built from.
     pub inputs: Arc<Inputs>,
+    /// The access log format `accessLogEncoding` / `accessLogFormat` ask for (`None`:
+    /// trustmesh's JSON), parsed once here so a bad operator refuses the load.
+    pub access_log_format: Option<Arc<crate::accesslog::format::Format>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -215,6 +218,9 @@ pub fn build_from(
     generation: u64,
 ) -> anyhow::Result<Snapshot> {
     let mesh = inputs.mesh.clone();
+    let access_log_format = crate::accesslog::format::Format::from_mesh(&mesh)
+        .map_err(|e| anyhow!("mesh.accessLogFormat: {e}"))?
+        .map(Arc::new);
     let local = TrustDomain::parse(&mesh.trust_domain)
         .map_err(|e| anyhow!("mesh.trustDomain: {:?}: {e}", mesh.trust_domain))?;
     let mut aliases = Vec::new();
@@ -305,6 +311,7 @@ pub fn build_from(
         mesh_view: Arc::new(mesh_view),
         ext_authz,
         inputs,
+        access_log_format,
     })
 }
 

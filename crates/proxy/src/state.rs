@@ -47,6 +47,7 @@ impl Shared {
             .cert_expiry_unix
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         metrics.set_invalid_policies(snapshot.policies.invalid_counts());
+        crate::accesslog::format::set_current(snapshot.access_log_format.clone());
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -112,6 +113,7 @@ impl Shared {
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         self.metrics
             .set_invalid_policies(snapshot.policies.invalid_counts());
+        crate::accesslog::format::set_current(snapshot.access_log_format.clone());
         self.snapshot.store(Arc::new(snapshot));
     }
 }

@@ -70,6 +70,7 @@ pub async fn admit<'a>(
         },
         ctx.started,
     );
+    outcome.record_rbac(crate::rbacstats::Scope::Tcp, &verdict);
     if !verdict.allowed() {
         shared.metrics.reject(RejectReason::Denied);
         // A TCP refusal answers nothing: the connection is closed.
