@@ -95,7 +95,11 @@ fn mesh(path: Option<&Path>) -> Result<MeshConfig, (u8, String)> {
     match load::read_mesh(path) {
         Err(e) => Err((2, e.to_string())),
         Ok(Err(p)) => Err((if p.unreadable { 2 } else { 1 }, p.to_string())),
-        Ok(Ok(m)) => Ok(m),
+        // The access log format is checked by the parser the sidecar runs.
+        Ok(Ok(m)) => match trustmesh_proxy::accesslog::format::Format::from_mesh(&m) {
+            Ok(_) => Ok(m),
+            Err(e) => Err((1, format!("{}: accessLogFormat: {e}", path.display()))),
+        },
     }
 }
 
