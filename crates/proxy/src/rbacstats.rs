@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 /// One RBAC filter's scope: the HTTP filter of an inbound port, or the network filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,7 +73,7 @@ struct Counters {
 /// Every scope's counters; a request takes a read lock and increments atomics.
 #[derive(Default)]
 pub struct RbacStats {
-    scopes: RwLock<BTreeMap<Scope, Arc<Counters>>>,
+    scopes: RwLock<BTreeMap<Scope, Counters>>,
 }
 
 /// One stat: its Envoy name and value.
@@ -84,36 +84,36 @@ pub struct Stat {
 }
 
 impl RbacStats {
-    fn counters(&self, scope: Scope) -> Arc<Counters> {
+    /// Runs `f` on the scope's counters: under the read lock once the scope exists (no
+    /// allocation, no reference count touched), creating it on first use.
+    fn with(&self, scope: Scope, f: impl Fn(&Counters)) {
         if let Some(c) = self
             .scopes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&scope)
         {
-            return c.clone();
+            return f(c);
         }
-        self.scopes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(scope)
-            .or_default()
-            .clone()
+        let mut w = self.scopes.write().unwrap_or_else(|e| e.into_inner());
+        f(w.entry(scope).or_default());
     }
 
     /// An enforced decision: `allowed` or `denied`.
     pub fn enforced(&self, scope: Scope, allowed: bool) {
-        let c = self.counters(scope);
-        let n = if allowed { &c.allowed } else { &c.denied };
-        n.fetch_add(1, Ordering::Relaxed);
+        self.with(scope, |c| {
+            let n = if allowed { &c.allowed } else { &c.denied };
+            n.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// A shadow engine's result.
     pub fn shadow(&self, scope: Scope, engine: Engine, allowed: bool) {
-        let c = self.counters(scope);
         let e = engine as usize;
-        c.engines[e].store(true, Ordering::Relaxed);
-        c.shadow[e][usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+        self.with(scope, |c| {
+            c.engines[e].store(true, Ordering::Relaxed);
+            c.shadow[e][usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Every stat, sorted by name (Envoy's `/stats` order).
