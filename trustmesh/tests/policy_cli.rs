@@ -592,3 +592,24 @@ fn authz_check_names_source_and_destination_by_workload_entry() {
         err(&o)
     );
 }
+
+/// `validate --mesh` checks `accessLogFormat` with the parser the sidecar runs.
+#[test]
+fn validate_refuses_an_unknown_access_log_operator() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let dir = cfg.to_str().unwrap().to_string();
+    write(&cfg, "empty.yaml", "");
+    let mesh = write(
+        d.path(),
+        "mesh.yaml",
+        "accessLogEncoding: TEXT\naccessLogFormat: \"[%START_TIME%] %NOT_ENVOY%\"\n",
+    );
+    let o = run(&["validate", "--config", &dir, "--mesh", &mesh], None);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("%NOT_ENVOY%"), "{}", err(&o));
+    let mesh = write(d.path(), "mesh.yaml", "accessLogEncoding: TEXT\n");
+    let o = run(&["validate", "--config", &dir, "--mesh", &mesh], None);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+}

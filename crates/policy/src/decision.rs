@@ -58,6 +58,9 @@ pub struct Decision {
     pub mtls_policy: Option<String>,
     pub reason: String,
     pub policies: Vec<PolicyResult>,
+    /// The dry-run policies' shadow results (from the authz-only entry points; empty from
+    /// `evaluate`, which explains dry-run policies in `policies` instead).
+    pub shadow: crate::shadow::Shadow,
 }
 
 impl Decision {

@@ -211,6 +211,11 @@ pub struct WorkloadView {
     pub deny: Bucket,
     pub allow: Bucket,
     pub audit: Bucket,
+    /// Dry-run DENY and ALLOW policies: Envoy's shadow engines (`crate::shadow`).
+    pub shadow_deny: Bucket,
+    pub shadow_allow: Bucket,
+    pub has_shadow_deny: bool,
+    pub has_shadow_allow: bool,
     /// Whether any enforced ALLOW policy applies (then an unmatched request is denied).
     pub has_allow: bool,
     /// Distinct providers when CUSTOM policies with more than one provider apply: Istio then
@@ -249,6 +254,18 @@ impl WorkloadView {
         for &pi in &v.all {
             let p = &policies[pi as usize];
             if p.dry_run {
+                // Dry-run CUSTOM and AUDIT are not shadow-evaluated (see `crate::shadow`).
+                match p.action {
+                    Action::Deny => {
+                        v.has_shadow_deny = true;
+                        v.shadow_deny.add(pi, p)
+                    }
+                    Action::Allow => {
+                        v.has_shadow_allow = true;
+                        v.shadow_allow.add(pi, p)
+                    }
+                    Action::Custom | Action::Audit => {}
+                }
                 continue;
             }
             match p.action {

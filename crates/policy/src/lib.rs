@@ -157,6 +157,7 @@ pub mod report;
 pub mod request;
 pub mod request_principal;
 mod set;
+pub mod shadow;
 pub mod shape;
 pub mod split;
 pub mod template;
@@ -166,12 +167,15 @@ pub use crd::{Action, JwtRule, MtlsMode};
 pub use decision::{Decision, PolicyResult, Verdict};
 pub use failclosed::{InvalidResource, Outcome};
 pub use load::{ReadError, SourceText};
-pub use mesh::{ExtensionProvider, MeshConfig, OutboundMode, OutboundTrafficPolicy};
+pub use mesh::{
+    AccessLogEncoding, ExtensionProvider, MeshConfig, OutboundMode, OutboundTrafficPolicy,
+};
 pub use normalize::{Normalization, PathNormalization};
 pub use problem::{Location, Notice, Problem};
 pub use report::Report;
 pub use request::Request;
 pub use set::{LoadError, PolicySet, WorkloadPolicies};
+pub use shadow::{Shadow, ShadowResult};
 
 use std::collections::BTreeMap;
 

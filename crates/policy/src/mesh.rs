@@ -34,6 +34,27 @@ pub struct MeshConfig {
     /// What a sidecar does with outbound traffic to a destination the registry does not know.
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// `accessLogFile`: read so the field is known; the sidecar writes its access log to stdout
+    /// (Istio's usual `/dev/stdout`) whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<String>,
+    /// `accessLogEncoding`: `TEXT` (Istio's default) or `JSON`. Unset keeps trustmesh's own JSON
+    /// record; `TEXT` writes Istio's default text format unless `accessLogFormat` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_encoding: Option<AccessLogEncoding>,
+    /// `accessLogFormat`: Envoy command operators; with `JSON` encoding a JSON object of
+    /// key → operator, as Istio reads it. Parsed by the proxy (`accesslog::format`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_format: Option<String>,
+}
+
+/// `meshConfig.accessLogEncoding`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum AccessLogEncoding {
+    #[serde(rename = "TEXT")]
+    Text,
+    #[serde(rename = "JSON")]
+    Json,
 }
 
 fn default_trust_domain() -> String {
@@ -52,6 +73,9 @@ impl Default for MeshConfig {
             extension_providers: Vec::new(),
             path_normalization: Default::default(),
             outbound_traffic_policy: Default::default(),
+            access_log_file: None,
+            access_log_encoding: None,
+            access_log_format: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::load::ReadError;
 use crate::mesh::MeshConfig;
 use crate::peer::{self, selector_matches, PeerPolicy};
 use crate::request::Request;
+use crate::shadow::{Shadow, ShadowResult};
 use crate::Workload;
 
 /// Why a policy set could not be built: only input that cannot be read at all. Invalid
@@ -209,6 +210,7 @@ impl PolicySet {
             mtls_policy,
             reason,
             policies: results,
+            shadow: Default::default(),
         }
     }
 
@@ -378,6 +380,7 @@ impl PolicySet {
     fn fast_in(&self, view: &WorkloadView, req: &Request, with_custom: bool) -> Decision {
         let a = Attrs::new(req, false);
         let mut policies = Vec::with_capacity(2);
+        let mut shadow = Shadow::default();
         let custom = if req.http.is_none() {
             &view.custom_tcp
         } else {
@@ -403,28 +406,42 @@ impl PolicySet {
                 },
                 "CUSTOM policy matched; ask the external authorizer".to_string(),
             )
-        } else if let Some(rr) = view.deny.first_match(&self.authz, &a) {
-            policies.push(self.hit(rr, "DENY policy matched"));
-            let p = &self.authz[rr.0 as usize];
-            let why = p
-                .fail_closed
-                .as_ref()
-                .map(|f| format!("; the policy is {f}"))
-                .unwrap_or_default();
-            (
-                Verdict::Deny,
-                format!("denied by DENY policy {}{why}", p.name),
-            )
-        } else if !view.has_allow {
-            (Verdict::Allow, "no ALLOW policy applies".to_string())
-        } else if let Some(rr) = view.allow.first_match(&self.authz, &a) {
-            policies.push(self.hit(rr, "ALLOW policy matched"));
-            (
-                Verdict::Allow,
-                format!("allowed by ALLOW policy {}", self.authz[rr.0 as usize].name),
-            )
         } else {
-            (Verdict::Deny, "no ALLOW policy matched".to_string())
+            // The DENY filter is reached: its shadow engine runs whatever the enforced one says.
+            if view.has_shadow_deny {
+                let hit = view.shadow_deny.first_match(&self.authz, &a);
+                shadow.deny = Some(self.shadow_result(hit, Action::Deny));
+            }
+            if let Some(rr) = view.deny.first_match(&self.authz, &a) {
+                policies.push(self.hit(rr, "DENY policy matched"));
+                let p = &self.authz[rr.0 as usize];
+                let why = p
+                    .fail_closed
+                    .as_ref()
+                    .map(|f| format!("; the policy is {f}"))
+                    .unwrap_or_default();
+                (
+                    Verdict::Deny,
+                    format!("denied by DENY policy {}{why}", p.name),
+                )
+            } else {
+                // Only a request the DENY filter let through reaches the ALLOW filter.
+                if view.has_shadow_allow {
+                    let hit = view.shadow_allow.first_match(&self.authz, &a);
+                    shadow.allow = Some(self.shadow_result(hit, Action::Allow));
+                }
+                if !view.has_allow {
+                    (Verdict::Allow, "no ALLOW policy applies".to_string())
+                } else if let Some(rr) = view.allow.first_match(&self.authz, &a) {
+                    policies.push(self.hit(rr, "ALLOW policy matched"));
+                    (
+                        Verdict::Allow,
+                        format!("allowed by ALLOW policy {}", self.authz[rr.0 as usize].name),
+                    )
+                } else {
+                    (Verdict::Deny, "no ALLOW policy matched".to_string())
+                }
+            }
         };
         Decision {
             decision,
@@ -432,6 +449,17 @@ impl PolicySet {
             mtls_policy: None,
             reason,
             policies,
+            shadow,
+        }
+    }
+
+    /// A shadow engine of `action` and its first matching rule, as Envoy reports it.
+    fn shadow_result(&self, hit: Option<(u32, u32)>, action: Action) -> ShadowResult {
+        let matched = hit.is_some();
+        ShadowResult {
+            allowed: matched == (action == Action::Allow),
+            effective_policy_id: hit
+                .map(|(p, r)| crate::shadow::policy_id(&self.authz[p as usize].name, r as usize)),
         }
     }
 

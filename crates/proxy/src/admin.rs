@@ -1,9 +1,11 @@
 //! Admin HTTP server: `/metrics`, `/config_dump`, `/certs`, `/peers` (recently served peers,
-//! `crate::peers`), `/healthz/ready`.
+//! `crate::peers`), `/healthz/ready`, and Envoy's `/stats`, `/stats/prometheus`
+//! (`crate::adminstats`) and `/logging` (`crate::loglevel`).
 //!
-//! Read-only by design — nothing here can change proxy state — and it should be bound to
-//! loopback: `/config_dump` shows the policy set and file paths, which are operational detail an
-//! attacker would value.
+//! Every GET is read-only. The one thing that changes state is `POST /logging` (log levels,
+//! as on Envoy's admin); nothing here changes policy or traffic. Bind it to loopback:
+//! `/config_dump` shows the policy set and file paths, which are operational detail an
+//! attacker would value, and anyone who can reach the port can raise the log levels.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,11 +57,56 @@ fn json_response(v: serde_json::Value) -> Response<Body> {
     r
 }
 
+fn typed(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = bytes_response(status, Bytes::from(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// Envoy's `/logging`: POST changes levels (no parameter only lists), GET lists.
+fn logging(req: &Request<Incoming>) -> Response<Body> {
+    use crate::loglevel::LoggingError;
+    if req.method() == http::Method::GET {
+        return typed(StatusCode::OK, "text/plain", crate::loglevel::list());
+    }
+    match crate::loglevel::apply(req.uri().query().unwrap_or("")) {
+        Ok(listing) => typed(StatusCode::OK, "text/plain", listing),
+        Err(LoggingError::BadRequest(why)) => {
+            typed(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n"))
+        }
+        Err(LoggingError::Unavailable(why)) => typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{why}\n"),
+        ),
+    }
+}
+
 fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/logging"
+        && (req.method() == http::Method::POST || req.method() == http::Method::GET)
+    {
+        return logging(&req);
+    }
     if req.method() != http::Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is supported, and POST for /logging\n",
+        );
     }
     match req.uri().path() {
+        "/stats" => match crate::adminstats::stats(&shared.metrics, req.uri().query()) {
+            Ok((content_type, body)) => typed(StatusCode::OK, content_type, body),
+            Err(why) => typed(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n")),
+        },
+        "/stats/prometheus" => typed(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::adminstats::prometheus(&shared.metrics, unix_now()),
+        ),
         "/metrics" => {
             let mut r = bytes_response(
                 StatusCode::OK,
@@ -90,7 +137,7 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "/healthz/ready" => text(StatusCode::OK, "ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics /config_dump /certs /peers /healthz/ready\n",
+            "not found; try /metrics /stats /stats/prometheus /logging /config_dump /certs /peers /healthz/ready\n",
         ),
     }
 }

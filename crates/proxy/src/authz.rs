@@ -69,6 +69,13 @@ pub struct ProxyVerdict {
     /// Deciding policy as `namespace.name`.
     pub policy: Option<String>,
     pub reason: String,
+    /// On a denial: the deciding rule as Istio names it (`ns[<ns>]-policy[<name>]-rule[<i>]`),
+    /// for Envoy's `rbac_access_denied_matched_policy[...]`; `None` when no policy matched.
+    pub denied_by: Option<String>,
+    /// The dry-run policies' shadow results (empty without dry-run policies).
+    pub shadow: trustmesh_policy::Shadow,
+    /// The AUDIT policy that matched (`namespace/name`): the request is marked for audit.
+    pub audit_policy: Option<String>,
 }
 
 impl ProxyVerdict {
@@ -274,21 +281,36 @@ impl Policies {
 
     fn decide(&self, req: &Request, after_custom: bool) -> ProxyVerdict {
         let v = self.set.evaluate_for(&self.applicable, req, after_custom);
-        let policy = v
-            .policies
-            .into_iter()
-            .rev()
-            .find(|p| p.action != Action::Audit)
-            .map(|p| p.name);
+        let mut audit_policy = None;
+        let mut decided = None;
+        for p in v.policies {
+            if p.action == Action::Audit {
+                audit_policy = Some(p.name);
+            } else {
+                decided = Some(p);
+            }
+        }
         let decision = match v.decision {
             Verdict::Allow => Decision::Allow,
             Verdict::Deny => Decision::Deny,
             Verdict::Custom { provider, .. } => Decision::Custom(provider),
         };
+        // Only a denial names its rule; an allowed request allocates nothing for it.
+        let denied_by = match (&decision, &decided) {
+            (Decision::Deny, Some(p)) => Some(trustmesh_policy::shadow::policy_id(
+                &p.name,
+                p.rule.unwrap_or(0),
+            )),
+            _ => None,
+        };
+        log_rbac(&decision, decided.as_ref(), &v.shadow);
         ProxyVerdict {
             decision,
-            policy,
+            policy: decided.map(|p| p.name),
             reason: v.reason,
+            denied_by,
+            shadow: v.shadow,
+            audit_policy,
         }
     }
 
@@ -327,6 +349,36 @@ impl Policies {
             "invalidResources": self.set.invalid_resources(),
             "deniesEverything": self.set.denies_everything(),
         })
+    }
+}
+
+/// The `rbac` logger's debug lines, in the words of Envoy's RBAC filter (the dry-run task
+/// greps `shadow denied, matched policy ns[foo]-policy[deny-path-headers]-rule[0]`).
+fn log_rbac(
+    decision: &Decision,
+    decided: Option<&trustmesh_policy::PolicyResult>,
+    shadow: &trustmesh_policy::Shadow,
+) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let id = |p: Option<&trustmesh_policy::PolicyResult>| {
+        p.map_or("none".to_string(), |p| {
+            trustmesh_policy::shadow::policy_id(&p.name, p.rule.unwrap_or(0))
+        })
+    };
+    let enforced = match decision {
+        Decision::Allow => "allowed",
+        Decision::Deny => "denied",
+        Decision::Custom(_) => "sent to the CUSTOM provider",
+    };
+    tracing::debug!("enforced {enforced}, matched policy {}", id(decided));
+    for r in [&shadow.deny, &shadow.allow].into_iter().flatten() {
+        tracing::debug!(
+            "shadow {}, matched policy {}",
+            r.result(),
+            r.effective_policy_id.as_deref().unwrap_or("none")
+        );
     }
 }
 

@@ -190,7 +190,7 @@ impl Activity {
 }
 
 fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
-    AccessLog {
+    let mut log = AccessLog {
         time: now_rfc3339(),
         direction: "inbound",
         protocol: "http",
@@ -208,7 +208,11 @@ fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
         ),
         authority: authority(req),
         ..Default::default()
-    }
+    };
+    // What a configured access log format reads beyond the record (nothing by default).
+    log.capture_connection(&conn.ctx);
+    log.capture_request(req.version(), req.headers());
+    log
 }
 
 /// Keeps a client's `x-request-id` (as Envoy does by default) or adds a random UUIDv4 one.
@@ -367,6 +371,7 @@ async fn handle(
     let mut resp = crate::forward::forward(shared, conn, snap.own_id.as_str(), req).await;
     crate::extauthz::apply_mutations(&response_headers, resp.headers_mut());
     outcome.log().status = Some(resp.status().as_u16());
+    outcome.log().capture_response(resp.headers());
     if resp
         .extensions()
         .get::<crate::forward::AppFailed>()
@@ -403,6 +408,8 @@ async fn authorize(
     let verdict = snap
         .policies
         .check_http(ctx, peer, &attrs_of(req, host, auth));
+    let scope = crate::rbacstats::Scope::Http(ctx.target.port());
+    outcome.record_rbac(scope, &verdict);
     outcome.log().policy = verdict.policy;
     outcome.log().reason = Some(verdict.reason);
     let provider = match &verdict.decision {
@@ -439,6 +446,7 @@ async fn authorize(
         .policies
         .check_http_after_custom(ctx, peer, &attrs_of(req, host, auth));
     let allowed = after.allowed();
+    outcome.record_rbac(scope, &after);
     outcome.log().reason = Some(match failed_open {
         Some(why) => format!("{why}; {}", after.reason),
         None => format!(

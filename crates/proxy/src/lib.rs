@@ -13,6 +13,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod adminstats;
 pub mod authn;
 pub mod authz;
 pub mod captured;
@@ -27,6 +28,7 @@ pub mod hex;
 pub mod http;
 pub mod inbound;
 pub mod jwt;
+pub mod loglevel;
 pub mod mesh;
 pub mod metrics;
 pub mod names;
@@ -35,6 +37,7 @@ pub mod originate;
 pub mod outbound;
 pub mod outcome;
 pub mod peers;
+pub mod rbacstats;
 pub mod relay;
 pub mod reload;
 pub mod reqbody;

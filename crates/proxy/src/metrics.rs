@@ -76,6 +76,8 @@ pub struct Metrics {
     decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     /// Istio's standard metrics and trustmesh's per-port inbound sources.
     pub istio: crate::telemetry::Istio,
+    /// Envoy's RBAC filter counters (`/stats`; counted by the outcome).
+    pub rbac: crate::rbacstats::RbacStats,
     /// (kind, fail-closed outcome) → invalid policy resources in the snapshot in force.
     invalid_policies: Mutex<BTreeMap<(String, &'static str), u64>>,
 }

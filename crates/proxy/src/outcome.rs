@@ -14,7 +14,9 @@ use std::time::Instant;
 use http::StatusCode;
 
 use crate::accesslog::AccessLog;
+use crate::authz::ProxyVerdict;
 use crate::metrics::Metrics;
+use crate::rbacstats::{Engine, Scope};
 use crate::telemetry::{Facts, Protocol, Reporter};
 
 /// Why a request or connection did not get (all the way) through.
@@ -76,6 +78,17 @@ impl Failure {
             Failure::DeniedByProvider { .. } => Some(flags::EXT_AUTHZ_DENIED),
             Failure::Upstream { .. } => Some(flags::UPSTREAM_FAILURE),
             Failure::NoRoute { .. } => Some(flags::NO_ROUTE),
+        }
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` where Envoy's words fit (an RBAC denial's are set
+    /// with the rule by [`Outcome::record_rbac`]).
+    pub fn details(&self) -> Option<String> {
+        match self {
+            Failure::DeniedByProvider { .. } => Some("ext_authz_denied".into()),
+            Failure::Unauthenticated { .. } => Some("jwt_authn_access_denied".into()),
+            Failure::NoRoute { .. } => Some("route_not_found".into()),
+            Failure::BadRequest { .. } | Failure::Denied | Failure::Upstream { .. } => None,
         }
     }
 
@@ -169,6 +182,44 @@ impl<'a> Outcome<'a> {
         }
     }
 
+    /// Records what the RBAC filters would: Envoy's RBAC counters for `scope`, the shadow
+    /// results and the AUDIT mark in the line, and on a denial Envoy's details naming the
+    /// rule (`crate::rbacstats`). Call once per policy check (a CUSTOM verdict counts nothing:
+    /// the check after the provider does).
+    pub fn record_rbac(&mut self, scope: Scope, v: &ProxyVerdict) {
+        let stats = &self.metrics.rbac;
+        match v.decision {
+            crate::authz::Decision::Allow => stats.enforced(scope, true),
+            crate::authz::Decision::Deny => {
+                stats.enforced(scope, false);
+                let details = format!(
+                    "rbac_access_denied_matched_policy[{}]",
+                    v.denied_by.as_deref().unwrap_or("none")
+                );
+                // Envoy's network filter says it in the connection's termination details.
+                match scope {
+                    Scope::Http(_) => self.log.response_code_details = Some(details),
+                    Scope::Tcp => self.log.connection_termination_details = Some(details),
+                }
+            }
+            crate::authz::Decision::Custom(_) => {}
+        }
+        if let Some(r) = &v.shadow.deny {
+            stats.shadow(scope, Engine::Deny, r.allowed);
+            self.log.istio_dry_run_deny_shadow_engine_result = Some(r.result());
+            self.log.istio_dry_run_deny_shadow_effective_policy_id = r.effective_policy_id.clone();
+        }
+        if let Some(r) = &v.shadow.allow {
+            stats.shadow(scope, Engine::Allow, r.allowed);
+            self.log.istio_dry_run_allow_shadow_engine_result = Some(r.result());
+            self.log.istio_dry_run_allow_shadow_effective_policy_id = r.effective_policy_id.clone();
+        }
+        if v.audit_policy.is_some() {
+            self.log.access_log_hint = true;
+            self.log.audit_policy = v.audit_policy.clone();
+        }
+    }
+
     /// Ends with `failure`: decides (if policy had not), states the reason, writes the line.
     /// A TCP relay's byte counts (towards the upstream is `bytes_sent`), or, when the drain
     /// closed it, why.
@@ -190,6 +241,9 @@ impl<'a> Outcome<'a> {
             self.log.reason = Some(why);
         }
         self.log.response_flags = self.log.response_flags.or(failure.response_flags());
+        if self.log.response_code_details.is_none() {
+            self.log.response_code_details = failure.details();
+        }
         // A status the caller set (a CUSTOM provider's own denial status) stands.
         if let (None, Some(status)) = (self.log.status, failure.status()) {
             self.log.status = Some(status.as_u16());
@@ -207,6 +261,9 @@ impl<'a> Outcome<'a> {
     /// Ends normally: the request was answered (its `status` set by the caller) or the
     /// connection closed.
     pub fn finish(mut self) {
+        if self.log.status.is_some() && self.log.response_code_details.is_none() {
+            self.log.response_code_details = Some("via_upstream".into());
+        }
         self.write();
     }
 

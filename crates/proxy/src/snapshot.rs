@@ -49,6 +49,9 @@ pub struct Snapshot {
     pub inputs: Arc<Inputs>,
     /// This workload as Istio's metric labels name it, and our metadata-exchange headers.
     pub telemetry: Arc<OwnTelemetry>,
+    /// The access log format `accessLogEncoding` / `accessLogFormat` ask for (`None`:
+    /// trustmesh's JSON), parsed once here so a bad operator refuses the load.
+    pub access_log_format: Option<Arc<crate::accesslog::format::Format>>,
 }
 
 /// This workload for Istio's metrics: its labels, and the metadata-exchange header values
@@ -241,6 +244,9 @@ pub fn build_from(
     generation: u64,
 ) -> anyhow::Result<Snapshot> {
     let mesh = inputs.mesh.clone();
+    let access_log_format = crate::accesslog::format::Format::from_mesh(&mesh)
+        .map_err(|e| anyhow!("mesh.accessLogFormat: {e}"))?
+        .map(Arc::new);
     let local = TrustDomain::parse(&mesh.trust_domain)
         .map_err(|e| anyhow!("mesh.trustDomain: {:?}: {e}", mesh.trust_domain))?;
     let mut aliases = Vec::new();
@@ -333,6 +339,7 @@ pub fn build_from(
         ext_authz,
         inputs,
         telemetry,
+        access_log_format,
     })
 }
 

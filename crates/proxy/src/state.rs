@@ -49,6 +49,7 @@ impl Shared {
             .store(snapshot.own_not_after, std::sync::atomic::Ordering::Relaxed);
         metrics.set_invalid_policies(snapshot.policies.invalid_counts());
         metrics.istio.set_own(snapshot.telemetry.workload.clone());
+        crate::accesslog::format::set_current(snapshot.access_log_format.clone());
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -117,6 +118,7 @@ impl Shared {
         self.metrics
             .istio
             .set_own(snapshot.telemetry.workload.clone());
+        crate::accesslog::format::set_current(snapshot.access_log_format.clone());
         self.snapshot.store(Arc::new(snapshot));
     }
 }

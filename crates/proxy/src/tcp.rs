@@ -65,10 +65,12 @@ pub async fn admit<'a>(
                 after.policy = after.policy.or(verdict.policy);
                 after
             }
+            // Envoy's network ext_authz denial: no RBAC policy matched it.
             Err(why) => crate::authz::ProxyVerdict {
                 decision: crate::authz::Decision::Deny,
-                policy: verdict.policy,
                 reason: why,
+                denied_by: None,
+                ..verdict
             },
         };
     }
@@ -87,6 +89,7 @@ pub async fn admit<'a>(
             .inbound_side(&snap, ctx)
             .facts(istio, Protocol::Tcp, istio.unknown_service(), None);
     outcome = outcome.with_telemetry(facts);
+    outcome.record_rbac(crate::rbacstats::Scope::Tcp, &verdict);
     if !verdict.allowed() {
         shared.metrics.reject(RejectReason::Denied);
         // A TCP refusal answers nothing: the connection is closed.

@@ -41,6 +41,32 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// [`init_logging`] with a filter that can be replaced while the process runs: the handle
+/// and the filter in force (`RUST_LOG`, or `info`). The proxy's admin `/logging` uses it.
+pub fn init_reloadable_logging() -> Option<(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+    String,
+)> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let base = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| tracing_subscriber::EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&base)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .ok()
+        .map(|()| (handle, base))
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers that hold many
 /// connections must (Go's runtime does the same at start): a soft limit of 1024 let a few
 /// hundred idle connections starve a CA server of descriptors. Logged, never fatal.

@@ -96,10 +96,12 @@ fn mesh(path: Option<&Path>) -> Result<MeshConfig, (u8, String)> {
         Err(e) => Err((2, e.to_string())),
         Ok(Err(p)) => Err((if p.unreadable { 2 } else { 1 }, p.to_string())),
         Ok(Ok(m)) => {
-            // The proxy builds its ext_authz providers with this same code, so a provider it
-            // would refuse is refused here too.
+            // The proxy builds its ext_authz providers and its access log format with this
+            // same code, so what it would refuse is refused here too.
             trustmesh_proxy::extauthz::providers(&m)
                 .map_err(|e| (1, format!("{}: {e:#}", path.display())))?;
+            trustmesh_proxy::accesslog::format::Format::from_mesh(&m)
+                .map_err(|e| (1, format!("{}: accessLogFormat: {e}", path.display())))?;
             Ok(m)
         }
     }

@@ -24,7 +24,10 @@ pub fn run(a: Args) -> ExitCode {
     if a.check {
         return check(&config);
     }
-    super::init_logging();
+    // The admin's `POST /logging` replaces the filter through this handle.
+    if let Some((handle, base)) = super::init_reloadable_logging() {
+        trustmesh_proxy::loglevel::install(Box::new(Filter(handle)), &base);
+    }
     super::raise_fd_limit();
     // This runtime accepts connections and runs the admin endpoint, reloads and JWKS fetches;
     // the connections themselves run on the proxy's worker threads (crates/proxy/src/workers.rs).
@@ -38,6 +41,21 @@ pub fn run(a: Args) -> ExitCode {
     match runtime.block_on(trustmesh_proxy::run(&config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::fail(1, format!("{e:#}")),
+    }
+}
+
+/// The process's log filter, handed to the proxy (`trustmesh_proxy::loglevel`).
+struct Filter(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl trustmesh_proxy::loglevel::LogControl for Filter {
+    fn set_filter(&self, directives: &str) -> Result<(), String> {
+        let f = tracing_subscriber::EnvFilter::try_new(directives)
+            .map_err(|e| format!("the log filter {directives:?} is not valid: {e}"))?;
+        self.0
+            .reload(f)
+            .map_err(|e| format!("the log filter could not be replaced: {e}"))
     }
 }
 

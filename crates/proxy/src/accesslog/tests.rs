@@ -108,6 +108,22 @@ fn hand_written_json_is_what_serde_json_writes() {
         bytes_sent: Some(0),
         upstream_cluster: Some("outbound|9080||reviews.bookinfo.svc.cluster.local".into()),
         response_flags: Some("UF"),
+        response_code_details: Some("rbac_access_denied_matched_policy[none]".into()),
+        connection_termination_details: Some(
+            "rbac_access_denied_matched_policy[ns[a]-policy[b]-rule[0]]".into(),
+        ),
+        istio_dry_run_deny_shadow_engine_result: Some("denied"),
+        istio_dry_run_deny_shadow_effective_policy_id: Some("ns[a]-policy[\"q\"]-rule[1]".into()),
+        istio_dry_run_allow_shadow_engine_result: Some("allowed"),
+        istio_dry_run_allow_shadow_effective_policy_id: Some("ns[a]-policy[c]-rule[0]".into()),
+        access_log_hint: true,
+        audit_policy: Some("a/audit".into()),
+        // Only a configured format reads these; neither JSON writes them.
+        http_version: Some("HTTP/1.1"),
+        requested_server_name: Some("sni".into()),
+        local_address: Some("127.0.0.1:15006".into()),
+        request_headers: vec![Some("curl".into()), None],
+        response_headers: vec![None],
     };
     let check = |log: &super::AccessLog| {
         let mut ours = Vec::new();
@@ -134,6 +150,14 @@ fn hand_written_json_is_what_serde_json_writes() {
     full.reason = None;
     full.bytes_received = None;
     full.bytes_sent = None;
+    full.response_code_details = None;
+    full.connection_termination_details = None;
+    full.istio_dry_run_deny_shadow_engine_result = None;
+    full.istio_dry_run_deny_shadow_effective_policy_id = None;
+    full.istio_dry_run_allow_shadow_engine_result = None;
+    full.istio_dry_run_allow_shadow_effective_policy_id = None;
+    full.access_log_hint = false;
+    full.audit_policy = None;
     full.tls = false;
     check(&full);
     check(&super::AccessLog::default());
