@@ -10,7 +10,7 @@
 mod proxy_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use proxy_support::*;
@@ -29,23 +29,6 @@ fn deny_path(port: u16) -> String {
     format!(
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{ name: no-denied, namespace: foo }}\nspec:\n  action: DENY\n  rules:\n  - to:\n    - operation: {{ paths: [\"/denied\"], ports: [\"{port}\"] }}\n"
     )
-}
-
-fn prometheus_available() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus is not installed (apt-get install prometheus); required under CI"
-        );
-        eprintln!("SKIP: prometheus is not installed");
-    }
-    found
 }
 
 /// A Prometheus scraping `targets` (admin ports) every second, its data in `dir`.
@@ -141,7 +124,12 @@ fn readiness(args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_dashboards_read_trustmesh_sidecars() {
-    if !prometheus_available() {
+    if !trustmesh_testkit::tools::tool_available(
+        "prometheus",
+        "--version",
+        "prometheus",
+        "Istio's dashboards against the sidecars",
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

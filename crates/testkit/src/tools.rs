@@ -67,16 +67,23 @@ pub fn python_has(modules: &str, what: &str) -> bool {
 /// Whether `dig` is installed; when it is not, prints a loud SKIP for `what`, except under CI
 /// (`CI` set), where the absence is a failure (`.ci/run` installs it).
 pub fn dig_available(what: &str) -> bool {
-    let ok = Command::new("dig")
-        .arg("-v")
+    tool_available("dig", "-v", "bind9-dnsutils", what)
+}
+
+/// Whether `program` runs (`program version_flag` succeeds); when it does not, prints a loud
+/// SKIP for `what`, except under CI (`CI` set), where the absence is a failure: `.ci/run`
+/// installs the Debian package `package`.
+pub fn tool_available(program: &str, version_flag: &str, package: &str, what: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(version_flag)
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI is set but dig is missing: apt-get install bind9-dnsutils"
+            "CI is set but {program} is missing: apt-get install {package}"
         );
-        eprintln!("\n!!!!! SKIP: dig is not installed; {what} not run !!!!!\n");
+        eprintln!("\n!!!!! SKIP: {program} is not installed; {what} not run !!!!!\n");
     }
     ok
 }
@@ -242,18 +249,7 @@ impl ExtAuthzServer {
 /// Whether nginx is installed; when it is not, prints a loud SKIP for `what`, except under CI
 /// (`CI` set), where the absence is a failure (`.ci/run` installs `nginx-light`).
 pub fn nginx_available(what: &str) -> bool {
-    let ok = Command::new("nginx")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but nginx is missing: apt-get install nginx-light"
-        );
-        eprintln!("\n!!!!! SKIP: nginx is not installed; {what} not run !!!!!\n");
-    }
-    ok
+    tool_available("nginx", "-v", "nginx-light", what)
 }
 
 /// nginx serving the `server { ... }` blocks a test wrote, as one foreground process (no

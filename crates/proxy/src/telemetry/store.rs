@@ -273,14 +273,9 @@ impl Istio {
     pub fn request(&self, f: &Facts, code: u16, flags: Option<&'static str>, duration_ms: f64) {
         let key = Istio::key(f, code, flags);
         let mut m = lock(&self.http);
-        let full = m.len() >= MAX_SERIES;
-        let s = match m.get_mut(&key) {
-            Some(s) => s,
-            None if full => {
-                drop(m);
-                return self.overflowed();
-            }
-            None => m.entry(key).or_default(),
+        let Some(s) = series(&mut m, key) else {
+            drop(m);
+            return self.overflowed();
         };
         s.requests += 1;
         s.duration.observe(duration_ms);
@@ -311,14 +306,9 @@ impl Istio {
     fn tcp(&self, f: &Facts, flags: Option<&'static str>, closed: Option<(u64, u64)>) {
         let key = Istio::key(f, 0, flags);
         let mut m = lock(&self.tcp);
-        let full = m.len() >= MAX_SERIES;
-        let s = match m.get_mut(&key) {
-            Some(s) => s,
-            None if full => {
-                drop(m);
-                return self.overflowed();
-            }
-            None => m.entry(key).or_default(),
+        let Some(s) = series(&mut m, key) else {
+            drop(m);
+            return self.overflowed();
         };
         match closed {
             None => s.opened += 1,
@@ -328,5 +318,14 @@ impl Istio {
                 s.received += received;
             }
         }
+    }
+}
+/// The series of `key`, made if there is room for one more ([`MAX_SERIES`]); `None` when full.
+fn series<S: Default>(m: &mut HashMap<Key, S>, key: Key) -> Option<&mut S> {
+    let full = m.len() >= MAX_SERIES;
+    match m.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(_) if full => None,
+        std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(S::default())),
     }
 }
