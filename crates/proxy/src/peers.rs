@@ -6,8 +6,8 @@
 //! Bounded: at most [`MAX_PEERS`] (peer, port) entries, each keeping [`MAX_SAMPLES`] distinct
 //! requests; when full, the entry seen longest ago makes room. A client cannot grow it by
 //! inventing paths or identities, only displace older entries. Cost per request: one lock and
-//! two map lookups by `&str`; a sample is compared and stored only while an entry has room or
-//! once a second.
+//! two map lookups by `&str`, no allocation; a request is compared with the samples at most
+//! once a second per entry, and only a new sample or a new entry allocates.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -63,14 +63,12 @@ impl RecentPeers {
         let key = principal.unwrap_or("");
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let known = map.get(key).is_some_and(|ports| ports.contains_key(&port));
-        if !known && map.values().map(HashMap::len).sum::<usize>() >= MAX_PEERS {
-            evict_oldest(&mut map);
-        }
-        let seen = map
-            .entry(key.to_string())
-            .or_default()
-            .entry(port)
-            .or_insert_with(|| Seen {
+        if !known {
+            // Only a new (peer, port) allocates.
+            if map.values().map(HashMap::len).sum::<usize>() >= MAX_PEERS {
+                evict_oldest(&mut map);
+            }
+            let seen = Seen {
                 principal: principal.map(str::to_string),
                 port,
                 requests: 0,
@@ -78,23 +76,25 @@ impl RecentPeers {
                 last_seen: now,
                 samples: VecDeque::new(),
                 last_sampled: i64::MIN,
-            });
+            };
+            map.entry(key.to_string()).or_default().insert(port, seen);
+        }
+        let Some(seen) = map.get_mut(key).and_then(|p| p.get_mut(&port)) else {
+            return;
+        };
         seen.requests += 1;
         seen.last_seen = now;
+        // A sample at most once a second per entry: the common request costs no comparison.
         let Some((method, path, host)) = http else {
             return;
         };
-        if seen.samples.len() >= MAX_SAMPLES && seen.last_sampled == now {
+        if seen.last_sampled == now {
             return;
         }
         seen.last_sampled = now;
-        let cut = |s: &str| s.chars().take(MAX_FIELD).collect::<String>();
-        let sample = Sample {
-            method: cut(method),
-            path: cut(path),
-            host: cut(host),
-        };
-        if let Some(i) = seen.samples.iter().position(|s| *s == sample) {
+        let (path, host) = (cut(path), cut(host));
+        let same = |s: &Sample| s.method == method && s.path == path && s.host == host;
+        if let Some(i) = seen.samples.iter().position(same) {
             // Most recent last.
             let s = seen.samples.remove(i).expect("position is in range");
             seen.samples.push_back(s);
@@ -103,7 +103,11 @@ impl RecentPeers {
         if seen.samples.len() >= MAX_SAMPLES {
             seen.samples.pop_front();
         }
-        seen.samples.push_back(sample);
+        seen.samples.push_back(Sample {
+            method: cut(method).to_string(),
+            path: path.to_string(),
+            host: host.to_string(),
+        });
     }
 
     /// Every entry, most recently seen first.
@@ -113,6 +117,18 @@ impl RecentPeers {
         all.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.port.cmp(&b.port)));
         all
     }
+}
+
+/// At most [`MAX_FIELD`] bytes of `s`, cut at a character boundary.
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_FIELD {
+        return s;
+    }
+    let mut end = MAX_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn evict_oldest(map: &mut HashMap<String, HashMap<u16, Seen>>) {
@@ -171,5 +187,18 @@ mod tests {
         let all = p.list();
         assert_eq!(all.len(), MAX_PEERS);
         assert!(all.iter().all(|s| s.principal.as_deref() != Some(id)));
+
+        // Within one second only the first request is sampled; long fields are cut.
+        let p = RecentPeers::default();
+        let long = format!("/{}", "é".repeat(300));
+        p.record(Some(id), 80, Some(("GET", &long, "h")), 5);
+        p.record(Some(id), 80, Some(("GET", "/other", "h")), 5);
+        let all = p.list();
+        assert_eq!((all[0].requests, all[0].samples.len()), (2, 1));
+        let kept = &all[0].samples[0].path;
+        assert!(
+            kept.len() <= MAX_FIELD && long.starts_with(kept.as_str()),
+            "{kept}"
+        );
     }
 }
