@@ -105,12 +105,12 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "/stats/prometheus" => typed(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            crate::adminstats::prometheus(&shared.metrics, unix_now()),
+            crate::adminstats::prometheus(&shared.metrics, crate::clock::unix_now()),
         ),
         "/metrics" => {
             let mut r = bytes_response(
                 StatusCode::OK,
-                Bytes::from(shared.metrics.render(unix_now())),
+                Bytes::from(shared.metrics.render(crate::clock::unix_now())),
             );
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -130,7 +130,7 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .metrics
                 .cert_expiry_unix
                 .load(std::sync::atomic::Ordering::Relaxed)
-                <= unix_now() =>
+                <= crate::clock::unix_now() =>
         {
             text(StatusCode::SERVICE_UNAVAILABLE, "certificate expired\n")
         }
@@ -140,10 +140,6 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             "not found; try /metrics /stats /stats/prometheus /logging /config_dump /certs /peers /healthz/ready\n",
         ),
     }
-}
-
-pub fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -195,7 +191,7 @@ fn cert_facts(der: &[u8]) -> serde_json::Value {
 
 fn certs(shared: &Shared) -> serde_json::Value {
     let snap = shared.current();
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     let mut bundles = serde_json::Map::new();
     for td in snap.trust.bundles.trust_domains() {
         let roots: Vec<_> = snap

@@ -203,7 +203,7 @@ fn warn_if_policies_vanished(old: &crate::snapshot::Snapshot, new: &crate::snaps
 /// on); `/healthz/ready` reports it too.
 fn report_expiry(shared: &Shared, reported_for: &mut i64) {
     let not_after = shared.metrics.cert_expiry_unix.load(Ordering::Relaxed);
-    if not_after != *reported_for && crate::admin::unix_now() >= not_after {
+    if not_after != *reported_for && crate::clock::unix_now() >= not_after {
         *reported_for = not_after;
         tracing::error!(
             not_after,

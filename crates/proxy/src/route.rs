@@ -35,7 +35,7 @@ use crate::mesh::{Target, TargetAddr, TargetTls, BLACKHOLE_CLUSTER, PASSTHROUGH_
 use crate::outcome::{Failure, Outcome};
 use crate::response::Body;
 use crate::state::Shared;
-use crate::upstream::{reset_sentence, Security};
+use crate::upstream::{error_chain, reset_sentence, Security};
 
 /// The header that carries the reason of a 503 the sidecar answered itself.
 pub static UPSTREAM_ERROR: http::HeaderName =
@@ -538,17 +538,6 @@ fn host_matches(service: &str, host: &str) -> bool {
         || service
             .strip_prefix(host)
             .is_some_and(|rest| rest.starts_with('.'))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// What the app gets when its request could not be delivered (503) or was refused (502).

@@ -108,6 +108,19 @@ pub fn reset_sentence(reset_reason: &str, why: impl std::fmt::Display) -> String
     )
 }
 
+/// An upstream failure and its causes on one line (`client error (Connect): tcp connect
+/// error: Connection refused`): hyper's own Display stops at the outermost error.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// The SPIFFE ID the upstream proved (for the log), checked again under `trust`.
 pub fn verified_peer(trust: &trustmesh_identity::TrustConfig, peer: &Stream) -> Option<String> {
     let chain = peer.peer_certificates()?;

@@ -82,7 +82,13 @@ impl HttpExtAuthzClient {
                 .client
                 .request(self.request(input, body)?)
                 .await
-                .map_err(|e| format!("asking {} failed: {}", s.authority, chain(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "asking {} failed: {}",
+                        s.authority,
+                        crate::upstream::error_chain(&e)
+                    )
+                })?;
             let (parts, body) = resp.into_parts();
             let body = body
                 .collect()
@@ -252,18 +258,6 @@ fn status_text(status: StatusCode) -> String {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
     }
-}
-
-/// An error and its causes, outermost first (hyper's own text alone says only "client error").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
