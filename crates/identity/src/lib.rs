@@ -11,11 +11,13 @@ pub mod pem;
 pub mod spiffe;
 pub mod svid;
 pub mod trust;
+pub mod verified;
 mod x509;
 
 pub use bundle::{BundleError, TrustBundleSet};
 pub use spiffe::{IdError, SpiffeId, TrustDomain};
 pub use svid::{verify_svid, verify_svid_for, SvidError, Usage, VerifiedSvid};
 pub use trust::TrustConfig;
+pub use verified::ChainVerifier;
 
 pub use rustls_pki_types::{CertificateDer, UnixTime};

@@ -98,6 +98,11 @@ pub struct VerifiedSvid {
     pub serial_hex: String,
     /// Certificates on the verified path: leaf, the intermediates actually used, and the root.
     pub chain_len: usize,
+    /// The latest `notBefore` and the earliest `notAfter` over the whole verified path (leaf,
+    /// intermediates used, root): the window in which this verdict holds as it is
+    /// ([`crate::verified`] keeps verdicts for that long and no longer).
+    pub path_not_before: SystemTime,
+    pub path_not_after: SystemTime,
 }
 
 /// Why a presented chain is not an acceptable X.509-SVID.
@@ -221,8 +226,8 @@ pub fn verify_svid_for(
         .map(|(_, meta)| *meta)
         .partition(|m| m.not_before <= now_secs && now_secs <= m.not_after);
 
-    let chain_len = match build_path(&ee, &current, intermediates, now, usage) {
-        Ok(len) => len,
+    let path = match build_path(&ee, &current, intermediates, now, usage) {
+        Ok(path) => path,
         Err(PathError::Webpki(webpki::Error::UnknownIssuer)) if !stale.is_empty() => {
             // Only a stale root would complete the path: report that root's validity problem.
             if let Some(root) = stale_root_used(&ee, &stale, intermediates, now, usage) {
@@ -241,7 +246,9 @@ pub fn verify_svid_for(
         not_before: system_time(leaf.not_before),
         not_after: system_time(leaf.not_after),
         serial_hex: leaf.serial_hex,
-        chain_len,
+        chain_len: path.len,
+        path_not_before: system_time(path.not_before.max(leaf.not_before)),
+        path_not_after: system_time(path.not_after.min(leaf.not_after)),
         id,
     })
 }
@@ -314,13 +321,21 @@ fn view<'a>(a: &'a TrustAnchor<'static>) -> TrustAnchor<'a> {
 
 /// Runs webpki path building against `roots` and applies the signing-certificate key usage rule
 /// to the intermediates on the chosen path. Returns the path length.
+/// What the verified path adds to the leaf's facts: its length and the validity window of its
+/// intermediates and root.
+struct PathFacts {
+    len: usize,
+    not_before: i64,
+    not_after: i64,
+}
+
 fn build_path(
     ee: &webpki::EndEntityCert<'_>,
     roots: &[&RootMeta],
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
     usage: Usage,
-) -> Result<usize, PathError> {
+) -> Result<PathFacts, PathError> {
     let anchors: Vec<TrustAnchor<'_>> = roots.iter().map(|m| view(&m.anchor)).collect();
     // Checked while webpki is still choosing a path, so another root can be tried if this one's
     // pathLenConstraint is too tight.
@@ -348,11 +363,21 @@ fn build_path(
             Some(&root_path_len),
         )
         .map_err(PathError::Webpki)?;
-    let mut len = 2;
+    let spki = path.anchor().subject_public_key_info.as_ref();
+    let root = roots
+        .iter()
+        .find(|m| m.anchor.subject_public_key_info.as_ref() == spki);
+    let mut facts_of_path = PathFacts {
+        len: 2,
+        not_before: root.map_or(i64::MIN, |m| m.not_before),
+        not_after: root.map_or(i64::MAX, |m| m.not_after),
+    };
     for cert in path.intermediate_certificates() {
-        len += 1;
+        facts_of_path.len += 1;
         let facts = x509::facts(cert.der().as_ref())
             .map_err(|r| PathError::Svid(SvidError::Malformed(format!("intermediate: {r}"))))?;
+        facts_of_path.not_before = facts_of_path.not_before.max(facts.not_before);
+        facts_of_path.not_after = facts_of_path.not_after.min(facts.not_after);
         // RFC 5280 6.1.4 (n) and X509-SVID 4.3: a signing certificate with a key usage extension
         // must assert keyCertSign. webpki deliberately ignores key usage, so check it here.
         if facts.key_usage.is_some_and(|k| !k.key_cert_sign) {
@@ -362,7 +387,7 @@ fn build_path(
             ))));
         }
     }
-    Ok(len)
+    Ok(facts_of_path)
 }
 
 /// Which stale root (if any) completes the path.

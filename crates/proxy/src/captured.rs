@@ -189,7 +189,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 Err(why) => return outcome.fail(Failure::Upstream { why }),
             };
             let principal = match &peer {
-                Connected::Direct(p) => crate::upstream::verified_peer(&shared.current().trust, p),
+                Connected::Direct(p) => crate::upstream::verified_peer(&shared.current().chains, p),
                 Connected::Tunnel(_, principal) => principal.clone(),
             };
             if let Some(f) = outcome.telemetry() {
@@ -311,8 +311,8 @@ async fn tunnel_to(
         connect_timeout: timeouts.connect(),
         handshake_timeout: timeouts.handshake(),
     };
-    let trust = shared.current().trust.clone();
-    crate::tunnel::open(&dial, &trust).await.map_err(|e| {
+    let chains = shared.current().chains.clone();
+    crate::tunnel::open(&dial, &chains).await.map_err(|e| {
         e.count(&shared.metrics);
         e.sentence()
     })

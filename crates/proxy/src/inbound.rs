@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use trustmesh_identity::Usage;
 use trustmesh_lifecycle::drain::Watch;
 use trustmesh_policy::MtlsMode;
 
@@ -396,9 +397,13 @@ async fn sniffs_http(stream: &TcpStream) -> bool {
 fn peer_of(shared: &Shared, conn: &rustls::ServerConnection) -> Option<Peer> {
     let certs = conn.peer_certificates()?;
     let snap = shared.current();
-    let svid =
-        trustmesh_identity::verify_svid(certs, &snap.trust, rustls_pki_types::UnixTime::now())
-            .ok()?;
+    // The current snapshot's trust, as of now: for a full handshake answered from the memory
+    // of chains its verifier just accepted (unless a reload came in between); for a resumed
+    // session, the check that its chain is still valid (`tls::recheck_resumed`'s counterpart).
+    let svid = snap
+        .chains
+        .verify(certs, rustls_pki_types::UnixTime::now(), Usage::ClientAuth)
+        .ok()?;
     Some(Peer {
         id: svid.id,
         leaf_sha256: crate::hex::sha256_hex(certs.first()?.as_ref()),

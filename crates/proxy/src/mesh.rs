@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
-use trustmesh_identity::{SpiffeId, TrustConfig};
+use trustmesh_identity::{ChainVerifier, SpiffeId, TrustConfig};
 use trustmesh_policy::load::SourceText;
 use trustmesh_policy::{Location, MeshConfig, PolicySet};
 use trustmesh_registry::{
@@ -48,7 +48,7 @@ pub struct Mesh {
     /// Client TLS configs by the identities the server must present and whether HTTP/2 is
     /// offered.
     client_tls: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
-    trust: Arc<TrustConfig>,
+    chains: Arc<ChainVerifier>,
     own: OwnCert,
 }
 
@@ -60,7 +60,7 @@ impl Mesh {
         cfg: &ProxyConfig,
         mesh: &MeshConfig,
         sources: &[SourceText],
-        trust: Arc<TrustConfig>,
+        chains: Arc<ChainVerifier>,
         own: &OwnCert,
     ) -> anyhow::Result<(Mesh, Vec<Location>)> {
         let (registry, report) = Registry::from_sources(sources, mesh, &options(cfg));
@@ -103,7 +103,7 @@ impl Mesh {
                 own_addresses,
                 originations: Mutex::new(HashMap::new()),
                 client_tls: Mutex::new(HashMap::new()),
-                trust,
+                chains,
                 own: own.clone(),
             },
             report.handled,
@@ -179,14 +179,10 @@ impl Mesh {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let expected = expected_peer(identities, &self.trust)?;
-        let config = crate::tls::client_config_offering(
-            self.trust.clone(),
-            &self.own,
-            expected,
-            carry.alpn(),
-        )
-        .map_err(|e| anyhow!("building the TLS client config: {e}"))?;
+        let expected = expected_peer(identities, self.chains.trust())?;
+        let config =
+            crate::tls::client_config_offering(&self.chains, &self.own, expected, carry.alpn())
+                .map_err(|e| anyhow!("building the TLS client config: {e}"))?;
         cache.insert(key, config.clone());
         Ok(config)
     }
@@ -527,7 +523,7 @@ impl Mesh {
             TargetTls::Plaintext => Ok(crate::upstream::Security::Plaintext),
             TargetTls::Mesh(ids) => self
                 .client_tls(ids, carry)
-                .map(crate::upstream::Security::Mtls)
+                .map(|c| crate::upstream::Security::Mtls(c, self.chains.clone()))
                 .map_err(|e| e.to_string()),
             TargetTls::Originate { settings, mutual } => {
                 let key = format!("{mutual} {settings:?}");

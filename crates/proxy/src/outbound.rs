@@ -53,6 +53,7 @@ async fn handle(
         return;
     };
     let client = snap.client_tls.get(index).cloned().flatten();
+    let snap_chains = snap.chains.clone();
     let timeouts = snap.config.timeouts.clone();
     let mut outcome = Outcome::new(
         &shared.metrics,
@@ -82,7 +83,7 @@ async fn handle(
     let _ = app.set_nodelay(true);
 
     let security = match client {
-        Some(config) => Security::Mtls(config),
+        Some(config) => Security::Mtls(config, snap_chains),
         None => Security::Plaintext,
     };
     let connected = upstream::connect(
@@ -100,11 +101,7 @@ async fn handle(
         }
     };
     let snap = shared.current();
-    let principal = peer.peer_certificates().and_then(|chain| {
-        trustmesh_identity::verify_svid(chain, &snap.trust, rustls_pki_types::UnixTime::now())
-            .ok()
-            .map(|s| s.id.to_string())
-    });
+    let principal = upstream::verified_peer(&snap.chains, &peer);
     if let Some(f) = outcome.telemetry() {
         *f = tcp_facts(shared, &snap, principal.as_deref());
     }

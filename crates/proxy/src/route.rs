@@ -323,7 +323,7 @@ async fn send<'t>(
         let Some(mut r) = req.take() else { break };
         // In flight on this endpoint until its answer's head is back (LEAST_REQUEST).
         let _load = target.load.as_ref().map(crate::mesh::Load::begin);
-        if upgrade || !matches!(security, Security::Mtls(_)) {
+        if upgrade || !matches!(security, Security::Mtls(..)) {
             // HTTP/1.1 to a server without a sidecar: an HTTP/2 request from the app carried
             // its host in :authority, which becomes `Host`.
             *r.version_mut() = http::Version::HTTP_11;
@@ -352,7 +352,7 @@ async fn send<'t>(
                     continue;
                 }
             };
-            let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
+            let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
             return dedicated(shared, target, addr, stream, r)
                 .await
                 .map(|(t, _, resp)| (t, peer, resp));
@@ -371,7 +371,7 @@ async fn send<'t>(
                 });
             }
             // Mesh mTLS (TLS origination took the branch above).
-            Security::Mtls(_) | Security::Tls { .. } => {
+            Security::Mtls(..) | Security::Tls { .. } => {
                 let (mut sender, peer) =
                     match mesh_sender(shared, addr, &target.tls, &security, &timeouts).await {
                         Ok(s) => s,
@@ -483,7 +483,7 @@ async fn mesh_sender(
                 return Err(e.sentence());
             }
         };
-    let peer = crate::upstream::verified_peer(&shared.current().trust, &stream);
+    let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
     if stream.alpn() != Some(b"h2") {
         return Err(reset_sentence(
             "protocol error",

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, UnixTime};
-use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_identity::{ChainVerifier, SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
 use trustmesh_policy::{MeshConfig, SourceText};
 
 use crate::authz::Policies;
@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub config: ProxyConfig,
     pub mesh: MeshConfig,
     pub trust: Arc<TrustConfig>,
+    /// `trust` with the memory of the peer chains it accepted (shared by this snapshot's TLS
+    /// verifiers and the identity checks after each handshake).
+    pub chains: Arc<ChainVerifier>,
     pub own: OwnCert,
     pub own_id: SpiffeId,
     pub own_not_before: i64,
@@ -268,6 +271,7 @@ pub fn build_from(
         aliases,
         bundles,
     });
+    let chains = Arc::new(ChainVerifier::new(trust.clone()));
 
     let own = load_own_cert(&cfg)?;
     check_key_matches(&own, &cfg)?;
@@ -292,17 +296,17 @@ pub fn build_from(
 
     let sources = &inputs.sources;
     let (mesh_view, registry_objects) =
-        crate::mesh::Mesh::build(&cfg, &mesh, sources, trust.clone(), &own)?;
+        crate::mesh::Mesh::build(&cfg, &mesh, sources, chains.clone(), &own)?;
     let policies = Policies::load(&cfg, &mesh, sources, &registry_objects)?;
     let ext_authz = crate::extauthz::providers(&mesh)?;
 
-    let server_tls_http = tls::server_config(trust.clone(), &own, true)
+    let server_tls_http = tls::server_config(&chains, &own, true)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
-    let server_tls_tcp = tls::server_config(trust.clone(), &own, false)
+    let server_tls_tcp = tls::server_config(&chains, &own, false)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
-    let server_tls_captured = tls::server_config_offering(trust.clone(), &own, &tls::CAPTURED_ALPN)
+    let server_tls_captured = tls::server_config_offering(&chains, &own, &tls::CAPTURED_ALPN)
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
-    let server_tls_hbone = tls::server_config_offering(trust.clone(), &own, &[b"h2"])
+    let server_tls_hbone = tls::server_config_offering(&chains, &own, &[b"h2"])
         .map_err(|e| anyhow!("building TLS server config: {e}"))?;
     let mut client_tls = Vec::new();
     for (i, l) in cfg.outbound.iter().enumerate() {
@@ -312,10 +316,9 @@ pub fn build_from(
         }
         let expected = expected_peer(&cfg, i)?
             .ok_or_else(|| anyhow!("outbound[{i}]: needs peerIdentity or peerTrustDomain"))?;
-        client_tls.push(Some(
-            tls::client_config(trust.clone(), &own, expected)
-                .map_err(|e| anyhow!("outbound[{i}]: building TLS client config: {e}"))?,
-        ));
+        client_tls.push(Some(tls::client_config(&chains, &own, expected).map_err(
+            |e| anyhow!("outbound[{i}]: building TLS client config: {e}"),
+        )?));
     }
 
     let telemetry = Arc::new(OwnTelemetry::of(&cfg));
@@ -327,6 +330,7 @@ pub fn build_from(
         config: cfg,
         mesh,
         trust,
+        chains,
         own,
         own_id,
         policies,

@@ -5,7 +5,19 @@
 //! vouch for a peer depends on the peer's *trust domain* (local, alias, or federated). So both
 //! directions delegate chain validation to `trustmesh_identity::verify_svid`, keeping the trust
 //! decision in one place shared with the CLI and the agent; rustls still does the handshake
-//! signature checks with the ring provider.
+//! signature checks with the ring provider. The verifiers go through the snapshot's
+//! [`ChainVerifier`], which remembers the chains it accepted: the identity read after the
+//! handshake, and a resumed session's chain, are then checked without validating the path again.
+//!
+//! Session resumption between sidecars (TLS 1.3 PSK with a fresh ECDHE, rustls's stateful
+//! tickets): a resumed handshake skips both sides' signatures and chain checks, which are most of
+//! a handshake's cost. It is safe here because (1) a client config's ticket store belongs to that
+//! config alone — one snapshot's trust and one expected peer — so a ticket was issued by a server
+//! this config's verifier accepted, and only that server holds the ticket's secret; and (2) after
+//! every resumed handshake the peer's chain is checked again as of now, on both sides
+//! (`upstream::connect`, `inbound::terminate`), so a certificate that expired or a trust domain
+//! that was removed since the first handshake is refused as on a full one (issue #11's expired
+//! peer was reached through a resumed session before this check existed).
 
 use std::sync::Arc;
 
@@ -16,7 +28,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use trustmesh_identity::{verify_svid_for, SpiffeId, TrustConfig, TrustDomain, Usage};
+use trustmesh_identity::{ChainVerifier, SpiffeId, TrustDomain, Usage};
 
 /// Who the peer of an outbound connection must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,13 +170,13 @@ fn cert_error(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Erro
 /// accepted trust domain, anchored in that domain's bundle.
 #[derive(Debug)]
 pub struct SvidClientVerifier {
-    trust: Arc<TrustConfig>,
+    chains: Arc<ChainVerifier>,
     provider: Arc<CryptoProvider>,
 }
 
 impl SvidClientVerifier {
-    pub fn new(trust: Arc<TrustConfig>, provider: Arc<CryptoProvider>) -> Self {
-        SvidClientVerifier { trust, provider }
+    pub fn new(chains: Arc<ChainVerifier>, provider: Arc<CryptoProvider>) -> Self {
+        SvidClientVerifier { chains, provider }
     }
 }
 
@@ -182,7 +194,9 @@ impl ClientCertVerifier for SvidClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let chain = chain_of(end_entity, intermediates);
-        verify_svid_for(&chain, &self.trust, now, Usage::ClientAuth).map_err(cert_error)?;
+        self.chains
+            .verify(&chain, now, Usage::ClientAuth)
+            .map_err(cert_error)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -229,19 +243,19 @@ impl ClientCertVerifier for SvidClientVerifier {
 /// The TLS server name is ignored — peers are addressed by IP and identified by SPIFFE ID.
 #[derive(Debug)]
 pub struct SvidServerVerifier {
-    trust: Arc<TrustConfig>,
+    chains: Arc<ChainVerifier>,
     expected: ExpectedPeer,
     provider: Arc<CryptoProvider>,
 }
 
 impl SvidServerVerifier {
     pub fn new(
-        trust: Arc<TrustConfig>,
+        chains: Arc<ChainVerifier>,
         expected: ExpectedPeer,
         provider: Arc<CryptoProvider>,
     ) -> Self {
         SvidServerVerifier {
-            trust,
+            chains,
             expected,
             provider,
         }
@@ -258,8 +272,10 @@ impl ServerCertVerifier for SvidServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let chain = chain_of(end_entity, intermediates);
-        let svid =
-            verify_svid_for(&chain, &self.trust, now, Usage::ServerAuth).map_err(cert_error)?;
+        let svid = self
+            .chains
+            .verify(&chain, now, Usage::ServerAuth)
+            .map_err(cert_error)?;
         let ok = match &self.expected {
             ExpectedPeer::Exact(id) => &svid.id == id,
             ExpectedPeer::TrustDomain(td) => svid.id.trust_domain() == td,
@@ -356,59 +372,88 @@ pub fn alpn_http(protocol: &[u8]) -> Option<bool> {
 /// Inbound server config. `alpn` is offered only on HTTP listeners; TCP listeners advertise
 /// none, because rustls fails a handshake whose offered ALPN set has no overlap with ours.
 pub fn server_config(
-    trust: Arc<TrustConfig>,
+    chains: &Arc<ChainVerifier>,
     own: &OwnCert,
     alpn: bool,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let offered: &[&[u8]] = if alpn { &HTTP_ALPN } else { &[] };
-    server_config_offering(trust, own, offered)
+    server_config_offering(chains, own, offered)
 }
 
 /// [`server_config`] offering exactly `alpn`.
 pub fn server_config_offering(
-    trust: Arc<TrustConfig>,
+    chains: &Arc<ChainVerifier>,
     own: &OwnCert,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = provider();
-    let verifier = SvidClientVerifier::new(trust, provider.clone());
+    let verifier = SvidClientVerifier::new(chains.clone(), provider.clone());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(own.chain.clone(), own.key.clone_key())?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Stateful tickets (rustls's default in-memory session cache, one per config, so one per
+    // snapshot and listener kind): a ticket is only good with the server that issued it. One
+    // ticket per connection, not rustls's default two: a mesh client holds a connection for
+    // long and resumes once per new connection.
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SERVER_SESSIONS);
+    cfg.send_tls13_tickets = 1;
     Ok(Arc::new(cfg))
 }
 
+/// A resumed session's peer chain was accepted by a verifier of this snapshot when the session
+/// began, but perhaps long ago: checks it again as of now (answered from the snapshot's memory
+/// of verified chains while the path is still valid). Full handshakes pass untouched (their
+/// verifier just ran).
+pub fn recheck_resumed(
+    conn: &rustls::CommonState,
+    chains: &ChainVerifier,
+    usage: Usage,
+) -> Result<(), String> {
+    if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    let chain = conn
+        .peer_certificates()
+        .ok_or("a resumed session without the peer's certificate")?;
+    chains
+        .verify(chain, UnixTime::now(), usage)
+        .map(|_| ())
+        .map_err(|e| format!("resumed session: the peer's certificate no longer verifies: {e}"))
+}
+
+/// Resumable sessions a server config remembers (about 200 bytes each) and a client config
+/// keeps tickets for (one per server address).
+pub const SERVER_SESSIONS: usize = 4096;
+pub const CLIENT_SESSIONS: usize = 1024;
+
 /// Outbound client config presenting our SVID and pinning the expected peer.
 pub fn client_config(
-    trust: Arc<TrustConfig>,
+    chains: &Arc<ChainVerifier>,
     own: &OwnCert,
     expected: ExpectedPeer,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    client_config_offering(trust, own, expected, &[])
+    client_config_offering(chains, own, expected, &[])
 }
 
 /// [`client_config`] offering `alpn` (what a mesh connection carries, see `mesh::Carry`).
 pub fn client_config_offering(
-    trust: Arc<TrustConfig>,
+    chains: &Arc<ChainVerifier>,
     own: &OwnCert,
     expected: ExpectedPeer,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
-    let verifier = SvidServerVerifier::new(trust, expected, provider.clone());
+    let verifier = SvidServerVerifier::new(chains.clone(), expected, provider.clone());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(own.chain.clone(), own.key.clone_key())?;
-    // No session resumption: a resumed handshake does not show the peer's certificate again, so
-    // the verifier is skipped, and rustls keeps tickets for up to 24 h. A peer whose
-    // certificate had expired (its CA down past its lifetime, issue #11) was still reached
-    // through new connections that resumed a session from before the expiry. Every new
-    // connection must verify the peer's chain as of now.
-    cfg.resumption = rustls::client::Resumption::disabled();
+    // Resumption with this config's own ticket store: see the module comment for why that is
+    // safe, and `recheck_resumed` for the check every resumed session gets as of now.
+    cfg.resumption = rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS);
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }

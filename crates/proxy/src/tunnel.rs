@@ -112,10 +112,10 @@ thread_local! {
 }
 
 /// Opens a tunnel to `dial.target` through the peer's HBONE port, on a pooled connection when
-/// one is open; returns it with the SPIFFE ID the peer proved (checked again under `trust`).
+/// one is open; returns it with the SPIFFE ID the peer proved (checked again under `chains`).
 pub async fn open(
     dial: &Dial<'_>,
-    trust: &trustmesh_identity::TrustConfig,
+    chains: &Arc<trustmesh_identity::ChainVerifier>,
 ) -> Result<(Tunnel, Option<String>), TunnelError> {
     let key: Key = (dial.peer, dial.identities.to_vec());
     let pooled = POOL.with(|p| {
@@ -140,7 +140,7 @@ pub async fn open(
             }
         }
     }
-    let mut fresh = handshake(dial, trust).await?;
+    let mut fresh = handshake(dial, chains).await?;
     POOL.with(|p| p.borrow_mut().insert(key, fresh.clone()));
     let tunnel = request(&mut fresh.send, dial).await?;
     Ok((tunnel, fresh.peer_id))
@@ -149,9 +149,9 @@ pub async fn open(
 /// A new mTLS + HTTP/2 connection to the peer's HBONE port; its task runs on this thread.
 async fn handshake(
     dial: &Dial<'_>,
-    trust: &trustmesh_identity::TrustConfig,
+    chains: &Arc<trustmesh_identity::ChainVerifier>,
 ) -> Result<Pooled, TunnelError> {
-    let security = Security::Mtls(dial.config.clone());
+    let security = Security::Mtls(dial.config.clone(), chains.clone());
     let stream = crate::upstream::connect(
         dial.peer,
         &security,
@@ -166,7 +166,7 @@ async fn handshake(
             why: "the peer did not agree to HTTP/2 (ALPN h2); it does not speak HBONE".into(),
         });
     }
-    let peer_id = crate::upstream::verified_peer(trust, &stream);
+    let peer_id = crate::upstream::verified_peer(chains, &stream);
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use trustmesh_identity::Usage;
 
 use crate::tls::PeerMismatch;
 
@@ -33,8 +34,13 @@ pub const MAX_ATTEMPTS: usize = 3;
 pub enum Security {
     /// No TLS: a destination without a sidecar, or a DestinationRule `DISABLE`.
     Plaintext,
-    /// mTLS with our SVID; `config`'s verifier pins the identity the server must present.
-    Mtls(Arc<rustls::ClientConfig>),
+    /// mTLS with our SVID; `config`'s verifier pins the identity the server must present, and
+    /// the snapshot's verified chains check a resumed session's server again
+    /// (`tls::recheck_resumed`).
+    Mtls(
+        Arc<rustls::ClientConfig>,
+        Arc<trustmesh_identity::ChainVerifier>,
+    ),
     /// TLS the sidecar originates for the app (DestinationRule SIMPLE or MUTUAL), `sni` sent
     /// as the server name (the address when `None`).
     Tls {
@@ -121,10 +127,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The SPIFFE ID the upstream proved (for the log), checked again under `trust`.
-pub fn verified_peer(trust: &trustmesh_identity::TrustConfig, peer: &Stream) -> Option<String> {
+/// The SPIFFE ID the upstream proved (for the log), checked again under `chains`' trust (from
+/// its memory of verified chains: the handshake's verifier has just accepted this chain).
+pub fn verified_peer(chains: &trustmesh_identity::ChainVerifier, peer: &Stream) -> Option<String> {
     let chain = peer.peer_certificates()?;
-    trustmesh_identity::verify_svid(chain, trust, rustls_pki_types::UnixTime::now())
+    chains
+        .verify(chain, rustls_pki_types::UnixTime::now(), Usage::ServerAuth)
         .ok()
         .map(|s| s.id.to_string())
 }
@@ -196,20 +204,30 @@ pub async fn connect(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (config, name) = match security {
+    let (config, name, chains) = match security {
         Security::Plaintext => return Ok(Stream::Plain(tcp)),
         // Peers are addressed by IP and identified by SPIFFE ID; the verifier ignores the name.
-        Security::Mtls(config) => (config.clone(), ServerName::IpAddress(addr.ip().into())),
+        Security::Mtls(config, chains) => (
+            config.clone(),
+            ServerName::IpAddress(addr.ip().into()),
+            Some(chains),
+        ),
         Security::Tls { config, sni } => {
             let name = sni
                 .as_deref()
                 .and_then(|s| ServerName::try_from(s.to_string()).ok())
                 .unwrap_or(ServerName::IpAddress(addr.ip().into()));
-            (config.clone(), name)
+            (config.clone(), name, None)
         }
     };
     match tokio::time::timeout(handshake, TlsConnector::from(config).connect(name, tcp)).await {
-        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
+        Ok(Ok(s)) => {
+            if let Some(chains) = chains {
+                crate::tls::recheck_resumed(s.get_ref().1, chains, Usage::ServerAuth)
+                    .map_err(|why| UpstreamError::Tls { addr, why })?;
+            }
+            Ok(Stream::Tls(Box::new(s)))
+        }
         Ok(Err(e)) => Err(tls_failure(addr, e)),
         Err(_) => Err(UpstreamError::HandshakeTimeout {
             addr,

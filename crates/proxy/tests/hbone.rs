@@ -372,13 +372,8 @@ async fn our_tunnel_client_reaches_our_listener_and_pools_its_connection() {
     let snap = f.shared.current();
     let own = snap.own_id.to_string();
     let config = |expected: ExpectedPeer| {
-        trustmesh_proxy::tls::client_config_offering(
-            snap.trust.clone(),
-            &snap.own,
-            expected,
-            &[b"h2"],
-        )
-        .unwrap()
+        trustmesh_proxy::tls::client_config_offering(&snap.chains, &snap.own, expected, &[b"h2"])
+            .unwrap()
     };
     let ids = vec![own.clone()];
     let dial = |target: u16, config| Dial {
@@ -393,7 +388,7 @@ async fn our_tunnel_client_reaches_our_listener_and_pools_its_connection() {
     let exact = config(ExpectedPeer::Exact(snap.own_id.clone()));
     for msg in ["one", "two"] {
         let (mut t, peer) =
-            trustmesh_proxy::tunnel::open(&dial(f.echo, exact.clone()), &snap.trust)
+            trustmesh_proxy::tunnel::open(&dial(f.echo, exact.clone()), &snap.chains)
                 .await
                 .expect("tunnel opens");
         assert_eq!(peer.as_deref(), Some(own.as_str()));
@@ -408,7 +403,7 @@ async fn our_tunnel_client_reaches_our_listener_and_pools_its_connection() {
         Some(1)
     );
     // The peer's refusal comes back with its status and words.
-    match trustmesh_proxy::tunnel::open(&dial(1, exact.clone()), &snap.trust).await {
+    match trustmesh_proxy::tunnel::open(&dial(1, exact.clone()), &snap.chains).await {
         Err(TunnelError::Refused {
             status: 400, body, ..
         }) => {
@@ -422,7 +417,7 @@ async fn our_tunnel_client_reaches_our_listener_and_pools_its_connection() {
     let wrong_ids = vec![other.to_string()];
     let mut wrong = dial(f.echo, config(ExpectedPeer::Exact(other)));
     wrong.identities = &wrong_ids;
-    match trustmesh_proxy::tunnel::open(&wrong, &snap.trust).await {
+    match trustmesh_proxy::tunnel::open(&wrong, &snap.chains).await {
         Err(e @ TunnelError::Upstream(_)) => {
             assert!(
                 e.sentence()
@@ -446,7 +441,7 @@ async fn the_drain_lets_open_tunnels_run_until_its_deadline() {
     let snap = f.shared.current();
     let ids = vec![snap.own_id.to_string()];
     let config = trustmesh_proxy::tls::client_config_offering(
-        snap.trust.clone(),
+        &snap.chains,
         &snap.own,
         ExpectedPeer::Exact(snap.own_id.clone()),
         &[b"h2"],
@@ -461,7 +456,7 @@ async fn the_drain_lets_open_tunnels_run_until_its_deadline() {
         connect_timeout: Duration::from_secs(2),
         handshake_timeout: Duration::from_secs(2),
     };
-    let (mut t, _) = trustmesh_proxy::tunnel::open(&dial, &snap.trust)
+    let (mut t, _) = trustmesh_proxy::tunnel::open(&dial, &snap.chains)
         .await
         .expect("tunnel opens");
     let shared = f.shared.clone();

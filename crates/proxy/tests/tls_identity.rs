@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trustmesh_identity::{SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_identity::{ChainVerifier, SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
 use trustmesh_proxy::tls::{client_config, server_config, ExpectedPeer, OwnCert};
 use trustmesh_testkit::pki::{live_root as ca, live_svid, Ca};
 
@@ -18,16 +18,16 @@ fn svid(ca: &Ca, id: &str) -> OwnCert {
     }
 }
 
-fn trust(local: &str, aliases: &[&str], roots: &[(&str, &Ca)]) -> Arc<TrustConfig> {
+fn trust(local: &str, aliases: &[&str], roots: &[(&str, &Ca)]) -> Arc<ChainVerifier> {
     let mut b = TrustBundleSet::new();
     for (td, ca) in roots {
         b.add_root(TrustDomain::parse(td).unwrap(), ca.cert.clone())
             .unwrap();
     }
-    Arc::new(
+    Arc::new(ChainVerifier::new(Arc::new(
         TrustConfig::new(TrustDomain::parse(local).unwrap(), b)
             .with_aliases(aliases.iter().map(|a| TrustDomain::parse(a).unwrap())),
-    )
+    )))
 }
 
 /// Runs one handshake + one byte each way; Err carries the client- or server-side error.
@@ -87,9 +87,9 @@ async fn mutual_tls_with_expected_identity() {
     let t = trust("cluster.local", &[], &[("cluster.local", &mesh)]);
     let server = svid(&mesh, "spiffe://cluster.local/ns/foo/sa/httpbin");
     let client = svid(&mesh, "spiffe://cluster.local/ns/foo/sa/sleep");
-    let s = server_config(t.clone(), &server, true).unwrap();
+    let s = server_config(&t, &server, true).unwrap();
     let c = client_config(
-        t.clone(),
+        &t,
         &client,
         exact("spiffe://cluster.local/ns/foo/sa/httpbin"),
     )
@@ -98,16 +98,11 @@ async fn mutual_tls_with_expected_identity() {
 
     // Trust-domain expectation.
     let td = ExpectedPeer::TrustDomain(TrustDomain::parse("cluster.local").unwrap());
-    let c = client_config(t.clone(), &client, td).unwrap();
+    let c = client_config(&t, &client, td).unwrap();
     handshake(s.clone(), c).await.unwrap();
 
     // Wrong expected identity: the client refuses the server.
-    let c = client_config(
-        t.clone(),
-        &client,
-        exact("spiffe://cluster.local/ns/foo/sa/other"),
-    )
-    .unwrap();
+    let c = client_config(&t, &client, exact("spiffe://cluster.local/ns/foo/sa/other")).unwrap();
     let err = handshake(s.clone(), c).await.unwrap_err();
     assert!(err.contains("client"), "{err}");
 }
@@ -119,18 +114,18 @@ async fn server_refuses_client_from_untrusted_ca_or_domain() {
     let other = ca("other.example");
     let t = trust("cluster.local", &[], &[("cluster.local", &mesh)]);
     let server = svid(&mesh, "spiffe://cluster.local/ns/foo/sa/httpbin");
-    let s = server_config(t.clone(), &server, false).unwrap();
+    let s = server_config(&t, &server, false).unwrap();
     let expect = exact("spiffe://cluster.local/ns/foo/sa/httpbin");
 
     // Same trust domain name, different (unknown) CA.
     let bad = svid(&rogue, "spiffe://cluster.local/ns/foo/sa/sleep");
     let ct = trust("cluster.local", &[], &[("cluster.local", &mesh)]);
-    let c = client_config(ct.clone(), &bad, expect.clone()).unwrap();
+    let c = client_config(&ct, &bad, expect.clone()).unwrap();
     assert!(handshake(s.clone(), c).await.is_err());
 
     // A domain the server neither aliases nor federates with.
     let foreign = svid(&other, "spiffe://other.example/ns/foo/sa/sleep");
-    let c = client_config(ct.clone(), &foreign, expect.clone()).unwrap();
+    let c = client_config(&ct, &foreign, expect.clone()).unwrap();
     assert!(handshake(s.clone(), c).await.is_err());
 
     // Federating with other.example (its own bundle) makes it acceptable.
@@ -139,8 +134,8 @@ async fn server_refuses_client_from_untrusted_ca_or_domain() {
         &[],
         &[("cluster.local", &mesh), ("other.example", &other)],
     );
-    let s2 = server_config(t2, &server, false).unwrap();
-    let c = client_config(ct, &foreign, expect).unwrap();
+    let s2 = server_config(&t2, &server, false).unwrap();
+    let c = client_config(&ct, &foreign, expect).unwrap();
     handshake(s2, c).await.unwrap();
 }
 
@@ -156,9 +151,9 @@ async fn server_refused_when_its_domain_is_not_the_expected_one() {
     );
     let server = svid(&b, "spiffe://team-b.example/ns/foo/sa/httpbin");
     let client = svid(&a, "spiffe://team-a.example/ns/foo/sa/sleep");
-    let s = server_config(t.clone(), &server, false).unwrap();
+    let s = server_config(&t, &server, false).unwrap();
     let td = ExpectedPeer::TrustDomain(TrustDomain::parse("team-a.example").unwrap());
-    let c = client_config(t.clone(), &client, td).unwrap();
+    let c = client_config(&t, &client, td).unwrap();
     let err = handshake(s, c).await.unwrap_err();
     assert!(err.contains("client"), "{err}");
 }
