@@ -620,7 +620,7 @@ async fn outbound_refuses_unexpected_server_identity() {
             format!("peerIdentity: \"{}\"", id("foo", "other")),
         )
         .outbound(c_rogue, r_in, format!("peerTrustDomain: {TD}"));
-    let _s = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
+    let s = Proxy::start(dir, "server", &server.yaml(), s_admin).await;
     let _r = Proxy::start(dir, "rogue", &rogue_cfg.yaml(), r_admin).await;
     let c = Proxy::start(dir, "client", &client.yaml(), c_admin).await;
 
@@ -631,6 +631,10 @@ async fn outbound_refuses_unexpected_server_identity() {
     let (code, body) = curl_plain(c_ok, "/h2", &["--http2-prior-knowledge"]).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("httpbin GET /h2"), "{body}");
+    // The second app connection's mTLS connection resumed the first one's session.
+    let m = s.metrics().await;
+    assert!(m.contains("trustmesh_tls_handshakes_total 2\n"), "{m}");
+    assert!(m.contains("trustmesh_tls_resumed_total 1\n"), "{m}");
     assert_eq!(curl_plain(c_wrong, "/wrong", &[]).await.0, 0);
     assert_eq!(curl_plain(c_rogue, "/rogue", &[]).await.0, 0);
     let m = c.metrics().await;

@@ -197,8 +197,9 @@ impl DedicatedUpstream {
             }
             let sender = match slot.as_mut() {
                 Some(s) => s,
+                // Boxed: connecting is rare and its future large (see `http::serve`).
                 None => slot.insert(
-                    connect_app(target, source, connect_timeout)
+                    Box::pin(connect_app(target, source, connect_timeout))
                         .await
                         .map_err(ForwardError::App)?,
                 ),

@@ -56,11 +56,17 @@ where
         let ctx = ctx.clone();
         let side = side.clone();
         let busy = svc_activity.begin();
-        async move {
+        // Boxed, once per request: a request's future holds its whole state (the outcome
+        // record, the request, the app call) and measured 10.9 KB unboxed. hyper moves the
+        // service future into a task per HTTP/2 stream and in and out of its slots, and those
+        // copies were the largest single user-space cost of the server side in a profile
+        // (memmove, 12 %). A pointer moves instead; the rarely taken branches (ext_authz,
+        // connecting to the app) are boxed where they are awaited, so the box is 5.2 KB.
+        Box::pin(async move {
             let resp = handle(&shared, &ctx, &side, req).await;
             drop(busy);
             Ok::<_, Infallible>(resp)
-        }
+        })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
@@ -419,20 +425,23 @@ async fn authorize(
         }
         Decision::Custom(provider) => provider,
     };
-    let (allowed, failed_open) = match crate::custom::check(snap, provider, ctx, req).await {
-        crate::custom::Outcome::Deny { response, why } => {
-            outcome.log().status = Some(response.status().as_u16());
-            let failure = Failure::DeniedByProvider {
-                provider: provider.clone(),
-                why,
-            };
-            return Err((failure, response));
-        }
-        crate::custom::Outcome::Allow {
-            allowed,
-            failed_open,
-        } => (allowed, failed_open),
-    };
+    // Boxed: the ext_authz call's future is large and only CUSTOM policies need it (see
+    // `serve` on future sizes).
+    let (allowed, failed_open) =
+        match Box::pin(crate::custom::check(snap, provider, ctx, req)).await {
+            crate::custom::Outcome::Deny { response, why } => {
+                outcome.log().status = Some(response.status().as_u16());
+                let failure = Failure::DeniedByProvider {
+                    provider: provider.clone(),
+                    why,
+                };
+                return Err((failure, response));
+            }
+            crate::custom::Outcome::Allow {
+                allowed,
+                failed_open,
+            } => (allowed, failed_open),
+        };
     allowed.apply_to_request(req.headers_mut());
     let response_headers = match allowed {
         crate::extauthz::ExtAuthzOutcome::Allow {

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -89,7 +90,7 @@ async fn handle(
     shared
         .metrics
         .inbound_connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let snap = shared.current();
     let Some(l) = snap.config.inbound.get(index) else {
@@ -269,6 +270,13 @@ pub(crate) async fn terminate(
             ))
         }
     };
+    shared
+        .metrics
+        .tls_handshakes
+        .fetch_add(1, Ordering::Relaxed);
+    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        shared.metrics.tls_resumed.fetch_add(1, Ordering::Relaxed);
+    }
     // The verifier accepted the chain, so no peer only happens if trust changed between the
     // handshake and now; refuse rather than run with an unknown identity.
     match peer_of(shared, tls.get_ref().1) {
@@ -320,7 +328,7 @@ async fn handle_captured(
     shared
         .metrics
         .inbound_connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     // The port listens on `[::]`, so an IPv4 client arrives as `::ffff:a.b.c.d`; policy
     // (`ipBlocks`, `remoteIpBlocks`) and the log must see the IPv4 address it is.

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub active_connections: AtomicI64,
     pub requests: AtomicU64,
     pub tls_handshake_errors: AtomicU64,
+    /// Inbound mTLS handshakes that resumed a session (a ticket, no signatures or chain
+    /// validation), beside all that succeeded: how much resumption between sidecars saves.
+    pub tls_handshakes: AtomicU64,
+    pub tls_resumed: AtomicU64,
     pub outbound_tls_errors: AtomicU64,
     pub upstream_errors: AtomicU64,
     /// Captured outbound connections refused: an unknown destination under `REGISTRY_ONLY`.
@@ -151,11 +155,13 @@ impl Metrics {
     pub fn render(&self, now_unix: i64) -> String {
         let mut out = String::new();
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        let plain: [(&str, &str, i64); 15] = [
+        let plain: [(&str, &str, i64); 17] = [
             ("trustmesh_inbound_connections_total", "Inbound connections accepted.", ld(&self.inbound_connections)),
             ("trustmesh_outbound_connections_total", "Outbound connections accepted from the local app.", ld(&self.outbound_connections)),
             ("trustmesh_http_requests_total", "HTTP requests received on inbound listeners.", ld(&self.requests)),
             ("trustmesh_tls_handshake_errors_total", "Inbound TLS handshakes that failed or timed out.", ld(&self.tls_handshake_errors)),
+            ("trustmesh_tls_handshakes_total", "Inbound TLS handshakes that succeeded, full or resumed.", ld(&self.tls_handshakes)),
+            ("trustmesh_tls_resumed_total", "Inbound TLS handshakes that resumed an earlier session (its peer's chain checked again as of now).", ld(&self.tls_resumed)),
             ("trustmesh_outbound_tls_errors_total", "Outbound mTLS handshakes to peers that failed (including peer identity mismatch).", ld(&self.outbound_tls_errors)),
             ("trustmesh_upstream_errors_total", "Failures connecting to or talking to the local app or a peer.", ld(&self.upstream_errors)),
             ("trustmesh_outbound_registry_only_refused_total", "Captured outbound connections to a destination the registry does not know, refused because outboundTrafficPolicy is REGISTRY_ONLY.", ld(&self.outbound_refused)),
