@@ -15,9 +15,11 @@
 #   (n4) nginx stream  the stream module: client `proxy_ssl on` ══mTLS══▶ server `listen ssl`,
 #                      ssl_verify_client on — a TCP relay like (t4)
 #
-# One CA (`trustmesh ca`) for every certificate, ECDSA P-256, TLS 1.3 and no session resumption
-# (trustmesh never resumes; nginx is told not to), so a new connection is a full mutual
-# handshake. trustmesh: PeerAuthentication STRICT, an ALLOW policy naming the client.
+# One CA (`trustmesh ca`) for every certificate, ECDSA P-256, TLS 1.3. nginx is told not to
+# resume sessions, so each of its new connections is a full mutual handshake; trustmesh resumes
+# sessions between its sidecars (TLS 1.3 tickets, the peer's chain checked again as of now), so
+# after the first connections most are resumed: the "resumed" column counts them (the server
+# proxy's trustmesh_tls_resumed_total), and "×crypto" compares with full handshakes. trustmesh: PeerAuthentication STRICT, an ALLOW policy naming the client.
 #
 # 1. Bulk: download (GET) and upload (`curl -T`: PUT with Content-Length) of a sparse file
 #    (`truncate -s`, default 1 GiB) through each path, in interleaved rounds; per path the
@@ -553,7 +555,7 @@ declare -A idle_res
 idle() {
     local key=$1 hold=$work/idle-$key.hold status=$work/idle-$key.out opener i log re
     local cr0 sr0 c0 s0 c1 s1 o1 cr1 sr1 cr2 sr2 in0=0 in1=- err0=0 err1=0 seen0 seen1 held idle0
-    local opened failed secs still deadline=$((30 + conns / 50))
+    local opened failed secs still deadline=$((30 + conns / 50)) res0=0 res1=-
     log=$work/n4-server.access.log re='^SUCCESS \.$'
     [[ "$key" == t* ]] && log=$work/$key-server.access.log re='ns/bench/sa/client'
     tm_errors() {
@@ -566,6 +568,7 @@ idle() {
     seen0=$(grep -c "$re" "$log" || true)
     if [[ "$key" == t* ]]; then
         in0=$(metric "${admin_server[$key]}" trustmesh_inbound_connections_total)
+        res0=$(metric "${admin_server[$key]}" trustmesh_tls_resumed_total)
         err0=$(tm_errors)
     fi
     c0=$(ticks ${client_pids[$key]})
@@ -596,6 +599,7 @@ idle() {
     held=$(($(backend_conns) - idle0))
     if [[ "$key" == t* ]]; then
         in1=$(($(metric "${admin_server[$key]}" trustmesh_inbound_connections_total) - in0))
+        res1=$(($(metric "${admin_server[$key]}" trustmesh_tls_resumed_total) - res0))
         err1=$(($(tm_errors) - err0))
     fi
     touch "$hold"
@@ -617,7 +621,7 @@ idle() {
     idle_res[$key]="$opened $secs $(awk -v n="$opened" -v hz="$hz" -v c=$((c1 - c0)) \
         -v s=$((s1 - s0)) -v o="$o1" 'BEGIN { f = 1e6 / hz / (n > 0 ? n : 1)
         printf "%.0f %.0f %.0f", c * f, s * f, o * f }') $cr0 $cr1 $cr2 $sr0 $sr1 $sr2 $in1 $held"
-    idle_res[$key]+=" $seen1 ${still:-0} $err1"
+    idle_res[$key]+=" $seen1 ${still:-0} $err1 $res1"
     log "  ${name[$key]}: $opened opened ($failed failed) in $secs s; server accepted $in1," \
         "backend held $held, ${still:-?} still open at the end, server log: $seen1 verified;" \
         "RSS KiB before/idle/after: client $cr0/$cr1/$cr2, server $sr0/$sr1/$sr2"
@@ -665,14 +669,14 @@ done
 echo
 echo "2. idle: $conns connections per path$capped, one HTTP/1.1 request each, then idle 2 s" \
     "(trustmesh maxConnections $max_conns)"
-printf "%-20s %6s %6s %6s %6s %6s %7s %6s %8s %7s %7s %6s %6s\n" "" opened "conn/s" "µs:cl" sv \
-    pair ×crypto opener accepted backend "log ok" still errors
+printf "%-20s %6s %6s %6s %6s %6s %7s %6s %8s %7s %7s %6s %6s %7s\n" "" opened "conn/s" "µs:cl" \
+    sv pair ×crypto opener accepted backend "log ok" still errors resumed
 for key in "${idle_paths[@]}"; do
-    read -r n secs cu su ou _ _ _ _ _ _ acc held seen still err <<<"${idle_res[$key]}"
+    read -r n secs cu su ou _ _ _ _ _ _ acc held seen still err resumed <<<"${idle_res[$key]}"
     awk -v k="${name[$key]}" -v n="$n" -v s="$secs" -v c="$cu" -v v="$su" -v o="$ou" \
         -v x="$crypto" 'BEGIN { printf "%-20s %6d %6.0f %6d %6d %6d %7.1f %6d", k, n, n / s, c, v,
             c + v, (c + v) / x / 2, o }'
-    printf " %8s %7d %7d %6d %6s\n" "$acc" "$held" "$seen" "$still" "$err"
+    printf " %8s %7d %7d %6d %6s %7s\n" "$acc" "$held" "$seen" "$still" "$err" "$resumed"
 done
 printf "%-20s %26s %8s   %26s %8s\n" "RSS MiB" "client before/idle/after" "KiB/conn" \
     "server before/idle/after" "KiB/conn"

@@ -73,8 +73,20 @@ pub fn system_roots() -> rustls::RootCertStore {
     roots
 }
 
+/// ring's provider with TLS 1.3's AES-128-GCM-SHA256 offered first, as Envoy (BoringSSL) and
+/// Go order them; the other suites (TLS 1.2's included) follow in rustls's order. rustls's
+/// default puts AES-256-GCM-SHA384 first, and its SHA-384 key schedule runs SHA-512 in software
+/// while SHA-256 has the CPU's SHA extensions: SHA-512 was 5–7 % of each sidecar's CPU when
+/// every request opened a connection (perf, this machine), and AES-128 also takes fewer rounds
+/// per byte relayed. AES-128-GCM-SHA256 is the one suite every TLS 1.3 peer must implement
+/// (RFC 8446, section 9.1).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite;
+    let mut p = rustls::crypto::ring::default_provider();
+    let first = cipher_suite::TLS13_AES_128_GCM_SHA256.suite();
+    // A stable sort: only that suite moves.
+    p.cipher_suites.sort_by_key(|c| c.suite() != first);
+    Arc::new(p)
 }
 
 fn chain_of(
@@ -460,6 +472,25 @@ pub fn client_config_offering(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn aes_128_gcm_is_offered_first_and_tls_1_2_suites_remain() {
+        let p = super::provider();
+        let names: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .map(|c| format!("{:?}", c.suite()))
+            .collect();
+        assert_eq!(names[0], "TLS13_AES_128_GCM_SHA256", "{names:?}");
+        assert_eq!(
+            names.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("TLS_ECDHE_")),
+            "{names:?}"
+        );
+    }
+
     #[test]
     fn handshake_failures_are_sentences() {
         let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
