@@ -324,7 +324,7 @@ pair_namespaces() {
 # --- the report ---------------------------------------------------------------------------------
 # These read the run's results: `keys` (the paths measured), `name`, `why` (why a path was
 # skipped), and per path `runs`, `cpu`, `rss_idle`, `steady_of`, `rss_load`, `hwm_end`,
-# `handshakes`, `client_pids` (see run_path in bench/proxy.sh).
+# `handshakes`, `rss_split`, `client_pids` (see run_path in bench/proxy.sh).
 
 all_keys=(a b c d e)
 measured() { [[ -n "${runs[$1]:-}" ]]; }
@@ -387,6 +387,18 @@ report_memory() {
                     mb(i[2]), mb(s[7]), mb(s[9]), mb(l[2]), mb(e[2]),
                     ok(i[1], i[2], 12), ok(s[6], s[7], 20)
             }'
+    done
+}
+
+report_idle_split() {
+    local key
+    printf "%-24s %13s %13s %13s %13s\n" scenario "client anon" "client file" "server anon" \
+        "server file"
+    for key in "${all_keys[@]:1}"; do
+        measured "$key" || { skipped "$key"; continue; }
+        awk -v n="${name[$key]}" -v v="${rss_split[$key]}" '
+            function mb(k) { return k == "-" ? "-" : sprintf("%.1f", k / 1024) }
+            BEGIN { split(v, x); printf "%-24s %13s %13s %13s %13s\n", n, mb(x[1]), mb(x[2]), mb(x[3]), mb(x[4]) }'
     done
 }
 

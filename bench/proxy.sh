@@ -633,7 +633,8 @@ fi
 # --- measure ----------------------------------------------------------------------------------
 # Which processes each path's CPU and memory are counted for: its client-side proxy, its
 # server-side proxy and its backend (nginx: the master and its workers).
-declare -A client_pids server_pids backend_pids runs cpu rss_load handshakes rss_idle steady_of hwm_end
+declare -A client_pids server_pids backend_pids runs cpu rss_load handshakes rss_idle rss_split
+declare -A steady_of hwm_end
 backend_pids[a]=$(nginx_pids "$backend_master")
 if ((have_trustmesh)); then
     client_pids[b]=$tm_client_pid
@@ -750,6 +751,12 @@ run_path() {
 # Memory before any load (the set-up's few requests aside).
 for key in "${keys[@]}"; do
     rss_idle[$key]="$(mem_kb VmRSS ${client_pids[$key]:-}) $(mem_kb VmRSS ${server_pids[$key]:-})"
+    for field in RssAnon RssFile; do
+        rss_split[$key]+="$(mem_kb $field ${client_pids[$key]:-}) "
+    done
+    for field in RssAnon RssFile; do
+        rss_split[$key]+="$(mem_kb $field ${server_pids[$key]:-}) "
+    done
 done
 
 if ((steady > 0)); then
@@ -815,6 +822,9 @@ echo "  idle after start-up; 1k/s VmRSS near the end of the steady phase, pk1k V
 echo "  load the highest VmRSS near the end of a wrk run; peak VmHWM at the end."
 echo "  Goals of the issue, per proxy: idle ≤ 12 MB; at 1,000 req/s over 100 connections ≤ 20 MB."
 report_memory
+echo "Idle VmRSS of each proxy, MB: anonymous (RssAnon: heap, stacks) + file-backed (RssFile: the"
+echo "pages of the binary and libraries mapped in)"
+report_idle_split
 echo
 echo "TLS handshakes between the two proxies of each pair (the connections the server side took;"
 echo "trustmesh and ztunnel do not resume sessions, nginx may), medians of $rounds rounds:"
