@@ -1,8 +1,8 @@
 # bench/lib.sh — the functions bench/proxy.sh is built from, kept apart so that the script
 # reads as what it measures: waiting for a server, starting nginx, reading CPU and memory of a
 # process from /proc, running wrk and reading its figures, medians, counting the connections
-# between two proxies, minting the service-account tokens ztunnel presents, and the crypto
-# ceiling from `openssl speed`.
+# between two proxies, minting the service-account tokens ztunnel presents, the crypto ceiling
+# from `openssl speed`, a pair of network namespaces, and the tables of the report.
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
 # (processes to stop on exit), `nginx_bin`, and for `measure` the array `wrk_opts` (wrk's
