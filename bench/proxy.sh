@@ -830,6 +830,7 @@ echo "TLS handshakes between the two proxies of each pair (the connections the s
 echo "trustmesh and ztunnel do not resume sessions, nginx may), medians of $rounds rounds:"
 report_handshakes
 if ((close_mode)); then
+    echo
     cat <<EOF
 With -k every request is a new connection from wrk: (a) a new TCP connection to the backend;
 (b) a new mTLS connection from the client proxy to the server proxy, so one full handshake per
