@@ -182,13 +182,16 @@ max_cols() {
 
 # --- connections between two proxies ---------------------------------------------------------
 
-# metric_of URL NAME [PREFIX...]: the value of the unlabelled Prometheus sample NAME at URL
-# (PREFIX, if any, runs curl: a namespace); "-" when it cannot be read.
-metric_of() {
-    local url=$1 name=$2 out
-    shift 2
+# tm_handshakes URL [PREFIX...]: "all resumed" from a trustmesh sidecar's /metrics at URL
+# (PREFIX, if any, runs curl: a namespace): the inbound TLS handshakes that succeeded and those
+# that resumed a session; "-" for a figure it does not serve.
+tm_handshakes() {
+    local url=$1 out
+    shift
     out=$("$@" curl -s --max-time 2 "$url" || true)
-    awk -v n="$name" '$1 == n { v = $2 } END { print (v == "" ? "-" : v) }' <<<"$out"
+    awk '$1 == "trustmesh_tls_handshakes_total" { a = $2 }
+         $1 == "trustmesh_tls_resumed_total" { r = $2 }
+         END { print (a == "" ? "-" : a), (r == "" ? "-" : r) }' <<<"$out"
 }
 
 # stub_accepts URL: connections nginx has accepted (its stub_status "accepts"), less the one
@@ -242,19 +245,20 @@ token() {
 
 # --- the crypto ceiling of a handshake --------------------------------------------------------
 
-# crypto_ceiling [HANDSHAKES_PER_S PAIR_US]: `openssl speed -seconds 1 ecdsap256 ecdhp256
-# ecdhx25519` on one core, and what one mutual-TLS handshake with this run's certificates costs
-# in it. Each side signs its CertificateVerify (1 sign), verifies the peer's CertificateVerify
-# and the peer's leaf, which the root signed directly (2 verifies; a chain through an
-# intermediate adds one), and derives the shared secret (1 ECDH; rustls with ring, ztunnel and
-# OpenSSL all offer X25519 first). The ephemeral key generation on each side, hashing and
-# symmetric crypto are left out, and ring's code is not OpenSSL's, so the ceiling is an
-# estimate, a little high. Given (b)'s handshakes per second and its pair's CPU per request,
-# it says how near (b) came and how much of its CPU per request that crypto is.
+# crypto_ceiling [HANDSHAKES_PER_S RESUMED_PCT PAIR_US]: `openssl speed -seconds 1 ecdsap256
+# ecdhp256 ecdhx25519` on one core, and what one mutual-TLS handshake with this run's
+# certificates costs in it. A full one, each side: it signs its CertificateVerify (1 sign),
+# verifies the peer's CertificateVerify and the peer's leaf, which the root signed directly (2
+# verifies; a chain through an intermediate adds one), and derives the shared secret (1 ECDH;
+# rustls with ring, ztunnel and OpenSSL all offer X25519 first). A resumed one (TLS 1.3 PSK
+# with a fresh ECDHE) keeps only the ECDH. The ephemeral key generation on each side, hashing
+# and symmetric crypto are left out, and ring's code is not OpenSSL's, so these are estimates,
+# a little low. Given (b)'s handshakes per second, the share resumed and its pair's CPU per
+# request, it says how much of that CPU the handshakes' crypto is.
 crypto_ceiling() {
     local out
     out=$(timeout 60 openssl speed -seconds 1 ecdsap256 ecdhp256 ecdhx25519 2>/dev/null || true)
-    awk -v n="$(nproc)" -v b="${1:-}" -v pair="${2:-}" '
+    awk -v n="$(nproc)" -v b="${1:-}" -v res="${2:-}" -v pair="${3:-}" '
         /ecdsa \(nistp256\)/ { sign = $(NF - 1); verify = $NF }
         /ecdh \(nistp256\)/ { p256 = $NF }
         /ecdh \(X25519\)/ { x25519 = $NF }
@@ -263,19 +267,23 @@ crypto_ceiling() {
             print "Crypto ceiling (openssl speed -seconds 1 ecdsap256 ecdhp256 ecdhx25519, one core):"
             printf "  ECDSA P-256 %.0f signs/s, %.0f verifies/s; ECDH P-256 %.0f ops/s, X25519 %.0f ops/s\n",
                 sign, verify, p256, x25519
-            side = 1e6 / sign + 2e6 / verify + 1e6 / x25519
-            print "  one mTLS handshake, each side: 1 sign (its CertificateVerify) + 2 verifies (the"
+            full = 2 * (1e6 / sign + 2e6 / verify + 1e6 / x25519)
+            resumed = 2 * 1e6 / x25519
+            print "  a full mTLS handshake, each side: 1 sign (its CertificateVerify) + 2 verifies (the"
             print "  peer\047s CertificateVerify, and its leaf, signed by the root; +1 per intermediate)"
-            printf "  + 1 X25519 = %.0f µs; both sides: %.0f µs of one core per handshake,\n", side, 2 * side
-            printf "  at most %.0f handshakes/s per core, %.0f on the %d cores if nothing else ran\n",
-                1e6 / (2 * side), n * 1e6 / (2 * side), n
+            printf "  + 1 X25519: %.0f µs of one core for both sides, at most %.0f/s per core, %.0f on %d cores;\n",
+                full, 1e6 / full, n * 1e6 / full, n
+            printf "  a resumed one (PSK + fresh X25519): %.0f µs, at most %.0f/s per core\n",
+                resumed, 1e6 / resumed
             print "  (key generation, hashing, AES and I/O not counted)"
-            if (b != "")
-                printf "  (b) made %.0f handshakes/s, %.0f %% of that, sharing the cores with wrk and the backend\n",
-                    b, 100 * b * 2 * side / 1e6 / n
+            if (b == "" || res == "" || res == "-") exit
+            per = (1 - res / 100) * full + res / 100 * resumed
+            printf "  (b) made %.0f handshakes/s, %.0f %% resumed: about %.0f µs of crypto each, %.0f %% of the\n",
+                b, res, per, 100 * b * per / 1e6 / n
+            printf "  %d cores", n
             if (pair != "" && pair > 0)
-                printf "  (b) pair CPU per request %.0f µs, of which that crypto is about %.0f µs (%.0f %%)\n",
-                    pair, 2 * side, 100 * 2 * side / pair
+                printf "; its pair CPU per request is %.0f µs, %.0f %% of it that crypto", pair, 100 * per / pair
+            printf "\n"
         }' <<<"$out"
 }
 
@@ -413,20 +421,32 @@ report_steady() {
     done
 }
 
+# resumed_share: over "per_s per_req handshakes resumed" lines, the % of all the handshakes
+# that resumed a session; "-" when that is not counted or there were none.
+resumed_share() {
+    awk '$4 == "-" { none = 1 } { h += $3; r += $4 }
+         END { if (none || !h) print "-"; else printf "%.1f\n", 100 * r / h }'
+}
+
 report_handshakes() {
-    local key per_s per_req
-    declare -A from=([b]="server proxy's trustmesh_inbound_connections_total"
-        [c]="nginx server's stub_status accepts" [d]="SYNs into the server namespace"
-        [e]="SYNs into the server namespace")
-    printf "%-24s %13s %12s  %s\n" scenario "handshakes/s" "per request" "counted from"
+    local key per_s per_req resumed
+    declare -A from=([b]="server proxy's trustmesh_tls_handshakes_total, _resumed_total"
+        [c]="nginx server's stub_status accepts (connections)"
+        [d]="server sidecar's trustmesh_tls_handshakes_total, _resumed_total"
+        [e]="SYNs into the server namespace (connections)")
+    printf "%-24s %13s %12s %9s  %s\n" scenario "handshakes/s" "per request" "resumed" \
+        "counted from"
     for key in "${all_keys[@]:1}"; do
         measured "$key" || { skipped "$key"; continue; }
         if [[ -z "${handshakes[$key]:-}" ]]; then
-            printf "%-24s %13s %12s  %s\n" "${name[$key]}" - - "could not be read: ${from[$key]}"
+            printf "%-24s %13s %12s %9s  %s\n" "${name[$key]}" - - - "could not be read: ${from[$key]}"
             continue
         fi
-        read -r per_s per_req <<<"$(printf '%s' "${handshakes[$key]}" | median_cols)"
-        printf "%-24s %13.1f %12.4f  %s\n" "${name[$key]}" "$per_s" "$per_req" "${from[$key]}"
+        read -r per_s per_req _ <<<"$(printf '%s' "${handshakes[$key]}" | median_cols)"
+        resumed=$(printf '%s' "${handshakes[$key]}" | resumed_share)
+        [[ $resumed == - ]] || resumed="$resumed %"
+        printf "%-24s %13.1f %12.4f %9s  %s\n" "${name[$key]}" "$per_s" "$per_req" "$resumed" \
+            "${from[$key]}"
     done
 }
 

@@ -59,18 +59,20 @@
 #
 # New-connection mode (-k): wrk sends `Connection: close`, so every request is a new
 # connection from the app. Through (b) that is a new mTLS handshake per request (the explicit
-# outbound relays each app connection on its own connection); (c) keeps TLS connections to
-# its server side (keepalive), (d) sends each request over the client sidecar's pooled HTTP/2
-# connections and (e) opens an HBONE stream per connection over ztunnel's pooled connections,
-# so those three do not handshake per request. Handshakes are counted as the connections the
-# server side took from the client side, not assumed: (b) the server proxy's
-# trustmesh_inbound_connections_total (/metrics; trustmesh has no handshake counter, but that
-# listener takes only mTLS), (c) the nginx server's stub_status "accepts", (d) and (e) an
-# iptables counting rule for TCP SYNs coming into the server namespace over its veth. Whether a
-# handshake was full or resumed is not counted: trustmesh's and ztunnel's clients turn
-# session resumption off, nginx's (proxy_ssl_session_reuse on) may resume. With -k it also
-# prints the crypto ceiling of this machine (`openssl speed -seconds 1 ecdsap256 ecdhp256
-# ecdhx25519`, one core) and what one full mTLS handshake costs in it.
+# outbound relays each app connection on its own connection; trustmesh resumes sessions
+# between sidecars, so after the first most are resumed: no signatures, one ECDH a side);
+# (c) keeps TLS connections to its server side (keepalive), (d) sends each request over the
+# client sidecar's pooled HTTP/2 connections and (e) opens an HBONE stream per connection over
+# ztunnel's pooled connections, so those three do not handshake per request. Handshakes are
+# counted on the server side of each pair, not assumed: (b) and (d) the server sidecar's
+# trustmesh_tls_handshakes_total and trustmesh_tls_resumed_total (/metrics on its admin port,
+# 127.0.0.1:15000 inside the server namespace for (d)); (c) the nginx server's stub_status
+# "accepts" (connections; nginx's client may resume, proxy_ssl_session_reuse is on); (e) an
+# iptables counting rule for TCP SYNs coming into the server namespace over its veth
+# (connections; ztunnel's client turns resumption off, so each is a full handshake). With -k
+# it also prints the crypto ceiling of this machine (`openssl speed -seconds 1 ecdsap256
+# ecdhp256 ecdhx25519`, one core), what a full and a resumed mTLS handshake cost in it, and
+# how much of (b)'s CPU per request that is.
 #
 # Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
 # (scheduler placement of six busy processes on two cores), more than the difference being
@@ -477,6 +479,7 @@ trustBundles: [ "$td=$root" ]
 mesh: { trustDomain: $td }
 policyDir: $work/policies-capture
 capture: { dns: false, vipRange: 198.19.0.0/24 }
+admin: { address: "127.0.0.1:15000" }
 EOF
     done
     # The capture first, as an init container runs it; then the sidecar (as root, which the
@@ -671,15 +674,16 @@ how() {
         e) printf '%s\n' "${in_zc[@]}" "${as_app[@]}" ;;
     esac
 }
-# connections_in KEY: connections the server-side proxy of KEY has taken from its client side
-# so far (see the header for where each is read); "-" for none or when it cannot be read.
-connections_in() {
+# handshakes_in KEY: "all resumed", the TLS handshakes the server-side proxy of KEY has made
+# with its client side so far, and how many of them resumed a session (see the header for
+# where each is read); "-" for a figure that cannot be read.
+handshakes_in() {
     case $1 in
-        b) metric_of "http://127.0.0.1:$admin_port/metrics" trustmesh_inbound_connections_total ;;
-        c) stub_accepts "http://127.0.0.1:$ngx_status_port/" ;;
-        d) syn_count "$ns_server" ;;
-        e) syn_count "$ns_zs" ;;
-        *) echo - ;;
+        b) tm_handshakes "http://127.0.0.1:$admin_port/metrics" ;;
+        d) tm_handshakes "http://127.0.0.1:15000/metrics" "${in_server[@]}" ;;
+        c) echo "$(stub_accepts "http://127.0.0.1:$ngx_status_port/") -" ;;
+        e) echo "$(syn_count "$ns_zs") -" ;;
+        *) echo "- -" ;;
     esac
 }
 # rss_late KEY SECONDS: after SECONDS − 0.5 (the end of a wrk run, its connections still
@@ -694,11 +698,11 @@ rss_late() {
 # "rps p50 p99" appended to runs[KEY], the CPU per request in µs of its "client server pair
 # backend" to cpu[KEY] (each the difference of /proc's utime + stime over the run divided by
 # the requests wrk completed), the proxies' VmRSS at the end to rss_load[KEY], and
-# "handshakes/s per-request" to handshakes[KEY]. PHASE "steady": -c 100 paced to ~1,000 req/s
-# for -s seconds, with keep-alive; steady_of[KEY] = "rps p50 p99 client% server% rss_c rss_s
-# hwm_c hwm_s" (CPU as % of one core).
+# "handshakes/s per-request handshakes resumed" to handshakes[KEY]. PHASE "steady": -c 100 paced to
+# ~1,000 req/s for -s seconds, with keep-alive; steady_of[KEY] = "rps p50 p99 client% server%
+# rss_c rss_s hwm_c hwm_s" (CPU as % of one core).
 run_path() {
-    local phase=$1 key=$2 r c0 s0 k0 h0 c1 s1 k1 h1 rps p50 p99 n rc rs prefix=()
+    local phase=$1 key=$2 r c0 s0 k0 h0 c1 s1 k1 h1 q0 q1 rps p50 p99 n rc rs prefix=()
     mapfile -t prefix < <(how "$key")
     if [[ $phase == load ]]; then
         wrk_secs=$duration
@@ -711,7 +715,7 @@ run_path() {
     c0=$(ticks ${client_pids[$key]:-})
     s0=$(ticks ${server_pids[$key]:-})
     k0=$(ticks ${backend_pids[$key]})
-    h0=$(connections_in "$key")
+    read -r h0 q0 <<<"$(handshakes_in "$key")"
     rss_late "$key" "$wrk_secs" >"$work/rss.sample" &
     sampler=$!
     r=$(measure "${url[$key]}" "${prefix[@]}")
@@ -720,7 +724,7 @@ run_path() {
     c1=$(ticks ${client_pids[$key]:-})
     s1=$(ticks ${server_pids[$key]:-})
     k1=$(ticks ${backend_pids[$key]})
-    h1=$(connections_in "$key")
+    read -r h1 q1 <<<"$(handshakes_in "$key")"
     read -r rc rs <"$work/rss.sample"
     read -r rps p50 p99 n <<<"$r"
     if [[ ! "$n" =~ ^[1-9][0-9]*$ ]]; then
@@ -741,11 +745,11 @@ run_path() {
     cpu[$key]+="$r"$'\n'
     rss_load[$key]+="$rc $rs"$'\n'
     if [[ "$h0" != - && "$h1" != - ]]; then
-        handshakes[$key]+=$(awk -v h=$((h1 - h0)) -v t="$wrk_secs" -v n="$n" \
-            'BEGIN { printf "%.1f %.4f", h / t, h / n }')$'\n'
+        handshakes[$key]+=$(awk -v h=$((h1 - h0)) -v t="$wrk_secs" -v n="$n" -v q0="$q0" -v q1="$q1" '
+            BEGIN { printf "%.1f %.4f %d %s", h / t, h / n, h, (q0 == "-" || q1 == "-") ? "-" : q1 - q0 }')$'\n'
     fi
     log "  req/s p50 p99: $rps $p50 $p99; CPU µs/req client server pair backend: $r;" \
-        "VmRSS kB client server: $rc $rs; connections in: $h0 → $h1"
+        "VmRSS kB client server: $rc $rs; handshakes (resumed): $h0 ($q0) → $h1 ($q1)"
 }
 
 # Memory before any load (the set-up's few requests aside).
@@ -826,27 +830,29 @@ echo "Idle VmRSS of each proxy, MB: anonymous (RssAnon: heap, stacks) + file-bac
 echo "pages of the binary and libraries mapped in)"
 report_idle_split
 echo
-echo "TLS handshakes between the two proxies of each pair (the connections the server side took;"
-echo "trustmesh and ztunnel do not resume sessions, nginx may), medians of $rounds rounds:"
+echo "TLS handshakes between the two proxies of each pair, counted on the server side, medians of"
+echo "$rounds rounds (for nginx and ztunnel the connections; ztunnel never resumes, nginx may):"
 report_handshakes
 if ((close_mode)); then
     echo
     cat <<EOF
 With -k every request is a new connection from wrk: (a) a new TCP connection to the backend;
-(b) a new mTLS connection from the client proxy to the server proxy, so one full handshake per
-request; (c) nginx keeps TLS connections to its server side (keepalive 64), (d) sends each
-request over the client sidecar's pooled HTTP/2 mTLS connections and (e) opens an HBONE stream
-(HTTP/2 CONNECT) per connection over ztunnel's pooled mTLS connections: none of those three
-handshakes per request. (b)'s handshakes per request are a little over 1: the connections wrk
-has open when a run stops count too.
+(b) a new mTLS connection from the client proxy to the server proxy, so one handshake per
+request (resumed when the client proxy holds a ticket from the server proxy); (c) nginx keeps
+TLS connections to its server side (keepalive 64), (d) sends each request over the client
+sidecar's pooled HTTP/2 mTLS connections and (e) opens an HBONE stream (HTTP/2 CONNECT) per
+connection over ztunnel's pooled mTLS connections: none of those three handshakes per request.
+(b)'s handshakes per request are a little over 1: the connections wrk has open when a run
+stops count too.
 EOF
     echo
-    b_hs="" b_pair=""
+    b_hs="" b_res="" b_pair=""
     if [[ -n "${handshakes[b]:-}" ]]; then
         read -r b_hs _ <<<"$(printf '%s' "${handshakes[b]}" | median_cols)"
+        b_res=$(printf '%s' "${handshakes[b]}" | resumed_share)
         read -r _ _ b_pair _ <<<"$(printf '%s' "${cpu[b]}" | median_cols)"
     fi
-    crypto_ceiling "$b_hs" "$b_pair"
+    crypto_ceiling "$b_hs" "$b_res" "$b_pair"
 fi
 echo
 ratio "trustmesh/nginx (b/c)" b c
