@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# bench/proxy.sh — what does a trustmesh sidecar pair cost, next to no proxy and next to nginx,
-# in explicit mode and in transparent mode?
+# bench/proxy.sh — what does a trustmesh sidecar pair cost, next to no proxy, next to nginx and
+# next to Istio's ztunnel, in explicit mode and in transparent mode: throughput, latency, CPU
+# per request, memory, and what a new connection costs?
 #
-# In one run, on this machine, it measures requests/s, p50/p99 latency (wrk) and CPU per
-# request (from /proc) for four paths to the same backend (nginx serving a 13-byte static body):
+# In one run, on this machine, it measures requests/s, p50/p99 latency (wrk), CPU per request
+# and resident memory (from /proc) for five paths to the same backend (nginx serving a 13-byte
+# static body):
 #
 #   (a) direct     wrk ──HTTP──▶ backend
 #   (b) trustmesh  wrk ──HTTP──▶ client proxy ══mTLS══▶ server proxy ──HTTP──▶ backend
@@ -23,75 +25,142 @@
 #                   ServiceEntry with the explicit VIP 198.19.0.10, called by address, no DNS —
 #                   auto mTLS; the same certificates, PeerAuthentication and AuthorizationPolicy
 #                   as (b); a second nginx backend, same config, inside the server namespace)
+#   (e) ztunnel    wrk (uid 65534) ──HTTP──▶ 198.19.1.10:8080 ─iptables─▶ client ztunnel :15001
+#                  ══HBONE (HTTP/2 CONNECT in mTLS)══▶ 198.18.43.2:15008 server ztunnel ──▶ backend
+#                  (Istio's ztunnel, given by ZTUNNEL_BIN, in dedicated mode — PROXY_MODE=
+#                   dedicated, one per workload, as a sidecar — in two more namespaces joined by a
+#                   veth pair, 198.18.43.1 and .2; the in-pod redirection it expects made by
+#                   `trustmesh capture install`: the client's outbound to 15001, the server's
+#                   inbound port 8080 to 15006 (plaintext, refused under STRICT), 15008 left to
+#                   ztunnel. `trustmesh control` in the client namespace, on the same CA, is
+#                   ztunnel's CA and xDS server (XDS_ADDRESS, CA_ADDRESS, a service-account
+#                   token per side signed by a key of this run, as tests/ztunnel_interop.rs
+#                   does) and serves it the same registry and AuthorizationPolicy — not the
+#                   PeerAuthentication: trustmesh sends ztunnel no PeerAuthentication-derived
+#                   policy, so plaintext is refused by the ALLOW policy, which needs a
+#                   principal; ztunnel's DNS proxy off (ISTIO_META_DNS_CAPTURE=false), as (d)'s
+#                   is; the same backend config in the server namespace.) It is L4: ztunnel
+#                   does not parse HTTP; the policy is by principal only.
 #
-# It prints two tables side by side: req/s and latency, with the latency each proxy hop adds
-# over (a) (a pair is two hops, so "added per hop" is (pair − direct) / 2); and CPU per request
-# in µs of each path's client-side proxy, server-side proxy, the pair, and the backend: user +
-# system time from /proc/<pid>/stat (every thread; for nginx the master and its workers) read
-# just before and after each wrk run, divided by the requests wrk completed in that run.
+# It prints: req/s and latency, with the latency each proxy hop adds over (a) (a pair is two
+# hops, so "added per hop" is (pair − direct) / 2); CPU per request in µs of each path's
+# client-side proxy, server-side proxy, the pair, and the backend: user + system time from
+# /proc/<pid>/stat (every thread; for nginx the master and its workers) read just before and
+# after each wrk run, divided by the requests wrk completed in that run; memory of each proxy
+# (VmRSS from /proc/<pid>/status — for nginx its master and workers summed): idle after
+# start-up, near the end of the steady phase and of each wrk run, and the peak (VmHWM), beside
+# the goals of the issue (idle ≤ 12 MB, at 1,000 req/s over 100 connections ≤ 20 MB); and the
+# TLS handshakes each pair really made between its two proxies per second.
+#
+# Steady phase (before the rounds, so its memory is not what a full-speed run left behind):
+# per proxied path, wrk -c 100 for -s seconds with each connection paced to one request per
+# 100 ms by wrk's Lua delay() (about 1,000 req/s), always with keep-alive; reports req/s,
+# latency, CPU as % of one core, and memory.
+#
+# New-connection mode (-k): wrk sends `Connection: close`, so every request is a new
+# connection from the app. Through (b) that is a new mTLS handshake per request (the explicit
+# outbound relays each app connection on its own connection; trustmesh resumes sessions
+# between sidecars, so after the first most are resumed: no signatures, one ECDH a side);
+# (c) keeps TLS connections to its server side (keepalive), (d) sends each request over the
+# client sidecar's pooled HTTP/2 connections and (e) opens an HBONE stream per connection over
+# ztunnel's pooled connections, so those three do not handshake per request. Handshakes are
+# counted on the server side of each pair, not assumed: (b) and (d) the server sidecar's
+# trustmesh_tls_handshakes_total and trustmesh_tls_resumed_total (/metrics on its admin port,
+# 127.0.0.1:15000 inside the server namespace for (d)); (c) the nginx server's stub_status
+# "accepts" (connections; nginx's client may resume, proxy_ssl_session_reuse is on); (e) an
+# iptables counting rule for TCP SYNs coming into the server namespace over its veth
+# (connections; ztunnel's client turns resumption off, so each is a full handshake). With -k
+# it also prints the crypto ceiling of this machine (`openssl speed -seconds 1 ecdsap256
+# ecdhp256 ecdhx25519`, one core), what a full and a resumed mTLS handshake cost in it, and
+# how much of (b)'s CPU per request that is.
 #
 # Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
 # (scheduler placement of six busy processes on two cores), more than the difference being
-# measured. So the paths are measured in interleaved rounds (a b c d, a b c d, ...) and the
+# measured. So the paths are measured in interleaved rounds (a b c d e, a b c d e, ...) and the
 # tables show, per path, the median over the rounds of each column on its own (req/s, p50, p99,
-# each CPU figure), with the lowest and highest req/s beside them; every round's figures are
-# printed as they come, and the raw wrk output is in wrk.log (KEEP_WORKDIR=1 keeps the work
-# directory, with every proxy's access log and stderr).
+# each CPU figure, handshakes), with the lowest and highest req/s beside them, and the highest
+# memory; every round's figures are printed as they come, and the raw wrk output is in wrk.log
+# (KEEP_WORKDIR=1 keeps the work directory, with every proxy's access log and stderr).
 #
-# Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS]
-#         defaults: -d 10 -t 2 -c 32 -r 3 (wrk --latency; each number 1..9999); every wrk run
-#         is bounded by -d (and killed 30 s after it), so a whole run takes about
-#         4 × ROUNDS × SECONDS.
+# Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS] [-s SECONDS] [-k]
+#         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 (wrk --latency; -d -t -c -r 1..9999, -s 0..9999,
+#         0 skips the steady phase); -k: new-connection mode (above). Every wrk run is bounded
+#         by its duration (and killed 30 s after it), so a whole run takes about
+#         5 × ROUNDS × SECONDS + 4 × STEADY SECONDS.
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
 #                         `cargo build --release -p trustmesh`; this script never builds).
-#                         When it is missing, (b) and (d) are skipped and the tables say so.
+#                         When it is missing, (b), (d) and (e) are skipped and the tables say so.
+#         ZTUNNEL_BIN     a ztunnel binary built from istio/ztunnel by whoever runs this (this
+#                         script never builds or fetches it). Unset: (e) is skipped.
 #         BENCH_PORT_BASE first of the loopback ports used by (a)-(c) (default 18000; uses
-#                         base..base+5).
+#                         base..base+6).
 #         KEEP_WORKDIR=1  keep the temporary directory (configs, certificates, logs).
 #
-# (d) runs only as root with ip, iptables (ip6tables when the kernel has IPv6) and setpriv;
-# otherwise the tables say why it was skipped. It uses addresses from the benchmarking range
-# 198.18.0.0/15 only, namespaces named tmbench-<pid>-client/-server, and touches nothing in the
-# host's namespace: the capture rules live inside the namespaces, and the namespaces (with their
-# veth ends and rules) are deleted on every exit, also on Ctrl-C or an error.
+# (d) and (e) run only as root with ip, iptables (ip6tables when the kernel has IPv6) and
+# setpriv, (e) also with basenc (coreutils) for its tokens; otherwise the tables say why they
+# were skipped. They use addresses from the benchmarking range 198.18.0.0/15 only (198.18.42.0/24
+# and VIP 198.19.0.10 for (d), 198.18.43.0/24 and VIP 198.19.1.10 for (e)), namespaces named
+# tmbench-<pid>-client/-server and tmbench-<pid>-zclient/-zserver, and touch nothing in the
+# host's namespace: the capture and counting rules live inside the namespaces, and the
+# namespaces (with their veth ends and rules) are deleted on every exit, also on Ctrl-C or an
+# error, after the processes in them are stopped.
 #
-# Needs wrk, nginx, openssl, curl, timeout and pgrep on PATH; it installs nothing.
-# On Debian/Ubuntu:
+# Needs wrk, nginx (with its stub_status module), openssl, curl, timeout and pgrep on PATH; it
+# installs nothing. On Debian/Ubuntu:
 #   apt-get install -y wrk nginx-light openssl curl procps      (or the `nginx` package)
 #
 # Caveats: wrk, the proxies and the backends share this machine's cores, so the numbers are
 # for comparing the paths with each other in the same run, not absolute capacity. (a)-(c) run
-# over loopback, (d) between two namespaces over a veth pair (the same kernel, one more device
-# hop each way) plus the NAT of the capture on each new connection. trustmesh writes its JSON
-# access log to stdout (as in production); the script sends it to a file in the work directory,
-# so that cost is included — the explicit outbound listener of (b) writes one line per
-# connection, the capture's outbound port of (d) one per request, and each server side one per
-# request. CPU from /proc is what the scheduler charged to the process: network processing done
-# in softirq context may land on whichever process was running.
+# over loopback, (d) and (e) between two namespaces over a veth pair (the same kernel, one more
+# device hop each way) plus the NAT of the capture on each new connection. trustmesh writes its
+# JSON access log to stdout and ztunnel its log lines (info: one per connection) to stdout, as
+# in production; the script sends them to files in the work directory, so that cost is
+# included — the explicit outbound listener of (b) writes one line per connection, the capture's
+# outbound port of (d) one per request, each trustmesh server side one per request, each
+# ztunnel one per connection. CPU from /proc is what the scheduler charged to the process:
+# network processing done in softirq context may land on whichever process was running. RSS
+# counts a process's resident pages, shared ones included (summed over nginx's processes they
+# are counted once per process). The control plane of (e) is not counted in any figure.
 set -euo pipefail
 
 duration=10
 threads=2
 connections=32
 rounds=3
-while getopts "d:t:c:r:h" opt; do
+steady=10
+close_mode=0
+while getopts "d:t:c:r:s:kh" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
         c) connections=$OPTARG ;;
         r) rounds=$OPTARG ;;
+        s) steady=$OPTARG ;;
+        k) close_mode=1 ;;
         *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
 done
+shift $((OPTIND - 1))
+if (($#)); then
+    echo "bench/proxy.sh: unexpected argument '$1' (see bench/proxy.sh -h)" >&2
+    exit 2
+fi
 for n in "$duration" "$threads" "$connections" "$rounds"; do
     if [[ ! "$n" =~ ^[1-9][0-9]{0,3}$ ]]; then
         echo "bench/proxy.sh: -d, -t, -c and -r take a whole number from 1 to 9999, not '$n'" >&2
         exit 2
     fi
 done
+if [[ ! "$steady" =~ ^(0|[1-9][0-9]{0,3})$ ]]; then
+    echo "bench/proxy.sh: -s takes a whole number from 0 to 9999, not '$steady'" >&2
+    exit 2
+fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 bin=${TRUSTMESH_BIN:-$repo/target/release/trustmesh}
+zt_bin=${ZTUNNEL_BIN:-}
 base=${BENCH_PORT_BASE:-18000}
 backend_port=$base
 tm_server_port=$((base + 1))
@@ -99,6 +168,7 @@ tm_client_port=$((base + 2))
 ngx_server_port=$((base + 3))
 ngx_client_port=$((base + 4))
 admin_port=$((base + 5))
+ngx_status_port=$((base + 6))
 
 missing=()
 for tool in wrk nginx openssl curl timeout pgrep; do
@@ -111,10 +181,19 @@ if ((${#missing[@]})); then
 fi
 nginx_bin=$(command -v nginx)
 
+# Keys and tokens are private; only the wrk script is for everyone (wrk runs as uid 65534 in
+# the namespaces), in a directory of its own.
+umask 077
 work=$(mktemp -d /tmp/trustmesh-bench.XXXXXX)
+chmod 711 "$work"
 pids=()
 namespaces=()
+sampler=""
 cleanup() {
+    if [[ -n "$sampler" ]]; then # a memory sample waiting for the end of a wrk run: its sleep too
+        pkill -P "$sampler" 2>/dev/null || true
+        kill "$sampler" 2>/dev/null || true
+    fi
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -134,122 +213,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-log() { echo "[bench] $*" >&2; }
-
-# wait_ok URL [PREFIX...]: waits (at most 10 s) until URL answers 200 to curl (run by PREFIX,
-# if any: a namespace, a uid).
-wait_ok() {
-    local url=$1 i
-    shift
-    for i in $(seq 1 100); do
-        if [[ $("$@" curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench/proxy.sh: $url did not answer 200 within 10 s" >&2
-    return 1
-}
-
-# start_nginx CONF [PREFIX...]: starts nginx in the foreground (tracked for cleanup) with
-# config file CONF (run by PREFIX, if any: a namespace).
-start_nginx() {
-    local conf=$1 name
-    shift
-    name=$(basename "$conf" .conf)
-    mkdir -p "$work/$name"
-    "$@" "$nginx_bin" -p "$work/$name" -c "$conf" -g 'daemon off;' \
-        >"$work/$name.out" 2>&1 &
-    pids+=($!)
-}
-
-# nginx_pids MASTER: the master and its workers (the workers do the work; call it once the
-# server answers, so they exist).
-nginx_pids() {
-    echo "$1" $(pgrep -P "$1")
-}
-
-# ticks PID...: user + system CPU of those processes (every thread), in clock ticks, from
-# /proc/<pid>/stat (fields 14 and 15; the command name in field 2 may hold spaces, so the
-# fields are counted after its closing parenthesis). No PID: 0.
-ticks() {
-    local pid files=()
-    for pid in "$@"; do
-        if [[ ! -r /proc/$pid/stat ]]; then
-            echo "bench/proxy.sh: process $pid is gone (see the logs in $work)" >&2
-            return 1
-        fi
-        files+=("/proc/$pid/stat")
-    done
-    ((${#files[@]})) || { echo 0; return; }
-    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t }' "${files[@]}"
-}
 hz=$(getconf CLK_TCK)
-
-# Common nginx settings: run from the work directory, no access log, temp files local.
-nginx_preamble() {
-    local name=$1
-    # Workers run as the invoking user so they can read the private work directory.
-    [[ $EUID -eq 0 ]] && echo "user root;"
-    cat <<EOF
-worker_processes auto;
-pid $work/$name.pid;
-error_log $work/$name.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/$name/body;
-    proxy_temp_path $work/$name/proxy;
-    fastcgi_temp_path $work/$name/fastcgi;
-    uwsgi_temp_path $work/$name/uwsgi;
-    scgi_temp_path $work/$name/scgi;
-    keepalive_requests 1000000;
-EOF
-}
-
-# measure URL [PREFIX...]: runs wrk against URL (PREFIX, if any, runs it: a namespace, a
-# uid); prints "rps p50_ms p99_ms requests". wrk stops itself after -d; `timeout` is there in
-# case it does not.
-measure() {
-    local url=$1 out
-    shift
-    out=$("$@" timeout $((duration + 30)) wrk -t "$threads" -c "$connections" -d "${duration}s" \
-        --timeout 5s --latency "$url")
-    echo "$out" >>"$work/wrk.log"
-    if grep -q "Non-2xx" <<<"$out"; then
-        echo "bench/proxy.sh: non-2xx answers from $url:" >&2
-        echo "$out" >&2
-        return 1
-    fi
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-            return v + 0
-        }
-        /^ +50%/ { p50 = ms($2) }
-        /^ +99%/ { p99 = ms($2) }
-        /^Requests\/sec:/ { rps = $2 }
-        / requests in / { n = $1 }
-        END { printf "%s %.3f %.3f %s\n", rps, p50, p99, n }
-    ' <<<"$out"
-}
 
 # --- backend -------------------------------------------------------------------------------
 mkdir -p "$work/www"
 printf 'hello, mesh\n\n' >"$work/www/index.html"
-{
-    nginx_preamble backend
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$backend_port;
-        location / { root $work/www; }
-    }
-}
-EOF
-} >"$work/backend.conf"
+static_conf backend "127.0.0.1:$backend_port"
 start_nginx "$work/backend.conf"
 backend_master=${pids[-1]}
 wait_ok "http://127.0.0.1:$backend_port/"
@@ -258,6 +227,7 @@ wait_ok "http://127.0.0.1:$backend_port/"
 # One CA for everything. trustmesh issues the SVIDs for its pair when the binary is present;
 # the nginx pair gets certificates from the same CA made with openssl, with the same key type
 # and a DNS name added, because nginx verifies the upstream's name and SVIDs carry only a URI.
+# ztunnel gets its certificates from the same CA through `trustmesh control`.
 td=cluster.local
 server_id=spiffe://$td/ns/bench/sa/server
 client_id=spiffe://$td/ns/bench/sa/client
@@ -280,26 +250,6 @@ else
     ca_key=$work/ca/ca-key.pem
     root=$ca_cert
 fi
-
-# issue_nginx NAME SPIFFE_ID [DNS]: ECDSA P-256 leaf from the same CA, for the nginx pair.
-issue_nginx() {
-    local name=$1 id=$2 dns=${3:-} dir=$work/nginx-$1
-    mkdir -p "$dir"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
-        -keyout "$dir/key.pem" -out "$dir/req.csr" 2>/dev/null
-    {
-        echo "basicConstraints=CA:FALSE"
-        echo "keyUsage=critical,digitalSignature,keyEncipherment"
-        echo "extendedKeyUsage=serverAuth,clientAuth"
-        if [[ -n "$dns" ]]; then
-            echo "subjectAltName=URI:$id,DNS:$dns"
-        else
-            echo "subjectAltName=URI:$id"
-        fi
-    } >"$dir/ext.cnf"
-    openssl x509 -req -in "$dir/req.csr" -CA "$ca_cert" -CAkey "$ca_key" -CAcreateserial \
-        -days 1 -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
-}
 issue_nginx server "$server_id" server.bench.local
 issue_nginx client "$client_id"
 
@@ -356,6 +306,7 @@ EOF
 fi
 
 # --- (c) nginx pair --------------------------------------------------------------------------
+# The server side's stub_status, on a port of its own, counts the connections it accepts.
 {
     nginx_preamble nginx-server
     cat <<EOF
@@ -373,6 +324,10 @@ fi
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
+    }
+    server {
+        listen 127.0.0.1:$ngx_status_port;
+        location / { stub_status; }
     }
 }
 EOF
@@ -421,6 +376,38 @@ if ((have_trustmesh)); then
     fi
 fi
 
+# --- namespaces for (d) and (e) --------------------------------------------------------------
+ns_why=""
+if ((EUID != 0)); then
+    ns_why="needs root (network namespaces, iptables)"
+else
+    export PATH=$PATH:/usr/sbin:/sbin
+    for tool in ip iptables setpriv; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            ns_why="$tool is not installed"
+            break
+        fi
+    done
+    # `capture install` writes IPv6 rules too when the kernel has IPv6.
+    if [[ -z "$ns_why" && -e /proc/net/if_inet6 ]] && ! command -v ip6tables >/dev/null 2>&1; then
+        ns_why="ip6tables is not installed"
+    fi
+fi
+as_app=(setpriv --reuid 65534 --regid 65534 --clear-groups)
+
+# capture_in NS [FLAG...]: `trustmesh capture install --proxy-uid 0 FLAG...` in namespace NS
+# (the sidecars run as root, whose traffic it leaves alone); stops the run when it fails.
+capture_in() {
+    local ns=$1
+    shift
+    if ! ip netns exec "$ns" "$bin" capture install --proxy-uid 0 "$@" \
+        >"$work/$ns.capture" 2>&1; then
+        echo "bench/proxy.sh: trustmesh capture install failed in $ns:" >&2
+        cat "$work/$ns.capture" >&2
+        exit 1
+    fi
+}
+
 # --- (d) trustmesh transparent mode ---------------------------------------------------------
 # Two network namespaces of this run joined by a veth pair, addresses from the benchmarking
 # range 198.18.0.0/15 only, nothing in the host's namespace:
@@ -440,20 +427,8 @@ cap_port=8080
 cap_why=""
 if ((!have_trustmesh)); then
     cap_why="no binary at $bin"
-elif ((EUID != 0)); then
-    cap_why="needs root (network namespaces, iptables)"
 else
-    export PATH=$PATH:/usr/sbin:/sbin
-    for tool in ip iptables setpriv; do
-        if ! command -v "$tool" >/dev/null 2>&1; then
-            cap_why="$tool is not installed"
-            break
-        fi
-    done
-    # `capture install` writes IPv6 rules too when the kernel has IPv6.
-    if [[ -z "$cap_why" && -e /proc/net/if_inet6 ]] && ! command -v ip6tables >/dev/null 2>&1; then
-        cap_why="ip6tables is not installed"
-    fi
+    cap_why=$ns_why
 fi
 have_capture=0
 if [[ -n "$cap_why" ]]; then
@@ -462,35 +437,13 @@ else
     have_capture=1
     ns_client=tmbench-$$-client
     ns_server=tmbench-$$-server
-    for ns in "$ns_client" "$ns_server"; do
-        namespaces+=("$ns")
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-    done
-    veth_client=tmb$$c
-    veth_server=tmb$$s
-    ip link add "$veth_client" netns "$ns_client" \
-        type veth peer name "$veth_server" netns "$ns_server"
-    ip -n "$ns_client" addr add "$cap_client_ip/24" dev "$veth_client"
-    ip -n "$ns_server" addr add "$cap_server_ip/24" dev "$veth_server"
-    ip -n "$ns_client" link set "$veth_client" up
-    ip -n "$ns_server" link set "$veth_server" up
+    pair_namespaces "" 198.18.42
     # The VIP is on no link; a route lets the app's connect reach the capture.
-    ip -n "$ns_client" route add 198.19.0.0/24 dev "$veth_client"
+    ip -n "$ns_client" route add 198.19.0.0/24 dev "$client_veth"
     in_client=(ip netns exec "$ns_client")
     in_server=(ip netns exec "$ns_server")
-    as_app=(setpriv --reuid 65534 --regid 65534 --clear-groups)
 
-    {
-        nginx_preamble capture-backend
-        cat <<EOF
-    server {
-        listen $cap_port;
-        location / { root $work/www; }
-    }
-}
-EOF
-    } >"$work/capture-backend.conf"
+    static_conf capture-backend "$cap_port"
     start_nginx "$work/capture-backend.conf" "${in_server[@]}"
     cap_backend_master=${pids[-1]}
 
@@ -526,18 +479,14 @@ trustBundles: [ "$td=$root" ]
 mesh: { trustDomain: $td }
 policyDir: $work/policies-capture
 capture: { dns: false, vipRange: 198.19.0.0/24 }
+admin: { address: "127.0.0.1:15000" }
 EOF
     done
     # The capture first, as an init container runs it; then the sidecar (as root, which the
     # capture leaves alone).
     for side in server client; do
         ns=tmbench-$$-$side
-        if ! ip netns exec "$ns" "$bin" capture install --proxy-uid 0 \
-            >"$work/capture-$side.install" 2>&1; then
-            echo "bench/proxy.sh: trustmesh capture install failed in $ns:" >&2
-            cat "$work/capture-$side.install" >&2
-            exit 1
-        fi
+        capture_in "$ns"
         RUST_LOG=warn ip netns exec "$ns" "$bin" proxy --config "$work/capture-$side.yaml" \
             >"$work/capture-$side.access.log" 2>"$work/capture-$side.err" &
         pids+=($!)
@@ -558,10 +507,137 @@ EOF
     fi
 fi
 
+# --- (e) ztunnel pair ------------------------------------------------------------------------
+# Two more namespaces, 198.18.43.1 (client: `trustmesh control`, client ztunnel, wrk as uid
+# 65534) and 198.18.43.2 (server: server ztunnel, backend nginx on :8080). The control plane
+# listens on every address of the client namespace: the client ztunnel calls it on 127.0.0.1
+# (its own address over loopback would be sent to its inbound port by the capture, as for any
+# proxy-owned connection to the workload's own address), the server ztunnel on 198.18.43.1.
+zt_client_ip=198.18.43.1
+zt_server_ip=198.18.43.2
+zt_vip=198.19.1.10
+zt_port=8080
+if [[ -z "$zt_bin" ]]; then
+    zt_why="set ZTUNNEL_BIN"
+elif [[ ! -f "$zt_bin" || ! -x "$zt_bin" ]]; then
+    zt_why="ZTUNNEL_BIN=$zt_bin is not an executable file"
+elif ((!have_trustmesh)); then
+    zt_why="no trustmesh binary at $bin (its control plane serves ztunnel)"
+elif [[ -n "$ns_why" ]]; then
+    zt_why=$ns_why
+elif ! command -v basenc >/dev/null 2>&1; then
+    zt_why="basenc (coreutils) is not installed"
+else
+    zt_why=""
+fi
+have_ztunnel=0
+if [[ -n "$zt_why" ]]; then
+    log "skipping (e): $zt_why"
+else
+    have_ztunnel=1
+    ns_zc=tmbench-$$-zclient
+    ns_zs=tmbench-$$-zserver
+    pair_namespaces z 198.18.43
+    ip -n "$ns_zc" route add 198.19.1.0/24 dev "$client_veth"
+    in_zc=(ip netns exec "$ns_zc")
+    in_zs=(ip netns exec "$ns_zs")
+
+    static_conf ztunnel-backend "$zt_port"
+    start_nginx "$work/ztunnel-backend.conf" "${in_zs[@]}"
+    zt_backend_master=${pids[-1]}
+
+    # What the control plane serves: (b)'s policies, and a registry like (d)'s with each
+    # workload marked as speaking HBONE.
+    mkdir -p "$work/zt/config"
+    cp "$work/policies/bench.yaml" "$work/zt/config/"
+    cat >"$work/zt/config/registry.yaml" <<EOF
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: server, namespace: bench }
+spec: { address: $zt_server_ip, serviceAccount: server, labels: { app: server, networking.istio.io/tunnel: http } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: client, namespace: bench }
+spec: { address: $zt_client_ip, serviceAccount: client, labels: { app: client, networking.istio.io/tunnel: http } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: backend, namespace: bench }
+spec:
+  hosts: [ backend.bench.svc.cluster.local ]
+  addresses: [ $zt_vip ]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: $zt_port, name: http, protocol: HTTP } ]
+  workloadSelector: { labels: { app: server } }
+EOF
+    issuer=https://kubernetes.default.svc.cluster.local
+    token_issuer "$work/zt"
+    for side in client server; do
+        token "$work/zt" "$issuer" bench "$side" >"$work/zt/token-$side"
+    done
+    "${in_zc[@]}" "$bin" control --ca "$work/ca" --listen 0.0.0.0:15012 \
+        --monitoring-listen 127.0.0.1:15014 --config-dir "$work/zt/config" \
+        --jwt-issuer "$issuer" --jwks "$work/zt/jwks.json" \
+        --ambient-identity "$client_id" --ambient-identity "$server_id" \
+        --vip-range 198.19.1.0/24 >"$work/zt-control.log" 2>&1 &
+    pids+=($!)
+    if ! wait_ok "http://127.0.0.1:15014/ready" "${in_zc[@]}"; then
+        cat "$work/zt-control.log" >&2
+        exit 1
+    fi
+
+    # The redirection ztunnel expects in a pod: the client's outbound to 15001 (nothing
+    # inbound); the server's inbound port 8080 to 15006 and 15008 left to ztunnel, and its own
+    # connections to the app on 8080 left alone.
+    capture_in "$ns_zc" --istio-inbound-ports ""
+    capture_in "$ns_zs" --istio-inbound-ports "$zt_port" --istio-local-outbound-ports-exclude "$zt_port"
+    for side in client server; do
+        if [[ $side == client ]]; then
+            ns=$ns_zc ip=$zt_client_ip control=127.0.0.1:15012
+        else
+            ns=$ns_zs ip=$zt_server_ip control=$zt_client_ip:15012
+        fi
+        ip netns exec "$ns" env PROXY_MODE=dedicated PROXY_WORKLOAD_INFO="bench/$side/$side" \
+            XDS_ADDRESS="https://$control" CA_ADDRESS="https://$control" \
+            XDS_ROOT_CA="$root" CA_ROOT_CA="$root" \
+            ALT_XDS_HOSTNAME=istiod.istio-system.svc ALT_CA_HOSTNAME=istiod.istio-system.svc \
+            AUTH_TOKEN="$work/zt/token-$side" ENABLE_ORIG_SRC=false ISTIO_META_DNS_CAPTURE=false \
+            POD_NAMESPACE=bench POD_NAME="$side" INSTANCE_IP="$ip" \
+            "$zt_bin" proxy >"$work/ztunnel-$side.log" 2>&1 &
+        pids+=($!)
+        printf -v "zt_${side}_pid" %s $!
+    done
+    for ns in "$ns_zc" "$ns_zs"; do
+        if ! wait_secs=60 wait_ok "http://127.0.0.1:15021/healthz/ready" ip netns exec "$ns"; then
+            log "ztunnel in $ns not ready; its log and the control plane's:"
+            tail -n 30 "$work/ztunnel-client.log" "$work/ztunnel-server.log" "$work/zt-control.log" >&2
+            exit 1
+        fi
+    done
+    if ! wait_secs=30 wait_ok "http://$zt_vip:$zt_port/" "${in_zc[@]}" "${as_app[@]}"; then
+        log "ztunnel pair not passing requests; the logs:"
+        tail -n 30 "$work/ztunnel-client.log" "$work/ztunnel-server.log" "$work/zt-control.log" >&2
+        exit 1
+    fi
+    # Sanity: root's plaintext to the server's port reaches ztunnel's inbound plaintext port,
+    # where the ALLOW policy (a principal is needed) must refuse it. trustmesh control does not
+    # send ztunnel PeerAuthentication-derived policies, so STRICT is not what refuses it here.
+    code=$("${in_zc[@]}" curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+        "http://$zt_server_ip:$zt_port/" || true)
+    if [[ "$code" == 200 ]]; then
+        echo "bench/proxy.sh: the ztunnel server namespace served plaintext to a caller without" \
+            "an identity" >&2
+        exit 1
+    fi
+fi
+
 # --- measure ----------------------------------------------------------------------------------
-# Which processes each path's CPU is counted for: its client-side proxy, its server-side proxy
-# and its backend (nginx: the master and its workers).
-declare -A client_pids server_pids backend_pids runs cpu
+# Which processes each path's CPU and memory are counted for: its client-side proxy, its
+# server-side proxy and its backend (nginx: the master and its workers).
+declare -A client_pids server_pids backend_pids runs cpu rss_load handshakes rss_idle rss_split
+declare -A steady_of hwm_end
 backend_pids[a]=$(nginx_pids "$backend_master")
 if ((have_trustmesh)); then
     client_pids[b]=$tm_client_pid
@@ -576,165 +652,209 @@ if ((have_capture)); then
     server_pids[d]=$cap_server_pid
     backend_pids[d]=$(nginx_pids "$cap_backend_master")
 fi
-
-# run_path KEY URL [PREFIX...]: one wrk run of path KEY; appends "rps p50 p99" to runs[KEY]
-# and the CPU per request in µs of its "client server pair backend" to cpu[KEY], each the
-# difference of /proc's utime + stime over the run divided by the requests wrk completed.
-run_path() {
-    local key=$1 url=$2 r c0 s0 k0 c1 s1 k1 rps p50 p99 n
-    shift 2
+if ((have_ztunnel)); then
+    client_pids[e]=$zt_client_pid
+    server_pids[e]=$zt_server_pid
+    backend_pids[e]=$(nginx_pids "$zt_backend_master")
+fi
+keys=(a)
+((have_trustmesh)) && keys+=(b)
+keys+=(c)
+((have_capture)) && keys+=(d)
+((have_ztunnel)) && keys+=(e)
+declare -A name=([a]="(a) direct" [b]="(b) trustmesh mTLS pair" [c]="(c) nginx mTLS pair"
+    [d]="(d) trustmesh capture" [e]="(e) ztunnel HBONE, L4")
+declare -A url=([a]="http://127.0.0.1:$backend_port/" [b]="http://127.0.0.1:$tm_client_port/"
+    [c]="http://127.0.0.1:$ngx_client_port/" [d]="http://$cap_vip:$cap_port/"
+    [e]="http://$zt_vip:$zt_port/")
+# how KEY: the prefix wrk runs under for KEY (a namespace and the app's uid), one word a line.
+how() {
+    case $1 in
+        d) printf '%s\n' "${in_client[@]}" "${as_app[@]}" ;;
+        e) printf '%s\n' "${in_zc[@]}" "${as_app[@]}" ;;
+    esac
+}
+# handshakes_in KEY: "all resumed", the TLS handshakes the server-side proxy of KEY has made
+# with its client side so far, and how many of them resumed a session (see the header for
+# where each is read); "-" for a figure that cannot be read.
+handshakes_in() {
+    case $1 in
+        b) tm_handshakes "http://127.0.0.1:$admin_port/metrics" ;;
+        d) tm_handshakes "http://127.0.0.1:15000/metrics" "${in_server[@]}" ;;
+        c) echo "$(stub_accepts "http://127.0.0.1:$ngx_status_port/") -" ;;
+        e) echo "$(syn_count "$ns_zs") -" ;;
+        *) echo "- -" ;;
+    esac
+}
+# rss_late KEY SECONDS: after SECONDS − 0.5 (the end of a wrk run, its connections still
+# open), VmRSS in kB of KEY's client-side and server-side proxies.
+rss_late() {
+    sleep "$(awk -v s="$2" 'BEGIN { print (s > 1 ? s - 0.5 : s / 2) }')"
     # The pid lists are split into words on purpose (SC2086).
+    echo "$(mem_kb VmRSS ${client_pids[$1]:-}) $(mem_kb VmRSS ${server_pids[$1]:-})"
+}
+
+# run_path PHASE KEY: one wrk run of path KEY. PHASE "load": wrk -t -c -d as given, its
+# "rps p50 p99" appended to runs[KEY], the CPU per request in µs of its "client server pair
+# backend" to cpu[KEY] (each the difference of /proc's utime + stime over the run divided by
+# the requests wrk completed), the proxies' VmRSS at the end to rss_load[KEY], and
+# "handshakes/s per-request handshakes resumed" to handshakes[KEY]. PHASE "steady": -c 100 paced to
+# ~1,000 req/s for -s seconds, with keep-alive; steady_of[KEY] = "rps p50 p99 client% server%
+# rss_c rss_s hwm_c hwm_s" (CPU as % of one core).
+run_path() {
+    local phase=$1 key=$2 r c0 s0 k0 h0 c1 s1 k1 h1 q0 q1 rps p50 p99 n rc rs prefix=()
+    mapfile -t prefix < <(how "$key")
+    if [[ $phase == load ]]; then
+        wrk_secs=$duration
+        wrk_opts=(-t "$threads" -c "$connections")
+        ((close_mode)) && wrk_opts+=(-H "Connection: close")
+    else
+        wrk_secs=$steady
+        wrk_opts=(-t "$threads" -c 100 -s "$work/lua/pace.lua")
+    fi
     c0=$(ticks ${client_pids[$key]:-})
     s0=$(ticks ${server_pids[$key]:-})
     k0=$(ticks ${backend_pids[$key]})
-    r=$(measure "$url" "$@")
+    read -r h0 q0 <<<"$(handshakes_in "$key")"
+    rss_late "$key" "$wrk_secs" >"$work/rss.sample" &
+    sampler=$!
+    r=$(measure "${url[$key]}" "${prefix[@]}")
+    wait "$sampler"
+    sampler=""
     c1=$(ticks ${client_pids[$key]:-})
     s1=$(ticks ${server_pids[$key]:-})
     k1=$(ticks ${backend_pids[$key]})
+    read -r h1 q1 <<<"$(handshakes_in "$key")"
+    read -r rc rs <"$work/rss.sample"
     read -r rps p50 p99 n <<<"$r"
     if [[ ! "$n" =~ ^[1-9][0-9]*$ ]]; then
-        echo "bench/proxy.sh: wrk completed no request on $url (see $work/wrk.log)" >&2
+        echo "bench/proxy.sh: wrk completed no request on ${url[$key]} (see $work/wrk.log)" >&2
         return 1
+    fi
+    if [[ $phase == steady ]]; then
+        steady_of[$key]=$(awk -v hz="$hz" -v t="$wrk_secs" -v c=$((c1 - c0)) -v s=$((s1 - s0)) '
+            BEGIN { printf "%.1f %.1f", 100 * c / hz / t, 100 * s / hz / t }')
+        steady_of[$key]="$rps $p50 $p99 ${steady_of[$key]} $rc $rs"
+        steady_of[$key]+=" $(mem_kb VmHWM ${client_pids[$key]:-}) $(mem_kb VmHWM ${server_pids[$key]:-})"
+        log "  req/s p50 p99, CPU % of a core client server, VmRSS kB client server: ${steady_of[$key]}"
+        return
     fi
     runs[$key]+="$rps $p50 $p99"$'\n'
     r=$(awk -v n="$n" -v hz="$hz" -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v k=$((k1 - k0)) '
         BEGIN { f = 1e6 / hz / n; printf "%.2f %.2f %.2f %.2f", c * f, s * f, (c + s) * f, k * f }')
     cpu[$key]+="$r"$'\n'
-    log "  req/s p50 p99: $rps $p50 $p99; CPU µs/req client server pair backend: $r"
+    rss_load[$key]+="$rc $rs"$'\n'
+    if [[ "$h0" != - && "$h1" != - ]]; then
+        handshakes[$key]+=$(awk -v h=$((h1 - h0)) -v t="$wrk_secs" -v n="$n" -v q0="$q0" -v q1="$q1" '
+            BEGIN { printf "%.1f %.4f %d %s", h / t, h / n, h, (q0 == "-" || q1 == "-") ? "-" : q1 - q0 }')$'\n'
+    fi
+    log "  req/s p50 p99: $rps $p50 $p99; CPU µs/req client server pair backend: $r;" \
+        "VmRSS kB client server: $rc $rs; handshakes (resumed): $h0 ($q0) → $h1 ($q1)"
 }
 
-# median_of "rps p50 p99" lines: the median of each column on its own (a round with a slow
-# scheduling hiccup skews its p99 without moving the others), then the lowest and highest req/s.
-median_of() {
-    awk '{ r[NR] = $1; a[NR] = $2; b[NR] = $3 }
-        function med(x, n,   i, j, t) {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) {
-                t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
-            return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
-        }
-        END {
-            m = med(r, NR); lo = r[1]; hi = r[NR]
-            printf "%s %s %s %s %s\n", m, med(a, NR), med(b, NR), lo, hi
-        }'
-}
-# median_cols: the median of each column on its own, over the lines read.
-median_cols() {
-    awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
-        END {
-            for (i = 1; i <= nf; i++) {
-                for (j = 1; j <= NR; j++) x[j] = v[i, j]
-                for (j = 2; j <= NR; j++) for (k = j; k > 1 && x[k - 1] > x[k]; k--) {
-                    t = x[k]; x[k] = x[k - 1]; x[k - 1] = t }
-                m = (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2
-                printf "%s%s", (i > 1 ? " " : ""), m
-            }
-            printf "\n"
-        }'
-}
-
-log "wrk -t$threads -c$connections -d${duration}s --latency, $rounds interleaved rounds"
-for round in $(seq 1 "$rounds"); do
-    log "round $round/$rounds: (a) direct"
-    run_path a "http://127.0.0.1:$backend_port/"
-    if ((have_trustmesh)); then
-        log "round $round/$rounds: (b) trustmesh mTLS pair"
-        run_path b "http://127.0.0.1:$tm_client_port/"
-    fi
-    log "round $round/$rounds: (c) nginx mTLS pair"
-    run_path c "http://127.0.0.1:$ngx_client_port/"
-    if ((have_capture)); then
-        log "round $round/$rounds: (d) trustmesh transparent mode"
-        run_path d "http://$cap_vip:$cap_port/" "${in_client[@]}" "${as_app[@]}"
-    fi
+# Memory before any load (the set-up's few requests aside).
+for key in "${keys[@]}"; do
+    rss_idle[$key]="$(mem_kb VmRSS ${client_pids[$key]:-}) $(mem_kb VmRSS ${server_pids[$key]:-})"
+    for field in RssAnon RssFile; do
+        rss_split[$key]+="$(mem_kb $field ${client_pids[$key]:-}) "
+    done
+    for field in RssAnon RssFile; do
+        rss_split[$key]+="$(mem_kb $field ${server_pids[$key]:-}) "
+    done
 done
-read -r a_rps a_p50 a_p99 a_min a_max <<<"$(printf '%s' "${runs[a]}" | median_of)"
-if ((have_trustmesh)); then
-    read -r b_rps b_p50 b_p99 b_min b_max <<<"$(printf '%s' "${runs[b]}" | median_of)"
-    # The pair really enforced mTLS + policy: the server proxy logged the client's identity.
-    if ! grep -q "ns/bench/sa/client" "$work/server-proxy.access.log"; then
-        log "warning: the server proxy's access log does not name the client identity"
-    fi
-fi
-read -r c_rps c_p50 c_p99 c_min c_max <<<"$(printf '%s' "${runs[c]}" | median_of)"
-if ((have_capture)); then
-    read -r d_rps d_p50 d_p99 d_min d_max <<<"$(printf '%s' "${runs[d]}" | median_of)"
-    # Both sidecars saw the requests, and the server's saw the client's identity.
-    if [[ ! -s "$work/capture-client.access.log" ]]; then
-        log "warning: the client sidecar (d) logged no request"
-    fi
-    if ! grep -q "ns/bench/sa/client" "$work/capture-server.access.log"; then
-        log "warning: the server sidecar (d) access log does not name the client identity"
-    fi
+
+if ((steady > 0)); then
+    # Each connection sends its next request 100 ms after the last answer: 100 connections make
+    # a little under 1,000 req/s.
+    mkdir -m 755 "$work/lua"
+    printf 'function delay()\n    return 100\nend\n' >"$work/lua/pace.lua"
+    chmod 644 "$work/lua/pace.lua"
+    log "steady phase: wrk -t$threads -c100 -d${steady}s, each connection paced to 10 req/s"
+    for key in "${keys[@]:1}"; do
+        log "steady: ${name[$key]}"
+        run_path steady "$key"
+    done
 fi
 
-row() { # name rps p50 p99 direct min max
-    awk -v n="$1" -v r="$2" -v p50="$3" -v p99="$4" -v a50="$a_p50" -v a99="$a_p99" -v direct="$5" \
-        -v lo="$6" -v hi="$7" '
-        BEGIN {
-            range = sprintf("%.0f-%.0f", lo, hi)
-            if (direct) printf "%-24s %10.0f %13s %9.3f %9.3f %12s %12s\n", n, r, range, p50, p99, "-", "-"
-            else printf "%-24s %10.0f %13s %9.3f %9.3f %12.3f %12.3f\n", n, r, range, p50, p99,
-                (p50 - a50) / 2, (p99 - a99) / 2
-        }'
+mode="keep-alive"
+((close_mode)) && mode="Connection: close (a new connection per request)"
+log "wrk -t$threads -c$connections -d${duration}s --latency, $mode, $rounds interleaved rounds"
+for round in $(seq 1 "$rounds"); do
+    for key in "${keys[@]}"; do
+        log "round $round/$rounds: ${name[$key]}"
+        run_path load "$key"
+    done
+done
+for key in "${keys[@]}"; do
+    hwm_end[$key]="$(mem_kb VmHWM ${client_pids[$key]:-}) $(mem_kb VmHWM ${server_pids[$key]:-})"
+done
+
+# The pairs really enforced mTLS + policy: each server side logged the client's identity.
+check_identity() { # LOG WHAT
+    grep -q "ns/bench/sa/client" "$1" || log "warning: $2 does not name the client identity"
 }
-cpu_row() { # name key: medians of the CPU columns; a path without proxies shows "-" for them
-    local client server pair backend
-    read -r client server pair backend <<<"$(printf '%s' "${cpu[$2]}" | median_cols)"
-    if [[ -z "${client_pids[$2]:-}" ]]; then
-        printf "%-24s %12s %12s %12s %12.1f\n" "$1" - - - "$backend"
-    else
-        printf "%-24s %12.1f %12.1f %12.1f %12.1f\n" "$1" "$client" "$server" "$pair" "$backend"
-    fi
-}
-echo
+((have_trustmesh)) && check_identity "$work/server-proxy.access.log" "the server proxy's access log (b)"
+if ((have_capture)); then
+    [[ -s "$work/capture-client.access.log" ]] || log "warning: the client sidecar (d) logged no request"
+    check_identity "$work/capture-server.access.log" "the server sidecar's access log (d)"
+fi
+((have_ztunnel)) && check_identity "$work/ztunnel-server.log" "the server ztunnel's log (e)"
+
+declare -A why=([b]="no binary at $bin" [d]="$cap_why" [e]="$zt_why")
 where="loopback"
-((have_capture)) && where="(a)-(c) loopback, (d) veth between two namespaces"
-echo "$where; wrk -t$threads -c$connections -d${duration}s, medians of $rounds interleaved rounds," \
-    "$(nproc) cores shared by all processes"
-printf "%-24s %10s %13s %9s %9s %12s %12s\n" scenario "req/s" "req/s range" "p50 ms" "p99 ms" \
-    "+p50 ms/hop" "+p99 ms/hop"
-row "(a) direct" "$a_rps" "$a_p50" "$a_p99" 1 "$a_min" "$a_max"
-if ((have_trustmesh)); then
-    row "(b) trustmesh mTLS pair" "$b_rps" "$b_p50" "$b_p99" 0 "$b_min" "$b_max"
-else
-    printf "%-24s %s\n" "(b) trustmesh mTLS pair" "skipped: no binary at $bin"
-fi
-row "(c) nginx mTLS pair" "$c_rps" "$c_p50" "$c_p99" 0 "$c_min" "$c_max"
-if ((have_capture)); then
-    row "(d) trustmesh capture" "$d_rps" "$d_p50" "$d_p99" 0 "$d_min" "$d_max"
-else
-    printf "%-24s %s\n" "(d) trustmesh capture" "skipped: $cap_why"
-fi
-
+((have_capture)) && where="(a)-(c) loopback, (d) and (e) veth between two namespaces"
+echo
+echo "$where; wrk -t$threads -c$connections -d${duration}s, $mode, medians of $rounds" \
+    "interleaved rounds, $(nproc) cores shared by all processes"
+report_throughput
+echo "(b) relays each connection to the server proxy, which parses HTTP; (d) parses and routes"
+echo "each request on both sides (HTTP/2 between them); (e) is L4: ztunnel tunnels each"
+echo "connection (HBONE) and enforces policy by identity and port, without parsing HTTP."
 echo
 echo "CPU per request, µs (utime + stime from /proc/<pid>/stat over each run ÷ requests;" \
     "medians of $rounds rounds)"
-printf "%-24s %12s %12s %12s %12s\n" scenario "client proxy" "server proxy" "pair" "backend"
-cpu_row "(a) direct" a
-if ((have_trustmesh)); then
-    cpu_row "(b) trustmesh mTLS pair" b
-else
-    printf "%-24s %s\n" "(b) trustmesh mTLS pair" "skipped: no binary at $bin"
+report_cpu
+if ((steady > 0)); then
+    echo
+    echo "Steady phase: wrk -t$threads -c100 -d${steady}s, each connection one request per 100 ms" \
+        "(keep-alive), before the rounds; CPU as % of one core"
+    report_steady
 fi
-cpu_row "(c) nginx mTLS pair" c
-if ((have_capture)); then
-    cpu_row "(d) trustmesh capture" d
-else
-    printf "%-24s %s\n" "(d) trustmesh capture" "skipped: $cap_why"
+echo
+echo "Memory per proxy, MB (kB / 1024 from /proc/<pid>/status; nginx: master + workers summed):"
+echo "  idle after start-up; 1k/s VmRSS near the end of the steady phase, pk1k VmHWM after it;"
+echo "  load the highest VmRSS near the end of a wrk run; peak VmHWM at the end."
+echo "  Goals of the issue, per proxy: idle ≤ 12 MB; at 1,000 req/s over 100 connections ≤ 20 MB."
+report_memory
+echo "Idle VmRSS of each proxy, MB: anonymous (RssAnon: heap, stacks) + file-backed (RssFile: the"
+echo "pages of the binary and libraries mapped in)"
+report_idle_split
+echo
+echo "TLS handshakes between the two proxies of each pair, counted on the server side, medians of"
+echo "$rounds rounds (for nginx and ztunnel the connections; ztunnel never resumes, nginx may):"
+report_handshakes
+if ((close_mode)); then
+    echo
+    cat <<EOF
+With -k every request is a new connection from wrk: (a) a new TCP connection to the backend;
+(b) a new mTLS connection from the client proxy to the server proxy, so one handshake per
+request (resumed when the client proxy holds a ticket from the server proxy); (c) nginx keeps
+TLS connections to its server side (keepalive 64), (d) sends each request over the client
+sidecar's pooled HTTP/2 mTLS connections and (e) opens an HBONE stream (HTTP/2 CONNECT) per
+connection over ztunnel's pooled mTLS connections: none of those three handshakes per request.
+(b)'s handshakes per request are a little over 1: the connections wrk has open when a run
+stops count too.
+EOF
+    echo
+    b_hs="" b_res="" b_pair=""
+    if [[ -n "${handshakes[b]:-}" ]]; then
+        read -r b_hs _ <<<"$(printf '%s' "${handshakes[b]}" | median_cols)"
+        b_res=$(printf '%s' "${handshakes[b]}" | resumed_share)
+        read -r _ _ b_pair _ <<<"$(printf '%s' "${cpu[b]}" | median_cols)"
+    fi
+    crypto_ceiling "$b_hs" "$b_res" "$b_pair"
 fi
-
-if ((have_trustmesh)); then
-    read -r _ _ b_cpu _ <<<"$(printf '%s' "${cpu[b]}" | median_cols)"
-    read -r _ _ c_cpu _ <<<"$(printf '%s' "${cpu[c]}" | median_cols)"
-    awk -v b="$b_rps" -v c="$c_rps" -v b99="$b_p99" -v c99="$c_p99" \
-        -v bc="$b_cpu" -v cc="$c_cpu" 'BEGIN {
-        printf "\ntrustmesh/nginx: req/s %.0f %%, p99 %.0f %%, pair CPU per request %.0f %%\n",
-            100 * b / c, 100 * b99 / c99, 100 * bc / cc }'
-fi
-if ((have_capture)); then
-    read -r _ _ d_cpu _ <<<"$(printf '%s' "${cpu[d]}" | median_cols)"
-    awk -v b="$b_rps" -v d="$d_rps" -v b99="$b_p99" -v d99="$d_p99" \
-        -v bc="$b_cpu" -v dc="$d_cpu" 'BEGIN {
-        printf "capture/explicit (d/b): req/s %.0f %%, p99 %.0f %%, pair CPU per request %.0f %%\n",
-            100 * d / b, 100 * d99 / b99, 100 * dc / bc }'
-fi
+echo
+ratio "trustmesh/nginx (b/c)" b c
+ratio "capture/explicit (d/b)" d b
+ratio "trustmesh capture/ztunnel (d/e)" d e
