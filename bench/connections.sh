@@ -89,6 +89,11 @@ if ((conns > port_hi - port_lo - 2000)); then
 fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# From bench/lib.sh: log, wait_ok, start_nginx, nginx_pids, nginx_main, nginx_preamble, ticks,
+# median_cols, issue_nginx (it reads work, pids, nginx_bin, worker_connections, ca_cert, ca_key,
+# root).
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 bin=${TRUSTMESH_BIN:-$repo/target/release/trustmesh}
 conntool=$repo/bench/conntool.py
 base=${BENCH_PORT_BASE:-18200}
@@ -137,103 +142,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log() { echo "[bench] $*" >&2; }
-
-# wait_ok URL [PREFIX...]: waits (at most 10 s) until URL answers 200 to curl (run by PREFIX,
-# if any: a namespace, a uid).
-wait_ok() {
-    local url=$1 i
-    shift
-    for i in $(seq 1 100); do
-        if [[ $("$@" curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench/connections.sh: $url did not answer 200 within 10 s" >&2
-    return 1
-}
-
-# start_nginx CONF [PREFIX...]: starts nginx in the foreground (tracked for cleanup) with
-# config file CONF (run by PREFIX, if any: a namespace).
-start_nginx() {
-    local conf=$1 name
-    shift
-    name=$(basename "$conf" .conf)
-    mkdir -p "$work/$name"
-    "$@" "$nginx_bin" -p "$work/$name" -c "$conf" -g 'daemon off;' >"$work/$name.out" 2>&1 &
-    pids+=($!)
-}
-
-# nginx_pids MASTER: the master and its workers (call it once the server answers).
-nginx_pids() {
-    echo "$1" $(pgrep -P "$1")
-}
-
-# ticks PID...: user + system CPU of those processes (every thread), in clock ticks, from
-# /proc/<pid>/stat (fields 14 and 15, counted after the command name's closing parenthesis).
-ticks() {
-    local pid files=()
-    for pid in "$@"; do
-        if [[ ! -r /proc/$pid/stat ]]; then
-            echo "bench/connections.sh: process $pid is gone (see the logs in $work)" >&2
-            return 1
-        fi
-        files+=("/proc/$pid/stat")
-    done
-    ((${#files[@]})) || { echo 0; return; }
-    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t }' "${files[@]}"
-}
-hz=$(getconf CLK_TCK)
+hz=$(getconf CLK_TCK) # ticks per second, for ticks' figures
 
 # rss_kib PID...: the sum of their VmRSS, in KiB.
 rss_kib() {
     local pid
     for pid in "$@"; do cat "/proc/$pid/status"; done | awk '/^VmRSS:/ { t += $2 } END { print t + 0 }'
-}
-
-# nginx_main NAME: nginx's main context, also for stream-only configs (worker_connections from
-# the variable of that name, default 4096). nginx_preamble NAME: that plus the opening of an
-# http block with no access log and temp files in the work directory.
-nginx_main() {
-    local name=$1 wc=${worker_connections:-4096}
-    # Workers run as the invoking user so they can read the private work directory.
-    [[ $EUID -eq 0 ]] && echo "user root;"
-    cat <<EOF
-worker_processes auto;
-pid $work/$name.pid;
-error_log $work/$name.error.log warn;
-events { worker_connections $wc; }
-EOF
-}
-nginx_preamble() {
-    local name=$1
-    nginx_main "$name"
-    cat <<EOF
-http {
-    access_log off;
-    client_body_temp_path $work/$name/body;
-    proxy_temp_path $work/$name/proxy;
-    fastcgi_temp_path $work/$name/fastcgi;
-    uwsgi_temp_path $work/$name/uwsgi;
-    scgi_temp_path $work/$name/scgi;
-    keepalive_requests 1000000;
-EOF
-}
-
-# median_cols: the median of each column on its own, over the lines read.
-median_cols() {
-    awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
-        END {
-            for (i = 1; i <= nf; i++) {
-                for (j = 1; j <= NR; j++) x[j] = v[i, j]
-                for (j = 2; j <= NR; j++) for (k = j; k > 1 && x[k - 1] > x[k]; k--) {
-                    t = x[k]; x[k] = x[k - 1]; x[k - 1] = t }
-                m = (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2
-                printf "%s%s", (i > 1 ? " " : ""), m
-            }
-            printf "\n"
-        }'
 }
 
 # --- backends ------------------------------------------------------------------------------
@@ -285,21 +199,8 @@ else
     root=$work/ca/ca-cert.pem
 fi
 ca_cert=$work/ca/ca-cert.pem
+ca_key=$work/ca/ca-key.pem
 
-# issue_nginx NAME SPIFFE_ID [DNS]: ECDSA P-256 leaf from the same CA for the nginx pairs;
-# cert.pem is the leaf, then the CA's certificate unless that is the root.
-issue_nginx() {
-    local name=$1 id=$2 dns=${3:-} dir=$work/nginx-$1
-    mkdir -p "$dir"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
-        -keyout "$dir/key.pem" -out "$dir/req.csr" 2>/dev/null
-    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-        "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=URI:$id${dns:+,DNS:$dns}" \
-        >"$dir/ext.cnf"
-    openssl x509 -req -in "$dir/req.csr" -CA "$ca_cert" -CAkey "$work/ca/ca-key.pem" \
-        -CAcreateserial -days 1 -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
-    cmp -s "$ca_cert" "$root" || cat "$ca_cert" >>"$dir/cert.pem"
-}
 issue_nginx server "$server_id" server.bench.local
 issue_nginx client "$client_id"
 

@@ -1,12 +1,15 @@
-# bench/lib.sh — the functions bench/proxy.sh is built from, kept apart so that the script
-# reads as what it measures: waiting for a server, starting nginx, reading CPU and memory of a
-# process from /proc, running wrk and reading its figures, medians, counting the connections
-# between two proxies, minting the service-account tokens ztunnel presents, the crypto ceiling
-# from `openssl speed`, a pair of network namespaces, and the tables of the report.
+# bench/lib.sh — the functions bench/proxy.sh and bench/connections.sh are built from, kept
+# apart so that each script reads as what it measures: waiting for a server, starting nginx,
+# reading CPU and memory of a process from /proc, running wrk and reading its figures, medians,
+# counting the connections between two proxies, minting the service-account tokens ztunnel
+# presents, the crypto ceiling from `openssl speed`, a pair of network namespaces, and the tables
+# of bench/proxy.sh's report.
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
-# (processes to stop on exit), `nginx_bin`, and for `measure` the array `wrk_opts` (wrk's
-# options before the URL) and `wrk_secs` (how long the run lasts).
+# (processes to stop on exit), `nginx_bin`, for `issue_nginx` `ca_cert`, `ca_key` and `root`,
+# for `nginx_main` `worker_connections` if set, and for `measure` the array `wrk_opts` (wrk's
+# options before the URL) and `wrk_secs` (how long the run lasts). Its messages name the script
+# that sourced it (bench/<name of $0>).
 
 log() { echo "[bench] $*" >&2; }
 
@@ -21,7 +24,7 @@ wait_ok() {
         fi
         sleep 0.1
     done
-    echo "bench/proxy.sh: $url did not answer 200 within $secs s" >&2
+    echo "bench/${0##*/}: $url did not answer 200 within $secs s" >&2
     return 1
 }
 
@@ -58,8 +61,9 @@ EOF
     } >"$work/$1.conf"
 }
 
-# Common nginx settings: run from the work directory, no access log, temp files local.
-nginx_preamble() {
+# nginx_main NAME: nginx's main context for config NAME, run from the work directory, also for
+# stream-only configs (worker_connections from the variable of that name, default 4096).
+nginx_main() {
     local name=$1
     # Workers run as the invoking user so they can read the private work directory.
     [[ $EUID -eq 0 ]] && echo "user root;"
@@ -67,7 +71,16 @@ nginx_preamble() {
 worker_processes auto;
 pid $work/$name.pid;
 error_log $work/$name.error.log warn;
-events { worker_connections 4096; }
+events { worker_connections ${worker_connections:-4096}; }
+EOF
+}
+
+# nginx_preamble NAME: nginx_main, then the opening of an http block: no access log, temp files
+# local.
+nginx_preamble() {
+    local name=$1
+    nginx_main "$name"
+    cat <<EOF
 http {
     access_log off;
     client_body_temp_path $work/$name/body;
@@ -86,7 +99,7 @@ ticks() {
     local pid files=()
     for pid in "$@"; do
         if [[ ! -r /proc/$pid/stat ]]; then
-            echo "bench/proxy.sh: process $pid is gone (see the logs in $work)" >&2
+            echo "bench/${0##*/}: process $pid is gone (see the logs in $work)" >&2
             return 1
         fi
         files+=("/proc/$pid/stat")
@@ -120,7 +133,7 @@ measure() {
         --timeout 5s --latency "$url")
     echo "$out" >>"$work/wrk.log"
     if grep -q "Non-2xx" <<<"$out"; then
-        echo "bench/proxy.sh: non-2xx answers from $url:" >&2
+        echo "bench/${0##*/}: non-2xx answers from $url:" >&2
         echo "$out" >&2
         return 1
     fi
@@ -288,7 +301,8 @@ crypto_ceiling() {
 }
 
 # issue_nginx NAME SPIFFE_ID [DNS]: an ECDSA P-256 leaf from the run's CA (`ca_cert`,
-# `ca_key`) for the nginx pair, in $work/nginx-NAME/.
+# `ca_key`) for the nginx pair, in $work/nginx-NAME/; cert.pem is the leaf, then the CA's
+# certificate unless that is the trust anchor (`root`, if set).
 issue_nginx() {
     local name=$1 id=$2 dns=${3:-} dir=$work/nginx-$1
     mkdir -p "$dir"
@@ -306,6 +320,9 @@ issue_nginx() {
     } >"$dir/ext.cnf"
     openssl x509 -req -in "$dir/req.csr" -CA "$ca_cert" -CAkey "$ca_key" -CAcreateserial \
         -days 1 -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
+    if [[ -n "${root:-}" ]] && ! cmp -s "$ca_cert" "$root"; then
+        cat "$ca_cert" >>"$dir/cert.pem"
+    fi
 }
 
 # pair_namespaces TAG SUBNET: two namespaces tmbench-<pid>-TAGclient/-TAGserver joined by a
