@@ -96,16 +96,12 @@ pub fn raise_fd_limit() {
 /// anonymous; with this call 17.6 MB, 2.0 MB anonymous, same build, same config). A sidecar's
 /// heap is small and spread over many short-lived buffers, where huge pages buy little TLB reach
 /// and cost memory on every node. PR_SET_THP_DISABLE is the documented per-process switch
-/// (prctl(2)); failing it only costs memory, so it is logged, never fatal.
+/// (prctl(2)).
 pub fn small_pages() {
     // SAFETY: prctl with integer arguments only; no memory is passed to the kernel.
-    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if r != 0 {
-        tracing::debug!(
-            "could not turn transparent huge pages off: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    // Called before the log is set up, so a failure (a kernel without the switch) is silent:
+    // it only costs memory.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 /// The multi-threaded runtime the long-running commands run on; a failure to start it is

@@ -29,7 +29,6 @@ pub fn run(a: Args) -> ExitCode {
         trustmesh_proxy::loglevel::install(Box::new(Filter(handle)), &base);
     }
     super::raise_fd_limit();
-    super::small_pages();
     // This runtime accepts connections and runs the admin endpoint, reloads and JWKS fetches;
     // the connections themselves run on the proxy's worker threads (crates/proxy/src/workers.rs).
     let runtime = match tokio::runtime::Builder::new_current_thread()
