@@ -166,6 +166,11 @@ impl HostMatch {
     pub fn matches(&self, authority: &str) -> bool {
         self.0.matches_ci(authority)
     }
+
+    /// The value as written; it is compared ignoring ASCII case.
+    pub fn value(&self) -> &StrMatch {
+        &self.0
+    }
 }
 
 impl std::fmt::Display for HostMatch {
