@@ -260,21 +260,30 @@ fn lowered<'b>(s: &'b str, buf: &'b mut [u8; 256], heap: &'b mut String) -> &'b 
 /// Calls `f` with each string value of `attr` in the request (none when it is absent).
 pub(super) fn for_each_str(attr: &Attr, a: &Attrs, mut f: impl FnMut(&str)) {
     let http = a.req.http.as_ref();
-    let mut buf = [0u8; 256];
-    let mut heap = String::new();
     let one = match attr {
         Attr::Principal => a.principal,
         Attr::Namespace => a.namespace,
-        Attr::ServiceAccount => a
-            .service_account
-            .map(|(n, s)| joined(n, "/", s, &mut buf, &mut heap)),
         Attr::TrustDomain => a.trust_domain,
         Attr::Method => http.map(|h| h.method.as_str()),
         Attr::Path => a.path,
-        Attr::Host => http.map(|h| lowered(&h.host, &mut buf, &mut heap)),
         Attr::Issuer => a.req.auth.as_ref().and_then(|x| x.issuer_subject().0),
         Attr::Cond(k) => {
             key_values(k, a).for_each(f);
+            return;
+        }
+        // Built values: only these need a buffer.
+        Attr::ServiceAccount => {
+            if let Some((n, s)) = a.service_account {
+                let (mut buf, mut heap) = ([0u8; 256], String::new());
+                f(joined(n, "/", s, &mut buf, &mut heap));
+            }
+            return;
+        }
+        Attr::Host => {
+            if let Some(h) = http {
+                let (mut buf, mut heap) = ([0u8; 256], String::new());
+                f(lowered(&h.host, &mut buf, &mut heap));
+            }
             return;
         }
         Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp | Attr::Port => None,

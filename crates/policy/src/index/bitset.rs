@@ -41,6 +41,20 @@ pub(super) fn is_empty(bits: &[u64]) -> bool {
     bits.iter().all(|&w| w == 0)
 }
 
+/// Whether at most one bit is set.
+pub(super) fn at_most_one(bits: &[u64]) -> bool {
+    let mut seen = false;
+    for &w in bits {
+        if w != 0 {
+            if seen || w & (w - 1) != 0 {
+                return false;
+            }
+            seen = true;
+        }
+    }
+    true
+}
+
 /// The set bits in increasing order.
 pub(super) fn iter(bits: &[u64]) -> impl Iterator<Item = u32> + '_ {
     bits.iter().enumerate().flat_map(|(i, &w)| {

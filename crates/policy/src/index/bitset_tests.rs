@@ -16,6 +16,14 @@ fn ones_and_iteration() {
 }
 
 #[test]
+fn at_most_one_bit() {
+    assert!(at_most_one(&[0, 0]));
+    assert!(at_most_one(&[0, 1 << 9]));
+    assert!(!at_most_one(&[1, 1 << 9]));
+    assert!(!at_most_one(&[0, 3]));
+}
+
+#[test]
 fn postings_in_both_forms() {
     let words = words_for(200);
     let clauses = [3u32, 64, 65, 199];

@@ -16,7 +16,6 @@ use ipnet::IpNet;
 use super::attrs::{self, Attr, Constraint, Keys};
 use super::bitset::{self, Posting};
 use super::keys::{IpKeys, PortKeys, StrKeys};
-use super::RuleRef;
 use crate::authz::{Attrs, COperation, CSource, CompiledPolicy, CompiledRule};
 
 /// Most (`from` × `to`) clauses one rule is split into: beyond it the rule keeps one side's
@@ -202,8 +201,8 @@ impl AttrBuild {
 }
 
 impl Filter {
-    /// Compiles the rules of a bucket (in set order).
-    pub(super) fn build(policies: &[CompiledPolicy], rules: &[RuleRef]) -> Filter {
+    /// Compiles the rules of a bucket, (policy, rule) in set order.
+    pub(super) fn build(policies: &[CompiledPolicy], rules: &[(u32, u32)]) -> Filter {
         let mut clause_rule = Vec::new();
         let mut tcp_never = Vec::new();
         let mut by_attr: HashMap<Attr, usize> = HashMap::new();
@@ -254,17 +253,20 @@ impl Filter {
 
     /// Calls `f` with the number of each rule that could match, in order, until it returns
     /// true.
-    pub(super) fn candidates(&self, a: &Attrs, mut f: impl FnMut(u32) -> bool) {
-        const STACK_WORDS: usize = 64;
-        let mut stack = [0u64; 2 * STACK_WORDS];
-        let mut heap = Vec::new();
-        let (cand, pass) = if self.words <= STACK_WORDS {
-            let (c, p) = stack.split_at_mut(STACK_WORDS);
-            (&mut c[..self.words], &mut p[..self.words])
-        } else {
-            heap.resize(2 * self.words, 0);
-            heap.split_at_mut(self.words)
-        };
+    pub(super) fn candidates(&self, a: &Attrs, f: impl FnMut(u32) -> bool) {
+        // Scratch bitsets on the stack for up to 4,096 clauses, sized so a small bucket does
+        // not clear a large buffer.
+        match self.words {
+            0 => {}
+            1..=4 => self.candidates_in(a, &mut [0u64; 8], f),
+            5..=64 => self.candidates_in(a, &mut [0u64; 128], f),
+            w => self.candidates_in(a, &mut vec![0u64; 2 * w], f),
+        }
+    }
+
+    fn candidates_in(&self, a: &Attrs, scratch: &mut [u64], mut f: impl FnMut(u32) -> bool) {
+        let (cand, pass) = scratch.split_at_mut(scratch.len() / 2);
+        let (cand, pass) = (&mut cand[..self.words], &mut pass[..self.words]);
         cand.copy_from_slice(&self.all);
         let tcp = a.req.http.is_none();
         if tcp {
@@ -273,13 +275,14 @@ impl Filter {
             }
         }
         for af in &self.attrs {
+            // One candidate left is cheaper to check than to narrow further.
+            if bitset::at_most_one(cand) {
+                break;
+            }
             if tcp && af.http_only {
                 continue;
             }
             af.narrow(a, cand, pass);
-            if bitset::is_empty(cand) {
-                return;
-            }
         }
         let mut last = None;
         for c in bitset::iter(cand) {
