@@ -37,10 +37,6 @@ pub(super) fn and_not(dst: &mut [u64], src: &[u64]) {
     }
 }
 
-pub(super) fn is_empty(bits: &[u64]) -> bool {
-    bits.iter().all(|&w| w == 0)
-}
-
 /// Whether at most one bit is set.
 pub(super) fn at_most_one(bits: &[u64]) -> bool {
     let mut seen = false;
@@ -90,6 +86,7 @@ impl Posting {
     /// Adds clause `c`; clauses are added in increasing order while building.
     pub(super) fn push(&mut self, c: u32) {
         match self {
+            Posting::List(l) if l.is_empty() => *self = Posting::One(c),
             Posting::List(l) => {
                 if l.last() != Some(&c) {
                     debug_assert!(l.last().is_none_or(|&x| x < c));
@@ -102,20 +99,10 @@ impl Posting {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        match self {
-            Posting::List(l) => l.is_empty(),
-            Posting::One(_) => false,
-            Posting::Bits(b) => is_empty(b),
-        }
-    }
-
     /// Done building: a bitset of `words` words when that is smaller than the list.
     pub(super) fn seal(&mut self, words: usize) {
         if let Posting::List(l) = self {
-            if let [one] = l[..] {
-                *self = Posting::One(one);
-            } else if l.len() * 4 > words * 8 {
+            if l.len() * 4 > words * 8 {
                 let mut b = vec![0u64; words].into_boxed_slice();
                 for &c in l.iter() {
                     set(&mut b, c);

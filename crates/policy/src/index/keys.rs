@@ -7,6 +7,7 @@
 //! that could match. A negative field removes clauses, so it is filed only under keys that
 //! match exactly what the field matches; anything else is left to `check`.
 
+use std::borrow::Cow;
 use std::collections::HashMap as StdMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -66,35 +67,36 @@ impl Hasher for KeyHash {
 type HashMap<K, V> = StdMap<K, V, BuildHasherDefault<KeyHash>>;
 
 /// A string key: what a value must be, start with, end with, or that it is non-empty / there.
+/// Borrowed from the rule while building; the maps own their keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum StrKey {
-    Exact(Box<str>),
-    Prefix(Box<str>),
-    Suffix(Box<str>),
+pub(super) enum StrKey<'a> {
+    Exact(Cow<'a, str>),
+    Prefix(Cow<'a, str>),
+    Suffix(Cow<'a, str>),
     NonEmpty,
     Any,
 }
 
-impl StrKey {
+impl<'a> StrKey<'a> {
     /// A key every value `m` matches also matches.
-    pub(super) fn covering(m: &StrMatch) -> StrKey {
+    pub(super) fn covering(m: &'a StrMatch) -> StrKey<'a> {
         match m {
-            StrMatch::Exact(s) => StrKey::Exact(s.clone()),
-            StrMatch::Prefix(s) => StrKey::Prefix(s.clone()),
-            StrMatch::Suffix(s) => StrKey::Suffix(s.clone()),
+            StrMatch::Exact(s) => StrKey::Exact(Cow::Borrowed(s)),
+            StrMatch::Prefix(s) => StrKey::Prefix(Cow::Borrowed(s)),
+            StrMatch::Suffix(s) => StrKey::Suffix(Cow::Borrowed(s)),
             StrMatch::Present => StrKey::NonEmpty,
             StrMatch::Any => StrKey::Any,
             StrMatch::Glob(parts) => match &parts[..] {
-                [one] => StrKey::Exact(one.clone()),
-                [first, ..] if !first.is_empty() => StrKey::Prefix(first.clone()),
-                [.., last] if !last.is_empty() => StrKey::Suffix(last.clone()),
+                [one] => StrKey::Exact(Cow::Borrowed(one)),
+                [first, ..] if !first.is_empty() => StrKey::Prefix(Cow::Borrowed(first)),
+                [.., last] if !last.is_empty() => StrKey::Suffix(Cow::Borrowed(last)),
                 _ => StrKey::Any,
             },
         }
     }
 
     /// The key matching exactly what `m` matches, if there is one.
-    pub(super) fn exact(m: &StrMatch) -> Option<StrKey> {
+    pub(super) fn exact(m: &'a StrMatch) -> Option<StrKey<'a>> {
         match m {
             StrMatch::Glob(_) => None,
             m => Some(StrKey::covering(m)),
@@ -103,13 +105,29 @@ impl StrKey {
 
     /// The same key for a value compared ignoring ASCII case (hosts): lower-cased, to be
     /// looked up with a lower-cased value.
-    pub(super) fn lowercase(self) -> StrKey {
-        let low = |s: Box<str>| s.to_ascii_lowercase().into_boxed_str();
+    pub(super) fn lowercase(self) -> StrKey<'a> {
+        let low = |s: Cow<'a, str>| {
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(s.to_ascii_lowercase())
+            } else {
+                s
+            }
+        };
         match self {
             StrKey::Exact(s) => StrKey::Exact(low(s)),
             StrKey::Prefix(s) => StrKey::Prefix(low(s)),
             StrKey::Suffix(s) => StrKey::Suffix(low(s)),
             k => k,
+        }
+    }
+}
+
+/// Adds clause `c` under `k`, allocating the key only when it is new.
+fn file(map: &mut HashMap<Box<str>, Posting>, k: &str, c: u32) {
+    match map.get_mut(k) {
+        Some(p) => p.push(c),
+        None => {
+            map.insert(k.into(), Posting::One(c));
         }
     }
 }
@@ -136,26 +154,18 @@ fn add_len(lens: &mut Vec<usize>, n: usize) {
 impl StrKeys {
     pub(super) fn add(&mut self, k: &StrKey, c: u32) {
         match k {
-            StrKey::Exact(s) => self.exact.entry(s.clone()).or_default().push(c),
+            StrKey::Exact(s) => file(&mut self.exact, s, c),
             StrKey::Prefix(s) => {
-                self.prefix.entry(s.clone()).or_default().push(c);
+                file(&mut self.prefix, s, c);
                 add_len(&mut self.prefix_lens, s.len());
             }
             StrKey::Suffix(s) => {
-                self.suffix.entry(s.clone()).or_default().push(c);
+                file(&mut self.suffix, s, c);
                 add_len(&mut self.suffix_lens, s.len());
             }
             StrKey::NonEmpty => self.non_empty.push(c),
             StrKey::Any => self.any.push(c),
         }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.exact.is_empty()
-            && self.prefix.is_empty()
-            && self.suffix.is_empty()
-            && self.non_empty.is_empty()
-            && self.any.is_empty()
     }
 
     pub(super) fn seal(&mut self, words: usize) {
@@ -236,10 +246,6 @@ impl IpKeys {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.nets.is_empty()
-    }
-
     pub(super) fn seal(&mut self, words: usize) {
         for p in self.nets.values_mut() {
             p.seal(words);
@@ -279,10 +285,6 @@ pub(super) struct PortKeys {
 impl PortKeys {
     pub(super) fn add(&mut self, port: u16, c: u32) {
         self.ports.entry(port).or_default().push(c);
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.ports.is_empty()
     }
 
     pub(super) fn seal(&mut self, words: usize) {

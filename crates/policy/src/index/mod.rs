@@ -19,6 +19,7 @@
 
 mod attrs;
 mod bitset;
+mod build;
 mod filter;
 mod keys;
 
