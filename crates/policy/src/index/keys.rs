@@ -95,10 +95,16 @@ impl<'a> StrKey<'a> {
         }
     }
 
-    /// The key matching exactly what `m` matches, if there is one.
+    /// The key matching exactly what `m` matches, if there is one: a namespace glob with
+    /// one `*` at an end is a prefix or suffix (`*` alone: any value); others have none.
     pub(super) fn exact(m: &'a StrMatch) -> Option<StrKey<'a>> {
         match m {
-            StrMatch::Glob(_) => None,
+            StrMatch::Glob(parts) => match &parts[..] {
+                [one] => Some(StrKey::Exact(Cow::Borrowed(one))),
+                [a, b] if b.is_empty() => Some(StrKey::Prefix(Cow::Borrowed(a))),
+                [a, b] if a.is_empty() => Some(StrKey::Suffix(Cow::Borrowed(b))),
+                _ => None,
+            },
             m => Some(StrKey::covering(m)),
         }
     }

@@ -44,7 +44,9 @@ fn string_lookups() {
 #[test]
 fn covering_and_exact_keys() {
     let values = ["prod", "prod-eu", "web-prod", "", "p", "staging", "pxprod"];
-    for pat in ["prod", "prod*", "*prod", "*", "p*d", "*o*", "pr*o*d"] {
+    for pat in [
+        "prod", "prod*", "*prod", "*", "p*d", "*o*", "pr*o*d", "**", "pro**", "**d",
+    ] {
         for m in [StrMatch::compile(pat), StrMatch::compile_namespace(pat)] {
             let mut k = StrKeys::default();
             k.add(&StrKey::covering(&m), 0);
@@ -65,6 +67,10 @@ fn covering_and_exact_keys() {
         }
     }
     assert_eq!(StrKey::exact(&StrMatch::compile_namespace("a*b")), None);
+    assert_eq!(
+        StrKey::exact(&StrMatch::compile_namespace("team-*")),
+        Some(StrKey::Prefix("team-".into()))
+    );
 }
 
 #[test]

@@ -4,18 +4,23 @@
 //! Envoy's RBAC filter tries every policy in turn; the answer here must be the same — the
 //! first matching (policy, rule) in set order — at a cost that does not grow with the number
 //! of policies. Each bucket (the enforced rules of one action, or the dry-run ones) compiles
-//! its rules into a [`filter::Filter`]: every rule is split into clauses (one per `from` ×
-//! `to` entry pair, with the `when` conditions), and for each request attribute a rule
-//! constrains ([`attrs`]: principal, namespace, addresses, port, host, method, path, headers,
-//! claims…) value → clause maps ([`keys`]) give the clauses a value can satisfy and those a
-//! `not*` value excludes. Fields that cannot be keyed exactly (globs, templates) are keyed by
-//! something every match also matches, or not used; an absent attribute never satisfies a
-//! positive field and never excludes. The surviving clauses ([`bitset`]), in set order, are
-//! handed to `CompiledRule::check`, which decides, so explanations are unchanged.
+//! its rules ([`build`]) into a [`filter::Filter`]: every rule is split into clauses (one per
+//! `from` × `to` entry pair, with the `when` conditions), and for each request attribute a
+//! rule constrains ([`attrs`]: principal, namespace, addresses, port, host, method, path,
+//! headers, claims…) value → clause maps ([`keys`]) give the clauses a value can satisfy and
+//! those a `not*` value excludes. A positive value that cannot be keyed exactly (a namespace
+//! glob, a path template) is keyed by something every match also matches; a negative one is
+//! used only when its key matches exactly what it matches. An absent attribute never
+//! satisfies a positive field and never excludes. The surviving clauses ([`bitset`]), in set
+//! order, are handed to `CompiledRule::check`, which decides, so explanations are unchanged.
 //!
 //! On a TCP connection the HTTP-only attributes are not used (DENY, CUSTOM and AUDIT rules
 //! ignore them there) and ALLOW rules using them are dropped (they cannot match TCP), as
 //! `check` does.
+//!
+//! Left to `check` (the clause stays a candidate): negative request principals (issuer and
+//! subject together), negative path templates, namespace globs with a `*` inside, and rules
+//! past the clause cap on the side that is not split.
 
 mod attrs;
 mod bitset;
