@@ -86,14 +86,6 @@ impl StrMatch {
             StrMatch::Any | StrMatch::Glob(_) => self.matches(v),
         }
     }
-
-    /// Whether the rule index can file a rule under this value.
-    pub fn keyable(&self) -> bool {
-        matches!(
-            self,
-            StrMatch::Exact(_) | StrMatch::Prefix(_) | StrMatch::Suffix(_)
-        )
-    }
 }
 
 /// `parts` are the pieces of a glob split at `*`: the first is a prefix, the last a suffix,
@@ -165,6 +157,11 @@ impl HostMatch {
     }
     pub fn matches(&self, authority: &str) -> bool {
         self.0.matches_ci(authority)
+    }
+
+    /// The value as written; it is compared ignoring ASCII case.
+    pub fn value(&self) -> &StrMatch {
+        &self.0
     }
 }
 

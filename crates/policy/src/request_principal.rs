@@ -55,6 +55,11 @@ impl RequestPrincipalMatch {
         }
     }
 
+    /// What the token's `iss` claim must match (the rule index keys on it).
+    pub fn issuer(&self) -> &StrMatch {
+        &self.iss
+    }
+
     /// Both claims must be there and match.
     pub fn matches(&self, iss: Option<&str>, sub: Option<&str>) -> bool {
         iss.is_some_and(|i| self.iss.matches(i)) && sub.is_some_and(|s| self.sub.matches(s))

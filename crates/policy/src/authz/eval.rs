@@ -328,7 +328,7 @@ impl COperation {
 /// strings (audiences), a JSON claim array (only its string items can match) or a
 /// space-delimited claim's words.
 #[derive(Clone)]
-enum Vals<'a> {
+pub(crate) enum Vals<'a> {
     One(Option<&'a str>),
     Strs(std::slice::Iter<'a, String>),
     Json(std::slice::Iter<'a, serde_json::Value>),
@@ -364,42 +364,54 @@ fn claim_vals(v: Option<&serde_json::Value>, space_delimited: bool) -> Vals<'_> 
     }
 }
 
+/// The string values a `when` key reads from the request, as [`CCondition::check`] matches
+/// them (shared with the rule index, so both read the same values). `source.serviceAccount`
+/// is built from two parts of the peer identity: its caller formats it (here: none).
+pub(crate) fn key_values<'r>(key: &CondKey, a: &Attrs<'r>) -> Vals<'r> {
+    let req = a.req;
+    let auth = req.auth.as_ref();
+    match key {
+        CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.policy_header(n))),
+        CondKey::SourceNamespace => Vals::One(a.namespace),
+        CondKey::SourcePrincipal => Vals::One(a.principal),
+        CondKey::AuthPrincipal => Vals::One(auth.map(|x| x.principal.as_str())),
+        CondKey::AuthPresenter => {
+            Vals::One(auth.map(|x| x.presenter.as_str()).filter(|p| !p.is_empty()))
+        }
+        CondKey::AuthAudiences => match auth {
+            Some(x) => Vals::Strs(x.audiences.iter()),
+            None => Vals::One(None),
+        },
+        CondKey::AuthClaims(path) => {
+            let mut cur = auth.and_then(|x| x.claims.get(&path[0]));
+            for p in &path[1..] {
+                cur = cur.and_then(|v| v.get(p));
+            }
+            // Envoy splits top-level claims only.
+            let split = path.len() == 1 && auth.is_some_and(|x| x.is_space_delimited(&path[0]));
+            claim_vals(cur, split)
+        }
+        CondKey::SourceTrustDomain => Vals::One(a.trust_domain),
+        CondKey::ConnectionSni => Vals::One(req.connection.sni.as_deref()),
+        CondKey::SourceServiceAccount
+        | CondKey::SourceIp
+        | CondKey::RemoteIp
+        | CondKey::DestinationIp
+        | CondKey::DestinationPort => Vals::One(None),
+    }
+}
+
 impl CCondition {
     fn check(&self, a: &Attrs, explain: bool) -> Result<(), Miss> {
         let req = a.req;
         let auth = req.auth.as_ref();
         let sa_buf: Option<String>;
         let vals: Vals = match &self.key {
-            CondKey::Header(n) => Vals::One(req.http.as_ref().and_then(|h| h.policy_header(n))),
-            CondKey::SourceNamespace => Vals::One(a.namespace),
-            CondKey::SourcePrincipal => Vals::One(a.principal),
             CondKey::SourceServiceAccount => {
                 sa_buf = a.service_account.map(|(n, s)| format!("{n}/{s}"));
                 Vals::One(sa_buf.as_deref())
             }
-            CondKey::AuthPrincipal => Vals::One(auth.map(|x| x.principal.as_str())),
-            CondKey::AuthPresenter => {
-                Vals::One(auth.map(|x| x.presenter.as_str()).filter(|p| !p.is_empty()))
-            }
-            CondKey::AuthAudiences => match auth {
-                Some(x) => Vals::Strs(x.audiences.iter()),
-                None => Vals::One(None),
-            },
-            CondKey::AuthClaims(path) => {
-                let mut cur = auth.and_then(|x| x.claims.get(&path[0]));
-                for p in &path[1..] {
-                    cur = cur.and_then(|v| v.get(p));
-                }
-                // Envoy splits top-level claims only.
-                let split = path.len() == 1 && auth.is_some_and(|x| x.is_space_delimited(&path[0]));
-                claim_vals(cur, split)
-            }
-            CondKey::SourceTrustDomain => Vals::One(a.trust_domain),
-            CondKey::ConnectionSni => Vals::One(req.connection.sni.as_deref()),
-            CondKey::SourceIp
-            | CondKey::RemoteIp
-            | CondKey::DestinationIp
-            | CondKey::DestinationPort => Vals::One(None),
+            k => key_values(k, a),
         };
         let ok = match &self.values {
             CondValues::Str(f) => {

@@ -17,6 +17,7 @@ mod model;
 mod principals;
 
 pub use compile::compile;
+pub(crate) use eval::key_values;
 pub use eval::Attrs;
 pub use model::{
     CCondition, COperation, CSource, CompiledPolicy, CompiledRule, CondKey, CondValues, IpField,

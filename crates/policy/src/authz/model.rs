@@ -108,7 +108,7 @@ pub struct COperation {
 }
 
 /// A `when` key, parsed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CondKey {
     Header(String),
     SourceIp,
