@@ -64,7 +64,8 @@ impl Filter {
         match self.words {
             0 => {}
             1..=4 => self.candidates_in(a, &mut [0u64; 8], f),
-            5..=64 => self.candidates_in(a, &mut [0u64; 128], f),
+            5..=16 => self.candidates_in(a, &mut [0u64; 32], f),
+            17..=64 => self.candidates_in(a, &mut [0u64; 128], f),
             w => self.candidates_in(a, &mut vec![0u64; 2 * w], f),
         }
     }
