@@ -265,23 +265,7 @@ paths=(d)
 down_port[d]=$backend_port
 up_port[d]=$sink_port
 if ((have_trustmesh)); then
-    mkdir -p "$work/policies"
-    cat >"$work/policies/bench.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: { name: default, namespace: bench }
-spec: { mtls: { mode: STRICT } }
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: allow-client, namespace: bench }
-spec:
-  selector: { matchLabels: { app: server } }
-  action: ALLOW
-  rules:
-  - from:
-    - source: { principals: ["$td/ns/bench/sa/client"] }
-EOF
+    bench_policies "$work/policies"
     tm_pair t4 tcp $((base + 2))
     tm_pair t7 http $((base + 8))
     paths+=(t4 t7)

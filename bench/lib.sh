@@ -2,7 +2,8 @@
 # apart so that each script reads as what it measures: waiting for a server, starting nginx,
 # reading CPU and memory of a process from /proc, running wrk and reading its figures, medians,
 # counting the connections between two proxies, minting the service-account tokens ztunnel
-# presents, the crypto ceiling from `openssl speed`, a pair of network namespaces, and the tables
+# presents, the crypto ceiling from `openssl speed`, a pair of network namespaces, the policies
+# every trustmesh pair runs under (`bench_policies`), and the tables
 # of bench/proxy.sh's report.
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
@@ -479,4 +480,28 @@ ratio() {
     awk -v l="$1" -v xr="$xr" -v yr="$yr" -v xp="$xp" -v yp="$yp" -v xc="$xc" -v yc="$yc" 'BEGIN {
         printf "%s: req/s %.0f %%, p99 %.0f %%, pair CPU per request %.0f %%\n",
             l, 100 * xr / yr, 100 * xp / yp, 100 * xc / yc }'
+}
+
+# bench_policies DIR: the policies every trustmesh pair of the benches runs under, written to
+# DIR/bench.yaml: PeerAuthentication STRICT for namespace bench, and an ALLOW policy for the
+# server workload naming the client's principal (trust domain `td`).
+bench_policies() {
+    mkdir -p "$1"
+    cat >"$1/bench.yaml" <<EOF
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: default, namespace: bench }
+spec:
+  mtls: { mode: STRICT }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-client, namespace: bench }
+spec:
+  selector: { matchLabels: { app: server } }
+  action: ALLOW
+  rules:
+  - from:
+    - source: { principals: ["$td/ns/bench/sa/client"] }
+EOF
 }

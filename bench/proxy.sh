@@ -255,24 +255,7 @@ issue_nginx client "$client_id"
 
 # --- (b) trustmesh pair ----------------------------------------------------------------------
 if ((have_trustmesh)); then
-    mkdir -p "$work/policies"
-    cat >"$work/policies/bench.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: { name: default, namespace: bench }
-spec:
-  mtls: { mode: STRICT }
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: allow-client, namespace: bench }
-spec:
-  selector: { matchLabels: { app: server } }
-  action: ALLOW
-  rules:
-  - from:
-    - source: { principals: ["$td/ns/bench/sa/client"] }
-EOF
+    bench_policies "$work/policies"
     cat >"$work/server-proxy.yaml" <<EOF
 workload: { namespace: bench, serviceAccount: server, labels: { app: server } }
 certs: { key: $work/server/key.pem, certChain: $work/server/cert-chain.pem }
