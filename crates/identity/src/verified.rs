@@ -83,7 +83,7 @@ impl ChainVerifier {
         Ok(verdict)
     }
 
-    /// How many verdicts are kept (for tests and the admin page).
+    /// How many verdicts are kept.
     pub fn remembered(&self) -> usize {
         self.lock().len()
     }
