@@ -102,15 +102,8 @@ sink_port=$((base + 1))
 bytes=$((mib * 1048576))
 tmax=$((60 + mib / 10))
 
-missing=()
-for tool in nginx openssl curl python3 pgrep truncate; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "bench/connections.sh: missing ${missing[*]}; install with:" >&2
-    echo "  apt-get install -y nginx-light libnginx-mod-stream openssl curl python3 procps" >&2
-    exit 1
-fi
+need_tools "apt-get install -y nginx-light libnginx-mod-stream openssl curl python3 procps" \
+    nginx openssl curl python3 pgrep truncate
 nginx_bin=$(command -v nginx)
 
 # The client proxy holds two sockets per connection: raise the open-file limit (every process
@@ -129,14 +122,8 @@ worker_connections=$((2 * conns + 1024 < $(ulimit -n) ? 2 * conns + 1024 : $(uli
 work=$(mktemp -d /tmp/trustmesh-connbench.XXXXXX)
 pids=()
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ "${KEEP_WORKDIR:-}" == 1 ]]; then
-        echo "work directory kept: $work" >&2
-    else
-        rm -rf "$work"
-    fi
+    stop_started
+    drop_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT

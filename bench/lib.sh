@@ -3,7 +3,8 @@
 # reading CPU and memory of a process from /proc, running wrk and reading its figures, medians,
 # counting the connections between two proxies, minting the service-account tokens ztunnel
 # presents, the crypto ceiling from `openssl speed`, a pair of network namespaces, the policies
-# every trustmesh pair runs under (`bench_policies`), and the tables
+# every trustmesh pair runs under (`bench_policies`), checking for tools (`need_tools`), stopping
+# what a run started and removing its work directory (`stop_started`, `drop_work`), and the tables
 # of bench/proxy.sh's report.
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
@@ -504,4 +505,35 @@ spec:
   - from:
     - source: { principals: ["$td/ns/bench/sa/client"] }
 EOF
+}
+
+# need_tools HINT TOOL...: exits 1 naming the TOOLs missing from PATH, with HINT (how to
+# install them), when any is.
+need_tools() {
+    local hint=$1 tool missing=()
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if ((${#missing[@]})); then
+        echo "bench/${0##*/}: missing ${missing[*]}; install with:" >&2
+        echo "  $hint" >&2
+        exit 1
+    fi
+}
+
+# stop_started: stops every process in `pids` and waits for each.
+stop_started() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# drop_work: removes the work directory, unless KEEP_WORKDIR=1 asks to keep it (then says where).
+drop_work() {
+    if [[ "${KEEP_WORKDIR:-}" == 1 ]]; then
+        echo "work directory kept: $work" >&2
+    else
+        rm -rf "$work"
+    fi
 }

@@ -170,15 +170,8 @@ ngx_client_port=$((base + 4))
 admin_port=$((base + 5))
 ngx_status_port=$((base + 6))
 
-missing=()
-for tool in wrk nginx openssl curl timeout pgrep; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "bench/proxy.sh: missing ${missing[*]}." >&2
-    echo "  install with: apt-get install -y wrk nginx-light openssl curl procps" >&2
-    exit 1
-fi
+need_tools "apt-get install -y wrk nginx-light openssl curl procps" \
+    wrk nginx openssl curl timeout pgrep
 nginx_bin=$(command -v nginx)
 
 # Keys and tokens are private; only the wrk script is for everyone (wrk runs as uid 65534 in
@@ -194,21 +187,12 @@ cleanup() {
         pkill -P "$sampler" 2>/dev/null || true
         kill "$sampler" 2>/dev/null || true
     fi
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_started
     # After their processes: deleting a namespace deletes its veth end and its iptables rules.
     for ns in "${namespaces[@]}"; do
         ip netns del "$ns" 2>/dev/null || echo "[bench] could not delete network namespace $ns" >&2
     done
-    if [[ "${KEEP_WORKDIR:-}" == 1 ]]; then
-        echo "work directory kept: $work" >&2
-    else
-        rm -rf "$work"
-    fi
+    drop_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT
