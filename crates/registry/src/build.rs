@@ -77,6 +77,7 @@ fn workload_entries(parsed: &Parsed, reg: &mut Registry, report: &mut Report) {
             namespace: &r.namespace,
             at: r.location.at("spec"),
             trust_domain: reg.trust_domain.as_ref(),
+            pod: r.pod,
         };
         let Some(w) = entries::workload(&r.spec, cx, &mut report.problems) else {
             continue;

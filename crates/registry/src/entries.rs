@@ -29,6 +29,8 @@ pub struct Context<'a> {
     /// The location of the spec itself (`spec`, or `spec.endpoints[2]`).
     pub at: Location,
     pub trust_domain: Option<&'a TrustDomain>,
+    /// A Kubernetes pod's entry: the label alone decides the TLS mode.
+    pub pod: bool,
 }
 
 /// The workload, or `None` when it has an error (each error is in `problems`).
@@ -82,12 +84,13 @@ pub fn workload(
         },
         None => None,
     };
-    // Istio: the label when present, else `istio` when a service account is written.
+    // Istio: the label when present, else `istio` when a service account is written (not for
+    // a pod: there the label alone counts).
     let tls_mode = match spec.labels.get(TLS_MODE_LABEL).map(String::as_str) {
         Some("istio") => TlsMode::Istio,
         Some("disabled") => TlsMode::Disabled,
         Some(other) => TlsMode::Other(other.to_string()),
-        None if named => TlsMode::Istio,
+        None if named && !cx.pod => TlsMode::Istio,
         None => TlsMode::Disabled,
     };
     if problems.len() > before {

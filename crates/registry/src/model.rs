@@ -19,6 +19,11 @@ use trustmesh_policy::Location;
 
 /// The label that says whether a workload runs a sidecar (`istio`) or not (`disabled`).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Marks a WorkloadEntry the control plane made from a Kubernetes pod. Istio takes a pod's TLS
+/// mode from its `security.istio.io/tlsMode` label alone (absent: disabled), where a written
+/// `serviceAccount` makes a WorkloadEntry `istio`; the pod's labels stay exactly the pod's, as
+/// its sidecar reports them.
+pub const POD_ANNOTATION: &str = "trustmesh.io/kubernetes-pod";
 /// Istio's `TunnelLabel`: the tunnel protocols a workload terminates, a comma-separated list
 /// (Istio asks readers to parse the list rather than compare the whole value). `http` is
 /// HBONE: HTTP/2 CONNECT over mTLS on port 15008, ambient's transport.

@@ -42,6 +42,9 @@ pub struct Resource<S> {
     pub name: String,
     pub namespace: String,
     pub created: Option<String>,
+    /// Stands for a Kubernetes pod ([`crate::model::POD_ANNOTATION`]): its TLS mode follows
+    /// the pod's label alone, as Istio reads pods.
+    pub pod: bool,
     pub spec: S,
 }
 
@@ -196,6 +199,7 @@ fn resource<S: DeserializeOwned + Default>(
         name: meta.name,
         namespace,
         created: meta.creation_timestamp,
+        pod: meta.annotations.contains_key(crate::model::POD_ANNOTATION),
         spec: object.spec,
     })
 }

@@ -88,6 +88,7 @@ pub fn check(
             namespace: &r.namespace,
             at: at.at(format!("endpoints[{i}]")),
             trust_domain: td,
+            pod: false,
         };
         let Some(w) = entries::workload(e, cx, problems) else {
             continue;
