@@ -49,11 +49,32 @@ pub async fn create_certificate(
     csr_pem: String,
     ttl: Duration,
 ) -> Result<Vec<String>, Status> {
+    create_certificate_for(ca, creds, csr_pem, ttl, None).await
+}
+
+/// [`create_certificate`] as a node proxy asks for a workload on its node: `impersonated`
+/// goes in the request's `ImpersonatedIdentity` metadata, as ztunnel sends it.
+pub async fn create_certificate_for(
+    ca: &CaEndpoint,
+    creds: &Credentials,
+    csr_pem: String,
+    ttl: Duration,
+    impersonated: Option<&str>,
+) -> Result<Vec<String>, Status> {
     let mut client = IstioCertificateServiceClient::new(connect(ca, creds).await?);
+    let metadata = impersonated.map(|id| prost_types::Struct {
+        fields: [(
+            crate::auth::node::IMPERSONATED_IDENTITY.to_string(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue(id.to_string())),
+            },
+        )]
+        .into(),
+    });
     let mut req = Request::new(IstioCertificateRequest {
         csr: csr_pem,
         validity_duration: ttl.as_secs() as i64,
-        metadata: None,
+        metadata,
     });
     authorize(&mut req, creds)?;
     Ok(client

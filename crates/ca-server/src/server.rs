@@ -17,6 +17,8 @@ use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain};
 use trustmesh_lifecycle::drain::{Drained, Trigger};
 
 use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
+use crate::auth::node::NodeAuthorizer;
+use crate::auth::review::TokenReviewer;
 use crate::jwt_authority::JwtAuthority;
 use crate::limits::Limits;
 use crate::pb::istio_certificate_service_server::IstioCertificateServiceServer;
@@ -55,6 +57,10 @@ pub struct Options {
     /// A connection whose client sends nothing this long is closed
     /// ([`crate::limits::DEFAULT_IDLE_TIMEOUT`]).
     pub idle_timeout: Duration,
+    /// Reviews bearer tokens of issuers not in `issuers` (the Kubernetes TokenReview API).
+    pub reviewer: Option<Arc<dyn TokenReviewer>>,
+    /// Node authorization for node proxies' `ImpersonatedIdentity` requests.
+    pub node_authorizer: Option<Arc<dyn NodeAuthorizer>>,
 }
 
 #[derive(Debug, Error)]
@@ -169,6 +175,8 @@ pub async fn start_with(
         signer: signer.clone(),
         trust_domain: opts.trust_domain.clone(),
         jwt,
+        reviewer: opts.reviewer,
+        node_authorizer: opts.node_authorizer,
         trust: TrustConfig::new(opts.trust_domain.clone(), bundles),
         max_ttl: opts.max_ttl,
         default_ttl: opts.default_ttl.min(opts.max_ttl),

@@ -12,7 +12,9 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tonic::{Request, Response, Status};
 use trustmesh_identity::{SpiffeId, TrustConfig, TrustDomain, Usage};
 
-use crate::auth::jwt::JwtAuthenticator;
+use crate::auth::jwt::{JwtAuthenticator, ServiceAccount};
+use crate::auth::node::{NodeAuthorizer, IMPERSONATED_IDENTITY};
+use crate::auth::review::TokenReviewer;
 use crate::csr;
 use crate::jwt_authority::JwtAuthority;
 use crate::pb::istio_certificate_service_server::IstioCertificateService;
@@ -28,6 +30,10 @@ pub struct CaService {
     pub signer: Arc<dyn Signer>,
     pub trust_domain: TrustDomain,
     pub jwt: JwtAuthenticator,
+    /// Reviews tokens whose issuer is not one of `jwt`'s (Kubernetes TokenReview).
+    pub reviewer: Option<Arc<dyn TokenReviewer>>,
+    /// Lets node proxies obtain their node's workloads' certificates (`ImpersonatedIdentity`).
+    pub node_authorizer: Option<Arc<dyn NodeAuthorizer>>,
     /// Anchors for renewal with a client certificate: the CA's own roots, local domain only.
     pub trust: TrustConfig,
     pub max_ttl: Duration,
@@ -71,14 +77,21 @@ pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
 /// How the caller proved who it is; logged with each issuance for audit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    Token { issuer: String, id: SpiffeId },
-    ClientCert { id: SpiffeId },
+    /// `account` is what the token said (with its pod when it is bound to one).
+    Token {
+        issuer: String,
+        id: SpiffeId,
+        account: ServiceAccount,
+    },
+    ClientCert {
+        id: SpiffeId,
+    },
 }
 
 impl std::fmt::Display for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Caller::Token { issuer, id } => write!(f, "{id} (token from {issuer})"),
+            Caller::Token { issuer, id, .. } => write!(f, "{id} (token from {issuer})"),
             Caller::ClientCert { id } => write!(f, "{id} (client certificate)"),
         }
     }
@@ -132,12 +145,8 @@ impl CaService {
                 }
             }
         }
-        match bearer_token(metadata)? {
-            Some(token) if self.jwt.is_empty() => {
-                let _ = token;
-                reasons.push("bearer token given but no token issuer is configured".into());
-            }
-            Some(token) => match self.jwt.authenticate(token).await {
+        if let Some(token) = bearer_token(metadata)? {
+            match self.token_account(token).await {
                 Ok(sa) => {
                     let id = SpiffeId::istio(&self.trust_domain, &sa.namespace, &sa.name).map_err(
                         |e| {
@@ -148,13 +157,13 @@ impl CaService {
                         },
                     )?;
                     return Ok(Caller::Token {
-                        issuer: sa.issuer,
+                        issuer: sa.issuer.clone(),
                         id,
+                        account: sa,
                     });
                 }
-                Err(e) => reasons.push(format!("bearer token: {e}")),
-            },
-            None => {}
+                Err(why) => reasons.push(why),
+            }
         }
         if reasons.is_empty() {
             reasons.push(
@@ -166,6 +175,69 @@ impl CaService {
             "authentication failed: {}",
             reasons.join("; ")
         )))
+    }
+
+    /// The service account a bearer token speaks for: tokens of a configured issuer are verified
+    /// offline (JWKS); any other goes to the reviewer when there is one.
+    async fn token_account(&self, token: &str) -> Result<ServiceAccount, String> {
+        match &self.reviewer {
+            Some(r) if self.jwt.is_empty() || !self.jwt.knows_issuer_of(token) => r
+                .review(token)
+                .await
+                .map_err(|e| format!("bearer token (TokenReview): {e}")),
+            _ if self.jwt.is_empty() => {
+                Err("bearer token given but no token issuer is configured".into())
+            }
+            _ => self
+                .jwt
+                .authenticate(token)
+                .await
+                .map_err(|e| format!("bearer token: {e}")),
+        }
+    }
+
+    /// The identity a certificate request may obtain: the caller's own, or the one named in
+    /// `ImpersonatedIdentity` when node authorization allows the caller it.
+    fn identity_for(
+        &self,
+        caller: &Caller,
+        metadata: Option<&prost_types::Struct>,
+    ) -> Result<SpiffeId, Status> {
+        let named = metadata
+            .and_then(|m| m.fields.get(IMPERSONATED_IDENTITY))
+            .and_then(|v| match &v.kind {
+                Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => Some(s),
+                _ => None,
+            });
+        let Some(named) = named else {
+            return Ok(caller.id().clone());
+        };
+        if named == caller.id().as_str() {
+            return Ok(caller.id().clone());
+        }
+        let requested = SpiffeId::parse(named).map_err(|e| {
+            Status::invalid_argument(format!("{IMPERSONATED_IDENTITY} {named:?}: {e}"))
+        })?;
+        if requested.trust_domain() != &self.trust_domain {
+            return Err(Status::permission_denied(format!(
+                "{IMPERSONATED_IDENTITY} {requested} is not in this CA's trust domain {}",
+                self.trust_domain
+            )));
+        }
+        let (Some(authorizer), Caller::Token { account, .. }) = (&self.node_authorizer, caller)
+        else {
+            return Err(Status::permission_denied(format!(
+                "{caller} asked for {requested} ({IMPERSONATED_IDENTITY}): node authorization \
+                 needs a Kubernetes token and a control plane reading the cluster \
+                 (--kube, --trusted-node-account)"
+            )));
+        };
+        authorizer.authorize(account, &requested).map_err(|why| {
+            Status::permission_denied(format!(
+                "{caller} may not obtain {requested} ({IMPERSONATED_IDENTITY}): {why}"
+            ))
+        })?;
+        Ok(requested)
     }
 
     /// The lifetime a request gets: [`crate::ttl::granted`] with this CA's default and maximum.
@@ -245,10 +317,13 @@ impl CaService {
         let ttl = self.ttl(body.validity_duration)?;
         let inspected =
             csr::inspect(&body.csr).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        check_csr_sans(&inspected, caller.id())?;
+        let id = self.identity_for(&caller, body.metadata.as_ref())?;
+        check_csr_sans(&inspected, &id)?;
+        if &id != caller.id() {
+            tracing::info!(caller = %caller, node_workload = %id, "node authorization: certificate for a workload on the caller's node");
+        }
 
         let signer = self.signer.clone();
-        let id = caller.id().clone();
         // Signing is CPU work; keep it off the reactor threads that serve handshakes.
         let chain = tokio::task::spawn_blocking(move || signer.sign(&body.csr, &id, ttl))
             .await

@@ -70,6 +70,8 @@ pub async fn start_ca(tweak: impl FnOnce(&mut Options)) -> TestCa {
         token_cache_max_age: DEFAULT_MAX_AGE,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        reviewer: None,
+        node_authorizer: None,
     };
     tweak(&mut opts);
     let running = start(ca_signer, identity, opts).await.unwrap();

@@ -202,6 +202,8 @@ pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
         token_cache_max_age: a.token_cache_max_age.get(),
         max_connections: a.max_connections,
         idle_timeout: a.idle_timeout.get(),
+        reviewer: None,
+        node_authorizer: None,
     };
     let ca = Arc::new(CaSigner { ca });
     let identity: IdentitySource = {

@@ -6,4 +6,13 @@ pub struct ServiceAccount {
     pub namespace: String,
     pub name: String,
     pub issuer: String,
+    /// The pod a bound token was issued for (TokenReview says it), for node authorization.
+    pub pod: Option<PodRef>,
+}
+
+/// A pod by name and UID: a pod re-created under the same name is another pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub name: String,
+    pub uid: String,
 }

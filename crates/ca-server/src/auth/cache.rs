@@ -217,6 +217,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: name.into(),
                 issuer: "https://issuer.test".into(),
+                pod: None,
             },
             issuer_index: 0,
             kid: None,

@@ -213,6 +213,12 @@ impl JwtAuthenticator {
         self.issuers.is_empty()
     }
 
+    /// Whether `token` names (unverified) one of the configured issuers: those tokens are
+    /// verified here, others may go to a [`super::review::TokenReviewer`].
+    pub fn knows_issuer_of(&self, token: &str) -> bool {
+        unverified_issuer(token).is_ok_and(|iss| self.issuers.iter().any(|i| i.issuer == iss))
+    }
+
     /// Verifies `token` (signature, issuer, audience, expiry) and returns its service account.
     ///
     /// A token that verified before is answered from the cache while it is within its `exp` and
@@ -440,6 +446,7 @@ fn service_account(c: Claims, issuer: &str) -> Result<ServiceAccount, JwtError> 
         namespace,
         name,
         issuer: issuer.to_string(),
+        pod: None,
     })
 }
 
@@ -603,6 +610,7 @@ mod tests {
                 namespace: "ns1".into(),
                 name: "sa1".into(),
                 issuer: ISS.into(),
+                pod: None,
             }
         }
 

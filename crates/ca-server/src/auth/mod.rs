@@ -4,3 +4,5 @@
 mod account;
 pub mod cache;
 pub mod jwt;
+pub mod node;
+pub mod review;
