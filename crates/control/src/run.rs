@@ -50,11 +50,17 @@ impl Running {
     }
 }
 
-fn roots_pem(signer: &dyn Signer) -> String {
+/// The CA's roots as one PEM text, as `root-cert.pem` holds them.
+pub fn roots_pem(signer: &dyn Signer) -> String {
     signer
         .roots()
         .iter()
-        .map(|r| pem::encode(&pem::Pem::new("CERTIFICATE", r.to_vec())))
+        .map(|r| {
+            // LF line ends, as root-cert.pem is written everywhere else (the crate's default is
+            // CRLF).
+            let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+            pem::encode_config(&pem::Pem::new("CERTIFICATE", r.to_vec()), lf)
+        })
         .collect()
 }
 

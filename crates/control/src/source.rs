@@ -167,6 +167,32 @@ impl Source for DirSource {
     }
 }
 
+/// Several sources as one (the cluster and `--trust-bundle` files, say): the documents,
+/// bundles and problems of all of them; the mesh config of the first that has one.
+pub struct Merged(pub Vec<Box<dyn Source>>);
+
+impl Source for Merged {
+    fn fingerprint(&self) -> u64 {
+        self.0.iter().fold(0xcbf2_9ce4_8422_2325, |h, s| {
+            (h ^ s.fingerprint()).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn read(&mut self) -> Inputs {
+        let mut all = Inputs::default();
+        for s in &mut self.0 {
+            let i = s.read();
+            all.documents.extend(i.documents);
+            all.bundles.extend(i.bundles);
+            all.problems.extend(i.problems);
+            if all.mesh.is_none() {
+                all.mesh = i.mesh;
+            }
+        }
+        all
+    }
+}
+
 /// Reads one file's objects; an error when any part of it is not YAML (the file is then
 /// judged as a whole: half a file is never served).
 pub fn read_documents(path: &Path) -> Result<Vec<Document>, String> {

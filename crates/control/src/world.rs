@@ -237,6 +237,15 @@ impl World {
                 name,
             });
         }
+        // Served as they are (sidecars enforce an invalid resource fail-closed, as from files),
+        // and reported here, where an operator looks: the log, /debug/syncz and the metrics.
+        let policy = trustmesh_policy::validate(&sources, &mesh_cfg);
+        let registry = trustmesh_registry::validate(&sources, &mesh_cfg, &settings.registry);
+        for p in policy.problems.iter().chain(&registry.problems) {
+            if !p.warning {
+                problems.push(p.to_string());
+            }
+        }
         let mut all = String::new();
         for e in &entries {
             all.push_str(&e.resource.version);
