@@ -8,8 +8,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
 use trustmesh_control::run::{self, Options};
-use trustmesh_control::source::DirSource;
+
+use tokio::sync::watch;
+use trustmesh_control::source::{DirSource, Merged};
+use trustmesh_kube::node::{KubeNodeAuthorizer, NodeAccount};
+use trustmesh_kube::review::KubeTokenReviewer;
+use trustmesh_kube::source::KubeSource;
 use trustmesh_lifecycle::signals::Hangup;
 
 use super::ca_serve::{self, Prepared};
@@ -44,6 +50,39 @@ pub struct ControlArgs {
     /// This replica's name in `proxy-status` (default: the host name and process id).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Reading a Kubernetes cluster, as istiod does.
+#[derive(clap::Args)]
+pub struct KubeArgs {
+    /// Read the cluster: Istio's resources, the `istio` ConfigMap's mesh config and the registry
+    /// (Services, EndpointSlices, Pods); check bearer tokens with TokenReview; keep
+    /// `istio-ca-root-cert` in every namespace. Connects in-cluster, or as kubectl would.
+    #[arg(long)]
+    pub kube: bool,
+    /// The kubeconfig to connect with (implies --kube).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the mesh ConfigMap (`istio`), as istiod's own namespace.
+    #[arg(long, value_name = "NS", default_value = "istio-system")]
+    pub root_namespace: String,
+    /// How long a token the API server accepted is accepted again without asking (0s: always
+    /// ask); a deleted service account's token is refused at most this long after.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub token_review_cache: trustmesh_config::Duration,
+    /// A node proxy's service account (istiod's CA_TRUSTED_NODE_ACCOUNTS), as NS/SA: with a
+    /// token bound to its pod it may obtain the certificate of any identity with a pod on its
+    /// own node (ztunnel's shared mode); repeatable. Default: none.
+    #[arg(long = "trusted-node-account", value_name = "NS/SA")]
+    pub trusted_node_accounts: Vec<NodeAccount>,
+}
+
+impl KubeArgs {
+    fn enabled(&self) -> bool {
+        self.kube || self.kubeconfig.is_some()
+    }
 }
 
 pub fn run(a: ControlArgs) -> ExitCode {
@@ -74,6 +113,13 @@ pub fn run(a: ControlArgs) -> ExitCode {
             }
         }
     }
+    if !a.kube.enabled() && !a.kube.trusted_node_accounts.is_empty() {
+        return super::fail(
+            2,
+            "--trusted-node-account needs --kube or --kubeconfig: node authorization looks up \
+             the caller's node in the cluster",
+        );
+    }
     let td = ca_opts.trust_domain.to_string();
     let ambient_identities = if a.ambient_identities.is_empty() {
         vec![format!("spiffe://{td}/ns/istio-system/sa/ztunnel")]
@@ -86,12 +132,9 @@ pub fn run(a: ControlArgs) -> ExitCode {
             .unwrap_or_else(|_| "control".into());
         format!("{host}-{}", std::process::id())
     });
-    let opts = Options {
-        source: Box::new(DirSource::new(
-            a.config_dir.clone(),
-            a.mesh.clone(),
-            bundles,
-        )),
+    let files = DirSource::new(a.config_dir.clone(), a.mesh.clone(), bundles);
+    let mut opts = Options {
+        source: Box::new(files),
         monitor_listen: Some(a.monitoring_listen),
         ambient_identities,
         name,
@@ -112,6 +155,35 @@ pub fn run(a: ControlArgs) -> ExitCode {
             Ok(s) => s,
             Err(code) => return code,
         };
+        let mut ca_opts = ca_opts;
+        let mut cluster = Vec::new();
+        let mut cluster_roots = None;
+        if a.kube.enabled() {
+            let client = match trustmesh_kube::client::connect(a.kube.kubeconfig.as_deref()).await {
+                Ok(c) => c,
+                Err(e) => return super::fail(1, format!("{e:#}")),
+            };
+            let domain = opts.registry.domain_suffix.clone();
+            let kube = KubeSource::start(client.clone(), &domain, &a.kube.root_namespace);
+            if !a.kube.trusted_node_accounts.is_empty() {
+                ca_opts.node_authorizer = Some(Arc::new(KubeNodeAuthorizer::new(
+                    kube.store(),
+                    a.kube.trusted_node_accounts.clone(),
+                )));
+            }
+            // Files (a mesh file, --trust-bundle) still count; the cluster's mesh ConfigMap
+            // comes second, so --mesh overrides it.
+            let files = std::mem::replace(&mut opts.source, Box::new(Merged(Vec::new())));
+            opts.source = Box::new(Merged(vec![files, Box::new(kube)]));
+            ca_opts.reviewer = Some(Arc::new(KubeTokenReviewer::new(
+                client.clone(),
+                ca_opts.audiences.clone(),
+                a.kube.token_review_cache.get(),
+            )));
+            let (keep, roots) = watch::channel(run::roots_pem(signer.as_ref()));
+            cluster.push(trustmesh_kube::roots::spawn(client, roots));
+            cluster_roots = Some(keep);
+        }
         let running = match run::start(signer, identity, ca_opts, opts).await {
             Ok(r) => r,
             Err(e) => return super::fail(1, format!("{e:#}")),
@@ -125,6 +197,10 @@ pub fn run(a: ControlArgs) -> ExitCode {
             println!("listening bundle={b}");
         }
         signals.shutdown().await;
+        for t in cluster {
+            t.abort();
+        }
+        drop(cluster_roots);
         running.drain(deadline, signals.again()).await;
         ExitCode::SUCCESS
     })

@@ -1,0 +1,26 @@
+//! What the watchers keep: each kind's objects as last listed and watched (leaf module; the
+//! source reads it for configuration, the node authorizer for pods).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// Objects of one kind, by `namespace/name`.
+pub type Objects<K> = BTreeMap<String, K>;
+
+#[derive(Default)]
+pub struct Store {
+    pub istio: BTreeMap<&'static str, Objects<serde_json::Value>>,
+    pub services: Objects<Service>,
+    pub pods: Objects<Pod>,
+    pub slices: Objects<EndpointSlice>,
+    /// The mesh ConfigMap's `mesh` text, when it exists.
+    pub mesh: Option<String>,
+    /// Kind → what is wrong with watching it now.
+    pub problems: BTreeMap<String, String>,
+}
+
+/// The store, shared by the watchers that fill it and whoever reads it.
+pub type Shared = Arc<Mutex<Store>>;
