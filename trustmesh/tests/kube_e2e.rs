@@ -14,7 +14,7 @@ mod control;
 
 use std::time::Duration;
 
-use cluster::Cluster;
+use cluster::{block_on, Cluster};
 use control::{xds_with, Control, Mesh, TD};
 use trustmesh_testkit::net::wait_for;
 
@@ -62,12 +62,6 @@ spec:
   action: DENY
   rules: [ { to: [ { operation: { paths: [ /secret ] } } ] } ]
 ";
-
-fn token(k: &Cluster, ns: &str, sa: &str, audience: &str) -> String {
-    k.kubectl(&["create", "token", sa, "-n", ns, "--audience", audience])
-        .trim()
-        .to_string()
-}
 
 /// The names of the Istio resources the control plane serves to `foo/client` holding `token`,
 /// or the reasons its stream was refused.
@@ -168,7 +162,7 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
 
     // A token from the cluster, checked by TokenReview, opens the client's view: its policy,
     // the Service and the pods as registry entries.
-    let client = token(&k, "foo", "client", "istio-ca");
+    let client = k.token("foo", "client", "istio-ca");
     let want = [
         "AuthorizationPolicy/foo/for-client",
         "ServiceEntry/foo/server",
@@ -179,7 +173,7 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
         "the cluster's resources to be served",
         Duration::from_secs(30),
         || {
-            let got = futures_lite(served(&cp, &mesh, &client)).ok()?;
+            let got = block_on(served(&cp, &mesh, &client)).ok()?;
             want.iter()
                 .all(|w| got.iter().any(|g| g == w))
                 .then_some(got)
@@ -197,7 +191,7 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
     );
     k.kubectl(&["delete", "authorizationpolicy", "for-client", "-n", "foo"]);
     wait_for("the edit to be served", Duration::from_secs(30), || {
-        let got = futures_lite(served(&cp, &mesh, &client)).ok()?;
+        let got = block_on(served(&cp, &mesh, &client)).ok()?;
         (got.contains(&"AuthorizationPolicy/foo/audit".to_string())
             && !got.contains(&"AuthorizationPolicy/foo/for-client".to_string()))
         .then_some(())
@@ -217,15 +211,15 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
             (problems.contains("kubernetes AuthorizationPolicy foo/broken")).then_some(())
         },
     );
-    let got = futures_lite(served(&cp, &mesh, &client)).unwrap();
+    let got = block_on(served(&cp, &mesh, &client)).unwrap();
     assert!(
         got.contains(&"AuthorizationPolicy/foo/audit".to_string()),
         "{got:?}"
     );
 
     // TokenReview refuses a token for another audience.
-    let other = token(&k, "foo", "client", "some-api");
-    let refused = futures_lite(served(&cp, &mesh, &other)).unwrap_err();
+    let other = k.token("foo", "client", "some-api");
+    let refused = block_on(served(&cp, &mesh, &other)).unwrap_err();
     assert!(
         refused
             .iter()
@@ -234,7 +228,7 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
     );
 
     // The CA issues the token's own identity, and stops once the service account is deleted.
-    let server = token(&k, "foo", "server", "istio-ca");
+    let server = k.token("foo", "server", "istio-ca");
     let endpoint = trustmesh_ca_server::client::CaEndpoint {
         address: format!("https://{}", cp.grpc),
         root_pem: std::fs::read(mesh.root()).unwrap(),
@@ -303,7 +297,7 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
         ])
         .trim()
         .to_string();
-    let unbound = token(&k, "istio-system", "ztunnel", "istio-ca");
+    let unbound = k.token("istio-system", "ztunnel", "istio-ca");
     let node_ask = |token: String, sa: &'static str| {
         let endpoint = endpoint.clone();
         async move {
@@ -360,26 +354,9 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
 
     // The roots in every namespace, a new one included; a deleted copy comes back.
     let root = std::fs::read_to_string(mesh.root()).unwrap();
-    let published = |ns: &str| {
-        let out = k.kubectl_output(
-            &[
-                "get",
-                "configmap",
-                "istio-ca-root-cert",
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.data.root-cert\\.pem}",
-            ],
-            None,
-        );
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    };
     for ns in ["foo", "default", "kube-system"] {
         let pem = wait_for("istio-ca-root-cert", Duration::from_secs(30), || {
-            published(ns)
+            k.published_roots(ns)
         });
         assert_eq!(pem.trim(), root.trim(), "{ns}");
     }
@@ -387,17 +364,12 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
     wait_for(
         "the root ConfigMap in a new namespace",
         Duration::from_secs(30),
-        || published("late"),
+        || k.published_roots("late"),
     );
     k.kubectl(&["delete", "configmap", "istio-ca-root-cert", "-n", "foo"]);
     wait_for(
         "the root ConfigMap to come back",
         Duration::from_secs(30),
-        || published("foo"),
+        || k.published_roots("foo"),
     );
-}
-
-/// Runs a future to completion from inside the blocking closures `wait_for` takes.
-fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

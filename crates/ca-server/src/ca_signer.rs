@@ -16,8 +16,29 @@ use crate::signer::{SignError, Signer};
 pub const CA_NAMESPACE: &str = "istio-system";
 pub const CA_SERVICE_ACCOUNT: &str = "istiod";
 
+/// Signs with a [`CertificateAuthority`] that can be replaced while serving (a plug-in CA's
+/// rotation): calls in flight finish with the CA they started with.
 pub struct CaSigner {
-    pub ca: CertificateAuthority,
+    ca: std::sync::RwLock<std::sync::Arc<CertificateAuthority>>,
+}
+
+impl CaSigner {
+    pub fn new(ca: CertificateAuthority) -> CaSigner {
+        CaSigner {
+            ca: std::sync::RwLock::new(std::sync::Arc::new(ca)),
+        }
+    }
+
+    /// The CA signing now.
+    pub fn current(&self) -> std::sync::Arc<CertificateAuthority> {
+        self.ca.read().expect("CA lock").clone()
+    }
+
+    /// Signs with `ca` from now on; the server's trust follows with
+    /// [`crate::server::Running::reload_roots`].
+    pub fn replace(&self, ca: CertificateAuthority) {
+        *self.ca.write().expect("CA lock") = std::sync::Arc::new(ca);
+    }
 }
 
 impl Signer for CaSigner {
@@ -33,7 +54,7 @@ impl Signer for CaSigner {
             csr_pem: Some(csr_pem.to_string()),
             key_type: Default::default(),
         };
-        match self.ca.issue(&req) {
+        match self.current().issue(&req) {
             Ok(issued) => Ok(issued.chain),
             Err(e @ (CaError::TtlTooLong { .. } | CaError::InvalidCsr(_))) => {
                 Err(SignError::InvalidArgument(e.to_string()))
@@ -46,7 +67,7 @@ impl Signer for CaSigner {
     }
 
     fn roots(&self) -> Vec<CertificateDer<'static>> {
-        self.ca.roots().to_vec()
+        self.current().roots().to_vec()
     }
 }
 

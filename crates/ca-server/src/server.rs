@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use trustmesh_identity::{TrustBundleSet, TrustConfig, TrustDomain};
+use trustmesh_identity::TrustDomain;
 use trustmesh_lifecycle::drain::{Drained, Trigger};
 
 use crate::auth::jwt::{IssuerConfig, JwtAuthenticator, JwtError};
@@ -25,7 +25,7 @@ use crate::pb::istio_certificate_service_server::IstioCertificateServiceServer;
 use crate::pb_jwt::jwt_svid_service_server::JwtSvidServiceServer;
 use crate::service::CaService;
 use crate::signer::Signer;
-use crate::tls::RotatingCert;
+use crate::tls::{ClientRoots, RotatingCert};
 
 /// The certificate and key the CA's listeners present to clients.
 pub struct ServerIdentity {
@@ -94,6 +94,7 @@ pub struct Running {
     pub limits: Arc<Limits>,
     /// The bundle endpoint's, when it runs.
     pub bundle_limits: Option<Arc<Limits>>,
+    roots: RootsHandle,
     tasks: Vec<JoinHandle<()>>,
     /// Told when a task ends by itself (before a drain, only on a fatal error).
     ended: mpsc::UnboundedReceiver<()>,
@@ -117,6 +118,26 @@ impl Running {
             t.abort();
         }
         drained
+    }
+
+    /// Follows the signer's current roots (after a plug-in CA's rotation): client certificates
+    /// of the new roots are accepted on the next handshake and request, and the serving
+    /// certificate is renewed from the new CA at once. The bundle endpoint's document is not
+    /// rebuilt (it is `ca serve`'s; `control` serves bundles over xDS).
+    pub async fn reload_roots(&self) -> Result<(), String> {
+        let roots = self.roots.service.signer.roots();
+        self.roots.client_roots.set(&roots)?;
+        self.roots.service.set_roots(&roots)?;
+        let source = self.roots.identity.clone();
+        let fresh = tokio::task::spawn_blocking(move || source())
+            .await
+            .map_err(|e| e.to_string())??;
+        self.roots.cert.set(fresh.chain, &fresh.key)?;
+        tracing::info!(
+            roots = roots.len(),
+            "the CA's roots changed: client trust and serving certificate follow"
+        );
+        Ok(())
     }
 
     /// Waits until a listener task ends (they only end on a fatal error), then stops the rest.
@@ -162,12 +183,8 @@ pub async fn start_with(
     extra: Option<ExtraServices>,
 ) -> Result<Running, ServerError> {
     let roots = signer.roots();
-    let mut bundles = TrustBundleSet::new();
-    for r in &roots {
-        bundles
-            .add_root(opts.trust_domain.clone(), r.clone())
-            .map_err(|e| ServerError::Trust(e.to_string()))?;
-    }
+    let trust =
+        crate::service::trust_for(&opts.trust_domain, &roots).map_err(ServerError::Trust)?;
     let jwt = JwtAuthenticator::new(opts.issuers, opts.audiences)
         .await?
         .with_cache_max_age(opts.token_cache_max_age);
@@ -177,7 +194,7 @@ pub async fn start_with(
         jwt,
         reviewer: opts.reviewer,
         node_authorizer: opts.node_authorizer,
-        trust: TrustConfig::new(opts.trust_domain.clone(), bundles),
+        trust: std::sync::RwLock::new(trust),
         max_ttl: opts.max_ttl,
         default_ttl: opts.default_ttl.min(opts.max_ttl),
         jwt_authority: opts.jwt_authority.map(Arc::new),
@@ -191,8 +208,10 @@ pub async fn start_with(
 
     let first = identity().map_err(ServerError::Tls)?;
     let cert = Arc::new(RotatingCert::new(first.chain, &first.key).map_err(ServerError::Tls)?);
-    let grpc_tls = crate::tls::server_config(cert.clone(), Some(&roots), &[b"h2"])
-        .map_err(ServerError::Tls)?;
+    let client_roots = Arc::new(ClientRoots::new(&roots).map_err(ServerError::Tls)?);
+    let grpc_tls =
+        crate::tls::server_config_verifying(cert.clone(), client_roots.clone(), &[b"h2"])
+            .map_err(ServerError::Tls)?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -215,6 +234,7 @@ pub async fn start_with(
         crate::tls::accept_tls(listener, Arc::new(grpc_tls), limits.clone(), drain.clone());
     let grpc_drain = drain.clone();
     let extra = extra.map(|f| f(service.clone()));
+    let service_for_roots = service.clone();
     let grpc = spawn(&ended_tx, async move {
         // On a drain tonic stops taking connections, tells each connection to finish (HTTP/2
         // GOAWAY: calls already received are answered, new ones refused) and returns once every
@@ -246,8 +266,14 @@ pub async fn start_with(
     });
     let renew = spawn(
         &ended_tx,
-        renew_serving_cert(cert.clone(), identity, opts.server_cert_ttl / 2),
+        renew_serving_cert(cert.clone(), identity.clone(), opts.server_cert_ttl / 2),
     );
+    let roots_handle = RootsHandle {
+        service: service_for_roots,
+        client_roots,
+        cert: cert.clone(),
+        identity,
+    };
     let mut tasks = vec![grpc, renew];
 
     let mut bundle_addr = None;
@@ -255,8 +281,7 @@ pub async fn start_with(
     if let Some(baddr) = opts.bundle_listen {
         let doc = crate::bundle_endpoint::document(&roots, &jwt_authorities)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
-        let tls =
-            crate::tls::server_config(cert, None, &[b"http/1.1"]).map_err(ServerError::Tls)?;
+        let tls = crate::tls::server_config(cert, &[b"http/1.1"]).map_err(ServerError::Tls)?;
         let l = TcpListener::bind(baddr)
             .await
             .map_err(|source| ServerError::Bind {
@@ -284,10 +309,19 @@ pub async fn start_with(
         bundle_addr,
         limits,
         bundle_limits,
+        roots: roots_handle,
         tasks,
         ended,
         trigger,
     })
+}
+
+/// What must follow the CA's roots when they change.
+struct RootsHandle {
+    service: Arc<CaService>,
+    client_roots: Arc<ClientRoots>,
+    cert: Arc<RotatingCert>,
+    identity: IdentitySource,
 }
 
 /// Renews the serving certificate every `every`; a failure is retried after a short pause

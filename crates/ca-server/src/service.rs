@@ -34,8 +34,9 @@ pub struct CaService {
     pub reviewer: Option<Arc<dyn TokenReviewer>>,
     /// Lets node proxies obtain their node's workloads' certificates (`ImpersonatedIdentity`).
     pub node_authorizer: Option<Arc<dyn NodeAuthorizer>>,
-    /// Anchors for renewal with a client certificate: the CA's own roots, local domain only.
-    pub trust: TrustConfig,
+    /// Anchors for renewal with a client certificate: the CA's own roots, local domain only
+    /// (replaced by [`CaService::set_roots`] when the CA's roots change).
+    pub trust: std::sync::RwLock<TrustConfig>,
     pub max_ttl: Duration,
     pub default_ttl: Duration,
     /// Signs JWT-SVIDs; `None` when the server runs without `--jwt-authority-key`.
@@ -128,12 +129,13 @@ impl CaService {
             if !certs.is_empty() {
                 let chain: Vec<CertificateDer<'static>> =
                     certs.iter().map(|c| c.clone().into_owned()).collect();
-                match trustmesh_identity::verify_svid_for(
+                let verified = trustmesh_identity::verify_svid_for(
                     &chain,
-                    &self.trust,
+                    &self.trust.read().expect("trust lock"),
                     UnixTime::now(),
                     Usage::ClientAuth,
-                ) {
+                );
+                match verified {
                     Ok(v) if v.id.trust_domain() == &self.trust_domain => {
                         return Ok(Caller::ClientCert { id: v.id });
                     }
@@ -240,11 +242,32 @@ impl CaService {
         Ok(requested)
     }
 
+    /// Trusts client certificates of `roots` (the CA's roots after a rotation) from now on.
+    pub fn set_roots(&self, roots: &[CertificateDer<'static>]) -> Result<(), String> {
+        let trust = trust_for(&self.trust_domain, roots)?;
+        *self.trust.write().expect("trust lock") = trust;
+        Ok(())
+    }
+
     /// The lifetime a request gets: [`crate::ttl::granted`] with this CA's default and maximum.
     pub fn ttl(&self, requested_secs: i64) -> Result<Duration, Status> {
         crate::ttl::granted(requested_secs, self.default_ttl, self.max_ttl)
             .map_err(Status::invalid_argument)
     }
+}
+
+/// A trust configuration holding only this CA's roots, for its own domain.
+pub fn trust_for(
+    td: &TrustDomain,
+    roots: &[CertificateDer<'static>],
+) -> Result<TrustConfig, String> {
+    let mut bundles = trustmesh_identity::TrustBundleSet::new();
+    for r in roots {
+        bundles
+            .add_root(td.clone(), r.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(TrustConfig::new(td.clone(), bundles))
 }
 
 fn bearer_token(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>, Status> {

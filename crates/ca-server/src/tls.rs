@@ -61,34 +61,117 @@ impl ResolvesServerCert for RotatingCert {
     }
 }
 
-/// Server config presenting `cert`. With `client_roots`, a client certificate is requested
-/// and, if sent, must chain to one of them (full SPIFFE checks happen per request); clients
-/// without one are still admitted.
-pub fn server_config(
+/// The verifier of client certificates on the CA's port, whose roots can change (a plug-in CA's
+/// root rotation) without restarting the listener.
+#[derive(Debug)]
+pub struct ClientRoots {
+    current: RwLock<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+impl ClientRoots {
+    pub fn new(roots: &[CertificateDer<'static>]) -> Result<ClientRoots, String> {
+        Ok(ClientRoots {
+            current: RwLock::new(verifier_for(roots)?),
+        })
+    }
+
+    /// Verifies with `roots` from the next handshake on.
+    pub fn set(&self, roots: &[CertificateDer<'static>]) -> Result<(), String> {
+        *self.current.write().expect("client roots lock") = verifier_for(roots)?;
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        self.current.read().expect("client roots lock").clone()
+    }
+}
+
+fn verifier_for(
+    roots: &[CertificateDer<'static>],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store
+            .add(r.clone())
+            .map_err(|e| format!("bad CA root: {e}"))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientRoots {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No hints: they would have to outlive a roots change, and clients send their one
+    /// certificate regardless.
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.get().supported_verify_schemes()
+    }
+}
+
+/// Server config presenting `cert` and verifying client certificates with `client_roots`
+/// (requested, not required; full SPIFFE checks happen per request).
+pub fn server_config_verifying(
     cert: Arc<RotatingCert>,
-    client_roots: Option<&[CertificateDer<'static>]>,
+    client_roots: Arc<ClientRoots>,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, String> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?;
-    let builder = match client_roots {
-        Some(roots) => {
-            let mut store = RootCertStore::empty();
-            for r in roots {
-                store
-                    .add(r.clone())
-                    .map_err(|e| format!("bad CA root: {e}"))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| e.to_string())?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_cert_resolver(cert);
+    let mut config = builder
+        .with_client_cert_verifier(client_roots)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// Server config presenting `cert`, asking for no client certificate (the bundle endpoint).
+pub fn server_config(cert: Arc<RotatingCert>, alpn: &[&[u8]]) -> Result<ServerConfig, String> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let mut config = builder.with_no_client_auth().with_cert_resolver(cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

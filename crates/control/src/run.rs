@@ -36,10 +36,21 @@ pub struct Running {
     pub ca: CaRunning,
     pub monitor_addr: Option<SocketAddr>,
     pub control: Arc<ControlPlane>,
+    signer: Arc<dyn Signer>,
+    /// The roots served as the local trust domain's bundle; the watcher rebuilds on a change.
+    roots: tokio::sync::watch::Sender<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// Follows the signer's roots after it was given a new CA (a plug-in CA's rotation): the
+    /// CA port trusts and presents the new chain, and every sidecar is pushed the new bundle.
+    pub async fn reload_roots(&self) -> Result<(), String> {
+        self.ca.reload_roots().await?;
+        self.roots.send_replace(roots_pem(self.signer.as_ref()));
+        Ok(())
+    }
+
     /// Drains the CA/xDS port (streams are closed; sidecars keep their configuration and
     /// reconnect to another replica), and stops the watcher.
     pub async fn drain(self, deadline: Duration, hurry: impl std::future::Future<Output = ()>) {
@@ -87,7 +98,7 @@ pub async fn start(
         let _ = for_routes.ca.set(ca);
         tonic::service::Routes::new(Ads::new(for_routes).service())
     });
-    let ca = server::start_with(signer, identity, ca_opts, Some(extra))
+    let ca = server::start_with(signer.clone(), identity, ca_opts, Some(extra))
         .await
         .context("starting the CA and xDS port")?;
     let mut tasks = Vec::new();
@@ -99,29 +110,42 @@ pub async fn start(
         monitor_addr = Some(l.local_addr()?);
         tasks.push(tokio::spawn(crate::monitor::serve(cp.clone(), l)));
     }
+    let (roots, roots_rx) = tokio::sync::watch::channel(settings.local_roots.clone());
     tasks.push(tokio::spawn(watch(
         cp.clone(),
         Arc::new(Mutex::new(source)),
         settings,
+        roots_rx,
     )));
     Ok(Running {
         ca,
         monitor_addr,
         control: cp,
+        signer,
+        roots,
         tasks,
     })
 }
 
 /// Polls the source; after a change holds still for [`DEBOUNCE`], rebuilds the world and,
 /// when anything served differs, installs it (which wakes every stream).
-async fn watch(cp: Arc<ControlPlane>, source: Arc<Mutex<Box<dyn Source>>>, settings: Settings) {
+async fn watch(
+    cp: Arc<ControlPlane>,
+    source: Arc<Mutex<Box<dyn Source>>>,
+    mut settings: Settings,
+    mut roots: tokio::sync::watch::Receiver<String>,
+) {
     let fp = |s: &Arc<Mutex<Box<dyn Source>>>| s.lock().expect("source poisoned").fingerprint();
     let mut last = fp(&source);
     let mut generation = cp.world().generation;
     loop {
         tokio::time::sleep(POLL).await;
         let mut now = fp(&source);
-        if now == last {
+        let new_roots = roots.has_changed().unwrap_or(false);
+        if new_roots {
+            settings.local_roots = roots.borrow_and_update().clone();
+        }
+        if now == last && !new_roots {
             continue;
         }
         let started = Instant::now();

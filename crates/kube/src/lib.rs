@@ -4,10 +4,15 @@
 //! `istio-ca-root-cert` ConfigMap in every namespace ([`roots`]). [`translate`] is pure: the
 //! objects → documents mapping, tested without a server.
 
+pub mod cacerts;
 pub mod client;
+pub mod csr;
 pub mod node;
 pub mod review;
 pub mod roots;
 pub mod source;
 pub mod store;
 pub mod translate;
+
+/// The client every part of this crate takes, for callers that build one with [`client::connect`].
+pub use kube::Client;

@@ -49,10 +49,16 @@ pub async fn start_ca(tweak: impl FnOnce(&mut Options)) -> TestCa {
     let jwks_path = dir.path().join("jwks.json");
     signer.write_jwks(&jwks_path);
 
-    let ca_signer = Arc::new(CaSigner { ca });
+    let ca_signer = Arc::new(CaSigner::new(ca));
     let identity: IdentitySource = {
         let s = ca_signer.clone();
-        Arc::new(move || server_identity(&s.ca, &["localhost".into()], Duration::from_secs(3600)))
+        Arc::new(move || {
+            server_identity(
+                &s.current(),
+                &["localhost".into()],
+                Duration::from_secs(3600),
+            )
+        })
     };
     let mut opts = Options {
         server_cert_ttl: Duration::from_secs(3600),

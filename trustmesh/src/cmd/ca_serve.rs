@@ -23,8 +23,9 @@ use super::flags;
 pub struct Args {
     /// CA folder in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)
     /// or cert-manager's (tls.crt, tls.key, ca.crt; read first when tls.crt is there, as istiod does).
+    /// Required, except for `control --kube`, which then reads the cluster's cacerts Secret.
     #[arg(long, value_name = "DIR")]
-    pub ca: PathBuf,
+    pub ca: Option<PathBuf>,
     /// Trust domain the CA issues in (Istio's meshConfig.trustDomain). Required when the CA
     /// certificates name none (no spiffe:// URI SAN, as in CAs made by openssl or cert-manager);
     /// when they name another, this one is used and a warning says so.
@@ -98,7 +99,7 @@ pub fn run(a: Args) -> ExitCode {
         signer: ca,
         identity,
         opts,
-    } = match prepare(&a) {
+    } = match prepare(&a, false) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -132,7 +133,28 @@ pub fn run(a: Args) -> ExitCode {
 
 /// Reads the CA folder, keys and flags into what the CA server starts from; errors are
 /// printed and returned as the exit code.
-pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
+pub fn prepare(a: &Args, token_review: bool) -> Result<Prepared, ExitCode> {
+    let Some(dir) = &a.ca else {
+        return Err(super::fail(
+            2,
+            "--ca DIR is required (a CA folder: trustmesh ca init --out DIR makes one)",
+        ));
+    };
+    let ca = match CertificateAuthority::load_to_serve(dir, a.trust_domain.as_ref()) {
+        Ok(ca) => ca,
+        Err(e) => return Err(super::fail(1, format!("loading CA: {e}"))),
+    };
+    report_loaded(dir, &ca);
+    prepare_with(a, ca, token_review)
+}
+
+/// [`prepare`] with a CA loaded elsewhere (`control --kube`: from the cluster, which also
+/// reviews tokens: `token_review`).
+pub fn prepare_with(
+    a: &Args,
+    mut ca: CertificateAuthority,
+    token_review: bool,
+) -> Result<Prepared, ExitCode> {
     let mut deprecated = Deprecations::new("trustmesh ca serve");
     for (flag, d) in [
         ("--max-ttl", &a.max_ttl),
@@ -155,17 +177,13 @@ pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
             ),
         ));
     }
-    if a.jwt_issuers.is_empty() {
+    if a.jwt_issuers.is_empty() && !token_review {
         tracing::warn!(
             "no --jwt-issuer configured: only callers presenting a valid client certificate \
              (renewals) can obtain certificates"
         );
     }
-    let mut ca = match CertificateAuthority::load_to_serve(&a.ca, a.trust_domain.as_ref()) {
-        Ok(ca) => ca,
-        Err(e) => return Err(super::fail(1, format!("loading CA: {e}"))),
-    };
-    report_loaded(&a.ca, &ca);
+
     let default_ttl = a.default_ttl.get().min(max_ttl);
     if let Err(e) = ca.set_ttl_policy(TtlPolicy {
         default_ttl,
@@ -205,10 +223,10 @@ pub fn prepare(a: &Args) -> Result<Prepared, ExitCode> {
         reviewer: None,
         node_authorizer: None,
     };
-    let ca = Arc::new(CaSigner { ca });
+    let ca = Arc::new(CaSigner::new(ca));
     let identity: IdentitySource = {
         let (ca, names, ttl) = (ca.clone(), a.server_names.clone(), server_cert_ttl);
-        Arc::new(move || server_identity(&ca.ca, &names, ttl))
+        Arc::new(move || server_identity(&ca.current(), &names, ttl))
     };
     Ok(Prepared {
         signer: ca,

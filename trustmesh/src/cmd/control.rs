@@ -1,24 +1,20 @@
 //! `trustmesh control`: the control plane (istiod's role for security and the registry). The
 //! CA of `ca serve` with, on the same port, incremental xDS serving each sidecar the policies,
 //! registry entries, mesh config and trust bundles its workload needs from a watched directory
-//! of Istio YAML; and the monitoring port with `/metrics` and `/debug/syncz`.
+//! of Istio YAML (and, with `--kube`, the cluster: `control_kube`); and the monitoring port
+//! with `/metrics` and `/debug/syncz`.
 //! `trustmesh proxy-status` prints what `/debug/syncz` says.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::sync::Arc;
 use trustmesh_control::run::{self, Options};
-
-use tokio::sync::watch;
-use trustmesh_control::source::{DirSource, Merged};
-use trustmesh_kube::node::{KubeNodeAuthorizer, NodeAccount};
-use trustmesh_kube::review::KubeTokenReviewer;
-use trustmesh_kube::source::KubeSource;
+use trustmesh_control::source::DirSource;
 use trustmesh_lifecycle::signals::Hangup;
 
 use super::ca_serve::{self, Prepared};
+use super::control_kube::{self, KubeArgs};
 
 #[derive(clap::Args)]
 pub struct ControlArgs {
@@ -54,49 +50,10 @@ pub struct ControlArgs {
     pub kube: KubeArgs,
 }
 
-/// Reading a Kubernetes cluster, as istiod does.
-#[derive(clap::Args)]
-pub struct KubeArgs {
-    /// Read the cluster: Istio's resources, the `istio` ConfigMap's mesh config and the registry
-    /// (Services, EndpointSlices, Pods); check bearer tokens with TokenReview; keep
-    /// `istio-ca-root-cert` in every namespace. Connects in-cluster, or as kubectl would.
-    #[arg(long)]
-    pub kube: bool,
-    /// The kubeconfig to connect with (implies --kube).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The namespace of the mesh ConfigMap (`istio`), as istiod's own namespace.
-    #[arg(long, value_name = "NS", default_value = "istio-system")]
-    pub root_namespace: String,
-    /// How long a token the API server accepted is accepted again without asking (0s: always
-    /// ask); a deleted service account's token is refused at most this long after.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub token_review_cache: trustmesh_config::Duration,
-    /// A node proxy's service account (istiod's CA_TRUSTED_NODE_ACCOUNTS), as NS/SA: with a
-    /// token bound to its pod it may obtain the certificate of any identity with a pod on its
-    /// own node (ztunnel's shared mode); repeatable. Default: none.
-    #[arg(long = "trusted-node-account", value_name = "NS/SA")]
-    pub trusted_node_accounts: Vec<NodeAccount>,
-}
-
-impl KubeArgs {
-    fn enabled(&self) -> bool {
-        self.kube || self.kubeconfig.is_some()
-    }
-}
-
 pub fn run(a: ControlArgs) -> ExitCode {
     super::init_logging();
     super::raise_fd_limit();
     let deadline = a.ca.termination_drain.get();
-    let Prepared {
-        signer,
-        identity,
-        opts: ca_opts,
-    } = match ca_serve::prepare(&a.ca) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
     let mut bundles = Vec::new();
     for b in &a.trust_bundles {
         match b.split_once('=') {
@@ -120,32 +77,6 @@ pub fn run(a: ControlArgs) -> ExitCode {
              the caller's node in the cluster",
         );
     }
-    let td = ca_opts.trust_domain.to_string();
-    let ambient_identities = if a.ambient_identities.is_empty() {
-        vec![format!("spiffe://{td}/ns/istio-system/sa/ztunnel")]
-    } else {
-        a.ambient_identities.clone()
-    };
-    let name = a.name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "control".into());
-        format!("{host}-{}", std::process::id())
-    });
-    let files = DirSource::new(a.config_dir.clone(), a.mesh.clone(), bundles);
-    let mut opts = Options {
-        source: Box::new(files),
-        monitor_listen: Some(a.monitoring_listen),
-        ambient_identities,
-        name,
-        registry: trustmesh_registry::Options {
-            auto_allocate: Some(trustmesh_registry::options::AutoAllocate {
-                v4: a.vip_range,
-                v6: None,
-            }),
-            ..Default::default()
-        },
-    };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -155,36 +86,58 @@ pub fn run(a: ControlArgs) -> ExitCode {
             Ok(s) => s,
             Err(code) => return code,
         };
-        let mut ca_opts = ca_opts;
-        let mut cluster = Vec::new();
-        let mut cluster_roots = None;
+        let mut cluster = None;
         if a.kube.enabled() {
-            let client = match trustmesh_kube::client::connect(a.kube.kubeconfig.as_deref()).await {
-                Ok(c) => c,
-                Err(e) => return super::fail(1, format!("{e:#}")),
-            };
-            let domain = opts.registry.domain_suffix.clone();
-            let kube = KubeSource::start(client.clone(), &domain, &a.kube.root_namespace);
-            if !a.kube.trusted_node_accounts.is_empty() {
-                ca_opts.node_authorizer = Some(Arc::new(KubeNodeAuthorizer::new(
-                    kube.store(),
-                    a.kube.trusted_node_accounts.clone(),
-                )));
+            match control_kube::connect(&a.kube).await {
+                Ok(c) => cluster = Some(c),
+                Err(code) => return code,
             }
-            // Files (a mesh file, --trust-bundle) still count; the cluster's mesh ConfigMap
-            // comes second, so --mesh overrides it.
-            let files = std::mem::replace(&mut opts.source, Box::new(Merged(Vec::new())));
-            opts.source = Box::new(Merged(vec![files, Box::new(kube)]));
-            ca_opts.reviewer = Some(Arc::new(KubeTokenReviewer::new(
-                client.clone(),
-                ca_opts.audiences.clone(),
-                a.kube.token_review_cache.get(),
-            )));
-            let (keep, roots) = watch::channel(run::roots_pem(signer.as_ref()));
-            cluster.push(trustmesh_kube::roots::spawn(client, roots));
-            cluster_roots = Some(keep);
         }
-        let running = match run::start(signer, identity, ca_opts, opts).await {
+        let prepared = match (&mut cluster, &a.ca.ca) {
+            (Some(c), None) => c.load_ca(&a.ca, &a.kube).await,
+            _ => ca_serve::prepare(&a.ca, cluster.is_some()),
+        };
+        let Prepared {
+            signer,
+            identity,
+            opts: mut ca_opts,
+        } = match prepared {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        let td = ca_opts.trust_domain.to_string();
+        let ambient_identities = if a.ambient_identities.is_empty() {
+            vec![format!("spiffe://{td}/ns/istio-system/sa/ztunnel")]
+        } else {
+            a.ambient_identities.clone()
+        };
+        let name = a.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "control".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let files = DirSource::new(a.config_dir.clone(), a.mesh.clone(), bundles);
+        let mut opts = Options {
+            source: Box::new(files),
+            monitor_listen: Some(a.monitoring_listen),
+            ambient_identities,
+            name,
+            registry: trustmesh_registry::Options {
+                auto_allocate: Some(trustmesh_registry::options::AutoAllocate {
+                    v4: a.vip_range,
+                    v6: None,
+                }),
+                ..Default::default()
+            },
+        };
+        if let Some(c) = &mut cluster {
+            c.attach(&a.kube, &mut ca_opts, &mut opts, &signer);
+            if a.kube.sign_csrs {
+                c.sign_csrs(&a.ca, signer.clone(), ca_opts.trust_domain.clone());
+            }
+        }
+        let running = match run::start(signer.clone(), identity, ca_opts, opts).await {
             Ok(r) => r,
             Err(e) => return super::fail(1, format!("{e:#}")),
         };
@@ -196,11 +149,24 @@ pub fn run(a: ControlArgs) -> ExitCode {
         if let Some(b) = running.ca.bundle_addr {
             println!("listening bundle={b}");
         }
-        signals.shutdown().await;
-        for t in cluster {
-            t.abort();
+        match &mut cluster {
+            Some(c) => {
+                let stop = signals.shutdown();
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        ca = c.next_rotation() => c.rotate(ca, &a.ca, &signer, &running).await,
+                    }
+                }
+            }
+            None => {
+                signals.shutdown().await;
+            }
         }
-        drop(cluster_roots);
+        if let Some(c) = cluster {
+            c.stop();
+        }
         running.drain(deadline, signals.again()).await;
         ExitCode::SUCCESS
     })

@@ -8,6 +8,7 @@ pub mod ca_serve;
 pub mod capture;
 pub mod cert;
 pub mod control;
+pub mod control_kube;
 pub mod flags;
 pub mod migrate;
 pub mod mtls_readiness;

@@ -231,3 +231,35 @@ impl Cluster {
         ]);
     }
 }
+
+impl Cluster {
+    /// `kubectl create token` for `ns/sa` with `audience`.
+    pub fn token(&self, ns: &str, sa: &str, audience: &str) -> String {
+        self.kubectl(&["create", "token", sa, "-n", ns, "--audience", audience])
+            .trim()
+            .to_string()
+    }
+
+    /// The roots published in `ns` (`istio-ca-root-cert`), once there.
+    pub fn published_roots(&self, ns: &str) -> Option<String> {
+        let out = self.kubectl_output(
+            &[
+                "get",
+                "configmap",
+                "istio-ca-root-cert",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.data.root-cert\\.pem}",
+            ],
+            None,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    }
+}
+
+/// Runs a future to completion from inside the blocking closures `wait_for` takes.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

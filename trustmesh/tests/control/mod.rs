@@ -114,7 +114,12 @@ impl Control {
             name.to_string().leak(),
         ];
         args.extend_from_slice(extra);
-        let (mut proc, log) = Proc::start_logged(Command::new(bin()).args(&args));
+        Control::spawn(&args)
+    }
+
+    /// Starts `trustmesh <args>` (a `control` command line) and reads its ports.
+    pub fn spawn(args: &[&str]) -> Control {
+        let (mut proc, log) = Proc::start_logged(Command::new(bin()).args(args));
         let grpc = proc
             .wait_line("listening grpc=", Duration::from_secs(30))
             .parse()
