@@ -146,6 +146,18 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
 
     let mesh = Mesh::new(dir.path());
     let kubeconfig = k.kubeconfig.to_str().unwrap().to_string();
+    // A federated trust domain's root, served beside the CA's own.
+    let other = dir.path().join("other-ca");
+    trustmesh_testkit::tools::run_ok(std::process::Command::new(control::bin()).args([
+        "ca",
+        "init",
+        "--trust-domain",
+        "other.example",
+        "--out",
+        other.to_str().unwrap(),
+    ]));
+    let other_root = std::fs::read_to_string(other.join("root-cert.pem")).unwrap();
+    let federated = format!("other.example={}", other.join("root-cert.pem").display());
     let cp = Control::start(
         &mesh,
         0,
@@ -157,6 +169,8 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
             "1s",
             "--trusted-node-account",
             "istio-system/ztunnel",
+            "--trust-bundle",
+            &federated,
         ],
     );
 
@@ -211,6 +225,29 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
             (problems.contains("kubernetes AuthorizationPolicy foo/broken")).then_some(())
         },
     );
+    // ...and as an Event on the policy, where `kubectl describe` shows it.
+    let event = wait_for(
+        "an Event on the broken policy",
+        Duration::from_secs(30),
+        || {
+            let out = k.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                "foo",
+                "--field-selector",
+                "involvedObject.kind=AuthorizationPolicy,involvedObject.name=broken",
+                "-o",
+                "jsonpath={.items[*].type} {.items[*].reason} {.items[*].message}",
+            ]);
+            (!out.trim().is_empty()).then_some(out)
+        },
+    );
+    assert!(
+        event.starts_with("Warning Invalid kubernetes AuthorizationPolicy foo/broken"),
+        "{event}"
+    );
+    assert!(event.contains("SOMETIMES"), "{event}");
     let got = block_on(served(&cp, &mesh, &client)).unwrap();
     assert!(
         got.contains(&"AuthorizationPolicy/foo/audit".to_string()),
@@ -352,13 +389,16 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
         "{workload}"
     );
 
-    // The roots in every namespace, a new one included; a deleted copy comes back.
+    // The roots in every namespace (the CA's first, then the federated ones), a new namespace
+    // included; a deleted copy comes back.
     let root = std::fs::read_to_string(mesh.root()).unwrap();
+    let want = format!("{}\n{}", root.trim(), other_root.trim());
     for ns in ["foo", "default", "kube-system"] {
         let pem = wait_for("istio-ca-root-cert", Duration::from_secs(30), || {
             k.published_roots(ns)
+                .filter(|p| p.replace('\r', "") == want)
         });
-        assert_eq!(pem.trim(), root.trim(), "{ns}");
+        assert!(pem.starts_with(root.trim()), "{ns}");
     }
     k.kubectl(&["create", "namespace", "late"]);
     wait_for(

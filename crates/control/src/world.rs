@@ -88,6 +88,8 @@ pub struct World {
     bundles: Arc<ResourceMap>,
     pub workloads: Vec<KnownWorkload>,
     pub problems: Vec<String>,
+    /// Every trust domain's roots served (the CA's own and the federated ones), PEM.
+    pub roots: BTreeMap<String, String>,
     views: Mutex<HashMap<ViewKey, Arc<ResourceMap>>>,
     /// The documents as the sidecars parse them, and the mesh config: what ztunnel's
     /// resources are built from, on the first ztunnel's request.
@@ -166,15 +168,15 @@ impl World {
             }
             e.push_str(pem);
         }
-        for (td, pem) in pems {
+        for (td, pem) in &pems {
             let r = versioned(
                 types::TRUST_BUNDLE,
                 &TrustBundle {
                     trust_domain: td.clone(),
-                    roots_pem: pem,
+                    roots_pem: pem.clone(),
                 },
             );
-            bundles.insert(td, r);
+            bundles.insert(td.clone(), r);
         }
 
         let mut entries: Vec<Entry> = Vec::new();
@@ -268,6 +270,7 @@ impl World {
             bundles: Arc::new(bundles),
             workloads,
             problems,
+            roots: pems,
             views: Mutex::new(HashMap::new()),
         }
     }

@@ -153,10 +153,15 @@ pub fn run(a: ControlArgs) -> ExitCode {
             Some(c) => {
                 let stop = signals.shutdown();
                 tokio::pin!(stop);
+                let mut tick = tokio::time::interval(control_kube::REPORT_EVERY);
                 loop {
                     tokio::select! {
                         _ = &mut stop => break,
                         ca = c.next_rotation() => c.rotate(ca, &a.ca, &signer, &running).await,
+                        _ = tick.tick() => {
+                            c.follow_roots(&running.control.world());
+                            c.report(&running.control.problems()).await;
+                        }
                     }
                 }
             }

@@ -14,11 +14,15 @@ use trustmesh_ca_server::ca_signer::CaSigner;
 use trustmesh_control::run::{self, Options, Running};
 use trustmesh_control::source::Merged;
 use trustmesh_kube::cacerts::{self, Origin};
+use trustmesh_kube::events::Reporter;
 use trustmesh_kube::node::{KubeNodeAuthorizer, NodeAccount};
 use trustmesh_kube::review::KubeTokenReviewer;
 use trustmesh_kube::source::KubeSource;
 
 use super::ca_serve::{self, Prepared};
+
+/// How often the control plane's problems are looked at for new Events.
+pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reading a Kubernetes cluster, as istiod does.
 #[derive(clap::Args)]
@@ -64,6 +68,8 @@ pub struct Cluster {
     /// New CAs from a `cacerts` rotation (only when the CA came from the cluster).
     rotations: Option<mpsc::Receiver<CertificateAuthority>>,
     roots: Option<watch::Sender<String>>,
+    /// Problems with cluster objects become Events on them.
+    events: Option<Reporter>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -73,6 +79,7 @@ pub async fn connect(a: &KubeArgs) -> Result<Cluster, ExitCode> {
             client,
             rotations: None,
             roots: None,
+            events: None,
             tasks: Vec::new(),
         }),
         Err(e) => Err(super::fail(1, format!("{e:#}"))),
@@ -122,6 +129,7 @@ impl Cluster {
     ) {
         let domain = opts.registry.domain_suffix.clone();
         let source = KubeSource::start(self.client.clone(), &domain, &kube.root_namespace);
+        self.events = Some(Reporter::new(self.client.clone(), source.store()));
         if !kube.trusted_node_accounts.is_empty() {
             ca_opts.node_authorizer = Some(Arc::new(KubeNodeAuthorizer::new(
                 source.store(),
@@ -160,6 +168,13 @@ impl Cluster {
         ));
     }
 
+    /// Records the control plane's problems with cluster objects as Events on them.
+    pub async fn report(&mut self, problems: &[String]) {
+        if let Some(r) = &mut self.events {
+            r.report(problems).await;
+        }
+    }
+
     /// Waits for the next `cacerts` rotation (forever when the CA is not the cluster's).
     pub async fn next_rotation(&mut self) -> CertificateAuthority {
         match self.rotations.as_mut() {
@@ -190,12 +205,38 @@ impl Cluster {
             return;
         }
         signer.replace(ca);
+        // The roots ConfigMaps follow from the rebuilt world ([`Cluster::follow_roots`]).
         if let Err(e) = running.reload_roots().await {
             tracing::error!("following the rotated CA's roots: {e}");
         }
-        if let Some(r) = &self.roots {
-            r.send_replace(run::roots_pem(signer));
+    }
+
+    /// Publishes the roots `world` serves: the CA's own first, then every federated trust
+    /// domain's (`--trust-bundle`), as workloads that verify peers of both need them.
+    pub fn follow_roots(&self, world: &trustmesh_control::world::World) {
+        let Some(tx) = &self.roots else {
+            return;
+        };
+        let mut pem = world
+            .roots
+            .get(&world.trust_domain)
+            .cloned()
+            .unwrap_or_default();
+        for (td, p) in &world.roots {
+            if td != &world.trust_domain {
+                if !pem.is_empty() && !pem.ends_with('\n') {
+                    pem.push('\n');
+                }
+                pem.push_str(p);
+            }
         }
+        tx.send_if_modified(|current| {
+            let changed = *current != pem;
+            if changed {
+                *current = pem;
+            }
+            changed
+        });
     }
 
     pub fn stop(self) {
