@@ -183,16 +183,18 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
         "WorkloadEntry/foo/client-1",
         "WorkloadEntry/foo/server-1",
     ];
-    let names = wait_for(
-        "the cluster's resources to be served",
-        Duration::from_secs(30),
-        || {
-            let got = block_on(served(&cp, &mesh, &client)).ok()?;
-            want.iter()
-                .all(|w| got.iter().any(|g| g == w))
-                .then_some(got)
-        },
-    );
+    // No retry: the control plane serves nothing before it has listed every kind once, so its
+    // very first answer already holds the cluster's policies (no window without the DENY).
+    let names = served(&cp, &mesh, &client).await.unwrap();
+    for w in want {
+        assert!(names.iter().any(|g| g == w), "{w} missing from {names:?}");
+    }
+    // And nothing had to be rebuilt since: the first configuration built held the cluster.
+    let generation = cp.metrics().lines().find_map(|l| {
+        l.strip_prefix("trustmesh_control_config_generation ")
+            .map(str::to_string)
+    });
+    assert_eq!(generation.as_deref(), Some("1"), "{}", cp.log.text());
     assert!(
         names.iter().all(|n| !n.contains("/kube-system/")),
         "{names:?}"

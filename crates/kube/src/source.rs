@@ -70,6 +70,12 @@ pub const ISTIO_KINDS: [(&str, &str, &str, &str); 6] = [
     ),
 ];
 
+/// The other kinds watched, by the names their problems and sync use.
+const SERVICE: &str = "Service";
+const POD: &str = "Pod";
+const ENDPOINT_SLICE: &str = "EndpointSlice";
+const MESH_CONFIGMAP_KIND: &str = "mesh ConfigMap";
+
 /// The ConfigMap holding the mesh config (key `mesh`) in the root namespace, as istiod reads it.
 pub const MESH_CONFIGMAP: &str = "istio";
 
@@ -80,6 +86,8 @@ pub struct KubeSource {
     domain: String,
     root_namespace: String,
     last_mesh: Option<(serde_yaml::Value, String)>,
+    /// Every kind watched, by the name its problems and sync use.
+    kinds: Vec<&'static str>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -119,7 +127,7 @@ impl KubeSource {
             ));
         }
         tasks.push(spawn_watch(
-            "Service",
+            SERVICE,
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
             store.clone(),
@@ -127,7 +135,7 @@ impl KubeSource {
             |s, objs| s.services = objs,
         ));
         tasks.push(spawn_watch(
-            "Pod",
+            POD,
             Api::<Pod>::all(client.clone()),
             watcher::Config::default(),
             store.clone(),
@@ -135,7 +143,7 @@ impl KubeSource {
             |s, objs| s.pods = objs,
         ));
         tasks.push(spawn_watch(
-            "EndpointSlice",
+            ENDPOINT_SLICE,
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
             store.clone(),
@@ -143,7 +151,7 @@ impl KubeSource {
             |s, objs| s.slices = objs,
         ));
         tasks.push(spawn_watch(
-            "mesh ConfigMap",
+            MESH_CONFIGMAP_KIND,
             Api::<ConfigMap>::namespaced(client, root_namespace),
             watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIGMAP}")),
             store.clone(),
@@ -161,6 +169,11 @@ impl KubeSource {
             domain: domain.to_string(),
             root_namespace: root_namespace.to_string(),
             last_mesh: None,
+            kinds: ISTIO_KINDS
+                .iter()
+                .map(|k| k.2)
+                .chain([SERVICE, POD, ENDPOINT_SLICE, MESH_CONFIGMAP_KIND])
+                .collect(),
             tasks,
         }
     }
@@ -171,7 +184,42 @@ impl KubeSource {
     pub fn store(&self) -> Shared {
         self.store.clone()
     }
+
+    /// Waits until every kind has been listed once, as istiod waits for its informers: a
+    /// control plane that served before would hand sidecars a mesh without its DENY policies.
+    /// Says every few seconds what it is still waiting for (and why, when a watch fails).
+    pub async fn synced(&self) {
+        let started = std::time::Instant::now();
+        let mut said = std::time::Duration::ZERO;
+        loop {
+            let waiting: Vec<String> = {
+                let s = self.store.lock().expect("kube store poisoned");
+                self.kinds
+                    .iter()
+                    .filter(|k| !s.synced.contains(*k))
+                    .map(|k| match s.problems.get(*k) {
+                        Some(p) => format!("{k} ({p})"),
+                        None => k.to_string(),
+                    })
+                    .collect()
+            };
+            if waiting.is_empty() {
+                return;
+            }
+            if started.elapsed() >= said + SYNC_REPORT {
+                said = started.elapsed();
+                tracing::warn!(
+                    "kubernetes: waiting for the first list of {} before serving anything",
+                    waiting.join(", ")
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
+
+/// How often [`KubeSource::synced`] says what it waits for.
+const SYNC_REPORT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The JSON a file would hold for an Istio object (the dynamic API leaves out its kind).
 fn istio_json(mut o: DynamicObject, ar: &ApiResource) -> Option<serde_json::Value> {
@@ -216,6 +264,11 @@ where
                 }
                 Ok(Event::InitDone) => {
                     current = listing.take().unwrap_or_default();
+                    store
+                        .lock()
+                        .expect("kube store poisoned")
+                        .synced
+                        .insert(what);
                     true
                 }
                 Ok(Event::Apply(o)) => {
@@ -226,6 +279,9 @@ where
                 Err(e) => {
                     let why = describe_error(what, &e);
                     let mut s = store.lock().expect("kube store poisoned");
+                    if not_served(&e) {
+                        s.synced.insert(what);
+                    }
                     if s.problems.get(what) != Some(&why) {
                         tracing::warn!("kubernetes: {why}");
                         s.problems.insert(what.to_string(), why);
@@ -247,6 +303,18 @@ where
             }
         }
     })
+}
+
+/// Whether the API server says the kind does not exist (404): its CRD is not installed.
+fn not_served(e: &watcher::Error) -> bool {
+    let api = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s,
+        watcher::Error::WatchError(s) => s,
+        _ => return false,
+    };
+    api.code == 404
 }
 
 /// An operator's sentence for a failed watch.

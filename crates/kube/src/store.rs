@@ -20,6 +20,9 @@ pub struct Store {
     pub mesh: Option<String>,
     /// Kind → what is wrong with watching it now.
     pub problems: BTreeMap<String, String>,
+    /// Kinds whose first list is complete, or that the API server does not serve (a CRD not
+    /// installed: nothing of it can exist). Nothing is served before every kind is here.
+    pub synced: std::collections::BTreeSet<&'static str>,
 }
 
 /// The store, shared by the watchers that fill it and whoever reads it.

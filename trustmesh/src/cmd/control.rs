@@ -132,7 +132,7 @@ pub fn run(a: ControlArgs) -> ExitCode {
             },
         };
         if let Some(c) = &mut cluster {
-            c.attach(&a.kube, &mut ca_opts, &mut opts, &signer);
+            c.attach(&a.kube, &mut ca_opts, &mut opts, &signer).await;
             if a.kube.sign_csrs {
                 c.sign_csrs(&a.ca, signer.clone(), ca_opts.trust_domain.clone());
             }

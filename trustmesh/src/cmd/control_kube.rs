@@ -119,8 +119,8 @@ impl Cluster {
         ca_serve::prepare_with(ca_args, ca, true)
     }
 
-    /// Adds the cluster to what the control plane starts with.
-    pub fn attach(
+    /// Adds the cluster to what the control plane starts with, once every kind has been listed.
+    pub async fn attach(
         &mut self,
         kube: &KubeArgs,
         ca_opts: &mut trustmesh_ca_server::server::Options,
@@ -129,6 +129,7 @@ impl Cluster {
     ) {
         let domain = opts.registry.domain_suffix.clone();
         let source = KubeSource::start(self.client.clone(), &domain, &kube.root_namespace);
+        source.synced().await;
         self.events = Some(Reporter::new(self.client.clone(), source.store()));
         if !kube.trusted_node_accounts.is_empty() {
             ca_opts.node_authorizer = Some(Arc::new(KubeNodeAuthorizer::new(
