@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -75,6 +75,7 @@ const SERVICE: &str = "Service";
 const POD: &str = "Pod";
 const ENDPOINT_SLICE: &str = "EndpointSlice";
 const MESH_CONFIGMAP_KIND: &str = "mesh ConfigMap";
+const NAMESPACE: &str = "Namespace";
 
 /// The ConfigMap holding the mesh config (key `mesh`) in the root namespace, as istiod reads it.
 pub const MESH_CONFIGMAP: &str = "istio";
@@ -151,6 +152,22 @@ impl KubeSource {
             |s, objs| s.slices = objs,
         ));
         tasks.push(spawn_watch(
+            NAMESPACE,
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            store.clone(),
+            changes.clone(),
+            |s, objs: Objects<Namespace>| {
+                s.networks = objs
+                    .into_values()
+                    .filter_map(|n| {
+                        let net = n.metadata.labels?.get(translate::NETWORK_LABEL)?.clone();
+                        Some((n.metadata.name?, net))
+                    })
+                    .collect();
+            },
+        ));
+        tasks.push(spawn_watch(
             MESH_CONFIGMAP_KIND,
             Api::<ConfigMap>::namespaced(client, root_namespace),
             watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIGMAP}")),
@@ -172,7 +189,7 @@ impl KubeSource {
             kinds: ISTIO_KINDS
                 .iter()
                 .map(|k| k.2)
-                .chain([SERVICE, POD, ENDPOINT_SLICE, MESH_CONFIGMAP_KIND])
+                .chain([SERVICE, POD, ENDPOINT_SLICE, MESH_CONFIGMAP_KIND, NAMESPACE])
                 .collect(),
             tasks,
         }
@@ -373,7 +390,8 @@ impl Source for KubeSource {
                 .take_while(|(k, _)| k.starts_with(&by_ns(&ns)))
                 .map(|(_, v)| v)
                 .collect();
-            if let Some(t) = translate::workload_entry(pod, &services) {
+            let network = s.networks.get(&ns).map(String::as_str);
+            if let Some(t) = translate::workload_entry(pod, &services, network) {
                 push(t);
             }
         }

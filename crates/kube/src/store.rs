@@ -16,6 +16,8 @@ pub struct Store {
     pub services: Objects<Service>,
     pub pods: Objects<Pod>,
     pub slices: Objects<EndpointSlice>,
+    /// Namespace → its `topology.istio.io/network` label, where it has one.
+    pub networks: BTreeMap<String, String>,
     /// The mesh ConfigMap's `mesh` text, when it exists.
     pub mesh: Option<String>,
     /// Kind → what is wrong with watching it now.

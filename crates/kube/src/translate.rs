@@ -242,8 +242,14 @@ pub fn pod_is_endpoint(pod: &Pod) -> bool {
 
 /// The WorkloadEntry standing for `pod`, or `None` when it is not an endpoint. `services` are
 /// the Services of its namespace: a port they name by `targetPort: <name>` is mapped, per
-/// Service port name, to the container port of that name.
-pub fn workload_entry(pod: &Pod, services: &[&Service]) -> Option<Translated> {
+/// Service port name, to the container port of that name. `namespace_network` is its
+/// namespace's `topology.istio.io/network` label: the network when the pod has none, as in
+/// Istio.
+pub fn workload_entry(
+    pod: &Pod,
+    services: &[&Service],
+    namespace_network: Option<&str>,
+) -> Option<Translated> {
     if !pod_is_endpoint(pod) {
         return None;
     }
@@ -286,7 +292,11 @@ pub fn workload_entry(pod: &Pod, services: &[&Service]) -> Option<Translated> {
         "labels": labels,
         "serviceAccount": sa,
     });
-    if let Some(network) = labels.get(NETWORK_LABEL) {
+    if let Some(network) = labels
+        .get(NETWORK_LABEL)
+        .map(String::as_str)
+        .or(namespace_network)
+    {
         entry["network"] = json!(network);
     }
     if !ports.is_empty() {

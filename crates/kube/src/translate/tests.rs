@@ -91,7 +91,7 @@ fn a_service_and_its_ready_pods_are_a_service_with_endpoints() {
     assert_eq!(entry.origin, "kubernetes Service shop/reviews");
     let mut docs = vec![entry];
     for p in [&ready, &plain, &starting] {
-        docs.extend(workload_entry(p, &[&s]));
+        docs.extend(workload_entry(p, &[&s], None));
     }
     assert_eq!(docs.len(), 3, "the pod that is not ready is no endpoint");
     let reg = registry(&docs);
@@ -152,6 +152,26 @@ fn a_service_and_its_ready_pods_are_a_service_with_endpoints() {
         Destination::Service(hit) => assert_eq!(hit.service.host, "reviews.shop.svc.cluster.local"),
         other => panic!("cluster IP not classified as the service: {other:?}"),
     }
+}
+
+#[test]
+fn the_network_is_the_pods_label_else_its_namespaces() {
+    let s = reviews();
+    let own = pod(
+        "r-1",
+        "198.18.100.1",
+        json!({"app": "reviews", "topology.istio.io/network": "net-a"}),
+        true,
+    );
+    let plain = pod("r-2", "198.18.100.2", json!({"app": "reviews"}), true);
+    let net = |p: &Pod, ns: Option<&str>| {
+        workload_entry(p, &[&s], ns).unwrap().value["spec"]["network"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(net(&own, Some("net-b")).as_deref(), Some("net-a"));
+    assert_eq!(net(&plain, Some("net-b")).as_deref(), Some("net-b"));
+    assert_eq!(net(&plain, None), None);
 }
 
 #[test]
