@@ -39,6 +39,16 @@ fn put_cacerts(k: &Cluster, dir: &std::path::Path) {
 /// A certificate for foo/client through the CA at `cp`, trusting `root` for the CA's own
 /// certificate; returns the chain.
 async fn certificate(cp: &Control, root: &str, token: &str) -> Result<Vec<String>, String> {
+    certificate_as(cp, root, token, "client").await
+}
+
+/// [`certificate`] for foo/`sa`.
+async fn certificate_as(
+    cp: &Control,
+    root: &str,
+    token: &str,
+    sa: &str,
+) -> Result<Vec<String>, String> {
     let endpoint = trustmesh_ca_server::client::CaEndpoint {
         address: format!("https://{}", cp.grpc),
         root_pem: root.as_bytes().to_vec(),
@@ -48,7 +58,7 @@ async fn certificate(cp: &Control, root: &str, token: &str) -> Result<Vec<String
         bearer_token: Some(token.to_string()),
         client_cert: None,
     };
-    let csr = trustmesh_testkit::pki::csr_for(&format!("spiffe://{TD}/ns/foo/sa/client")).1;
+    let csr = trustmesh_testkit::pki::csr_for(&format!("spiffe://{TD}/ns/foo/sa/{sa}")).1;
     trustmesh_ca_server::client::create_certificate(&endpoint, &creds, csr, Duration::ZERO)
         .await
         .map_err(|e| e.to_string())
@@ -252,4 +262,188 @@ async fn the_ca_keeps_its_keys_in_the_cluster_and_follows_a_cacerts_rotation() {
     });
     let root = std::fs::read_to_string(dir.path().join("plugin-2/root-cert.pem")).unwrap();
     assert!(certificate(&cp, &root, &token).await.is_ok());
+}
+
+/// An external Kubernetes signer for the test, made of kubectl and openssl: it approves the
+/// requests of `signer_name` and signs them with the CA folder `ca` (copying the request's
+/// SANs), except those for `refuse`, which it denies. Runs until `stop` is set.
+fn external_signer(
+    k: &cluster::Kubectl,
+    dir: &std::path::Path,
+    ca: &std::path::Path,
+    signer_name: &str,
+    refuse: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let work = dir.join("external-signer");
+    std::fs::create_dir_all(&work).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        let list: serde_json::Value =
+            serde_json::from_str(&k.run(&["get", "csr", "-o", "json"])).unwrap();
+        for item in list["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or("");
+            if item["spec"]["signerName"] != signer_name
+                || !item["status"]["certificate"].is_null()
+                || !item["status"]["conditions"].is_null()
+            {
+                continue;
+            }
+            let wanted = item["metadata"]["annotations"]["trustmesh.io/identity"]
+                .as_str()
+                .unwrap_or("");
+            if wanted == refuse {
+                k.run(&["certificate", "deny", name]);
+                continue;
+            }
+            k.run(&["certificate", "approve", name]);
+            let request = b64
+                .decode(item["spec"]["request"].as_str().unwrap())
+                .unwrap();
+            std::fs::write(work.join("req.pem"), request).unwrap();
+            let s = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+            trustmesh_testkit::tools::openssl(
+                &work,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "req.pem",
+                    "-CA",
+                    &s(ca.join("ca-cert.pem")),
+                    "-CAkey",
+                    &s(ca.join("ca-key.pem")),
+                    "-days",
+                    "1",
+                    "-copy_extensions",
+                    "copyall",
+                    "-out",
+                    "leaf.pem",
+                ],
+            );
+            let mut current: serde_json::Value =
+                serde_json::from_str(&k.run(&["get", "csr", name, "-o", "json"])).unwrap();
+            current["status"]["certificate"] =
+                serde_json::json!(b64.encode(std::fs::read(work.join("leaf.pem")).unwrap()));
+            let out = k.output(
+                &[
+                    "replace",
+                    "--raw",
+                    &format!(
+                        "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/status"
+                    ),
+                    "-f",
+                    "-",
+                ],
+                Some(&current.to_string()),
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_certificates_from_an_external_kubernetes_signer() {
+    let (etcd, apiserver) = match cluster::binaries() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("SKIP kubernetes external signer test: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let k = Cluster::start(dir.path(), &etcd, &apiserver);
+    k.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: { name: istio-system }\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: { name: foo }\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: { name: client, namespace: foo }\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: { name: server, namespace: foo }\n",
+    );
+    // The control plane's own CA (its serving certificate) and the external signer's CA.
+    let make_ca = |name: &str| {
+        let ca = dir.path().join(name);
+        trustmesh_testkit::tools::run_ok(std::process::Command::new(control::bin()).args([
+            "ca",
+            "init",
+            "--trust-domain",
+            TD,
+            "--out",
+            ca.to_str().unwrap(),
+        ]));
+        ca
+    };
+    let own = make_ca("own-ca");
+    let external = make_ca("external-ca");
+    let kubeconfig = k.kubeconfig.to_str().unwrap().to_string();
+    let cp = Control::spawn(&[
+        "control",
+        "--kubeconfig",
+        &kubeconfig,
+        "--ca",
+        own.to_str().unwrap(),
+        "--external-signer",
+        "example.com/external",
+        "--external-signer-roots",
+        external.join("root-cert.pem").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--monitoring-listen",
+        "127.0.0.1:0",
+    ]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let refuse = format!("spiffe://{TD}/ns/foo/sa/server");
+    let kubectl = k.client();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            external_signer(
+                &kubectl,
+                dir.path(),
+                &external,
+                "example.com/external",
+                &refuse,
+                &stop,
+            )
+        });
+        let own_root = std::fs::read_to_string(own.join("root-cert.pem")).unwrap();
+        let external_root = std::fs::read_to_string(external.join("root-cert.pem")).unwrap();
+        // The client's certificate comes from the external CA, for the client's identity.
+        let client = k.token("foo", "client", "istio-ca");
+        let chain = block_on(certificate(&cp, &own_root, &client)).unwrap();
+        assert!(same_pem(chain.last().unwrap(), &external_root));
+        let leaf = dir.path().join("external-leaf.pem");
+        std::fs::write(&leaf, &chain[0]).unwrap();
+        let san = trustmesh_testkit::tools::openssl(
+            dir.path(),
+            &[
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName",
+                "-in",
+                "external-leaf.pem",
+            ],
+        );
+        assert!(
+            san.contains(&format!("URI:spiffe://{TD}/ns/foo/sa/client")),
+            "{san}"
+        );
+        // The signer's refusal reaches the caller.
+        let server = k.token("foo", "server", "istio-ca");
+        let refused = block_on(certificate_as(&cp, &own_root, &server, "server")).unwrap_err();
+        assert!(
+            refused.contains("refused") && refused.contains("Denied"),
+            "{refused}"
+        );
+        // The requests are removed once answered.
+        let left = k.kubectl(&["get", "csr", "-o", "name"]);
+        assert!(left.trim().is_empty(), "{left}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }

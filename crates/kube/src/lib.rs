@@ -8,6 +8,7 @@ pub mod cacerts;
 pub mod client;
 pub mod csr;
 pub mod events;
+pub mod external;
 pub mod node;
 pub mod review;
 pub mod roots;

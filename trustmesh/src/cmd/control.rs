@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use trustmesh_ca_server::signer::Signer;
 use trustmesh_control::run::{self, Options};
 use trustmesh_control::source::DirSource;
 use trustmesh_lifecycle::signals::Hangup;
@@ -69,6 +72,12 @@ pub fn run(a: ControlArgs) -> ExitCode {
                 )
             }
         }
+    }
+    if !a.kube.enabled() && a.kube.external_signer.is_some() {
+        return super::fail(
+            2,
+            "--external-signer needs --kube or --kubeconfig: it asks the cluster's CSR API",
+        );
     }
     if !a.kube.enabled() && !a.kube.trusted_node_accounts.is_empty() {
         return super::fail(
@@ -131,13 +140,24 @@ pub fn run(a: ControlArgs) -> ExitCode {
                 ..Default::default()
             },
         };
+        // What signs workload certificates: the CA, or with --external-signer a Kubernetes
+        // signer (the CA's own serving certificate stays with the CA).
+        let mut workload_signer: Arc<dyn Signer> = signer.clone();
+        if let Some(c) = &cluster {
+            match c.external_signer(&a.kube) {
+                Ok(Some(s)) => workload_signer = s,
+                Ok(None) => {}
+                Err(code) => return code,
+            }
+        }
         if let Some(c) = &mut cluster {
-            c.attach(&a.kube, &mut ca_opts, &mut opts, &signer).await;
+            c.attach(&a.kube, &mut ca_opts, &mut opts, workload_signer.as_ref())
+                .await;
             if a.kube.sign_csrs {
                 c.sign_csrs(&a.ca, signer.clone(), ca_opts.trust_domain.clone());
             }
         }
-        let running = match run::start(signer.clone(), identity, ca_opts, opts).await {
+        let running = match run::start(workload_signer, identity, ca_opts, opts).await {
             Ok(r) => r,
             Err(e) => return super::fail(1, format!("{e:#}")),
         };

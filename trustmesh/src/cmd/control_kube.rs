@@ -15,6 +15,7 @@ use trustmesh_control::run::{self, Options, Running};
 use trustmesh_control::source::Merged;
 use trustmesh_kube::cacerts::{self, Origin};
 use trustmesh_kube::events::Reporter;
+use trustmesh_kube::external::ExternalSigner;
 use trustmesh_kube::node::{KubeNodeAuthorizer, NodeAccount};
 use trustmesh_kube::review::KubeTokenReviewer;
 use trustmesh_kube::source::KubeSource;
@@ -54,6 +55,15 @@ pub struct KubeArgs {
     /// all others of that signer denied with the reason.
     #[arg(long)]
     pub sign_csrs: bool,
+    /// Ask this Kubernetes signer for workload certificates (istiod's RA mode, e.g. cert-manager
+    /// through istio-csr): the CA authenticates the caller and decides its identity, then
+    /// creates a CertificateSigningRequest for that signer and hands out the answer once it
+    /// names that identity and chains to --external-signer-roots. Needs those roots.
+    #[arg(long, value_name = "SIGNER_NAME", requires = "external_signer_roots")]
+    pub external_signer: Option<String>,
+    /// The external signer's roots (PEM): the bundle workloads are given.
+    #[arg(long, value_name = "FILE", requires = "external_signer")]
+    pub external_signer_roots: Option<PathBuf>,
 }
 
 impl KubeArgs {
@@ -125,7 +135,7 @@ impl Cluster {
         kube: &KubeArgs,
         ca_opts: &mut trustmesh_ca_server::server::Options,
         opts: &mut Options,
-        signer: &CaSigner,
+        signer: &dyn trustmesh_ca_server::signer::Signer,
     ) {
         let domain = opts.registry.domain_suffix.clone();
         let source = KubeSource::start(self.client.clone(), &domain, &kube.root_namespace);
@@ -150,6 +160,32 @@ impl Cluster {
         self.tasks
             .push(trustmesh_kube::roots::spawn(self.client.clone(), rx));
         self.roots = Some(roots);
+    }
+
+    /// The signer workload certificates come from with `--external-signer`, if given.
+    pub fn external_signer(
+        &self,
+        kube: &KubeArgs,
+    ) -> Result<Option<Arc<dyn trustmesh_ca_server::signer::Signer>>, ExitCode> {
+        let (Some(name), Some(roots)) = (&kube.external_signer, &kube.external_signer_roots) else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(roots).map_err(|e| {
+            super::fail(
+                2,
+                format!("--external-signer-roots {}: {e}", roots.display()),
+            )
+        })?;
+        let roots_der = trustmesh_identity::pem::certs_from_pem(&pem).map_err(|e| {
+            super::fail(
+                2,
+                format!("--external-signer-roots {}: {e}", roots.display()),
+            )
+        })?;
+        let signer = ExternalSigner::new(self.client.clone(), name.clone(), roots_der)
+            .map_err(|e| super::fail(2, format!("--external-signer-roots: {e}")))?;
+        tracing::info!("workload certificates are asked of the Kubernetes signer {name}");
+        Ok(Some(Arc::new(signer)))
     }
 
     /// Signs the cluster's CertificateSigningRequests of our signer name with `signer`.

@@ -168,15 +168,7 @@ impl Cluster {
 
     /// `kubectl <args>` against this cluster; panics with its output when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = self.kubectl_output(args, None);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.client().run(args)
     }
 
     /// `kubectl apply -f -` with `yaml`.
@@ -191,19 +183,12 @@ impl Cluster {
     }
 
     pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        use std::io::Write;
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl");
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        drop(input);
-        child.wait_with_output().unwrap()
+        self.client().output(args, stdin)
+    }
+
+    /// A kubectl for this cluster that another thread can hold.
+    pub fn client(&self) -> Kubectl {
+        Kubectl(self.kubeconfig.clone())
     }
 
     /// A pod that no kubelet runs, on `node` (no scheduler either), given the status a kubelet
@@ -262,4 +247,39 @@ impl Cluster {
 /// Runs a future to completion from inside the blocking closures `wait_for` takes.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// `kubectl --kubeconfig <file>`.
+#[derive(Clone)]
+pub struct Kubectl(pub PathBuf);
+
+impl Kubectl {
+    /// `kubectl <args>`; panics with its output when it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.output(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn output(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.0)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
 }
