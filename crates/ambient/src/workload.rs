@@ -162,6 +162,7 @@ fn workload(
         } else {
             w.network.clone()
         },
+        node: w.node.clone(),
         tunnel_protocol: if hbone {
             TunnelProtocol::Hbone
         } else {

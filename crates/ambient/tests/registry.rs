@@ -15,7 +15,7 @@ use trustmesh_registry::{Options, Registry};
 const YAML: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
-metadata: {name: vm-1, namespace: shop}
+metadata: {name: vm-1, namespace: shop, annotations: {trustmesh.io/node: node-7}}
 spec:
   address: 10.0.0.11
   network: net-b
@@ -193,6 +193,9 @@ fn workload_entries_and_inline_endpoints() {
             subzone: "a".into(),
         }),
         capacity: Some(5),
+        // A Kubernetes pod's node (trustmesh.io/node), which ztunnel's shared mode keeps its
+        // own node's workloads by.
+        node: "node-7".into(),
         ..Workload::default()
     };
     assert_eq!(vm1, &want);

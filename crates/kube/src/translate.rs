@@ -305,8 +305,11 @@ pub fn workload_entry(
     let mut value = document("WorkloadEntry", name, ns, entry);
     // The pod's labels stay exactly its own (its sidecar claims them); the registry reads its TLS
     // mode as Istio reads a pod's, from the label alone.
-    value["metadata"]["annotations"] =
-        to_yaml(json!({ trustmesh_registry::POD_ANNOTATION: "true" }));
+    let mut annotations = json!({ trustmesh_registry::POD_ANNOTATION: "true" });
+    if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+        annotations[trustmesh_registry::NODE_ANNOTATION] = json!(node);
+    }
+    value["metadata"]["annotations"] = to_yaml(annotations);
     Some(Translated {
         value,
         origin: origin("Pod", Some(ns), name),

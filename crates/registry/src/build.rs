@@ -78,6 +78,7 @@ fn workload_entries(parsed: &Parsed, reg: &mut Registry, report: &mut Report) {
             at: r.location.at("spec"),
             trust_domain: reg.trust_domain.as_ref(),
             pod: r.pod,
+            node: r.node.clone(),
         };
         let Some(w) = entries::workload(&r.spec, cx, &mut report.problems) else {
             continue;
@@ -179,6 +180,7 @@ fn dns_host(host: &str, entry: &str, namespace: &str, at: Location) -> Workload 
         labels: Default::default(),
         network: String::new(),
         locality: String::new(),
+        node: String::new(),
         weight: 0,
         service_account: String::new(),
         service_account_named: false,

@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub trust_domain: Option<&'a TrustDomain>,
     /// A Kubernetes pod's entry: the label alone decides the TLS mode.
     pub pod: bool,
+    /// Its node, for a pod's entry.
+    pub node: String,
 }
 
 /// The workload, or `None` when it has an error (each error is in `problems`).
@@ -104,6 +106,7 @@ pub fn workload(
         labels: spec.labels.clone(),
         network: spec.network.clone(),
         locality: spec.locality.clone(),
+        node: cx.node,
         weight: spec.weight,
         service_account,
         service_account_named: named,

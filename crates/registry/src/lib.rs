@@ -96,8 +96,8 @@ pub use classify::{Destination, ServiceHit, Unknown, Via, WorkloadHit};
 pub use crd::SimpleLb;
 pub use model::{
     Endpoint, EndpointAddress, MeshLocation, Origin, Protocol, Resolution, Service, ServicePort,
-    TlsMode, Workload, DEFAULT_SERVICE_ACCOUNT, POD_ANNOTATION, TLS_MODE_LABEL, TUNNEL_HTTP,
-    TUNNEL_LABEL,
+    TlsMode, Workload, DEFAULT_SERVICE_ACCOUNT, NODE_ANNOTATION, POD_ANNOTATION, TLS_MODE_LABEL,
+    TUNNEL_HTTP, TUNNEL_LABEL,
 };
 pub use options::{AutoAllocate, Options};
 pub use own::{IdentifyError, SelfRef};

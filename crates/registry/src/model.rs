@@ -24,6 +24,9 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// `serviceAccount` makes a WorkloadEntry `istio`; the pod's labels stay exactly the pod's, as
 /// its sidecar reports them.
 pub const POD_ANNOTATION: &str = "trustmesh.io/kubernetes-pod";
+/// The node a Kubernetes pod's WorkloadEntry runs on (ztunnel's shared mode keeps the workloads
+/// of its own node by it).
+pub const NODE_ANNOTATION: &str = "trustmesh.io/node";
 /// Istio's `TunnelLabel`: the tunnel protocols a workload terminates, a comma-separated list
 /// (Istio asks readers to parse the list rather than compare the whole value). `http` is
 /// HBONE: HTTP/2 CONNECT over mTLS on port 15008, ambient's transport.
@@ -287,6 +290,8 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     pub network: String,
     pub locality: String,
+    /// The Kubernetes node, for a pod's entry ([`NODE_ANNOTATION`]); empty otherwise.
+    pub node: String,
     /// `weight` as written; 0 means unset (Istio then treats all endpoints alike).
     pub weight: u32,
     /// `serviceAccount`, or [`DEFAULT_SERVICE_ACCOUNT`] when none is named.

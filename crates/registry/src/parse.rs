@@ -45,6 +45,8 @@ pub struct Resource<S> {
     /// Stands for a Kubernetes pod ([`crate::model::POD_ANNOTATION`]): its TLS mode follows
     /// the pod's label alone, as Istio reads pods.
     pub pod: bool,
+    /// [`crate::model::NODE_ANNOTATION`], when the object is a pod's.
+    pub node: String,
     pub spec: S,
 }
 
@@ -200,6 +202,11 @@ fn resource<S: DeserializeOwned + Default>(
         namespace,
         created: meta.creation_timestamp,
         pod: meta.annotations.contains_key(crate::model::POD_ANNOTATION),
+        node: meta
+            .annotations
+            .get(crate::model::NODE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default(),
         spec: object.spec,
     })
 }

@@ -89,6 +89,7 @@ pub fn check(
             at: at.at(format!("endpoints[{i}]")),
             trust_domain: td,
             pod: false,
+            node: String::new(),
         };
         let Some(w) = entries::workload(e, cx, problems) else {
             continue;

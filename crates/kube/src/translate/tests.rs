@@ -10,7 +10,7 @@ fn svc(v: Value) -> Service {
 fn pod(name: &str, ip: &str, labels: Value, ready: bool) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "shop", "labels": labels},
-        "spec": {"serviceAccountName": "reviews", "containers": [
+        "spec": {"serviceAccountName": "reviews", "nodeName": "node-a", "containers": [
             {"name": "app", "ports": [{"name": "web", "containerPort": 9080}, {"name": "metrics", "containerPort": 9090}]}
         ]},
         "status": {"phase": "Running", "podIP": ip,
@@ -137,6 +137,10 @@ fn a_service_and_its_ready_pods_are_a_service_with_endpoints() {
         .collect();
     assert!(tls.contains(&("198.18.100.1".into(), trustmesh_registry::TlsMode::Istio)));
     assert!(tls.contains(&("198.18.100.2".into(), trustmesh_registry::TlsMode::Disabled)));
+    assert!(
+        reg.workloads().iter().all(|w| w.node == "node-a"),
+        "the pod's node is kept"
+    );
     let plain_labels = &reg
         .workloads()
         .iter()
