@@ -71,15 +71,9 @@ fn same_pem(a: &str, b: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ca_keeps_its_keys_in_the_cluster_and_follows_a_cacerts_rotation() {
-    let (etcd, apiserver) = match cluster::binaries() {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("SKIP kubernetes CA tests: {why}");
-            return;
-        }
+    let Some((dir, k)) = cluster::start_or_skip("kubernetes CA tests") else {
+        return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let k = Cluster::start(dir.path(), &etcd, &apiserver);
     k.apply(
         "apiVersion: v1\nkind: Namespace\nmetadata: { name: istio-system }\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: { name: foo }\n---\n\
@@ -178,24 +172,12 @@ async fn the_ca_keeps_its_keys_in_the_cluster_and_follows_a_cacerts_rotation() {
     });
     let issued =
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, issued.trim()).unwrap();
-    std::fs::write(dir.path().join("csr-leaf.pem"), &issued).unwrap();
-    let san = trustmesh_testkit::tools::openssl(
-        dir.path(),
-        &[
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            "csr-leaf.pem",
-        ],
-    );
-    assert!(
-        san.contains(&format!("URI:spiffe://{TD}/ns/foo/sa/client")),
-        "{san}"
+    let issued = String::from_utf8(issued).unwrap();
+    assert_eq!(
+        cluster::leaf_uris(&issued),
+        [format!("spiffe://{TD}/ns/foo/sa/client")]
     );
     // The chain ends at the CA's root.
-    let issued = String::from_utf8(issued).unwrap();
     let root_of_chain = issued
         .split_inclusive("-----END CERTIFICATE-----\n")
         .last()
@@ -230,14 +212,7 @@ async fn the_ca_keeps_its_keys_in_the_cluster_and_follows_a_cacerts_rotation() {
     // issues and the roots ConfigMaps all move to it.
     for round in ["plugin-1", "plugin-2"] {
         let ca = dir.path().join(round);
-        trustmesh_testkit::tools::run_ok(std::process::Command::new(control::bin()).args([
-            "ca",
-            "init",
-            "--trust-domain",
-            TD,
-            "--out",
-            ca.to_str().unwrap(),
-        ]));
+        control::ca_init(&ca, TD);
         let root = std::fs::read_to_string(ca.join("root-cert.pem")).unwrap();
         put_cacerts(&k, &ca);
         wait_for(
@@ -351,15 +326,9 @@ fn external_signer(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workload_certificates_from_an_external_kubernetes_signer() {
-    let (etcd, apiserver) = match cluster::binaries() {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("SKIP kubernetes external signer test: {why}");
-            return;
-        }
+    let Some((dir, k)) = cluster::start_or_skip("kubernetes external signer test") else {
+        return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let k = Cluster::start(dir.path(), &etcd, &apiserver);
     k.apply(
         "apiVersion: v1\nkind: Namespace\nmetadata: { name: istio-system }\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: { name: foo }\n---\n\
@@ -369,14 +338,7 @@ async fn workload_certificates_from_an_external_kubernetes_signer() {
     // The control plane's own CA (its serving certificate) and the external signer's CA.
     let make_ca = |name: &str| {
         let ca = dir.path().join(name);
-        trustmesh_testkit::tools::run_ok(std::process::Command::new(control::bin()).args([
-            "ca",
-            "init",
-            "--trust-domain",
-            TD,
-            "--out",
-            ca.to_str().unwrap(),
-        ]));
+        control::ca_init(&ca, TD);
         ca
     };
     let own = make_ca("own-ca");
@@ -417,22 +379,9 @@ async fn workload_certificates_from_an_external_kubernetes_signer() {
         let client = k.token("foo", "client", "istio-ca");
         let chain = block_on(certificate(&cp, &own_root, &client)).unwrap();
         assert!(same_pem(chain.last().unwrap(), &external_root));
-        let leaf = dir.path().join("external-leaf.pem");
-        std::fs::write(&leaf, &chain[0]).unwrap();
-        let san = trustmesh_testkit::tools::openssl(
-            dir.path(),
-            &[
-                "x509",
-                "-noout",
-                "-ext",
-                "subjectAltName",
-                "-in",
-                "external-leaf.pem",
-            ],
-        );
-        assert!(
-            san.contains(&format!("URI:spiffe://{TD}/ns/foo/sa/client")),
-            "{san}"
+        assert_eq!(
+            cluster::leaf_uris(&chain[0]),
+            [format!("spiffe://{TD}/ns/foo/sa/client")]
         );
         // The signer's refusal reaches the caller.
         let server = k.token("foo", "server", "istio-ca");

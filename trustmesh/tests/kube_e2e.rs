@@ -14,7 +14,7 @@ mod control;
 
 use std::time::Duration;
 
-use cluster::{block_on, Cluster};
+use cluster::block_on;
 use control::{xds_with, Control, Mesh, TD};
 use trustmesh_testkit::net::wait_for;
 
@@ -89,18 +89,9 @@ async fn served(cp: &Control, mesh: &Mesh, token: &str) -> Result<Vec<String>, V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
-    let (etcd, apiserver) = match cluster::binaries() {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!(
-                "SKIP kubernetes tests: {why} (set TRUSTMESH_ETCD and TRUSTMESH_KUBE_APISERVER to \
-                 etcd and kube-apiserver binaries)"
-            );
-            return;
-        }
+    let Some((dir, k)) = cluster::start_or_skip("kubernetes tests") else {
+        return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let k = Cluster::start(dir.path(), &etcd, &apiserver);
     k.apply(CRDS);
     for crd in ["authorizationpolicies", "serviceentries", "workloadentries"] {
         let name = format!(
@@ -148,14 +139,7 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
     let kubeconfig = k.kubeconfig.to_str().unwrap().to_string();
     // A federated trust domain's root, served beside the CA's own.
     let other = dir.path().join("other-ca");
-    trustmesh_testkit::tools::run_ok(std::process::Command::new(control::bin()).args([
-        "ca",
-        "init",
-        "--trust-domain",
-        "other.example",
-        "--out",
-        other.to_str().unwrap(),
-    ]));
+    control::ca_init(&other, "other.example");
     let other_root = std::fs::read_to_string(other.join("root-cert.pem")).unwrap();
     let federated = format!("other.example={}", other.join("root-cert.pem").display());
     let cp = Control::start(
@@ -359,21 +343,9 @@ async fn control_plane_reads_the_cluster_and_its_ca_asks_it_about_tokens() {
     let chain = node_ask(bound.clone(), "client")
         .await
         .expect("client-1 runs on node-a");
-    std::fs::write(dir.path().join("leaf.pem"), &chain[0]).unwrap();
-    let san = trustmesh_testkit::tools::openssl(
-        dir.path(),
-        &[
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            "leaf.pem",
-        ],
-    );
-    assert!(
-        san.contains(&format!("URI:spiffe://{TD}/ns/foo/sa/client")),
-        "{san}"
+    assert_eq!(
+        cluster::leaf_uris(&chain[0]),
+        [format!("spiffe://{TD}/ns/foo/sa/client")]
     );
     let other_node = format!("{:?}", node_ask(bound, "server").await.unwrap_err());
     assert!(

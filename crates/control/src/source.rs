@@ -135,14 +135,9 @@ impl Source for DirSource {
         if let Some(m) = &self.mesh_file {
             match read_mesh(m) {
                 Ok(v) => self.last_mesh = Some(v),
-                Err(why) => inputs.problems.push(format!(
-                    "{why}; {}",
-                    if self.last_mesh.is_some() {
-                        "the last good mesh config is still served"
-                    } else {
-                        "the default mesh config is served"
-                    }
-                )),
+                Err(why) => inputs
+                    .problems
+                    .push(mesh_problem(&why, self.last_mesh.is_some())),
             }
         }
         inputs.mesh = self.last_mesh.clone();
@@ -220,11 +215,24 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, String> {
 fn read_mesh(path: &Path) -> Result<(serde_yaml::Value, String), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read the mesh config: {e}", path.display()))?;
-    // Parsed as the sidecars will parse it: a mesh config they would refuse is not served.
-    trustmesh_policy::MeshConfig::parse(&text, path).map_err(|e| e.to_string())?;
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((value, path.display().to_string()))
+    let origin = path.display().to_string();
+    Ok((mesh_value(&text, &origin)?, origin))
+}
+
+/// A mesh config's text as served, read as the sidecars will read it: text they would refuse
+/// is an error, so it is not served. `origin` names it in messages.
+pub fn mesh_value(text: &str, origin: &str) -> Result<serde_yaml::Value, String> {
+    trustmesh_policy::MeshConfig::parse(text, Path::new(origin)).map_err(|e| e.to_string())?;
+    serde_yaml::from_str(text).map_err(|e| format!("{origin}: {e}"))
+}
+
+/// The problem of a mesh config that stopped reading, and what is served instead.
+pub fn mesh_problem(why: &str, last_good: bool) -> String {
+    if last_good {
+        format!("{why}; the last good mesh config is still served")
+    } else {
+        format!("{why}; the default mesh config is served")
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinHandle;
+use trustmesh_ca_server::auth::review::parse_username;
 use trustmesh_ca_server::csr;
 use trustmesh_ca_server::signer::Signer;
 use trustmesh_identity::{SpiffeId, TrustDomain};
@@ -40,13 +41,14 @@ pub fn entitled(
 ) -> Result<SpiffeId, String> {
     let spec = &req.spec;
     let user = spec.username.as_deref().unwrap_or("");
-    let (ns, sa) = user
-        .strip_prefix("system:serviceaccount:")
-        .and_then(|r| r.split_once(':'))
-        .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains(':'))
-        .ok_or_else(|| {
-            format!("requested by {user:?}: only a service account obtains a workload certificate")
-        })?;
+    let (ns, sa) = match parse_username(user) {
+        Some(Ok(account)) => account,
+        _ => {
+            return Err(format!(
+                "requested by {user:?}: only a service account obtains a workload certificate"
+            ))
+        }
+    };
     let id = SpiffeId::istio(trust_domain, ns, sa).map_err(|e| e.to_string())?;
     let pem = String::from_utf8(spec.request.0.clone())
         .map_err(|_| "spec.request is not a PEM certificate request".to_string())?;

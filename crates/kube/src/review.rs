@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use kube::Client;
-use trustmesh_ca_server::auth::review::{PodRef, Review, ServiceAccount, TokenReviewer};
+use trustmesh_ca_server::auth::review::{
+    parse_username, PodRef, Review, ServiceAccount, TokenReviewer,
+};
 
 /// How long an accepted token is answered without asking again.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -113,18 +115,13 @@ pub fn judge(
         .as_ref()
         .and_then(|u| u.username.as_deref())
         .unwrap_or("");
-    let rest = user
-        .strip_prefix("system:serviceaccount:")
-        .ok_or_else(|| format!("{user:?} is not a service account"))?;
-    match rest.split_once(':') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains(':') => {
-            Ok(ServiceAccount {
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                issuer: ISSUER.to_string(),
-                pod: bound_pod(status),
-            })
-        }
+    match parse_username(user) {
+        Some(Ok((ns, name))) => Ok(ServiceAccount {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            issuer: ISSUER.to_string(),
+            pod: bound_pod(status),
+        }),
         _ => Err(format!("{user:?} is not a service account")),
     }
 }

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +24,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
-use trustmesh_control::source::{Document, Inputs, Source};
+use trustmesh_control::source::{mesh_problem, mesh_value, Document, Inputs, Source};
 
 use crate::store::{Objects, Shared, Store};
 use crate::translate;
@@ -399,25 +398,14 @@ impl Source for KubeSource {
         let origin = translate::origin("ConfigMap", Some(&self.root_namespace), MESH_CONFIGMAP);
         match &s.mesh {
             None => self.last_mesh = None,
-            Some(text) => match parse_mesh(text, &origin) {
+            Some(text) => match mesh_value(text, &origin) {
                 Ok(v) => self.last_mesh = Some((v, origin)),
-                Err(why) => inputs.problems.push(format!(
-                    "{why}; {}",
-                    if self.last_mesh.is_some() {
-                        "the last good mesh config is still served"
-                    } else {
-                        "the default mesh config is served"
-                    }
-                )),
+                Err(why) => inputs
+                    .problems
+                    .push(mesh_problem(&why, self.last_mesh.is_some())),
             },
         }
         inputs.mesh = self.last_mesh.clone();
         inputs
     }
-}
-
-/// The mesh config as the sidecars will parse it: text they would refuse is not served.
-fn parse_mesh(text: &str, origin: &str) -> Result<serde_yaml::Value, String> {
-    trustmesh_policy::MeshConfig::parse(text, Path::new(origin)).map_err(|e| e.to_string())?;
-    serde_yaml::from_str(text).map_err(|e| format!("{origin}: {e}"))
 }

@@ -283,3 +283,27 @@ impl Kubectl {
         child.wait_with_output().unwrap()
     }
 }
+
+/// A fresh cluster in a temporary directory, or `None` (after a SKIP line naming `what`) when
+/// the binaries are not given.
+pub fn start_or_skip(what: &str) -> Option<(tempfile::TempDir, Cluster)> {
+    let (etcd, apiserver) = match binaries() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!(
+                "SKIP {what}: {why} (set TRUSTMESH_ETCD and TRUSTMESH_KUBE_APISERVER to etcd and \
+                 kube-apiserver binaries)"
+            );
+            return None;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), &etcd, &apiserver);
+    Some((dir, cluster))
+}
+
+/// The URI SANs of the first certificate in `pem`.
+pub fn leaf_uris(pem: &str) -> Vec<String> {
+    let chain = trustmesh_identity::pem::certs_from_pem(pem.as_bytes()).expect("a PEM certificate");
+    trustmesh_testkit::pki::uri_sans(&chain[0])
+}

@@ -32,15 +32,7 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn new(dir: &Path) -> Mesh {
-        let ca = dir.join("ca");
-        run_ok(Command::new(bin()).args([
-            "ca",
-            "init",
-            "--trust-domain",
-            TD,
-            "--out",
-            ca.to_str().unwrap(),
-        ]));
+        ca_init(&dir.join("ca"), TD);
         std::fs::create_dir_all(dir.join("config")).unwrap();
         Mesh {
             dir: dir.to_path_buf(),
@@ -86,6 +78,18 @@ impl Mesh {
     pub fn remove(&self, file: &str) {
         std::fs::remove_file(self.config().join(file)).unwrap();
     }
+}
+
+/// `trustmesh ca init` of a root CA for `td` into `out`.
+pub fn ca_init(out: &Path, td: &str) {
+    run_ok(Command::new(bin()).args([
+        "ca",
+        "init",
+        "--trust-domain",
+        td,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
 }
 
 /// A running `trustmesh control`.

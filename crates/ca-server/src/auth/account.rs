@@ -10,6 +10,17 @@ pub struct ServiceAccount {
     pub pod: Option<PodRef>,
 }
 
+/// The namespace and name in a Kubernetes service account's user name or token subject,
+/// `system:serviceaccount:<ns>:<sa>`: `None` for another kind of name, `Some(Err)` for a
+/// service-account name that is malformed.
+pub fn parse_username(user: &str) -> Option<Result<(&str, &str), String>> {
+    let rest = user.strip_prefix("system:serviceaccount:")?;
+    Some(match rest.split_once(':') {
+        Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains(':') => Ok((ns, sa)),
+        _ => Err(format!("malformed service account name {user:?}")),
+    })
+}
+
 /// A pod by name and UID: a pod re-created under the same name is another pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRef {

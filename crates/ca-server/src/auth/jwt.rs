@@ -26,8 +26,6 @@ pub use super::account::ServiceAccount;
 
 use super::cache::{Now, TokenCache, TokenKey, Verified, DEFAULT_MAX_AGE, DEFAULT_MAX_ENTRIES};
 
-/// Prefix of a Kubernetes service-account subject.
-const SA_SUBJECT_PREFIX: &str = "system:serviceaccount:";
 /// A key set is re-read at most this often when a token names an unknown `kid`, so a flood of
 /// forged tokens cannot turn into a flood of reads of the JWKS source.
 const UNKNOWN_KID_RELOAD: Duration = Duration::from_secs(5);
@@ -408,17 +406,13 @@ fn unverified_issuer(token: &str) -> Result<String, JwtError> {
 /// claim are present they must agree; a token that names two accounts is refused.
 fn service_account(c: Claims, issuer: &str) -> Result<ServiceAccount, JwtError> {
     let from_sub = match c.sub.as_deref() {
-        Some(sub) => match sub.strip_prefix(SA_SUBJECT_PREFIX) {
-            Some(rest) => match rest.split_once(':') {
-                Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains(':') => {
-                    Some((ns.to_string(), sa.to_string()))
-                }
-                _ => {
-                    return Err(JwtError::NoServiceAccount(format!(
-                        "malformed subject {sub:?}"
-                    )))
-                }
-            },
+        Some(sub) => match super::account::parse_username(sub) {
+            Some(Ok((ns, sa))) => Some((ns.to_string(), sa.to_string())),
+            Some(Err(_)) => {
+                return Err(JwtError::NoServiceAccount(format!(
+                    "malformed subject {sub:?}"
+                )))
+            }
             None => None,
         },
         None => None,

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-pub use super::account::{PodRef, ServiceAccount};
+pub use super::account::{parse_username, PodRef, ServiceAccount};
 
 /// What a review answers: the service account the token speaks for, or why it does not.
 pub type Review<'a> = Pin<Box<dyn Future<Output = Result<ServiceAccount, String>> + Send + 'a>>;
