@@ -47,7 +47,7 @@ fn ca() -> &'static Ca {
         let jwt = JwtAuthority::from_key(&key).expect("JWT authority");
         let jwt_bundles = std::collections::BTreeMap::from([(known_domain(), jwt.jwks_json())]);
         Ca {
-            signer: CaSigner { ca },
+            signer: CaSigner::new(ca),
             trust: TrustConfig::new(known_domain(), roots),
             jwt,
             jwt_bundles,
