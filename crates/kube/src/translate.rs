@@ -27,6 +27,9 @@ use serde_json::{json, Map, Value};
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Istio's label naming a workload's network.
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";
+/// Istio's annotation limiting which namespaces see a Service (`.`, `*`, or names, comma
+/// separated), as a ServiceEntry's `exportTo`.
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 /// The annotation `kubectl apply` keeps: a copy of the whole object, not part of its meaning.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -152,6 +155,21 @@ pub fn service_entry(svc: &Service, slices: &[&EndpointSlice], domain: &str) -> 
         "location": "MESH_INTERNAL",
         "resolution": "STATIC",
     });
+    let export_to: Vec<&str> = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXPORT_TO_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !export_to.is_empty() {
+        entry["exportTo"] = json!(export_to);
+    }
     if spec.type_.as_deref() == Some("ExternalName") {
         let target = spec.external_name.as_deref()?;
         entry["resolution"] = json!("DNS");

@@ -159,6 +159,21 @@ fn a_service_and_its_ready_pods_are_a_service_with_endpoints() {
 }
 
 #[test]
+fn export_to_comes_from_istios_service_annotation() {
+    let private = svc(json!({
+        "metadata": {"name": "db", "namespace": "shop",
+                     "annotations": {"networking.istio.io/exportTo": ". , ops"}},
+        "spec": {"clusterIP": "198.19.200.12", "ports": [{"name": "tcp", "port": 5432}],
+                 "selector": {"app": "db"}}
+    }));
+    let e = service_entry(&private, &[], "cluster.local").unwrap();
+    assert_eq!(e.value["spec"]["exportTo"], to_yaml(json!([".", "ops"])));
+    registry(&[e]);
+    let public = service_entry(&reviews(), &[], "cluster.local").unwrap();
+    assert!(public.value["spec"].get("exportTo").is_none());
+}
+
+#[test]
 fn the_network_is_the_pods_label_else_its_namespaces() {
     let s = reviews();
     let own = pod(
