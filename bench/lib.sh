@@ -507,6 +507,36 @@ spec:
 EOF
 }
 
+# bench_registry FILE SERVER_IP CLIENT_IP VIP PORT [LABELS]: the registry of a transparent pair,
+# written to FILE: a WorkloadEntry per side (labels `app: <side>` plus LABELS, e.g.
+# `, networking.istio.io/tunnel: http` for workloads that speak HBONE), and the backend
+# ServiceEntry at VIP:PORT selecting the server.
+bench_registry() {
+    local file=$1 server_ip=$2 client_ip=$3 vip=$4 port=$5 labels=${6:-}
+    cat >"$file" <<EOF
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: server, namespace: bench }
+spec: { address: $server_ip, serviceAccount: server, labels: { app: server$labels } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: client, namespace: bench }
+spec: { address: $client_ip, serviceAccount: client, labels: { app: client$labels } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: backend, namespace: bench }
+spec:
+  hosts: [ backend.bench.svc.cluster.local ]
+  addresses: [ $vip ]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: $port, name: http, protocol: HTTP } ]
+  workloadSelector: { labels: { app: server } }
+EOF
+}
+
 # need_tools HINT TOOL...: exits 1 naming the TOOLs missing from PATH, with HINT (how to
 # install them), when any is.
 need_tools() {

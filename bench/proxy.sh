@@ -416,28 +416,8 @@ else
 
     mkdir -p "$work/policies-capture"
     cp "$work/policies/bench.yaml" "$work/policies-capture/"
-    cat >"$work/policies-capture/registry.yaml" <<EOF
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: server, namespace: bench }
-spec: { address: $cap_server_ip, labels: { app: server }, serviceAccount: server }
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: client, namespace: bench }
-spec: { address: $cap_client_ip, labels: { app: client }, serviceAccount: client }
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: backend, namespace: bench }
-spec:
-  hosts: [ backend.bench.svc.cluster.local ]
-  addresses: [ $cap_vip ]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [ { number: $cap_port, name: http, protocol: HTTP } ]
-  workloadSelector: { labels: { app: server } }
-EOF
+    bench_registry "$work/policies-capture/registry.yaml" "$cap_server_ip" "$cap_client_ip" \
+        "$cap_vip" "$cap_port"
     for side in server client; do
         cat >"$work/capture-$side.yaml" <<EOF
 workload: { namespace: bench, serviceAccount: $side, labels: { app: $side } }
@@ -517,28 +497,8 @@ else
     # workload marked as speaking HBONE.
     mkdir -p "$work/zt/config"
     cp "$work/policies/bench.yaml" "$work/zt/config/"
-    cat >"$work/zt/config/registry.yaml" <<EOF
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: server, namespace: bench }
-spec: { address: $zt_server_ip, serviceAccount: server, labels: { app: server, networking.istio.io/tunnel: http } }
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: client, namespace: bench }
-spec: { address: $zt_client_ip, serviceAccount: client, labels: { app: client, networking.istio.io/tunnel: http } }
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: backend, namespace: bench }
-spec:
-  hosts: [ backend.bench.svc.cluster.local ]
-  addresses: [ $zt_vip ]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [ { number: $zt_port, name: http, protocol: HTTP } ]
-  workloadSelector: { labels: { app: server } }
-EOF
+    bench_registry "$work/zt/config/registry.yaml" "$zt_server_ip" "$zt_client_ip" "$zt_vip" \
+        "$zt_port" ", networking.istio.io/tunnel: http"
     issuer=https://kubernetes.default.svc.cluster.local
     token_issuer "$work/zt"
     for side in client server; do
