@@ -86,17 +86,9 @@ const PATHS: &[&str] = &[
 const HEADER_VALUES: &[&str] = &["a", "b", "a*", "*b", "*", ""];
 const CLAIM_VALUES: &[&str] = &["admin", "dev", "read", "write", "ad*", "*", "deep"];
 
-fn source(r: &mut Rng) -> Value {
-    let mut s = serde_json::Map::new();
-    let fields: [(&str, &[&str]); 7] = [
-        ("principals", PRINCIPALS),
-        ("namespaces", NAMESPACES),
-        ("serviceAccounts", SERVICE_ACCOUNTS),
-        ("trustDomains", TRUST_DOMAINS),
-        ("ipBlocks", IP_BLOCKS),
-        ("remoteIpBlocks", REMOTE_IPS),
-        ("requestPrincipals", REQUEST_PRINCIPALS),
-    ];
+/// One to three of `fields`, each possibly as its `not…` form, with values from its pool.
+fn some_fields(r: &mut Rng, fields: &[(&str, &[&str])]) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
     for _ in 0..1 + r.below(3) {
         let (name, pool) = fields[r.below(fields.len())];
         let name = if r.chance(35) {
@@ -104,28 +96,37 @@ fn source(r: &mut Rng) -> Value {
         } else {
             name.to_string()
         };
-        s.insert(name, r.some(pool, 3));
+        m.insert(name, r.some(pool, 3));
     }
+    m
+}
+
+fn source(r: &mut Rng) -> Value {
+    let s = some_fields(
+        r,
+        &[
+            ("principals", PRINCIPALS),
+            ("namespaces", NAMESPACES),
+            ("serviceAccounts", SERVICE_ACCOUNTS),
+            ("trustDomains", TRUST_DOMAINS),
+            ("ipBlocks", IP_BLOCKS),
+            ("remoteIpBlocks", REMOTE_IPS),
+            ("requestPrincipals", REQUEST_PRINCIPALS),
+        ],
+    );
     json!({ "source": s })
 }
 
 fn operation(r: &mut Rng) -> Value {
-    let mut o = serde_json::Map::new();
-    let fields: [(&str, &[&str]); 4] = [
-        ("hosts", HOSTS),
-        ("ports", PORTS),
-        ("methods", METHODS),
-        ("paths", PATHS),
-    ];
-    for _ in 0..1 + r.below(3) {
-        let (name, pool) = fields[r.below(fields.len())];
-        let name = if r.chance(35) {
-            format!("not{}{}", name[..1].to_uppercase(), &name[1..])
-        } else {
-            name.to_string()
-        };
-        o.insert(name, r.some(pool, 3));
-    }
+    let o = some_fields(
+        r,
+        &[
+            ("hosts", HOSTS),
+            ("ports", PORTS),
+            ("methods", METHODS),
+            ("paths", PATHS),
+        ],
+    );
     json!({ "operation": o })
 }
 
