@@ -5,7 +5,7 @@
 # presents, the crypto ceiling from `openssl speed`, a pair of network namespaces, the policies
 # every trustmesh pair runs under (`bench_policies`), checking for tools (`need_tools`), stopping
 # what a run started and removing its work directory (`stop_started`, `drop_work`), and the tables
-# of bench/proxy.sh's report.
+# of bench/proxy.sh's report (its bulk table from the caller's `bulk_of`).
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
 # (processes to stop on exit), `nginx_bin`, for `issue_nginx` `ca_cert`, `ca_key` and `root`,
@@ -438,6 +438,32 @@ report_steady() {
         read -r rps p50 p99 c s _ <<<"${steady_of[$key]}"
         printf "%-24s %10.0f %9.3f %9.3f %14.1f %14.1f\n" "${name[$key]}" "$rps" "$p50" "$p99" "$c" "$s"
     done
+}
+
+# report_bulk: per path, the medians of bulk_of's columns (MB/s; CPU s/GB client, server, pair).
+report_bulk() {
+    local key mbs client server pair
+    printf "%-24s %8s %12s %12s %12s\n" scenario "MB/s" "client s/GB" "server s/GB" "pair s/GB"
+    for key in "${all_keys[@]}"; do
+        [[ -n "${bulk_of[$key]:-}" ]] || { skipped "$key"; continue; }
+        read -r mbs client server pair <<<"$(printf '%s' "${bulk_of[$key]}" | median_cols)"
+        if [[ -z "${client_pids[$key]:-}" ]]; then
+            printf "%-24s %8.0f %12s %12s %12s\n" "${name[$key]}" "$mbs" - - -
+        else
+            printf "%-24s %8.0f %12.2f %12.2f %12.2f\n" "${name[$key]}" "$mbs" "$client" \
+                "$server" "$pair"
+        fi
+    done
+}
+
+# bulk_ratio LABEL X Y: "LABEL: MB/s and pair CPU per GB of X as % of Y's", when both ran.
+bulk_ratio() {
+    local xm xp ym yp
+    [[ -n "${bulk_of[$2]:-}" && -n "${bulk_of[$3]:-}" ]] || return 0
+    read -r xm _ _ xp <<<"$(printf '%s' "${bulk_of[$2]}" | median_cols)"
+    read -r ym _ _ yp <<<"$(printf '%s' "${bulk_of[$3]}" | median_cols)"
+    awk -v l="$1" -v xm="$xm" -v xp="$xp" -v ym="$ym" -v yp="$yp" '
+        BEGIN { printf "%s: MB/s %.0f %%, pair CPU per GB %.0f %%\n", l, 100 * xm / ym, 100 * xp / yp }'
 }
 
 # resumed_share: over "per_s per_req handshakes resumed" lines, the % of all the handshakes

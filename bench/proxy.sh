@@ -74,6 +74,17 @@
 # ecdhp256 ecdhx25519`, one core), what a full and a resumed mTLS handshake cost in it, and
 # how much of (b)'s CPU per request that is.
 #
+# Bulk (-b MIB, default 1024; 0 skips it): after the wrk rounds, one download of a MIB-MiB file
+# (sparse, made with `truncate -s`, served by each path's nginx backend) through every path with
+# curl, in interleaved rounds as many as -r; per path the transfer rate in MB/s (10^6 bytes) and
+# the CPU seconds each proxy spent per GB (10^9 bytes) moved, from /proc as above. Every relayed
+# byte is TLS on one side of each proxy, so none of them can splice it from socket to socket;
+# what differs is how each moves and frames the bytes: (b)'s client side relays the
+# connection's bytes and its server side parses HTTP/1, (d) parses HTTP on both sides and
+# carries the body as HTTP/2 DATA frames, (e) carries the connection's bytes as DATA frames of
+# its HBONE stream, (c) proxies HTTP/1 through nginx's buffers. Each curl is bounded by
+# --max-time 300.
+#
 # Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
 # (scheduler placement of six busy processes on two cores), more than the difference being
 # measured. So the paths are measured in interleaved rounds (a b c d e, a b c d e, ...) and the
@@ -83,10 +94,12 @@
 # (KEEP_WORKDIR=1 keeps the work directory, with every proxy's access log and stderr).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS] [-s SECONDS] [-k]
-#         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 (wrk --latency; -d -t -c -r 1..9999, -s 0..9999,
-#         0 skips the steady phase); -k: new-connection mode (above). Every wrk run is bounded
-#         by its duration (and killed 30 s after it), so a whole run takes about
-#         5 × ROUNDS × SECONDS + 4 × STEADY SECONDS.
+#                       [-b MIB]
+#         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 -b 1024 (wrk --latency; -d -t -c -r 1..9999,
+#         -s 0..9999, 0 skips the steady phase; -b 0..65536, 0 skips the bulk transfers); -k:
+#         new-connection mode (above). Every wrk run is bounded by its duration (and killed 30 s
+#         after it), so a whole run takes about 5 × ROUNDS × SECONDS + 4 × STEADY SECONDS, plus
+#         the bulk transfers (a few seconds each per GiB on this machine).
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
 #                         `cargo build --release -p trustmesh`; this script never builds).
 #                         When it is missing, (b), (d) and (e) are skipped and the tables say so.
@@ -129,7 +142,8 @@ connections=32
 rounds=3
 steady=10
 close_mode=0
-while getopts "d:t:c:r:s:kh" opt; do
+bulk_mib=1024
+while getopts "d:t:c:r:s:b:kh" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
@@ -137,6 +151,7 @@ while getopts "d:t:c:r:s:kh" opt; do
         r) rounds=$OPTARG ;;
         s) steady=$OPTARG ;;
         k) close_mode=1 ;;
+        b) bulk_mib=$OPTARG ;;
         *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
 done
@@ -153,6 +168,10 @@ for n in "$duration" "$threads" "$connections" "$rounds"; do
 done
 if [[ ! "$steady" =~ ^(0|[1-9][0-9]{0,3})$ ]]; then
     echo "bench/proxy.sh: -s takes a whole number from 0 to 9999, not '$steady'" >&2
+    exit 2
+fi
+if [[ ! "$bulk_mib" =~ ^(0|[1-9][0-9]{0,4})$ ]] || ((bulk_mib > 65536)); then
+    echo "bench/proxy.sh: -b takes a whole number of MiB from 0 to 65536, not '$bulk_mib'" >&2
     exit 2
 fi
 
@@ -202,6 +221,8 @@ hz=$(getconf CLK_TCK)
 # --- backend -------------------------------------------------------------------------------
 mkdir -p "$work/www"
 printf 'hello, mesh\n\n' >"$work/www/index.html"
+# The bulk file: sparse, so it costs no disk and nginx reads it from the page cache.
+((bulk_mib == 0)) || truncate -s $((bulk_mib * 1048576)) "$work/www/big.bin"
 static_conf backend "127.0.0.1:$backend_port"
 start_nginx "$work/backend.conf"
 backend_master=${pids[-1]}
@@ -712,6 +733,39 @@ for round in $(seq 1 "$rounds"); do
         run_path load "$key"
     done
 done
+
+# bulk_path KEY: one download of big.bin through path KEY; appends "MB/s client server pair"
+# (CPU seconds per GB of its client-side proxy, its server-side proxy and both) to bulk_of[KEY].
+declare -A bulk_of
+bulk_path() {
+    local key=$1 c0 s0 c1 s1 out code size secs r prefix=()
+    mapfile -t prefix < <(how "$key")
+    c0=$(ticks ${client_pids[$key]:-})
+    s0=$(ticks ${server_pids[$key]:-})
+    out=$("${prefix[@]}" curl -s -o /dev/null --max-time 300 \
+        -w '%{http_code} %{size_download} %{time_total}' "${url[$key]}big.bin" || true)
+    c1=$(ticks ${client_pids[$key]:-})
+    s1=$(ticks ${server_pids[$key]:-})
+    read -r code size secs <<<"$out"
+    if [[ "$code" != 200 || "$size" != $((bulk_mib * 1048576)) ]]; then
+        echo "bench/proxy.sh: the bulk download through ${name[$key]} ended with" \
+            "'${out:-nothing}' (want 200 and $((bulk_mib * 1048576)) bytes)" >&2
+        return 1
+    fi
+    r=$(awk -v b="$size" -v t="$secs" -v hz="$hz" -v c=$((c1 - c0)) -v s=$((s1 - s0)) '
+        BEGIN { g = b / 1e9; printf "%.0f %.2f %.2f %.2f", b / 1e6 / t, c / hz / g, s / hz / g, (c + s) / hz / g }')
+    bulk_of[$key]+="$r"$'\n'
+    log "  MB/s, CPU s/GB client server pair: $r"
+}
+if ((bulk_mib > 0)); then
+    log "bulk: $bulk_mib MiB down through every path, $rounds interleaved rounds"
+    for round in $(seq 1 "$rounds"); do
+        for key in "${keys[@]}"; do
+            log "bulk round $round/$rounds: ${name[$key]}"
+            bulk_path "$key"
+        done
+    done
+fi
 for key in "${keys[@]}"; do
     hwm_end[$key]="$(mem_kb VmHWM ${client_pids[$key]:-}) $(mem_kb VmHWM ${server_pids[$key]:-})"
 done
@@ -756,6 +810,12 @@ report_memory
 echo "Idle VmRSS of each proxy, MB: anonymous (RssAnon: heap, stacks) + file-backed (RssFile: the"
 echo "pages of the binary and libraries mapped in)"
 report_idle_split
+if ((bulk_mib > 0)); then
+    echo
+    echo "Bulk: one $bulk_mib MiB download per path and round with curl, medians of $rounds" \
+        "interleaved rounds; MB/s in 10^6 bytes, CPU seconds per GB (10^9 bytes) moved"
+    report_bulk
+fi
 echo
 echo "TLS handshakes between the two proxies of each pair, counted on the server side, medians of"
 echo "$rounds rounds (for nginx and ztunnel the connections; ztunnel never resumes, nginx may):"
@@ -785,3 +845,7 @@ echo
 ratio "trustmesh/nginx (b/c)" b c
 ratio "capture/explicit (d/b)" d b
 ratio "trustmesh capture/ztunnel (d/e)" d e
+if ((bulk_mib > 0)); then
+    bulk_ratio "bulk, trustmesh capture/ztunnel (d/e)" d e
+    bulk_ratio "bulk, trustmesh explicit/ztunnel (b/e)" b e
+fi
