@@ -398,11 +398,7 @@ impl Mesh {
                 return Vec::new();
             };
             let addr = SocketAddr::new(orig.ip(), port.target_port.unwrap_or(orig.port()));
-            let known = self
-                .registry
-                .workloads()
-                .iter()
-                .find(|w| w.address == EndpointAddress::Ip(orig.ip()));
+            let known = self.registry.workloads_at(&orig.ip()).next();
             let endpoint = known.map(|workload| Endpoint {
                 workload,
                 port: addr.port(),

@@ -237,12 +237,7 @@ fn known_by_identity<'a>(
     snap: &'a Snapshot,
     id: &trustmesh_identity::SpiffeId,
 ) -> Option<crate::telemetry::peer::Known<'a>> {
-    let mut found = snap
-        .mesh_view
-        .registry
-        .workloads()
-        .iter()
-        .filter(|w| w.identity.as_ref() == Some(id));
+    let mut found = snap.mesh_view.registry.workloads_with(id);
     let w = found.next()?;
     if found.any(|o| o.labels != w.labels) {
         return None;

@@ -292,11 +292,16 @@ fn index(reg: &mut Registry) {
             names.add(&s.host, i, &reg.options.domain_suffix);
         }
     }
+    let mut by_identity: HashMap<_, Vec<u32>> = HashMap::new();
     for (i, w) in reg.workloads.iter().enumerate() {
         if let EndpointAddress::Ip(ip) = w.address {
             addr.add_workload(ip, i as u32);
         }
+        if let Some(id) = &w.identity {
+            by_identity.entry(id.clone()).or_default().push(i as u32);
+        }
     }
+    reg.by_identity = by_identity;
     reg.addresses = addr;
     reg.names = names;
     reg.by_host = by_host;

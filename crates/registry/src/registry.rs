@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use trustmesh_identity::TrustDomain;
+use trustmesh_identity::{SpiffeId, TrustDomain};
 use trustmesh_policy::OutboundMode;
 
 use crate::addr::AddressIndex;
@@ -32,6 +32,9 @@ pub struct Registry {
     pub(crate) entries: HashMap<String, HashMap<String, u32>>,
     /// Host → services declaring it.
     pub(crate) by_host: HashMap<String, Vec<u32>>,
+    /// SPIFFE ID → the workloads that have it (a sidecar names its peer this way on every
+    /// outbound request, so it must not scan every workload of a large mesh).
+    pub(crate) by_identity: HashMap<SpiffeId, Vec<u32>>,
     pub(crate) addresses: AddressIndex,
     pub(crate) names: NameIndex,
     pub(crate) rules: RuleIndex,
@@ -66,6 +69,15 @@ impl Registry {
     pub fn workloads_at(&self, ip: &std::net::IpAddr) -> impl Iterator<Item = &Workload> {
         self.addresses
             .workloads(ip)
+            .iter()
+            .filter_map(|i| self.workloads.get(*i as usize))
+    }
+
+    /// The workloads whose identity is `id` (by an index, not a scan), in registry order.
+    pub fn workloads_with(&self, id: &SpiffeId) -> impl Iterator<Item = &Workload> {
+        self.by_identity
+            .get(id)
+            .map_or(&[][..], Vec::as_slice)
             .iter()
             .filter_map(|i| self.workloads.get(*i as usize))
     }

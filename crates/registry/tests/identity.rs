@@ -276,3 +276,43 @@ fn the_tunnel_label_says_which_workloads_terminate_hbone() {
         "networking.istio.io/tunnel"
     );
 }
+
+#[test]
+fn workloads_are_found_by_identity_through_the_index() {
+    let entry = |name: &str, spec: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {spec}\n")
+    };
+    let reg = clean(&join(&[
+        &entry("a1", "{address: 10.0.0.1, serviceAccount: a}"),
+        &entry("b1", "{address: 10.0.0.2, serviceAccount: b}"),
+        &entry("a2", "{address: 10.0.0.3, serviceAccount: a}"),
+    ]));
+    let id = |sa: &str| {
+        trustmesh_identity::SpiffeId::parse(&format!("spiffe://cluster.local/ns/ns/sa/{sa}"))
+            .unwrap()
+    };
+    let names = |sa: &str| -> Vec<String> {
+        reg.workloads_with(&id(sa))
+            .map(|w| w.address.to_string())
+            .collect()
+    };
+    // Every workload of that identity, in registry order, and nothing else.
+    assert_eq!(names("a"), ["10.0.0.1", "10.0.0.3"]);
+    assert_eq!(names("b"), ["10.0.0.2"]);
+    assert!(names("nobody").is_empty());
+    // The index agrees with a scan for every identity in the registry.
+    for w in reg.workloads() {
+        let id = w.identity.as_ref().unwrap();
+        let scanned: Vec<_> = reg
+            .workloads()
+            .iter()
+            .filter(|o| o.identity.as_ref() == Some(id))
+            .map(|o| o.address.to_string())
+            .collect();
+        let indexed: Vec<_> = reg
+            .workloads_with(id)
+            .map(|o| o.address.to_string())
+            .collect();
+        assert_eq!(indexed, scanned);
+    }
+}
