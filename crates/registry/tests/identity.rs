@@ -44,11 +44,13 @@ fn identity_comes_from_service_account_namespace_and_trust_domain() {
     );
 }
 
+/// A WorkloadEntry `name` in namespace `ns` with `spec` (flow-style YAML).
+fn entry(name: &str, spec: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {spec}\n")
+}
+
 #[test]
 fn the_tls_mode_label_else_a_named_service_account_else_disabled() {
-    let entry = |name: &str, spec: &str| {
-        format!("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {spec}\n")
-    };
     let reg = clean(&join(&[
         &entry("labelled", "{address: 10.0.0.1, labels: {security.istio.io/tlsMode: istio}}"),
         &entry("named", "{address: 10.0.0.2, serviceAccount: sa}"),
@@ -279,9 +281,6 @@ fn the_tunnel_label_says_which_workloads_terminate_hbone() {
 
 #[test]
 fn workloads_are_found_by_identity_through_the_index() {
-    let entry = |name: &str, spec: &str| {
-        format!("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {spec}\n")
-    };
     let reg = clean(&join(&[
         &entry("a1", "{address: 10.0.0.1, serviceAccount: a}"),
         &entry("b1", "{address: 10.0.0.2, serviceAccount: b}"),
