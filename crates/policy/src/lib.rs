@@ -168,7 +168,8 @@ pub use decision::{Decision, PolicyResult, Verdict};
 pub use failclosed::{InvalidResource, Outcome};
 pub use load::{ReadError, SourceText};
 pub use mesh::{
-    AccessLogEncoding, ExtensionProvider, MeshConfig, OutboundMode, OutboundTrafficPolicy,
+    AccessLogEncoding, ExtensionProvider, H2UpgradePolicy, MeshConfig, OutboundMode,
+    OutboundTrafficPolicy,
 };
 pub use normalize::{Normalization, PathNormalization};
 pub use problem::{Location, Notice, Problem};

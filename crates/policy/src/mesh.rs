@@ -34,6 +34,11 @@ pub struct MeshConfig {
     /// What a sidecar does with outbound traffic to a destination the registry does not know.
     #[serde(default)]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Whether HTTP/1.1 requests to an `HTTP` service port go to the upstream as HTTP/2
+    /// (a DestinationRule's `connectionPool.http.h2UpgradePolicy` may say otherwise per
+    /// service). Istio's default keeps the app's HTTP/1.1 between sidecars.
+    #[serde(default)]
+    pub h2_upgrade_policy: H2UpgradePolicy,
     /// `accessLogFile`: read so the field is known; the sidecar writes its access log to stdout
     /// (Istio's usual `/dev/stdout`) whatever it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,7 @@ impl Default for MeshConfig {
             extension_providers: Vec::new(),
             path_normalization: Default::default(),
             outbound_traffic_policy: Default::default(),
+            h2_upgrade_policy: Default::default(),
             access_log_file: None,
             access_log_encoding: None,
             access_log_format: None,
@@ -96,6 +102,16 @@ pub enum OutboundMode {
     AllowAny,
     #[serde(rename = "REGISTRY_ONLY")]
     RegistryOnly,
+}
+
+/// `meshConfig.h2UpgradePolicy`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum H2UpgradePolicy {
+    #[default]
+    #[serde(rename = "DO_NOT_UPGRADE")]
+    DoNotUpgrade,
+    #[serde(rename = "UPGRADE")]
+    Upgrade,
 }
 
 /// `extensionProviders[]`. Only the ext_authz kinds matter to authorization; other kinds
@@ -252,6 +268,21 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("mesh.yaml: meshConfig.outboundTrafficPolicy.mode: unknown variant"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn h2_upgrade_policy_defaults_to_do_not_upgrade() {
+        let m = MeshConfig::from_yaml_str("trustDomain: a.test").unwrap();
+        assert_eq!(m.h2_upgrade_policy, H2UpgradePolicy::DoNotUpgrade);
+        let m = MeshConfig::from_yaml_str("h2UpgradePolicy: UPGRADE").unwrap();
+        assert_eq!(m.h2_upgrade_policy, H2UpgradePolicy::Upgrade);
+        let e = MeshConfig::parse("h2UpgradePolicy: ALWAYS", Path::new("mesh.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("mesh.yaml: h2UpgradePolicy: unknown variant `ALWAYS`"),
             "{e}"
         );
     }

@@ -42,6 +42,7 @@ pub(crate) fn build(
     let mut reg = Registry {
         options: options.clone(),
         outbound: mesh.outbound_traffic_policy.mode,
+        h2_upgrade: mesh.h2_upgrade_policy,
         root_namespace: mesh.root_namespace.clone(),
         ..Registry::default()
     };

@@ -132,15 +132,15 @@ pub struct DestinationRuleSpec {
     pub workload_selector: Option<MatchLabelsSpec>,
 }
 
-/// `TrafficPolicy`: `tls`, `portLevelSettings` and `loadBalancer.simple` are acted on; the rest
-/// is accepted and ignored (see the module docs).
+/// `TrafficPolicy`: `tls`, `portLevelSettings`, `loadBalancer.simple` and the protocol choice of
+/// `connectionPool.http` are acted on; the rest is accepted and ignored (see the module docs).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrafficPolicySpec {
     #[serde(default)]
     pub load_balancer: Option<LoadBalancerSpec>,
     #[serde(default)]
-    pub connection_pool: Ignored,
+    pub connection_pool: Option<ConnectionPoolSpec>,
     #[serde(default)]
     pub outlier_detection: Ignored,
     #[serde(default)]
@@ -163,11 +163,75 @@ pub struct PortTrafficPolicySpec {
     #[serde(default)]
     pub load_balancer: Option<LoadBalancerSpec>,
     #[serde(default)]
-    pub connection_pool: Ignored,
+    pub connection_pool: Option<ConnectionPoolSpec>,
     #[serde(default)]
     pub outlier_detection: Ignored,
     #[serde(default)]
     pub tls: Option<ClientTlsSpec>,
+}
+
+/// `ConnectionPoolSettings`. Of `http`, the two fields that choose the HTTP version sent
+/// upstream are acted on; the limits, timeouts and keepalives are accepted and ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionPoolSpec {
+    #[serde(default)]
+    pub tcp: Ignored,
+    #[serde(default)]
+    pub http: Option<HttpSettingsSpec>,
+}
+
+/// `ConnectionPoolSettings.HTTPSettings`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpSettingsSpec {
+    #[serde(default)]
+    pub http1_max_pending_requests: Ignored,
+    #[serde(default)]
+    pub http2_max_requests: Ignored,
+    #[serde(default)]
+    pub max_requests_per_connection: Ignored,
+    #[serde(default)]
+    pub max_retries: Ignored,
+    #[serde(default)]
+    pub idle_timeout: Ignored,
+    #[serde(default)]
+    pub h2_upgrade_policy: H2Upgrade,
+    #[serde(default)]
+    pub use_client_protocol: bool,
+    #[serde(default)]
+    pub max_concurrent_streams: Ignored,
+    #[serde(default)]
+    pub http2_keep_alive: Ignored,
+}
+
+/// `HTTPSettings.H2UpgradePolicy`: `DEFAULT` leaves it to `meshConfig.h2UpgradePolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub enum H2Upgrade {
+    #[default]
+    #[serde(rename = "DEFAULT")]
+    Default,
+    #[serde(rename = "DO_NOT_UPGRADE")]
+    DoNotUpgrade,
+    #[serde(rename = "UPGRADE")]
+    Upgrade,
+}
+
+impl<'de> Deserialize<'de> for H2Upgrade {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "DEFAULT" => H2Upgrade::Default,
+            "DO_NOT_UPGRADE" => H2Upgrade::DoNotUpgrade,
+            "UPGRADE" => H2Upgrade::Upgrade,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown h2UpgradePolicy value \"{other}\", expected one of \
+                     DEFAULT, DO_NOT_UPGRADE, UPGRADE"
+                )))
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

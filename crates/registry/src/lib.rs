@@ -61,7 +61,8 @@
 //!
 //! # What is left out, and said so where it matters
 //! - `exportTo` is read and not enforced (a notice when it restricts anything).
-//! - DestinationRule `connectionPool`, `outlierDetection`, `tunnel`, `proxyProtocol`,
+//! - DestinationRule `connectionPool` (but for the HTTP version it chooses, see
+//!   [`upstream_http`]), `outlierDetection`, `tunnel`, `proxyProtocol`,
 //!   `retryBudget`, load balancer settings other than `simple`, and subsets' own traffic
 //!   policies are accepted and ignored (a notice lists them per rule). `credentialName` is a
 //!   problem: it names a Kubernetes Secret.
@@ -90,10 +91,11 @@ mod rule_index;
 pub mod rules;
 mod services;
 pub mod tls;
+pub mod upstream_http;
 
 pub use build::validate;
 pub use classify::{Destination, ServiceHit, Unknown, Via, WorkloadHit};
-pub use crd::SimpleLb;
+pub use crd::{H2Upgrade, SimpleLb};
 pub use model::{
     Endpoint, EndpointAddress, MeshLocation, Origin, Protocol, Resolution, Service, ServicePort,
     TlsMode, Workload, DEFAULT_SERVICE_ACCOUNT, NODE_ANNOTATION, POD_ANNOTATION, TLS_MODE_LABEL,
@@ -103,5 +105,6 @@ pub use options::{AutoAllocate, Options};
 pub use own::{IdentifyError, SelfRef};
 pub use registry::Registry;
 pub use report::Report;
-pub use rules::{ClientTls, DestinationRule, TlsSetting};
+pub use rules::{ClientTls, DestinationRule, HttpPool, TlsSetting};
 pub use tls::{DecidedBy, Originate, UpstreamMode, UpstreamTls};
+pub use upstream_http::UpstreamHttp;

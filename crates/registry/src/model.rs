@@ -147,6 +147,11 @@ impl Protocol {
         )
     }
 
+    /// HTTP/2 whatever the app speaks (Istio's `IsHTTP2`).
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+    }
+
     /// Carries TLS with SNI (Istio's `IsTLS`).
     pub fn is_tls(self) -> bool {
         matches!(self, Protocol::Https | Protocol::Tls)

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use trustmesh_identity::{SpiffeId, TrustDomain};
-use trustmesh_policy::OutboundMode;
+use trustmesh_policy::{H2UpgradePolicy, OutboundMode};
 
 use crate::addr::AddressIndex;
 use crate::model::{Endpoint, Service, ServicePort, Workload};
@@ -21,6 +21,8 @@ pub struct Registry {
     pub(crate) options: Options,
     pub(crate) trust_domain: Option<TrustDomain>,
     pub(crate) outbound: OutboundMode,
+    /// `meshConfig.h2UpgradePolicy`.
+    pub(crate) h2_upgrade: H2UpgradePolicy,
     pub(crate) root_namespace: String,
     pub(crate) services: Vec<Service>,
     pub(crate) workloads: Vec<Workload>,

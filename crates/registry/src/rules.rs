@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 
 use trustmesh_policy::{Location, Notice, Problem};
 
-use crate::crd::{ClientTlsSpec, DestinationRuleSpec, SimpleLb, TlsModeSpec, TrafficPolicySpec};
+use crate::crd::{
+    ClientTlsSpec, ConnectionPoolSpec, DestinationRuleSpec, H2Upgrade, SimpleLb, TlsModeSpec,
+    TrafficPolicySpec,
+};
 use crate::parse::{BrokenRule, Resource};
 
 /// A DestinationRule as the registry applies it (possibly several merged).
@@ -33,6 +36,8 @@ pub struct DestinationRule {
     pub workload_selector: Option<BTreeMap<String, String>>,
     pub tls: Option<ClientTls>,
     pub load_balancer: Option<SimpleLb>,
+    /// `connectionPool.http`'s choice of the HTTP version sent upstream.
+    pub http: Option<HttpPool>,
     pub port_level: Vec<PortPolicy>,
     pub subsets: Vec<Subset>,
     /// Read but not enforced.
@@ -53,6 +58,19 @@ pub struct PortPolicy {
     pub port: u16,
     pub tls: Option<ClientTls>,
     pub load_balancer: Option<SimpleLb>,
+    /// Replaces the rule's own wholesale, as Istio applies port-level settings: a port entry
+    /// without `connectionPool` has the defaults, not the rule's.
+    pub http: Option<HttpPool>,
+}
+
+/// What a DestinationRule's `connectionPool.http` says about the HTTP version sent upstream
+/// (the decision is [`crate::upstream_http`]'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpPool {
+    pub h2_upgrade_policy: H2Upgrade,
+    /// Send the version the app used.
+    pub use_client_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -138,6 +156,7 @@ pub fn compile(
             .map(|s| s.match_labels.clone()),
         tls: None,
         load_balancer: None,
+        http: None,
         port_level: Vec::new(),
         subsets: Vec::new(),
         export_to: spec.export_to.clone(),
@@ -206,8 +225,12 @@ fn traffic_policy(
     ignored: &mut Vec<String>,
     problems: &mut Vec<Problem>,
 ) {
+    rule.http = connection_pool(
+        tp.connection_pool.as_ref(),
+        &at.at("connectionPool"),
+        ignored,
+    );
     for (name, v) in [
-        ("connectionPool", &tp.connection_pool),
         ("outlierDetection", &tp.outlier_detection),
         ("tunnel", &tp.tunnel),
         ("proxyProtocol", &tp.proxy_protocol),
@@ -248,13 +271,8 @@ fn traffic_policy(
                 .hint("give each port one entry"),
             );
         }
-        for (name, v) in [
-            ("connectionPool", &p.connection_pool),
-            ("outlierDetection", &p.outlier_detection),
-        ] {
-            if v.is_some() {
-                ignored.push(pat.at(name).field);
-            }
+        if p.outlier_detection.is_some() {
+            ignored.push(pat.at("outlierDetection").field);
         }
         rule.port_level.push(PortPolicy {
             port,
@@ -265,6 +283,11 @@ fn traffic_policy(
             load_balancer: load_balancer(
                 p.load_balancer.as_ref(),
                 &pat.at("loadBalancer"),
+                ignored,
+            ),
+            http: connection_pool(
+                p.connection_pool.as_ref(),
+                &pat.at("connectionPool"),
                 ignored,
             ),
         });
@@ -289,6 +312,40 @@ fn load_balancer(
         }
     }
     lb.simple
+}
+
+/// The protocol choice of `connectionPool.http`; every limit beside it is listed as ignored.
+fn connection_pool(
+    pool: Option<&ConnectionPoolSpec>,
+    at: &Location,
+    ignored: &mut Vec<String>,
+) -> Option<HttpPool> {
+    let pool = pool?;
+    if pool.tcp.is_some() {
+        ignored.push(at.at("tcp").field);
+    }
+    let http = pool.http.as_ref()?;
+    let at = at.at("http");
+    for (name, v) in [
+        ("http1MaxPendingRequests", &http.http1_max_pending_requests),
+        ("http2MaxRequests", &http.http2_max_requests),
+        (
+            "maxRequestsPerConnection",
+            &http.max_requests_per_connection,
+        ),
+        ("maxRetries", &http.max_retries),
+        ("idleTimeout", &http.idle_timeout),
+        ("maxConcurrentStreams", &http.max_concurrent_streams),
+        ("http2KeepAlive", &http.http2_keep_alive),
+    ] {
+        if v.is_some() {
+            ignored.push(at.at(name).field);
+        }
+    }
+    Some(HttpPool {
+        h2_upgrade_policy: http.h2_upgrade_policy,
+        use_client_protocol: http.use_client_protocol,
+    })
 }
 
 fn client_tls(t: &ClientTlsSpec, at: &Location, problems: &mut Vec<Problem>) -> ClientTls {
@@ -357,6 +414,7 @@ pub fn stand_in(b: &BrokenRule, reason: &str, domain: &str) -> Option<Destinatio
         workload_selector: None,
         tls: None,
         load_balancer: None,
+        http: None,
         port_level: Vec::new(),
         subsets: Vec::new(),
         export_to: Vec::new(),
@@ -386,9 +444,14 @@ pub fn merge(mut rules: Vec<DestinationRule>, problems: &mut Vec<Problem>) -> Ve
         if m.broken.is_none() {
             m.broken = r.broken.clone();
         }
-        if m.tls.is_none() && m.load_balancer.is_none() && m.port_level.is_empty() {
+        if m.tls.is_none()
+            && m.load_balancer.is_none()
+            && m.http.is_none()
+            && m.port_level.is_empty()
+        {
             m.tls = r.tls;
             m.load_balancer = r.load_balancer;
+            m.http = r.http;
             m.port_level = r.port_level;
         }
         for s in r.subsets {
