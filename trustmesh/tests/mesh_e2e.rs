@@ -656,3 +656,121 @@ print("closed" if rest == b"" else "data", round(time.monotonic() - start, 1))
     let after: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(-1.0);
     assert!((0.5..5.0).contains(&after), "closed after {after}s: {said}");
 }
+
+/// The HTTP version between two sidecars is Istio's choice for the port, seen in the server
+/// sidecar's access log (`%PROTOCOL%`): an `HTTP` port keeps HTTP/1.1 by default, even for an
+/// app that speaks HTTP/2 (meshConfig `h2UpgradePolicy` defaults to DO_NOT_UPGRADE); a
+/// DestinationRule `h2UpgradePolicy: UPGRADE` sends HTTP/2; `useClientProtocol` sends what the
+/// app spoke. The rule is added and changed while both sidecars run.
+#[test]
+fn the_http_version_between_sidecars_follows_the_port_settings() {
+    if !netns::usable("mesh_e2e", TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("mesh")).unwrap();
+    std::fs::write(dir.join("mesh/registry.yaml"), REGISTRY).unwrap();
+    let ca = OpensslCa::new(dir, "mesh", TD);
+    let hub = hub(NET);
+    let frontend = node(&hub, "fe", "198.18.1.10");
+    let reviews1 = node(&hub, "rv1", "198.18.1.11");
+    let _app = echo(&reviews1.ns, "reviews-v1", 9080);
+    let _fe = sidecar(
+        dir,
+        &ca,
+        &frontend,
+        "frontend",
+        "frontend",
+        "frontend",
+        "ALLOW_ANY",
+    );
+    let rv_mesh = dir.join("reviews-mesh.yaml");
+    std::fs::write(
+        &rv_mesh,
+        "trustDomain: cluster.local\naccessLogEncoding: TEXT\n\
+         accessLogFormat: \"proto=%PROTOCOL% path=%REQ(:PATH)%\\n\"\n",
+    )
+    .unwrap();
+    let mut spec = mesh_support::Spec::new(dir, &ca, "bookinfo", "reviews", "reviews");
+    spec.mesh = format!("\"{}\"", rv_mesh.display());
+    let cert = mesh_support::issue(
+        &ca,
+        &reviews1,
+        "spiffe://cluster.local/ns/bookinfo/sa/reviews",
+    );
+    let mut rv = mesh_support::start_sidecar(dir, &reviews1, spec, cert);
+
+    // What the server sidecar logged for a request to `path` over HTTP/2 from the app or not.
+    let mut version_seen = |path: &str, h2: bool| -> String {
+        let url = format!("http://reviews.bookinfo:9080{path}");
+        let extra: &[&str] = if h2 {
+            &["--http2-prior-knowledge"]
+        } else {
+            &[]
+        };
+        let (code, body) = get_with(&frontend.ns, &url, extra);
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("reviews-v1"), "{body}");
+        let suffix = format!(" path={path}");
+        let mut found = None;
+        wait(
+            "the server sidecar's log line",
+            Duration::from_secs(5),
+            || {
+                found = rv
+                    .access_lines()
+                    .iter()
+                    .find(|l| l.ends_with(&suffix))
+                    .cloned();
+                found.is_some()
+            },
+        );
+        let line = found.unwrap();
+        line.strip_prefix("proto=")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(version_seen("/h1-default", false), "HTTP/1.1");
+    assert_eq!(version_seen("/h2-default", true), "HTTP/1.1");
+
+    let rule = |http: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {{ name: reviews-pool, namespace: bookinfo }}\n\
+             spec:\n  host: reviews\n  trafficPolicy:\n    connectionPool: {{ http: {http} }}\n"
+        )
+    };
+    // The client sidecar reloads the folder by itself; ask until the new rule shows.
+    mesh_support::write_atomically(
+        &dir.join("mesh/pool.yaml"),
+        &rule("{ h2UpgradePolicy: UPGRADE }"),
+    );
+    let mut n = 0;
+    wait(
+        "HTTP/2 after the UPGRADE rule",
+        Duration::from_secs(15),
+        || {
+            n += 1;
+            version_seen(&format!("/upgrade-{n}"), false) == "HTTP/2"
+        },
+    );
+    mesh_support::write_atomically(
+        &dir.join("mesh/pool.yaml"),
+        &rule("{ useClientProtocol: true }"),
+    );
+    let mut n = 0;
+    wait(
+        "HTTP/1.1 after useClientProtocol",
+        Duration::from_secs(15),
+        || {
+            n += 1;
+            version_seen(&format!("/client-{n}"), false) == "HTTP/1.1"
+        },
+    );
+    assert_eq!(version_seen("/client-h2", true), "HTTP/2");
+    assert_eq!(version_seen("/client-h1", false), "HTTP/1.1");
+}

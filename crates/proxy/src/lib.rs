@@ -30,6 +30,7 @@ pub mod inbound;
 pub mod jwt;
 pub mod loglevel;
 pub mod mesh;
+pub mod meshconn;
 pub mod metrics;
 pub mod names;
 pub mod normalize;

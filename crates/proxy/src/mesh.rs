@@ -18,7 +18,7 @@ use trustmesh_policy::load::SourceText;
 use trustmesh_policy::{Location, MeshConfig, PolicySet};
 use trustmesh_registry::{
     AutoAllocate, Endpoint, EndpointAddress, Options, Originate, Protocol, Registry, Resolution,
-    Service, ServicePort, SimpleLb, UpstreamMode, WorkloadHit,
+    Service, ServicePort, SimpleLb, UpstreamHttp, UpstreamMode, WorkloadHit,
 };
 
 use crate::config::ProxyConfig;
@@ -189,8 +189,9 @@ impl Mesh {
 }
 
 /// What a mesh connection carries, which its ALPN tells the peer's inbound port (one port
-/// carries every protocol there): HTTP/2 for requests between sidecars, HTTP/1.1 for an
-/// upgrade (HTTP/2 has no Upgrade), nothing for a TCP relay — the peer then takes the port's
+/// carries every protocol there): HTTP/2 or HTTP/1.1 for requests between sidecars (as the
+/// port's settings choose, `route::send`), HTTP/1.1 for an upgrade (HTTP/2 has no Upgrade),
+/// nothing for a TCP relay — the peer then takes the port's
 /// declared protocol, as Istio's sidecars send `istio-peer-exchange` and no HTTP name for TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Carry {
@@ -440,6 +441,12 @@ impl Mesh {
                 })
             })
             .collect()
+    }
+
+    /// The HTTP version this sidecar sends requests for a service port in (the registry's
+    /// decision for this workload as a DestinationRule client).
+    pub fn upstream_http(&self, service: &Service, port: &ServicePort) -> UpstreamHttp {
+        self.registry.upstream_http(&self.client, service, port)
     }
 
     /// Whether every endpoint of a service port is reached through HBONE, asked without

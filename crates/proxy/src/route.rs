@@ -3,14 +3,13 @@
 //! round robin over that service's endpoints — so one keep-alive connection from the app
 //! spreads its requests as Envoy's HTTP connection manager does.
 //!
-//! To an endpoint with a sidecar the request goes over mTLS and HTTP/2 (ALPN `h2`), one
-//! multiplexed connection per endpoint and identity, kept per worker thread like the app pools
-//! ([`crate::workers`]); to one without, plaintext HTTP/1.1 over the worker's pool. A request
+//! To an endpoint with a sidecar the request goes over mTLS on a pooled connection
+//! ([`crate::meshconn`]), HTTP/1.1 or HTTP/2 as Istio chooses for the port (by default the
+//! app's HTTP/1.1 stays HTTP/1.1, see [`trustmesh_registry::UpstreamHttp`]); to one without,
+//! plaintext HTTP/1.1 over the worker's pool. A request
 //! that cannot be delivered gets a 503 whose body and `x-trustmesh-upstream-error` header say
 //! why in Envoy's words and ours, never a reset.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -21,13 +20,12 @@ use http::header::HeaderValue;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use trustmesh_lifecycle::drain::Watch;
 use trustmesh_policy::OutboundMode;
-use trustmesh_registry::{Destination, Via};
+use trustmesh_registry::{Destination, UpstreamHttp, Via};
 
 use crate::accesslog::AccessLog;
 use crate::clock::now_rfc3339;
@@ -133,16 +131,17 @@ async fn handle(
     .without_decision_metric();
     // Classified again for each request: the registry may have been reloaded since the
     // connection began, and a service's index is only meaningful in the registry it came from.
-    let targets = match view.registry.classify(at.orig) {
+    let (targets, upstream_http) = match view.registry.classify(at.orig) {
         Destination::Service(hit) => {
             let host = authority.as_deref().map(host_of).unwrap_or_default();
             let named = std::iter::once((hit.service, hit.port))
                 .chain(hit.others.iter().copied())
                 .find(|(s, _)| host_matches(&s.host, &host));
             match (named, hit.via) {
-                (Some((service, port)), _) => {
-                    view.service_targets(service, port, Some(at.orig), &snap.policies.set)
-                }
+                (Some((service, port)), _) => (
+                    view.service_targets(service, port, Some(at.orig), &snap.policies.set),
+                    view.upstream_http(service, port),
+                ),
                 // The port is claimed on every address for HTTP (Istio's `0.0.0.0:<port>`
                 // listener), but no service there has this host: Istio's `allow_any` route
                 // passes it through, or under REGISTRY_ONLY its BlackHoleCluster answers 502.
@@ -176,22 +175,24 @@ async fn handle(
                         .metrics
                         .outbound_passthrough
                         .fetch_add(1, Ordering::Relaxed);
-                    vec![Target {
+                    let passthrough = Target {
                         addr: TargetAddr::Socket(at.orig),
                         tls: TargetTls::Plaintext,
                         load: None,
                         cluster: PASSTHROUGH_CLUSTER.into(),
                         hbone: false,
-                    }]
+                    };
+                    (vec![passthrough], UpstreamHttp::Http1)
                 }
-                (None, _) => {
-                    view.service_targets(hit.service, hit.port, Some(at.orig), &snap.policies.set)
-                }
+                (None, _) => (
+                    view.service_targets(hit.service, hit.port, Some(at.orig), &snap.policies.set),
+                    view.upstream_http(hit.service, hit.port),
+                ),
             }
         }
         // Reloaded into something that is no longer an HTTP service: this request still goes
         // where the connection was classified to go, the next connection follows the change.
-        _ => Vec::new(),
+        _ => (Vec::new(), UpstreamHttp::Http1),
     };
     // To a sidecar, our metadata goes with the request (Istio's exchange), so its metrics
     // name us; never to a server outside the mesh.
@@ -222,6 +223,7 @@ async fn handle(
         req,
         authority.as_deref(),
         upgrade.is_some(),
+        upstream_http,
     )
     .await;
     match sent {
@@ -296,8 +298,11 @@ async fn send<'t>(
     req: Request<Incoming>,
     authority: Option<&str>,
     upgrade: bool,
+    upstream_http: UpstreamHttp,
 ) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
     let timeouts = shared.current().config.timeouts.clone();
+    // To a sidecar: HTTP/2 or HTTP/1.1 as the port's settings say (an upgrade is HTTP/1.1).
+    let h2 = !upgrade && upstream_http.http2(req.version() == http::Version::HTTP_2);
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
     // The body can be sent once: connections are made (and failures skipped) before it is.
     let mut req = Some(req);
@@ -309,10 +314,10 @@ async fn send<'t>(
                 continue;
             }
         };
-        let carry = if upgrade {
-            crate::mesh::Carry::Http1
-        } else {
+        let carry = if h2 {
             crate::mesh::Carry::Http2
+        } else {
+            crate::mesh::Carry::Http1
         };
         let security = match view.security(&target.tls, carry) {
             Ok(s) => s,
@@ -324,9 +329,9 @@ async fn send<'t>(
         let Some(mut r) = req.take() else { break };
         // In flight on this endpoint until its answer's head is back (LEAST_REQUEST).
         let _load = target.load.as_ref().map(crate::mesh::Load::begin);
-        if upgrade || !matches!(security, Security::Mtls(..)) {
-            // HTTP/1.1 to a server without a sidecar: an HTTP/2 request from the app carried
-            // its host in :authority, which becomes `Host`.
+        if !h2 || !matches!(security, Security::Mtls(..)) {
+            // HTTP/1.1 (to a server without a sidecar, or to one whose port keeps it): an
+            // HTTP/2 request from the app carried its host in :authority, which becomes `Host`.
             *r.version_mut() = http::Version::HTTP_11;
             if !r.headers().contains_key(http::header::HOST) {
                 if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
@@ -373,8 +378,8 @@ async fn send<'t>(
             }
             // Mesh mTLS (TLS origination took the branch above).
             Security::Mtls(..) | Security::Tls { .. } => {
-                let (mut sender, peer) =
-                    match mesh_sender(shared, addr, &target.tls, &security, &timeouts).await {
+                let (sender, peer) =
+                    match crate::meshconn::sender(shared, addr, &target.tls, &security, h2).await {
                         Ok(s) => s,
                         Err(why) => {
                             last = why;
@@ -382,22 +387,23 @@ async fn send<'t>(
                             continue;
                         }
                     };
-                // HTTP/2 carries the host in :authority.
-                let host = authority.unwrap_or_default();
-                *r.uri_mut() = with_authority(host, r.uri()).unwrap_or_else(|| r.uri().clone());
-                r.headers_mut().remove(http::header::HOST);
-                *r.version_mut() = http::Version::HTTP_2;
-                return match sender.send_request(r).await {
+                if h2 {
+                    // HTTP/2 carries the host in :authority.
+                    let host = authority.unwrap_or_default();
+                    *r.uri_mut() = with_authority(host, r.uri()).unwrap_or_else(|| r.uri().clone());
+                    r.headers_mut().remove(http::header::HOST);
+                    *r.version_mut() = http::Version::HTTP_2;
+                } else {
+                    *r.uri_mut() = origin_form(r.uri());
+                }
+                return match sender.send(addr, r).await {
                     Ok(resp) => Ok((target, peer, resp)),
-                    Err(e) => {
+                    Err(why) => {
                         shared
                             .metrics
                             .upstream_errors
                             .fetch_add(1, Ordering::Relaxed);
-                        Err(reset_sentence(
-                            "remote reset",
-                            format!("{addr}: {}", error_chain(&e)),
-                        ))
+                        Err(why)
                     }
                 };
             }
@@ -430,8 +436,7 @@ async fn dedicated<'t>(
         let _ = conn.with_upgrades().await;
     });
     // Origin form over a connection of its own; `Host` still says what the app asked for.
-    let path = r.uri().path_and_query().map_or("/", |p| p.as_str());
-    *r.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    *r.uri_mut() = origin_form(r.uri());
     sender
         .send_request(r)
         .await
@@ -439,83 +444,11 @@ async fn dedicated<'t>(
         .map_err(|e| failed(error_chain(&e)))
 }
 
-/// An endpoint and the identities it must present.
-type PoolKey = (SocketAddr, Vec<String>);
-/// A live HTTP/2 connection's sender and the identity the server proved.
-type Pooled = (http2::SendRequest<Incoming>, Option<String>);
-
-/// The pooled connection of one key; its lock is held while that connection is made, so
-/// requests that arrive together on a cold pool wait for one handshake instead of each making
-/// its own (the benchmark saw 15 one-request connections at start without it).
-type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
-
-thread_local! {
-    /// One HTTP/2 connection per endpoint and expected identity, on the thread that drives it.
-    static MESH_POOL: RefCell<HashMap<PoolKey, Slot>> = RefCell::new(HashMap::new());
-}
-
-/// A sender on a live HTTP/2 mTLS connection to `addr`, made when there is none.
-async fn mesh_sender(
-    shared: &Shared,
-    addr: SocketAddr,
-    tls: &TargetTls,
-    security: &Security,
-    timeouts: &crate::config::Timeouts,
-) -> Result<Pooled, String> {
-    let ids = match tls {
-        TargetTls::Mesh(ids) => ids.clone(),
-        _ => Vec::new(),
-    };
-    let slot = MESH_POOL.with(|p| p.borrow_mut().entry((addr, ids)).or_default().clone());
-    let mut pooled = slot.lock().await;
-    if let Some((sender, peer)) = pooled.as_ref() {
-        if !sender.is_closed() {
-            return Ok((sender.clone(), peer.clone()));
-        }
-    }
-    *pooled = None;
-    // Boxed: the handshake's future is large and runs once per connection, while this function
-    // runs for every request (see `http::serve` on future sizes).
-    let fresh = Box::pin(open_mesh(shared, addr, security, timeouts)).await?;
-    *pooled = Some(fresh.clone());
-    Ok(fresh)
-}
-
-/// A new HTTP/2 mTLS connection to `addr`, driven by a task of its own.
-async fn open_mesh(
-    shared: &Shared,
-    addr: SocketAddr,
-    security: &Security,
-    timeouts: &crate::config::Timeouts,
-) -> Result<Pooled, String> {
-    let stream =
-        match crate::upstream::connect(addr, security, timeouts.connect(), timeouts.handshake())
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                e.count(&shared.metrics);
-                return Err(e.sentence());
-            }
-        };
-    let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
-    if stream.alpn() != Some(b"h2") {
-        return Err(reset_sentence(
-            "protocol error",
-            format!("{addr} did not agree to HTTP/2 over mTLS (ALPN h2)"),
-        ));
-    }
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP/2 with {addr}: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "outbound HTTP/2 connection to {addr} ended");
-        }
-    });
-    Ok((sender, peer))
+/// The request target a server is sent on a connection of its own: the path and query only;
+/// `Host` says what the app asked for.
+fn origin_form(uri: &Uri) -> Uri {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// `http://<addr><path>`: the worker pool connects to the URI's authority; the `Host` header

@@ -181,14 +181,12 @@ fn config_dump_shows_the_mtls_mode_of_captured_ports() {
 }
 
 /// An HTTP/1.1 upgrade by the app behind its sidecar (upgrade.rs's scenario with the mesh
-/// client): the client sidecar carries the request to the server's over HTTP/2 (route.rs),
-/// where an upgrade cannot be expressed, so the server sidecar forwards a plain GET, the app
-/// switches protocols anyway (as this one does; a WebSocket server would refuse) and the app
-/// gets 502 "app switched protocols unasked" — authorization worked (the server's log line
-/// is an allow), the tunnel does not exist. Istio keeps HTTP/1.1 between sidecars for an
-/// `HTTP` port unless a DestinationRule asks for `h2UpgradePolicy: UPGRADE`, so WebSockets
-/// work there. Transport, not policy, but it keeps upgrade.rs from being ported with the
-/// mesh client (it runs from outside the mesh there).
+/// client). The finding: the client sidecar carried every request to the server's over
+/// HTTP/2 (route.rs), where an upgrade cannot be expressed, so the server sidecar forwarded a
+/// plain GET, the app switched protocols anyway (as this one does; a WebSocket server would
+/// refuse) and the app got 502 "app switched protocols unasked" — authorization worked (the
+/// server's log line was an allow), the tunnel did not exist. An upgrade now goes over an
+/// HTTP/1.1 connection of its own, whatever the port's HTTP version between sidecars.
 #[test]
 fn upgrades_are_tunnelled_between_sidecars() {
     if !netns::usable("mesh_policy_e2e", TOOLS) {

@@ -263,13 +263,18 @@ impl Sidecar {
 
     /// The access log so far, one JSON value per line (lines that are not JSON skipped).
     pub fn access_log(&mut self) -> Vec<serde_json::Value> {
-        while let Ok(line) = self.proc.lines.try_recv() {
-            self.access.push(line);
-        }
-        self.access
+        self.access_lines()
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// The access log so far as written (`accessLogEncoding: TEXT` lines too).
+    pub fn access_lines(&mut self) -> &[String] {
+        while let Ok(line) = self.proc.lines.try_recv() {
+            self.access.push(line);
+        }
+        &self.access
     }
 }
 

@@ -1,0 +1,221 @@
+//! Pooled mTLS connections from this sidecar to its peers, for routed requests ([`crate::route`]).
+//!
+//! Both kinds are kept per worker thread (the thread whose reactor drives them, as the app
+//! pools of [`crate::workers`]) and per endpoint and identities the peer must prove:
+//!
+//! - HTTP/2 (ALPN `h2`): one multiplexed connection, shared by every request;
+//! - HTTP/1.1 (ALPN `http/1.1`): a list of connections, each carrying one request at a time.
+//!   A request takes an idle one or opens another, and gives it back as soon as the response
+//!   head is in: hyper's sender reports it ready again only once that response's body has been
+//!   read to the end, so a connection still streaming a body is passed over, never queued
+//!   behind. The list grows to the most requests in flight at once to that peer, as Envoy's
+//!   HTTP/1 pool does, and a connection leaves it when it closes (the peer's idle timeout).
+//!
+//! Which of the two a request uses is the registry's decision ([`trustmesh_registry::UpstreamHttp`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::mesh::TargetTls;
+use crate::state::Shared;
+use crate::upstream::{reset_sentence, Security};
+
+/// Per endpoint address, the pools by the identities the endpoint must present. Keyed by the
+/// address alone, so a request hashes a socket address and copies no SPIFFE ID (one identity
+/// set per address is the rule).
+type ByAddr<T> = HashMap<SocketAddr, Vec<(Vec<String>, T)>>;
+
+/// The pool of `addr` and `ids` in `pools`, made when missing.
+fn pool<T: Default + Clone>(pools: &mut ByAddr<T>, addr: SocketAddr, ids: &[String]) -> T {
+    let list = pools.entry(addr).or_default();
+    match list.iter().find(|(have, _)| have.as_slice() == ids) {
+        Some((_, p)) => p.clone(),
+        None => {
+            let p = T::default();
+            list.push((ids.to_vec(), p.clone()));
+            p
+        }
+    }
+}
+
+/// A live HTTP/2 connection's sender and the identity the server proved.
+type H2Conn = (http2::SendRequest<Incoming>, Option<String>);
+
+/// The HTTP/2 connection of one key; its lock is held while that connection is made, so
+/// requests that arrive together on a cold pool wait for one handshake instead of each making
+/// its own (the benchmark saw 15 one-request connections at start without it).
+type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
+
+/// An HTTP/1.1 connection's sender and the identity the server proved.
+pub struct H1Conn {
+    sender: http1::SendRequest<Incoming>,
+    peer: Option<String>,
+}
+
+/// The HTTP/1.1 connections of one key that are not carrying a request (or are still
+/// finishing a response body). Only its worker thread uses it; the lock is never contended.
+type H1List = Arc<std::sync::Mutex<Vec<H1Conn>>>;
+
+thread_local! {
+    static H2_POOL: RefCell<ByAddr<H2Slot>> = RefCell::new(HashMap::new());
+    static H1_POOL: RefCell<ByAddr<H1List>> = RefCell::new(HashMap::new());
+}
+
+/// A connection ready to carry one request.
+pub enum Sender {
+    H2(http2::SendRequest<Incoming>),
+    /// Given back to its list once the response head is in.
+    H1(H1Conn, H1List),
+}
+
+impl Sender {
+    /// Sends `req` (already in the form its version needs); the error is Envoy's reset
+    /// sentence.
+    pub async fn send(
+        self,
+        addr: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        let sent = match self {
+            Sender::H2(mut sender) => sender.send_request(req).await,
+            Sender::H1(mut conn, list) => {
+                let sent = conn.sender.send_request(req).await;
+                if sent.is_ok() {
+                    lock(&list).push(conn);
+                }
+                sent
+            }
+        };
+        sent.map_err(|e| {
+            reset_sentence(
+                "remote reset",
+                format!("{addr}: {}", crate::upstream::error_chain(&e)),
+            )
+        })
+    }
+}
+
+/// A connection to `addr` for one request, HTTP/2 when `h2`, and the identity the server
+/// proved; made when the pool has none free. The error is already counted and worded.
+pub async fn sender(
+    shared: &Shared,
+    addr: SocketAddr,
+    tls: &TargetTls,
+    security: &Security,
+    h2: bool,
+) -> Result<(Sender, Option<String>), String> {
+    let ids: &[String] = match tls {
+        TargetTls::Mesh(ids) => ids,
+        _ => &[],
+    };
+    if h2 {
+        let (sender, peer) = h2_sender(shared, addr, ids, security).await?;
+        return Ok((Sender::H2(sender), peer));
+    }
+    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), addr, ids));
+    let idle = {
+        let mut conns = lock(&list);
+        conns.retain(|c| !c.sender.is_closed());
+        let free = conns.iter().position(|c| c.sender.is_ready());
+        free.map(|i| conns.swap_remove(i))
+    };
+    let conn = match idle {
+        Some(conn) => conn,
+        // Boxed: the handshake's future is large and runs once per connection, while this
+        // function runs for every request (see `http::serve` on future sizes).
+        None => Box::pin(open_h1(shared, addr, security)).await?,
+    };
+    let peer = conn.peer.clone();
+    Ok((Sender::H1(conn, list), peer))
+}
+
+fn lock(list: &H1List) -> std::sync::MutexGuard<'_, Vec<H1Conn>> {
+    list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn h2_sender(
+    shared: &Shared,
+    addr: SocketAddr,
+    ids: &[String],
+    security: &Security,
+) -> Result<H2Conn, String> {
+    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), addr, ids));
+    let mut pooled = slot.lock().await;
+    if let Some((sender, peer)) = pooled.as_ref() {
+        if !sender.is_closed() {
+            return Ok((sender.clone(), peer.clone()));
+        }
+    }
+    *pooled = None;
+    let fresh = Box::pin(open_h2(shared, addr, security)).await?;
+    *pooled = Some(fresh.clone());
+    Ok(fresh)
+}
+
+/// A new mTLS connection to `addr` that agreed to `alpn`, and the identity its server proved.
+async fn connect(
+    shared: &Shared,
+    addr: SocketAddr,
+    security: &Security,
+    alpn: &[u8],
+) -> Result<(crate::upstream::Stream, Option<String>), String> {
+    let timeouts = shared.current().config.timeouts.clone();
+    let stream =
+        match crate::upstream::connect(addr, security, timeouts.connect(), timeouts.handshake())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                e.count(&shared.metrics);
+                return Err(e.sentence());
+            }
+        };
+    let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
+    if stream.alpn() != Some(alpn) {
+        return Err(reset_sentence(
+            "protocol error",
+            format!(
+                "{addr} did not agree to {} over mTLS (ALPN)",
+                String::from_utf8_lossy(alpn)
+            ),
+        ));
+    }
+    Ok((stream, peer))
+}
+
+/// A new HTTP/2 mTLS connection to `addr`, driven by a task of its own.
+async fn open_h2(shared: &Shared, addr: SocketAddr, security: &Security) -> Result<H2Conn, String> {
+    let (stream, peer) = connect(shared, addr, security, b"h2").await?;
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/2 with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "outbound HTTP/2 connection to {addr} ended");
+        }
+    });
+    Ok((sender, peer))
+}
+
+/// A new HTTP/1.1 mTLS connection to `addr`, driven by a task of its own.
+async fn open_h1(shared: &Shared, addr: SocketAddr, security: &Security) -> Result<H1Conn, String> {
+    let (stream, peer) = connect(shared, addr, security, b"http/1.1").await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/1.1 with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "outbound HTTP/1.1 connection to {addr} ended");
+        }
+    });
+    Ok(H1Conn { sender, peer })
+}
