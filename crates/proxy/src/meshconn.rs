@@ -69,42 +69,79 @@ thread_local! {
 }
 
 /// A connection ready to carry one request.
-pub enum Sender {
+enum Sender {
     H2(http2::SendRequest<Incoming>),
     /// Given back to its list once the response head is in.
     H1(H1Conn, H1List),
 }
 
+type Sent = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>>;
+
 impl Sender {
-    /// Sends `req` (already in the form its version needs); the error is Envoy's reset
-    /// sentence.
-    pub async fn send(
-        self,
-        addr: SocketAddr,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, String> {
-        let sent = match self {
-            Sender::H2(mut sender) => sender.send_request(req).await,
+    async fn send(self, req: Request<Incoming>) -> Sent {
+        match self {
+            Sender::H2(mut sender) => sender.try_send_request(req).await,
             Sender::H1(mut conn, list) => {
-                let sent = conn.sender.send_request(req).await;
+                let sent = conn.sender.try_send_request(req).await;
                 if sent.is_ok() {
                     lock(&list).push(conn);
                 }
                 sent
             }
+        }
+    }
+}
+
+/// Why a request got no answer from the peer.
+pub enum Failed {
+    /// It was not sent (no connection could be made, or the ones taken closed before it was
+    /// written): the request comes back, for another endpoint.
+    Unsent(String, Box<Request<Incoming>>),
+    /// It was sent, at least in part, and the connection failed before the answer.
+    Sent(String),
+}
+
+/// Sends `req` (already in the form its version needs) to the sidecar at `addr` over a pooled
+/// connection, HTTP/2 when `h2`; the answer and the identity the server proved. Errors are
+/// counted and worded in Envoy's terms.
+///
+/// A pooled connection may be closed by the peer just as it is taken (its idle timeout,
+/// `timeouts.httpIdle`): a request it never carried is sent once more on another, as Envoy
+/// and hyper's pooled client do.
+pub async fn request(
+    shared: &Shared,
+    addr: SocketAddr,
+    tls: &TargetTls,
+    security: &Security,
+    h2: bool,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Option<String>), Failed> {
+    let mut tries = 2;
+    loop {
+        tries -= 1;
+        let (conn, peer) = match sender(shared, addr, tls, security, h2).await {
+            Ok(s) => s,
+            Err(why) => return Err(Failed::Unsent(why, Box::new(req))),
         };
-        sent.map_err(|e| {
-            reset_sentence(
-                "remote reset",
-                format!("{addr}: {}", crate::upstream::error_chain(&e)),
-            )
-        })
+        let mut e = match conn.send(req).await {
+            Ok(resp) => return Ok((resp, peer)),
+            Err(e) => e,
+        };
+        let why = reset_sentence(
+            "remote reset",
+            format!("{addr}: {}", crate::upstream::error_chain(e.error())),
+        );
+        match e.take_message() {
+            Some(back) if tries > 0 => req = back,
+            Some(back) => return Err(Failed::Unsent(why, Box::new(back))),
+            None => return Err(Failed::Sent(why)),
+        }
     }
 }
 
 /// A connection to `addr` for one request, HTTP/2 when `h2`, and the identity the server
 /// proved; made when the pool has none free. The error is already counted and worded.
-pub async fn sender(
+async fn sender(
     shared: &Shared,
     addr: SocketAddr,
     tls: &TargetTls,

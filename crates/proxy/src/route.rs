@@ -378,15 +378,6 @@ async fn send<'t>(
             }
             // Mesh mTLS (TLS origination took the branch above).
             Security::Mtls(..) | Security::Tls { .. } => {
-                let (sender, peer) =
-                    match crate::meshconn::sender(shared, addr, &target.tls, &security, h2).await {
-                        Ok(s) => s,
-                        Err(why) => {
-                            last = why;
-                            req = Some(r);
-                            continue;
-                        }
-                    };
                 if h2 {
                     // HTTP/2 carries the host in :authority.
                     let host = authority.unwrap_or_default();
@@ -396,9 +387,16 @@ async fn send<'t>(
                 } else {
                     *r.uri_mut() = origin_form(r.uri());
                 }
-                return match sender.send(addr, r).await {
-                    Ok(resp) => Ok((target, peer, resp)),
-                    Err(why) => {
+                let sent =
+                    crate::meshconn::request(shared, addr, &target.tls, &security, h2, r).await;
+                return match sent {
+                    Ok((resp, peer)) => Ok((target, peer, resp)),
+                    Err(crate::meshconn::Failed::Unsent(why, back)) => {
+                        last = why;
+                        req = Some(*back);
+                        continue;
+                    }
+                    Err(crate::meshconn::Failed::Sent(why)) => {
                         shared
                             .metrics
                             .upstream_errors
