@@ -482,7 +482,9 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
     ("L2 the loaded world", &["mesh", "snapshot", "state"]),
     (
         "L3 request paths",
-        &["custom", "forward", "http", "names", "route", "tcp"],
+        &[
+            "custom", "forward", "http", "meshconn", "names", "route", "tcp",
+        ],
     ),
     (
         "L4 listeners",
