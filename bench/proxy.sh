@@ -18,7 +18,8 @@
 #                   on, keepalive to the upstream) — certificates from the same CA and the same
 #                   key type (ECDSA P-256), so both pairs do the same cryptography.
 #   (d) capture    wrk (uid 65534) ──HTTP──▶ 198.19.0.10:8080 ─iptables─▶ client sidecar
-#                  ══mTLS, HTTP/2══▶ 198.18.42.2:8080 ─iptables─▶ server sidecar ──HTTP──▶ backend
+#                  ══mTLS, HTTP/1.1 (-u: HTTP/2)══▶ 198.18.42.2:8080 ─iptables─▶ server sidecar
+#                  ──HTTP──▶ backend
 #                  (transparent mode: two network namespaces of this run joined by a veth pair,
 #                   `trustmesh capture install --proxy-uid 0` in each, sidecars with a
 #                   `capture:` section routing by the registry — WorkloadEntry per side and a
@@ -62,8 +63,9 @@
 # outbound relays each app connection on its own connection; trustmesh resumes sessions
 # between sidecars, so after the first most are resumed: no signatures, one ECDH a side);
 # (c) keeps TLS connections to its server side (keepalive), (d) sends each request over the
-# client sidecar's pooled HTTP/2 connections and (e) opens an HBONE stream per connection over
-# ztunnel's pooled connections, so those three do not handshake per request. Handshakes are
+# client sidecar's pooled mTLS connections (HTTP/1.1, or HTTP/2 with -u) and (e) opens an
+# HBONE stream per connection over ztunnel's pooled connections, so those three do not
+# handshake per request. Handshakes are
 # counted on the server side of each pair, not assumed: (b) and (d) the server sidecar's
 # trustmesh_tls_handshakes_total and trustmesh_tls_resumed_total (/metrics on its admin port,
 # 127.0.0.1:15000 inside the server namespace for (d)); (c) the nginx server's stub_status
@@ -81,9 +83,9 @@
 # byte is TLS on one side of each proxy, so none of them can splice it from socket to socket;
 # what differs is how each moves and frames the bytes: (b)'s client side relays the
 # connection's bytes and its server side parses HTTP/1, (d) parses HTTP on both sides and
-# carries the body as HTTP/2 DATA frames, (e) carries the connection's bytes as DATA frames of
-# its HBONE stream, (c) proxies HTTP/1 through nginx's buffers. Each curl is bounded by
-# --max-time 300.
+# carries the body as HTTP/1.1 (with -u as HTTP/2 DATA frames), (e) carries the connection's
+# bytes as DATA frames of its HBONE stream, (c) proxies HTTP/1 through nginx's buffers. Each
+# curl is bounded by --max-time 300.
 #
 # Rounds: on a small shared machine one 10 s run of the same path varies by ±10 % from the next
 # (scheduler placement of six busy processes on two cores), more than the difference being
@@ -94,10 +96,12 @@
 # (KEEP_WORKDIR=1 keeps the work directory, with every proxy's access log and stderr).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS] [-s SECONDS] [-k]
-#                       [-b MIB]
+#                       [-b MIB] [-u]
 #         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 -b 1024 (wrk --latency; -d -t -c -r 1..9999,
 #         -s 0..9999, 0 skips the steady phase; -b 0..65536, 0 skips the bulk transfers); -k:
-#         new-connection mode (above). Every wrk run is bounded by its duration (and killed 30 s
+#         new-connection mode (above); -u: (d)'s sidecars get meshConfig `h2UpgradePolicy:
+#         UPGRADE`, so requests go between them as HTTP/2 (without it HTTP/1.1, Istio's default
+#         for an HTTP port, as wrk speaks it). Every wrk run is bounded by its duration (and killed 30 s
 #         after it), so a whole run takes about 5 × ROUNDS × SECONDS + 4 × STEADY SECONDS, plus
 #         the bulk transfers (a few seconds each per GiB on this machine).
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
@@ -143,7 +147,8 @@ rounds=3
 steady=10
 close_mode=0
 bulk_mib=1024
-while getopts "d:t:c:r:s:b:kh" opt; do
+h2_upgrade=DO_NOT_UPGRADE
+while getopts "d:t:c:r:s:b:kuh" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
@@ -152,6 +157,7 @@ while getopts "d:t:c:r:s:b:kh" opt; do
         s) steady=$OPTARG ;;
         k) close_mode=1 ;;
         b) bulk_mib=$OPTARG ;;
+        u) h2_upgrade=UPGRADE ;;
         *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
 done
@@ -444,7 +450,7 @@ else
 workload: { namespace: bench, serviceAccount: $side, labels: { app: $side } }
 certs: { key: $work/$side/key.pem, certChain: $work/$side/cert-chain.pem }
 trustBundles: [ "$td=$root" ]
-mesh: { trustDomain: $td }
+mesh: { trustDomain: $td, h2UpgradePolicy: $h2_upgrade }
 policyDir: $work/policies-capture
 capture: { dns: false, vipRange: 198.19.0.0/24 }
 admin: { address: "127.0.0.1:15000" }
@@ -788,8 +794,10 @@ echo
 echo "$where; wrk -t$threads -c$connections -d${duration}s, $mode, medians of $rounds" \
     "interleaved rounds, $(nproc) cores shared by all processes"
 report_throughput
+between=HTTP/1.1
+[[ $h2_upgrade == UPGRADE ]] && between="HTTP/2, -u"
 echo "(b) relays each connection to the server proxy, which parses HTTP; (d) parses and routes"
-echo "each request on both sides (HTTP/2 between them); (e) is L4: ztunnel tunnels each"
+echo "each request on both sides ($between between them); (e) is L4: ztunnel tunnels each"
 echo "connection (HBONE) and enforces policy by identity and port, without parsing HTTP."
 echo
 echo "CPU per request, µs (utime + stime from /proc/<pid>/stat over each run ÷ requests;" \
@@ -827,7 +835,7 @@ With -k every request is a new connection from wrk: (a) a new TCP connection to 
 (b) a new mTLS connection from the client proxy to the server proxy, so one handshake per
 request (resumed when the client proxy holds a ticket from the server proxy); (c) nginx keeps
 TLS connections to its server side (keepalive 64), (d) sends each request over the client
-sidecar's pooled HTTP/2 mTLS connections and (e) opens an HBONE stream (HTTP/2 CONNECT) per
+sidecar's pooled mTLS connections and (e) opens an HBONE stream (HTTP/2 CONNECT) per
 connection over ztunnel's pooled mTLS connections: none of those three handshakes per request.
 (b)'s handshakes per request are a little over 1: the connections wrk has open when a run
 stops count too.
