@@ -26,7 +26,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh_support::{echo, get, get_with, hub, node, sidecar, wait, Net, APP_UID, ECHO, TOOLS};
+use mesh_support::{
+    echo, get, get_with, hub, node, sidecar, wait, Net, Node, APP_UID, ECHO, TOOLS,
+};
 use trustmesh_testkit::netns::{self, Netns};
 use trustmesh_testkit::pki::openssl::OpensslCa;
 use trustmesh_testkit::process::Proc;
@@ -598,13 +600,18 @@ fn policies_apply_to_captured_traffic_as_to_explicit_listeners() {
     assert!(fe.log.text().contains("trustmesh proxy ready"));
 }
 
-/// A captured keep-alive connection from the app is closed after `timeouts.httpIdle` without
-/// a request, as inbound HTTP connections are, so idle apps do not pin the sidecar's sockets.
-#[test]
-fn an_idle_captured_app_connection_is_closed_after_http_idle() {
-    if !netns::usable("mesh_e2e", TOOLS) {
-        return;
-    }
+/// The frontend and the first reviews node on a hub of their own, the registry written and the
+/// reviews echo app running; the fields drop in order, the folder last.
+struct TwoNodes {
+    _app: Proc,
+    frontend: Node,
+    reviews1: Node,
+    _hub: mesh_support::Hub,
+    ca: OpensslCa,
+    tmp: tempfile::TempDir,
+}
+
+fn two_nodes() -> TwoNodes {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("mesh")).unwrap();
@@ -613,19 +620,38 @@ fn an_idle_captured_app_connection_is_closed_after_http_idle() {
     let hub = hub(NET);
     let frontend = node(&hub, "fe", "198.18.1.10");
     let reviews1 = node(&hub, "rv1", "198.18.1.11");
-    let _app = echo(&reviews1.ns, "reviews-v1", 9080);
-    let mut spec = mesh_support::Spec::new(dir, &ca, "frontend", "frontend", "frontend");
+    let app = echo(&reviews1.ns, "reviews-v1", 9080);
+    TwoNodes {
+        _app: app,
+        frontend,
+        reviews1,
+        _hub: hub,
+        ca,
+        tmp,
+    }
+}
+
+/// A captured keep-alive connection from the app is closed after `timeouts.httpIdle` without
+/// a request, as inbound HTTP connections are, so idle apps do not pin the sidecar's sockets.
+#[test]
+fn an_idle_captured_app_connection_is_closed_after_http_idle() {
+    if !netns::usable("mesh_e2e", TOOLS) {
+        return;
+    }
+    let t = two_nodes();
+    let (dir, ca, frontend, reviews1) = (t.tmp.path(), &t.ca, &t.frontend, &t.reviews1);
+    let mut spec = mesh_support::Spec::new(dir, ca, "frontend", "frontend", "frontend");
     spec.extra = "timeouts: { httpIdle: 1s }\n".into();
     let cert = mesh_support::issue(
-        &ca,
-        &frontend,
+        ca,
+        frontend,
         "spiffe://cluster.local/ns/frontend/sa/frontend",
     );
-    let _fe = mesh_support::start_sidecar(dir, &frontend, spec, cert);
+    let _fe = mesh_support::start_sidecar(dir, frontend, spec, cert);
     let _rv = sidecar(
         dir,
-        &ca,
-        &reviews1,
+        ca,
+        reviews1,
         "bookinfo",
         "reviews",
         "reviews",
@@ -667,19 +693,12 @@ fn the_http_version_between_sidecars_follows_the_port_settings() {
     if !netns::usable("mesh_e2e", TOOLS) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("mesh")).unwrap();
-    std::fs::write(dir.join("mesh/registry.yaml"), REGISTRY).unwrap();
-    let ca = OpensslCa::new(dir, "mesh", TD);
-    let hub = hub(NET);
-    let frontend = node(&hub, "fe", "198.18.1.10");
-    let reviews1 = node(&hub, "rv1", "198.18.1.11");
-    let _app = echo(&reviews1.ns, "reviews-v1", 9080);
+    let t = two_nodes();
+    let (dir, ca, frontend, reviews1) = (t.tmp.path(), &t.ca, &t.frontend, &t.reviews1);
     let _fe = sidecar(
         dir,
-        &ca,
-        &frontend,
+        ca,
+        frontend,
         "frontend",
         "frontend",
         "frontend",
@@ -692,14 +711,14 @@ fn the_http_version_between_sidecars_follows_the_port_settings() {
          accessLogFormat: \"proto=%PROTOCOL% path=%REQ(:PATH)%\\n\"\n",
     )
     .unwrap();
-    let mut spec = mesh_support::Spec::new(dir, &ca, "bookinfo", "reviews", "reviews");
+    let mut spec = mesh_support::Spec::new(dir, ca, "bookinfo", "reviews", "reviews");
     spec.mesh = format!("\"{}\"", rv_mesh.display());
     let cert = mesh_support::issue(
-        &ca,
-        &reviews1,
+        ca,
+        reviews1,
         "spiffe://cluster.local/ns/bookinfo/sa/reviews",
     );
-    let mut rv = mesh_support::start_sidecar(dir, &reviews1, spec, cert);
+    let mut rv = mesh_support::start_sidecar(dir, reviews1, spec, cert);
 
     // What the server sidecar logged for a request to `path` over HTTP/2 from the app or not.
     let mut version_seen = |path: &str, h2: bool| -> String {
