@@ -793,3 +793,70 @@ fn the_http_version_between_sidecars_follows_the_port_settings() {
     assert_eq!(version_seen("/client-h2", true), "HTTP/2");
     assert_eq!(version_seen("/client-h1", false), "HTTP/1.1");
 }
+
+/// Pooled connections to peer sidecars are not carried across a reload: when the client
+/// sidecar's trust bundles change so that the server's certificate no longer verifies, every
+/// later request is refused, also on the worker threads that held a verified connection from
+/// before (Envoy drains a cluster's connection pools when its TLS context changes). The server
+/// has its SVID from a second CA of the same trust domain, which both sidecars trust at first;
+/// then the client's bundle drops that root. The app keeps its connections (HTTP/1.1), so the
+/// server sidecar keeps the pooled ones open: with the HTTP/1.0 echo app it closes each after
+/// its answer, and nothing would be pooled to begin with.
+#[test]
+fn a_reload_retires_the_pooled_connections_to_peers() {
+    if !netns::usable("mesh_e2e", TOOLS) {
+        return;
+    }
+    let t = two_nodes();
+    let (dir, ca, frontend, reviews1) = (t.tmp.path(), &t.ca, &t.frontend, &t.reviews1);
+    let other = OpensslCa::new(dir, "other", TD);
+    std::fs::write(
+        dir.join("mesh/keep.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+         metadata: { name: keep, namespace: bookinfo }\n\
+         spec:\n  hosts: [ keep.bookinfo.svc.cluster.local ]\n  location: MESH_INTERNAL\n\
+         \x20 resolution: STATIC\n  ports: [ { number: 9090, name: http, protocol: HTTP } ]\n\
+         \x20 workloadSelector: { labels: { app: reviews } }\n",
+    )
+    .unwrap();
+    let _keep = mesh_support::apps(&reviews1.ns, &["http:9090:keep"]);
+    let both = dir.join("both-roots.pem");
+    let roots = [&ca.root, &other.root].map(|r| std::fs::read_to_string(r).unwrap());
+    std::fs::write(&both, roots.concat()).unwrap();
+    let start = |n: &Node, ns: &str, sa: &str, issuer: &OpensslCa| {
+        let mut spec = mesh_support::Spec::new(dir, ca, ns, sa, sa);
+        spec.bundles = vec![format!("{TD}={}", both.display())];
+        let cert = mesh_support::issue(issuer, n, &format!("spiffe://{TD}/ns/{ns}/sa/{sa}"));
+        mesh_support::start_sidecar(dir, n, spec, cert)
+    };
+    let mut fe = start(frontend, "frontend", "frontend", ca);
+    let _rv = start(reviews1, "bookinfo", "reviews", &other);
+    // One new app connection after another: each worker thread gets some, and pools its own
+    // connection to the server sidecar.
+    let url = "http://keep.bookinfo:9090/";
+    for _ in 0..4 {
+        let (code, body) = get(&frontend.ns, url);
+        assert_eq!(code, 200, "{body}");
+    }
+    // Pooled: fewer connections than requests reached the server sidecar.
+    let handshakes = reviews1
+        .admin("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("trustmesh_tls_handshakes_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(handshakes.is_some_and(|n| n < 4), "{handshakes:?}");
+    let reloads = fe.log.count("configuration reloaded");
+    fe.reconfigure(|s| s.bundles = vec![format!("{TD}={}", ca.root.display())]);
+    wait(
+        "the client sidecar's reload",
+        Duration::from_secs(10),
+        || fe.log.count("configuration reloaded") > reloads,
+    );
+    for _ in 0..4 {
+        let (code, body) = get(&frontend.ns, url);
+        assert_eq!(
+            code, 503,
+            "a pooled connection outlived the trust it was verified with: {body}"
+        );
+    }
+}

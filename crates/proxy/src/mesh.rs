@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
@@ -50,7 +50,14 @@ pub struct Mesh {
     client_tls: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
     chains: Arc<ChainVerifier>,
     own: OwnCert,
+    /// Unique per built view: connections to peers are pooled under it (`meshconn`), so a
+    /// reload (trust bundles, our SVID, the registry's identities) is used by every new
+    /// request at once, as Envoy drains a cluster's pools when its TLS context changes.
+    pub epoch: u64,
 }
+
+/// The next [`Mesh::epoch`].
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
 
 impl Mesh {
     /// Builds the registry from `sources`. Problems are logged (each resource with a problem is
@@ -105,6 +112,7 @@ impl Mesh {
                 client_tls: Mutex::new(HashMap::new()),
                 chains,
                 own: own.clone(),
+                epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
             },
             report.handled,
         ))

@@ -27,19 +27,31 @@ use crate::mesh::TargetTls;
 use crate::state::Shared;
 use crate::upstream::{reset_sentence, Security};
 
-/// Per endpoint address, the pools by the identities the endpoint must present. Keyed by the
+/// Per endpoint address, the pools by the mesh view they were made under
+/// ([`crate::mesh::Mesh::epoch`]) and the identities the endpoint must present. Keyed by the
 /// address alone, so a request hashes a socket address and copies no SPIFFE ID (one identity
 /// set per address is the rule).
-type ByAddr<T> = HashMap<SocketAddr, Vec<(Vec<String>, T)>>;
+type ByAddr<T> = HashMap<SocketAddr, Vec<(u64, Vec<String>, T)>>;
 
-/// The pool of `addr` and `ids` in `pools`, made when missing.
-fn pool<T: Default + Clone>(pools: &mut ByAddr<T>, addr: SocketAddr, ids: &[String]) -> T {
+/// The pool of `addr` and `ids` under view `epoch` in `pools`, made when missing. The pools of
+/// older views at that address are dropped on the way: their connections were verified
+/// against trust that may have changed, and close once their requests in flight are done.
+fn pool<T: Default + Clone>(
+    pools: &mut ByAddr<T>,
+    addr: SocketAddr,
+    epoch: u64,
+    ids: &[String],
+) -> T {
     let list = pools.entry(addr).or_default();
-    match list.iter().find(|(have, _)| have.as_slice() == ids) {
-        Some((_, p)) => p.clone(),
+    list.retain(|(e, _, _)| *e >= epoch);
+    match list
+        .iter()
+        .find(|(e, have, _)| *e == epoch && have.as_slice() == ids)
+    {
+        Some((_, _, p)) => p.clone(),
         None => {
             let p = T::default();
-            list.push((ids.to_vec(), p.clone()));
+            list.push((epoch, ids.to_vec(), p.clone()));
             p
         }
     }
@@ -102,8 +114,9 @@ pub enum Failed {
 }
 
 /// Sends `req` (already in the form its version needs) to the sidecar at `addr` over a pooled
-/// connection, HTTP/2 when `h2`; the answer and the identity the server proved. Errors are
-/// counted and worded in Envoy's terms.
+/// connection, HTTP/2 when `h2`; the answer and the identity the server proved. `security`
+/// gives the client config when a connection has to be opened. Errors are counted and worded
+/// in Envoy's terms.
 ///
 /// A pooled connection may be closed by the peer just as it is taken (its idle timeout,
 /// `timeouts.httpIdle`): a request it never carried is sent once more on another, as Envoy
@@ -111,15 +124,16 @@ pub enum Failed {
 pub async fn request(
     shared: &Shared,
     addr: SocketAddr,
+    epoch: u64,
     tls: &TargetTls,
-    security: &Security,
+    security: &(dyn Fn() -> Result<Security, String> + Sync),
     h2: bool,
     mut req: Request<Incoming>,
 ) -> Result<(Response<Incoming>, Option<String>), Failed> {
     let mut tries = 2;
     loop {
         tries -= 1;
-        let (conn, peer) = match sender(shared, addr, tls, security, h2).await {
+        let (conn, peer) = match sender(shared, addr, epoch, tls, security, h2).await {
             Ok(s) => s,
             Err(why) => return Err(Failed::Unsent(why, Box::new(req))),
         };
@@ -144,8 +158,9 @@ pub async fn request(
 async fn sender(
     shared: &Shared,
     addr: SocketAddr,
+    epoch: u64,
     tls: &TargetTls,
-    security: &Security,
+    security: &(dyn Fn() -> Result<Security, String> + Sync),
     h2: bool,
 ) -> Result<(Sender, Option<String>), String> {
     let ids: &[String] = match tls {
@@ -153,10 +168,10 @@ async fn sender(
         _ => &[],
     };
     if h2 {
-        let (sender, peer) = h2_sender(shared, addr, ids, security).await?;
+        let (sender, peer) = h2_sender(shared, addr, epoch, ids, security).await?;
         return Ok((Sender::H2(sender), peer));
     }
-    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), addr, ids));
+    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), addr, epoch, ids));
     let idle = {
         let mut conns = lock(&list);
         conns.retain(|c| !c.sender.is_closed());
@@ -167,7 +182,7 @@ async fn sender(
         Some(conn) => conn,
         // Boxed: the handshake's future is large and runs once per connection, while this
         // function runs for every request (see `http::serve` on future sizes).
-        None => Box::pin(open_h1(shared, addr, security)).await?,
+        None => Box::pin(open_h1(shared, addr, &security()?)).await?,
     };
     let peer = conn.peer.clone();
     Ok((Sender::H1(conn, list), peer))
@@ -180,10 +195,11 @@ fn lock(list: &H1List) -> std::sync::MutexGuard<'_, Vec<H1Conn>> {
 async fn h2_sender(
     shared: &Shared,
     addr: SocketAddr,
+    epoch: u64,
     ids: &[String],
-    security: &Security,
+    security: &(dyn Fn() -> Result<Security, String> + Sync),
 ) -> Result<H2Conn, String> {
-    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), addr, ids));
+    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), addr, epoch, ids));
     let mut pooled = slot.lock().await;
     if let Some((sender, peer)) = pooled.as_ref() {
         if !sender.is_closed() {
@@ -191,7 +207,7 @@ async fn h2_sender(
         }
     }
     *pooled = None;
-    let fresh = Box::pin(open_h2(shared, addr, security)).await?;
+    let fresh = Box::pin(open_h2(shared, addr, &security()?)).await?;
     *pooled = Some(fresh.clone());
     Ok(fresh)
 }

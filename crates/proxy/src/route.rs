@@ -319,17 +319,24 @@ async fn send<'t>(
         } else {
             crate::mesh::Carry::Http1
         };
-        let security = match view.security(&target.tls, carry) {
-            Ok(s) => s,
-            Err(why) => {
-                last = format!("{}: {why}", target.cluster);
-                continue;
+        // Mesh mTLS over a pooled connection needs the client config only to open one, so it
+        // is not looked up (identities cloned, hashed, a lock taken) for every request.
+        let pooled = !upgrade && matches!(target.tls, TargetTls::Mesh(_));
+        let security = if pooled {
+            None
+        } else {
+            match view.security(&target.tls, carry) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    last = format!("{}: {why}", target.cluster);
+                    continue;
+                }
             }
         };
         let Some(mut r) = req.take() else { break };
         // In flight on this endpoint until its answer's head is back (LEAST_REQUEST).
         let _load = target.load.as_ref().map(crate::mesh::Load::begin);
-        if !h2 || !matches!(security, Security::Mtls(..)) {
+        if !(pooled && h2) {
             // HTTP/1.1 (to a server without a sidecar, or to one whose port keeps it): an
             // HTTP/2 request from the app carried its host in :authority, which becomes `Host`.
             *r.version_mut() = http::Version::HTTP_11;
@@ -339,32 +346,33 @@ async fn send<'t>(
                 }
             }
         }
-        // A connection of its own: an upgrade (its connection becomes the tunnel) or TLS the
-        // sidecar originates.
-        if upgrade || matches!(security, Security::Tls { .. }) {
-            let stream = match Box::pin(crate::upstream::connect(
-                addr,
-                &security,
-                timeouts.connect(),
-                timeouts.handshake(),
-            ))
-            .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    e.count(&shared.metrics);
-                    last = e.sentence();
-                    req = Some(r);
-                    continue;
-                }
-            };
-            let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
-            return Box::pin(dedicated(shared, target, addr, stream, r))
+        match security {
+            // A connection of its own: an upgrade (its connection becomes the tunnel) or TLS
+            // the sidecar originates.
+            Some(security) if upgrade || matches!(security, Security::Tls { .. }) => {
+                let stream = match Box::pin(crate::upstream::connect(
+                    addr,
+                    &security,
+                    timeouts.connect(),
+                    timeouts.handshake(),
+                ))
                 .await
-                .map(|(t, _, resp)| (t, peer, resp));
-        }
-        match &security {
-            Security::Plaintext => {
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        e.count(&shared.metrics);
+                        last = e.sentence();
+                        req = Some(r);
+                        continue;
+                    }
+                };
+                let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
+                return Box::pin(dedicated(shared, target, addr, stream, r))
+                    .await
+                    .map(|(t, _, resp)| (t, peer, resp));
+            }
+            // Plaintext over the worker's pool (mesh mTLS without an upgrade is `pooled`).
+            Some(_) => {
                 *r.uri_mut() = absolute(addr, r.uri());
                 let r = r.map(crate::reqbody::AppBody::from);
                 let sent = shared.workers.app_request(false, false, r).await;
@@ -376,36 +384,38 @@ async fn send<'t>(
                     reset_sentence("connection failure", format!("{addr}: {}", error_chain(&e)))
                 });
             }
-            // Mesh mTLS (TLS origination took the branch above).
-            Security::Mtls(..) | Security::Tls { .. } => {
-                if h2 {
-                    // HTTP/2 carries the host in :authority.
-                    let host = authority.unwrap_or_default();
-                    *r.uri_mut() = with_authority(host, r.uri()).unwrap_or_else(|| r.uri().clone());
-                    r.headers_mut().remove(http::header::HOST);
-                    *r.version_mut() = http::Version::HTTP_2;
-                } else {
-                    *r.uri_mut() = origin_form(r.uri());
-                }
-                let sent =
-                    crate::meshconn::request(shared, addr, &target.tls, &security, h2, r).await;
-                return match sent {
-                    Ok((resp, peer)) => Ok((target, peer, resp)),
-                    Err(crate::meshconn::Failed::Unsent(why, back)) => {
-                        last = why;
-                        req = Some(*back);
-                        continue;
-                    }
-                    Err(crate::meshconn::Failed::Sent(why)) => {
-                        shared
-                            .metrics
-                            .upstream_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        Err(why)
-                    }
-                };
-            }
+            None => {}
         }
+        if h2 {
+            // HTTP/2 carries the host in :authority.
+            let host = authority.unwrap_or_default();
+            *r.uri_mut() = with_authority(host, r.uri()).unwrap_or_else(|| r.uri().clone());
+            r.headers_mut().remove(http::header::HOST);
+            *r.version_mut() = http::Version::HTTP_2;
+        } else {
+            *r.uri_mut() = origin_form(r.uri());
+        }
+        let security = || {
+            view.security(&target.tls, carry)
+                .map_err(|why| format!("{}: {why}", target.cluster))
+        };
+        let sent =
+            crate::meshconn::request(shared, addr, view.epoch, &target.tls, &security, h2, r).await;
+        return match sent {
+            Ok((resp, peer)) => Ok((target, peer, resp)),
+            Err(crate::meshconn::Failed::Unsent(why, back)) => {
+                last = why;
+                req = Some(*back);
+                continue;
+            }
+            Err(crate::meshconn::Failed::Sent(why)) => {
+                shared
+                    .metrics
+                    .upstream_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(why)
+            }
+        };
     }
     Err(last)
 }
