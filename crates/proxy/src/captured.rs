@@ -305,6 +305,7 @@ async fn tunnel_to(
     let dial = crate::tunnel::Dial {
         peer: SocketAddr::new(addr.ip(), crate::config::DEFAULT_HBONE_PORT),
         identities: ids,
+        epoch: view.epoch,
         config,
         target: *addr,
         client,

@@ -88,6 +88,9 @@ pub struct Dial<'a> {
     pub peer: SocketAddr,
     /// The identities the peer may present (the pool's key beside the address).
     pub identities: &'a [String],
+    /// The mesh view the tunnel is asked for ([`crate::mesh::Mesh::epoch`]): connections
+    /// pooled under an older one are not used, as in `meshconn`.
+    pub epoch: u64,
     /// A client config offering `h2` and pinning `identities`.
     pub config: Arc<rustls::ClientConfig>,
     /// The inner connection's destination, the CONNECT's authority.
@@ -105,7 +108,8 @@ struct Pooled {
     peer_id: Option<String>,
 }
 
-type Key = (SocketAddr, Vec<String>);
+/// The peer's address, the mesh view's epoch and the identities.
+type Key = (SocketAddr, u64, Vec<String>);
 
 thread_local! {
     static POOL: RefCell<HashMap<Key, Pooled>> = RefCell::new(HashMap::new());
@@ -117,7 +121,7 @@ pub async fn open(
     dial: &Dial<'_>,
     chains: &Arc<trustmesh_identity::ChainVerifier>,
 ) -> Result<(Tunnel, Option<String>), TunnelError> {
-    let key: Key = (dial.peer, dial.identities.to_vec());
+    let key: Key = (dial.peer, dial.epoch, dial.identities.to_vec());
     let pooled = POOL.with(|p| {
         let mut p = p.borrow_mut();
         match p.get(&key) {
@@ -141,7 +145,12 @@ pub async fn open(
         }
     }
     let mut fresh = handshake(dial, chains).await?;
-    POOL.with(|p| p.borrow_mut().insert(key, fresh.clone()));
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        // The same peer's connections of older views close once their streams are done.
+        p.retain(|(addr, epoch, _), _| *addr != dial.peer || *epoch >= dial.epoch);
+        p.insert(key, fresh.clone());
+    });
     let tunnel = request(&mut fresh.send, dial).await?;
     Ok((tunnel, fresh.peer_id))
 }

@@ -379,6 +379,7 @@ async fn our_tunnel_client_reaches_our_listener_and_pools_its_connection() {
     let dial = |target: u16, config| Dial {
         peer: SocketAddr::from(([127, 0, 0, 1], f.hbone)),
         identities: &ids,
+        epoch: 1,
         config,
         target: SocketAddr::from(([127, 0, 0, 1], target)),
         client: SocketAddr::from(([127, 0, 0, 1], 4000)),
@@ -431,6 +432,22 @@ async fn our_tunnel_client_reaches_our_listener_and_pools_its_connection() {
         f.metrics().contains("reason=\"hbone_refused\"} 1")
     })
     .await;
+    // A newer mesh view (after a reload) does not ride the connection pooled under the older
+    // one: one new connection, then pooled under the new view.
+    let accepted = || metric(&f.metrics(), "trustmesh_inbound_connections_total").unwrap();
+    let before = accepted();
+    let mut newer = dial(f.echo, exact.clone());
+    newer.epoch = 2;
+    for msg in ["three", "four"] {
+        let (mut t, _) = trustmesh_proxy::tunnel::open(&newer, &snap.chains)
+            .await
+            .expect("tunnel opens");
+        t.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        t.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    assert_eq!(accepted(), before + 1);
 }
 
 /// The drain closes the HBONE port at once and sends GOAWAY, while a tunnel in flight keeps
@@ -450,6 +467,7 @@ async fn the_drain_lets_open_tunnels_run_until_its_deadline() {
     let dial = Dial {
         peer: SocketAddr::from(([127, 0, 0, 1], f.hbone)),
         identities: &ids,
+        epoch: 1,
         config,
         target: SocketAddr::from(([127, 0, 0, 1], f.echo)),
         client: SocketAddr::from(([127, 0, 0, 1], 4000)),
