@@ -4,8 +4,10 @@
 //! From istio/istio `pilot/pkg/networking/core/cluster_tls.go` (`buildAutoMtlsSettings`,
 //! transport socket matches) and `pilot/pkg/model/push_context.go`
 //! (`BestEffortInferServiceMTLSMode`):
-//! - A DestinationRule's `tls` decides when present, port-level settings over the top level
-//!   (each part of the traffic policy is overridden on its own, `MergeTrafficPolicy`).
+//! - A DestinationRule's `tls` decides when present. A `portLevelSettings` entry for the port
+//!   replaces the rule's settings wholesale, as istio/api documents ("default values will be
+//!   applied to fields omitted in port-level traffic policies", pilot's
+//!   `GetPortLevelTrafficPolicy`): an entry without `tls` leaves that port to auto mTLS.
 //!   ISTIO_MUTUAL uses the rule's `sni` and `subjectAltNames` when given, else the automatic
 //!   ones; DISABLE, SIMPLE and MUTUAL are used as written.
 //! - Without one, auto mTLS: plaintext to a MESH_EXTERNAL service; plaintext to a passthrough
@@ -123,14 +125,16 @@ impl Registry {
                     false,
                 );
             }
-            let port_tls = r
-                .port_level
-                .iter()
-                .find(|p| p.port == port.number)
-                .and_then(|p| p.tls.as_ref());
-            if let Some(tls) = port_tls.or(r.tls.as_ref()) {
+            // A port-level entry replaces the rule's settings wholesale (pilot's
+            // `GetPortLevelTrafficPolicy`: "port level policies do not inherit"): without
+            // `tls` of its own, auto mTLS decides for that port, whatever the rule's `tls`.
+            let (tls, port_level) = match r.port_level.iter().find(|p| p.port == port.number) {
+                Some(p) => (p.tls.as_ref(), true),
+                None => (r.tls.as_ref(), false),
+            };
+            if let Some(tls) = tls {
                 let mode = from_rule(tls, service, port, endpoint);
-                return decided(mode, r, port_tls.is_some());
+                return decided(mode, r, port_level);
             }
         }
         let auto = |why: &'static str, mode: UpstreamMode| UpstreamTls {
@@ -193,8 +197,9 @@ impl Registry {
         }
     }
 
-    /// The load balancing a client gets for a service port (`loadBalancer.simple`, port level
-    /// over top level), when a DestinationRule sets one.
+    /// The load balancing a client gets for a service port (`loadBalancer.simple`; a port-level
+    /// entry replaces the rule's wholesale, so one without `loadBalancer` has the default),
+    /// when a DestinationRule sets one.
     pub fn load_balancer(
         &self,
         client: &Client,
@@ -206,11 +211,10 @@ impl Registry {
 }
 
 fn load_balancer(r: &DestinationRule, port: u16) -> Option<SimpleLb> {
-    r.port_level
-        .iter()
-        .find(|p| p.port == port)
-        .and_then(|p| p.load_balancer)
-        .or(r.load_balancer)
+    match r.port_level.iter().find(|p| p.port == port) {
+        Some(p) => p.load_balancer,
+        None => r.load_balancer,
+    }
 }
 
 fn decided(mode: UpstreamMode, r: &DestinationRule, port_level: bool) -> UpstreamTls {

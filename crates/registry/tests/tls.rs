@@ -57,7 +57,7 @@ fn labels(d: &[UpstreamTls]) -> Vec<&'static str> {
 #[test]
 fn auto_mtls_table_sidecar_label_by_destination_rule() {
     let host = "table.prod.svc.cluster.local";
-    let cases: [(&str, &str, u16, [&str; 4]); 8] = [
+    let cases: [(&str, &str, u16, [&str; 4]); 10] = [
         // No rule: Istio's auto mTLS follows the label; absent label + serviceAccount = istio.
         ("", "", 80, ["istio_mutual", "plaintext", "istio_mutual", "plaintext"]),
         ("", "", 5432, ["istio_mutual", "plaintext", "istio_mutual", "plaintext"]),
@@ -70,6 +70,10 @@ fn auto_mtls_table_sidecar_label_by_destination_rule() {
         ("port ISTIO_MUTUAL", "  host: table\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 80}\n      tls: {mode: ISTIO_MUTUAL}\n", 80, ["istio_mutual"; 4]),
         // A port-level entry without tls leaves TLS to auto mTLS.
         ("port LB only", "  host: table\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 80}\n      loadBalancer: {simple: RANDOM}\n", 80, ["istio_mutual", "plaintext", "istio_mutual", "plaintext"]),
+        // ... also under a rule's own tls: port-level settings replace the rule's wholesale
+        // (Istio: "port level policies do not inherit"), so its DISABLE is not inherited.
+        ("port LB only under DISABLE", "  host: table\n  trafficPolicy:\n    tls: {mode: DISABLE}\n    portLevelSettings:\n    - port: {number: 80}\n      loadBalancer: {simple: RANDOM}\n", 80, ["istio_mutual", "plaintext", "istio_mutual", "plaintext"]),
+        ("port LB only under DISABLE, other port", "  host: table\n  trafficPolicy:\n    tls: {mode: DISABLE}\n    portLevelSettings:\n    - port: {number: 80}\n      loadBalancer: {simple: RANDOM}\n", 5432, ["plaintext"; 4]),
     ];
     for (what, body, port, expected) in cases {
         let yaml = if body.is_empty() {
@@ -94,7 +98,7 @@ fn auto_mtls_table_sidecar_label_by_destination_rule() {
             )
         });
         match what {
-            "" | "port LB only" => assert!(
+            "" | "port LB only" | "port LB only under DISABLE" => assert!(
                 d.iter()
                     .all(|t| matches!(t.decided_by, DecidedBy::AutoMtls(_))),
                 "{what}"
@@ -401,4 +405,21 @@ fn rules_for_one_host_in_one_namespace_merge_oldest_first() {
         reg.load_balancer(&client(), svc, svc.port(80).unwrap()),
         None
     );
+}
+
+/// A port-level entry replaces the rule's settings wholesale, the load balancer too: the
+/// port it names gets the default (none set), the other ports the rule's own.
+#[test]
+fn port_level_entries_do_not_inherit_the_rules_load_balancer() {
+    let body = "  host: table\n  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n    portLevelSettings:\n    - port: {number: 80}\n      tls: {mode: ISTIO_MUTUAL}\n";
+    let (reg, report) = load(&join(&[TABLE, &rule("dr", "prod", body)]));
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let svc = reg
+        .services()
+        .iter()
+        .find(|s| s.host == "table.prod.svc.cluster.local")
+        .unwrap();
+    let lb = |port| reg.load_balancer(&client(), svc, svc.port(port).unwrap());
+    assert_eq!(lb(80), None);
+    assert_eq!(lb(5432), Some(trustmesh_registry::SimpleLb::Random));
 }
