@@ -1,7 +1,8 @@
 //! Pooled mTLS connections from this sidecar to its peers, for routed requests ([`crate::route`]).
 //!
 //! Both kinds are kept per worker thread (the thread whose reactor drives them, as the app
-//! pools of [`crate::workers`]) and per endpoint and identities the peer must prove:
+//! pools of [`crate::workers`]), per mesh view (a reload starts new pools, see `pool`) and
+//! per endpoint and identities the peer must prove:
 //!
 //! - HTTP/2 (ALPN `h2`): one multiplexed connection, shared by every request;
 //! - HTTP/1.1 (ALPN `http/1.1`): a list of connections, each carrying one request at a time.

@@ -6,9 +6,9 @@
 //! To an endpoint with a sidecar the request goes over mTLS on a pooled connection
 //! ([`crate::meshconn`]), HTTP/1.1 or HTTP/2 as Istio chooses for the port (by default the
 //! app's HTTP/1.1 stays HTTP/1.1, see [`trustmesh_registry::UpstreamHttp`]); to one without,
-//! plaintext HTTP/1.1 over the worker's pool. A request
-//! that cannot be delivered gets a 503 whose body and `x-trustmesh-upstream-error` header say
-//! why in Envoy's words and ours, never a reset.
+//! plaintext HTTP/1.1 over the worker's pool. A request that cannot be delivered gets a 503
+//! whose body and `x-trustmesh-upstream-error` header say why in Envoy's words and ours, never
+//! a reset.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
