@@ -755,6 +755,18 @@ fn the_http_version_between_sidecars_follows_the_port_settings() {
     };
     assert_eq!(version_seen("/h1-default", false), "HTTP/1.1");
     assert_eq!(version_seen("/h2-default", true), "HTTP/1.1");
+    // The echo app answers HTTP/1.0 and closes; the sidecars still keep and reuse their
+    // connections (each hop answers in its own version), so these six requests reached the
+    // server sidecar over fewer connections than requests.
+    for i in 0..4 {
+        assert_eq!(version_seen(&format!("/again-{i}"), false), "HTTP/1.1");
+    }
+    let handshakes = reviews1
+        .admin("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("trustmesh_tls_handshakes_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(handshakes.is_some_and(|n| n < 6), "{handshakes:?}");
 
     let rule = |http: &str| {
         format!(

@@ -389,8 +389,17 @@ fn from_app(
     if let Some(p) = &accepted {
         crate::upgrade::restore(&mut parts.headers, p);
     }
+    parts.version = DOWNSTREAM_VERSION;
     Response::from_parts(parts, body.boxed())
 }
+
+/// The version an upstream's answer is handed to hyper's server with. The upstream's own
+/// version belongs to its connection: an HTTP/1.0 app's `HTTP/1.0` answer, written as is,
+/// ends the client's keep-alive connection after every request (the client sidecar's pooled
+/// connection included). hyper's server then writes HTTP/1.1 (HTTP/1.0 to an HTTP/1.0 client,
+/// and HTTP/2 frames on an HTTP/2 connection), as Envoy answers each connection in its own
+/// protocol.
+pub const DOWNSTREAM_VERSION: http::Version = http::Version::HTTP_11;
 
 /// The proxy's answer when the request could not be forwarded: the client's fault (its body
 /// broke off) is a 400, the app's a 503 as Envoy answers it.

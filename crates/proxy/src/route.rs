@@ -264,6 +264,7 @@ async fn handle(
                 _ => false,
             };
             let mut resp = resp.map(|b| b.boxed());
+            *resp.version_mut() = crate::forward::DOWNSTREAM_VERSION;
             crate::forward::strip_hop_by_hop(resp.headers_mut(), false);
             if let (true, Some(p)) = (joined, &upgrade) {
                 crate::upgrade::restore(resp.headers_mut(), p);
