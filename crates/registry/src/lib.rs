@@ -105,6 +105,6 @@ pub use options::{AutoAllocate, Options};
 pub use own::{IdentifyError, SelfRef};
 pub use registry::Registry;
 pub use report::Report;
-pub use rules::{ClientTls, DestinationRule, HttpPool, TlsSetting};
+pub use rules::{ClientTls, DestinationRule, HttpPool, PortSettings, TlsSetting};
 pub use tls::{DecidedBy, Originate, UpstreamMode, UpstreamTls};
 pub use upstream_http::UpstreamHttp;

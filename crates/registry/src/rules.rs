@@ -63,6 +63,40 @@ pub struct PortPolicy {
     pub http: Option<HttpPool>,
 }
 
+/// The settings a DestinationRule gives one port: its `portLevelSettings` entry for the port
+/// when it has one, else the rule's own (see [`DestinationRule::for_port`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PortSettings<'r> {
+    pub tls: Option<&'r ClientTls>,
+    pub load_balancer: Option<SimpleLb>,
+    pub http: Option<HttpPool>,
+    /// Whether a port-level entry gave them.
+    pub port_level: bool,
+}
+
+impl DestinationRule {
+    /// What the rule says for `port`. A port-level entry replaces the rule's settings
+    /// wholesale, as istio/api documents ("default values will be applied to fields omitted in
+    /// port-level traffic policies", pilot's `GetPortLevelTrafficPolicy`): a field it leaves
+    /// out has the default, never the rule's value.
+    pub fn for_port(&self, port: u16) -> PortSettings<'_> {
+        match self.port_level.iter().find(|p| p.port == port) {
+            Some(p) => PortSettings {
+                tls: p.tls.as_ref(),
+                load_balancer: p.load_balancer,
+                http: p.http,
+                port_level: true,
+            },
+            None => PortSettings {
+                tls: self.tls.as_ref(),
+                load_balancer: self.load_balancer,
+                http: self.http,
+                port_level: false,
+            },
+        }
+    }
+}
+
 /// What a DestinationRule's `connectionPool.http` says about the HTTP version sent upstream
 /// (the decision is [`crate::upstream_http`]'s).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

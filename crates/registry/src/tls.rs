@@ -5,9 +5,8 @@
 //! transport socket matches) and `pilot/pkg/model/push_context.go`
 //! (`BestEffortInferServiceMTLSMode`):
 //! - A DestinationRule's `tls` decides when present. A `portLevelSettings` entry for the port
-//!   replaces the rule's settings wholesale, as istio/api documents ("default values will be
-//!   applied to fields omitted in port-level traffic policies", pilot's
-//!   `GetPortLevelTrafficPolicy`): an entry without `tls` leaves that port to auto mTLS.
+//!   replaces the rule's settings wholesale ([`DestinationRule::for_port`]): an entry without
+//!   `tls` leaves that port to auto mTLS.
 //!   ISTIO_MUTUAL uses the rule's `sni` and `subjectAltNames` when given, else the automatic
 //!   ones; DISABLE, SIMPLE and MUTUAL are used as written.
 //! - Without one, auto mTLS: plaintext to a MESH_EXTERNAL service; plaintext to a passthrough
@@ -125,16 +124,12 @@ impl Registry {
                     false,
                 );
             }
-            // A port-level entry replaces the rule's settings wholesale (pilot's
-            // `GetPortLevelTrafficPolicy`: "port level policies do not inherit"): without
-            // `tls` of its own, auto mTLS decides for that port, whatever the rule's `tls`.
-            let (tls, port_level) = match r.port_level.iter().find(|p| p.port == port.number) {
-                Some(p) => (p.tls.as_ref(), true),
-                None => (r.tls.as_ref(), false),
-            };
-            if let Some(tls) = tls {
+            // A port-level entry without `tls` of its own leaves that port to auto mTLS,
+            // whatever the rule's `tls` (`for_port`: port-level settings do not inherit).
+            let settings = r.for_port(port.number);
+            if let Some(tls) = settings.tls {
                 let mode = from_rule(tls, service, port, endpoint);
-                return decided(mode, r, port_level);
+                return decided(mode, r, settings.port_level);
             }
         }
         let auto = |why: &'static str, mode: UpstreamMode| UpstreamTls {
@@ -148,7 +143,8 @@ impl Registry {
             );
         }
         let passthrough = service.resolution == Resolution::None
-            || rule.and_then(|r| load_balancer(r, port.number)) == Some(SimpleLb::Passthrough);
+            || rule.and_then(|r| r.for_port(port.number).load_balancer)
+                == Some(SimpleLb::Passthrough);
         if passthrough {
             let mut eps = self.endpoints(service, port).peekable();
             if eps.peek().is_none() || eps.any(|e| !e.has_sidecar()) {
@@ -206,14 +202,9 @@ impl Registry {
         service: &Service,
         port: &ServicePort,
     ) -> Option<SimpleLb> {
-        load_balancer(self.destination_rule(client, service)?, port.number)
-    }
-}
-
-fn load_balancer(r: &DestinationRule, port: u16) -> Option<SimpleLb> {
-    match r.port_level.iter().find(|p| p.port == port) {
-        Some(p) => p.load_balancer,
-        None => r.load_balancer,
+        self.destination_rule(client, service)?
+            .for_port(port.number)
+            .load_balancer
     }
 }
 

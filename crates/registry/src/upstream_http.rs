@@ -71,12 +71,9 @@ impl Registry {
         service: &Service,
         port: &ServicePort,
     ) -> UpstreamHttp {
-        let pool = self.destination_rule(client, service).and_then(|r| {
-            match r.port_level.iter().find(|p| p.port == port.number) {
-                Some(p) => p.http,
-                None => r.http,
-            }
-        });
+        let pool = self
+            .destination_rule(client, service)
+            .and_then(|r| r.for_port(port.number).http);
         decide(port.protocol, self.h2_upgrade, pool)
     }
 }
