@@ -29,6 +29,7 @@ use std::time::Duration;
 use mesh_support::{
     echo, get, get_with, hub, node, sidecar, wait, Net, Node, APP_UID, ECHO, TOOLS,
 };
+use trustmesh_testkit::http::metric;
 use trustmesh_testkit::netns::{self, Netns};
 use trustmesh_testkit::pki::openssl::OpensslCa;
 use trustmesh_testkit::process::Proc;
@@ -600,6 +601,12 @@ fn policies_apply_to_captured_traffic_as_to_explicit_listeners() {
     assert!(fe.log.text().contains("trustmesh proxy ready"));
 }
 
+/// The TLS handshakes the sidecar in `n` has made with its clients so far (its admin
+/// `/metrics`).
+fn server_handshakes(n: &Node) -> Option<u64> {
+    metric(&n.admin("/metrics"), "trustmesh_tls_handshakes_total ")
+}
+
 /// The frontend and the first reviews node on a hub of their own, the registry written and the
 /// reviews echo app running; the fields drop in order, the folder last.
 struct TwoNodes {
@@ -761,11 +768,7 @@ fn the_http_version_between_sidecars_follows_the_port_settings() {
     for i in 0..4 {
         assert_eq!(version_seen(&format!("/again-{i}"), false), "HTTP/1.1");
     }
-    let handshakes = reviews1
-        .admin("/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix("trustmesh_tls_handshakes_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let handshakes = server_handshakes(reviews1);
     assert!(handshakes.is_some_and(|n| n < 6), "{handshakes:?}");
 
     let rule = |http: &str| {
@@ -851,11 +854,7 @@ fn a_reload_retires_the_pooled_connections_to_peers() {
         assert_eq!(code, 200, "{body}");
     }
     // Pooled: fewer connections than requests reached the server sidecar.
-    let handshakes = reviews1
-        .admin("/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix("trustmesh_tls_handshakes_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let handshakes = server_handshakes(reviews1);
     assert!(handshakes.is_some_and(|n| n < 4), "{handshakes:?}");
     let reloads = fe.log.count("configuration reloaded");
     fe.reconfigure(|s| s.bundles = vec![format!("{TD}={}", ca.root.display())]);
