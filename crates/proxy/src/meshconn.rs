@@ -24,7 +24,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::mesh::TargetTls;
 use crate::state::Shared;
 use crate::upstream::{reset_sentence, Security};
 
@@ -67,7 +66,7 @@ type H2Conn = (http2::SendRequest<Incoming>, Option<String>);
 type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
 
 /// An HTTP/1.1 connection's sender and the identity the server proved.
-pub struct H1Conn {
+struct H1Conn {
     sender: http1::SendRequest<Incoming>,
     peer: Option<String>,
 }
@@ -105,6 +104,19 @@ impl Sender {
     }
 }
 
+/// The peer sidecar a request goes to, and how.
+pub struct Peer<'a> {
+    pub addr: SocketAddr,
+    /// The mesh view the request was routed in ([`crate::mesh::Mesh::epoch`]).
+    pub epoch: u64,
+    /// The identities the peer must present (the pool's key beside the address).
+    pub ids: &'a [String],
+    /// The client config, asked for only when a connection has to be opened.
+    pub security: &'a (dyn Fn() -> Result<Security, String> + Sync),
+    /// HTTP/2, else HTTP/1.1.
+    pub h2: bool,
+}
+
 /// Why a request got no answer from the peer.
 pub enum Failed {
     /// It was not sent (no connection could be made, or the ones taken closed before it was
@@ -114,37 +126,32 @@ pub enum Failed {
     Sent(String),
 }
 
-/// Sends `req` (already in the form its version needs) to the sidecar at `addr` over a pooled
-/// connection, HTTP/2 when `h2`; the answer and the identity the server proved. `security`
-/// gives the client config when a connection has to be opened. Errors are counted and worded
-/// in Envoy's terms.
+/// Sends `req` (already in the form its version needs) to `peer` over a pooled connection;
+/// the answer and the identity the server proved. Errors are counted and worded in Envoy's
+/// terms.
 ///
 /// A pooled connection may be closed by the peer just as it is taken (its idle timeout,
 /// `timeouts.httpIdle`): a request it never carried is sent once more on another, as Envoy
 /// and hyper's pooled client do.
 pub async fn request(
     shared: &Shared,
-    addr: SocketAddr,
-    epoch: u64,
-    tls: &TargetTls,
-    security: &(dyn Fn() -> Result<Security, String> + Sync),
-    h2: bool,
+    peer: &Peer<'_>,
     mut req: Request<Incoming>,
 ) -> Result<(Response<Incoming>, Option<String>), Failed> {
     let mut tries = 2;
     loop {
         tries -= 1;
-        let (conn, peer) = match sender(shared, addr, epoch, tls, security, h2).await {
+        let (conn, proved) = match sender(shared, peer).await {
             Ok(s) => s,
             Err(why) => return Err(Failed::Unsent(why, Box::new(req))),
         };
         let mut e = match conn.send(req).await {
-            Ok(resp) => return Ok((resp, peer)),
+            Ok(resp) => return Ok((resp, proved)),
             Err(e) => e,
         };
         let why = reset_sentence(
             "remote reset",
-            format!("{addr}: {}", crate::upstream::error_chain(e.error())),
+            format!("{}: {}", peer.addr, crate::upstream::error_chain(e.error())),
         );
         match e.take_message() {
             Some(back) if tries > 0 => req = back,
@@ -154,25 +161,14 @@ pub async fn request(
     }
 }
 
-/// A connection to `addr` for one request, HTTP/2 when `h2`, and the identity the server
-/// proved; made when the pool has none free. The error is already counted and worded.
-async fn sender(
-    shared: &Shared,
-    addr: SocketAddr,
-    epoch: u64,
-    tls: &TargetTls,
-    security: &(dyn Fn() -> Result<Security, String> + Sync),
-    h2: bool,
-) -> Result<(Sender, Option<String>), String> {
-    let ids: &[String] = match tls {
-        TargetTls::Mesh(ids) => ids,
-        _ => &[],
-    };
-    if h2 {
-        let (sender, peer) = h2_sender(shared, addr, epoch, ids, security).await?;
-        return Ok((Sender::H2(sender), peer));
+/// A connection to `peer` for one request, and the identity the server proved; made when the
+/// pool has none free. The error is already counted and worded.
+async fn sender(shared: &Shared, peer: &Peer<'_>) -> Result<(Sender, Option<String>), String> {
+    if peer.h2 {
+        let (sender, proved) = h2_sender(shared, peer).await?;
+        return Ok((Sender::H2(sender), proved));
     }
-    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), addr, epoch, ids));
+    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), peer.addr, peer.epoch, peer.ids));
     let idle = {
         let mut conns = lock(&list);
         conns.retain(|c| !c.sender.is_closed());
@@ -183,32 +179,26 @@ async fn sender(
         Some(conn) => conn,
         // Boxed: the handshake's future is large and runs once per connection, while this
         // function runs for every request (see `http::serve` on future sizes).
-        None => Box::pin(open_h1(shared, addr, &security()?)).await?,
+        None => Box::pin(open_h1(shared, peer.addr, &(peer.security)()?)).await?,
     };
-    let peer = conn.peer.clone();
-    Ok((Sender::H1(conn, list), peer))
+    let proved = conn.peer.clone();
+    Ok((Sender::H1(conn, list), proved))
 }
 
 fn lock(list: &H1List) -> std::sync::MutexGuard<'_, Vec<H1Conn>> {
     list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn h2_sender(
-    shared: &Shared,
-    addr: SocketAddr,
-    epoch: u64,
-    ids: &[String],
-    security: &(dyn Fn() -> Result<Security, String> + Sync),
-) -> Result<H2Conn, String> {
-    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), addr, epoch, ids));
+async fn h2_sender(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
+    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), peer.addr, peer.epoch, peer.ids));
     let mut pooled = slot.lock().await;
-    if let Some((sender, peer)) = pooled.as_ref() {
+    if let Some((sender, proved)) = pooled.as_ref() {
         if !sender.is_closed() {
-            return Ok((sender.clone(), peer.clone()));
+            return Ok((sender.clone(), proved.clone()));
         }
     }
     *pooled = None;
-    let fresh = Box::pin(open_h2(shared, addr, &security()?)).await?;
+    let fresh = Box::pin(open_h2(shared, peer.addr, &(peer.security)()?)).await?;
     *pooled = Some(fresh.clone());
     Ok(fresh)
 }

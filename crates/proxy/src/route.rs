@@ -400,8 +400,18 @@ async fn send<'t>(
             view.security(&target.tls, carry)
                 .map_err(|why| format!("{}: {why}", target.cluster))
         };
-        let sent =
-            crate::meshconn::request(shared, addr, view.epoch, &target.tls, &security, h2, r).await;
+        let ids: &[String] = match &target.tls {
+            TargetTls::Mesh(ids) => ids,
+            _ => &[],
+        };
+        let peer = crate::meshconn::Peer {
+            addr,
+            epoch: view.epoch,
+            ids,
+            security: &security,
+            h2,
+        };
+        let sent = crate::meshconn::request(shared, &peer, r).await;
         return match sent {
             Ok((resp, peer)) => Ok((target, peer, resp)),
             Err(crate::meshconn::Failed::Unsent(why, back)) => {
