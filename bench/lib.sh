@@ -417,15 +417,22 @@ report_memory() {
     done
 }
 
+# report_idle_split: per proxy, RssAnon and RssFile in MB, idle (rss_split) and near the end of
+# the steady phase (steady_split; "-" when it did not run).
 report_idle_split() {
     local key
-    printf "%-24s %13s %13s %13s %13s\n" scenario "client anon" "client file" "server anon" \
-        "server file"
+    printf "%-24s %13s %13s %13s %13s\n" "scenario (anon + file)" "idle client" "idle server" \
+        "1k/s client" "1k/s server"
     for key in "${all_keys[@]:1}"; do
         measured "$key" || { skipped "$key"; continue; }
-        awk -v n="${name[$key]}" -v v="${rss_split[$key]}" '
+        awk -v n="${name[$key]}" -v v="${rss_split[$key]}" -v w="${steady_split[$key]:-- - - -}" '
             function mb(k) { return k == "-" ? "-" : sprintf("%.1f", k / 1024) }
-            BEGIN { split(v, x); printf "%-24s %13s %13s %13s %13s\n", n, mb(x[1]), mb(x[2]), mb(x[3]), mb(x[4]) }'
+            function pair(a, f) { return mb(a) " + " mb(f) }
+            BEGIN {
+                split(v, x); split(w, y)
+                printf "%-24s %13s %13s %13s %13s\n", n, pair(x[1], x[2]), pair(x[3], x[4]),
+                    pair(y[1], y[2]), pair(y[3], y[4])
+            }'
     done
 }
 

@@ -590,7 +590,7 @@ fi
 # --- measure ----------------------------------------------------------------------------------
 # Which processes each path's CPU and memory are counted for: its client-side proxy, its
 # server-side proxy and its backend (nginx: the master and its workers).
-declare -A client_pids server_pids backend_pids runs cpu rss_load handshakes rss_idle rss_split
+declare -A client_pids server_pids backend_pids runs cpu rss_load handshakes rss_idle rss_split steady_split
 declare -A steady_of hwm_end
 backend_pids[a]=$(nginx_pids "$backend_master")
 if ((have_trustmesh)); then
@@ -641,11 +641,20 @@ handshakes_in() {
     esac
 }
 # rss_late KEY SECONDS: after SECONDS − 0.5 (the end of a wrk run, its connections still
-# open), VmRSS in kB of KEY's client-side and server-side proxies.
+# open), VmRSS in kB of KEY's client-side and server-side proxies, then their RssAnon and
+# RssFile (client anon, client file, server anon, server file).
 rss_late() {
+    local field
     sleep "$(awk -v s="$2" 'BEGIN { print (s > 1 ? s - 0.5 : s / 2) }')"
     # The pid lists are split into words on purpose (SC2086).
-    echo "$(mem_kb VmRSS ${client_pids[$1]:-}) $(mem_kb VmRSS ${server_pids[$1]:-})"
+    printf '%s %s' "$(mem_kb VmRSS ${client_pids[$1]:-})" "$(mem_kb VmRSS ${server_pids[$1]:-})"
+    for field in RssAnon RssFile; do
+        printf ' %s' "$(mem_kb $field ${client_pids[$1]:-})"
+    done
+    for field in RssAnon RssFile; do
+        printf ' %s' "$(mem_kb $field ${server_pids[$1]:-})"
+    done
+    echo
 }
 
 # run_path PHASE KEY: one wrk run of path KEY. PHASE "load": wrk -t -c -d as given, its
@@ -656,7 +665,7 @@ rss_late() {
 # ~1,000 req/s for -s seconds, with keep-alive; steady_of[KEY] = "rps p50 p99 client% server%
 # rss_c rss_s hwm_c hwm_s" (CPU as % of one core).
 run_path() {
-    local phase=$1 key=$2 r c0 s0 k0 h0 c1 s1 k1 h1 q0 q1 rps p50 p99 n rc rs prefix=()
+    local phase=$1 key=$2 r c0 s0 k0 h0 c1 s1 k1 h1 q0 q1 rps p50 p99 n rc rs split prefix=()
     mapfile -t prefix < <(how "$key")
     if [[ $phase == load ]]; then
         wrk_secs=$duration
@@ -679,7 +688,7 @@ run_path() {
     s1=$(ticks ${server_pids[$key]:-})
     k1=$(ticks ${backend_pids[$key]})
     read -r h1 q1 <<<"$(handshakes_in "$key")"
-    read -r rc rs <"$work/rss.sample"
+    read -r rc rs split <"$work/rss.sample"
     read -r rps p50 p99 n <<<"$r"
     if [[ ! "$n" =~ ^[1-9][0-9]*$ ]]; then
         echo "bench/proxy.sh: wrk completed no request on ${url[$key]} (see $work/wrk.log)" >&2
@@ -690,6 +699,7 @@ run_path() {
             BEGIN { printf "%.1f %.1f", 100 * c / hz / t, 100 * s / hz / t }')
         steady_of[$key]="$rps $p50 $p99 ${steady_of[$key]} $rc $rs"
         steady_of[$key]+=" $(mem_kb VmHWM ${client_pids[$key]:-}) $(mem_kb VmHWM ${server_pids[$key]:-})"
+        steady_split[$key]=$split
         log "  req/s p50 p99, CPU % of a core client server, VmRSS kB client server: ${steady_of[$key]}"
         return
     fi
@@ -815,8 +825,8 @@ echo "  idle after start-up; 1k/s VmRSS near the end of the steady phase, pk1k V
 echo "  load the highest VmRSS near the end of a wrk run; peak VmHWM at the end."
 echo "  Goals of the issue, per proxy: idle ≤ 12 MB; at 1,000 req/s over 100 connections ≤ 20 MB."
 report_memory
-echo "Idle VmRSS of each proxy, MB: anonymous (RssAnon: heap, stacks) + file-backed (RssFile: the"
-echo "pages of the binary and libraries mapped in)"
+echo "VmRSS of each proxy, MB, idle and near the end of the steady phase (1k/s): anonymous"
+echo "(RssAnon: heap, stacks) + file-backed (RssFile: the pages of the binary and libraries mapped in)"
 report_idle_split
 if ((bulk_mib > 0)); then
     echo
