@@ -62,10 +62,10 @@ enum Command {
 
 fn main() -> ExitCode {
     // Before anything allocates: the sidecar's heap must never get a huge page (see
-    // `cmd::small_pages`; parsing the command line and starting the log already touched
+    // `cmd::pages::small_pages`; parsing the command line and starting the log already touched
     // three 2 MiB pages when this ran later).
     if std::env::args_os().nth(1).is_some_and(|a| a == "proxy") {
-        cmd::small_pages();
+        cmd::pages::small_pages();
     }
     let cli = Cli::parse();
     match cli.command {

@@ -186,8 +186,9 @@ async fn start_dns(
     Ok(bound.udp)
 }
 
-/// Runs the proxy until SIGINT/SIGTERM, then drains.
-pub async fn run(config_file: &Path) -> anyhow::Result<()> {
+/// Runs the proxy until SIGINT/SIGTERM, then drains. `ready` runs once, when everything is bound
+/// and served (the binary hands start-up's pages back to the kernel there).
+pub async fn run(config_file: &Path, ready: impl FnOnce()) -> anyhow::Result<()> {
     // Registered before anything is served, so no signal finds the default action (exit).
     let signals = Signals::register(Hangup::Reload).context("handling signals")?;
     let (shared, bound) = start(config_file).await?;
@@ -202,6 +203,7 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         hbone = ?bound.hbone,
         "trustmesh proxy ready"
     );
+    ready();
     let reloads = (signals.clone(), shared.clone());
     tokio::spawn(async move {
         let (signals, shared) = reloads;

@@ -13,6 +13,7 @@ pub mod flags;
 pub mod migrate;
 pub mod mtls_readiness;
 pub mod output;
+pub mod pages;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
@@ -89,24 +90,6 @@ pub fn raise_fd_limit() {
             tracing::warn!("could not raise the open file limit above {from}");
         }
     }
-}
-
-/// Keeps the heap on 4 KiB pages. mimalloc asks the kernel for transparent huge pages on its
-/// arenas (`madvise`), so each 2 MiB region it touches becomes resident whole: an idle sidecar
-/// held 12 MiB of huge pages for under 2 MiB of live heap (RSS 28.8 MB, of it 13.3 MB
-/// anonymous; with this call 17.6 MB, 2.0 MB anonymous, same build, same config). A sidecar's
-/// heap is small and spread over many short-lived buffers, where huge pages buy little TLB reach
-/// and cost memory on every node. PR_SET_THP_DISABLE is the documented per-process switch
-/// (prctl(2)); it covers kernels whose THP mode is `always`. It runs after the first
-/// allocations (reading the command line allocates), so mimalloc is also built with `no_thp`
-/// and never asks for huge pages itself: under the usual `madvise` mode, those first
-/// allocations had still put two huge pages in its arena (idle anonymous memory 5.3 MB; with
-/// `no_thp` 1.8 MB).
-pub fn small_pages() {
-    // SAFETY: prctl with integer arguments only; no memory is passed to the kernel.
-    // Called before the log is set up, so a failure (a kernel without the switch) is silent:
-    // it only costs memory.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 /// The multi-threaded runtime the long-running commands run on; a failure to start it is

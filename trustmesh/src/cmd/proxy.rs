@@ -38,10 +38,22 @@ pub fn run(a: Args) -> ExitCode {
         Ok(r) => r,
         Err(e) => return super::fail(1, format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(trustmesh_proxy::run(&config)) {
+    match runtime.block_on(trustmesh_proxy::run(&config, return_start_up_pages)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::fail(1, format!("{e:#}")),
     }
+}
+
+/// Once the proxy serves: what start-up touched of the program need not stay resident
+/// ([`super::pages::return_start_up_pages`]).
+fn return_start_up_pages() {
+    let r = super::pages::return_start_up_pages();
+    tracing::info!(
+        mappings = r.mappings,
+        rss_file_kb_before = ?r.file_kb_before,
+        rss_file_kb_after = ?r.file_kb_after,
+        "start-up's pages of the program returned to the page cache"
+    );
 }
 
 /// The process's log filter, handed to the proxy (`trustmesh_proxy::loglevel`).
