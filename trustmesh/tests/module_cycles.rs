@@ -483,7 +483,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
     (
         "L3 request paths",
         &[
-            "custom", "forward", "http", "meshconn", "names", "route", "tcp",
+            "apppool", "custom", "forward", "http", "meshconn", "names", "route", "tcp",
         ],
     ),
     (

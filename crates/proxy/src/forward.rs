@@ -1,6 +1,7 @@
 //! Forwarding an authorized request to the local app: hop-by-hop headers stripped, the client's
 //! identity conveyed in `x-forwarded-client-cert` (sanitized, then set), and the request re-aimed
-//! at the app's socket over the pooled HTTP/1.1 or HTTP/2 client.
+//! at the app's socket over a pooled connection (`apppool` for HTTP/1.1, hyper's client for HTTP/2
+//! and upgrades).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -84,8 +85,6 @@ pub struct Conn {
     /// Our identity when `xfcc` was rendered, and the XFCC value naming the verified peer.
     xfcc_by: String,
     xfcc: Option<HeaderValue>,
-    /// This connection's own app connection (HTTP/1 clients).
-    pub upstream: DedicatedUpstream,
     /// The connection's drain watch; an upgraded tunnel takes a clone.
     pub drain: Watch,
 }
@@ -103,7 +102,6 @@ impl Conn {
             peer_text: ctx.peer.as_ref().map(|p| p.id.to_string()),
             xfcc_by: own_id.to_string(),
             xfcc: xfcc_value(own_id, &ctx),
-            upstream: Default::default(),
             drain,
             ctx,
         }
@@ -161,97 +159,6 @@ impl ForwardError {
     }
 }
 
-/// The app connection one HTTP/1 client connection uses: opened on its first request, kept for
-/// the client connection's life, reopened when the app closes it.
-///
-/// Why not only the shared pool: checking a connection out of a pool and back in (a lock, a
-/// hash lookup, bookkeeping on every request) cost more than a quarter of the proxy's own work
-/// per request in a profile. A client connection already serializes its requests, so pinning
-/// one app connection to it needs no pool at all. (Envoy's HTTP/1 pools end up in the same place
-/// under steady load: one upstream connection busy per downstream request in flight.)
-#[derive(Default)]
-pub struct DedicatedUpstream(
-    tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<AppBody>>>,
-);
-
-impl DedicatedUpstream {
-    /// Sends `req` (origin form, with its Host header) to the app at `target`.
-    pub async fn send(
-        &self,
-        target: std::net::SocketAddr,
-        source: Option<std::net::IpAddr>,
-        connect_timeout: std::time::Duration,
-        mut req: Request<AppBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let mut slot = self.0.lock().await;
-        let mut retried = false;
-        loop {
-            // A kept connection the app has closed meanwhile is replaced before use.
-            let mut reused = false;
-            if let Some(sender) = slot.as_mut() {
-                if sender.ready().await.is_ok() {
-                    reused = true;
-                } else {
-                    *slot = None;
-                }
-            }
-            let sender = match slot.as_mut() {
-                Some(s) => s,
-                // Boxed: connecting is rare and its future large (see `http::serve`).
-                None => slot.insert(
-                    Box::pin(connect_app(target, source, connect_timeout))
-                        .await
-                        .map_err(ForwardError::App)?,
-                ),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut e) => {
-                    *slot = None;
-                    // The app closed a kept connection just as the request went out, before
-                    // reading any of it: safe to send once more on a fresh connection (as
-                    // hyper's pool does). Anything else is an answer for the client.
-                    match e.take_message() {
-                        Some(r) if reused && !retried => {
-                            retried = true;
-                            req = r;
-                        }
-                        _ => return Err(ForwardError::of(&e.into_error())),
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn connect_app(
-    target: std::net::SocketAddr,
-    source: Option<std::net::IpAddr>,
-    timeout: std::time::Duration,
-) -> Result<hyper::client::conn::http1::SendRequest<AppBody>, String> {
-    let connecting = crate::upstream::tcp_connect(target, source);
-    let stream = match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("connecting to {target}: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "connecting to {target}: timed out after {timeout:?}"
-            ))
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP/1.1 to {target}: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "app connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
 /// Forwards an admitted request to the local app and returns the app's answer (or the proxy's,
 /// when the app cannot be reached or the request cannot be sent).
 pub async fn forward(
@@ -269,19 +176,22 @@ pub async fn forward(
         crate::upgrade::requested(&req)
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    // An HTTP/1 client sends one request at a time, so its requests can go over one app
-    // connection of its own; HTTP/2 clients (concurrent streams) and upgrades use the pool.
-    let dedicated = !h2 && upgrade.is_none() && req.version() != http::Version::HTTP_2;
+    // Requests to an HTTP/1.1 app go over our pool of app connections (`apppool`); HTTP/2 apps
+    // and upgrades (a connection of their own, handed over to the tunnel) over hyper's.
+    let ours = !h2 && upgrade.is_none();
     let (mut parts, body) = req.into_parts();
-    if for_app(&mut parts, conn, own_id, h2, dedicated, upgrade.as_ref()).is_err() {
+    if for_app(&mut parts, conn, own_id, h2, ours, upgrade.as_ref()).is_err() {
         return text(StatusCode::BAD_REQUEST, "bad request target");
     }
     let upstream = Request::from_parts(parts, body);
-    let answer = if dedicated {
+    let answer = if ours {
         let timeout = shared.current().config.timeouts.connect();
-        conn.upstream
-            .send(ctx.target, ctx.app_source, timeout, upstream)
+        crate::apppool::send(ctx.target, ctx.app_source, timeout, upstream)
             .await
+            .map_err(|e| match e {
+                crate::apppool::Failed::Connect(why) => ForwardError::App(why),
+                crate::apppool::Failed::Send(e) => ForwardError::of(&e),
+            })
     } else {
         shared
             .workers
@@ -302,7 +212,7 @@ fn for_app(
     conn: &Conn,
     own_id: &str,
     h2: bool,
-    dedicated: bool,
+    origin_form: bool,
     upgrade: Option<&HeaderValue>,
 ) -> Result<(), http::uri::InvalidUriParts> {
     // HTTP/2's :authority becomes the Host header an HTTP/1.1 app expects.
@@ -327,9 +237,9 @@ fn for_app(
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    if dedicated {
-        // Our own HTTP/1.1 connection: the request line carries the path only (origin form),
-        // and Host names the site; a client that sent none gets the app's address, as the
+    if origin_form {
+        // Our own HTTP/1.1 pool: the request line carries the path only (origin form), and
+        // Host names the site; a client that sent none gets the app's address, as hyper's
         // pooled client would give it.
         uri.scheme = None;
         uri.authority = None;
@@ -343,7 +253,7 @@ fn for_app(
             }
         }
     } else {
-        // The pooled clients connect to the URI's authority: the app's socket address.
+        // hyper's pooled clients connect to the URI's authority: the app's socket address.
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = conn.target_authority.clone();
     }

@@ -14,6 +14,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod adminstats;
+pub mod apppool;
 pub mod authn;
 pub mod authz;
 pub mod captured;

@@ -1,7 +1,7 @@
-//! How inbound HTTP/1 requests reach the app: each client connection gets one app connection of
-//! its own, reused for its requests (origin-form request line, the client's Host kept), and
-//! replaced when the app closes it between requests. Also: policies that read request headers
-//! see them (the proxy copies headers for policy only when a policy reads them).
+//! How inbound HTTP/1 requests reach the app: over a pool of app connections per worker thread,
+//! shared by the client connections (origin-form request line, the client's Host kept), a busy
+//! one never waited for, and a closed one replaced. Also: policies that read request headers see
+//! them (the proxy copies headers for policy only when a policy reads them).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +55,9 @@ async fn get_with(s: &mut TcpStream, path: &str, extra: &str) -> (String, String
     (answer.status_line, answer.body)
 }
 
+/// The proxy's worker threads in these tests: each has a pool of its own.
+const WORKERS: usize = 2;
+
 async fn proxy_in_front_of(app_port: u16) -> (tempfile::TempDir, u16) {
     proxy_with_policy(app_port, None).await
 }
@@ -63,7 +66,8 @@ async fn proxy_with_policy(app_port: u16, policy: Option<&str>) -> (tempfile::Te
     let tmp = tempfile::tempdir().unwrap();
     let inb = free_port();
     // No PeerAuthentication: PERMISSIVE, so a plaintext client may talk to the listener.
-    let cfg = write_proxy_config(tmp.path(), "web", &[(inb, app_port, "http")], "");
+    let extra = format!("concurrency: {WORKERS}\n");
+    let cfg = write_proxy_config(tmp.path(), "web", &[(inb, app_port, "http")], &extra);
     if let Some(yaml) = policy {
         std::fs::write(tmp.path().join("policies/p.yaml"), yaml).unwrap();
     }
@@ -72,50 +76,104 @@ async fn proxy_with_policy(app_port: u16, policy: Option<&str>) -> (tempfile::Te
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_connection_keeps_one_app_connection() {
+async fn client_connections_one_after_another_share_the_app_connections() {
     let (app_port, seen) = app(Duration::from_secs(30)).await;
     let (_tmp, inb) = proxy_in_front_of(app_port).await;
 
-    let mut a = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
-    for i in 0..20 {
-        let (status, body) = get(&mut a, &format!("/items/{i}?q=x")).await;
-        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"));
-    }
-    {
-        let seen = seen.lock().unwrap();
-        assert_eq!(
-            seen.len(),
-            1,
-            "20 requests on one client connection: one app connection"
-        );
-        assert_eq!(seen[0].len(), 20);
-        for (i, head) in seen[0].iter().enumerate() {
-            // Origin form on the request line, and the client's Host, not the app's address.
-            assert!(
-                head.starts_with(&format!("GET /items/{i}?q=x HTTP/1.1\r\n")),
-                "{head}"
-            );
-            assert!(
-                head.to_ascii_lowercase().contains("host: app.example\r\n"),
-                "{head}"
-            );
-            assert!(
-                head.to_ascii_lowercase().contains("x-request-id: "),
-                "{head}"
-            );
+    // Ten client connections, each sending its requests while no other request is in flight.
+    let mut clients = Vec::new();
+    for c in 0..10 {
+        let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+        for i in 0..3 {
+            let (status, body) = get(&mut s, &format!("/items/{c}-{i}?q=x")).await;
+            assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"));
         }
+        clients.push(s);
     }
-
-    // A second client connection gets an app connection of its own.
-    let mut b = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
-    for _ in 0..3 {
-        assert_eq!(get(&mut b, "/b").await.1, "ok");
-    }
-    assert_eq!(get(&mut a, "/a-again").await.1, "ok");
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].len(), 21);
-    assert_eq!(seen[1].len(), 3);
+    assert_eq!(seen.iter().map(Vec::len).sum::<usize>(), 30);
+    assert!(
+        seen.len() <= WORKERS,
+        "30 requests, never two at once, from 10 client connections: at most one app \
+         connection per worker, got {}",
+        seen.len()
+    );
+    for head in seen.iter().flatten() {
+        // Origin form on the request line, and the client's Host, not the app's address.
+        assert!(head.starts_with("GET /items/"), "{head}");
+        assert!(head.contains("?q=x HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("host: app.example\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("x-request-id: "),
+            "{head}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_never_waits_behind_a_busy_app_connection() {
+    // The app answers /slow with its head and the first byte of its body at once and the
+    // last byte two seconds later (a connection back in its pool, still busy), anything else
+    // at once.
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connections.clone();
+    let app_port = backend(move |mut s| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            while let Some(head) = read_http_head(&mut s).await {
+                if head.starts_with("GET /slow ") {
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no";
+                    if s.write_all(head).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if s.write_all(b"k").await.is_err() {
+                        return;
+                    }
+                } else if !reply_ok(&mut s).await {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let (_tmp, inb) = proxy_in_front_of(app_port).await;
+
+    // Warm each worker's pool with one app connection, then keep it busy with a body still
+    // coming: WORKERS client connections in a row land on every worker (round-robin), each
+    // with a slow request.
+    let mut warm = Vec::new();
+    for _ in 0..WORKERS {
+        let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+        assert_eq!(get(&mut s, "/warm").await.1, "ok");
+        warm.push(s);
+    }
+    let mut slow = Vec::new();
+    for mut s in warm {
+        slow.push(tokio::spawn(async move { get(&mut s, "/slow").await }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Whichever worker the next client connection lands on has its pooled connection busy.
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", inb)).await.unwrap();
+    assert_eq!(get(&mut s, "/fast").await.1, "ok");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "the request waited {waited:?}, behind a slow one"
+    );
+    for h in slow {
+        assert_eq!(h.await.unwrap().1, "ok");
+    }
+    let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        made > WORKERS,
+        "the fast request needed a connection of its own: {made} made"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
