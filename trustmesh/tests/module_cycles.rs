@@ -466,6 +466,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "relay",
             "reqbody",
             "response",
+            "sessions",
             "slots",
             "telemetry",
             "tls",

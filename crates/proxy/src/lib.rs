@@ -46,6 +46,7 @@ pub mod reqbody;
 pub mod response;
 pub mod route;
 pub mod run;
+pub mod sessions;
 pub mod slots;
 pub mod snapshot;
 pub mod state;

@@ -405,11 +405,11 @@ pub fn server_config_offering(
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(own.chain.clone(), own.key.clone_key())?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // Stateful tickets (rustls's default in-memory session cache, one per config, so one per
-    // snapshot and listener kind): a ticket is only good with the server that issued it. One
-    // ticket per connection, not rustls's default two: a mesh client holds a connection for
-    // long and resumes once per new connection.
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SERVER_SESSIONS);
+    // Stateful tickets (an in-memory session cache, one per config, so one per snapshot and
+    // listener kind, growing with use: `sessions`): a ticket is only good with the server that
+    // issued it. One ticket per connection, not rustls's default two: a mesh client holds a
+    // connection for long and resumes once per new connection.
+    cfg.session_storage = Arc::new(crate::sessions::ServerSessions::new(SERVER_SESSIONS));
     cfg.send_tls13_tickets = 1;
     Ok(Arc::new(cfg))
 }
