@@ -57,7 +57,10 @@ pub async fn admit<'a>(
     if let crate::authz::Decision::Custom(provider) = &verdict.decision {
         // Envoy's network ext_authz filter: one check, before any byte is relayed.
         let provider = provider.clone();
-        verdict = match crate::custom::check_connection(&snap, &provider, ctx).await {
+        // Boxed: the check's future is 7 KB and rarely awaited; unboxed it sized every
+        // inbound connection's task, HTTP ones included (their path shares `inbound::dispatch`).
+        let check = Box::pin(crate::custom::check_connection(&snap, &provider, ctx));
+        verdict = match check.await {
             Ok(admitted) => {
                 // The provider admitted it: the DENY and ALLOW policies still apply.
                 let mut after = snap.policies.check_tcp_after_custom(ctx);
