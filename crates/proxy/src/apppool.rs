@@ -71,7 +71,10 @@ pub async fn send(
     let list = POOL.with(|p| p.borrow_mut().entry((target, source)).or_default().clone());
     let mut retried = false;
     loop {
-        let (mut sender, reused) = match take(&list) {
+        // The one retry goes over a new connection: the pooled ones may all have been closed
+        // by the same idle timeout.
+        let pooled = if retried { None } else { take(&list) };
+        let (mut sender, reused) = match pooled {
             Some(s) => (s, true),
             // Boxed: connecting is rare and its future large (see `http::serve`).
             None => (
