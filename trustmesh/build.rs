@@ -5,8 +5,8 @@
 //! current kernel, so the resident part of the binary is every 2 MiB stretch that holds any
 //! function the sidecar runs. The ~1,800 functions of the serving paths (2.2 MB) were spread
 //! over all eleven stretches of the 21 MB of code; gathered at the start of `.text` they take
-//! two. A serving sidecar's file-backed memory went from 10.6 to 6.2 MB (bench/proxy.sh, 1,000
-//! requests/s), its idle one from 9.7–10.0 to 5.8–6.5 MB.
+//! two. A serving sidecar's file-backed memory went from 10.6 to 5.6–6.7 MB (bench/proxy.sh,
+//! 1,000 requests/s), its idle one from 7.9–10.0 to 5.2–6.5 MB.
 //!
 //! The list is applied with lld's `--symbol-ordering-file` (mold takes it too), lld being the
 //! linker Rust uses by default on x86_64 Linux; other targets link as before, and
