@@ -455,6 +455,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "config",
             "conn",
             "extauthz",
+            "h1list",
             "hex",
             "jwt",
             "loglevel",

@@ -1,12 +1,11 @@
 //! Pooled HTTP/1.1 connections from this sidecar to its local app ([`crate::forward`]).
 //!
 //! Kept per worker thread (the thread whose reactor drives them, as `meshconn`'s pools to
-//! peers are) and per app address and source address. A request takes a connection hyper
-//! reports ready (its last response read to the end) or opens one, and puts it back as soon as
-//! the response head is in; a connection still streaming a body is passed over, never queued
-//! behind. A list grows to the most requests in flight at once to that app, as Envoy's
-//! inbound HTTP/1 pool does, and a connection leaves it once it is closed (the app's idle
-//! timeout) or has waited [`IDLE`] unused.
+//! peers are) and per app address and source address, each an [`H1List`]: a request takes a
+//! ready connection or opens one, and never waits behind a busy one. A list grows to the most
+//! requests in flight at once to that app, as Envoy's inbound HTTP/1 pool does, and a
+//! connection leaves it once it is closed (the app's idle timeout) or has waited [`IDLE`]
+//! unused.
 //!
 //! Why shared rather than one app connection per client connection: each HTTP/1.1 connection
 //! made with hyper's client holds about 40 KB (its dispatch channel, read and write buffers,
@@ -16,13 +15,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use crate::h1list::H1List;
 use crate::reqbody::AppBody;
 
 /// Why a request got no answer from the app.
@@ -41,21 +41,12 @@ pub enum Failed {
 /// burst that is over only costs memory.
 pub const IDLE: Duration = Duration::from_secs(30);
 
-struct Pooled {
-    sender: SendRequest<AppBody>,
-    since: Instant,
-}
-
-type List = Arc<Mutex<Vec<Pooled>>>;
+type List = Arc<H1List<AppBody, ()>>;
 
 thread_local! {
     /// The lists by app address and the source address connections are made from (the
     /// client's own, when the inbound connection was captured and the app must see it).
     static POOL: RefCell<HashMap<(SocketAddr, Option<IpAddr>), List>> = RefCell::new(HashMap::new());
-}
-
-fn lock(list: &List) -> MutexGuard<'_, Vec<Pooled>> {
-    list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sends `req` (origin form, with its Host header) to the app at `target`, from `source` when
@@ -73,9 +64,9 @@ pub async fn send(
     loop {
         // The one retry goes over a new connection: the pooled ones may all have been closed
         // by the same idle timeout.
-        let pooled = if retried { None } else { take(&list) };
-        let (mut sender, reused) = match pooled {
-            Some(s) => (s, true),
+        let pooled = if retried { None } else { list.take(Some(IDLE)) };
+        let (sender, reused) = match pooled {
+            Some((s, ())) => (s, true),
             // Boxed: connecting is rare and its future large (see `http::serve`).
             None => (
                 Box::pin(connect(target, source, connect_timeout))
@@ -84,14 +75,8 @@ pub async fn send(
                 false,
             ),
         };
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                lock(&list).push(Pooled {
-                    sender,
-                    since: Instant::now(),
-                });
-                return Ok(resp);
-            }
+        match list.send(sender, (), req).await {
+            Ok(resp) => return Ok(resp),
             Err(mut e) => match e.take_message() {
                 Some(back) if reused && !retried => {
                     retried = true;
@@ -101,17 +86,6 @@ pub async fn send(
             },
         }
     }
-}
-
-/// A ready connection from `list`, dropping on the way the ones the app closed and the ones
-/// unused for longer than [`IDLE`].
-fn take(list: &List) -> Option<SendRequest<AppBody>> {
-    let now = Instant::now();
-    let mut conns = lock(list);
-    let unused = |c: &Pooled| c.sender.is_ready() && now.duration_since(c.since) > IDLE;
-    conns.retain(|c| !(c.sender.is_closed() || unused(c)));
-    let free = conns.iter().position(|c| c.sender.is_ready())?;
-    Some(conns.swap_remove(free).sender)
 }
 
 async fn connect(

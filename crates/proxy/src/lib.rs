@@ -24,6 +24,7 @@ pub mod conn;
 pub mod custom;
 pub mod extauthz;
 pub mod forward;
+pub mod h1list;
 pub mod hbone;
 pub mod hex;
 pub mod http;

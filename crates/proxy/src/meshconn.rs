@@ -66,14 +66,11 @@ type H2Conn = (http2::SendRequest<Incoming>, Option<String>);
 type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
 
 /// An HTTP/1.1 connection's sender and the identity the server proved.
-struct H1Conn {
-    sender: http1::SendRequest<Incoming>,
-    peer: Option<String>,
-}
+type H1Conn = (http1::SendRequest<Incoming>, Option<String>);
 
 /// The HTTP/1.1 connections of one key that are not carrying a request (or are still
-/// finishing a response body). Only its worker thread uses it; the lock is never contended.
-type H1List = Arc<std::sync::Mutex<Vec<H1Conn>>>;
+/// finishing a response body).
+type H1List = Arc<crate::h1list::H1List<Incoming, Option<String>>>;
 
 thread_local! {
     static H2_POOL: RefCell<ByAddr<H2Slot>> = RefCell::new(HashMap::new());
@@ -93,13 +90,7 @@ impl Sender {
     async fn send(self, req: Request<Incoming>) -> Sent {
         match self {
             Sender::H2(mut sender) => sender.try_send_request(req).await,
-            Sender::H1(mut conn, list) => {
-                let sent = conn.sender.try_send_request(req).await;
-                if sent.is_ok() {
-                    lock(&list).push(conn);
-                }
-                sent
-            }
+            Sender::H1((sender, peer), list) => list.send(sender, peer, req).await,
         }
     }
 }
@@ -169,24 +160,15 @@ async fn sender(shared: &Shared, peer: &Peer<'_>) -> Result<(Sender, Option<Stri
         return Ok((Sender::H2(sender), proved));
     }
     let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), peer.addr, peer.epoch, peer.ids));
-    let idle = {
-        let mut conns = lock(&list);
-        conns.retain(|c| !c.sender.is_closed());
-        let free = conns.iter().position(|c| c.sender.is_ready());
-        free.map(|i| conns.swap_remove(i))
-    };
-    let conn = match idle {
+    // No idle limit of our own: the peer's `timeouts.httpIdle` closes what it does not need.
+    let conn = match list.take(None) {
         Some(conn) => conn,
         // Boxed: the handshake's future is large and runs once per connection, while this
         // function runs for every request (see `http::serve` on future sizes).
         None => Box::pin(open_h1(shared, peer.addr, &(peer.security)()?)).await?,
     };
-    let proved = conn.peer.clone();
+    let proved = conn.1.clone();
     Ok((Sender::H1(conn, list), proved))
-}
-
-fn lock(list: &H1List) -> std::sync::MutexGuard<'_, Vec<H1Conn>> {
-    list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn h2_sender(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
@@ -261,5 +243,5 @@ async fn open_h1(shared: &Shared, addr: SocketAddr, security: &Security) -> Resu
             tracing::debug!(error = %e, "outbound HTTP/1.1 connection to {addr} ended");
         }
     });
-    Ok(H1Conn { sender, peer })
+    Ok((sender, peer))
 }
