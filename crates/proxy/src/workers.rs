@@ -166,10 +166,26 @@ impl Workers {
     }
 }
 
+/// How far ahead the worker's anchor timer stays while it holds connections (see `run_worker`).
+const ANCHOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A worker's loop: start each connection as a local task; once the queue closes, wait for the
 /// connections still running, then return (ending the thread).
+///
+/// While it holds connections the worker keeps one timer pending at most [`ANCHOR`] ahead.
+/// Why: tokio's timer wakes its driver (an eventfd write, a system call) whenever a timer is
+/// set while the driver last went to sleep with no timer pending, or with a later one. HTTP/1
+/// sets one per request (hyper's header read timeout, started each time a keep-alive
+/// connection waits for its next request), and in between requests a busy worker often had
+/// none pending: half the requests of a captured outbound connection cost an eventfd write
+/// (perf: `Sleep::poll` → `reregister` → `IoHandle::unpark`). With the anchor pending, the
+/// driver always sleeps with a timer at most a second away, so the usual timeouts (seconds to
+/// an hour) are later and set without a wake-up. A worker without connections keeps no anchor,
+/// so an idle sidecar is not woken every second.
 async fn run_worker(mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut tasks = tokio::task::JoinSet::new();
+    let anchor = tokio::time::sleep(ANCHOR);
+    tokio::pin!(anchor);
     loop {
         tokio::select! {
             job = rx.recv() => match job {
@@ -180,6 +196,9 @@ async fn run_worker(mut rx: mpsc::UnboundedReceiver<Job>) {
             },
             // Reap finished connections so the set does not grow without bound.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = &mut anchor, if !tasks.is_empty() => {
+                anchor.as_mut().reset(tokio::time::Instant::now() + ANCHOR);
+            }
         }
     }
     while tasks.join_next().await.is_some() {}
@@ -234,6 +253,68 @@ mod tests {
         assert!(
             rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok(),
             "the in-flight connection was cut when the workers were dropped"
+        );
+    }
+
+    /// Write system calls made so far by the calling thread.
+    fn thread_write_calls() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscw: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+
+    async fn wait_for_a_byte(s: &tokio::net::UnixStream) {
+        let mut buf = [0u8; 64];
+        s.readable().await.unwrap();
+        // Read until empty, so the next wait really sleeps.
+        while s.try_read(&mut buf).is_ok_and(|n| n > 0) {}
+    }
+
+    /// What a keep-alive HTTP/1 connection does between requests: its worker sleeps in epoll
+    /// until the next request arrives, then hyper sets a header read timeout (60 s by default)
+    /// and drops it once the head is in. Setting it must not cost a system call (the driver's
+    /// eventfd wake-up) each time.
+    #[test]
+    fn setting_a_timeout_after_the_worker_slept_makes_no_system_call() {
+        use std::io::Write;
+        const ROUNDS: u64 = 30;
+        let workers = Workers::start(1, std::time::Duration::from_secs(1)).unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let s = tokio::net::UnixStream::from_std(ours).unwrap();
+                wait_for_a_byte(&s).await;
+                let before = thread_write_calls();
+                for _ in 0..ROUNDS {
+                    wait_for_a_byte(&s).await;
+                    // The default header read timeout.
+                    let mut timeout =
+                        Box::pin(tokio::time::sleep(std::time::Duration::from_secs(60)));
+                    // Polled once, as hyper does while the head is incomplete: registered.
+                    std::future::poll_fn(|cx| {
+                        let _ = timeout.as_mut().poll(cx);
+                        std::task::Poll::Ready(())
+                    })
+                    .await;
+                }
+                let _ = tx.send(thread_write_calls() - before);
+            })
+        });
+        assert!(workers.dispatch(job).is_ok());
+        for _ in 0..=ROUNDS {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            theirs.write_all(b"x").unwrap();
+        }
+        let writes = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the job finished");
+        assert!(
+            writes < ROUNDS / 5,
+            "{writes} write calls on the worker thread for {ROUNDS} timeouts set"
         );
     }
 
