@@ -224,7 +224,28 @@ impl Shared {
     }
 
     /// An outbound connection to a peer that proved `principal` (or none, plaintext).
+    ///
+    /// Remembered per worker thread for the snapshot it was worked out in (each snapshot has
+    /// its own mesh view and epoch): a routed request asks for it every time, and parsing the
+    /// SPIFFE ID, finding the workload and interning its labels cost the client side about
+    /// 0.75 µs a request (perf, 3.5 % of its CPU) for an answer that only a reload changes.
+    /// Interned labels are never evicted from the store, so a remembered side names the same
+    /// series a fresh one would.
     pub fn outbound_side(&self, snap: &Snapshot, principal: Option<&str>) -> Side {
+        thread_local! {
+            static SIDES: std::cell::RefCell<PerEpoch<Side>> =
+                const { std::cell::RefCell::new(PerEpoch::new()) };
+        }
+        let epoch = snap.mesh_view.epoch;
+        if let Some(side) = SIDES.with(|c| c.borrow().get(epoch, principal)) {
+            return side;
+        }
+        let side = self.work_out_outbound_side(snap, principal);
+        SIDES.with(|c| c.borrow_mut().put(epoch, principal, side.clone()));
+        side
+    }
+
+    fn work_out_outbound_side(&self, snap: &Snapshot, principal: Option<&str>) -> Side {
         let id = principal.and_then(|p| trustmesh_identity::SpiffeId::parse(p).ok());
         let known = id.as_ref().and_then(|id| known_by_identity(snap, id));
         self.metrics
@@ -260,4 +281,75 @@ fn known_at(snap: &Snapshot, ip: std::net::IpAddr) -> Option<crate::telemetry::p
         service_account: &w.service_account,
         labels: &w.labels,
     })
+}
+
+/// Values by peer principal, worked out under one snapshot (its mesh view's epoch): a newer
+/// epoch forgets them all.
+struct PerEpoch<V> {
+    epoch: u64,
+    entries: Vec<(Option<String>, V)>,
+}
+
+impl<V: Clone> PerEpoch<V> {
+    /// Peers remembered at most; past it the list starts again (a sidecar talking to more
+    /// peers than this at once works some out again, as it did before there was a list).
+    const MAX: usize = 64;
+
+    const fn new() -> Self {
+        PerEpoch {
+            epoch: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    fn get(&self, epoch: u64, principal: Option<&str>) -> Option<V> {
+        if self.epoch != epoch {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|(p, _)| p.as_deref() == principal)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&mut self, epoch: u64, principal: Option<&str>, v: V) {
+        if self.epoch != epoch || self.entries.len() >= Self::MAX {
+            self.epoch = epoch;
+            self.entries.clear();
+        }
+        self.entries.push((principal.map(str::to_string), v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PerEpoch;
+
+    #[test]
+    fn remembered_values_last_only_as_long_as_their_epoch() {
+        let mut m = PerEpoch::new();
+        let (a, b) = (Some("spiffe://td/ns/a/sa/a"), Some("spiffe://td/ns/b/sa/b"));
+        assert_eq!(m.get(1, a), None);
+        m.put(1, a, "a1");
+        m.put(1, None, "plain1");
+        assert_eq!(m.get(1, a), Some("a1"));
+        assert_eq!(m.get(1, None), Some("plain1"));
+        assert_eq!(m.get(1, b), None, "another peer is not the same one");
+        // A reload: nothing worked out before it is given out again.
+        assert_eq!(m.get(2, a), None);
+        m.put(2, b, "b2");
+        assert_eq!(m.get(2, a), None);
+        assert_eq!(
+            m.get(1, b),
+            None,
+            "an older snapshot's request gets nothing either"
+        );
+        assert_eq!(m.get(2, b), Some("b2"));
+        // Bounded: the list starts again once full.
+        for i in 0..PerEpoch::<&str>::MAX {
+            m.put(2, Some(&format!("p{i}")), "p");
+        }
+        assert!(m.entries.len() <= PerEpoch::<&str>::MAX);
+        assert_eq!(m.get(2, b), None);
+    }
 }
