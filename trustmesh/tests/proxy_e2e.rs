@@ -471,6 +471,104 @@ async fn http_policy_hot_reload_changes_decision() {
     assert!(dump["generation"].as_u64().unwrap() >= 2, "{dump}");
 }
 
+/// `meshConfig.accessLogFile` as Istio reads it: a path gets the lines (appended, created when
+/// missing) instead of stdout, an empty value turns the log off, `/dev/stdout` brings it back;
+/// each change applies on reload. A path that cannot be written is refused as a config error
+/// and the proxy keeps the output it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_goes_where_access_log_file_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ca, server_cert, client_cert, pol) = cast(dir);
+    let mesh_file = dir.join("mesh.yaml");
+    let log_file = dir.join("logs").join("access.log");
+    std::fs::create_dir(dir.join("logs")).unwrap();
+    let set = |file: &str| {
+        std::fs::write(
+            &mesh_file,
+            format!("trustDomain: {TD}\naccessLogFile: {file}\n"),
+        )
+        .unwrap()
+    };
+    set(&format!("\"{}\"", log_file.display()));
+    let backend = http_backend("httpbin").await;
+    let (inb, admin) = (free_port(), free_port());
+    let mut cfg = Cfg::new("foo", "httpbin", &server_cert, &ca, &pol, admin)
+        .inbound(inb, backend, "http")
+        .extra("reloadPoll: 200ms\n");
+    cfg.mesh = format!("\"{}\"", mesh_file.display());
+    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    let in_file = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    let generation = || async {
+        let (_, body) = http_get(admin, "/config_dump").await.unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["generation"].as_u64())
+            .unwrap_or(0)
+    };
+
+    assert_eq!(
+        curl_mtls(inb, "/to-the-file", &client_cert, &[]).await.0,
+        200
+    );
+    within(Duration::from_secs(3), || async {
+        in_file().contains("\"/to-the-file\"")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no line in {}: {:?}", log_file.display(), in_file()));
+    assert!(
+        !proxy.access_log().contains("/to-the-file"),
+        "{}",
+        proxy.access_log()
+    );
+
+    // Off: no line anywhere.
+    set("\"\"");
+    within(Duration::from_secs(5), || async { generation().await >= 2 })
+        .await
+        .unwrap_or_else(|| panic!("accessLogFile \"\" not applied: {}", proxy.logs()));
+    assert_eq!(curl_mtls(inb, "/unlogged", &client_cert, &[]).await.0, 200);
+
+    // Back to stdout; the request before it must not show up there or in the file.
+    set("/dev/stdout");
+    within(Duration::from_secs(5), || async { generation().await >= 3 })
+        .await
+        .unwrap_or_else(|| panic!("accessLogFile /dev/stdout not applied: {}", proxy.logs()));
+    assert_eq!(curl_mtls(inb, "/to-stdout", &client_cert, &[]).await.0, 200);
+    within(Duration::from_secs(3), || async {
+        proxy.access_log().contains("\"/to-stdout\"")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no line on stdout: {}", proxy.access_log()));
+    assert!(
+        !proxy.access_log().contains("/unlogged"),
+        "{}",
+        proxy.access_log()
+    );
+    assert!(!in_file().contains("/unlogged"), "{}", in_file());
+    assert!(!in_file().contains("/to-stdout"), "{}", in_file());
+    assert_eq!(in_file().lines().count(), 1, "{}", in_file());
+
+    // A file in a folder that does not exist: refused, named, and the log stays on stdout.
+    let bad = dir.join("no-such-dir").join("access.log");
+    set(&format!("\"{}\"", bad.display()));
+    within(Duration::from_secs(5), || async {
+        proxy.logs().contains("mesh.accessLogFile") && proxy.logs().contains("no-such-dir")
+    })
+    .await
+    .unwrap_or_else(|| panic!("the bad path was not reported: {}", proxy.logs()));
+    assert_eq!(generation().await, 3);
+    assert_eq!(
+        curl_mtls(inb, "/still-stdout", &client_cert, &[]).await.0,
+        200
+    );
+    within(Duration::from_secs(3), || async {
+        proxy.access_log().contains("\"/still-stdout\"")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no line on stdout: {}", proxy.access_log()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
     let tmp = tempfile::tempdir().unwrap();

@@ -39,8 +39,9 @@ pub struct MeshConfig {
     /// service). Istio's default keeps the app's HTTP/1.1 between sidecars.
     #[serde(default)]
     pub h2_upgrade_policy: H2UpgradePolicy,
-    /// `accessLogFile`: read so the field is known; the sidecar writes its access log to stdout
-    /// (Istio's usual `/dev/stdout`) whatever it says.
+    /// `accessLogFile`: where the sidecar writes its access log. `""` turns it off (Istio's
+    /// reading), `/dev/stdout` or no value at all is stdout (Istio's own default is off;
+    /// trustmesh keeps logging when the field is absent), any other path is appended to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log_file: Option<String>,
     /// `accessLogEncoding`: `TEXT` (Istio's default) or `JSON`. Unset keeps trustmesh's own JSON

@@ -55,6 +55,8 @@ pub struct Snapshot {
     /// The access log format `accessLogEncoding` / `accessLogFormat` ask for (`None`:
     /// trustmesh's JSON), parsed once here so a bad operator refuses the load.
     pub access_log_format: Option<Arc<crate::accesslog::format::Format>>,
+    /// Where the access log goes (`accessLogFile`), checked writable when loaded.
+    pub access_log_output: crate::accesslog::Output,
 }
 
 /// This workload for Istio's metrics: its labels, and the metadata-exchange header values
@@ -250,6 +252,10 @@ pub fn build_from(
     let access_log_format = crate::accesslog::format::Format::from_mesh(&mesh)
         .map_err(|e| anyhow!("mesh.accessLogFormat: {e}"))?
         .map(Arc::new);
+    let access_log_output = crate::accesslog::Output::from_mesh(&mesh);
+    access_log_output
+        .check()
+        .map_err(|e| anyhow!("mesh.accessLogFile: {e}"))?;
     let local = TrustDomain::parse(&mesh.trust_domain)
         .map_err(|e| anyhow!("mesh.trustDomain: {:?}: {e}", mesh.trust_domain))?;
     let mut aliases = Vec::new();
@@ -344,6 +350,7 @@ pub fn build_from(
         inputs,
         telemetry,
         access_log_format,
+        access_log_output,
     })
 }
 

@@ -50,6 +50,7 @@ impl Shared {
         metrics.set_invalid_policies(snapshot.policies.invalid_counts());
         metrics.istio.set_own(snapshot.telemetry.workload.clone());
         crate::accesslog::format::set_current(snapshot.access_log_format.clone());
+        crate::accesslog::set_output(snapshot.access_log_output.clone());
         Ok(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -119,6 +120,7 @@ impl Shared {
             .istio
             .set_own(snapshot.telemetry.workload.clone());
         crate::accesslog::format::set_current(snapshot.access_log_format.clone());
+        crate::accesslog::set_output(snapshot.access_log_output.clone());
         self.snapshot.store(Arc::new(snapshot));
     }
 }

@@ -1,4 +1,5 @@
-//! One JSON line per request (HTTP) or connection (TCP) on stdout.
+//! One JSON line per request (HTTP) or connection (TCP) on stdout, or where
+//! `meshConfig.accessLogFile` says ([`output`]; an empty value turns the log off).
 //!
 //! Access logs go to stdout and diagnostics (tracing) to stderr so a log shipper can take the
 //! access log as a clean JSON stream without filtering.
@@ -103,14 +104,15 @@ impl Collector {
         out.len() > before
     }
 
-    /// The writer thread: collect, write, pause; park when there is nothing to do.
-    fn run_writer(&self, sink: &mut dyn Sink) {
+    /// The writer thread: collect, write (`write` says how many records were lost), pause;
+    /// park when there is nothing to do.
+    fn run_writer(&self, mut write: impl FnMut(&[u8]) -> u64) {
         let mut batch = Vec::with_capacity(256 * 1024);
         loop {
             if self.collect(&mut batch) {
                 // A full disk or closed stdout must not take the proxy down: whole records are
                 // lost and counted (see `sink`).
-                let lost = lock(&WRITER).write(sink, &batch);
+                let lost = write(&batch);
                 DROPPED.fetch_add(lost, Ordering::Relaxed);
                 batch.clear();
                 std::thread::sleep(BATCH_PAUSE);
@@ -133,8 +135,68 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 static COLLECTOR: Collector = Collector::new();
 
-/// What the writer remembers between batches (a record cut by a failed write).
-static WRITER: Mutex<Writer> = Mutex::new(Writer::new());
+/// What the writer remembers between batches: where it writes, and a record cut by a failed
+/// write.
+static WRITER: Mutex<Destination> = Mutex::new(Destination::new());
+
+/// The output the current snapshot asks for; the writer follows it at its next batch.
+static OUTPUT: Mutex<Output> = Mutex::new(Output::Stdout);
+/// Whether that output is `Off`: read by every request, so an atomic rather than the lock.
+static OFF: AtomicBool = AtomicBool::new(false);
+
+/// Makes `o` the access log's output (the snapshot's `meshConfig.accessLogFile`).
+pub fn set_output(o: Output) {
+    OFF.store(o == Output::Off, Ordering::Relaxed);
+    *lock(&OUTPUT) = o;
+}
+
+/// The output being written and its open file, if a file.
+struct Destination {
+    writer: Writer,
+    output: Output,
+    file: Option<AppendFile>,
+}
+
+impl Destination {
+    const fn new() -> Destination {
+        Destination {
+            writer: Writer::new(),
+            output: Output::Stdout,
+            file: None,
+        }
+    }
+
+    /// Writes `batch` where the current output says; returns how many records were lost.
+    fn write(&mut self, batch: &[u8]) -> u64 {
+        let want = lock(&OUTPUT).clone();
+        let mut lost = 0;
+        if want != self.output {
+            // A record cut on the old output cannot be finished on the new one.
+            lost += self.writer.abandon();
+            self.output = want;
+            self.file = None;
+        }
+        lost + match &self.output {
+            // Lines buffered just before the log was turned off.
+            Output::Off => 0,
+            Output::Stdout => self.writer.write(&mut RawStdout::new(), batch),
+            Output::File(path) => {
+                if self.file.is_none() {
+                    match output::open(path) {
+                        Ok(f) => self.file = Some(f),
+                        Err(e) => {
+                            return lost + self.writer.unwritable(&e, batch);
+                        }
+                    }
+                }
+                match self.file.as_mut() {
+                    Some(f) => self.writer.write(f, batch),
+                    None => 0,
+                }
+            }
+        }
+    }
+}
 
 thread_local! {
     static BUFFER: Arc<Mutex<Vec<u8>>> = COLLECTOR.register();
@@ -145,7 +207,7 @@ fn ensure_writer() {
     COLLECTOR.writer.get_or_init(|| {
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(|| COLLECTOR.run_writer(&mut RawStdout::new()))
+            .spawn(|| COLLECTOR.run_writer(|batch| lock(&WRITER).write(batch)))
             .map(|h| h.thread().clone())
             // Without a writer thread lines still buffer (bounded) and `flush` writes them.
             .unwrap_or_else(|_| std::thread::current())
@@ -157,7 +219,7 @@ pub fn flush() {
     let mut batch = Vec::new();
     if COLLECTOR.collect(&mut batch) {
         // The writer thread holds this while it writes, so the two never interleave records.
-        let lost = lock(&WRITER).write(&mut RawStdout::new(), &batch);
+        let lost = lock(&WRITER).write(&batch);
         DROPPED.fetch_add(lost, Ordering::Relaxed);
     }
 }
@@ -183,6 +245,9 @@ impl AccessLog {
 
     /// Appends the line (in the configured format) to this thread's buffer for the writer.
     pub fn emit(&self) {
+        if OFF.load(Ordering::Relaxed) {
+            return;
+        }
         ensure_writer();
         let write = |b: &mut Vec<u8>| {
             self.write_line(b);
@@ -193,17 +258,20 @@ impl AccessLog {
             let mut line = Vec::new();
             self.write_line(&mut line);
             line.push(b'\n');
-            let lost = lock(&WRITER).write(&mut RawStdout::new(), &line);
+            let lost = lock(&WRITER).write(&line);
             DROPPED.fetch_add(lost, Ordering::Relaxed);
         }
     }
 }
 
 pub mod format;
+pub mod output;
 mod record;
 mod sink;
 
-use sink::{RawStdout, Sink, Writer};
+use output::AppendFile;
+pub use output::Output;
+use sink::{RawStdout, Writer};
 
 #[cfg(test)]
 mod tests;

@@ -132,6 +132,20 @@ impl Writer {
         }
     }
 
+    /// Forgets a cut record still to be finished (the output changed); returns 1 if there
+    /// was one, now lost.
+    pub fn abandon(&mut self) -> u64 {
+        let had = !self.carry.is_empty();
+        self.carry.clear();
+        self.failing = false;
+        u64::from(had)
+    }
+
+    /// The output could not be opened: the whole batch is lost.
+    pub fn unwritable(&mut self, e: &std::io::Error, batch: &[u8]) -> u64 {
+        self.failed(e, count_records(batch))
+    }
+
     fn failed(&mut self, e: &std::io::Error, lost: u64) -> u64 {
         if !self.failing {
             self.failing = true;

@@ -31,7 +31,10 @@ fn lines_from_many_threads_arrive_whole_and_none_is_lost() {
     static C: Collector = Collector::new();
     let sink = Shared::default();
     let mut writer_sink = sink.clone();
-    let writer = std::thread::spawn(move || C.run_writer(&mut writer_sink));
+    let writer = std::thread::spawn(move || {
+        let mut w = super::sink::Writer::new();
+        C.run_writer(|batch| w.write(&mut writer_sink, batch))
+    });
     let _ = C.writer.set(writer.thread().clone());
     let threads: Vec<_> = (0..4)
         .map(|t| {
