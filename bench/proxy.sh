@@ -96,12 +96,14 @@
 # (KEEP_WORKDIR=1 keeps the work directory, with every proxy's access log and stderr).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS] [-s SECONDS] [-k]
-#                       [-b MIB] [-u]
+#                       [-b MIB] [-u] [-n]
 #         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 -b 1024 (wrk --latency; -d -t -c -r 1..9999,
 #         -s 0..9999, 0 skips the steady phase; -b 0..65536, 0 skips the bulk transfers); -k:
 #         new-connection mode (above); -u: (d)'s sidecars get meshConfig `h2UpgradePolicy:
 #         UPGRADE`, so requests go between them as HTTP/2 (without it HTTP/1.1, Istio's default
-#         for an HTTP port, as wrk speaks it). Every wrk run is bounded by its duration (and killed 30 s
+#         for an HTTP port, as wrk speaks it); -n: (d)'s sidecars get meshConfig
+#         `accessLogFile: ""`, Istio's default, so they write no access log (without it they
+#         log every request, as trustmesh does by default). Every wrk run is bounded by its duration (and killed 30 s
 #         after it), so a whole run takes about 5 × ROUNDS × SECONDS + 4 × STEADY SECONDS, plus
 #         the bulk transfers (a few seconds each per GiB on this machine).
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
@@ -148,7 +150,8 @@ steady=10
 close_mode=0
 bulk_mib=1024
 h2_upgrade=DO_NOT_UPGRADE
-while getopts "d:t:c:r:s:b:kuh" opt; do
+access_log_file=/dev/stdout
+while getopts "d:t:c:r:s:b:kunh" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
@@ -158,6 +161,7 @@ while getopts "d:t:c:r:s:b:kuh" opt; do
         k) close_mode=1 ;;
         b) bulk_mib=$OPTARG ;;
         u) h2_upgrade=UPGRADE ;;
+        n) access_log_file= ;;
         *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
 done
@@ -450,7 +454,7 @@ else
 workload: { namespace: bench, serviceAccount: $side, labels: { app: $side } }
 certs: { key: $work/$side/key.pem, certChain: $work/$side/cert-chain.pem }
 trustBundles: [ "$td=$root" ]
-mesh: { trustDomain: $td, h2UpgradePolicy: $h2_upgrade }
+mesh: { trustDomain: $td, h2UpgradePolicy: $h2_upgrade, accessLogFile: "$access_log_file" }
 policyDir: $work/policies-capture
 capture: { dns: false, vipRange: 198.19.0.0/24 }
 admin: { address: "127.0.0.1:15000" }
@@ -807,6 +811,7 @@ report_throughput
 between=HTTP/1.1
 [[ $h2_upgrade == UPGRADE ]] && between="HTTP/2, -u"
 echo "(b) relays each connection to the server proxy, which parses HTTP; (d) parses and routes"
+[[ -z $access_log_file ]] && between="$between, no access log: -n"
 echo "each request on both sides ($between between them); (e) is L4: ztunnel tunnels each"
 echo "connection (HBONE) and enforces policy by identity and port, without parsing HTTP."
 echo
