@@ -54,16 +54,19 @@ pub async fn serve(
     let svc_drain = drain.clone();
     let activity = Arc::new(crate::http::Activity::default());
     let svc_activity = activity.clone();
+    // The addresses as the access log writes them, formatted once for every request.
+    let texts = Arc::new((source.to_string(), orig.to_string()));
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let drain = svc_drain.clone();
         let busy = svc_activity.begin();
+        let texts = texts.clone();
         // Boxed once per request, as on the inbound side (`http::serve`): 3.6 KB.
         Box::pin(async move {
             let at = Origin {
-                source,
                 orig,
                 listener_port,
+                texts,
             };
             let resp = handle(&shared, at, req, drain).await;
             drop(busy);
@@ -90,11 +93,11 @@ pub async fn serve(
 }
 
 /// Where a request came from and was sent to.
-#[derive(Clone, Copy)]
 struct Origin {
-    source: SocketAddr,
     orig: SocketAddr,
     listener_port: u16,
+    /// The app's address and `orig` as text.
+    texts: Arc<(String, String)>,
 }
 
 async fn handle(
@@ -113,8 +116,8 @@ async fn handle(
             direction: "outbound",
             protocol: "http",
             listener_port: at.listener_port,
-            source_address: at.source.to_string(),
-            destination_address: at.orig.to_string(),
+            source_address: at.texts.0.clone(),
+            destination_address: at.texts.1.clone(),
             method: Some(req.method().to_string()),
             path: Some(
                 req.uri()
