@@ -392,8 +392,10 @@ pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
 impl Mesh {
-    /// The endpoints of a service port as targets, the one whose turn it is first. A service
-    /// that keeps the original destination (resolution NONE) goes there.
+    /// The endpoints of a service port as targets, the one whose turn it is first: as many as a
+    /// connection or request is tried on ([`crate::upstream::MAX_ATTEMPTS`]), so a service with
+    /// many endpoints does not have the TLS settings of every one worked out per request. A
+    /// service that keeps the original destination (resolution NONE) goes there.
     pub fn service_targets(
         &self,
         service: &Service,
@@ -448,6 +450,7 @@ impl Mesh {
                     cluster: cluster.clone(),
                 })
             })
+            .take(crate::upstream::MAX_ATTEMPTS)
             .collect()
     }
 
