@@ -93,6 +93,15 @@ async fn httpbin(
     (proxy, inb, admin, backend)
 }
 
+/// The snapshot generation the proxy with admin port `admin` serves (0 when it cannot say).
+async fn config_generation(admin: u16) -> u64 {
+    let (_, body) = http_get(admin, "/config_dump").await.unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["generation"].as_u64())
+        .unwrap_or(0)
+}
+
 /// What a client sidecar expects of a server with the SPIFFE ID of `foo/<sa>`.
 fn expect_id(sa: &str) -> String {
     format!("peerIdentity: \"{}\"", id("foo", sa))
@@ -499,13 +508,7 @@ async fn the_access_log_goes_where_access_log_file_says() {
     cfg.mesh = format!("\"{}\"", mesh_file.display());
     let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
     let in_file = || std::fs::read_to_string(&log_file).unwrap_or_default();
-    let generation = || async {
-        let (_, body) = http_get(admin, "/config_dump").await.unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["generation"].as_u64())
-            .unwrap_or(0)
-    };
+    let generation = || config_generation(admin);
 
     assert_eq!(
         curl_mtls(inb, "/to-the-file", &client_cert, &[]).await.0,
@@ -646,13 +649,7 @@ async fn trust_domain_b_accepted_only_after_root_and_alias_added() {
         format!("trustDomain: {td_a}\ntrustDomainAliases: [{td_b}]\n"),
     )
     .unwrap();
-    let generation = || async {
-        let (_, body) = http_get(s_admin, "/config_dump").await.unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["generation"].as_u64())
-            .unwrap_or(0)
-    };
+    let generation = || config_generation(s_admin);
     within(Duration::from_secs(4), || async { generation().await >= 2 })
         .await
         .unwrap_or_else(|| panic!("alias change not applied: {}", server_proxy.logs()));
