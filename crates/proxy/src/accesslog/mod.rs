@@ -181,18 +181,14 @@ impl Destination {
             Output::Off => 0,
             Output::Stdout => self.writer.write(&mut RawStdout::new(), batch),
             Output::File(path) => {
-                if self.file.is_none() {
-                    match output::open(path) {
-                        Ok(f) => self.file = Some(f),
-                        Err(e) => {
-                            return lost + self.writer.unwritable(&e, batch);
-                        }
-                    }
-                }
-                match self.file.as_mut() {
-                    Some(f) => self.writer.write(f, batch),
-                    None => 0,
-                }
+                let file = match &mut self.file {
+                    Some(f) => f,
+                    None => match output::open(path) {
+                        Ok(f) => self.file.insert(f),
+                        Err(e) => return lost + self.writer.unwritable(&e, batch),
+                    },
+                };
+                self.writer.write(file, batch)
             }
         }
     }
