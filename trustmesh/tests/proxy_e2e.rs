@@ -506,7 +506,7 @@ async fn the_access_log_goes_where_access_log_file_says() {
         .inbound(inb, backend, "http")
         .extra("reloadPoll: 200ms\n");
     cfg.mesh = format!("\"{}\"", mesh_file.display());
-    let proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
+    let mut proxy = Proxy::start(dir, "server", &cfg.yaml(), admin).await;
     let in_file = || std::fs::read_to_string(&log_file).unwrap_or_default();
     let generation = || config_generation(admin);
 
@@ -524,6 +524,30 @@ async fn the_access_log_goes_where_access_log_file_says() {
         "{}",
         proxy.access_log()
     );
+
+    // Rotated as logrotate does it: the file is moved away, then SIGUSR1 (Envoy's signal to
+    // reopen access logs). Lines after it go to a new file at the configured path.
+    let rotated = dir.join("logs").join("access.log.1");
+    std::fs::rename(&log_file, &rotated).unwrap();
+    proxy.signal(libc::SIGUSR1);
+    within(Duration::from_secs(5), || async {
+        proxy
+            .logs()
+            .contains("SIGUSR1: reopening the access log file")
+    })
+    .await
+    .unwrap_or_else(|| panic!("SIGUSR1 not answered: {}", proxy.logs()));
+    assert_eq!(curl_mtls(inb, "/rotated", &client_cert, &[]).await.0, 200);
+    within(Duration::from_secs(3), || async {
+        in_file().contains("\"/rotated\"")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no line in the reopened file: {:?}", in_file()));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("\"/to-the-file\""), "{old}");
+    assert!(!old.contains("/rotated"), "{old}");
+    assert!(!in_file().contains("/to-the-file"), "{}", in_file());
+    assert!(proxy.alive(), "SIGUSR1 killed it");
 
     // Off: no line anywhere.
     set("\"\"");

@@ -9,11 +9,15 @@
 //!   one resolves [`Signals::again`], and the drain turns immediate.
 //! - SIGHUP: with [`Hangup::Reload`] a reload request ([`Signals::reload`], as daemons reload
 //!   their configuration); with [`Hangup::Ignore`] logged and ignored.
-//! - SIGUSR1 and SIGUSR2: logged and ignored.
+//! - SIGUSR1: [`Signals::reopen`] resolves, as Envoy reopens its access log files on SIGUSR1
+//!   (what a log rotator's `postrotate` sends); logged and ignored by a process that never
+//!   asked for it.
+//! - SIGUSR2: logged and ignored.
 //!
 //! A signal that comes before anyone waits for it is remembered: a SIGTERM during startup stops
 //! the process as soon as it is up, and a SIGHUP during startup reloads once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -34,6 +38,15 @@ pub struct Signals {
     /// SIGTERMs and SIGINTs so far, and the first one's name.
     shutdowns: watch::Receiver<(u32, &'static str)>,
     reload: Arc<Notify>,
+    reopen: Arc<Reopen>,
+}
+
+/// SIGUSR1's waiters: whether anyone has asked (so the log line says what happens), and the
+/// wake-up.
+#[derive(Debug, Default)]
+struct Reopen {
+    wanted: AtomicBool,
+    notify: Notify,
 }
 
 impl Signals {
@@ -48,6 +61,8 @@ impl Signals {
         let (shutdowns_tx, shutdowns) = watch::channel((0, ""));
         let reload = Arc::new(Notify::new());
         let reload_tx = reload.clone();
+        let reopen = Arc::new(Reopen::default());
+        let reopen_tx = reopen.clone();
         tokio::spawn(async move {
             loop {
                 let name = tokio::select! {
@@ -78,13 +93,21 @@ impl Signals {
                         tracing::info!("SIGHUP: reloading the configuration");
                         reload_tx.notify_one();
                     }
+                    "SIGUSR1" if reopen_tx.wanted.load(Ordering::Relaxed) => {
+                        tracing::info!("SIGUSR1: reopening the access log file");
+                        reopen_tx.notify.notify_one();
+                    }
                     _ => tracing::info!(
                         "{name} received and ignored (SIGTERM or SIGINT stops this process)"
                     ),
                 }
             }
         });
-        Ok(Signals { shutdowns, reload })
+        Ok(Signals {
+            shutdowns,
+            reload,
+            reopen,
+        })
     }
 
     /// Resolves on the first SIGTERM or SIGINT (at once if one already came), with its name.
@@ -111,6 +134,13 @@ impl Signals {
     /// [`Hangup::Reload`]; never otherwise.
     pub async fn reload(&self) {
         self.reload.notified().await
+    }
+
+    /// Resolves on the next SIGUSR1: reopen log files (a rotator moved them away). SIGUSR1s
+    /// before the first call are logged and ignored, as nobody was there to reopen anything.
+    pub async fn reopen(&self) {
+        self.reopen.wanted.store(true, Ordering::Relaxed);
+        self.reopen.notify.notified().await
     }
 }
 
@@ -139,6 +169,16 @@ mod tests {
         for sig in ["USR1", "USR2"] {
             send(sig);
         }
+        // The SIGUSR1 above came before anyone asked: it is not kept for later. (Given time
+        // to be handled first: signals reach the task asynchronously.)
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(timeout(Duration::from_millis(200), signals.reopen())
+            .await
+            .is_err());
+        send("USR1");
+        timeout(WITHIN, signals.reopen())
+            .await
+            .expect("SIGUSR1 asks for the log files to be reopened");
         send("HUP");
         timeout(WITHIN, signals.reload())
             .await

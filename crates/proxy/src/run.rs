@@ -186,7 +186,8 @@ async fn start_dns(
     Ok(bound.udp)
 }
 
-/// Runs the proxy until SIGINT/SIGTERM, then drains. `ready` runs once, when everything is bound
+/// Runs the proxy until SIGINT/SIGTERM, then drains; SIGHUP reloads the configuration and SIGUSR1
+/// reopens the access log file. `ready` runs once, when everything is bound
 /// and served (the binary hands start-up's pages back to the kernel there).
 pub async fn run(config_file: &Path, ready: impl FnOnce()) -> anyhow::Result<()> {
     // Registered before anything is served, so no signal finds the default action (exit).
@@ -210,6 +211,13 @@ pub async fn run(config_file: &Path, ready: impl FnOnce()) -> anyhow::Result<()>
         loop {
             signals.reload().await;
             shared.request_reload();
+        }
+    });
+    let reopens = signals.clone();
+    tokio::spawn(async move {
+        loop {
+            reopens.reopen().await;
+            crate::accesslog::reopen();
         }
     });
     signals.shutdown().await;

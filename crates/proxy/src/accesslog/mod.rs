@@ -150,6 +150,20 @@ pub fn set_output(o: Output) {
     *lock(&OUTPUT) = o;
 }
 
+/// Set by [`reopen`]; the writer closes its file before it writes again.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Closes the access log file so that the next line opens the path again (SIGUSR1, after a log
+/// rotator moved the file away; without it lines keep going to the moved file). Never blocks:
+/// while the writer is busy writing, it closes the file before its next batch.
+pub fn reopen() {
+    REOPEN.store(true, Ordering::SeqCst);
+    if let Ok(mut dest) = WRITER.try_lock() {
+        let lost = dest.take_reopen();
+        DROPPED.fetch_add(lost, Ordering::Relaxed);
+    }
+}
+
 /// The output being written and its open file, if a file.
 struct Destination {
     writer: Writer,
@@ -166,10 +180,19 @@ impl Destination {
         }
     }
 
+    /// Closes the file if [`reopen`] asked for it; returns 1 if a cut record was left behind in
+    /// it (it cannot be finished in the new file).
+    fn take_reopen(&mut self) -> u64 {
+        if !REOPEN.swap(false, Ordering::SeqCst) || self.file.take().is_none() {
+            return 0;
+        }
+        self.writer.abandon()
+    }
+
     /// Writes `batch` where the current output says; returns how many records were lost.
     fn write(&mut self, batch: &[u8]) -> u64 {
         let want = lock(&OUTPUT).clone();
-        let mut lost = 0;
+        let mut lost = self.take_reopen();
         if want != self.output {
             // A record cut on the old output cannot be finished on the new one.
             lost += self.writer.abandon();
