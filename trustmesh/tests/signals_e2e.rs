@@ -56,7 +56,7 @@ fn ca_server_and_agent_survive_hangup_and_user_signals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
+async fn proxy_reloads_on_sighup_reopens_its_log_on_sigusr1_and_ignores_sigusr2() {
     use proxy_support::{curl_plain, http_backend, write_policy, App};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -93,8 +93,16 @@ async fn proxy_reloads_on_sighup_and_ignores_user_signals() {
         "{}",
         proxy.logs()
     );
+    // SIGUSR1 reopens the access log file, as Envoy's does (`proxy_e2e` checks the file).
     assert!(
-        proxy.logs().contains("SIGUSR1 received and ignored"),
+        proxy
+            .logs()
+            .contains("SIGUSR1: reopening the access log file"),
+        "{}",
+        proxy.logs()
+    );
+    assert!(
+        proxy.logs().contains("SIGUSR2 received and ignored"),
         "{}",
         proxy.logs()
     );
