@@ -94,10 +94,12 @@ http {
 EOF
 }
 
-# ticks PID...: user + system CPU of those processes (every thread), in clock ticks, from
-# /proc/<pid>/stat (fields 14 and 15; the command name in field 2 may hold spaces, so the
-# fields are counted after its closing parenthesis). No PID: 0.
-ticks() {
+# ticks_split PID...: user and system CPU of those processes (every thread), in clock ticks,
+# as "user system", from /proc/<pid>/stat (fields 14 and 15; the command name in field 2 may
+# hold spaces, so the fields are counted after its closing parenthesis). No PID: "0 0". Apart
+# because the kernel's share is what a proxy's system calls and the network stack under them
+# cost, which it changes only by making fewer calls.
+ticks_split() {
     local pid files=()
     for pid in "$@"; do
         if [[ ! -r /proc/$pid/stat ]]; then
@@ -106,8 +108,16 @@ ticks() {
         fi
         files+=("/proc/$pid/stat")
     done
-    ((${#files[@]})) || { echo 0; return; }
-    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t }' "${files[@]}"
+    ((${#files[@]})) || { echo 0 0; return; }
+    awk '{ sub(/^.*\) /, ""); u += $12; s += $13 } END { print u, s }' "${files[@]}"
+}
+
+# ticks PID...: user + system, as ticks_split counts them.
+ticks() {
+    local t u s
+    t=$(ticks_split "$@") || return 1
+    read -r u s <<<"$t"
+    echo $((u + s))
 }
 
 # mem_kb FIELD PID...: the sum of FIELD (VmRSS: resident now; VmHWM: the highest it has been)
@@ -391,6 +401,19 @@ report_cpu() {
     done
 }
 
+# report_cpu_split: the same CPU per request, each proxy's split into user space and kernel
+# (utime and stime), and the pair's two parts; medians of the rounds, each column apart.
+report_cpu_split() {
+    local key
+    printf "%-24s %12s %12s %12s %12s %12s %12s\n" scenario "client user" "client sys" \
+        "server user" "server sys" "pair user" "pair sys"
+    for key in "${all_keys[@]:1}"; do
+        measured "$key" || { skipped "$key"; continue; }
+        printf '%s' "${cpu_split[$key]}" | median_cols |
+            awk -v n="${name[$key]}" '{ printf "%-24s", n; for (i = 1; i <= 6; i++) printf " %12.1f", $i; printf "\n" }'
+    done
+}
+
 # report_memory: per proxy, in MB (kB / 1024): idle, near the end of the steady phase, VmHWM
 # after it, the highest near the end of a wrk run, VmHWM at the end; and whether the pair met
 # the issue's goals (both proxies idle ≤ 12 MB, at ~1,000 req/s ≤ 20 MB).
@@ -511,9 +534,16 @@ ratio() {
     read -r yr _ yp _ _ <<<"$(printf '%s' "${runs[$3]}" | median_of)"
     read -r _ _ xc _ <<<"$(printf '%s' "${cpu[$2]}" | median_cols)"
     read -r _ _ yc _ <<<"$(printf '%s' "${cpu[$3]}" | median_cols)"
-    awk -v l="$1" -v xr="$xr" -v yr="$yr" -v xp="$xp" -v yp="$yp" -v xc="$xc" -v yc="$yc" 'BEGIN {
-        printf "%s: req/s %.0f %%, p99 %.0f %%, pair CPU per request %.0f %%\n",
-            l, 100 * xr / yr, 100 * xp / yp, 100 * xc / yc }'
+    # The kernel part of the first pair's CPU beside the second's whole: what is left for user
+    # space if the first is to cost no more.
+    local xs=-
+    [[ -n "${cpu_split[$2]:-}" ]] && read -r _ _ _ _ _ xs <<<"$(printf '%s' "${cpu_split[$2]}" | median_cols)"
+    awk -v l="$1" -v xr="$xr" -v yr="$yr" -v xp="$xp" -v yp="$yp" -v xc="$xc" -v yc="$yc" \
+        -v xs="$xs" 'BEGIN {
+        printf "%s: req/s %.0f %%, p99 %.0f %%, pair CPU per request %.0f %%", l, 100 * xr / yr,
+            100 * xp / yp, 100 * xc / yc
+        if (xs != "-") printf " (its kernel part alone %.0f %%)", 100 * xs / yc
+        printf "\n" }'
 }
 
 # bench_policies DIR: the policies every trustmesh pair of the benches runs under, written to

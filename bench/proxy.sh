@@ -47,7 +47,10 @@
 # hops, so "added per hop" is (pair − direct) / 2); CPU per request in µs of each path's
 # client-side proxy, server-side proxy, the pair, and the backend: user + system time from
 # /proc/<pid>/stat (every thread; for nginx the master and its workers) read just before and
-# after each wrk run, divided by the requests wrk completed in that run; memory of each proxy
+# after each wrk run, divided by the requests wrk completed in that run, and the same split
+# into user space and kernel (utime, stime: what a proxy's own code costs, and what its system
+# calls and the network stack under them cost; each comparison line also gives the first
+# pair's kernel part alone as a share of the second pair's whole); memory of each proxy
 # (VmRSS from /proc/<pid>/status — for nginx its master and workers summed): idle after
 # start-up, near the end of the steady phase and of each wrk run, and the peak (VmHWM), beside
 # the goals of the issue (idle ≤ 12 MB, at 1,000 req/s over 100 connections ≤ 20 MB); and the
@@ -594,7 +597,7 @@ fi
 # --- measure ----------------------------------------------------------------------------------
 # Which processes each path's CPU and memory are counted for: its client-side proxy, its
 # server-side proxy and its backend (nginx: the master and its workers).
-declare -A client_pids server_pids backend_pids runs cpu rss_load handshakes rss_idle rss_split steady_split
+declare -A client_pids server_pids backend_pids runs cpu cpu_split rss_load handshakes rss_idle rss_split steady_split
 declare -A steady_of hwm_end
 backend_pids[a]=$(nginx_pids "$backend_master")
 if ((have_trustmesh)); then
@@ -670,6 +673,7 @@ rss_late() {
 # rss_c rss_s hwm_c hwm_s" (CPU as % of one core).
 run_path() {
     local phase=$1 key=$2 r c0 s0 k0 h0 c1 s1 k1 h1 q0 q1 rps p50 p99 n rc rs split prefix=()
+    local t cu0 cs0 su0 ss0 cu1 cs1 su1 ss1
     mapfile -t prefix < <(how "$key")
     if [[ $phase == load ]]; then
         wrk_secs=$duration
@@ -679,8 +683,11 @@ run_path() {
         wrk_secs=$steady
         wrk_opts=(-t "$threads" -c 100 -s "$work/lua/pace.lua")
     fi
-    c0=$(ticks ${client_pids[$key]:-})
-    s0=$(ticks ${server_pids[$key]:-})
+    t=$(ticks_split ${client_pids[$key]:-})
+    read -r cu0 cs0 <<<"$t"
+    t=$(ticks_split ${server_pids[$key]:-})
+    read -r su0 ss0 <<<"$t"
+    c0=$((cu0 + cs0)) s0=$((su0 + ss0))
     k0=$(ticks ${backend_pids[$key]})
     read -r h0 q0 <<<"$(handshakes_in "$key")"
     rss_late "$key" "$wrk_secs" >"$work/rss.sample" &
@@ -688,8 +695,11 @@ run_path() {
     r=$(measure "${url[$key]}" "${prefix[@]}")
     wait "$sampler"
     sampler=""
-    c1=$(ticks ${client_pids[$key]:-})
-    s1=$(ticks ${server_pids[$key]:-})
+    t=$(ticks_split ${client_pids[$key]:-})
+    read -r cu1 cs1 <<<"$t"
+    t=$(ticks_split ${server_pids[$key]:-})
+    read -r su1 ss1 <<<"$t"
+    c1=$((cu1 + cs1)) s1=$((su1 + ss1))
     k1=$(ticks ${backend_pids[$key]})
     read -r h1 q1 <<<"$(handshakes_in "$key")"
     read -r rc rs split <"$work/rss.sample"
@@ -711,6 +721,10 @@ run_path() {
     r=$(awk -v n="$n" -v hz="$hz" -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v k=$((k1 - k0)) '
         BEGIN { f = 1e6 / hz / n; printf "%.2f %.2f %.2f %.2f", c * f, s * f, (c + s) * f, k * f }')
     cpu[$key]+="$r"$'\n'
+    cpu_split[$key]+=$(awk -v n="$n" -v hz="$hz" -v cu=$((cu1 - cu0)) -v cs=$((cs1 - cs0)) \
+        -v su=$((su1 - su0)) -v ss=$((ss1 - ss0)) '
+        BEGIN { f = 1e6 / hz / n; printf "%.2f %.2f %.2f %.2f %.2f %.2f", cu * f, cs * f,
+            su * f, ss * f, (cu + su) * f, (cs + ss) * f }')$'\n'
     rss_load[$key]+="$rc $rs"$'\n'
     if [[ "$h0" != - && "$h1" != - ]]; then
         handshakes[$key]+=$(awk -v h=$((h1 - h0)) -v t="$wrk_secs" -v n="$n" -v q0="$q0" -v q1="$q1" '
@@ -818,6 +832,9 @@ echo
 echo "CPU per request, µs (utime + stime from /proc/<pid>/stat over each run ÷ requests;" \
     "medians of $rounds rounds)"
 report_cpu
+echo
+echo "The same, user space and kernel apart (utime | stime), µs per request, medians of $rounds rounds"
+report_cpu_split
 if ((steady > 0)); then
     echo
     echo "Steady phase: wrk -t$threads -c100 -d${steady}s, each connection one request per 100 ms" \
