@@ -136,10 +136,19 @@ impl Signals {
         self.reload.notified().await
     }
 
-    /// Resolves on the next SIGUSR1: reopen log files (a rotator moved them away). SIGUSR1s
-    /// before the first call are logged and ignored, as nobody was there to reopen anything.
-    pub async fn reopen(&self) {
+    /// From now on a SIGUSR1 asks for log files to be reopened, and one that comes while nobody
+    /// waits in [`Signals::reopen`] is kept for the next wait. Called before a process says it
+    /// is ready, so a rotator that signals it at once is not ignored while the waiting task
+    /// has yet to run. Before this (or the first `reopen`), SIGUSR1s are logged and ignored, as
+    /// nobody was there to reopen anything.
+    pub fn take_reopens(&self) {
         self.reopen.wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves on the next SIGUSR1 (see [`Signals::take_reopens`]): reopen log files (a
+    /// rotator moved them away).
+    pub async fn reopen(&self) {
+        self.take_reopens();
         self.reopen.notify.notified().await
     }
 }
@@ -179,6 +188,14 @@ mod tests {
         timeout(WITHIN, signals.reopen())
             .await
             .expect("SIGUSR1 asks for the log files to be reopened");
+        // Once taken, a SIGUSR1 that comes while nobody waits is kept for the next wait.
+        let fresh = Signals::register(Hangup::Reload).unwrap();
+        fresh.take_reopens();
+        send("USR1");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        timeout(Duration::from_millis(200), fresh.reopen())
+            .await
+            .expect("the SIGUSR1 that came before the wait is kept");
         send("HUP");
         timeout(WITHIN, signals.reload())
             .await

@@ -204,6 +204,8 @@ pub async fn run(config_file: &Path, ready: impl FnOnce()) -> anyhow::Result<()>
         hbone = ?bound.hbone,
         "trustmesh proxy ready"
     );
+    // SIGUSR1 reopens the access log from here on, also before the task below first waits.
+    signals.take_reopens();
     ready();
     let reloads = (signals.clone(), shared.clone());
     tokio::spawn(async move {
