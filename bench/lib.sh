@@ -526,7 +526,9 @@ report_handshakes() {
 }
 
 # ratio LABEL X Y: "LABEL: req/s, p99 and pair CPU per request of X as % of Y's", when both
-# were measured.
+# were measured; then, over several rounds, the pair CPU ratio of each round apart (X's run
+# against Y's of the same round, moments apart), whose median does not move with a machine
+# that is faster in one round than in the next, as the medians of each path alone do.
 ratio() {
     local x y xr xp yr yp xc yc
     measured "$2" && measured "$3" || return 0
@@ -544,6 +546,12 @@ ratio() {
             100 * xp / yp, 100 * xc / yc
         if (xs != "-") printf " (its kernel part alone %.0f %%)", 100 * xs / yc
         printf "\n" }'
+    ((rounds > 1)) || return 0
+    paste -d ' ' <(printf '%s' "${cpu[$2]}") <(printf '%s' "${cpu[$3]}") |
+        awk '{ print 100 * $3 / $7 }' | sort -n |
+        awk -v l="$1" '{ v[NR] = $1 }
+            END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                  printf "%s, pair CPU per request round by round: median %.0f %%, %.0f-%.0f %%\n", l, m, v[1], v[NR] }'
 }
 
 # bench_policies DIR: the policies every trustmesh pair of the benches runs under, written to

@@ -50,7 +50,9 @@
 # after each wrk run, divided by the requests wrk completed in that run, and the same split
 # into user space and kernel (utime, stime: what a proxy's own code costs, and what its system
 # calls and the network stack under them cost; each comparison line also gives the first
-# pair's kernel part alone as a share of the second pair's whole); memory of each proxy
+# pair's kernel part alone as a share of the second pair's whole, and, over several rounds,
+# the median of the pair CPU ratio taken round by round, which a machine faster in one round
+# than in the next does not move); memory of each proxy
 # (VmRSS from /proc/<pid>/status — for nginx its master and workers summed): idle after
 # start-up, near the end of the steady phase and of each wrk run, and the peak (VmHWM), beside
 # the goals of the issue (idle ≤ 12 MB, at 1,000 req/s over 100 connections ≤ 20 MB); and the
