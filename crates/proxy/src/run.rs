@@ -193,6 +193,9 @@ pub async fn run(config_file: &Path, ready: impl FnOnce()) -> anyhow::Result<()>
     // Registered before anything is served, so no signal finds the default action (exit).
     let signals = Signals::register(Hangup::Reload).context("handling signals")?;
     let (shared, bound) = start(config_file).await?;
+    // SIGUSR1 reopens the access log from here on, before the line below says the proxy is
+    // ready and before the task below first waits.
+    signals.take_reopens();
     tracing::info!(
         identity = %shared.current().own_id,
         inbound = ?bound.inbound,
@@ -204,8 +207,6 @@ pub async fn run(config_file: &Path, ready: impl FnOnce()) -> anyhow::Result<()>
         hbone = ?bound.hbone,
         "trustmesh proxy ready"
     );
-    // SIGUSR1 reopens the access log from here on, also before the task below first waits.
-    signals.take_reopens();
     ready();
     let reloads = (signals.clone(), shared.clone());
     tokio::spawn(async move {
