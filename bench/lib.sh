@@ -547,11 +547,12 @@ ratio() {
         if (xs != "-") printf " (its kernel part alone %.0f %%)", 100 * xs / yc
         printf "\n" }'
     ((rounds > 1)) || return 0
-    paste -d ' ' <(printf '%s' "${cpu[$2]}") <(printf '%s' "${cpu[$3]}") |
-        awk '{ print 100 * $3 / $7 }' | sort -n |
-        awk -v l="$1" '{ v[NR] = $1 }
-            END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                  printf "%s, pair CPU per request round by round: median %.0f %%, %.0f-%.0f %%\n", l, m, v[1], v[NR] }'
+    local m lo hi
+    # median_of's first column and its lowest and highest; its two latency columns are unused.
+    read -r m _ _ lo hi <<<"$(paste -d ' ' <(printf '%s' "${cpu[$2]}") <(printf '%s' "${cpu[$3]}") |
+        awk '{ print 100 * $3 / $7, "-", "-" }' | median_of)"
+    awk -v l="$1" -v m="$m" -v lo="$lo" -v hi="$hi" 'BEGIN {
+        printf "%s, pair CPU per request round by round: median %.0f %%, %.0f-%.0f %%\n", l, m, lo, hi }'
 }
 
 # bench_policies DIR: the policies every trustmesh pair of the benches runs under, written to

@@ -649,6 +649,14 @@ handshakes_in() {
         *) echo "- -" ;;
     esac
 }
+# cpu_sample KEY: the CPU so far of KEY's client-side and server-side proxies, in clock ticks,
+# as "client_user client_system server_user server_system" (no proxy: zeros).
+cpu_sample() {
+    local c s
+    c=$(ticks_split ${client_pids[$1]:-}) || return 1
+    s=$(ticks_split ${server_pids[$1]:-}) || return 1
+    echo "$c $s"
+}
 # rss_late KEY SECONDS: after SECONDS − 0.5 (the end of a wrk run, its connections still
 # open), VmRSS in kB of KEY's client-side and server-side proxies, then their RssAnon and
 # RssFile (client anon, client file, server anon, server file).
@@ -685,10 +693,8 @@ run_path() {
         wrk_secs=$steady
         wrk_opts=(-t "$threads" -c 100 -s "$work/lua/pace.lua")
     fi
-    t=$(ticks_split ${client_pids[$key]:-})
-    read -r cu0 cs0 <<<"$t"
-    t=$(ticks_split ${server_pids[$key]:-})
-    read -r su0 ss0 <<<"$t"
+    t=$(cpu_sample "$key")
+    read -r cu0 cs0 su0 ss0 <<<"$t"
     c0=$((cu0 + cs0)) s0=$((su0 + ss0))
     k0=$(ticks ${backend_pids[$key]})
     read -r h0 q0 <<<"$(handshakes_in "$key")"
@@ -697,10 +703,8 @@ run_path() {
     r=$(measure "${url[$key]}" "${prefix[@]}")
     wait "$sampler"
     sampler=""
-    t=$(ticks_split ${client_pids[$key]:-})
-    read -r cu1 cs1 <<<"$t"
-    t=$(ticks_split ${server_pids[$key]:-})
-    read -r su1 ss1 <<<"$t"
+    t=$(cpu_sample "$key")
+    read -r cu1 cs1 su1 ss1 <<<"$t"
     c1=$((cu1 + cs1)) s1=$((su1 + ss1))
     k1=$(ticks ${backend_pids[$key]})
     read -r h1 q1 <<<"$(handshakes_in "$key")"
