@@ -1,19 +1,22 @@
 //! HBONE between two trustmesh sidecars in the transparent mesh (tier 2; needs root and
 //! iptables, as in CI): an unmodified app calls a service by name; its sidecar sees in the
 //! registry that the endpoint terminates HBONE (Istio's `networking.istio.io/tunnel: http`
-//! label) and carries the connection as an HTTP/2 CONNECT over mTLS to the endpoint's port
-//! 15008, where the server's sidecar applies its policies, L7 included, with the caller's
-//! SPIFFE ID. The capture leaves 15008 alone (`--inbound-tunnel-port`). Namespaces on a bridge
-//! in 198.18.7.0/24, VIPs in 198.19.7.0/24, removed when the test ends.
+//! label), routes each request on its own and carries it in an HTTP/2 CONNECT stream over
+//! mTLS to the endpoint's port 15008, where the server's sidecar applies its policies, L7
+//! included, with the caller's SPIFFE ID. Requests share the one mTLS connection; an upgrade
+//! (WebSocket) gets a CONNECT stream of its own. The capture leaves 15008 alone
+//! (`--inbound-tunnel-port`). Namespaces on a bridge in 198.18.7.0/24, VIPs in 198.19.7.0/24,
+//! removed when the test ends.
 
 mod mesh_support;
 mod support;
 
 use std::time::Duration;
 
-use mesh_support::{echo, get, hub, node, service_entry, sidecar, wait, Net, TOOLS};
+use mesh_support::{apps, echo, get, hub, node, service_entry, sidecar, wait, Net, APP_UID, TOOLS};
 use trustmesh_testkit::netns;
 use trustmesh_testkit::pki::openssl::OpensslCa;
+use trustmesh_testkit::tools::{stderr, stdout};
 
 const TD: &str = "cluster.local";
 const NET: Net = Net {
@@ -54,7 +57,7 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
     std::fs::create_dir_all(dir.join("mesh")).unwrap();
     let registry = format!(
         "{REGISTRY}{}",
-        service_entry("cart", "shop", "cart", &[(9080, "HTTP")])
+        service_entry("cart", "shop", "cart", &[(9080, "HTTP"), (9090, "HTTP")])
     );
     std::fs::write(dir.join("mesh/registry.yaml"), registry).unwrap();
     std::fs::write(dir.join("mesh/policy.yaml"), NO_ADMIN).unwrap();
@@ -64,6 +67,7 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
     let frontend = node(&hub, "hfe", "198.18.7.10");
     let cart = node(&hub, "hcart", "198.18.7.11");
     let _app = echo(&cart.ns, "cart", 9080);
+    let _chat = apps(&cart.ns, &["upgrade:9090"]);
     let mut fe = sidecar(
         dir,
         &ca,
@@ -109,6 +113,79 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
                 && l["status"] == 403
         })
     });
+    // The client's sidecar saw each request (L7 on both sides): routed, logged and answered
+    // one by one, not relayed as bytes.
+    let out = fe.access_log();
+    assert!(
+        out.iter().any(|l| l["listener_port"] == 15001
+            && l["protocol"] == "http"
+            && l["path"] == "/admin"
+            && l["status"] == 403
+            && l["destination_principal"] == format!("spiffe://{TD}/ns/shop/sa/cart")),
+        "{out:#?}"
+    );
+
+    // More requests, on the inner connections the client's sidecar keeps in its tunnels.
+    for i in 0..5 {
+        let (code, body) = get(&frontend.ns, &format!("http://cart.shop:9080/more-{i}"));
+        assert_eq!(code, 200, "{body}");
+    }
+    wait(
+        "the requests in the server's log",
+        Duration::from_secs(5),
+        || {
+            let log = server.access_log();
+            (0..5).all(|i| {
+                log.iter().any(|l| {
+                    l["listener_port"] == 15008 && l["path"] == format!("/more-{i}").as_str()
+                })
+            })
+        },
+    );
+
+    // An upgrade goes through a CONNECT stream of its own, and the bytes after the 101 both
+    // ways.
+    let script = r#"
+import socket
+s = socket.create_connection(("cart.shop", 9090), timeout=5)
+s.sendall(b"GET /chat HTTP/1.1\r\nHost: cart.shop:9090\r\nUpgrade: websocket\r\n"
+          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    head += chunk
+print(head.split(b"\r\n")[0].decode())
+s.sendall(b"hello")
+print(s.recv(5).decode(errors="replace"))
+"#;
+    let run = frontend
+        .ns
+        .command("setpriv")
+        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .output()
+        .unwrap();
+    let said = stdout(&run);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["HTTP/1.1 101 Switching Protocols", "hello"],
+        "{said}{}",
+        stderr(&run)
+    );
+    wait(
+        "the upgrade in the server's log",
+        Duration::from_secs(5),
+        || {
+            server
+                .access_log()
+                .iter()
+                .any(|l| l["listener_port"] == 15008 && l["path"] == "/chat" && l["status"] == 101)
+        },
+    );
+
     // Nothing reached cart's captured inbound port: the tunnel is the only way in here.
     assert!(
         !server
@@ -118,4 +195,32 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
         "{:#?}",
         server.access_log()
     );
+
+    // A DestinationRule that upgrades the port: HTTP/2 inside the tunnel. The server's sidecar
+    // logs the version each request came in (a text format, reloaded with its config).
+    server.reconfigure(|s| {
+        s.mesh = format!(
+            "{{ trustDomain: {TD}, outboundTrafficPolicy: {{ mode: ALLOW_ANY }}, \
+             accessLogEncoding: TEXT, accessLogFormat: \"proto=%PROTOCOL% path=%REQ(:PATH)%\\n\" }}"
+        );
+    });
+    std::fs::write(
+        dir.join("mesh/pool.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: { name: cart-h2, namespace: shop }\n\
+         spec:\n  host: cart.shop.svc.cluster.local\n  \
+         trafficPolicy: { connectionPool: { http: { h2UpgradePolicy: UPGRADE } } }\n",
+    )
+    .unwrap();
+    let mut n = 0;
+    wait("HTTP/2 inside the tunnel", Duration::from_secs(15), || {
+        n += 1;
+        let (code, body) = get(&frontend.ns, &format!("http://cart.shop:9080/h2-{n}"));
+        assert_eq!(code, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+        server
+            .access_lines()
+            .iter()
+            .any(|l| l.starts_with("proto=HTTP/2 path=/h2-"))
+    });
 }

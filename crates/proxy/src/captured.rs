@@ -3,13 +3,13 @@
 //! app meant to go. The registry decides what that is, once per connection:
 //!
 //! - a service port that carries HTTP: requests are routed by host to the service's endpoints
-//!   ([`crate::route`]), each request on its own;
+//!   ([`crate::route`]), each request on its own (to an endpoint that terminates HBONE, inside
+//!   a CONNECT stream through its port 15008);
 //! - any other service port, or a known workload's own address: the connection is relayed to
 //!   an endpoint, mTLS to one with a sidecar (auto mTLS), plaintext to one without, the next
 //!   endpoint tried when one cannot be reached; an endpoint labelled
 //!   `networking.istio.io/tunnel: http` is reached through an HBONE CONNECT to its port 15008
-//!   ([`crate::tunnel`]), and so is an HTTP service port whose endpoints all are (the app's
-//!   bytes go through the tunnel, where the peer applies its L7 policy);
+//!   ([`crate::tunnel`]);
 //! - unknown: relayed as it is to the original destination under `ALLOW_ANY`; refused under
 //!   `REGISTRY_ONLY`, with a 502 and the reason when the app spoke HTTP, so it is never a bare
 //!   reset on an HTTP port.
@@ -99,12 +99,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
     let plan = match view.registry.classify(orig) {
         // Asked before any target is picked: picking one takes the load balancer's turn, and
         // the HTTP path takes its own per request.
-        Destination::Service(hit)
-            if hit.port.protocol.is_http()
-                && !view.all_endpoints_tunnel(hit.service, hit.port, &snap.policies.set) =>
-        {
-            Plan::Http
-        }
+        Destination::Service(hit) if hit.port.protocol.is_http() => Plan::Http,
         Destination::Service(hit) => {
             Plan::Relay(view.service_targets(hit.service, hit.port, Some(orig), &snap.policies.set))
         }
@@ -241,7 +236,7 @@ pub async fn connect_first<'t>(
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
     for target in targets.iter().take(MAX_ATTEMPTS) {
         if target.hbone {
-            match tunnel_to(shared, view, target, timeouts, client).await {
+            match tunnel_to(shared, view, target, client).await {
                 Ok((tunnel, principal)) => {
                     return Ok((target, Connected::Tunnel(Box::new(tunnel), principal)))
                 }
@@ -288,7 +283,6 @@ async fn tunnel_to(
     shared: &Shared,
     view: &crate::mesh::Mesh,
     target: &Target,
-    timeouts: &crate::config::Timeouts,
     client: SocketAddr,
 ) -> Result<(crate::tunnel::Tunnel, Option<String>), String> {
     let (crate::mesh::TargetAddr::Socket(addr), crate::mesh::TargetTls::Mesh(ids)) =
@@ -302,21 +296,7 @@ async fn tunnel_to(
     let config = view
         .client_tls(ids, crate::mesh::Carry::Http2)
         .map_err(|e| format!("{}: {e}", target.cluster))?;
-    let dial = crate::tunnel::Dial {
-        peer: SocketAddr::new(addr.ip(), crate::config::DEFAULT_HBONE_PORT),
-        identities: ids,
-        epoch: view.epoch,
-        config,
-        target: *addr,
-        client,
-        connect_timeout: timeouts.connect(),
-        handshake_timeout: timeouts.handshake(),
-    };
-    let chains = shared.current().chains.clone();
-    crate::tunnel::open(&dial, &chains).await.map_err(|e| {
-        e.count(&shared.metrics);
-        e.sentence()
-    })
+    crate::meshconn::tunnel(shared, *addr, view.epoch, ids, config, client).await
 }
 
 /// Refuses a connection; when the app's first bytes are an HTTP request, it gets a 502 whose

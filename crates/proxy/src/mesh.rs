@@ -460,33 +460,6 @@ impl Mesh {
         self.registry.upstream_http(&self.client, service, port)
     }
 
-    /// Whether every endpoint of a service port is reached through HBONE, asked without
-    /// taking a turn of the load balancer (the request path that follows takes its own).
-    pub fn all_endpoints_tunnel(
-        &self,
-        service: &Service,
-        port: &ServicePort,
-        policies: &PolicySet,
-    ) -> bool {
-        if service.resolution == Resolution::None {
-            return false;
-        }
-        let mut any = false;
-        for ep in self.registry.endpoints(service, port) {
-            let tls = target_tls(
-                self.registry
-                    .tls_for(&self.client, service, port, Some(ep), Some(policies))
-                    .mode,
-            );
-            let ip = matches!(ep.address(), EndpointAddress::Ip(_));
-            if !(ip && tunnels(Some(ep.workload), &tls)) {
-                return false;
-            }
-            any = true;
-        }
-        any
-    }
-
     /// A connection straight to a known workload's address (pod to pod): mTLS with its identity
     /// when it has a sidecar, plaintext when not; a service it serves on that port decides as
     /// for the service.

@@ -13,6 +13,12 @@
 //!   HTTP/1 pool does, and a connection leaves it when it closes (the peer's idle timeout).
 //!
 //! Which of the two a request uses is the registry's decision ([`trustmesh_registry::UpstreamHttp`]).
+//!
+//! A peer whose workload terminates HBONE (Istio's `networking.istio.io/tunnel: http`) is
+//! reached through its port 15008 instead, as Istio's sidecars reach ambient workloads: each
+//! of these connections is an HTTP/2 CONNECT stream to the endpoint ([`crate::tunnel`]), the
+//! request inside it as the port's HTTP version says, so the requests to that peer share one
+//! mTLS connection whichever version they are.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,33 +31,34 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::state::Shared;
+use crate::tunnel::Tunnel;
 use crate::upstream::{reset_sentence, Security};
 
 /// Per endpoint address, the pools by the mesh view they were made under
 /// ([`crate::mesh::Mesh::epoch`]) and the identities the endpoint must present. Keyed by the
 /// address alone, so a request hashes a socket address and copies no SPIFFE ID (one identity
 /// set per address is the rule).
-type ByAddr<T> = HashMap<SocketAddr, Vec<(u64, Vec<String>, T)>>;
+type ByAddr<T> = HashMap<SocketAddr, Vec<(Key, T)>>;
 
-/// The pool of `addr` and `ids` under view `epoch` in `pools`, made when missing. The pools of
-/// older views at that address are dropped on the way: their connections were verified
+/// Beside the address: the mesh view, whether the connections are HBONE streams, and the
+/// identities.
+type Key = (u64, bool, Vec<String>);
+
+/// The pool of `peer` in `pools` (its address, view, transport and identities), made when
+/// missing. The pools of older views at that address are dropped on the way: their connections were verified
 /// against trust that may have changed, and close once their requests in flight are done.
-fn pool<T: Default + Clone>(
-    pools: &mut ByAddr<T>,
-    addr: SocketAddr,
-    epoch: u64,
-    ids: &[String],
-) -> T {
-    let list = pools.entry(addr).or_default();
-    list.retain(|(e, _, _)| *e >= epoch);
+fn pool<T: Default + Clone>(pools: &mut ByAddr<T>, peer: &Peer<'_>) -> T {
+    let (epoch, hbone) = (peer.epoch, peer.hbone.is_some());
+    let list = pools.entry(peer.addr).or_default();
+    list.retain(|((e, _, _), _)| *e >= epoch);
     match list
         .iter()
-        .find(|(e, have, _)| *e == epoch && have.as_slice() == ids)
+        .find(|((e, h, have), _)| *e == epoch && *h == hbone && have.as_slice() == peer.ids)
     {
-        Some((_, _, p)) => p.clone(),
+        Some((_, p)) => p.clone(),
         None => {
             let p = T::default();
-            list.push((epoch, ids.to_vec(), p.clone()));
+            list.push(((epoch, hbone, peer.ids.to_vec()), p.clone()));
             p
         }
     }
@@ -102,10 +109,15 @@ pub struct Peer<'a> {
     pub epoch: u64,
     /// The identities the peer must present (the pool's key beside the address).
     pub ids: &'a [String],
-    /// The client config, asked for only when a connection has to be opened.
+    /// The client config, asked for only when a connection has to be opened (offering `h2`
+    /// for an HBONE peer, whose outer connection is HTTP/2 whatever the request's version).
     pub security: &'a (dyn Fn() -> Result<Security, String> + Sync),
     /// HTTP/2, else HTTP/1.1.
     pub h2: bool,
+    /// Through the peer's HBONE port: the app's address, which the CONNECT names in
+    /// `forwarded` (the app connection that opened the stream; later requests on it may come
+    /// from other connections of the same app).
+    pub hbone: Option<SocketAddr>,
 }
 
 /// Why a request got no answer from the peer.
@@ -159,20 +171,20 @@ async fn sender(shared: &Shared, peer: &Peer<'_>) -> Result<(Sender, Option<Stri
         let (sender, proved) = h2_sender(shared, peer).await?;
         return Ok((Sender::H2(sender), proved));
     }
-    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), peer.addr, peer.epoch, peer.ids));
+    let list = H1_POOL.with(|p| pool(&mut p.borrow_mut(), peer));
     // No idle limit of our own: the peer's `timeouts.httpIdle` closes what it does not need.
     let conn = match list.take(None) {
         Some(conn) => conn,
         // Boxed: the handshake's future is large and runs once per connection, while this
         // function runs for every request (see `http::serve` on future sizes).
-        None => Box::pin(open_h1(shared, peer.addr, &(peer.security)()?)).await?,
+        None => Box::pin(open_h1(shared, peer)).await?,
     };
     let proved = conn.1.clone();
     Ok((Sender::H1(conn, list), proved))
 }
 
 async fn h2_sender(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
-    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), peer.addr, peer.epoch, peer.ids));
+    let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), peer));
     let mut pooled = slot.lock().await;
     if let Some((sender, proved)) = pooled.as_ref() {
         if !sender.is_closed() {
@@ -180,21 +192,30 @@ async fn h2_sender(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
         }
     }
     *pooled = None;
-    let fresh = Box::pin(open_h2(shared, peer.addr, &(peer.security)()?)).await?;
+    let fresh = Box::pin(open_h2(shared, peer)).await?;
     *pooled = Some(fresh.clone());
     Ok(fresh)
 }
 
-/// A new mTLS connection to `addr` that agreed to `alpn`, and the identity its server proved.
-async fn connect(
+/// A new connection to `peer` for requests of `alpn`'s version, and the identity its server
+/// proved: mTLS to the peer's port, or a CONNECT stream through its HBONE port.
+async fn link(
     shared: &Shared,
-    addr: SocketAddr,
-    security: &Security,
+    peer: &Peer<'_>,
     alpn: &[u8],
-) -> Result<(crate::upstream::Stream, Option<String>), String> {
+) -> Result<(Link, Option<String>), String> {
+    let addr = peer.addr;
+    let security = (peer.security)()?;
+    if let Some(client) = peer.hbone {
+        let Security::Mtls(config, _) = security else {
+            return Err(format!("HBONE to {addr} needs mesh mTLS"));
+        };
+        let (tunnel, proved) = tunnel(shared, addr, peer.epoch, peer.ids, config, client).await?;
+        return Ok((Link::Tunnel(tunnel), proved));
+    }
     let timeouts = shared.current().config.timeouts.clone();
     let stream =
-        match crate::upstream::connect(addr, security, timeouts.connect(), timeouts.handshake())
+        match crate::upstream::connect(addr, &security, timeouts.connect(), timeouts.handshake())
             .await
         {
             Ok(s) => s,
@@ -203,7 +224,7 @@ async fn connect(
                 return Err(e.sentence());
             }
         };
-    let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
+    let proved = crate::upstream::verified_peer(&shared.current().chains, &stream);
     if stream.alpn() != Some(alpn) {
         return Err(reset_sentence(
             "protocol error",
@@ -213,15 +234,60 @@ async fn connect(
             ),
         ));
     }
-    Ok((stream, peer))
+    Ok((Link::Tls(TokioIo::new(stream)), proved))
 }
 
-/// A new HTTP/2 mTLS connection to `addr`, driven by a task of its own.
-async fn open_h2(shared: &Shared, addr: SocketAddr, security: &Security) -> Result<H2Conn, String> {
-    let (stream, peer) = connect(shared, addr, security, b"h2").await?;
+/// What a pooled connection runs over.
+enum Link {
+    Tls(TokioIo<crate::upstream::Stream>),
+    Tunnel(Tunnel),
+}
+
+/// A CONNECT to `addr` through its own HBONE port (15008), `ids` pinned by `config` (which
+/// offers `h2`), naming `client` in `forwarded`; a failure is counted and said in words.
+pub async fn tunnel(
+    shared: &Shared,
+    addr: SocketAddr,
+    epoch: u64,
+    ids: &[String],
+    config: Arc<rustls::ClientConfig>,
+    client: SocketAddr,
+) -> Result<(Tunnel, Option<String>), String> {
+    let timeouts = shared.current().config.timeouts.clone();
+    let dial = crate::tunnel::Dial {
+        peer: SocketAddr::new(addr.ip(), crate::config::DEFAULT_HBONE_PORT),
+        identities: ids,
+        epoch,
+        config,
+        target: addr,
+        client,
+        connect_timeout: timeouts.connect(),
+        handshake_timeout: timeouts.handshake(),
+    };
+    let chains = shared.current().chains.clone();
+    crate::tunnel::open(&dial, &chains).await.map_err(|e| {
+        e.count(&shared.metrics);
+        e.sentence()
+    })
+}
+
+/// A new HTTP/2 connection to `peer`, driven by a task of its own.
+async fn open_h2(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
+    let (link, proved) = link(shared, peer, b"h2").await?;
+    let sender = match link {
+        Link::Tls(io) => h2_over(io, peer.addr).await?,
+        Link::Tunnel(io) => h2_over(io.into_inner(), peer.addr).await?,
+    };
+    Ok((sender, proved))
+}
+
+async fn h2_over<T>(io: T, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
+        .handshake(io)
         .await
         .map_err(|e| format!("HTTP/2 with {addr}: {e}"))?;
     tokio::spawn(async move {
@@ -229,13 +295,24 @@ async fn open_h2(shared: &Shared, addr: SocketAddr, security: &Security) -> Resu
             tracing::debug!(error = %e, "outbound HTTP/2 connection to {addr} ended");
         }
     });
-    Ok((sender, peer))
+    Ok(sender)
 }
 
-/// A new HTTP/1.1 mTLS connection to `addr`, driven by a task of its own.
-async fn open_h1(shared: &Shared, addr: SocketAddr, security: &Security) -> Result<H1Conn, String> {
-    let (stream, peer) = connect(shared, addr, security, b"http/1.1").await?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+/// A new HTTP/1.1 connection to `peer`, driven by a task of its own.
+async fn open_h1(shared: &Shared, peer: &Peer<'_>) -> Result<H1Conn, String> {
+    let (link, proved) = link(shared, peer, b"http/1.1").await?;
+    let sender = match link {
+        Link::Tls(io) => h1_over(io, peer.addr).await?,
+        Link::Tunnel(io) => h1_over(io.into_inner(), peer.addr).await?,
+    };
+    Ok((sender, proved))
+}
+
+async fn h1_over<T>(io: T, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io)
         .await
         .map_err(|e| format!("HTTP/1.1 with {addr}: {e}"))?;
     tokio::spawn(async move {
@@ -243,5 +320,5 @@ async fn open_h1(shared: &Shared, addr: SocketAddr, security: &Security) -> Resu
             tracing::debug!(error = %e, "outbound HTTP/1.1 connection to {addr} ended");
         }
     });
-    Ok((sender, peer))
+    Ok(sender)
 }

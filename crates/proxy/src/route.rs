@@ -5,10 +5,11 @@
 //!
 //! To an endpoint with a sidecar the request goes over mTLS on a pooled connection
 //! ([`crate::meshconn`]), HTTP/1.1 or HTTP/2 as Istio chooses for the port (by default the
-//! app's HTTP/1.1 stays HTTP/1.1, see [`trustmesh_registry::UpstreamHttp`]); to one without,
-//! plaintext HTTP/1.1 over the worker's pool. A request that cannot be delivered gets a 503
-//! whose body and `x-trustmesh-upstream-error` header say why in Envoy's words and ours, never
-//! a reset.
+//! app's HTTP/1.1 stays HTTP/1.1, see [`trustmesh_registry::UpstreamHttp`]), through the
+//! endpoint's HBONE port when it terminates HBONE (an upgrade on a CONNECT stream of its own);
+//! to one without, plaintext HTTP/1.1 over the worker's pool. A request that cannot be
+//! delivered gets a 503 whose body and `x-trustmesh-upstream-error` header say why in Envoy's
+//! words and ours, never a reset.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,6 +65,7 @@ pub async fn serve(
         // Boxed once per request, as on the inbound side (`http::serve`): 3.6 KB.
         Box::pin(async move {
             let at = Origin {
+                source,
                 orig,
                 listener_port,
                 texts,
@@ -94,6 +96,8 @@ pub async fn serve(
 
 /// Where a request came from and was sent to.
 struct Origin {
+    /// The app's address.
+    source: SocketAddr,
     orig: SocketAddr,
     listener_port: u16,
     /// The app's address and `orig` as text.
@@ -224,9 +228,12 @@ async fn handle(
         &view,
         &targets,
         req,
-        authority.as_deref(),
-        upgrade.is_some(),
-        upstream_http,
+        Ask {
+            authority: authority.as_deref(),
+            upgrade: upgrade.is_some(),
+            upstream_http,
+            client: at.source,
+        },
     )
     .await;
     match sent {
@@ -294,16 +301,31 @@ async fn handle(
     }
 }
 
+/// What `send` needs to know of a request besides the request.
+struct Ask<'a> {
+    /// The host the app asked for.
+    authority: Option<&'a str>,
+    /// An upgrade (WebSocket...): HTTP/1.1 on a connection of its own.
+    upgrade: bool,
+    upstream_http: UpstreamHttp,
+    /// The app's address, which an HBONE CONNECT names.
+    client: SocketAddr,
+}
+
 /// Sends `req` to the first target that takes it; the identity the server proved, if mTLS.
 async fn send<'t>(
     shared: &Shared,
     view: &crate::mesh::Mesh,
     targets: &'t [Target],
     req: Request<Incoming>,
-    authority: Option<&str>,
-    upgrade: bool,
-    upstream_http: UpstreamHttp,
+    ask: Ask<'_>,
 ) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
+    let Ask {
+        authority,
+        upgrade,
+        upstream_http,
+        client,
+    } = ask;
     let timeouts = shared.current().config.timeouts.clone();
     // To a sidecar: HTTP/2 or HTTP/1.1 as the port's settings say (an upgrade is HTTP/1.1).
     let h2 = !upgrade && upstream_http.http2(req.version() == http::Version::HTTP_2);
@@ -318,7 +340,9 @@ async fn send<'t>(
                 continue;
             }
         };
-        let carry = if h2 {
+        // An HBONE endpoint's outer connection is HTTP/2 whatever the request inside it is.
+        let hbone = target.hbone && matches!(target.tls, TargetTls::Mesh(_));
+        let carry = if h2 || hbone {
             crate::mesh::Carry::Http2
         } else {
             crate::mesh::Carry::Http1
@@ -350,7 +374,29 @@ async fn send<'t>(
                 }
             }
         }
+        let ids: &[String] = match &target.tls {
+            TargetTls::Mesh(ids) => ids,
+            _ => &[],
+        };
         match security {
+            // An upgrade to an HBONE endpoint: a CONNECT stream of its own becomes the tunnel.
+            Some(Security::Mtls(config, _)) if upgrade && hbone => {
+                let opened = Box::pin(crate::meshconn::tunnel(
+                    shared, addr, view.epoch, ids, config, client,
+                ))
+                .await;
+                let (tunnel, peer) = match opened {
+                    Ok(t) => t,
+                    Err(why) => {
+                        last = why;
+                        req = Some(r);
+                        continue;
+                    }
+                };
+                return Box::pin(dedicated(shared, target, addr, tunnel.into_inner(), r))
+                    .await
+                    .map(|(t, _, resp)| (t, peer, resp));
+            }
             // A connection of its own: an upgrade (its connection becomes the tunnel) or TLS
             // the sidecar originates.
             Some(security) if upgrade || matches!(security, Security::Tls { .. }) => {
@@ -371,7 +417,7 @@ async fn send<'t>(
                     }
                 };
                 let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
-                return Box::pin(dedicated(shared, target, addr, stream, r))
+                return Box::pin(dedicated(shared, target, addr, TokioIo::new(stream), r))
                     .await
                     .map(|(t, _, resp)| (t, peer, resp));
             }
@@ -403,16 +449,13 @@ async fn send<'t>(
             view.security(&target.tls, carry)
                 .map_err(|why| format!("{}: {why}", target.cluster))
         };
-        let ids: &[String] = match &target.tls {
-            TargetTls::Mesh(ids) => ids,
-            _ => &[],
-        };
         let peer = crate::meshconn::Peer {
             addr,
             epoch: view.epoch,
             ids,
             security: &security,
             h2,
+            hbone: hbone.then_some(client),
         };
         let sent = crate::meshconn::request(shared, &peer, r).await;
         return match sent {
@@ -436,14 +479,18 @@ async fn send<'t>(
 
 /// One request over a connection of its own, HTTP/1.1 (upgrades allowed): TLS the sidecar
 /// originated (external services, where a connection per request is what Envoy's default
-/// HTTP/1 pool converges to under low load), and upgrades, whose connection becomes the tunnel.
-async fn dedicated<'t>(
+/// HTTP/1 pool converges to under low load), and upgrades, whose connection (or HBONE stream)
+/// becomes the tunnel.
+async fn dedicated<'t, T>(
     shared: &Shared,
     target: &'t Target,
     addr: SocketAddr,
-    stream: crate::upstream::Stream,
+    io: T,
     mut r: Request<Incoming>,
-) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
+) -> Result<(&'t Target, Option<String>, Response<Incoming>), String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let failed = |what: String| {
         shared
             .metrics
@@ -451,7 +498,7 @@ async fn dedicated<'t>(
             .fetch_add(1, Ordering::Relaxed);
         reset_sentence("connection failure", format!("{addr}: {what}"))
     };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| failed(error_chain(&e)))?;
     tokio::spawn(async move {
