@@ -20,6 +20,7 @@
 #   (d) capture    wrk (uid 65534) ──HTTP──▶ 198.19.0.10:8080 ─iptables─▶ client sidecar
 #                  ══mTLS, HTTP/1.1 (-u: HTTP/2)══▶ 198.18.42.2:8080 ─iptables─▶ server sidecar
 #                  ──HTTP──▶ backend
+#                  (-H: ══HBONE══▶ 198.18.42.2:15008, each request inside a CONNECT stream)
 #                  (transparent mode: two network namespaces of this run joined by a veth pair,
 #                   `trustmesh capture install --proxy-uid 0` in each, sidecars with a
 #                   `capture:` section routing by the registry — WorkloadEntry per side and a
@@ -101,14 +102,18 @@
 # (KEEP_WORKDIR=1 keeps the work directory, with every proxy's access log and stderr).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS] [-s SECONDS] [-k]
-#                       [-b MIB] [-u] [-n]
+#                       [-b MIB] [-u] [-n] [-H]
 #         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 -b 1024 (wrk --latency; -d -t -c -r 1..9999,
 #         -s 0..9999, 0 skips the steady phase; -b 0..65536, 0 skips the bulk transfers); -k:
 #         new-connection mode (above); -u: (d)'s sidecars get meshConfig `h2UpgradePolicy:
 #         UPGRADE`, so requests go between them as HTTP/2 (without it HTTP/1.1, Istio's default
 #         for an HTTP port, as wrk speaks it); -n: (d)'s sidecars get meshConfig
 #         `accessLogFile: ""`, Istio's default, so they write no access log (without it they
-#         log every request, as trustmesh does by default). Every wrk run is bounded by its duration (and killed 30 s
+#         log every request, as trustmesh does by default); -H: (d)'s WorkloadEntries carry
+#         `networking.istio.io/tunnel: http`, as (e)'s do, so the client sidecar sends each
+#         request (still HTTP/1.1, or HTTP/2 with -u) inside an HBONE CONNECT stream to the
+#         server sidecar's port 15008, as Istio's sidecars reach ambient workloads: every
+#         request shares one mTLS connection, whatever its HTTP version. Every wrk run is bounded by its duration (and killed 30 s
 #         after it), so a whole run takes about 5 × ROUNDS × SECONDS + 4 × STEADY SECONDS, plus
 #         the bulk transfers (a few seconds each per GiB on this machine).
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
@@ -156,7 +161,8 @@ close_mode=0
 bulk_mib=1024
 h2_upgrade=DO_NOT_UPGRADE
 access_log_file=/dev/stdout
-while getopts "d:t:c:r:s:b:kunh" opt; do
+cap_labels=""
+while getopts "d:t:c:r:s:b:kunHh" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
@@ -167,6 +173,7 @@ while getopts "d:t:c:r:s:b:kunh" opt; do
         b) bulk_mib=$OPTARG ;;
         u) h2_upgrade=UPGRADE ;;
         n) access_log_file= ;;
+        H) cap_labels=", networking.istio.io/tunnel: http" ;;
         *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
 done
@@ -453,7 +460,7 @@ else
     mkdir -p "$work/policies-capture"
     cp "$work/policies/bench.yaml" "$work/policies-capture/"
     bench_registry "$work/policies-capture/registry.yaml" "$cap_server_ip" "$cap_client_ip" \
-        "$cap_vip" "$cap_port"
+        "$cap_vip" "$cap_port" "$cap_labels"
     for side in server client; do
         cat >"$work/capture-$side.yaml" <<EOF
 workload: { namespace: bench, serviceAccount: $side, labels: { app: $side } }
@@ -630,6 +637,7 @@ declare -A name=([a]="(a) direct" [b]="(b) trustmesh mTLS pair" [c]="(c) nginx m
 declare -A url=([a]="http://127.0.0.1:$backend_port/" [b]="http://127.0.0.1:$tm_client_port/"
     [c]="http://127.0.0.1:$ngx_client_port/" [d]="http://$cap_vip:$cap_port/"
     [e]="http://$zt_vip:$zt_port/")
+[[ -n "$cap_labels" ]] && name[d]="(d) trustmesh HBONE, L7"
 # how KEY: the prefix wrk runs under for KEY (a namespace and the app's uid), one word a line.
 how() {
     case $1 in
