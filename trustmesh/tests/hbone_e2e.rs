@@ -13,7 +13,9 @@ mod support;
 
 use std::time::Duration;
 
-use mesh_support::{apps, echo, get, hub, node, service_entry, sidecar, wait, Net, APP_UID, TOOLS};
+use mesh_support::{
+    apps, echo, get, hub, node, service_entry, sidecar, upgrade_then_hello, wait, Net, TOOLS,
+};
 use trustmesh_testkit::netns;
 use trustmesh_testkit::pki::openssl::OpensslCa;
 use trustmesh_testkit::tools::{stderr, stdout};
@@ -145,29 +147,7 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
 
     // An upgrade goes through a CONNECT stream of its own, and the bytes after the 101 both
     // ways.
-    let script = r#"
-import socket
-s = socket.create_connection(("cart.shop", 9090), timeout=5)
-s.sendall(b"GET /chat HTTP/1.1\r\nHost: cart.shop:9090\r\nUpgrade: websocket\r\n"
-          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-head = b""
-while b"\r\n\r\n" not in head:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    head += chunk
-print(head.split(b"\r\n")[0].decode())
-s.sendall(b"hello")
-print(s.recv(5).decode(errors="replace"))
-"#;
-    let run = frontend
-        .ns
-        .command("setpriv")
-        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
-        .args(["/usr/bin/python3", "-c", script])
-        .output()
-        .unwrap();
+    let run = upgrade_then_hello(&frontend.ns, "cart.shop", 9090);
     let said = stdout(&run);
     assert_eq!(
         said.lines().collect::<Vec<_>>(),

@@ -676,13 +676,7 @@ start = time.monotonic()
 rest = s.recv(4096)
 print("closed" if rest == b"" else "data", round(time.monotonic() - start, 1))
 "#;
-    let out = frontend
-        .ns
-        .command("setpriv")
-        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
-        .args(["/usr/bin/python3", "-c", script])
-        .output()
-        .unwrap();
+    let out = mesh_support::python_as_app(&frontend.ns, script);
     let said = stdout(&out);
     let mut words = said.split_whitespace();
     assert_eq!(words.next(), Some("closed"), "{said}{}", stderr(&out));

@@ -193,30 +193,7 @@ fn upgrades_are_tunnelled_between_sidecars() {
         return;
     }
     let f = finding("web", "web", &[(8090, "HTTP")], &["upgrade:8090"], WEB);
-    let script = r#"
-import socket
-s = socket.create_connection(("web.web", 8090), timeout=5)
-s.sendall(b"GET /chat HTTP/1.1\r\nHost: web.web:8090\r\nUpgrade: websocket\r\n"
-          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-head = b""
-while b"\r\n\r\n" not in head:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    head += chunk
-print(head.split(b"\r\n")[0].decode())
-s.sendall(b"hello")
-print(s.recv(5).decode(errors="replace"))
-"#;
-    let out = f
-        .sleep
-        .ns
-        .command("setpriv")
-        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
-        .args(["/usr/bin/python3", "-c", script])
-        .output()
-        .unwrap();
+    let out = upgrade_then_hello(&f.sleep.ns, "web.web", 8090);
     let said = stdout(&out);
     assert_eq!(
         said.lines().collect::<Vec<_>>(),

@@ -413,6 +413,40 @@ pub fn curl(n: &Netns, url: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A Python `script` run in `n` as the app (uid 65534, so the capture takes its connections).
+pub fn python_as_app(n: &Netns, script: &str) -> Output {
+    n.command("setpriv")
+        .args(["--reuid", APP_UID, "--regid", APP_UID, "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .output()
+        .unwrap()
+}
+
+/// As the app: `GET /chat` to `host:port` asking to switch to WebSocket, then `hello` once
+/// the answer's head is in. Prints the answer's status line, then the first 5 bytes that come
+/// back (an `upgrade` app of [`apps`] echoes them).
+pub fn upgrade_then_hello(n: &Netns, host: &str, port: u16) -> Output {
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("{host}", {port}), timeout=5)
+s.sendall(b"GET /chat HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    head += chunk
+print(head.split(b"\r\n")[0].decode())
+s.sendall(b"hello")
+print(s.recv(5).decode(errors="replace"))
+"#
+    );
+    python_as_app(n, &script)
+}
+
 fn curl_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "curl",
