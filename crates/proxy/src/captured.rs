@@ -236,7 +236,7 @@ pub async fn connect_first<'t>(
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
     for target in targets.iter().take(MAX_ATTEMPTS) {
         if target.hbone {
-            match tunnel_to(shared, view, target, client).await {
+            match crate::meshconn::tunnel_to(shared, view, target, client).await {
                 Ok((tunnel, principal)) => {
                     return Ok((target, Connected::Tunnel(Box::new(tunnel), principal)))
                 }
@@ -275,28 +275,6 @@ pub async fn connect_first<'t>(
         }
     }
     Err(last)
-}
-
-/// A CONNECT through the HBONE port of `target`'s address, with the identities auto mTLS
-/// expects pinned; a failure is counted and said in words.
-async fn tunnel_to(
-    shared: &Shared,
-    view: &crate::mesh::Mesh,
-    target: &Target,
-    client: SocketAddr,
-) -> Result<(crate::tunnel::Tunnel, Option<String>), String> {
-    let (crate::mesh::TargetAddr::Socket(addr), crate::mesh::TargetTls::Mesh(ids)) =
-        (&target.addr, &target.tls)
-    else {
-        return Err(format!(
-            "{}: HBONE needs an address and mesh mTLS",
-            target.cluster
-        ));
-    };
-    let config = view
-        .client_tls(ids, crate::mesh::Carry::Http2)
-        .map_err(|e| format!("{}: {e}", target.cluster))?;
-    crate::meshconn::tunnel(shared, *addr, view.epoch, ids, config, client).await
 }
 
 /// Refuses a connection; when the app's first bytes are an HTTP request, it gets a 502 whose

@@ -243,9 +243,31 @@ enum Link {
     Tunnel(Tunnel),
 }
 
+/// A CONNECT through the HBONE port of `target`'s address, with the identities auto mTLS
+/// expects pinned; a failure is counted and said in words.
+pub async fn tunnel_to(
+    shared: &Shared,
+    view: &crate::mesh::Mesh,
+    target: &crate::mesh::Target,
+    client: SocketAddr,
+) -> Result<(Tunnel, Option<String>), String> {
+    let (crate::mesh::TargetAddr::Socket(addr), crate::mesh::TargetTls::Mesh(ids)) =
+        (&target.addr, &target.tls)
+    else {
+        return Err(format!(
+            "{}: HBONE needs an address and mesh mTLS",
+            target.cluster
+        ));
+    };
+    let config = view
+        .client_tls(ids, crate::mesh::Carry::Http2)
+        .map_err(|e| format!("{}: {e}", target.cluster))?;
+    tunnel(shared, *addr, view.epoch, ids, config, client).await
+}
+
 /// A CONNECT to `addr` through its own HBONE port (15008), `ids` pinned by `config` (which
 /// offers `h2`), naming `client` in `forwarded`; a failure is counted and said in words.
-pub async fn tunnel(
+async fn tunnel(
     shared: &Shared,
     addr: SocketAddr,
     epoch: u64,

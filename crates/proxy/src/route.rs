@@ -341,15 +341,17 @@ async fn send<'t>(
             }
         };
         // An HBONE endpoint's outer connection is HTTP/2 whatever the request inside it is.
-        let hbone = target.hbone && matches!(target.tls, TargetTls::Mesh(_));
+        let hbone = target.hbone;
         let carry = if h2 || hbone {
             crate::mesh::Carry::Http2
         } else {
             crate::mesh::Carry::Http1
         };
         // Mesh mTLS over a pooled connection needs the client config only to open one, so it
-        // is not looked up (identities cloned, hashed, a lock taken) for every request.
-        let pooled = !upgrade && matches!(target.tls, TargetTls::Mesh(_));
+        // is not looked up (identities cloned, hashed, a lock taken) for every request; nor is
+        // it for an upgrade to an HBONE endpoint, whose stream `meshconn::tunnel_to` opens on
+        // the pooled HBONE connection.
+        let pooled = (!upgrade || hbone) && matches!(target.tls, TargetTls::Mesh(_));
         let security = if pooled {
             None
         } else {
@@ -374,17 +376,11 @@ async fn send<'t>(
                 }
             }
         }
-        let ids: &[String] = match &target.tls {
-            TargetTls::Mesh(ids) => ids,
-            _ => &[],
-        };
         match security {
             // An upgrade to an HBONE endpoint: a CONNECT stream of its own becomes the tunnel.
-            Some(Security::Mtls(config, _)) if upgrade && hbone => {
-                let opened = Box::pin(crate::meshconn::tunnel(
-                    shared, addr, view.epoch, ids, config, client,
-                ))
-                .await;
+            None if upgrade => {
+                let opened =
+                    Box::pin(crate::meshconn::tunnel_to(shared, view, target, client)).await;
                 let (tunnel, peer) = match opened {
                     Ok(t) => t,
                     Err(why) => {
@@ -448,6 +444,10 @@ async fn send<'t>(
         let security = || {
             view.security(&target.tls, carry)
                 .map_err(|why| format!("{}: {why}", target.cluster))
+        };
+        let ids: &[String] = match &target.tls {
+            TargetTls::Mesh(ids) => ids,
+            _ => &[],
         };
         let peer = crate::meshconn::Peer {
             addr,
