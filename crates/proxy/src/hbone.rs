@@ -124,7 +124,7 @@ async fn handle(
         }
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
+    crate::h2settings::server(&mut builder)
         .timer(TokioTimer::new())
         .max_concurrent_streams(hbone.max_concurrent_streams)
         .max_header_list_size(timeouts.max_header_bytes as u32)

@@ -128,8 +128,7 @@ pub fn server_builder(timeouts: &crate::config::Timeouts) -> auto::Builder<Tokio
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read())
         .max_buf_size(timeouts.max_header_bytes);
-    builder
-        .http2()
+    crate::h2settings::auto_server(&mut builder.http2())
         .timer(TokioTimer::new())
         .max_header_list_size(timeouts.max_header_bytes as u32)
         .max_concurrent_streams(256)

@@ -307,7 +307,8 @@ async fn h2_over<T>(io: T, addr: SocketAddr) -> Result<http2::SendRequest<Incomi
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let (sender, conn) = crate::h2settings::client(&mut builder)
         .timer(TokioTimer::new())
         .handshake(io)
         .await

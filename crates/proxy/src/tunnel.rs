@@ -177,7 +177,7 @@ async fn handshake(
     }
     let peer_id = crate::upstream::verified_peer(chains, &stream);
     let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
+    crate::h2settings::client(&mut builder)
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_while_idle(true);
