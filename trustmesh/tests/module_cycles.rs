@@ -470,6 +470,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "response",
             "sessions",
             "slots",
+            "splice",
             "telemetry",
             "tls",
             "tunnel",

@@ -293,6 +293,29 @@ async fn permissive_accepts_both_and_port_level_disable() {
         .expect("greeting must arrive without client data")
         .unwrap();
     assert_eq!(&buf, b"220 hello\r\n");
+    // A plaintext TCP port is relayed socket to socket in the kernel: 4 MiB echoed back whole
+    // and in order while still being sent, then each side's end passed on.
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|i: u32| (i.wrapping_mul(31) % 251) as u8)
+        .collect();
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut echoed))
+        .await
+        .expect("the echo ends once our end reached the app")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(
+        echoed == data,
+        "{} of {} bytes came back, or out of order",
+        echoed.len(),
+        data.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,6 +200,10 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             outcome.log().upstream_cluster = Some(target.cluster.clone());
             let (idle, stop) = (timeouts.tcp_idle(), drain.immediate());
             let relayed = match peer {
+                // Plaintext both sides (a destination outside the mesh): socket to socket.
+                Connected::Direct(crate::upstream::Stream::Plain(mut peer)) => {
+                    crate::relay::relay_tcp(&mut app, &mut peer, idle, stop).await
+                }
                 Connected::Direct(mut peer) => {
                     outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));
                     outcome.log().destination_principal = principal;

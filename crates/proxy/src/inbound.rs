@@ -169,7 +169,10 @@ async fn settle(
                 None => sniffs_http(&stream).await,
             }),
         };
-        dispatch(shared, ctx, protocol, stream, drain).await;
+        match protocol {
+            Protocol::Tcp => crate::tcp::serve_plain(shared, ctx, stream, drain).await,
+            Protocol::Http => dispatch(shared, ctx, protocol, stream, drain).await,
+        }
         return;
     }
     ctx.tls = true;

@@ -51,6 +51,7 @@ pub mod run;
 pub mod sessions;
 pub mod slots;
 pub mod snapshot;
+pub mod splice;
 pub mod state;
 pub mod tcp;
 pub mod telemetry;

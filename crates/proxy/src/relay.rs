@@ -96,6 +96,43 @@ where
         start,
         last_ms: last_ms.clone(),
     };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut wa, &mut wb, RELAY_BUF, RELAY_BUF);
+    supervise(copy, start, &last_ms, idle, stop).await
+}
+
+/// [`relay`] between two plain TCP sockets, the same ends and the same counts; on Linux the
+/// bytes go socket to socket inside the kernel ([`crate::splice`]), never through a buffer of
+/// ours.
+pub async fn relay_tcp(
+    a: &mut tokio::net::TcpStream,
+    b: &mut tokio::net::TcpStream,
+    idle: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<(u64, u64)> {
+    let start = Instant::now();
+    let last_ms = Arc::new(AtomicU64::new(0));
+    let stamp = |_: usize| {
+        let now = start.elapsed().as_millis() as u64;
+        last_ms.store(now, Ordering::Relaxed);
+    };
+    let (a, b) = (&*a, &*b);
+    let both = async {
+        tokio::try_join!(
+            crate::splice::one_way(a, b, stamp),
+            crate::splice::one_way(b, a, stamp)
+        )
+    };
+    supervise(both, start, &last_ms, idle, stop).await
+}
+
+/// Runs a relay's copying until it ends, nothing has moved for `idle`, or `stop` resolves.
+async fn supervise(
+    copy: impl std::future::Future<Output = io::Result<(u64, u64)>>,
+    start: Instant,
+    last_ms: &AtomicU64,
+    idle: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<(u64, u64)> {
     let idle_ms = idle.as_millis().max(1) as u64;
     let tick = Duration::from_millis((idle_ms / 4).clamp(10, 30_000));
     let watchdog = async {
@@ -108,7 +145,7 @@ where
         }
     };
     tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut wa, &mut wb, RELAY_BUF, RELAY_BUF) => r,
+        r = copy => r,
         _ = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
         () = stop => Err(io::Error::new(io::ErrorKind::Interrupted, "stopped by the drain")),
     }
@@ -248,5 +285,63 @@ mod tests {
         assert_eq!(back, b"de");
         let (ab, ba) = task.await.unwrap().unwrap();
         assert_eq!((ab, ba), (3, 2));
+    }
+
+    async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn sockets_relay_both_ways_counts_the_bytes_and_end_when_idle() {
+        let (mut client, mut proxy_a) = tcp_pair().await;
+        let (mut proxy_b, mut server) = tcp_pair().await;
+        let task = tokio::spawn(async move {
+            let never = std::future::pending();
+            let r = relay_tcp(&mut proxy_a, &mut proxy_b, Duration::from_secs(60), never).await;
+            drop((proxy_a, proxy_b));
+            r
+        });
+        client.write_all(b"abc").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abc");
+        server.write_all(b"de").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"de");
+        assert_eq!(task.await.unwrap().unwrap(), (3, 2));
+
+        // Activity keeps a socket relay alive past the idle limit; silence ends it.
+        let (mut client, mut proxy_a) = tcp_pair().await;
+        let (mut proxy_b, mut server) = tcp_pair().await;
+        let task = tokio::spawn(async move {
+            let never = std::future::pending();
+            relay_tcp(
+                &mut proxy_a,
+                &mut proxy_b,
+                Duration::from_millis(200),
+                never,
+            )
+            .await
+        });
+        for _ in 0..4 {
+            client.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("relay must end when idle")
+            .unwrap();
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -31,6 +31,14 @@ where
     }
 }
 
+/// [`serve`] for a plaintext connection (a PERMISSIVE or plaintext port), relayed in the
+/// kernel ([`crate::splice`]).
+pub async fn serve_plain(shared: &Arc<Shared>, ctx: ConnCtx, stream: TcpStream, drain: Watch) {
+    if let Ok(admitted) = admit(shared, &ctx).await {
+        admitted.relay_plain(stream, drain).await;
+    }
+}
+
 /// A connection policy allowed, with its app connection open: what is left is the relay.
 pub struct Admitted<'a> {
     outcome: Outcome<'a>,
@@ -139,23 +147,43 @@ impl Admitted<'_> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let Admitted {
-            mut outcome,
+            outcome,
             mut app,
             idle,
         } = self;
-        match crate::relay::relay(&mut stream, &mut app, idle, drain.immediate()).await {
-            Ok((rx, tx)) => {
-                outcome.log().bytes_received = Some(rx);
-                outcome.log().bytes_sent = Some(tx);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                outcome.log().reason = Some(format!("closed after {idle:?} idle"));
-            }
-            Err(e) if crate::relay::stopped(&e) => {
-                outcome.log().reason = Some(crate::relay::STOPPED.into());
-            }
-            Err(_) => {}
-        }
-        outcome.finish();
+        let relayed = crate::relay::relay(&mut stream, &mut app, idle, drain.immediate()).await;
+        finish(outcome, idle, relayed);
     }
+
+    /// [`Admitted::relay`] of a plaintext connection: socket to socket, in the kernel.
+    pub async fn relay_plain(self, mut stream: TcpStream, drain: Watch) {
+        let Admitted {
+            outcome,
+            mut app,
+            idle,
+        } = self;
+        let relayed = crate::relay::relay_tcp(&mut stream, &mut app, idle, drain.immediate()).await;
+        finish(outcome, idle, relayed);
+    }
+}
+
+fn finish(
+    mut outcome: Outcome<'_>,
+    idle: std::time::Duration,
+    relayed: std::io::Result<(u64, u64)>,
+) {
+    match relayed {
+        Ok((rx, tx)) => {
+            outcome.log().bytes_received = Some(rx);
+            outcome.log().bytes_sent = Some(tx);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            outcome.log().reason = Some(format!("closed after {idle:?} idle"));
+        }
+        Err(e) if crate::relay::stopped(&e) => {
+            outcome.log().reason = Some(crate::relay::STOPPED.into());
+        }
+        Err(_) => {}
+    }
+    outcome.finish();
 }
