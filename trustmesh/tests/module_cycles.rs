@@ -456,6 +456,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "conn",
             "extauthz",
             "h1list",
+            "h2io",
             "h2settings",
             "hex",
             "jwt",

@@ -30,6 +30,25 @@ pub const MAX_FRAME: u32 = 1024 * 1024;
 /// stream given its full credit can send it in one go.
 pub const SEND_BUFFER: usize = STREAM_WINDOW as usize;
 
+/// Applies the settings to an HBONE client connection (the `h2` crate's, see
+/// [`crate::h2io`]).
+pub fn hbone_client(builder: &mut h2::client::Builder) -> &mut h2::client::Builder {
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(SEND_BUFFER)
+}
+
+/// Applies the settings to an HBONE server connection.
+pub fn hbone_server(builder: &mut h2::server::Builder) -> &mut h2::server::Builder {
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(SEND_BUFFER)
+}
+
 /// Applies the settings to a client connection's builder.
 pub fn client<E: Clone>(builder: &mut client::Builder<E>) -> &mut client::Builder<E> {
     builder

@@ -21,27 +21,26 @@
 //! closes a connection without streams, and the drain sends GOAWAY at once while the streams
 //! in flight keep going until the drain turns immediate.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use trustmesh_lifecycle::drain::Watch;
 use trustmesh_registry::Protocol as Declared;
 
 use crate::config::{AppProtocol, HboneListener, Protocol};
 use crate::conn::ConnCtx;
+use crate::h2io::H2Io;
 use crate::inbound::Refusal;
 use crate::metrics::RejectReason;
-use crate::response::Body;
 use crate::state::Shared;
 use crate::tcp::NotAdmitted;
 
@@ -108,35 +107,34 @@ async fn handle(
         }
         Err(r) => return crate::inbound::refuse(shared, &mut ctx, r),
     };
-    let activity = Arc::new(crate::http::Activity::default());
-    let conn = Arc::new(ctx);
-    let svc_shared = shared.clone();
-    let svc_drain = drain.clone();
-    let svc_activity = activity.clone();
-    let svc = service_fn(move |req| {
-        let shared = svc_shared.clone();
-        let conn = conn.clone();
-        let drain = svc_drain.clone();
-        let busy = svc_activity.begin();
-        async move {
-            let resp = connect(&shared, &conn, hbone, req, drain, busy).await;
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    crate::h2settings::server(&mut builder)
-        .timer(TokioTimer::new())
+    let mut builder = h2::server::Builder::new();
+    crate::h2settings::hbone_server(&mut builder)
         .max_concurrent_streams(hbone.max_concurrent_streams)
-        .max_header_list_size(timeouts.max_header_bytes as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
-    tokio::pin!(conn);
+        .max_header_list_size(timeouts.max_header_bytes as u32);
+    let handshake = builder.handshake::<_, Bytes>(tls);
+    let conn = match tokio::time::timeout(timeouts.handshake(), handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return ended(shared, &e),
+        Err(_) => return, // no HTTP/2 preface: nothing was asked
+    };
+    let activity = Arc::new(crate::http::Activity::default());
+    let ctx = Arc::new(ctx);
+    let goaway = Arc::new(Notify::new());
+    let serving = streams(conn, goaway.clone(), |req, respond| {
+        let busy = activity.begin();
+        let (shared, ctx, drain) = (shared.clone(), ctx.clone(), drain.clone());
+        tokio::spawn(async move {
+            connect(&shared, &ctx, hbone, req, respond, drain).await;
+            drop(busy);
+        });
+    });
+    tokio::pin!(serving);
     // GOAWAY at the drain or when idle: no new stream, the ones in flight go on until they end
     // or the drain turns immediate.
     let idle = timeouts.http_idle();
     let result = crate::http::until_done(
-        conn.as_mut(),
-        |c| c.graceful_shutdown(),
+        serving.as_mut(),
+        |_| goaway.notify_one(),
         &drain,
         &activity,
         idle,
@@ -144,11 +142,50 @@ async fn handle(
     .await
     .unwrap_or(Ok(()));
     if let Err(e) = result {
-        if !(e.is_incomplete_message() || e.is_canceled() || e.is_closed()) {
-            shared.metrics.reject(RejectReason::HttpProtocol);
-        }
-        tracing::debug!(error = %e, "HBONE connection ended with an error");
+        ended(shared, &e);
     }
+}
+
+/// Serves the connection's streams, each handed to `each` as it opens, until the connection
+/// ends, the peer stops answering PINGs, or `goaway` is told (then GOAWAY, and the streams in
+/// flight are served until they end).
+async fn streams(
+    mut conn: h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>,
+    goaway: Arc<Notify>,
+    mut each: impl FnMut(Request<RecvStream>, SendResponse<Bytes>),
+) -> Result<(), h2::Error> {
+    let keep_alive = crate::h2io::keep_alive(conn.ping_pong());
+    tokio::pin!(keep_alive);
+    let mut told = false;
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => each(req, respond),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            () = goaway.notified(), if !told => {
+                told = true;
+                conn.graceful_shutdown();
+            }
+            () = &mut keep_alive => {
+                tracing::debug!("HBONE connection closed: no answer to a PING");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// How a connection ended with an error: a peer that broke HTTP/2 is counted, one that went
+/// away or reset is not.
+fn ended(shared: &Shared, e: &h2::Error) {
+    let benign = e.is_io()
+        || e.is_remote()
+        || matches!(e.reason(), Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL));
+    if !benign {
+        shared.metrics.reject(RejectReason::HttpProtocol);
+    }
+    tracing::debug!(error = %e, "HBONE connection ended with an error");
 }
 
 /// What a CONNECT asks for once checked: the inner connection's facts and its protocol
@@ -158,16 +195,16 @@ struct Inner {
     protocol: Option<Protocol>,
 }
 
-/// One CONNECT stream: checked, decided, answered, then served as an inner connection on a
-/// task of its own that holds `drain` (and the connection's activity) until it ends.
+/// One CONNECT stream: checked, decided, answered, then served as an inner connection, on the
+/// stream's own task, which holds `drain` (and the connection's activity) until it ends.
 async fn connect(
     shared: &Arc<Shared>,
     conn: &ConnCtx,
     hbone: HboneListener,
-    mut req: Request<Incoming>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
     drain: Watch,
-    busy: crate::http::Busy,
-) -> Response<Body> {
+) {
     let inner = match target_of(shared, conn, hbone, &req) {
         Ok(inner) => inner,
         Err(why) => {
@@ -178,72 +215,54 @@ async fn connect(
                 &mut ctx,
                 Refusal::new(RejectReason::HboneRefused, true, why.clone()),
             );
-            return answer(StatusCode::BAD_REQUEST, &why);
+            return refuse(respond, StatusCode::BAD_REQUEST, &why);
         }
     };
-    let upgrade = hyper::upgrade::on(&mut req);
     let Inner { ctx, protocol } = inner;
-    match protocol {
-        // L4: decided (and the app reached) before the answer, as ztunnel does.
-        Some(Protocol::Tcp) => {
-            // The task decides and holds the app connection; the answer waits for its verdict.
-            let (verdict, decided) = tokio::sync::oneshot::channel();
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _busy = busy;
-                let admitted = match crate::tcp::admit(&shared, &ctx).await {
-                    Ok(a) => a,
-                    Err(refused) => {
-                        let _ = verdict.send(Some(refused));
-                        return;
-                    }
-                };
-                let _ = verdict.send(None);
-                if let Ok(stream) = upgrade.await {
-                    admitted.relay(TokioIo::new(stream), drain).await;
-                }
-            });
-            match decided.await {
-                Ok(None) => {}
-                Ok(Some(NotAdmitted::Denied)) => {
-                    return answer(StatusCode::UNAUTHORIZED, "denied by authorization policy")
-                }
-                Ok(Some(NotAdmitted::AppUnreachable)) | Err(_) => {
-                    return answer(StatusCode::SERVICE_UNAVAILABLE, "the app cannot be reached")
-                }
+    // L4: decided (and the app reached) before the answer, as ztunnel does.
+    let admitted = match protocol {
+        Some(Protocol::Tcp) => match crate::tcp::admit(shared, &ctx).await {
+            Ok(a) => Some(a),
+            Err(NotAdmitted::Denied) => {
+                return refuse(
+                    respond,
+                    StatusCode::UNAUTHORIZED,
+                    "denied by authorization policy",
+                )
             }
-        }
-        Some(Protocol::Http) => {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _busy = busy;
-                if let Ok(stream) = upgrade.await {
-                    crate::http::serve(shared, ctx, TokioIo::new(stream), drain).await;
-                }
-            });
-        }
-        None => {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _busy = busy;
-                let Ok(stream) = upgrade.await else { return };
-                let mut stream = TokioIo::new(stream);
-                let mut head = [0u8; 8];
-                let n = match tokio::time::timeout(SNIFF, stream.read(&mut head)).await {
-                    Ok(Ok(n)) => n,
-                    Ok(Err(_)) => return,
-                    Err(_) => 0,
-                };
-                let stream = crate::relay::Prefixed::new(head[..n].to_vec(), stream);
-                if crate::captured::looks_like_http(&head[..n]) {
-                    crate::http::serve(shared, ctx, stream, drain).await;
-                } else {
-                    crate::tcp::serve(&shared, ctx, stream, drain).await;
-                }
-            });
-        }
+            Err(NotAdmitted::AppUnreachable) => {
+                return refuse(
+                    respond,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the app cannot be reached",
+                )
+            }
+        },
+        _ => None,
+    };
+    let Ok(send) = respond.send_response(Response::new(()), false) else {
+        return; // the peer reset the stream meanwhile
+    };
+    let tunnel = H2Io::new(send, req.into_body());
+    if let Some(admitted) = admitted {
+        return admitted.relay(tunnel, drain).await;
     }
-    answer(StatusCode::OK, "")
+    if protocol == Some(Protocol::Http) {
+        return crate::http::serve(shared.clone(), ctx, tunnel, drain).await;
+    }
+    let mut tunnel = tunnel;
+    let mut head = [0u8; 8];
+    let n = match tokio::time::timeout(SNIFF, tunnel.read(&mut head)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => return,
+        Err(_) => 0,
+    };
+    let tunnel = crate::relay::Prefixed::new(head[..n].to_vec(), tunnel);
+    if crate::captured::looks_like_http(&head[..n]) {
+        crate::http::serve(shared.clone(), ctx, tunnel, drain).await;
+    } else {
+        crate::tcp::serve(shared, ctx, tunnel, drain).await;
+    }
 }
 
 /// The inner connection a CONNECT asks for, or why it is refused (a 400).
@@ -251,7 +270,7 @@ fn target_of(
     shared: &Shared,
     conn: &ConnCtx,
     hbone: HboneListener,
-    req: &Request<Incoming>,
+    req: &Request<RecvStream>,
 ) -> Result<Inner, String> {
     if req.method() != Method::CONNECT {
         return Err(format!(
@@ -324,18 +343,18 @@ fn target_of(
     })
 }
 
-/// A CONNECT's answer; a refusal says why in its body, as the sidecar's other answers do (a
-/// 200 has none: the stream is the tunnel from then on).
-fn answer(status: StatusCode, why: &str) -> Response<Body> {
-    if why.is_empty() {
-        return crate::response::bytes_response(status, bytes::Bytes::new());
-    }
-    let mut resp = crate::response::bytes_response(status, bytes::Bytes::from(format!("{why}\n")));
-    resp.headers_mut().insert(
+/// A refused CONNECT: the status, and why in the body, as the sidecar's other answers say it
+/// (a 200 has no body: the stream is the tunnel from then on).
+fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, why: &str) {
+    let mut head = Response::new(());
+    *head.status_mut() = status;
+    head.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain"),
     );
-    resp
+    if let Ok(mut body) = respond.send_response(head, false) {
+        let _ = body.send_data(Bytes::from(format!("{why}\n")), true);
+    }
 }
 
 /// An IPv4 client of a `[::]` listener arrives as `::ffff:a.b.c.d`; policy sees IPv4.

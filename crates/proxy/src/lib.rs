@@ -25,6 +25,7 @@ pub mod custom;
 pub mod extauthz;
 pub mod forward;
 pub mod h1list;
+pub mod h2io;
 pub mod h2settings;
 pub mod hbone;
 pub mod hex;

@@ -298,7 +298,7 @@ async fn open_h2(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
     let (link, proved) = link(shared, peer, b"h2").await?;
     let sender = match link {
         Link::Tls(io) => h2_over(io, peer.addr).await?,
-        Link::Tunnel(io) => h2_over(io.into_inner(), peer.addr).await?,
+        Link::Tunnel(io) => h2_over(TokioIo::new(io), peer.addr).await?,
     };
     Ok((sender, proved))
 }
@@ -326,7 +326,7 @@ async fn open_h1(shared: &Shared, peer: &Peer<'_>) -> Result<H1Conn, String> {
     let (link, proved) = link(shared, peer, b"http/1.1").await?;
     let sender = match link {
         Link::Tls(io) => h1_over(io, peer.addr).await?,
-        Link::Tunnel(io) => h1_over(io.into_inner(), peer.addr).await?,
+        Link::Tunnel(io) => h1_over(TokioIo::new(io), peer.addr).await?,
     };
     Ok((sender, proved))
 }

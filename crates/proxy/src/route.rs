@@ -389,7 +389,7 @@ async fn send<'t>(
                         continue;
                     }
                 };
-                return Box::pin(dedicated(shared, target, addr, tunnel.into_inner(), r))
+                return Box::pin(dedicated(shared, target, addr, TokioIo::new(tunnel), r))
                     .await
                     .map(|(t, _, resp)| (t, peer, resp));
             }

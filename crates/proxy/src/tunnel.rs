@@ -19,17 +19,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http2;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::upstream::{reset_sentence, Security, UpstreamError};
 
 /// The open tunnel: bytes written go to the target, as on a direct connection.
-pub type Tunnel = TokioIo<Upgraded>;
+pub type Tunnel = crate::h2io::H2Io;
 
 /// Why a tunnel could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,8 +102,10 @@ pub struct Dial<'a> {
 /// A pooled HTTP/2 connection and the identity its peer proved.
 #[derive(Clone)]
 struct Pooled {
-    send: http2::SendRequest<Empty<Bytes>>,
+    send: h2::client::SendRequest<Bytes>,
     peer_id: Option<String>,
+    /// Set by the connection's task when the connection ends.
+    closed: Arc<AtomicBool>,
 }
 
 /// The peer's address, the mesh view's epoch and the identities.
@@ -125,7 +125,7 @@ pub async fn open(
     let pooled = POOL.with(|p| {
         let mut p = p.borrow_mut();
         match p.get(&key) {
-            Some(c) if !c.send.is_closed() => Some(c.clone()),
+            Some(c) if !c.closed.load(Ordering::Relaxed) => Some(c.clone()),
             Some(_) => {
                 p.remove(&key);
                 None
@@ -176,13 +176,9 @@ async fn handshake(
         });
     }
     let peer_id = crate::upstream::verified_peer(chains, &stream);
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    crate::h2settings::client(&mut builder)
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_while_idle(true);
-    let handshake = builder.handshake::<_, Empty<Bytes>>(TokioIo::new(stream));
-    let (send, conn) = tokio::time::timeout(dial.handshake_timeout, handshake)
+    let mut builder = h2::client::Builder::new();
+    let handshake = crate::h2settings::hbone_client(&mut builder).handshake::<_, Bytes>(stream);
+    let (send, mut conn) = tokio::time::timeout(dial.handshake_timeout, handshake)
         .await
         .map_err(|_| TunnelError::Protocol {
             addr: dial.peer,
@@ -193,24 +189,39 @@ async fn handshake(
             why: format!("HTTP/2 handshake: {e}"),
         })?;
     let addr = dial.peer;
+    let closed = Arc::new(AtomicBool::new(false));
+    let ended = closed.clone();
+    let ping = conn.ping_pong();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "HBONE connection ended with an error");
+        tokio::select! {
+            r = &mut conn => if let Err(e) = r {
+                tracing::debug!(%addr, error = %e, "HBONE connection ended with an error");
+            },
+            () = crate::h2io::keep_alive(ping) => {
+                tracing::debug!(%addr, "HBONE connection closed: no answer to a PING");
+            }
         }
+        ended.store(true, Ordering::Relaxed);
     });
-    Ok(Pooled { send, peer_id })
+    Ok(Pooled {
+        send,
+        peer_id,
+        closed,
+    })
 }
 
 /// One CONNECT on `send`.
 async fn request(
-    send: &mut http2::SendRequest<Empty<Bytes>>,
+    send: &mut h2::client::SendRequest<Bytes>,
     dial: &Dial<'_>,
 ) -> Result<Tunnel, TunnelError> {
     let protocol = |why: String| TunnelError::Protocol {
         addr: dial.peer,
         why,
     };
-    send.ready()
+    let mut ready = send
+        .clone()
+        .ready()
         .await
         .map_err(|e| protocol(format!("connection not usable: {e}")))?;
     let req = Request::builder()
@@ -218,31 +229,35 @@ async fn request(
         .uri(dial.target.to_string())
         .header(http::header::FORWARDED, format!("for=\"{}\"", dial.client))
         .header("traceparent", traceparent())
-        .body(Empty::new())
+        .body(())
         .map_err(|e| protocol(format!("building the CONNECT: {e}")))?;
-    let resp = send
-        .send_request(req)
+    let (resp, stream) = ready
+        .send_request(req, false)
+        .map_err(|e| protocol(format!("CONNECT {}: {e}", dial.target)))?;
+    let resp = resp
         .await
         .map_err(|e| protocol(format!("CONNECT {}: {e}", dial.target)))?;
-    if resp.status() != StatusCode::OK {
-        let status = resp.status().as_u16();
-        let body = tokio::time::timeout(Duration::from_secs(1), resp.into_body().collect())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
-            .unwrap_or_default();
+    let (head, mut body) = resp.into_parts();
+    if head.status != StatusCode::OK {
+        let mut text = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                text.extend_from_slice(&chunk);
+                if text.len() > 4096 {
+                    break;
+                }
+            }
+        })
+        .await;
         return Err(TunnelError::Refused {
             addr: dial.peer,
             target: dial.target,
-            status,
-            body,
+            status: head.status.as_u16(),
+            body: String::from_utf8_lossy(&text).trim().to_string(),
         });
     }
-    let upgraded = hyper::upgrade::on(resp)
-        .await
-        .map_err(|e| protocol(format!("CONNECT {} did not open: {e}", dial.target)))?;
-    Ok(TokioIo::new(upgraded))
+    Ok(crate::h2io::H2Io::new(stream, body))
 }
 
 /// A W3C trace context for the CONNECT (version 00, random trace and span, sampled), as
