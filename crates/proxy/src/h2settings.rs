@@ -134,6 +134,15 @@ mod tests {
         panic!("no WINDOW_UPDATE for the connection")
     }
 
+    /// What a server announces once a client sent its preface and empty SETTINGS.
+    async fn answered(peer: &mut DuplexStream) -> (Option<u32>, Option<u32>, u32) {
+        peer.write_all(PREFACE).await.unwrap();
+        peer.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        announced(peer).await
+    }
+
     fn expected() -> (Option<u32>, Option<u32>, u32) {
         (
             Some(STREAM_WINDOW),
@@ -170,11 +179,7 @@ mod tests {
         let task = tokio::spawn(async move {
             let _ = conn.await;
         });
-        peer.write_all(PREFACE).await.unwrap();
-        peer.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
-            .await
-            .unwrap();
-        assert_eq!(announced(&mut peer).await, expected());
+        assert_eq!(answered(&mut peer).await, expected());
         task.abort();
         // The listeners' server, which detects the version from the preface.
         let (ours, mut peer) = tokio::io::duplex(1 << 16);
@@ -183,11 +188,7 @@ mod tests {
         let task = tokio::spawn(async move {
             let _ = builder.serve_connection(TokioIo::new(ours), svc).await;
         });
-        peer.write_all(PREFACE).await.unwrap();
-        peer.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
-            .await
-            .unwrap();
-        assert_eq!(announced(&mut peer).await, expected());
+        assert_eq!(answered(&mut peer).await, expected());
         task.abort();
     }
 }
