@@ -17,7 +17,6 @@
 //! from the streams beside it.
 
 use hyper::client::conn::http2 as client;
-use hyper::server::conn::http2 as server;
 use hyper_util::server::conn::auto;
 
 /// Credit a stream starts with and is refilled to (SETTINGS_INITIAL_WINDOW_SIZE).
@@ -49,17 +48,8 @@ pub fn hbone_server(builder: &mut h2::server::Builder) -> &mut h2::server::Build
         .max_send_buffer_size(SEND_BUFFER)
 }
 
-/// Applies the settings to a client connection's builder.
+/// Applies the settings to a hyper client connection's builder (`meshconn`).
 pub fn client<E: Clone>(builder: &mut client::Builder<E>) -> &mut client::Builder<E> {
-    builder
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-        .max_send_buf_size(SEND_BUFFER)
-}
-
-/// Applies the settings to a server connection's builder.
-pub fn server<E>(builder: &mut server::Builder<E>) -> &mut server::Builder<E> {
     builder
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -93,10 +83,13 @@ mod tests {
     const INITIAL_WINDOW_SIZE: u16 = 0x4;
     const MAX_FRAME_SIZE: u16 = 0x5;
 
-    /// One frame off the wire: type, stream and payload.
+    /// One frame off the wire: type, stream and payload; a frame that never comes fails.
     async fn frame(io: &mut DuplexStream) -> (u8, u32, Vec<u8>) {
         let mut head = [0u8; 9];
-        io.read_exact(&mut head).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), io.read_exact(&mut head))
+            .await
+            .expect("a frame within 5 s")
+            .unwrap();
         let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
         let mut payload = vec![0u8; len];
@@ -152,13 +145,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_announces_the_windows_and_frame_size() {
+    async fn both_clients_announce_the_windows_and_frame_size() {
         let (ours, mut peer) = tokio::io::duplex(1 << 16);
         let mut builder = client::Builder::new(TokioExecutor::new());
         let handshake = client(&mut builder).handshake::<_, Empty<Bytes>>(TokioIo::new(ours));
         let conn = tokio::spawn(async move {
             let (_send, conn) = handshake.await.unwrap();
             let _ = conn.await;
+        });
+        let mut preface = [0u8; 24];
+        peer.read_exact(&mut preface).await.unwrap();
+        assert_eq!(preface, PREFACE);
+        assert_eq!(announced(&mut peer).await, expected());
+        conn.abort();
+        // The HBONE client.
+        let (ours, mut peer) = tokio::io::duplex(1 << 16);
+        let mut builder = h2::client::Builder::new();
+        let handshake = hbone_client(&mut builder).handshake::<_, Bytes>(ours);
+        let conn = tokio::spawn(async move {
+            let (send, conn) = handshake.await.unwrap();
+            let _ = conn.await;
+            drop(send);
         });
         let mut preface = [0u8; 24];
         peer.read_exact(&mut preface).await.unwrap();
@@ -174,10 +181,11 @@ mod tests {
         });
         // The HBONE port's server.
         let (ours, mut peer) = tokio::io::duplex(1 << 16);
-        let mut builder = server::Builder::new(TokioExecutor::new());
-        let conn = server(&mut builder).serve_connection(TokioIo::new(ours), svc);
+        let mut builder = h2::server::Builder::new();
+        let handshake = hbone_server(&mut builder).handshake::<_, Bytes>(ours);
         let task = tokio::spawn(async move {
-            let _ = conn.await;
+            let mut conn = handshake.await.unwrap();
+            while conn.accept().await.is_some() {}
         });
         assert_eq!(answered(&mut peer).await, expected());
         task.abort();

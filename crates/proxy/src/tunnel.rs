@@ -132,8 +132,8 @@ pub async fn open(
             None => None,
         }
     });
-    if let Some(mut c) = pooled {
-        match request(&mut c.send, dial).await {
+    if let Some(c) = pooled {
+        match request(&c.send, dial).await {
             Ok(t) => return Ok((t, c.peer_id)),
             // A refusal is the peer's answer; anything else may be a connection that went
             // stale between the check and the request: one more try on a new one.
@@ -143,14 +143,14 @@ pub async fn open(
             }
         }
     }
-    let mut fresh = handshake(dial, chains).await?;
+    let fresh = handshake(dial, chains).await?;
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         // The same peer's connections of older views close once their streams are done.
         p.retain(|(addr, epoch, _), _| *addr != dial.peer || *epoch >= dial.epoch);
         p.insert(key, fresh.clone());
     });
-    let tunnel = request(&mut fresh.send, dial).await?;
+    let tunnel = request(&fresh.send, dial).await?;
     Ok((tunnel, fresh.peer_id))
 }
 
@@ -211,7 +211,7 @@ async fn handshake(
 
 /// One CONNECT on `send`.
 async fn request(
-    send: &mut h2::client::SendRequest<Bytes>,
+    send: &h2::client::SendRequest<Bytes>,
     dial: &Dial<'_>,
 ) -> Result<Tunnel, TunnelError> {
     let protocol = |why: String| TunnelError::Protocol {
