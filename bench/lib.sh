@@ -579,12 +579,12 @@ spec:
 EOF
 }
 
-# bench_registry FILE SERVER_IP CLIENT_IP VIP PORT [LABELS]: the registry of a transparent pair,
-# written to FILE: a WorkloadEntry per side (labels `app: <side>` plus LABELS, e.g.
-# `, networking.istio.io/tunnel: http` for workloads that speak HBONE), and the backend
-# ServiceEntry at VIP:PORT selecting the server.
+# bench_registry FILE SERVER_IP CLIENT_IP VIP PORT [LABELS [PROTOCOL]]: the registry of a
+# transparent pair, written to FILE: a WorkloadEntry per side (labels `app: <side>` plus LABELS,
+# e.g. `, networking.istio.io/tunnel: http` for workloads that speak HBONE), and the backend
+# ServiceEntry at VIP:PORT (PROTOCOL, default HTTP) selecting the server.
 bench_registry() {
-    local file=$1 server_ip=$2 client_ip=$3 vip=$4 port=$5 labels=${6:-}
+    local file=$1 server_ip=$2 client_ip=$3 vip=$4 port=$5 labels=${6:-} protocol=${7:-HTTP}
     cat >"$file" <<EOF
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -604,7 +604,7 @@ spec:
   addresses: [ $vip ]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [ { number: $port, name: http, protocol: HTTP } ]
+  ports: [ { number: $port, name: ${protocol,,}, protocol: $protocol } ]
   workloadSelector: { labels: { app: server } }
 EOF
 }

@@ -102,7 +102,7 @@
 # (KEEP_WORKDIR=1 keeps the work directory, with every proxy's access log and stderr).
 #
 # Usage:  bench/proxy.sh [-d SECONDS] [-t THREADS] [-c CONNECTIONS] [-r ROUNDS] [-s SECONDS] [-k]
-#                       [-b MIB] [-u] [-n] [-H]
+#                       [-b MIB] [-u] [-n] [-H] [-4]
 #         defaults: -d 10 -t 2 -c 32 -r 3 -s 10 -b 1024 (wrk --latency; -d -t -c -r 1..9999,
 #         -s 0..9999, 0 skips the steady phase; -b 0..65536, 0 skips the bulk transfers); -k:
 #         new-connection mode (above); -u: (d)'s sidecars get meshConfig `h2UpgradePolicy:
@@ -113,7 +113,10 @@
 #         `networking.istio.io/tunnel: http`, as (e)'s do, so the client sidecar sends each
 #         request (still HTTP/1.1, or HTTP/2 with -u) inside an HBONE CONNECT stream to the
 #         server sidecar's port 15008, as Istio's sidecars reach ambient workloads: every
-#         request shares one mTLS connection, whatever its HTTP version. Every wrk run is bounded by its duration (and killed 30 s
+#         request shares one mTLS connection, whatever its HTTP version. -4: (d)'s service
+#         port is declared TCP, so its sidecars relay connections without parsing HTTP (L4,
+#         access log and metrics per connection), the work (e) does; with -H, the same
+#         transport as (e) too. Every wrk run is bounded by its duration (and killed 30 s
 #         after it), so a whole run takes about 5 × ROUNDS × SECONDS + 4 × STEADY SECONDS, plus
 #         the bulk transfers (a few seconds each per GiB on this machine).
 # Env:    TRUSTMESH_BIN   trustmesh binary (default: target/release/trustmesh; build it with
@@ -162,7 +165,8 @@ bulk_mib=1024
 h2_upgrade=DO_NOT_UPGRADE
 access_log_file=/dev/stdout
 cap_labels=""
-while getopts "d:t:c:r:s:b:kunHh" opt; do
+cap_protocol=HTTP
+while getopts "d:t:c:r:s:b:kunH4h" opt; do
     case "$opt" in
         d) duration=$OPTARG ;;
         t) threads=$OPTARG ;;
@@ -174,6 +178,7 @@ while getopts "d:t:c:r:s:b:kunHh" opt; do
         u) h2_upgrade=UPGRADE ;;
         n) access_log_file= ;;
         H) cap_labels=", networking.istio.io/tunnel: http" ;;
+        4) cap_protocol=TCP ;;
         *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
     esac
 done
@@ -460,7 +465,7 @@ else
     mkdir -p "$work/policies-capture"
     cp "$work/policies/bench.yaml" "$work/policies-capture/"
     bench_registry "$work/policies-capture/registry.yaml" "$cap_server_ip" "$cap_client_ip" \
-        "$cap_vip" "$cap_port" "$cap_labels"
+        "$cap_vip" "$cap_port" "$cap_labels" "$cap_protocol"
     for side in server client; do
         cat >"$work/capture-$side.yaml" <<EOF
 workload: { namespace: bench, serviceAccount: $side, labels: { app: $side } }
@@ -638,6 +643,10 @@ declare -A url=([a]="http://127.0.0.1:$backend_port/" [b]="http://127.0.0.1:$tm_
     [c]="http://127.0.0.1:$ngx_client_port/" [d]="http://$cap_vip:$cap_port/"
     [e]="http://$zt_vip:$zt_port/")
 [[ -n "$cap_labels" ]] && name[d]="(d) trustmesh HBONE, L7"
+if [[ $cap_protocol == TCP ]]; then
+    name[d]="(d) trustmesh capture, L4"
+    [[ -n "$cap_labels" ]] && name[d]="(d) trustmesh HBONE, L4"
+fi
 # how KEY: the prefix wrk runs under for KEY (a namespace and the app's uid), one word a line.
 how() {
     case $1 in
@@ -838,9 +847,14 @@ echo "$where; wrk -t$threads -c$connections -d${duration}s, $mode, medians of $r
 report_throughput
 between=HTTP/1.1
 [[ $h2_upgrade == UPGRADE ]] && between="HTTP/2, -u"
-echo "(b) relays each connection to the server proxy, which parses HTTP; (d) parses and routes"
 [[ -z $access_log_file ]] && between="$between, no access log: -n"
-echo "each request on both sides ($between between them); (e) is L4: ztunnel tunnels each"
+if [[ $cap_protocol == TCP ]]; then
+    echo "(b) relays each connection to the server proxy, which parses HTTP; (d) relays each"
+    echo "connection on both sides (-4: the port is TCP, policy by identity and port); (e) is L4: ztunnel tunnels each"
+else
+    echo "(b) relays each connection to the server proxy, which parses HTTP; (d) parses and routes"
+    echo "each request on both sides ($between between them); (e) is L4: ztunnel tunnels each"
+fi
 echo "connection (HBONE) and enforces policy by identity and port, without parsing HTTP."
 echo
 echo "CPU per request, µs (utime + stime from /proc/<pid>/stat over each run ÷ requests;" \
