@@ -14,7 +14,8 @@ mod support;
 use std::time::Duration;
 
 use mesh_support::{
-    apps, echo, get, hub, node, service_entry, sidecar, upgrade_then_hello, wait, Net, TOOLS,
+    apps, echo, get, hub, node, python_as_app, service_entry, sidecar, upgrade_then_hello, wait,
+    Net, TOOLS,
 };
 use trustmesh_testkit::netns;
 use trustmesh_testkit::pki::openssl::OpensslCa;
@@ -38,6 +39,8 @@ spec: { address: 198.18.7.11, labels: { app: cart, networking.istio.io/tunnel: h
 ---
 ";
 
+/// On TCP a DENY rule loses its HTTP-only fields (Istio's rule, which denies more rather
+/// than less), so without the port this one would refuse every TCP connection from frontend.
 const NO_ADMIN: &str = "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: cart-no-admin, namespace: shop }
@@ -46,8 +49,32 @@ spec:
   action: DENY
   rules:
   - from: [ { source: { principals: [ cluster.local/ns/shop/sa/frontend ] } } ]
-    to: [ { operation: { paths: [ /admin ] } } ]
+    to: [ { operation: { paths: [ /admin ], ports: [ \"9080\" ] } } ]
 ";
+
+/// Bytes the app sends to cart's TCP port 9100 (an echo) through the tunnel.
+const TCP_BYTES: usize = 2 * 1024 * 1024;
+
+/// As the app: connects to cart's echo port, sends [`TCP_BYTES`] while reading what comes back,
+/// ends its side, reads to the end; prints `echoed N` when all came back in order.
+const TCP_ECHO: &str = r#"
+import socket, threading
+data = bytes(i % 251 for i in range(2 * 1024 * 1024))
+s = socket.create_connection(("cart.shop", 9100), timeout=10)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+got = bytearray()
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+t.join()
+print("echoed", len(got) if bytes(got) == data else f"{len(got)} bytes, not the same")
+"#;
 
 #[test]
 fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_applied() {
@@ -59,7 +86,12 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
     std::fs::create_dir_all(dir.join("mesh")).unwrap();
     let registry = format!(
         "{REGISTRY}{}",
-        service_entry("cart", "shop", "cart", &[(9080, "HTTP"), (9090, "HTTP")])
+        service_entry(
+            "cart",
+            "shop",
+            "cart",
+            &[(9080, "HTTP"), (9090, "HTTP"), (9100, "TCP")]
+        )
     );
     std::fs::write(dir.join("mesh/registry.yaml"), registry).unwrap();
     std::fs::write(dir.join("mesh/policy.yaml"), NO_ADMIN).unwrap();
@@ -69,7 +101,7 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
     let frontend = node(&hub, "hfe", "198.18.7.10");
     let cart = node(&hub, "hcart", "198.18.7.11");
     let _app = echo(&cart.ns, "cart", 9080);
-    let _chat = apps(&cart.ns, &["upgrade:9090"]);
+    let _chat = apps(&cart.ns, &["upgrade:9090", "echo:9100"]);
     let mut fe = sidecar(
         dir,
         &ca,
@@ -164,6 +196,40 @@ fn a_sidecar_reaches_an_hbone_endpoint_through_its_tunnel_port_with_policies_app
                 .access_log()
                 .iter()
                 .any(|l| l["listener_port"] == 15008 && l["path"] == "/chat" && l["status"] == 101)
+        },
+    );
+
+    // A TCP port goes through a CONNECT stream of its own, relayed as bytes on both sides
+    // (L4): 2 MiB echoed while still being sent, and each side's end passed on (the echo app
+    // closes only once it has read the client's end).
+    let run = python_as_app(&frontend.ns, TCP_ECHO);
+    assert_eq!(
+        stdout(&run).trim(),
+        format!("echoed {TCP_BYTES}"),
+        "{}\nclient: {:#?}\nserver: {:#?}",
+        stderr(&run),
+        fe.access_log(),
+        server.access_log()
+    );
+    let l4 = |l: &serde_json::Value, port: u16| {
+        l["listener_port"] == port
+            && l["protocol"] == "tcp"
+            && l["bytes_received"] == TCP_BYTES
+            && l["bytes_sent"] == TCP_BYTES
+    };
+    wait(
+        "the TCP connection in both logs",
+        Duration::from_secs(5),
+        || {
+            let client = fe.access_log().iter().any(|l| {
+                l4(l, 15001)
+                    && l["destination_principal"] == format!("spiffe://{TD}/ns/shop/sa/cart")
+            });
+            let server = server.access_log().iter().any(|l| {
+                l4(l, 15008)
+                    && l["source_principal"] == format!("spiffe://{TD}/ns/shop/sa/frontend")
+            });
+            client && server
         },
     );
 

@@ -212,7 +212,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 Connected::Tunnel(mut tunnel, _) => {
                     outcome.log().tls = true;
                     outcome.log().destination_principal = principal;
-                    crate::relay::relay(&mut app, &mut tunnel, idle, stop).await
+                    crate::relay::relay_h2(&mut app, &mut tunnel, idle, stop).await
                 }
             };
             outcome.relayed(relayed);

@@ -49,30 +49,124 @@ fn to_io(e: h2::Error) -> io::Error {
     io::Error::other(e)
 }
 
+/// The receiving half of an [`H2Io`], for a relay that moves both directions at once
+/// ([`crate::relay::relay_h2`]).
+pub struct Receiving<'a> {
+    recv: &'a mut RecvStream,
+    pending: &'a mut Bytes,
+}
+
+/// The sending half of an [`H2Io`].
+pub struct Sending<'a> {
+    send: &'a mut SendStream<Bytes>,
+    ended: &'a mut bool,
+}
+
+impl H2Io {
+    pub fn halves(&mut self) -> (Receiving<'_>, Sending<'_>) {
+        (
+            Receiving {
+                recv: &mut self.recv,
+                pending: &mut self.pending,
+            },
+            Sending {
+                send: &mut self.send,
+                ended: &mut self.ended,
+            },
+        )
+    }
+}
+
+impl Receiving<'_> {
+    /// The next bytes received, as the peer's DATA frames brought them (what a read left over
+    /// first); `None` once the peer ended its side. Their credit is not given back yet: the
+    /// caller calls [`Receiving::release`] as it passes them on, so a relay writes them on as
+    /// they are, with no copy of ours.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.pending.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(self.pending))));
+        }
+        loop {
+            match ready!(self.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(None)),
+                Some(Ok(data)) if data.is_empty() => {}
+                Some(Ok(data)) => return Poll::Ready(Ok(Some(data))),
+                // The peer ended its side by a reset that says nothing went wrong: an end.
+                Some(Err(e)) => {
+                    return Poll::Ready(match e.reason() {
+                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(None),
+                        _ => Err(to_io(e)),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Gives the peer back the credit of `n` bytes passed on: it may send that many more.
+    pub fn release(&mut self, n: usize) {
+        let _ = self.recv.flow_control().release_capacity(n);
+    }
+}
+
+impl Sending<'_> {
+    /// Waits until the stream has credit for at least one byte of the `want` to be sent;
+    /// how much.
+    fn poll_credit(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        loop {
+            let credit = self.send.capacity();
+            if credit > 0 {
+                return Poll::Ready(Ok(credit));
+            }
+            self.send.reserve_capacity(want);
+            match ready!(self.send.poll_capacity(cx)) {
+                // The stream was reset or closed while we waited.
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Queues the front of `data` on the stream, as much as its credit allows, without copying
+    /// it (the DATA frame shares the bytes); ready once some was queued, `data` then holds the
+    /// rest.
+    pub fn poll_send(&mut self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let credit = ready!(self.poll_credit(cx, data.len()))?;
+        let n = credit.min(data.len());
+        self.send
+            .send_data(data.split_to(n), false)
+            .map_err(to_io)?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends the end of our side, once (an end-of-stream flag on an empty DATA frame).
+    pub fn end(&mut self) {
+        if !*self.ended {
+            *self.ended = true;
+            // A stream already reset has no end left to send, which is not an error of ours.
+            let _ = self.send.send_data(Bytes::new(), true);
+        }
+    }
+}
+
 impl AsyncRead for H2Io {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while this.pending.is_empty() {
-            match ready!(this.recv.poll_data(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => this.pending = data,
-                // The peer ended its side by a reset that says nothing went wrong: an end.
-                Some(Err(e)) => {
-                    return Poll::Ready(match e.reason() {
-                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(()),
-                        _ => Err(to_io(e)),
-                    })
-                }
-            }
-        }
-        let n = buf.remaining().min(this.pending.len());
-        buf.put_slice(&this.pending[..n]);
-        this.pending.advance(n);
-        let _ = this.recv.flow_control().release_capacity(n);
+        let (mut rx, _) = self.halves();
+        let Some(mut data) = ready!(rx.poll_chunk(cx))? else {
+            return Poll::Ready(Ok(()));
+        };
+        let n = buf.remaining().min(data.len());
+        buf.put_slice(&data[..n]);
+        data.advance(n);
+        *rx.pending = data;
+        rx.release(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -86,23 +180,13 @@ impl AsyncWrite for H2Io {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let send = &mut self.send;
-        loop {
-            let credit = send.capacity();
-            if credit > 0 {
-                let n = credit.min(buf.len());
-                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(to_io)?;
-                return Poll::Ready(Ok(n));
-            }
-            send.reserve_capacity(buf.len());
-            match ready!(send.poll_capacity(cx)) {
-                // The stream was reset or closed while we waited.
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-                Some(Ok(_)) => {}
-            }
-        }
+        let (_, mut tx) = self.halves();
+        let credit = ready!(tx.poll_credit(cx, buf.len()))?;
+        let n = credit.min(buf.len());
+        tx.send
+            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+            .map_err(to_io)?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -111,12 +195,7 @@ impl AsyncWrite for H2Io {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.ended {
-            self.ended = true;
-            // An end-of-stream flag on an empty DATA frame; a stream already reset has no end
-            // left to send, which is not an error of ours.
-            let _ = self.send.send_data(Bytes::new(), true);
-        }
+        self.halves().1.end();
         Poll::Ready(Ok(()))
     }
 }
@@ -142,14 +221,14 @@ pub async fn keep_alive(ping: Option<h2::PingPong>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A client and a server of one HTTP/2 connection over memory (the `h2` crate's default
     /// 64 KiB windows, so a few hundred KiB must wait for credit), one CONNECT answered 200:
     /// both ends of the stream.
-    async fn tunnel() -> (H2Io, H2Io) {
+    pub(crate) async fn tunnel() -> (H2Io, H2Io) {
         let (c, s) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
             let mut conn = h2::server::handshake(s).await.unwrap();

@@ -243,14 +243,19 @@ async fn connect(
     let Ok(send) = respond.send_response(Response::new(()), false) else {
         return; // the peer reset the stream meanwhile
     };
-    let tunnel = H2Io::new(send, req.into_body());
+    let mut tunnel = H2Io::new(send, req.into_body());
     if let Some(admitted) = admitted {
-        return admitted.relay(tunnel, drain).await;
+        let stop = drain.immediate();
+        return admitted
+            .relay(async |app, idle| {
+                let relayed = crate::relay::relay_h2(app, &mut tunnel, idle, stop).await;
+                relayed.map(|(to_peer, from_peer)| (from_peer, to_peer))
+            })
+            .await;
     }
     if protocol == Some(Protocol::Http) {
         return crate::http::serve(shared.clone(), ctx, tunnel, drain).await;
     }
-    let mut tunnel = tunnel;
     let mut head = [0u8; 8];
     let n = match tokio::time::timeout(SNIFF, tunnel.read(&mut head)).await {
         Ok(Ok(n)) => n,

@@ -125,6 +125,83 @@ pub async fn relay_tcp(
     supervise(both, start, &last_ms, idle, stop).await
 }
 
+/// Reads toward an HBONE stream start at [`RELAY_BUF`] and double while each read fills
+/// what it was given, up to this: a bulk transfer then moves 256 KiB per system call and per
+/// DATA frame (the peer takes frames up to 1 MiB, [`crate::h2settings`]), where 16 KiB reads
+/// cost a 1 GiB L4 transfer through HBONE more CPU than ztunnel's (which grows its reads the
+/// same way). A read that comes back short sets the size back, so a connection that only
+/// trickles holds one record's worth.
+const RELAY_BUF_MAX: usize = 256 * 1024;
+
+/// [`relay`] between a socket and an HBONE stream, the same ends and counts (socket → stream,
+/// stream → socket), without a buffer of ours between them: what the socket gives is queued
+/// on the stream as it is, and what the stream brings is written to the socket from the DATA
+/// frame itself, its credit given back as it is written (a socket that stops taking bytes
+/// stops the peer after one window).
+pub async fn relay_h2(
+    socket: &mut tokio::net::TcpStream,
+    stream: &mut crate::h2io::H2Io,
+    idle: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<(u64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let start = Instant::now();
+    let last_ms = AtomicU64::new(0);
+    let stamp = || last_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let (mut from_socket, mut to_socket) = socket.split();
+    let (mut rx, mut tx) = stream.halves();
+    let up = async {
+        let (mut buf, mut size, mut total) = (bytes::BytesMut::new(), RELAY_BUF, 0u64);
+        loop {
+            buf.reserve(size);
+            let n = from_socket.read_buf(&mut buf).await?;
+            if n == 0 {
+                tx.end();
+                return Ok::<_, io::Error>(total);
+            }
+            stamp();
+            total += n as u64;
+            size = if n >= size {
+                (size * 2).min(RELAY_BUF_MAX)
+            } else if n < RELAY_BUF {
+                RELAY_BUF
+            } else {
+                size
+            };
+            let mut out = buf.split().freeze();
+            while !out.is_empty() {
+                std::future::poll_fn(|cx| tx.poll_send(cx, &mut out)).await?;
+            }
+        }
+    };
+    let down = async {
+        let mut total = 0u64;
+        while let Some(mut chunk) = std::future::poll_fn(|cx| rx.poll_chunk(cx)).await? {
+            stamp();
+            while !chunk.is_empty() {
+                let n = to_socket.write(&chunk).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                bytes::Buf::advance(&mut chunk, n);
+                rx.release(n);
+                total += n as u64;
+            }
+        }
+        to_socket.shutdown().await?;
+        Ok(total)
+    };
+    supervise(
+        async { tokio::try_join!(up, down) },
+        start,
+        &last_ms,
+        idle,
+        stop,
+    )
+    .await
+}
+
 /// Runs a relay's copying until it ends, nothing has moved for `idle`, or `stop` resolves.
 async fn supervise(
     copy: impl std::future::Future<Output = io::Result<(u64, u64)>>,
@@ -342,6 +419,83 @@ mod tests {
                 never,
             )
             .await
+        });
+        ends_when_idle(&mut client, &mut server, task).await;
+    }
+
+    #[tokio::test]
+    async fn a_socket_and_an_hbone_stream_relay_both_ways_with_their_ends_and_counts() {
+        let (mut client, mut socket) = tcp_pair().await;
+        let (mut stream, mut server) = crate::h2io::tests::tunnel().await;
+        let task = tokio::spawn(async move {
+            let never = std::future::pending();
+            let r = relay_h2(&mut socket, &mut stream, Duration::from_secs(60), never).await;
+            drop((socket, stream));
+            r
+        });
+        let closes = each_side_closes(&mut client, &mut server, task);
+        tokio::time::timeout(Duration::from_secs(10), closes)
+            .await
+            .expect("each end is passed on");
+
+        // Megabytes both ways at once, past the stream's window and the read size's growth,
+        // arrive whole and in order; the counts are the bytes each way.
+        let (mut client, mut socket) = tcp_pair().await;
+        let (mut stream, server) = crate::h2io::tests::tunnel().await;
+        let task = tokio::spawn(async move {
+            let never = std::future::pending();
+            relay_h2(&mut socket, &mut stream, Duration::from_secs(60), never).await
+        });
+        let up: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+        let (up2, down2) = (up.clone(), down.clone());
+        let far = tokio::spawn(async move {
+            let (mut rx, mut tx) = tokio::io::split(server);
+            let send = async {
+                tx.write_all(&down2).await.unwrap();
+                tx.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let (_, n) = tokio::join!(send, rx.read_to_end(&mut got));
+            n.unwrap();
+            assert!(
+                got == up2,
+                "{} of {} bytes arrived, in order",
+                got.len(),
+                up2.len()
+            );
+        });
+        let (mut rx, mut tx) = client.split();
+        let send = async {
+            tx.write_all(&up).await.unwrap();
+            tx.shutdown().await.unwrap();
+        };
+        let mut back = Vec::new();
+        let both = async { tokio::join!(send, rx.read_to_end(&mut back)) };
+        let (_, n) = tokio::time::timeout(Duration::from_secs(20), both)
+            .await
+            .expect("both ways finish");
+        n.unwrap();
+        assert!(
+            back == down,
+            "{} of {} bytes came back",
+            back.len(),
+            down.len()
+        );
+        far.await.unwrap();
+        let counts = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the relay ends once both sides closed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(counts, (up.len() as u64, down.len() as u64));
+
+        // Activity keeps it alive past the idle limit; silence ends it.
+        let (mut client, mut socket) = tcp_pair().await;
+        let (mut stream, mut server) = crate::h2io::tests::tunnel().await;
+        let task = tokio::spawn(async move {
+            let never = std::future::pending();
+            relay_h2(&mut socket, &mut stream, Duration::from_millis(200), never).await
         });
         ends_when_idle(&mut client, &mut server, task).await;
     }

@@ -22,20 +22,26 @@ use crate::telemetry::Protocol;
 
 /// Decides, then relays; a relay keeps going through a graceful drain and is closed when the
 /// drain turns immediate (its deadline passed), as Envoy's TCP proxy is at the end of its drain.
-pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, stream: S, drain: Watch)
+pub async fn serve<S>(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: S, drain: Watch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if let Ok(admitted) = admit(shared, &ctx).await {
-        admitted.relay(stream, drain).await;
+        let stop = drain.immediate();
+        admitted
+            .relay(async |app, idle| crate::relay::relay(&mut stream, app, idle, stop).await)
+            .await;
     }
 }
 
 /// [`serve`] for a plaintext connection (a PERMISSIVE or plaintext port), relayed in the
 /// kernel ([`crate::splice`]).
-pub async fn serve_plain(shared: &Arc<Shared>, ctx: ConnCtx, stream: TcpStream, drain: Watch) {
+pub async fn serve_plain(shared: &Arc<Shared>, ctx: ConnCtx, mut stream: TcpStream, drain: Watch) {
     if let Ok(admitted) = admit(shared, &ctx).await {
-        admitted.relay_plain(stream, drain).await;
+        let stop = drain.immediate();
+        admitted
+            .relay(async |app, idle| crate::relay::relay_tcp(&mut stream, app, idle, stop).await)
+            .await;
     }
 }
 
@@ -140,29 +146,20 @@ pub async fn admit<'a>(
 }
 
 impl Admitted<'_> {
-    /// Relays `stream` and the app until either side closes, the idle timeout, or the drain
-    /// turns immediate; the outcome is logged with the byte counts.
-    pub async fn relay<S>(self, mut stream: S, drain: Watch)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    /// Relays the peer and the app with `relay`, given the app's socket and the idle limit and
+    /// returning the bytes (from the peer, to the peer), which ends when both sides close, at
+    /// the idle limit, or when the drain turns immediate ([`crate::relay`]); the outcome is
+    /// logged with the byte counts.
+    pub async fn relay(
+        self,
+        relay: impl AsyncFnOnce(&mut TcpStream, std::time::Duration) -> std::io::Result<(u64, u64)>,
+    ) {
         let Admitted {
             outcome,
             mut app,
             idle,
         } = self;
-        let relayed = crate::relay::relay(&mut stream, &mut app, idle, drain.immediate()).await;
-        finish(outcome, idle, relayed);
-    }
-
-    /// [`Admitted::relay`] of a plaintext connection: socket to socket, in the kernel.
-    pub async fn relay_plain(self, mut stream: TcpStream, drain: Watch) {
-        let Admitted {
-            outcome,
-            mut app,
-            idle,
-        } = self;
-        let relayed = crate::relay::relay_tcp(&mut stream, &mut app, idle, drain.immediate()).await;
+        let relayed = relay(&mut app, idle).await;
         finish(outcome, idle, relayed);
     }
 }
