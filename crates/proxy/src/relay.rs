@@ -137,25 +137,33 @@ const RELAY_BUF_MAX: usize = 256 * 1024;
 /// stream → socket), without a buffer of ours between them: what the socket gives is queued
 /// on the stream as it is, and what the stream brings is written to the socket from the DATA
 /// frame itself, its credit given back as it is written (a socket that stops taking bytes
-/// stops the peer after one window).
+/// stops the peer after one window). A quiet connection holds no buffer in either direction
+/// (`relay` holds two of [`RELAY_BUF`]).
 pub async fn relay_h2(
     socket: &mut tokio::net::TcpStream,
     stream: &mut crate::h2io::H2Io,
     idle: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> io::Result<(u64, u64)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let start = Instant::now();
     let last_ms = AtomicU64::new(0);
     let stamp = || last_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let (mut from_socket, mut to_socket) = socket.split();
+    let (from_socket, mut to_socket) = socket.split();
     let (mut rx, mut tx) = stream.halves();
     let up = async {
-        let (mut buf, mut size, mut total) = (bytes::BytesMut::new(), RELAY_BUF, 0u64);
+        let (mut size, mut total) = (RELAY_BUF, 0u64);
         loop {
-            buf.reserve(size);
-            let n = from_socket.read_buf(&mut buf).await?;
+            // A buffer only once there are bytes to read, handed whole to the stream: an idle
+            // connection holds none.
+            from_socket.readable().await?;
+            let mut buf = bytes::BytesMut::with_capacity(size);
+            let n = match from_socket.try_read_buf(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 tx.end();
                 return Ok::<_, io::Error>(total);
@@ -169,7 +177,7 @@ pub async fn relay_h2(
             } else {
                 size
             };
-            let mut out = buf.split().freeze();
+            let mut out = buf.freeze();
             while !out.is_empty() {
                 std::future::poll_fn(|cx| tx.poll_send(cx, &mut out)).await?;
             }
