@@ -4,7 +4,8 @@
 //! label), routes each request on its own and carries it in an HTTP/2 CONNECT stream over
 //! mTLS to the endpoint's port 15008, where the server's sidecar applies its policies, L7
 //! included, with the caller's SPIFFE ID. Requests share the one mTLS connection; an upgrade
-//! (WebSocket) gets a CONNECT stream of its own. The capture leaves 15008 alone
+//! (WebSocket) gets a CONNECT stream of its own, and so does a connection to a TCP port, relayed
+//! as bytes by both sidecars. The capture leaves 15008 alone
 //! (`--inbound-tunnel-port`). Namespaces on a bridge in 198.18.7.0/24, VIPs in 198.19.7.0/24,
 //! removed when the test ends.
 

@@ -9,6 +9,10 @@
 //! Flow control: a write takes the credit the stream has (asking for the rest and waiting
 //! while there is none); a read gives back the credit of what it handed out, so a reader that
 //! stops reading stops the sender after one window ([`crate::h2settings`]).
+//!
+//! A relay that moves both directions at once takes the stream as two halves
+//! ([`H2Io::halves`]) that hand over whole `Bytes`, so its bytes are never copied into a buffer
+//! of ours ([`crate::relay::relay_h2`]); the byte-stream interface copies, as hyper needs it.
 
 use std::io;
 use std::pin::Pin;
@@ -63,6 +67,7 @@ pub struct Sending<'a> {
 }
 
 impl H2Io {
+    /// The stream's receiving and sending halves, each usable while the other is.
     pub fn halves(&mut self) -> (Receiving<'_>, Sending<'_>) {
         (
             Receiving {

@@ -129,8 +129,8 @@ pub async fn relay_tcp(
 /// what it was given, up to this: a bulk transfer then moves 256 KiB per system call and per
 /// DATA frame (the peer takes frames up to 1 MiB, [`crate::h2settings`]), where 16 KiB reads
 /// cost a 1 GiB L4 transfer through HBONE more CPU than ztunnel's (which grows its reads the
-/// same way). A read that comes back short sets the size back, so a connection that only
-/// trickles holds one record's worth.
+/// same way). A read that comes back short of a record sets the size back, so a connection
+/// that only trickles reads into one record's worth at a time.
 const RELAY_BUF_MAX: usize = 256 * 1024;
 
 /// [`relay`] between a socket and an HBONE stream, the same ends and counts (socket → stream,
