@@ -5,19 +5,38 @@
 //! hanging CI.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// A loopback port nobody listens on right now (bound, read, released; a small race with other
-/// processes remains, as with any port picked before use).
+/// A loopback port nobody listens on right now, for a server a test starts a moment later.
+///
+/// Between this probe and the server's own bind the port is free for anyone, so it is taken
+/// from below the kernel's ephemeral range (32768-60999 on Linux by default): a `bind(0)` or an
+/// outgoing connection anywhere on the machine can never be handed it in that window, which
+/// once failed CI with "address already in use". Candidates walk 20000-32767 from a point
+/// derived from the process id (test binaries side by side start apart), each one checked with
+/// a TCP and a UDP bind (DNS servers listen on both).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}-32767")
 }
 
 /// How many polls any wait may make, whatever its deadline: 10 minutes at the slowest period.
@@ -115,4 +134,22 @@ pub async fn echoes(s: &mut (impl AsyncRead + AsyncWrite + Unpin), msg: &[u8]) -
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..64).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!((20_000..32_768).contains(&p), "{p}");
+            TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
 }
