@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,37 +21,41 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// derived from the process id (test binaries side by side start apart), each one checked with
 /// a TCP and a UDP bind (DNS servers listen on both).
 pub fn free_port() -> u16 {
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 32_768 - LOW;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7_919) % SPAN,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    if ephemeral_low() <= 32_767 {
+    static APART: OnceLock<bool> = OnceLock::new();
+    if !*APART.get_or_init(|| ephemeral_low() >= HIGH) {
         // A machine whose ephemeral range reaches down here: the kernel's own pick, with the
         // race this function otherwise avoids.
         let any = TcpListener::bind("127.0.0.1:0").unwrap();
         return any.local_addr().unwrap().port();
     }
-    for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+    let span = HIGH - LOW;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
         let tcp = TcpListener::bind(("127.0.0.1", port));
         if tcp.is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free loopback port in {LOW}-32767")
+    panic!("no free loopback port in {LOW}-{}", HIGH - 1)
 }
+
+/// The ports [`free_port`] walks: up to where the kernel's ephemeral range starts by default.
+const LOW: u32 = 20_000;
+const HIGH: u32 = 32_768;
 
 /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
 fn ephemeral_low() -> u32 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+        .unwrap_or(HIGH)
 }
 
 /// How many polls any wait may make, whatever its deadline: 10 minutes at the slowest period.
@@ -162,8 +167,8 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), ports.len(), "{ports:?}");
         for p in ports {
-            if ephemeral_low() > 32_767 {
-                assert!((20_000..32_768).contains(&p), "{p}");
+            if ephemeral_low() >= HIGH {
+                assert!((LOW..HIGH).contains(&(p as u32)), "{p}");
             }
             TcpListener::bind(("127.0.0.1", p)).unwrap();
         }
