@@ -24,6 +24,10 @@ mkdir -p "$out"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/../target/fuzz}"
 cleanup() { [ -n "${KEEP_FUZZ_OUT:-}" ] || [ -n "${FUZZ_OUT:-}" ] || rm -rf "$out"; }
 trap cleanup EXIT
+# What the targets write for themselves (the jwt target's key-set files, one folder per fuzzing
+# process) goes under $out, so it goes with it instead of piling up in /tmp.
+export TMPDIR="$out/tmp"
+mkdir -p "$TMPDIR"
 
 # AFL's environment checks are for dedicated fuzzing hosts; this runs beside other work, on a
 # kernel whose core pattern we do not own.

@@ -26,6 +26,7 @@ prints `PORT <n>` on stdout once serving, and exits by itself after --max-second
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -48,7 +49,7 @@ PROTO_FILES = [
 
 
 def compile_stubs():
-    """Generates Python modules for our protos and puts them on sys.path."""
+    """Generates Python modules for our protos and puts them on sys.path; returns their folder."""
     out = tempfile.mkdtemp(prefix="trustmesh-extauthz-py-")
     well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     args = ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}",
@@ -56,6 +57,7 @@ def compile_stubs():
     if protoc.main(args) != 0:
         raise SystemExit("grpc_tools.protoc failed on " + PROTO_ROOT)
     sys.path.insert(0, out)
+    return out
 
 
 def main():
@@ -67,11 +69,14 @@ def main():
     parser.add_argument("--allow-principal", action="append", default=[])
     opts = parser.parse_args()
 
-    compile_stubs()
+    stubs = compile_stubs()
     from envoy.config.core.v3 import base_pb2
     from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
     from envoy.type.v3 import http_status_pb2
     from google.rpc import status_pb2
+    # Imported (with everything they import) and no longer needed on disk: removed now, as the
+    # test that started this server ends it with a signal no cleanup would survive.
+    shutil.rmtree(stubs, ignore_errors=True)
 
     log_lock = threading.Lock()
 
