@@ -56,7 +56,7 @@ pub async fn serve(shared: Arc<Shared>, slot: usize, listener: TcpListener, drai
 enum Plan {
     /// HTTP: route each request by its host (see [`crate::route`]).
     Http,
-    Relay(Vec<Target>),
+    Relay(Vec<Arc<Target>>),
     Refuse(String),
 }
 
@@ -125,20 +125,24 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                     .outbound_passthrough
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Plan::Relay(vec![view.workload_target(&hit, orig, &snap.policies.set)])
+            Plan::Relay(vec![Arc::new(view.workload_target(
+                &hit,
+                orig,
+                &snap.policies.set,
+            ))])
         }
         Destination::Passthrough(_) => {
             shared
                 .metrics
                 .outbound_passthrough
                 .fetch_add(1, Ordering::Relaxed);
-            Plan::Relay(vec![Target {
+            Plan::Relay(vec![Arc::new(Target {
                 addr: crate::mesh::TargetAddr::Socket(orig),
                 tls: crate::mesh::TargetTls::Plaintext,
                 load: None,
                 cluster: PASSTHROUGH_CLUSTER.into(),
                 hbone: false,
-            }])
+            })])
         }
         Destination::Refused(unknown) => Plan::Refuse(format!(
             "outboundTrafficPolicy is REGISTRY_ONLY and {unknown}"
@@ -197,7 +201,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             // The relay counts as one request in flight on its endpoint while it lasts.
             let _load = target.load.as_ref().map(crate::mesh::Load::begin);
             outcome.log().destination_address = target.addr.to_string();
-            outcome.log().upstream_cluster = Some(target.cluster.clone());
+            outcome.log().upstream_cluster = Some(target.cluster.to_string());
             let (idle, stop) = (timeouts.tcp_idle(), drain.immediate());
             let relayed = match peer {
                 // Plaintext both sides (a destination outside the mesh): socket to socket.
@@ -233,12 +237,12 @@ pub enum Connected {
 pub async fn connect_first<'t>(
     shared: &Shared,
     view: &crate::mesh::Mesh,
-    targets: &'t [Target],
+    targets: &'t [Arc<Target>],
     timeouts: &crate::config::Timeouts,
     client: SocketAddr,
 ) -> Result<(&'t Target, Connected), String> {
     let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
-    for target in targets.iter().take(MAX_ATTEMPTS) {
+    for target in targets.iter().map(|t| &**t).take(MAX_ATTEMPTS) {
         if target.hbone {
             match crate::meshconn::tunnel_to(shared, view, target, client).await {
                 Ok((tunnel, principal)) => {

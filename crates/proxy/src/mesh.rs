@@ -4,8 +4,10 @@
 //!
 //! It also holds what transparent mode decides per connection and request that is not the
 //! registry's to know: which endpoint is next (by the DestinationRule's `loadBalancer.simple`,
-//! LEAST_REQUEST when none is set, as in Istio, see [`order`]), and the client TLS configs for the identities an endpoint must present,
-//! built once per identity set rather than once per connection.
+//! LEAST_REQUEST when none is set, as in Istio, see [`order`]); each service port's endpoints as
+//! targets, worked out on first use rather than once per request; and the client TLS configs
+//! for the identities an endpoint must present, built once per identity set rather than once
+//! per connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ pub struct Mesh {
     own_addresses: Vec<std::net::IpAddr>,
     /// TLS origination configs (files read once per snapshot), or why one cannot be built.
     originations: Mutex<HashMap<String, Originated>>,
+    /// The targets of each service port's endpoints, by the registry's service index, the port
+    /// and the policy set they were worked out under ([`Mesh::prepared`]).
+    prepared: Mutex<HashMap<(usize, u16, usize), Arc<Prepared>>>,
     /// Client TLS configs by the identities the server must present and whether HTTP/2 is
     /// offered.
     client_tls: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
@@ -54,6 +59,13 @@ pub struct Mesh {
     /// reload (trust bundles, our SVID, the registry's identities) is used by every new
     /// request at once, as Envoy drains a cluster's pools when its TLS context changes.
     pub epoch: u64,
+}
+
+/// A service port's endpoints as targets, in the registry's order (`None`: an endpoint not
+/// reached by address), and the load balancing that picks among them.
+struct Prepared {
+    targets: Vec<Option<Arc<Target>>>,
+    lb: SimpleLb,
 }
 
 /// The next [`Mesh::epoch`].
@@ -109,6 +121,7 @@ impl Mesh {
                 own_ports,
                 own_addresses,
                 originations: Mutex::new(HashMap::new()),
+                prepared: Mutex::new(HashMap::new()),
                 client_tls: Mutex::new(HashMap::new()),
                 chains,
                 own: own.clone(),
@@ -135,40 +148,89 @@ impl Mesh {
         self.own_ports.get(&port).copied()
     }
 
-    /// The endpoints of a service port in the order to try them: the one the load balancer
-    /// picks first (see [`order`]), then the rest in turn.
-    pub fn endpoints_in_turn<'a>(
-        &'a self,
-        service: &'a Service,
-        port: &'a ServicePort,
-    ) -> Vec<(Endpoint<'a>, Option<Load>)> {
-        let all: Vec<Endpoint<'a>> = self.registry.endpoints(service, port).collect();
-        let key = (service.index(), port.number);
-        let loads = self.loads.get(&key);
-        let with_load = |i: usize| loads.map(|l| Load(l.clone(), i));
-        if all.len() < 2 {
-            return all
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| (e, with_load(i)))
-                .collect();
+    /// The order to try a service port's `n` endpoints in (indexes in the registry's order):
+    /// the one the load balancer picks first (see [`order`]), then the rest in turn.
+    fn turn_order(
+        &self,
+        service: &Service,
+        port: &ServicePort,
+        n: usize,
+        lb: SimpleLb,
+    ) -> Vec<usize> {
+        if n < 2 {
+            return (0..n).collect();
         }
+        let key = (service.index(), port.number);
         let turn = self
             .next
             .get(&key)
-            .map_or(0, |n| n.fetch_add(1, Ordering::Relaxed));
-        let in_flight: Vec<usize> = match loads {
+            .map_or(0, |t| t.fetch_add(1, Ordering::Relaxed));
+        let in_flight: Vec<usize> = match self.loads.get(&key) {
             Some(l) => l.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
-            None => vec![0; all.len()],
+            None => vec![0; n],
         };
+        order(n, turn, lb, &in_flight, rand::random())
+    }
+
+    /// The targets of every endpoint of a service port, worked out on first use and kept for
+    /// as long as this view: what a target is (its TLS settings from the DestinationRule, the
+    /// PeerAuthentication and the endpoint's sidecar, its cluster name) depends on nothing a
+    /// request brings, and working it out allocated about 17 times per request.
+    fn prepared(
+        &self,
+        service: &Service,
+        port: &ServicePort,
+        policies: &PolicySet,
+    ) -> Arc<Prepared> {
+        // The policy set is part of the key: every caller passes the set of the snapshot this
+        // view belongs to, and a view must never answer with another set's decisions.
+        let key = (
+            service.index(),
+            port.number,
+            policies as *const PolicySet as usize,
+        );
+        let mut cache = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return p.clone();
+        }
+        let cluster: Arc<str> = cluster_name(service, port).into();
+        let loads = self.loads.get(&(service.index(), port.number));
+        let targets = self
+            .registry
+            .endpoints(service, port)
+            .enumerate()
+            .map(|(i, ep)| {
+                let addr = match ep.address() {
+                    EndpointAddress::Ip(ip) => TargetAddr::Socket(SocketAddr::new(*ip, ep.port)),
+                    EndpointAddress::Hostname(h) => TargetAddr::Host(h.clone(), ep.port),
+                    // Unix sockets are the workload's own; gateways are not modelled.
+                    EndpointAddress::Unix(_) | EndpointAddress::Network => return None,
+                };
+                let tls = target_tls(
+                    self.registry
+                        .tls_for(&self.client, service, port, Some(ep), Some(policies))
+                        .mode,
+                );
+                Some(Arc::new(Target {
+                    hbone: matches!(addr, TargetAddr::Socket(_))
+                        && tunnels(Some(ep.workload), &tls),
+                    addr,
+                    tls,
+                    load: loads.map(|l| Load(l.clone(), i)),
+                    cluster: cluster.clone(),
+                }))
+            })
+            .collect();
         let lb = self
             .registry
             .load_balancer(&self.client, service, port)
             .unwrap_or(SimpleLb::Unspecified);
-        order(all.len(), turn, lb, &in_flight, rand::random())
-            .into_iter()
-            .map(|i| (all[i], with_load(i)))
-            .collect()
+        let p = Arc::new(Prepared { targets, lb });
+        cache.insert(key, p.clone());
+        p
     }
 
     /// The client config that presents our SVID and accepts a server only if it presents one
@@ -328,7 +390,7 @@ pub struct Target {
     /// destination.
     pub load: Option<Load>,
     /// Istio's name of the destination (`outbound|<port>||<host>`, `PassthroughCluster`).
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// The endpoint terminates HBONE (its `networking.istio.io/tunnel` label says `http`) and
     /// is reached with mesh mTLS: the connection goes through a CONNECT to its port 15008
     /// ([`crate::tunnel`]) instead of to the port itself.
@@ -393,17 +455,17 @@ pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
 impl Mesh {
     /// The endpoints of a service port as targets, the one whose turn it is first: as many as a
-    /// connection or request is tried on ([`crate::upstream::MAX_ATTEMPTS`]), so a service with
-    /// many endpoints does not have the TLS settings of every one worked out per request. A
-    /// service that keeps the original destination (resolution NONE) goes there.
+    /// connection or request is tried on ([`crate::upstream::MAX_ATTEMPTS`]), shared with every
+    /// other request of this view ([`Mesh::prepared`]). `policies` is the set of the snapshot
+    /// this view belongs to. A service that keeps the original destination (resolution NONE)
+    /// goes there.
     pub fn service_targets(
         &self,
         service: &Service,
         port: &ServicePort,
         original: Option<SocketAddr>,
         policies: &PolicySet,
-    ) -> Vec<Target> {
-        let cluster = cluster_name(service, port);
+    ) -> Vec<Arc<Target>> {
         if service.resolution == Resolution::None {
             let Some(orig) = original else {
                 return Vec::new();
@@ -419,37 +481,18 @@ impl Mesh {
                     .tls_for(&self.client, service, port, endpoint, Some(policies))
                     .mode,
             );
-            return vec![Target {
+            return vec![Arc::new(Target {
                 addr: TargetAddr::Socket(addr),
                 hbone: tunnels(known, &tls),
                 tls,
                 load: None,
-                cluster,
-            }];
+                cluster: cluster_name(service, port).into(),
+            })];
         }
-        self.endpoints_in_turn(service, port)
+        let prepared = self.prepared(service, port, policies);
+        self.turn_order(service, port, prepared.targets.len(), prepared.lb)
             .into_iter()
-            .filter_map(|(ep, load)| {
-                let addr = match ep.address() {
-                    EndpointAddress::Ip(ip) => TargetAddr::Socket(SocketAddr::new(*ip, ep.port)),
-                    EndpointAddress::Hostname(h) => TargetAddr::Host(h.clone(), ep.port),
-                    // Unix sockets are the workload's own; gateways are not modelled.
-                    EndpointAddress::Unix(_) | EndpointAddress::Network => return None,
-                };
-                let tls = target_tls(
-                    self.registry
-                        .tls_for(&self.client, service, port, Some(ep), Some(policies))
-                        .mode,
-                );
-                Some(Target {
-                    hbone: matches!(addr, TargetAddr::Socket(_))
-                        && tunnels(Some(ep.workload), &tls),
-                    addr,
-                    tls,
-                    load,
-                    cluster: cluster.clone(),
-                })
-            })
+            .filter_map(|i| prepared.targets[i].clone())
             .take(crate::upstream::MAX_ATTEMPTS)
             .collect()
     }
@@ -484,7 +527,7 @@ impl Mesh {
                 hbone: tunnels(Some(hit.workload), &tls),
                 tls,
                 load: None,
-                cluster: cluster_name(service, port),
+                cluster: cluster_name(service, port).into(),
             };
         }
         let tls = match (&hit.workload.identity, hit.workload.has_sidecar()) {
@@ -588,6 +631,100 @@ mod tests {
         assert_eq!(order(3, 0, SimpleLb::Unspecified, &[5, 1, 0], 0)[0], 1);
         // The pair whose turn it is, not the global minimum (power of two choices).
         assert_eq!(order(3, 1, SimpleLb::LeastRequest, &[0, 4, 3], 0)[0], 2);
+    }
+
+    /// Two endpoints with sidecars behind one ServiceEntry; a PeerAuthentication that turns
+    /// mTLS off for the service's namespace, in a policy set of its own.
+    const REGISTRY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews.prod.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 198.18.9.1, serviceAccount: reviews, labels: {security.istio.io/tlsMode: istio}}
+  - {address: 198.18.9.2, serviceAccount: reviews, labels: {security.istio.io/tlsMode: istio}}
+"#;
+    const DISABLE: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: off, namespace: prod}
+spec: {mtls: {mode: DISABLE}}
+"#;
+
+    fn view(sources: &[SourceText]) -> Mesh {
+        let cfg = r#"
+workload: { namespace: prod, serviceAccount: frontend }
+certs: { key: key.pem, certChain: chain.pem }
+trustBundles: [ "root.pem" ]
+mesh: { trustDomain: cluster.local }
+outbound: [ { port: 15001, peer: "127.0.0.1:16006", peerTrustDomain: cluster.local } ]
+"#;
+        let (cfg, _) = ProxyConfig::parse(
+            cfg,
+            std::path::Path::new("p.yaml"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let domain = trustmesh_identity::TrustDomain::parse("cluster.local").unwrap();
+        let trust = TrustConfig::new(domain, trustmesh_identity::TrustBundleSet::new());
+        let chains = Arc::new(ChainVerifier::new(Arc::new(trust)));
+        let own = OwnCert {
+            chain: Vec::new(),
+            key: rustls_pki_types::PrivatePkcs8KeyDer::from(Vec::new()).into(),
+        };
+        Mesh::build(&cfg, &MeshConfig::default(), sources, chains, &own)
+            .unwrap()
+            .0
+    }
+
+    fn source(text: &str) -> Vec<SourceText> {
+        vec![SourceText {
+            file: "mesh.yaml".into(),
+            text: text.into(),
+        }]
+    }
+
+    fn addr(t: &Target) -> String {
+        match &t.addr {
+            TargetAddr::Socket(a) => a.to_string(),
+            other => panic!("not a socket address: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_targets_are_worked_out_once_per_policy_set_and_still_take_turns() {
+        let view = view(&source(REGISTRY));
+        let svc = &view.registry.services()[0];
+        let port = svc.port(9080).unwrap();
+        let (strict, _) = PolicySet::from_sources(&[], &MeshConfig::default()).unwrap();
+        let (off, _) = PolicySet::from_sources(&source(DISABLE), &MeshConfig::default()).unwrap();
+
+        // The endpoints still take turns, each request getting the other one as its retry.
+        let first = view.service_targets(svc, port, None, &strict);
+        let second = view.service_targets(svc, port, None, &strict);
+        let firsts = [addr(&first[0]), addr(&second[0])];
+        assert_eq!(first.len(), 2);
+        assert_ne!(firsts[0], firsts[1], "turns: {firsts:?}");
+        assert_eq!(addr(&first[1]), firsts[1]);
+        // Worked out once: the second request got the very targets of the first.
+        assert!(Arc::ptr_eq(&first[0], &second[1]));
+        assert!(matches!(&first[0].tls, TargetTls::Mesh(ids)
+            if ids == &["spiffe://cluster.local/ns/prod/sa/reviews".to_string()]));
+        assert_eq!(
+            &*first[0].cluster,
+            "outbound|9080||reviews.prod.svc.cluster.local"
+        );
+        assert!(first[0].load.is_some());
+
+        // Another policy set is never answered from the first one's work.
+        let plain = view.service_targets(svc, port, None, &off);
+        assert!(plain.iter().all(|t| matches!(t.tls, TargetTls::Plaintext)));
+        let again = view.service_targets(svc, port, None, &strict);
+        assert!(again.iter().all(|t| matches!(t.tls, TargetTls::Mesh(_))));
     }
 
     #[test]

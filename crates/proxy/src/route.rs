@@ -189,7 +189,7 @@ async fn handle(
                         cluster: PASSTHROUGH_CLUSTER.into(),
                         hbone: false,
                     };
-                    (vec![passthrough], UpstreamHttp::Http1)
+                    (vec![Arc::new(passthrough)], UpstreamHttp::Http1)
                 }
                 (None, _) => (
                     view.service_targets(hit.service, hit.port, Some(at.orig), &snap.policies.set),
@@ -213,7 +213,7 @@ async fn handle(
     let request_bytes = crate::telemetry::peer::declared_size(req.headers());
     drop(snap);
     if let Some(t) = targets.first() {
-        outcome.log().upstream_cluster = Some(t.cluster.clone());
+        outcome.log().upstream_cluster = Some(t.cluster.to_string());
     }
     // An upgrade (WebSocket...) goes over HTTP/1.1 end to end, HTTP/2 having no Upgrade: the
     // app's connection and the upstream's are joined once the upstream switches.
@@ -316,7 +316,7 @@ struct Ask<'a> {
 async fn send<'t>(
     shared: &Shared,
     view: &crate::mesh::Mesh,
-    targets: &'t [Target],
+    targets: &'t [Arc<Target>],
     req: Request<Incoming>,
     ask: Ask<'_>,
 ) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
@@ -329,14 +329,19 @@ async fn send<'t>(
     let timeouts = shared.current().config.timeouts.clone();
     // To a sidecar: HTTP/2 or HTTP/1.1 as the port's settings say (an upgrade is HTTP/1.1).
     let h2 = !upgrade && upstream_http.http2(req.version() == http::Version::HTTP_2);
-    let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
+    // The last failure, in words; written only when a target fails (not for every request).
+    let mut last = None;
     // The body can be sent once: connections are made (and failures skipped) before it is.
     let mut req = Some(req);
-    for target in targets.iter().take(crate::upstream::MAX_ATTEMPTS) {
+    for target in targets
+        .iter()
+        .map(|t| &**t)
+        .take(crate::upstream::MAX_ATTEMPTS)
+    {
         let addr = match target.addr.resolve().await {
             Ok(a) => a,
             Err(why) => {
-                last = why;
+                last = Some(why);
                 continue;
             }
         };
@@ -358,7 +363,7 @@ async fn send<'t>(
             match view.security(&target.tls, carry) {
                 Ok(s) => Some(s),
                 Err(why) => {
-                    last = format!("{}: {why}", target.cluster);
+                    last = Some(format!("{}: {why}", target.cluster));
                     continue;
                 }
             }
@@ -384,7 +389,7 @@ async fn send<'t>(
                 let (tunnel, peer) = match opened {
                     Ok(t) => t,
                     Err(why) => {
-                        last = why;
+                        last = Some(why);
                         req = Some(r);
                         continue;
                     }
@@ -407,7 +412,7 @@ async fn send<'t>(
                     Ok(s) => s,
                     Err(e) => {
                         e.count(&shared.metrics);
-                        last = e.sentence();
+                        last = Some(e.sentence());
                         req = Some(r);
                         continue;
                     }
@@ -461,7 +466,7 @@ async fn send<'t>(
         return match sent {
             Ok((resp, peer)) => Ok((target, peer, resp)),
             Err(crate::meshconn::Failed::Unsent(why, back)) => {
-                last = why;
+                last = Some(why);
                 req = Some(*back);
                 continue;
             }
@@ -474,7 +479,9 @@ async fn send<'t>(
             }
         };
     }
-    Err(last)
+    Err(last.unwrap_or_else(|| {
+        "no healthy upstream: the service has no endpoint on this port".to_string()
+    }))
 }
 
 /// One request over a connection of its own, HTTP/1.1 (upgrades allowed): TLS the sidecar
