@@ -241,7 +241,7 @@ pub async fn connect_first<'t>(
     timeouts: &crate::config::Timeouts,
     client: SocketAddr,
 ) -> Result<(&'t Target, Connected), String> {
-    let mut last = "no healthy upstream: the service has no endpoint on this port".to_string();
+    let mut last = crate::upstream::NO_ENDPOINT.to_string();
     for target in targets.iter().map(|t| &**t).take(MAX_ATTEMPTS) {
         if target.hbone {
             match crate::meshconn::tunnel_to(shared, view, target, client).await {

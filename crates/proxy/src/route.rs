@@ -479,9 +479,7 @@ async fn send<'t>(
             }
         };
     }
-    Err(last.unwrap_or_else(|| {
-        "no healthy upstream: the service has no endpoint on this port".to_string()
-    }))
+    Err(last.unwrap_or_else(|| crate::upstream::NO_ENDPOINT.to_string()))
 }
 
 /// One request over a connection of its own, HTTP/1.1 (upgrades allowed): TLS the sidecar

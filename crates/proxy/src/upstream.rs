@@ -29,6 +29,9 @@ use crate::tls::PeerMismatch;
 /// failure on another host the same way, `retry_on: connect-failure`).
 pub const MAX_ATTEMPTS: usize = 3;
 
+/// Why a connection or request went nowhere when no endpoint was even tried.
+pub const NO_ENDPOINT: &str = "no healthy upstream: the service has no endpoint on this port";
+
 /// How to secure a connection to one upstream.
 #[derive(Clone)]
 pub enum Security {
