@@ -10,7 +10,9 @@
 # resident, whatever it actually ran. Put together, they fill two.
 #
 # How: runs bench/proxy.sh briefly (-d 2 -r 1 -s 3 -b 1; once with HTTP/1.1 between the
-# sidecars, once with HTTP/2, -u, and once with a new connection per request, -k) with every
+# sidecars, once with HTTP/2, -u, once with a new connection per request, -k, and once with
+# the captured requests inside HBONE CONNECT streams, -H, the pair the L7 goal
+# measures) with every
 # `trustmesh proxy` it starts under valgrind's callgrind. Instrumentation is switched on once
 # the proxy listens, so start-up's functions are left out (they run once, and their pages are
 # handed back when the proxy serves: trustmesh/src/cmd/pages.rs). Then it writes the functions
@@ -58,7 +60,7 @@ exec "$bin" "\$@"
 EOF
 chmod 755 "$work/trustmesh"
 
-for mode in "" -u -k; do
+for mode in "" -u -k -H; do
     echo "[hot] bench/proxy.sh -d 2 -r 1 -s 3 -b 1 $mode under callgrind" >&2
     # The paths under valgrind are slow to start: give them a minute.
     TRUSTMESH_BIN="$work/trustmesh" wait_secs=60 ZTUNNEL_BIN="" \
