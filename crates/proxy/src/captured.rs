@@ -28,7 +28,7 @@ use trustmesh_lifecycle::drain::Watch;
 use trustmesh_registry::Destination;
 
 use crate::accesslog::AccessLog;
-use crate::clock::now_rfc3339;
+use crate::clock::Stamp;
 use crate::mesh::{Target, BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
@@ -77,13 +77,13 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
     let snap = shared.current();
     let listener_port = app.local_addr().map_or(0, |a| a.port());
     let log = |destination: String| AccessLog {
-        time: now_rfc3339(),
+        time: Stamp::now(),
         direction: "outbound",
         protocol: "tcp",
         listener_port,
-        source_address: source.to_string(),
-        destination_address: destination,
-        decision: "allow".into(),
+        source_address: source.to_string().into(),
+        destination_address: destination.into(),
+        decision: "allow",
         ..Default::default()
     };
     let Some(orig) = redirected_destination(&app) else {
@@ -138,6 +138,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 .fetch_add(1, Ordering::Relaxed);
             Plan::Relay(vec![Arc::new(Target {
                 addr: crate::mesh::TargetAddr::Socket(orig),
+                addr_text: orig.to_string().into(),
                 tls: crate::mesh::TargetTls::Plaintext,
                 load: None,
                 cluster: PASSTHROUGH_CLUSTER.into(),
@@ -200,8 +201,8 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             outcome.tcp_opened();
             // The relay counts as one request in flight on its endpoint while it lasts.
             let _load = target.load.as_ref().map(crate::mesh::Load::begin);
-            outcome.log().destination_address = target.addr.to_string();
-            outcome.log().upstream_cluster = Some(target.cluster.to_string());
+            outcome.log().destination_address = target.addr_text.clone();
+            outcome.log().upstream_cluster = Some(target.cluster.clone());
             let (idle, stop) = (timeouts.tcp_idle(), drain.immediate());
             let relayed = match peer {
                 // Plaintext both sides (a destination outside the mesh): socket to socket.
@@ -210,12 +211,12 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 }
                 Connected::Direct(mut peer) => {
                     outcome.log().tls = matches!(peer, crate::upstream::Stream::Tls(_));
-                    outcome.log().destination_principal = principal;
+                    outcome.log().destination_principal = principal.map(Into::into);
                     crate::relay::relay(&mut app, &mut peer, idle, stop).await
                 }
                 Connected::Tunnel(mut tunnel, _) => {
                     outcome.log().tls = true;
-                    outcome.log().destination_principal = principal;
+                    outcome.log().destination_principal = principal.map(Into::into);
                     crate::relay::relay_h2(&mut app, &mut tunnel, idle, stop).await
                 }
             };

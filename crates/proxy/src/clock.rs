@@ -8,6 +8,37 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// When a record began. The record keeps the instant and [`rfc3339`] writes it only for a
+/// line that is written: a sidecar without an access log stamps every request and never
+/// prints one, and the text was a string made and dropped per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(pub std::time::SystemTime);
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        Stamp(std::time::SystemTime::now())
+    }
+
+    /// As the access log prints it.
+    pub fn text(&self) -> String {
+        rfc3339(self.0)
+    }
+}
+
+impl Default for Stamp {
+    fn default() -> Stamp {
+        Stamp(std::time::UNIX_EPOCH)
+    }
+}
+
+/// As text, as the line has it (the derived serializer of the record must write what the
+/// hand-written one does).
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
+}
+
 /// Now, as [`rfc3339`] writes it.
 pub fn now_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use trustmesh_lifecycle::drain::Watch;
 
@@ -77,9 +76,10 @@ pub static XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-c
 /// access log and policy, the app's authority for the upstream URI, the XFCC value).
 pub struct Conn {
     pub ctx: ConnCtx,
-    pub source_text: String,
-    pub target_text: String,
-    pub peer_text: Option<String>,
+    /// As the access log records them (shared, not copied, by each request's record).
+    pub source_text: Arc<str>,
+    pub target_text: Arc<str>,
+    pub peer_text: Option<Arc<str>>,
     /// `ctx.target` as a URI authority (cheap to clone: shared bytes).
     pub target_authority: Option<http::uri::Authority>,
     /// Our identity when `xfcc` was rendered, and the XFCC value naming the verified peer.
@@ -93,13 +93,13 @@ impl Conn {
     pub fn new(ctx: ConnCtx, own_id: &str, drain: Watch) -> Conn {
         let target_text = ctx.target.to_string();
         Conn {
-            source_text: ctx.source.to_string(),
+            source_text: ctx.source.to_string().into(),
             target_authority: http::uri::Authority::from_maybe_shared(bytes::Bytes::from(
                 target_text.clone(),
             ))
             .ok(),
-            target_text,
-            peer_text: ctx.peer.as_ref().map(|p| p.id.to_string()),
+            target_text: target_text.into(),
+            peer_text: ctx.peer.as_ref().map(|p| p.id.as_str().into()),
             xfcc_by: own_id.to_string(),
             xfcc: xfcc_value(own_id, &ctx),
             drain,
@@ -300,7 +300,7 @@ fn from_app(
         crate::upgrade::restore(&mut parts.headers, p);
     }
     parts.version = DOWNSTREAM_VERSION;
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, Body::Relayed(body))
 }
 
 /// The version an upstream's answer is handed to hyper's server with. The upstream's own

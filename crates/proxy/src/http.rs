@@ -22,7 +22,7 @@ use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
 use crate::authz::{Decision, HttpAttrs};
-use crate::clock::now_rfc3339;
+use crate::clock::Stamp;
 use crate::conn::ConnCtx;
 use crate::forward::Conn;
 use crate::metrics::RejectReason;
@@ -196,7 +196,7 @@ impl Activity {
 
 fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
     let mut log = AccessLog {
-        time: now_rfc3339(),
+        time: Stamp::now(),
         direction: "inbound",
         protocol: "http",
         listener_port: conn.ctx.listener_port,
@@ -204,7 +204,7 @@ fn request_log(conn: &Conn, req: &Request<Incoming>) -> AccessLog {
         destination_address: conn.target_text.clone(),
         source_principal: conn.peer_text.clone(),
         tls: conn.ctx.tls,
-        method: Some(req.method().to_string()),
+        method: Some(crate::accesslog::method_text(req.method())),
         path: Some(
             req.uri()
                 .path_and_query()

@@ -47,7 +47,7 @@ pub async fn serve(shared: Arc<Shared>, index: usize, listener: TcpListener, dra
 
 fn log_reject(ctx: &ConnCtx, reason: &str) {
     AccessLog {
-        decision: "rejected".into(),
+        decision: "rejected",
         reason: Some(reason.into()),
         duration_ms: ctx.started.elapsed().as_millis() as u64,
         ..AccessLog::inbound_tcp(ctx)

@@ -217,6 +217,7 @@ impl Mesh {
                 Some(Arc::new(Target {
                     hbone: matches!(addr, TargetAddr::Socket(_))
                         && tunnels(Some(ep.workload), &tls),
+                    addr_text: addr.to_string().into(),
                     addr,
                     tls,
                     load: loads.map(|l| Load(l.clone(), i)),
@@ -385,6 +386,9 @@ pub fn order(
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: TargetAddr,
+    /// `addr` as the access log records it, written once with the target (a prepared target
+    /// serves every request of its mesh view).
+    pub addr_text: Arc<str>,
     pub tls: TargetTls,
     /// The endpoint's requests in flight (for `LEAST_REQUEST`); none for an original
     /// destination.
@@ -483,6 +487,7 @@ impl Mesh {
             );
             return vec![Arc::new(Target {
                 addr: TargetAddr::Socket(addr),
+                addr_text: addr.to_string().into(),
                 hbone: tunnels(known, &tls),
                 tls,
                 load: None,
@@ -524,6 +529,7 @@ impl Mesh {
             );
             return Target {
                 addr: TargetAddr::Socket(orig),
+                addr_text: orig.to_string().into(),
                 hbone: tunnels(Some(hit.workload), &tls),
                 tls,
                 load: None,
@@ -536,6 +542,7 @@ impl Mesh {
         };
         Target {
             addr: TargetAddr::Socket(orig),
+            addr_text: orig.to_string().into(),
             hbone: tunnels(Some(hit.workload), &tls),
             tls,
             load: None,

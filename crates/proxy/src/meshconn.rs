@@ -64,8 +64,11 @@ fn pool<T: Default + Clone>(pools: &mut ByAddr<T>, peer: &Peer<'_>) -> T {
     }
 }
 
+/// The identity a peer's server proved, shared by every request its connection carries.
+pub type Proved = Option<Arc<str>>;
+
 /// A live HTTP/2 connection's sender and the identity the server proved.
-type H2Conn = (http2::SendRequest<Incoming>, Option<String>);
+type H2Conn = (http2::SendRequest<Incoming>, Proved);
 
 /// The HTTP/2 connection of one key; its lock is held while that connection is made, so
 /// requests that arrive together on a cold pool wait for one handshake instead of each making
@@ -73,11 +76,11 @@ type H2Conn = (http2::SendRequest<Incoming>, Option<String>);
 type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
 
 /// An HTTP/1.1 connection's sender and the identity the server proved.
-type H1Conn = (http1::SendRequest<Incoming>, Option<String>);
+type H1Conn = (http1::SendRequest<Incoming>, Proved);
 
 /// The HTTP/1.1 connections of one key that are not carrying a request (or are still
 /// finishing a response body).
-type H1List = Arc<crate::h1list::H1List<Incoming, Option<String>>>;
+type H1List = Arc<crate::h1list::H1List<Incoming, Proved>>;
 
 thread_local! {
     static H2_POOL: RefCell<ByAddr<H2Slot>> = RefCell::new(HashMap::new());
@@ -140,7 +143,7 @@ pub async fn request(
     shared: &Shared,
     peer: &Peer<'_>,
     mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Option<String>), Failed> {
+) -> Result<(Response<Incoming>, Proved), Failed> {
     let mut tries = 2;
     loop {
         tries -= 1;
@@ -166,7 +169,7 @@ pub async fn request(
 
 /// A connection to `peer` for one request, and the identity the server proved; made when the
 /// pool has none free. The error is already counted and worded.
-async fn sender(shared: &Shared, peer: &Peer<'_>) -> Result<(Sender, Option<String>), String> {
+async fn sender(shared: &Shared, peer: &Peer<'_>) -> Result<(Sender, Proved), String> {
     if peer.h2 {
         let (sender, proved) = h2_sender(shared, peer).await?;
         return Ok((Sender::H2(sender), proved));
@@ -199,11 +202,7 @@ async fn h2_sender(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
 
 /// A new connection to `peer` for requests of `alpn`'s version, and the identity its server
 /// proved: mTLS to the peer's port, or a CONNECT stream through its HBONE port.
-async fn link(
-    shared: &Shared,
-    peer: &Peer<'_>,
-    alpn: &[u8],
-) -> Result<(Link, Option<String>), String> {
+async fn link(shared: &Shared, peer: &Peer<'_>, alpn: &[u8]) -> Result<(Link, Proved), String> {
     let addr = peer.addr;
     let security = (peer.security)()?;
     if let Some(client) = peer.hbone {
@@ -211,7 +210,7 @@ async fn link(
             return Err(format!("HBONE to {addr} needs mesh mTLS"));
         };
         let (tunnel, proved) = tunnel(shared, addr, peer.epoch, peer.ids, config, client).await?;
-        return Ok((Link::Tunnel(tunnel), proved));
+        return Ok((Link::Tunnel(tunnel), proved.map(Into::into)));
     }
     let timeouts = shared.current().config.timeouts.clone();
     let stream =
@@ -234,7 +233,7 @@ async fn link(
             ),
         ));
     }
-    Ok((Link::Tls(TokioIo::new(stream)), proved))
+    Ok((Link::Tls(TokioIo::new(stream)), proved.map(Into::into)))
 }
 
 /// What a pooled connection runs over.

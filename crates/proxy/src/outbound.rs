@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use trustmesh_lifecycle::drain::Watch;
 
 use crate::accesslog::AccessLog;
-use crate::clock::now_rfc3339;
+use crate::clock::Stamp;
 use crate::outcome::{Failure, Outcome};
 use crate::state::Shared;
 use crate::upstream::{self, Security};
@@ -58,18 +58,18 @@ async fn handle(
     let mut outcome = Outcome::new(
         &shared.metrics,
         AccessLog {
-            time: now_rfc3339(),
+            time: Stamp::now(),
             direction: "outbound",
             protocol: match l.protocol {
                 crate::config::Protocol::Http => "http",
                 crate::config::Protocol::Tcp => "tcp",
             },
             listener_port: l.port,
-            source_address: source.to_string(),
-            destination_address: l.peer.to_string(),
+            source_address: source.to_string().into(),
+            destination_address: l.peer.to_string().into(),
             tls: l.tls,
             // Outbound traffic is the app's own; no policy decides it, so no decision metric.
-            decision: "allow".into(),
+            decision: "allow",
             ..Default::default()
         },
         started,
@@ -107,7 +107,7 @@ async fn handle(
     }
     drop(snap);
     outcome.tcp_opened();
-    outcome.log().destination_principal = principal;
+    outcome.log().destination_principal = principal.map(Into::into);
     let relayed =
         crate::relay::relay(&mut app, &mut peer, timeouts.tcp_idle(), drain.immediate()).await;
     outcome.relayed(relayed);

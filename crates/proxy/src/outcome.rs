@@ -9,6 +9,7 @@
 //! `aborted` when no decision had been made. A [`Failure`] gives the decision label, the HTTP
 //! status where there is one, and the sentence a person reads in the log.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use http::StatusCode;
@@ -83,7 +84,7 @@ impl Failure {
 
     /// Envoy's `%RESPONSE_CODE_DETAILS%` where Envoy's words fit (an RBAC denial's are set
     /// with the rule by [`Outcome::record_rbac`]).
-    pub fn details(&self) -> Option<String> {
+    pub fn details(&self) -> Option<Cow<'static, str>> {
         match self {
             Failure::DeniedByProvider { .. } => Some("ext_authz_denied".into()),
             Failure::Unauthenticated { .. } => Some("jwt_authn_access_denied".into()),
@@ -174,7 +175,7 @@ impl<'a> Outcome<'a> {
     /// Policy decided: counts the decision metric now (a long TCP connection is counted when
     /// it is admitted, not when it ends). Only the first call counts.
     pub fn decide(&mut self, decision: &'static str) {
-        self.log.decision = decision.into();
+        self.log.decision = decision;
         if !self.counted {
             self.counted = true;
             self.metrics
@@ -198,7 +199,7 @@ impl<'a> Outcome<'a> {
                 );
                 // Envoy's network filter says it in the connection's termination details.
                 match scope {
-                    Scope::Http(_) => self.log.response_code_details = Some(details),
+                    Scope::Http(_) => self.log.response_code_details = Some(details.into()),
                     Scope::Tcp => self.log.connection_termination_details = Some(details),
                 }
             }
@@ -251,7 +252,7 @@ impl<'a> Outcome<'a> {
         // An error after the decision (the app failed an allowed request) keeps the decision
         // counted, and the line says what went wrong.
         if self.counted {
-            self.log.decision = failure.decision().into();
+            self.log.decision = failure.decision();
         } else {
             self.decide(failure.decision());
         }
@@ -273,7 +274,7 @@ impl<'a> Outcome<'a> {
         }
         self.written = true;
         if self.log.decision.is_empty() {
-            self.log.decision = "aborted".into();
+            self.log.decision = "aborted";
             if self.log.reason.is_none() {
                 self.log.reason = Some(
                     "ended before a decision: the client went away or the proxy shut down".into(),
@@ -312,7 +313,7 @@ impl Outcome<'_> {
         };
         let http = match (&l.method, &l.path) {
             (Some(m), Some(p)) => {
-                Some((m.as_str(), p.as_str(), l.authority.as_deref().unwrap_or("")))
+                Some((m.as_ref(), p.as_str(), l.authority.as_deref().unwrap_or("")))
             }
             _ => None,
         };

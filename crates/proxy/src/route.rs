@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -29,7 +28,7 @@ use trustmesh_policy::OutboundMode;
 use trustmesh_registry::{Destination, UpstreamHttp, Via};
 
 use crate::accesslog::AccessLog;
-use crate::clock::now_rfc3339;
+use crate::clock::Stamp;
 use crate::mesh::{Target, TargetAddr, TargetTls, BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 use crate::outcome::{Failure, Outcome};
 use crate::response::Body;
@@ -56,7 +55,7 @@ pub async fn serve(
     let activity = Arc::new(crate::http::Activity::default());
     let svc_activity = activity.clone();
     // The addresses as the access log writes them, formatted once for every request.
-    let texts = Arc::new((source.to_string(), orig.to_string()));
+    let texts: (Arc<str>, Arc<str>) = (source.to_string().into(), orig.to_string().into());
     let svc = service_fn(move |req| {
         let shared = svc_shared.clone();
         let drain = svc_drain.clone();
@@ -101,7 +100,7 @@ struct Origin {
     orig: SocketAddr,
     listener_port: u16,
     /// The app's address and `orig` as text.
-    texts: Arc<(String, String)>,
+    texts: (Arc<str>, Arc<str>),
 }
 
 async fn handle(
@@ -116,13 +115,13 @@ async fn handle(
     let mut outcome = Outcome::new(
         &shared.metrics,
         AccessLog {
-            time: now_rfc3339(),
+            time: Stamp::now(),
             direction: "outbound",
             protocol: "http",
             listener_port: at.listener_port,
             source_address: at.texts.0.clone(),
             destination_address: at.texts.1.clone(),
-            method: Some(req.method().to_string()),
+            method: Some(crate::accesslog::method_text(req.method())),
             path: Some(
                 req.uri()
                     .path_and_query()
@@ -130,7 +129,7 @@ async fn handle(
                     .to_string(),
             ),
             authority: authority.clone(),
-            decision: "allow".into(),
+            decision: "allow",
             ..Default::default()
         },
         Instant::now(),
@@ -184,6 +183,7 @@ async fn handle(
                         .fetch_add(1, Ordering::Relaxed);
                     let passthrough = Target {
                         addr: TargetAddr::Socket(at.orig),
+                        addr_text: at.texts.1.clone(),
                         tls: TargetTls::Plaintext,
                         load: None,
                         cluster: PASSTHROUGH_CLUSTER.into(),
@@ -213,7 +213,7 @@ async fn handle(
     let request_bytes = crate::telemetry::peer::declared_size(req.headers());
     drop(snap);
     if let Some(t) = targets.first() {
-        outcome.log().upstream_cluster = Some(t.cluster.to_string());
+        outcome.log().upstream_cluster = Some(t.cluster.clone());
     }
     // An upgrade (WebSocket...) goes over HTTP/1.1 end to end, HTTP/2 having no Upgrade: the
     // app's connection and the upstream's are joined once the upstream switches.
@@ -252,7 +252,7 @@ async fn handle(
             facts.response_bytes = crate::telemetry::peer::declared_size(resp.headers());
             facts.grpc_status = crate::telemetry::peer::grpc_status(resp.headers());
             outcome = outcome.with_telemetry(facts);
-            outcome.log().destination_address = target.addr.to_string();
+            outcome.log().destination_address = target.addr_text.clone();
             outcome.log().tls = !matches!(target.tls, TargetTls::Plaintext);
             outcome.log().destination_principal = peer;
             outcome.log().status = Some(resp.status().as_u16());
@@ -273,7 +273,7 @@ async fn handle(
                 }
                 _ => false,
             };
-            let mut resp = resp.map(|b| b.boxed());
+            let mut resp = resp.map(Body::Relayed);
             *resp.version_mut() = crate::forward::DOWNSTREAM_VERSION;
             crate::forward::strip_hop_by_hop(resp.headers_mut(), false);
             if let (true, Some(p)) = (joined, &upgrade) {
@@ -319,7 +319,7 @@ async fn send<'t>(
     targets: &'t [Arc<Target>],
     req: Request<Incoming>,
     ask: Ask<'_>,
-) -> Result<(&'t Target, Option<String>, Response<Incoming>), String> {
+) -> Result<(&'t Target, crate::meshconn::Proved, Response<Incoming>), String> {
     let Ask {
         authority,
         upgrade,
@@ -396,7 +396,7 @@ async fn send<'t>(
                 };
                 return Box::pin(dedicated(shared, target, addr, TokioIo::new(tunnel), r))
                     .await
-                    .map(|(t, _, resp)| (t, peer, resp));
+                    .map(|(t, _, resp)| (t, peer.map(Into::into), resp));
             }
             // A connection of its own: an upgrade (its connection becomes the tunnel) or TLS
             // the sidecar originates.
@@ -420,7 +420,7 @@ async fn send<'t>(
                 let peer = crate::upstream::verified_peer(&shared.current().chains, &stream);
                 return Box::pin(dedicated(shared, target, addr, TokioIo::new(stream), r))
                     .await
-                    .map(|(t, _, resp)| (t, peer, resp));
+                    .map(|(t, _, resp)| (t, peer.map(Into::into), resp));
             }
             // Plaintext over the worker's pool (mesh mTLS without an upgrade is `pooled`).
             Some(_) => {
@@ -521,6 +521,11 @@ where
 /// The request target a server is sent on a connection of its own: the path and query only;
 /// `Host` says what the app asked for.
 fn origin_form(uri: &Uri) -> Uri {
+    // What an app sends a sidecar nearly always is already origin-form: shared, not parsed
+    // again.
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri.clone();
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     path.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
@@ -540,7 +545,7 @@ fn with_authority(authority: &str, uri: &Uri) -> Option<Uri> {
 }
 
 /// The host of an authority, lower-cased, without its port.
-fn host_of(authority: &str) -> String {
+fn host_of(authority: &str) -> std::borrow::Cow<'_, str> {
     let host = if authority.starts_with('[') {
         authority.split_inclusive(']').next().unwrap_or(authority)
     } else {
@@ -549,7 +554,12 @@ fn host_of(authority: &str) -> String {
             _ => authority,
         }
     };
-    host.to_ascii_lowercase()
+    // Copied only when it has an upper-case letter to lower.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 /// Whether a request's host names `service` (its host, or a short form of a
@@ -589,5 +599,25 @@ mod tests {
         assert_eq!(host_of("Reviews.Bookinfo:9080"), "reviews.bookinfo");
         assert_eq!(host_of("reviews"), "reviews");
         assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert!(matches!(
+            host_of("reviews:9080"),
+            std::borrow::Cow::Borrowed("reviews")
+        ));
+    }
+
+    #[test]
+    fn the_upstream_gets_the_origin_form_whatever_form_the_app_used() {
+        for (from, want) in [
+            ("/a/b?x=1", "/a/b?x=1"),
+            ("http://reviews:9080/a/b?x=1", "/a/b?x=1"),
+            ("http://reviews:9080", "/"),
+        ] {
+            let got = origin_form(&from.parse().unwrap());
+            assert_eq!(got.to_string(), want, "{from}");
+            assert!(
+                got.scheme().is_none() && got.authority().is_none(),
+                "{from}"
+            );
+        }
     }
 }

@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 // The counter lives with the other metrics, so rendering them imports no log.
 use crate::metrics::ACCESS_LOG_DROPPED as DROPPED;
 
-use crate::clock::now_rfc3339;
+use crate::clock::Stamp;
 use crate::conn::ConnCtx;
 
 #[cfg(test)]
 use record::needs_escape;
-pub use record::AccessLog;
+pub use record::{method_text, AccessLog};
 
 /// Bytes a thread may have waiting before its new lines are dropped (stdout stalled).
 const MAX_PENDING: usize = 4 * 1024 * 1024;
@@ -248,13 +248,13 @@ impl AccessLog {
     /// knows about it.
     pub fn inbound_tcp(ctx: &ConnCtx) -> AccessLog {
         let mut log = AccessLog {
-            time: now_rfc3339(),
+            time: Stamp::now(),
             direction: "inbound",
             protocol: "tcp",
             listener_port: ctx.listener_port,
-            source_address: ctx.source.to_string(),
-            destination_address: ctx.target.to_string(),
-            source_principal: ctx.peer.as_ref().map(|p| p.id.to_string()),
+            source_address: ctx.source.to_string().into(),
+            destination_address: ctx.target.to_string().into(),
+            source_principal: ctx.peer.as_ref().map(|p| p.id.as_str().into()),
             tls: ctx.tls,
             ..Default::default()
         };

@@ -2,30 +2,35 @@
 //! and the hand-written serializer that writes it exactly as serde_json would (a leaf, so the
 //! format module and the writer both build on it without depending on each other).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::Serialize;
+
+use crate::clock::Stamp;
 
 #[derive(Debug, Default, Serialize)]
 pub struct AccessLog {
-    pub time: String,
+    pub time: Stamp,
     pub direction: &'static str,
     pub protocol: &'static str,
     pub listener_port: u16,
-    pub source_address: String,
-    pub destination_address: String,
+    pub source_address: Arc<str>,
+    pub destination_address: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_principal: Option<String>,
+    pub source_principal: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_principal: Option<String>,
     /// Outbound: the identity the peer proxy proved.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination_principal: Option<String>,
+    pub destination_principal: Option<Arc<str>>,
     pub tls: bool,
     /// `x-request-id` of the request (the client's, or one the proxy generated), to correlate
     /// this line with the app's logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// The path as the client sent it, when normalization changed it (`path` is what policy
@@ -37,7 +42,7 @@ pub struct AccessLog {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// `allow`, `deny`, `unauthenticated`, `error`.
-    pub decision: String,
+    pub decision: &'static str,
     /// Deciding policy as `namespace.name`, when one decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
@@ -52,7 +57,7 @@ pub struct AccessLog {
     /// (`outbound|9080||reviews.bookinfo.svc.cluster.local`), or `PassthroughCluster` /
     /// `BlackHoleCluster` for a destination the registry does not know.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_cluster: Option<String>,
+    pub upstream_cluster: Option<Arc<str>>,
     /// Envoy's response flags for what went wrong (`UF`, `NR`, `UAEX`, `DPE`, `DC`), set by the
     /// outcome; absent (Envoy's `-`) when nothing did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,7 +65,7 @@ pub struct AccessLog {
     /// Envoy's `%RESPONSE_CODE_DETAILS%`: `via_upstream`, or why the proxy answered itself
     /// (`rbac_access_denied_matched_policy[<policy or none>]`, `ext_authz_denied`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_code_details: Option<String>,
+    pub response_code_details: Option<Cow<'static, str>>,
     /// Envoy's `%CONNECTION_TERMINATION_DETAILS%`: why a TCP connection was closed by policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_termination_details: Option<String>,
@@ -94,6 +99,25 @@ pub struct AccessLog {
     pub request_headers: Vec<Option<String>>,
     #[serde(skip)]
     pub response_headers: Vec<Option<String>>,
+}
+
+/// A request's method as the record keeps it: the standard ones as constants (no string made
+/// per request), an extension method copied.
+pub fn method_text(m: &http::Method) -> Cow<'static, str> {
+    use http::Method as M;
+    let known = match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::PATCH => "PATCH",
+        M::TRACE => "TRACE",
+        _ => return Cow::Owned(m.as_str().to_string()),
+    };
+    Cow::Borrowed(known)
 }
 
 /// Appends `v` as a JSON string: quoted, with `"`, `\\` and control characters escaped exactly
@@ -177,9 +201,9 @@ impl<'a> JsonObject<'a> {
         self.key(k);
         json_str(self.out, v);
     }
-    fn opt_str(&mut self, k: &str, v: &Option<String>) {
+    fn opt_str<T: AsRef<str>>(&mut self, k: &str, v: &Option<T>) {
         if let Some(v) = v {
-            self.str(k, v);
+            self.str(k, v.as_ref());
         }
     }
     fn num(&mut self, k: &str, v: u64) {
@@ -208,7 +232,7 @@ impl AccessLog {
     /// for every request.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = JsonObject::new(out);
-        o.str("time", &self.time);
+        o.str("time", &self.time.text());
         o.str("direction", self.direction);
         o.str("protocol", self.protocol);
         o.num("listener_port", u64::from(self.listener_port));
@@ -224,7 +248,7 @@ impl AccessLog {
         o.opt_str("original_path", &self.original_path);
         o.opt_str("authority", &self.authority);
         o.opt_num("status", self.status.map(u64::from));
-        o.str("decision", &self.decision);
+        o.str("decision", self.decision);
         o.opt_str("policy", &self.policy);
         o.opt_str("reason", &self.reason);
         o.num("duration_ms", self.duration_ms);

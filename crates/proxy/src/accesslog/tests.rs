@@ -87,7 +87,7 @@ fn lines_from_many_threads_arrive_whole_and_none_is_lost() {
 #[test]
 fn hand_written_json_is_what_serde_json_writes() {
     let mut full = super::AccessLog {
-        time: crate::clock::now_rfc3339(),
+        time: crate::clock::Stamp::now(),
         direction: "inbound",
         protocol: "http",
         listener_port: 15006,
@@ -103,7 +103,7 @@ fn hand_written_json_is_what_serde_json_writes() {
         original_path: Some("/x/../a?b=c".into()),
         authority: Some("héllo.example:80 ✓".into()),
         status: Some(403),
-        decision: "deny".into(),
+        decision: "deny",
         policy: Some("ns.name".into()),
         reason: Some("tab\tnl\ncr\rbs\u{8}ff\u{c}nul\u{0}esc\u{1b}us\u{1f}del\u{7f}".into()),
         duration_ms: 12,

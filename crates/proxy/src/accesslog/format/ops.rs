@@ -42,9 +42,11 @@ pub(super) enum Op {
 }
 
 pub(super) fn value(op: &Op, r: &AccessLog) -> Option<String> {
-    let s = |v: &Option<String>| v.clone();
+    fn s<T: AsRef<str>>(v: &Option<T>) -> Option<String> {
+        v.as_ref().map(|v| v.as_ref().to_string())
+    }
     match op {
-        Op::StartTime => Some(start_time(&r.time)),
+        Op::StartTime => Some(start_time(&r.time.text())),
         Op::Req(a, b) => req(a, r).or_else(|| b.as_ref().and_then(|b| req(b, r))),
         Op::Resp(a, b) => captured(&r.response_headers, *a)
             .or_else(|| b.and_then(|b| captured(&r.response_headers, b))),
@@ -57,7 +59,7 @@ pub(super) fn value(op: &Op, r: &AccessLog) -> Option<String> {
         Op::BytesSent => Some(r.bytes_sent.unwrap_or(0).to_string()),
         Op::Duration => Some(r.duration_ms.to_string()),
         Op::UpstreamHost => non_empty(&r.destination_address),
-        Op::UpstreamCluster => r.upstream_cluster.clone().or_else(|| {
+        Op::UpstreamCluster => s(&r.upstream_cluster).or_else(|| {
             // Istio names an inbound cluster `inbound|<port>||`.
             (r.direction == "inbound")
                 .then(|| port_of(&r.destination_address))
@@ -81,7 +83,7 @@ pub(super) fn value(op: &Op, r: &AccessLog) -> Option<String> {
 
 fn req(f: &Field, r: &AccessLog) -> Option<String> {
     match f {
-        Field::Method => r.method.clone(),
+        Field::Method => r.method.as_ref().map(|m| m.to_string()),
         Field::Path => r.path.clone(),
         Field::Authority => r.authority.clone(),
         Field::RequestId => r.request_id.clone(),

@@ -4,7 +4,10 @@ use super::*;
 
 fn record() -> AccessLog {
     AccessLog {
-        time: "2026-11-30T14:22:37.5Z".into(),
+        // 2026-11-30T14:22:37.5Z
+        time: crate::clock::Stamp(
+            std::time::UNIX_EPOCH + std::time::Duration::new(1_796_048_557, 500_000_000),
+        ),
         direction: "inbound",
         protocol: "http",
         listener_port: 15006,
@@ -16,7 +19,7 @@ fn record() -> AccessLog {
         path: Some("/headers".into()),
         authority: Some("svc:8080".into()),
         status: Some(200),
-        decision: "allow".into(),
+        decision: "allow",
         duration_ms: 7,
         response_code_details: Some("via_upstream".into()),
         istio_dry_run_deny_shadow_engine_result: Some("denied"),
