@@ -27,6 +27,7 @@
 # (its (d) path needs root). Takes about five minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 out=${1:-trustmesh/hot-functions.txt}
 bin=$(realpath "${TRUSTMESH_BIN:-target/release/trustmesh}")
@@ -42,23 +43,7 @@ mkdir -m 777 "$work/cg"
 
 # Every `trustmesh proxy` runs under callgrind (exec: the bench's pid is the proxy's); every
 # other subcommand runs as it is.
-cat >"$work/trustmesh" <<EOF
-#!/usr/bin/env bash
-if [[ "\${1:-}" == proxy ]]; then
-    (
-        for _ in \$(seq 1 600); do
-            ss -ltnpH 2>/dev/null | grep -q "pid=\$\$," && break
-            sleep 0.1
-        done
-        sleep 1
-        callgrind_control -i on \$\$ >/dev/null 2>&1
-    ) &
-    exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no --compress-strings=no \\
-        --demangle=no --callgrind-out-file="$work/cg/cg.%p" "$bin" "\$@"
-fi
-exec "$bin" "\$@"
-EOF
-chmod 755 "$work/trustmesh"
+callgrind_wrapper "$work/trustmesh" "$bin" "$work/cg" proxy
 
 for mode in "" -u -k -H; do
     echo "[hot] bench/proxy.sh -d 2 -r 1 -s 3 -b 1 $mode under callgrind" >&2

@@ -4,8 +4,11 @@
 # counting the connections between two proxies, minting the service-account tokens ztunnel
 # presents, the crypto ceiling from `openssl speed`, a pair of network namespaces, the policies
 # every trustmesh pair runs under (`bench_policies`), checking for tools (`need_tools`), stopping
-# what a run started and removing its work directory (`stop_started`, `drop_work`), and the tables
-# of bench/proxy.sh's report (its bulk table from the caller's `bulk_of`).
+# what a run started and removing its work directory (`stop_started`, `drop_work`), the tables
+# of bench/proxy.sh's report (its bulk table from the caller's `bulk_of`), and a proxy binary
+# run under callgrind for bench/hot-functions.sh and bench/instructions.sh (`callgrind_wrapper`,
+# `callgrind_total`), and whether the binary still has the functions its layout list names
+# (`hot_list_coverage`).
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
 # (processes to stop on exit), `nginx_bin`, for `issue_nginx` `ca_cert`, `ca_key` and `root`,
@@ -637,5 +640,61 @@ drop_work() {
         echo "work directory kept: $work" >&2
     else
         rm -rf "$work"
+    fi
+}
+
+# callgrind_wrapper WRAPPER BIN CG_DIR [SUBCOMMAND]: writes an executable WRAPPER that runs BIN
+# under valgrind's callgrind (exec: the caller's pid is the profiled process), for
+# TRUSTMESH_BIN or ZTUNNEL_BIN of bench/proxy.sh. With SUBCOMMAND, only `BIN SUBCOMMAND ...`
+# is profiled and every other command runs as it is. Instrumentation is switched on a second
+# after the process listens, so start-up is left out. Each profile is written at exit to
+# CG_DIR/cg.<side>.<pid>, <side> being `client` or `server` for bench/proxy.sh's (d) sidecars
+# (by their config file) and (e) ztunnels (by PROXY_WORKLOAD_INFO), `other` for the rest.
+callgrind_wrapper() {
+    local wrapper=$1 bin=$2 cg=$3 only=${4:-}
+    cat >"$wrapper" <<EOW
+#!/usr/bin/env bash
+if [[ -n "$only" && "\${1:-}" != "$only" ]]; then
+    exec "$bin" "\$@"
+fi
+side=other
+case "\$* \${PROXY_WORKLOAD_INFO:-}" in
+    *capture-client.yaml*|*bench/client/*) side=client ;;
+    *capture-server.yaml*|*bench/server/*) side=server ;;
+esac
+(
+    for _ in \$(seq 1 900); do
+        ss -ltnpH 2>/dev/null | grep -q "pid=\$\$," && break
+        sleep 0.1
+    done
+    sleep 1
+    callgrind_control -i on \$\$ >/dev/null 2>&1
+) &
+exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no --compress-strings=no \\
+    --demangle=no --callgrind-out-file="$cg/cg.\$side.%p" "$bin" "\$@"
+EOW
+    chmod 755 "$wrapper"
+}
+
+# callgrind_total FILE: the instructions a callgrind profile counted (its `summary:` line).
+callgrind_total() {
+    awk '/^(summary|totals):/ { print $2; exit }' "$1"
+}
+
+# hot_list_coverage BIN LIST: logs how many of the functions LIST names (trustmesh/hot-functions.txt,
+# the order release builds lay serving code out in) BIN has. Symbol names carry a hash of their
+# crate's build settings, so a list written for another build (a dependency's features
+# changed, functions renamed) places less of the code, and a sidecar keeps more of the binary
+# resident: below nine in ten, the memory figures are not the layout's.
+hot_list_coverage() {
+    local bin=$1 list=$2 have total
+    [[ -f "$list" ]] && command -v nm >/dev/null && nm --defined-only "$bin" >/dev/null 2>&1 ||
+        return 0
+    total=$(grep -vc '^#' "$list" || true)
+    have=$(LC_ALL=C comm -12 <(grep -v '^#' "$list" | LC_ALL=C sort -u) \
+        <(nm --defined-only "$bin" | awk '{ print $3 }' | LC_ALL=C sort -u) | wc -l)
+    log "release layout: $have of the $total functions in ${list#"$repo"/} are in the binary"
+    if ((have * 10 < total * 9)); then
+        log "  fewer than 90 %: the list was written for another build; rerun bench/hot-functions.sh and rebuild"
     fi
 }

@@ -219,6 +219,7 @@ ngx_status_port=$((base + 6))
 need_tools "apt-get install -y wrk nginx-light openssl curl procps" \
     wrk nginx openssl curl timeout pgrep
 nginx_bin=$(command -v nginx)
+hot_list_coverage "$bin" "$repo/trustmesh/hot-functions.txt"
 
 # Keys and tokens are private; only the wrk script is for everyone (wrk runs as uid 65534 in
 # the namespaces), in a directory of its own.
