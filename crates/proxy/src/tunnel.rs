@@ -6,7 +6,9 @@
 //! auto mTLS pins it) carries many CONNECT streams, so connections are pooled per destination
 //! address and expected identities, per worker thread like the other upstream pools (the
 //! connection's task runs on the thread that made it). A pooled connection found closed is
-//! replaced, and a CONNECT refused on a stale one is tried once more on a new one.
+//! replaced, and a CONNECT refused on a stale one is tried once more on a new one; requests
+//! that find no connection wait for the one being made (one handshake per peer, however many
+//! app connections start at once).
 //!
 //! The request is what ztunnel sends: CONNECT with the target `ip:port` as authority, a
 //! `forwarded: for="<client>"` naming the app's address, and a W3C `traceparent`; a `200`
@@ -16,7 +18,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +113,74 @@ struct Pooled {
 type Key = (SocketAddr, u64, Vec<String>);
 
 thread_local! {
-    static POOL: RefCell<HashMap<Key, Pooled>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<Key, Arc<Slot>>> = RefCell::new(HashMap::new());
+}
+
+/// The pooled connection of one key, behind a lock held while it is made: requests that
+/// arrive together on a cold pool wait for one handshake instead of each making its own (the
+/// benchmark's 100 new app connections made 25 TLS handshakes to the same peer, where one per
+/// worker thread is enough).
+#[derive(Default)]
+struct Slot {
+    state: tokio::sync::Mutex<SlotState>,
+    /// Handshakes that failed. A request that waited for the lock while one failed gives up
+    /// with that failure rather than trying again itself, so a peer that is down costs a burst
+    /// one connect timeout, not one per waiting request.
+    failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct SlotState {
+    conn: Option<Pooled>,
+    failure: Option<TunnelError>,
+}
+
+impl Slot {
+    /// The pooled connection, if it is open.
+    async fn open_conn(&self) -> Option<Pooled> {
+        let state = self.state.lock().await;
+        state
+            .conn
+            .as_ref()
+            .filter(|c| !c.closed.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// A connection to use: one another request made while this one waited for the lock, or a
+    /// new one. `stale` is the connection a CONNECT just failed on, not to be taken again;
+    /// `failures` what [`Slot::failures`] was when the request began.
+    async fn connect(
+        &self,
+        dial: &Dial<'_>,
+        chains: &Arc<trustmesh_identity::ChainVerifier>,
+        stale: Option<&Arc<AtomicBool>>,
+        failures: u64,
+    ) -> Result<Pooled, TunnelError> {
+        let mut state = self.state.lock().await;
+        if let Some(c) = &state.conn {
+            let is_stale = stale.is_some_and(|s| Arc::ptr_eq(s, &c.closed));
+            if !is_stale && !c.closed.load(Ordering::Relaxed) {
+                return Ok(c.clone());
+            }
+        }
+        if self.failures.load(Ordering::Relaxed) != failures {
+            if let Some(e) = &state.failure {
+                return Err(e.clone());
+            }
+        }
+        state.conn = None;
+        match handshake(dial, chains).await {
+            Ok(fresh) => {
+                state.conn = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Err(e) => {
+                state.failure = Some(e.clone());
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Opens a tunnel to `dial.target` through the peer's HBONE port, on a pooled connection when
@@ -121,37 +190,28 @@ pub async fn open(
     chains: &Arc<trustmesh_identity::ChainVerifier>,
 ) -> Result<(Tunnel, Option<String>), TunnelError> {
     let key: Key = (dial.peer, dial.epoch, dial.identities.to_vec());
-    let pooled = POOL.with(|p| {
+    let slot = POOL.with(|p| {
         let mut p = p.borrow_mut();
-        match p.get(&key) {
-            Some(c) if !c.closed.load(Ordering::Relaxed) => Some(c.clone()),
-            Some(_) => {
-                p.remove(&key);
-                None
-            }
-            None => None,
+        if !p.contains_key(&key) {
+            // The same peer's connections of older views close once their streams are done.
+            p.retain(|(addr, epoch, _), _| *addr != dial.peer || *epoch >= dial.epoch);
         }
+        p.entry(key).or_default().clone()
     });
-    if let Some(c) = pooled {
+    let failures = slot.failures.load(Ordering::Relaxed);
+    let mut stale = None;
+    if let Some(c) = slot.open_conn().await {
         match request(&c.send, dial).await {
             Ok(t) => return Ok((t, c.peer_id)),
             // A refusal is the peer's answer; anything else may be a connection that went
             // stale between the check and the request: one more try on a new one.
             Err(e @ TunnelError::Refused { .. }) => return Err(e),
-            Err(_) => {
-                POOL.with(|p| p.borrow_mut().remove(&key));
-            }
+            Err(_) => stale = Some(c.closed),
         }
     }
-    let fresh = handshake(dial, chains).await?;
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        // The same peer's connections of older views close once their streams are done.
-        p.retain(|(addr, epoch, _), _| *addr != dial.peer || *epoch >= dial.epoch);
-        p.insert(key, fresh.clone());
-    });
-    let tunnel = request(&fresh.send, dial).await?;
-    Ok((tunnel, fresh.peer_id))
+    let c = slot.connect(dial, chains, stale.as_ref(), failures).await?;
+    let tunnel = request(&c.send, dial).await?;
+    Ok((tunnel, c.peer_id))
 }
 
 /// A new mTLS + HTTP/2 connection to the peer's HBONE port; its task runs on this thread.
@@ -265,4 +325,170 @@ fn traceparent() -> String {
     let trace: u128 = rand::random::<u128>().max(1);
     let span: u64 = rand::random::<u64>().max(1);
     format!("00-{trace:032x}-{span:016x}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use trustmesh_identity::{ChainVerifier, SpiffeId, TrustBundleSet, TrustConfig, TrustDomain};
+    use trustmesh_testkit::pki::{live_root, live_svid, Ca};
+
+    use super::*;
+    use crate::tls::{ExpectedPeer, OwnCert};
+
+    const SERVER: &str = "spiffe://cluster.local/ns/shop/sa/cart";
+    const CLIENT: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
+
+    fn own(ca: &Ca, id: &str) -> OwnCert {
+        let (cert, key) = live_svid(ca, id);
+        OwnCert {
+            chain: vec![cert],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+
+    /// An HBONE port on loopback that answers every CONNECT 200 and keeps its streams open;
+    /// counts the TLS handshakes it completed.
+    async fn hbone_port(
+        config: Arc<rustls::ServerConfig>,
+    ) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
+        let server = tokio::spawn(async move {
+            // Bounded: with the bug, one connection per request (the test makes 24).
+            for _ in 0..64 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    let mut open = Vec::new();
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        let ok = http::Response::builder().status(200).body(()).unwrap();
+                        if let Ok(stream) = respond.send_response(ok, false) {
+                            open.push(stream);
+                        }
+                    }
+                });
+            }
+        });
+        (addr, handshakes, server)
+    }
+
+    #[tokio::test]
+    async fn requests_that_start_together_on_a_cold_pool_share_one_handshake() {
+        let ca = live_root("cluster.local");
+        let td = TrustDomain::parse("cluster.local").unwrap();
+        let mut bundles = TrustBundleSet::new();
+        bundles.add_root(td.clone(), ca.cert.clone()).unwrap();
+        let chains = Arc::new(ChainVerifier::new(Arc::new(TrustConfig::new(td, bundles))));
+        let server_tls =
+            crate::tls::server_config_offering(&chains, &own(&ca, SERVER), &[b"h2"]).unwrap();
+        let (peer, handshakes, server) = hbone_port(server_tls).await;
+        let expected = ExpectedPeer::Exact(SpiffeId::parse(SERVER).unwrap());
+        let config =
+            crate::tls::client_config_offering(&chains, &own(&ca, CLIENT), expected, &[b"h2"])
+                .unwrap();
+
+        // This runtime has one thread, as a worker does: the tasks share its pool.
+        let ids = vec![SERVER.to_string()];
+        let mut tasks = Vec::new();
+        for i in 0..24u16 {
+            let (config, chains, ids) = (config.clone(), chains.clone(), ids.clone());
+            tasks.push(tokio::spawn(async move {
+                let dial = Dial {
+                    peer,
+                    identities: &ids,
+                    epoch: 1,
+                    config,
+                    target: SocketAddr::from(([198, 18, 9, 2], 9080)),
+                    client: SocketAddr::from(([198, 18, 9, 1], 40000 + i)),
+                    connect_timeout: Duration::from_secs(5),
+                    handshake_timeout: Duration::from_secs(5),
+                };
+                open(&dial, &chains).await
+            }));
+        }
+        let mut tunnels = Vec::new();
+        for t in tasks {
+            let (tunnel, id) = t.await.unwrap().expect("a tunnel");
+            assert_eq!(id.as_deref(), Some(SERVER));
+            tunnels.push(tunnel);
+        }
+        assert_eq!(tunnels.len(), 24);
+        assert_eq!(
+            handshakes.load(Ordering::SeqCst),
+            1,
+            "one connection for all"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_a_handshake_that_fails_share_its_failure() {
+        // A peer that takes the connection and never answers the TLS handshake.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(tcp);
+            }
+        });
+        let ca = live_root("cluster.local");
+        let td = TrustDomain::parse("cluster.local").unwrap();
+        let mut bundles = TrustBundleSet::new();
+        bundles.add_root(td.clone(), ca.cert.clone()).unwrap();
+        let chains = Arc::new(ChainVerifier::new(Arc::new(TrustConfig::new(td, bundles))));
+        let expected = ExpectedPeer::Exact(SpiffeId::parse(SERVER).unwrap());
+        let config =
+            crate::tls::client_config_offering(&chains, &own(&ca, CLIENT), expected, &[b"h2"])
+                .unwrap();
+        let ids = vec![SERVER.to_string()];
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (config, chains, ids) = (config.clone(), chains.clone(), ids.clone());
+            tasks.push(tokio::spawn(async move {
+                let dial = Dial {
+                    peer,
+                    identities: &ids,
+                    epoch: 1,
+                    config,
+                    target: SocketAddr::from(([198, 18, 9, 2], 9080)),
+                    client: SocketAddr::from(([198, 18, 9, 1], 40000)),
+                    connect_timeout: Duration::from_secs(5),
+                    handshake_timeout: Duration::from_millis(300),
+                };
+                open(&dial, &chains).await.map(|_| ())
+            }));
+        }
+        for t in tasks {
+            let failed = t.await.unwrap().expect_err("no handshake");
+            assert!(failed.sentence().contains("handshake"), "{failed:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt for all");
+        // One handshake timeout, not eight in a row.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        server.abort();
+    }
 }
