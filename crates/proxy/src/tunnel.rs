@@ -387,42 +387,66 @@ mod tests {
         (addr, handshakes, server)
     }
 
-    #[tokio::test]
-    async fn requests_that_start_together_on_a_cold_pool_share_one_handshake() {
+    /// The mesh's trust, and a client config offering `h2` that pins [`SERVER`].
+    struct Pki {
+        ca: Ca,
+        chains: Arc<ChainVerifier>,
+        client: Arc<rustls::ClientConfig>,
+    }
+
+    fn pki() -> Pki {
         let ca = live_root("cluster.local");
         let td = TrustDomain::parse("cluster.local").unwrap();
         let mut bundles = TrustBundleSet::new();
         bundles.add_root(td.clone(), ca.cert.clone()).unwrap();
         let chains = Arc::new(ChainVerifier::new(Arc::new(TrustConfig::new(td, bundles))));
-        let server_tls =
-            crate::tls::server_config_offering(&chains, &own(&ca, SERVER), &[b"h2"]).unwrap();
-        let (peer, handshakes, server) = hbone_port(server_tls).await;
         let expected = ExpectedPeer::Exact(SpiffeId::parse(SERVER).unwrap());
-        let config =
+        let client =
             crate::tls::client_config_offering(&chains, &own(&ca, CLIENT), expected, &[b"h2"])
                 .unwrap();
+        Pki { ca, chains, client }
+    }
 
-        // This runtime has one thread, as a worker does: the tasks share its pool.
-        let ids = vec![SERVER.to_string()];
-        let mut tasks = Vec::new();
-        for i in 0..24u16 {
-            let (config, chains, ids) = (config.clone(), chains.clone(), ids.clone());
-            tasks.push(tokio::spawn(async move {
-                let dial = Dial {
-                    peer,
-                    identities: &ids,
-                    epoch: 1,
-                    config,
-                    target: SocketAddr::from(([198, 18, 9, 2], 9080)),
-                    client: SocketAddr::from(([198, 18, 9, 1], 40000 + i)),
-                    connect_timeout: Duration::from_secs(5),
-                    handshake_timeout: Duration::from_secs(5),
-                };
-                open(&dial, &chains).await
-            }));
-        }
+    type Opened = Result<(Tunnel, Option<String>), TunnelError>;
+
+    /// `n` tunnels to `peer` opened at once, each by a task of its own. The test runtime has
+    /// one thread, as a worker does: the tasks share its pool.
+    fn open_at_once(
+        n: u16,
+        peer: SocketAddr,
+        pki: &Pki,
+        handshake_timeout: Duration,
+    ) -> Vec<tokio::task::JoinHandle<Opened>> {
+        (0..n)
+            .map(|i| {
+                let (config, chains) = (pki.client.clone(), pki.chains.clone());
+                tokio::spawn(async move {
+                    let ids = vec![SERVER.to_string()];
+                    let dial = Dial {
+                        peer,
+                        identities: &ids,
+                        epoch: 1,
+                        config,
+                        target: SocketAddr::from(([198, 18, 9, 2], 9080)),
+                        client: SocketAddr::from(([198, 18, 9, 1], 40000 + i)),
+                        connect_timeout: Duration::from_secs(5),
+                        handshake_timeout,
+                    };
+                    open(&dial, &chains).await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn requests_that_start_together_on_a_cold_pool_share_one_handshake() {
+        let pki = pki();
+        let server_tls =
+            crate::tls::server_config_offering(&pki.chains, &own(&pki.ca, SERVER), &[b"h2"])
+                .unwrap();
+        let (peer, handshakes, server) = hbone_port(server_tls).await;
         let mut tunnels = Vec::new();
-        for t in tasks {
+        for t in open_at_once(24, peer, &pki, Duration::from_secs(5)) {
             let (tunnel, id) = t.await.unwrap().expect("a tunnel");
             assert_eq!(id.as_deref(), Some(SERVER));
             tunnels.push(tunnel);
@@ -450,36 +474,10 @@ mod tests {
                 held.push(tcp);
             }
         });
-        let ca = live_root("cluster.local");
-        let td = TrustDomain::parse("cluster.local").unwrap();
-        let mut bundles = TrustBundleSet::new();
-        bundles.add_root(td.clone(), ca.cert.clone()).unwrap();
-        let chains = Arc::new(ChainVerifier::new(Arc::new(TrustConfig::new(td, bundles))));
-        let expected = ExpectedPeer::Exact(SpiffeId::parse(SERVER).unwrap());
-        let config =
-            crate::tls::client_config_offering(&chains, &own(&ca, CLIENT), expected, &[b"h2"])
-                .unwrap();
-        let ids = vec![SERVER.to_string()];
+        let pki = pki();
         let started = std::time::Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (config, chains, ids) = (config.clone(), chains.clone(), ids.clone());
-            tasks.push(tokio::spawn(async move {
-                let dial = Dial {
-                    peer,
-                    identities: &ids,
-                    epoch: 1,
-                    config,
-                    target: SocketAddr::from(([198, 18, 9, 2], 9080)),
-                    client: SocketAddr::from(([198, 18, 9, 1], 40000)),
-                    connect_timeout: Duration::from_secs(5),
-                    handshake_timeout: Duration::from_millis(300),
-                };
-                open(&dial, &chains).await.map(|_| ())
-            }));
-        }
-        for t in tasks {
-            let failed = t.await.unwrap().expect_err("no handshake");
+        for t in open_at_once(8, peer, &pki, Duration::from_millis(300)) {
+            let failed = t.await.unwrap().map(|_| ()).expect_err("no handshake");
             assert!(failed.sentence().contains("handshake"), "{failed:?}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt for all");
