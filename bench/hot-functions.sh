@@ -51,11 +51,7 @@ for mode in "" -u -k -H; do
     TRUSTMESH_BIN="$work/trustmesh" wait_secs=60 ZTUNNEL_BIN="" \
         bench/proxy.sh -d 2 -r 1 -s 3 -b 1 $mode >"$work/bench$mode.log" 2>&1 ||
         { echo "bench/hot-functions.sh: bench/proxy.sh $mode failed:" >&2; tail -20 "$work/bench$mode.log" >&2; exit 1; }
-    # The bench stops its proxies with SIGTERM; callgrind writes its profile as they exit.
-    for _ in $(seq 1 600); do
-        pgrep -f "callgrind-out-file=$work/" >/dev/null || break
-        sleep 0.1
-    done
+    callgrind_wait "$work/cg"
 done
 
 python3 - "$bin" "$out" "$work"/cg/cg.* <<'EOF'

@@ -70,11 +70,7 @@ measure() {
     TRUSTMESH_BIN="$tm_bin" ZTUNNEL_BIN="$zt_bin" wait_secs=90 \
         bench/proxy.sh -H -n -d "$secs" -r 1 -s 0 -b 0 >"$run/bench.log" 2>&1 ||
         { echo "bench/instructions.sh: bench/proxy.sh failed:" >&2; tail -20 "$run/bench.log" >&2; exit 1; }
-    # Profiles are written as the proxies exit, after the bench has stopped them.
-    for _ in $(seq 1 600); do
-        pgrep -f "callgrind-out-file=$run/" >/dev/null || break
-        sleep 0.1
-    done
+    callgrind_wait "$run/cg"
     # The path's run, "[bench] round 1/1: (d) ...", is followed by its figures.
     line=$(grep -A1 "^\[bench\] round 1/1: ($path) " "$run/bench.log" | grep 'req/s p50 p99:' | head -1) ||
         { echo "bench/instructions.sh: no ($path) run in the bench's log:" >&2; tail -20 "$run/bench.log" >&2; exit 1; }

@@ -7,8 +7,8 @@
 # what a run started and removing its work directory (`stop_started`, `drop_work`), the tables
 # of bench/proxy.sh's report (its bulk table from the caller's `bulk_of`), and a proxy binary
 # run under callgrind for bench/hot-functions.sh and bench/instructions.sh (`callgrind_wrapper`,
-# `callgrind_total`), and whether the binary still has the functions its layout list names
-# (`hot_list_coverage`).
+# `callgrind_wait`, `callgrind_total`), and whether the binary still has the functions its
+# layout list names (`hot_list_coverage`).
 #
 # Sourced, not run. It uses the caller's globals: `work` (the run's work directory), `pids`
 # (processes to stop on exit), `nginx_bin`, for `issue_nginx` `ca_cert`, `ca_key` and `root`,
@@ -674,6 +674,16 @@ exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no --compress-str
     --demangle=no --callgrind-out-file="$cg/cg.\$side.%p" "$bin" "\$@"
 EOW
     chmod 755 "$wrapper"
+}
+
+# callgrind_wait CG_DIR: waits (at most a minute) until no process made by `callgrind_wrapper`
+# for CG_DIR is left: callgrind writes a profile as its process exits, after bench/proxy.sh
+# has stopped it.
+callgrind_wait() {
+    for _ in $(seq 1 600); do
+        pgrep -f "callgrind-out-file=$1/" >/dev/null || return 0
+        sleep 0.1
+    done
 }
 
 # callgrind_total FILE: the instructions a callgrind profile counted (its `summary:` line).
