@@ -455,6 +455,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "config",
             "conn",
             "extauthz",
+            "fastmap",
             "h1list",
             "h2io",
             "h2settings",

@@ -13,7 +13,6 @@
 //! in flight at any moment.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use crate::fastmap::{self, FastMap};
 use crate::h1list::H1List;
 use crate::reqbody::AppBody;
 
@@ -46,7 +46,7 @@ type List = Arc<H1List<AppBody, ()>>;
 thread_local! {
     /// The lists by app address and the source address connections are made from (the
     /// client's own, when the inbound connection was captured and the app must see it).
-    static POOL: RefCell<HashMap<(SocketAddr, Option<IpAddr>), List>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<FastMap<(SocketAddr, Option<IpAddr>), List>> = RefCell::new(fastmap::new());
 }
 
 /// Sends `req` (origin form, with its Host header) to the app at `target`, from `source` when

@@ -3,10 +3,15 @@
 //!
 //! A request takes a connection hyper reports ready (its last response read to the end) and
 //! puts it back as soon as its own response head is in; a connection still streaming a body is
-//! passed over, never queued behind. Closed connections leave the list when it is next used.
-//! Only the worker thread that drives the connections uses a list; its lock is never
-//! contended.
+//! passed over, never queued behind. The list is in the order connections were put back: a
+//! request takes the most recently used ready one (its buffers are warm, and the ones a burst
+//! no longer needs sink to the front), and connections leave from the front once closed or,
+//! with an idle limit, unused for longer than it. A take looks at the few connections it needs
+//! to, not at every one in the list and its age (that scan was a request's largest cost in
+//! the app pool: one clock comparison per kept connection). Only the worker thread that drives
+//! the connections uses a list; its lock is never contended.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,8 @@ use hyper::client::conn::TrySendError;
 /// The connections, each with what the pool keeps beside it (`M`: the identity the peer
 /// proved, or nothing).
 pub struct H1List<B, M> {
-    conns: Mutex<Vec<Kept<B, M>>>,
+    /// Oldest put back first.
+    conns: Mutex<VecDeque<Kept<B, M>>>,
 }
 
 struct Kept<B, M> {
@@ -31,28 +37,45 @@ struct Kept<B, M> {
 impl<B, M> Default for H1List<B, M> {
     fn default() -> Self {
         H1List {
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(VecDeque::new()),
         }
     }
 }
 
 impl<B: Body + 'static, M> H1List<B, M> {
-    fn lock(&self) -> MutexGuard<'_, Vec<Kept<B, M>>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Kept<B, M>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A ready connection and its `M`, dropping on the way the closed ones and, with
-    /// `max_idle`, the ready ones unused for longer than that.
+    /// The most recently put back ready connection and its `M`. On the way, closed
+    /// connections leave the front of the list and, with `max_idle`, ready ones put back
+    /// longer ago than that (the front is the oldest, so the first younger one ends the
+    /// pruning), and closed ones passed over from the back leave too. A closed connection in
+    /// the middle stays until one of those reaches it; it holds no socket.
     pub fn take(&self, max_idle: Option<Duration>) -> Option<(SendRequest<B>, M)> {
-        let now = Instant::now();
         let mut conns = self.lock();
-        let expired = |c: &Kept<B, M>| {
-            max_idle.is_some_and(|max| c.sender.is_ready() && now.duration_since(c.since) > max)
-        };
-        conns.retain(|c| !(c.sender.is_closed() || expired(c)));
-        let free = conns.iter().position(|c| c.sender.is_ready())?;
-        let kept = conns.swap_remove(free);
-        Some((kept.sender, kept.meta))
+        let now = max_idle.map(|max| (Instant::now(), max));
+        while let Some(c) = conns.front() {
+            let expired = now
+                .is_some_and(|(now, max)| c.sender.is_ready() && now.duration_since(c.since) > max);
+            if !(c.sender.is_closed() || expired) {
+                break;
+            }
+            conns.pop_front();
+        }
+        let mut i = conns.len();
+        while i > 0 {
+            i -= 1;
+            let c = &conns[i];
+            if c.sender.is_ready() {
+                let kept = conns.remove(i)?;
+                return Some((kept.sender, kept.meta));
+            }
+            if c.sender.is_closed() {
+                conns.remove(i);
+            }
+        }
+        None
     }
 
     /// Sends `req` on `sender` and, once the response head is in, keeps the connection (with
@@ -65,12 +88,106 @@ impl<B: Body + 'static, M> H1List<B, M> {
     ) -> Result<Response<Incoming>, TrySendError<Request<B>>> {
         let sent = sender.try_send_request(req).await;
         if sent.is_ok() {
-            self.lock().push(Kept {
-                sender,
-                meta,
-                since: Instant::now(),
-            });
+            self.put(sender, meta, Instant::now());
         }
         sent
+    }
+
+    fn put(&self, sender: SendRequest<B>, meta: M, since: Instant) {
+        self.lock().push_back(Kept {
+            sender,
+            meta,
+            since,
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+
+    /// `n` HTTP/1.1 connections to a loopback server that answers every request with an empty
+    /// 200, each driven by its own task.
+    async fn connections(n: usize) -> Vec<SendRequest<String>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let mut senders = Vec::new();
+        for _ in 0..n {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            sender.ready().await.unwrap();
+            senders.push(sender);
+        }
+        senders
+    }
+
+    #[tokio::test]
+    async fn the_most_recent_ready_connection_is_taken_and_stale_ones_leave_from_the_front() {
+        let list: H1List<String, usize> = H1List::default();
+        let now = Instant::now();
+        let ages = [120, 90, 10, 0];
+        for (i, s) in connections(ages.len()).await.into_iter().enumerate() {
+            list.put(s, i, now - Duration::from_secs(ages[i]));
+        }
+        // The two put back more than a minute ago leave; the newest is taken.
+        let (_, first) = list.take(Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(first, 3);
+        assert_eq!(list.len(), 1);
+        let (_, second) = list.take(Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(second, 2);
+        assert!(list.take(Some(Duration::from_secs(60))).is_none());
+    }
+
+    #[tokio::test]
+    async fn without_an_idle_limit_only_closed_connections_leave() {
+        let list: H1List<String, usize> = H1List::default();
+        let now = Instant::now();
+        let mut senders = connections(3).await;
+        // The server closes a connection after an HTTP/1.0 request without keep-alive.
+        let mut closing = senders.remove(0);
+        let req = Request::builder()
+            .version(http::Version::HTTP_10)
+            .uri("/")
+            .body(String::new())
+            .unwrap();
+        closing.send_request(req).await.unwrap();
+        for _ in 0..100 {
+            if closing.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closing.is_closed(), "the server should have closed it");
+        list.put(closing, 0, now - Duration::from_secs(3600));
+        for (i, s) in senders.into_iter().enumerate() {
+            list.put(s, i + 1, now - Duration::from_secs(3600));
+        }
+        let (_, taken) = list.take(None).unwrap();
+        assert_eq!(taken, 2);
+        assert_eq!(list.len(), 1, "the closed one at the front left");
+        let (_, taken) = list.take(None).unwrap();
+        assert_eq!(taken, 1);
+        assert!(list.take(None).is_none());
     }
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod custom;
 pub mod extauthz;
+pub mod fastmap;
 pub mod forward;
 pub mod h1list;
 pub mod h2io;

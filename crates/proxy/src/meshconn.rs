@@ -21,7 +21,6 @@
 //! mTLS connection whichever version they are.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::fastmap::{self, FastMap};
 use crate::state::Shared;
 use crate::tunnel::Tunnel;
 use crate::upstream::{reset_sentence, Security};
@@ -38,7 +38,7 @@ use crate::upstream::{reset_sentence, Security};
 /// ([`crate::mesh::Mesh::epoch`]) and the identities the endpoint must present. Keyed by the
 /// address alone, so a request hashes a socket address and copies no SPIFFE ID (one identity
 /// set per address is the rule).
-type ByAddr<T> = HashMap<SocketAddr, Vec<(Key, T)>>;
+type ByAddr<T> = FastMap<SocketAddr, Vec<(Key, T)>>;
 
 /// Beside the address: the mesh view, whether the connections are HBONE streams, and the
 /// identities.
@@ -83,8 +83,8 @@ type H1Conn = (http1::SendRequest<Incoming>, Proved);
 type H1List = Arc<crate::h1list::H1List<Incoming, Proved>>;
 
 thread_local! {
-    static H2_POOL: RefCell<ByAddr<H2Slot>> = RefCell::new(HashMap::new());
-    static H1_POOL: RefCell<ByAddr<H1List>> = RefCell::new(HashMap::new());
+    static H2_POOL: RefCell<ByAddr<H2Slot>> = RefCell::new(fastmap::new());
+    static H1_POOL: RefCell<ByAddr<H1List>> = RefCell::new(fastmap::new());
 }
 
 /// A connection ready to carry one request.

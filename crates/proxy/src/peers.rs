@@ -9,8 +9,10 @@
 //! two map lookups by `&str`, no allocation; a request is compared with the samples at most
 //! once a second per entry, and only a new sample or a new entry allocates.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
+
+use crate::fastmap::FastMap;
 
 /// (peer, port) entries kept.
 pub const MAX_PEERS: usize = 512;
@@ -48,7 +50,7 @@ pub struct Seen {
 #[derive(Default)]
 pub struct RecentPeers {
     /// principal ("" for plaintext) → port → what was seen.
-    inner: Mutex<HashMap<String, HashMap<u16, Seen>>>,
+    inner: Mutex<FastMap<String, FastMap<u16, Seen>>>,
 }
 
 impl RecentPeers {
@@ -62,52 +64,25 @@ impl RecentPeers {
     ) {
         let key = principal.unwrap_or("");
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let known = map.get(key).is_some_and(|ports| ports.contains_key(&port));
-        if !known {
-            // Only a new (peer, port) allocates.
-            if map.values().map(HashMap::len).sum::<usize>() >= MAX_PEERS {
-                evict_oldest(&mut map);
-            }
-            let seen = Seen {
-                principal: principal.map(str::to_string),
-                port,
-                requests: 0,
-                first_seen: now,
-                last_seen: now,
-                samples: VecDeque::new(),
-                last_sampled: i64::MIN,
-            };
-            map.entry(key.to_string()).or_default().insert(port, seen);
+        // A known (peer, port), the common case, is one lookup.
+        if let Some(seen) = map.get_mut(key).and_then(|p| p.get_mut(&port)) {
+            return seen.count(http, now);
         }
-        let Some(seen) = map.get_mut(key).and_then(|p| p.get_mut(&port)) else {
-            return;
+        // Only a new (peer, port) allocates.
+        if map.values().map(FastMap::len).sum::<usize>() >= MAX_PEERS {
+            evict_oldest(&mut map);
+        }
+        let mut seen = Seen {
+            principal: principal.map(str::to_string),
+            port,
+            requests: 0,
+            first_seen: now,
+            last_seen: now,
+            samples: VecDeque::new(),
+            last_sampled: i64::MIN,
         };
-        seen.requests += 1;
-        seen.last_seen = now;
-        // A sample at most once a second per entry: the common request costs no comparison.
-        let Some((method, path, host)) = http else {
-            return;
-        };
-        if seen.last_sampled == now {
-            return;
-        }
-        seen.last_sampled = now;
-        let (path, host) = (cut(path), cut(host));
-        let same = |s: &Sample| s.method == method && s.path == path && s.host == host;
-        if let Some(i) = seen.samples.iter().position(same) {
-            // Most recent last.
-            let s = seen.samples.remove(i).expect("position is in range");
-            seen.samples.push_back(s);
-            return;
-        }
-        if seen.samples.len() >= MAX_SAMPLES {
-            seen.samples.pop_front();
-        }
-        seen.samples.push_back(Sample {
-            method: cut(method).to_string(),
-            path: path.to_string(),
-            host: host.to_string(),
-        });
+        seen.count(http, now);
+        map.entry(key.to_string()).or_default().insert(port, seen);
     }
 
     /// Every entry, most recently seen first.
@@ -116,6 +91,38 @@ impl RecentPeers {
         let mut all: Vec<Seen> = map.values().flat_map(|p| p.values().cloned()).collect();
         all.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.port.cmp(&b.port)));
         all
+    }
+}
+
+impl Seen {
+    /// One more request (`http`: method, path, host) or connection (`None`) at `now`.
+    fn count(&mut self, http: Option<(&str, &str, &str)>, now: i64) {
+        self.requests += 1;
+        self.last_seen = now;
+        // A sample at most once a second per entry: the common request costs no comparison.
+        let Some((method, path, host)) = http else {
+            return;
+        };
+        if self.last_sampled == now {
+            return;
+        }
+        self.last_sampled = now;
+        let (path, host) = (cut(path), cut(host));
+        let same = |s: &Sample| s.method == method && s.path == path && s.host == host;
+        if let Some(i) = self.samples.iter().position(same) {
+            // Most recent last.
+            let s = self.samples.remove(i).expect("position is in range");
+            self.samples.push_back(s);
+            return;
+        }
+        if self.samples.len() >= MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(Sample {
+            method: cut(method).to_string(),
+            path: path.to_string(),
+            host: host.to_string(),
+        });
     }
 }
 
@@ -131,7 +138,7 @@ fn cut(s: &str) -> &str {
     &s[..end]
 }
 
-fn evict_oldest(map: &mut HashMap<String, HashMap<u16, Seen>>) {
+fn evict_oldest(map: &mut FastMap<String, FastMap<u16, Seen>>) {
     let oldest = map
         .iter()
         .flat_map(|(k, ports)| {

@@ -16,7 +16,6 @@
 //! for policy, `400` for a target that is not its, `503` when the app cannot be reached).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 
+use crate::fastmap::{self, FastMap};
 use crate::upstream::{reset_sentence, Security, UpstreamError};
 
 /// The open tunnel: bytes written go to the target, as on a direct connection.
@@ -113,7 +113,7 @@ struct Pooled {
 type Key = (SocketAddr, u64, Vec<String>);
 
 thread_local! {
-    static POOL: RefCell<HashMap<Key, Arc<Slot>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<FastMap<Key, Arc<Slot>>> = RefCell::new(fastmap::new());
 }
 
 /// The pooled connection of one key, behind a lock held while it is made: requests that

@@ -10,12 +10,12 @@
 //! request and a plaintext client can claim anything in it. Bounded like the rest: past [`MAX_SOURCES`] the sample is counted
 //! as overflow instead.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::labels::{escape, lock, Security, Workload};
+use crate::fastmap::FastMap;
 
 /// Distinct (port, security, source) triples kept.
 pub const MAX_SOURCES: usize = 2_000;
@@ -25,7 +25,7 @@ type Seen = (u16, Security, Arc<str>);
 
 #[derive(Default)]
 pub struct Sources {
-    seen: Mutex<HashMap<Seen, u64>>,
+    seen: Mutex<FastMap<Seen, u64>>,
     pub overflow: AtomicU64,
 }
 

@@ -9,6 +9,7 @@ use super::labels::{
     lock, Interned, Protocol, Reporter, Security, Service, Workload, BUCKETS, UNKNOWN,
 };
 use super::readiness;
+use crate::fastmap::FastMap;
 
 /// Distinct label sets kept per family group (HTTP series, TCP series).
 pub const MAX_SERIES: usize = 10_000;
@@ -108,8 +109,8 @@ pub struct Istio {
     pub(super) unknown_str: Interned<str>,
     pub(super) unknown_service: Interned<Service>,
     pub(super) tables: Mutex<Tables>,
-    pub(super) http: Mutex<HashMap<Key, HttpSeries>>,
-    pub(super) tcp: Mutex<HashMap<Key, TcpSeries>>,
+    pub(super) http: Mutex<FastMap<Key, HttpSeries>>,
+    pub(super) tcp: Mutex<FastMap<Key, TcpSeries>>,
     pub readiness: readiness::Sources,
     /// Samples dropped or labels degraded to `unknown` because a cap was reached.
     pub overflow: AtomicU64,
@@ -321,7 +322,7 @@ impl Istio {
     }
 }
 /// The series of `key`, made if there is room for one more ([`MAX_SERIES`]); `None` when full.
-fn series<S: Default>(m: &mut HashMap<Key, S>, key: Key) -> Option<&mut S> {
+fn series<S: Default>(m: &mut FastMap<Key, S>, key: Key) -> Option<&mut S> {
     let full = m.len() >= MAX_SERIES;
     match m.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
