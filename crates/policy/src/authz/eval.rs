@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use crate::crd::Action;
-use crate::request::Request;
+use crate::request::{self, Request};
 
 use super::model::*;
 
@@ -21,16 +21,15 @@ pub struct Attrs<'r> {
 impl<'r> Attrs<'r> {
     /// `drop_peer`: evaluate as if plaintext (the peer identity is not verified, e.g. DISABLE).
     pub fn new(req: &'r Request, drop_peer: bool) -> Self {
-        let (principal, namespace, service_account, trust_domain) = if drop_peer {
-            (None, None, None, None)
+        // The principal is taken apart once here rather than by each accessor of `Request`.
+        let principal = if drop_peer {
+            None
         } else {
-            (
-                req.peer_principal(),
-                req.source_namespace(),
-                req.source_service_account(),
-                req.source_trust_domain(),
-            )
+            req.peer_principal()
         };
+        let namespace = principal.and_then(request::namespace_of);
+        let service_account = principal.and_then(request::service_account_of);
+        let trust_domain = principal.and_then(request::trust_domain_of);
         Attrs {
             req,
             principal,
