@@ -143,6 +143,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
                 load: None,
                 cluster: PASSTHROUGH_CLUSTER.into(),
                 hbone: false,
+                service: Default::default(),
             })])
         }
         Destination::Refused(unknown) => Plan::Refuse(format!(
@@ -178,7 +179,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             drop(snap);
             let istio = &shared.metrics.istio;
             if let Some(t) = targets.first() {
-                facts.service = istio.cluster_service(&t.cluster);
+                facts.service = t.service(istio);
             }
             let mut outcome = Outcome::new(&shared.metrics, log(orig.to_string()), Instant::now())
                 .without_decision_metric()
@@ -194,7 +195,7 @@ async fn handle(shared: &Arc<Shared>, mut app: TcpStream, source: SocketAddr, dr
             };
             if let Some(f) = outcome.telemetry() {
                 let snap = shared.current();
-                let service = istio.cluster_service(&target.cluster);
+                let service = target.service(istio);
                 *f = crate::outbound::tcp_facts(shared, &snap, principal.as_deref());
                 f.service = service;
             }

@@ -15,6 +15,7 @@ use crate::conn::ConnCtx;
 use crate::reqbody::AppBody;
 use crate::response::{text, Body};
 use crate::state::Shared;
+use crate::telemetry::{Interned, Istio, Service as LabelService};
 
 /// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1). Typed names: removing
 /// by `&str` would parse and hash the name again on every request.
@@ -28,12 +29,28 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     http::header::UPGRADE,
 ];
 
+/// Where `n` is in [`HOP_BY_HOP`]. A `match` on the name's text (names in a `HeaderMap` are
+/// lower case) is a length switch and at most one comparison; comparing each header with the
+/// seven names was a few hundred instructions per message.
+fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
+    match n.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "transfer-encoding" => Some(3),
+        "te" => Some(4),
+        "trailer" => Some(5),
+        "upgrade" => Some(6),
+        _ => None,
+    }
+}
+
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
     // One pass over the few headers a message has, noting which hop-by-hop ones are present
     // (usually none, or `connection` alone), instead of seven lookups that mostly miss.
     let mut present = [false; HOP_BY_HOP.len()];
     for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+        if let Some(i) = hop_by_hop_index(k) {
             present[i] = true;
         }
     }
@@ -45,18 +62,23 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_te_trailers: bool) {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("trailers"));
     // Headers the sender declared connection-scoped with `Connection: a, b`. The common values
-    // `keep-alive` (removed below anyway) and `close` (an option, not a header) need no lookup.
-    let listed: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+    // `keep-alive` (removed below anyway) and `close` (an option, not a header) need no lookup,
+    // and a message that lists only those (most do) collects nothing.
+    let listed = || {
+        h.get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+    };
+    if present[0] && listed().next().is_some() {
+        let names: Vec<HeaderName> = listed()
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in names {
+            h.remove(n);
+        }
     }
     for (n, here) in HOP_BY_HOP.iter().zip(present) {
         if here {
@@ -87,6 +109,9 @@ pub struct Conn {
     xfcc: Option<HeaderValue>,
     /// The connection's drain watch; an upgraded tunnel takes a clone.
     pub drain: Watch,
+    /// The metric labels' destination service of the last request's host
+    /// ([`Conn::service_of`]).
+    last_service: std::sync::Mutex<Option<Interned<LabelService>>>,
 }
 
 impl Conn {
@@ -104,7 +129,21 @@ impl Conn {
             xfcc: xfcc_value(own_id, &ctx),
             drain,
             ctx,
+            last_service: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Istio's `destination_service` labels of a request to `host`: the last request's when
+    /// it named the same host (a client connection usually talks to one service), else looked
+    /// up in `istio`'s tables, which hashes the host twice under their lock.
+    pub fn service_of(&self, istio: &Istio, host: &str) -> Interned<LabelService> {
+        let mut last = self.last_service.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = last.as_ref().filter(|s| &*s.0.host == host) {
+            return s.clone();
+        }
+        let s = istio.service(host, host);
+        *last = Some(s.clone());
+        s
     }
 
     /// The XFCC value for a request forwarded while `own_id` is our identity (a reload could
@@ -396,6 +435,72 @@ mod tests {
         let mut h = map(&[("te", "gzip"), ("content-type", "x")]);
         strip_hop_by_hop(&mut h, true);
         assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn a_connection_reuses_the_service_labels_of_its_last_host_only() {
+        let addr: std::net::SocketAddr = "198.18.9.1:8080".parse().unwrap();
+        let ctx = ConnCtx {
+            listener: 0,
+            listener_port: 15006,
+            source: "198.18.9.2:40000".parse().unwrap(),
+            local: addr,
+            target: addr,
+            app_source: None,
+            peer: None,
+            tls: false,
+            app_protocol: Default::default(),
+            sni: None,
+            started: std::time::Instant::now(),
+        };
+        let (_trigger, drain) = trustmesh_lifecycle::drain::channel();
+        let conn = Conn::new(ctx, "spiffe://td/ns/a/sa/b", drain);
+        let istio = Istio::default();
+        let a = conn.service_of(&istio, "a.example");
+        assert_eq!(&*a.0.host, "a.example");
+        // The same host again: the kept labels, even from tables that never saw it.
+        assert!(Arc::ptr_eq(
+            &a.0,
+            &conn.service_of(&Istio::default(), "a.example").0
+        ));
+        // Another host: looked up, and kept in turn.
+        let b = conn.service_of(&istio, "b.example");
+        assert_eq!(&*b.0.host, "b.example");
+        assert!(Arc::ptr_eq(
+            &b.0,
+            &istio.service("b.example", "b.example").0
+        ));
+        let a2 = conn.service_of(&istio, "a.example");
+        assert!(Arc::ptr_eq(&a.0, &a2.0), "the tables' labels for a.example");
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_is_found_where_it_is_listed() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(n), Some(i), "{n}");
+        }
+        for n in [
+            "host",
+            "connections",
+            "te2",
+            "x-connection",
+            "upgrade-insecure-requests",
+        ] {
+            assert_eq!(hop_by_hop_index(&HeaderName::from_static(n)), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn a_connection_header_of_options_only_is_removed_alone() {
+        let mut h = map(&[("connection", "keep-alive"), ("close", "x"), ("x-a", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["close", "x-a"]);
+        let mut h = map(&[
+            ("connection", "Close, keep-alive"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
     }
 
     #[test]

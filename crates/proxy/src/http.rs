@@ -324,7 +324,7 @@ async fn handle(
     let mut facts = side.facts(
         istio,
         peer::http_protocol(req.headers()),
-        istio.service(host, host),
+        conn.service_of(istio, host),
         peer_metadata.as_ref().map(|v| v.as_bytes()),
     );
     facts.request_bytes = peer::declared_size(req.headers());

@@ -24,6 +24,8 @@ use trustmesh_registry::{
 };
 
 use crate::config::ProxyConfig;
+use crate::fastmap::{self, FastMap};
+use crate::telemetry::{Interned, Istio, Service as LabelService};
 use crate::tls::{ExpectedPeer, OwnCert};
 
 /// The identities a server must present, and what the connection carries.
@@ -37,9 +39,9 @@ pub struct Mesh {
     /// This sidecar's workload as DestinationRules select their clients.
     pub client: trustmesh_policy::Workload,
     /// Round-robin position per service (by the registry's service index) and port.
-    next: HashMap<(usize, u16), AtomicUsize>,
+    next: FastMap<(usize, u16), AtomicUsize>,
     /// Requests in flight per endpoint of each service port (the registry's endpoint order).
-    loads: HashMap<(usize, u16), Arc<Vec<AtomicUsize>>>,
+    loads: FastMap<(usize, u16), Arc<Vec<AtomicUsize>>>,
     /// The protocols of this workload's own ports, from the services it is an endpoint of
     /// (the capture's inbound port carries every port and needs to know which speak HTTP).
     own_ports: HashMap<u16, Protocol>,
@@ -49,7 +51,7 @@ pub struct Mesh {
     originations: Mutex<HashMap<String, Originated>>,
     /// The targets of each service port's endpoints, by the registry's service index, the port
     /// and the policy set they were worked out under ([`Mesh::prepared`]).
-    prepared: Mutex<HashMap<(usize, u16, usize), Arc<Prepared>>>,
+    prepared: Mutex<FastMap<(usize, u16, usize), Arc<Prepared>>>,
     /// Client TLS configs by the identities the server must present and whether HTTP/2 is
     /// offered.
     client_tls: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
@@ -86,8 +88,8 @@ impl Mesh {
         for p in &report.problems {
             tracing::warn!("registry: {p}");
         }
-        let mut next = HashMap::new();
-        let mut loads = HashMap::new();
+        let mut next = fastmap::new();
+        let mut loads = fastmap::new();
         for s in registry.services() {
             for p in &s.ports {
                 next.insert((s.index(), p.number), AtomicUsize::new(0));
@@ -121,7 +123,7 @@ impl Mesh {
                 own_ports,
                 own_addresses,
                 originations: Mutex::new(HashMap::new()),
-                prepared: Mutex::new(HashMap::new()),
+                prepared: Mutex::new(fastmap::new()),
                 client_tls: Mutex::new(HashMap::new()),
                 chains,
                 own: own.clone(),
@@ -217,6 +219,7 @@ impl Mesh {
                 Some(Arc::new(Target {
                     hbone: matches!(addr, TargetAddr::Socket(_))
                         && tunnels(Some(ep.workload), &tls),
+                    service: Default::default(),
                     addr_text: addr.to_string().into(),
                     addr,
                     tls,
@@ -399,6 +402,20 @@ pub struct Target {
     /// is reached with mesh mTLS: the connection goes through a CONNECT to its port 15008
     /// ([`crate::tunnel`]) instead of to the port itself.
     pub hbone: bool,
+    /// The metric labels' destination service of `cluster` ([`Target::service`]).
+    pub service: std::sync::OnceLock<Interned<LabelService>>,
+}
+
+impl Target {
+    /// Istio's `destination_service` labels of this target's cluster: looked up in `istio`'s
+    /// tables the first time a request needs them and kept with the target, which serves
+    /// every request of its mesh view (the lookup hashed the cluster's host twice under a
+    /// lock on every request).
+    pub fn service(&self, istio: &Istio) -> Interned<LabelService> {
+        self.service
+            .get_or_init(|| istio.cluster_service(&self.cluster))
+            .clone()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,6 +506,7 @@ impl Mesh {
                 addr: TargetAddr::Socket(addr),
                 addr_text: addr.to_string().into(),
                 hbone: tunnels(known, &tls),
+                service: Default::default(),
                 tls,
                 load: None,
                 cluster: cluster_name(service, port).into(),
@@ -531,6 +549,7 @@ impl Mesh {
                 addr: TargetAddr::Socket(orig),
                 addr_text: orig.to_string().into(),
                 hbone: tunnels(Some(hit.workload), &tls),
+                service: Default::default(),
                 tls,
                 load: None,
                 cluster: cluster_name(service, port).into(),
@@ -544,6 +563,7 @@ impl Mesh {
             addr: TargetAddr::Socket(orig),
             addr_text: orig.to_string().into(),
             hbone: tunnels(Some(hit.workload), &tls),
+            service: Default::default(),
             tls,
             load: None,
             cluster: PASSTHROUGH_CLUSTER.into(),
@@ -613,6 +633,29 @@ fn target_tls(mode: UpstreamMode) -> TargetTls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_looks_its_service_labels_up_once() {
+        let istio = Istio::default();
+        let target = Target {
+            addr: TargetAddr::Socket("198.18.9.1:8080".parse().unwrap()),
+            addr_text: "198.18.9.1:8080".into(),
+            tls: TargetTls::Plaintext,
+            load: None,
+            cluster: "outbound|8080||reviews.default.svc.cluster.local".into(),
+            hbone: false,
+            service: Default::default(),
+        };
+        let first = target.service(&istio);
+        assert_eq!(&*first.0.host, "reviews.default.svc.cluster.local");
+        assert!(Arc::ptr_eq(
+            &first.0,
+            &istio.cluster_service(&target.cluster).0
+        ));
+        // Kept with the target: the same labels, not a second lookup's.
+        let again = target.service(&Istio::default());
+        assert!(Arc::ptr_eq(&first.0, &again.0));
+    }
 
     #[test]
     fn round_robin_takes_turns_and_keeps_the_rest_for_retries() {

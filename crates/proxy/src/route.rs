@@ -188,6 +188,7 @@ async fn handle(
                         load: None,
                         cluster: PASSTHROUGH_CLUSTER.into(),
                         hbone: false,
+                        service: Default::default(),
                     };
                     (vec![Arc::new(passthrough)], UpstreamHttp::Http1)
                 }
@@ -244,7 +245,7 @@ async fn handle(
             let mut facts = shared.outbound_side(&snap, peer.as_deref()).facts(
                 istio,
                 protocol,
-                istio.cluster_service(&target.cluster),
+                target.service(istio),
                 metadata.as_ref().map(|v| v.as_bytes()),
             );
             drop(snap);
@@ -284,10 +285,9 @@ async fn handle(
         Err(why) => {
             let snap = shared.current();
             let istio = &shared.metrics.istio;
-            let service = targets.first().map_or_else(
-                || istio.unknown_service(),
-                |t| istio.cluster_service(&t.cluster),
-            );
+            let service = targets
+                .first()
+                .map_or_else(|| istio.unknown_service(), |t| t.service(istio));
             let mut facts = shared
                 .outbound_side(&snap, None)
                 .facts(istio, protocol, service, None);

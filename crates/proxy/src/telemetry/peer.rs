@@ -215,7 +215,10 @@ pub fn declared_size(headers: &http::HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// `grpc-status` when the response carries it in its headers (a trailers-only answer).
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// `grpc-status` when the response carries it in its headers (a trailers-only answer). Looked
+/// up by a typed name: a `&str` is checked and parsed into one on every call.
 pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
