@@ -454,6 +454,7 @@ const PROXY_LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "config",
             "conn",
+            "dialslot",
             "extauthz",
             "fastmap",
             "h1list",

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod custom;
+pub mod dialslot;
 pub mod extauthz;
 pub mod fastmap;
 pub mod forward;

@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::dialslot::DialSlot;
 use crate::fastmap::{self, FastMap};
 use crate::state::Shared;
 use crate::tunnel::Tunnel;
@@ -70,10 +71,10 @@ pub type Proved = Option<Arc<str>>;
 /// A live HTTP/2 connection's sender and the identity the server proved.
 type H2Conn = (http2::SendRequest<Incoming>, Proved);
 
-/// The HTTP/2 connection of one key; its lock is held while that connection is made, so
-/// requests that arrive together on a cold pool wait for one handshake instead of each making
-/// its own (the benchmark saw 15 one-request connections at start without it).
-type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
+/// The HTTP/2 connection of one key, made by one request at a time: requests that arrive
+/// together on a cold pool wait for one handshake instead of each making its own (the
+/// benchmark saw 15 one-request connections at start without it), and share its failure.
+type H2Slot = Arc<DialSlot<H2Conn, String>>;
 
 /// An HTTP/1.1 connection's sender and the identity the server proved.
 type H1Conn = (http1::SendRequest<Incoming>, Proved);
@@ -188,16 +189,14 @@ async fn sender(shared: &Shared, peer: &Peer<'_>) -> Result<(Sender, Proved), St
 
 async fn h2_sender(shared: &Shared, peer: &Peer<'_>) -> Result<H2Conn, String> {
     let slot = H2_POOL.with(|p| pool(&mut p.borrow_mut(), peer));
-    let mut pooled = slot.lock().await;
-    if let Some((sender, proved)) = pooled.as_ref() {
-        if !sender.is_closed() {
-            return Ok((sender.clone(), proved.clone()));
-        }
-    }
-    *pooled = None;
-    let fresh = Box::pin(open_h2(shared, peer)).await?;
-    *pooled = Some(fresh.clone());
-    Ok(fresh)
+    let failures = slot.failures();
+    // Boxed: the handshake's future is large and runs once per connection.
+    slot.get_or_dial(
+        failures,
+        |(sender, _)| !sender.is_closed(),
+        || Box::pin(open_h2(shared, peer)),
+    )
+    .await
 }
 
 /// A new connection to `peer` for requests of `alpn`'s version, and the identity its server

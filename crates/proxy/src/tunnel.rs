@@ -17,13 +17,14 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 
+use crate::dialslot::DialSlot;
 use crate::fastmap::{self, FastMap};
 use crate::upstream::{reset_sentence, Security, UpstreamError};
 
@@ -116,72 +117,10 @@ thread_local! {
     static POOL: RefCell<FastMap<Key, Arc<Slot>>> = RefCell::new(fastmap::new());
 }
 
-/// The pooled connection of one key, behind a lock held while it is made: requests that
-/// arrive together on a cold pool wait for one handshake instead of each making its own (the
-/// benchmark's 100 new app connections made 25 TLS handshakes to the same peer, where one per
-/// worker thread is enough).
-#[derive(Default)]
-struct Slot {
-    state: tokio::sync::Mutex<SlotState>,
-    /// Handshakes that failed. A request that waited for the lock while one failed gives up
-    /// with that failure rather than trying again itself, so a peer that is down costs a burst
-    /// one connect timeout, not one per waiting request.
-    failures: AtomicU64,
-}
-
-#[derive(Default)]
-struct SlotState {
-    conn: Option<Pooled>,
-    failure: Option<TunnelError>,
-}
-
-impl Slot {
-    /// The pooled connection, if it is open.
-    async fn open_conn(&self) -> Option<Pooled> {
-        let state = self.state.lock().await;
-        state
-            .conn
-            .as_ref()
-            .filter(|c| !c.closed.load(Ordering::Relaxed))
-            .cloned()
-    }
-
-    /// A connection to use: one another request made while this one waited for the lock, or a
-    /// new one. `stale` is the connection a CONNECT just failed on, not to be taken again;
-    /// `failures` what [`Slot::failures`] was when the request began.
-    async fn connect(
-        &self,
-        dial: &Dial<'_>,
-        chains: &Arc<trustmesh_identity::ChainVerifier>,
-        stale: Option<&Arc<AtomicBool>>,
-        failures: u64,
-    ) -> Result<Pooled, TunnelError> {
-        let mut state = self.state.lock().await;
-        if let Some(c) = &state.conn {
-            let is_stale = stale.is_some_and(|s| Arc::ptr_eq(s, &c.closed));
-            if !is_stale && !c.closed.load(Ordering::Relaxed) {
-                return Ok(c.clone());
-            }
-        }
-        if self.failures.load(Ordering::Relaxed) != failures {
-            if let Some(e) = &state.failure {
-                return Err(e.clone());
-            }
-        }
-        state.conn = None;
-        match handshake(dial, chains).await {
-            Ok(fresh) => {
-                state.conn = Some(fresh.clone());
-                Ok(fresh)
-            }
-            Err(e) => {
-                state.failure = Some(e.clone());
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
-        }
-    }
-}
+/// The pooled connection of one key, made by one request at a time, which the others wait
+/// for ([`DialSlot`]: the benchmark's 100 new app connections made 25 TLS handshakes to the
+/// same peer without it, where one per worker thread is enough).
+type Slot = DialSlot<Pooled, TunnelError>;
 
 /// Opens a tunnel to `dial.target` through the peer's HBONE port, on a pooled connection when
 /// one is open; returns it with the SPIFFE ID the peer proved (checked again under `chains`).
@@ -198,9 +137,10 @@ pub async fn open(
         }
         p.entry(key).or_default().clone()
     });
-    let failures = slot.failures.load(Ordering::Relaxed);
+    let failures = slot.failures();
+    let open = |c: &Pooled| !c.closed.load(Ordering::Relaxed);
     let mut stale = None;
-    if let Some(c) = slot.open_conn().await {
+    if let Some(c) = slot.pooled(open).await {
         match request(&c.send, dial).await {
             Ok(t) => return Ok((t, c.peer_id)),
             // A refusal is the peer's answer; anything else may be a connection that went
@@ -209,7 +149,10 @@ pub async fn open(
             Err(_) => stale = Some(c.closed),
         }
     }
-    let c = slot.connect(dial, chains, stale.as_ref(), failures).await?;
+    let fresh = |c: &Pooled| open(c) && !stale.as_ref().is_some_and(|s| Arc::ptr_eq(s, &c.closed));
+    let c = slot
+        .get_or_dial(failures, fresh, || handshake(dial, chains))
+        .await?;
     let tunnel = request(&c.send, dial).await?;
     Ok((tunnel, c.peer_id))
 }
