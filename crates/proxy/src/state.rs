@@ -158,6 +158,8 @@ pub async fn accept_loop<F, Fut>(
         + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // Placement by this listener's own connections (see crate::workers).
+    let spread = crate::workers::Spread::new(shared.workers.len(), slot);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -180,9 +182,10 @@ pub async fn accept_loop<F, Fut>(
                 };
                 let (conn_shared, handle) = (shared.clone(), handle.clone());
                 let conn_drain = drain.clone();
+                let (worker, live) = spread.pick();
                 let job: crate::workers::Job = Box::new(move || {
                     Box::pin(async move {
-                        let _guard = guard;
+                        let _guard = (guard, live);
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(stream) => handle(conn_shared, stream, source, conn_drain).await,
                             Err(e) => {
@@ -191,7 +194,7 @@ pub async fn accept_loop<F, Fut>(
                         }
                     })
                 });
-                if shared.workers.dispatch(job).is_err() {
+                if shared.workers.dispatch_to(worker, job).is_err() {
                     tracing::error!(
                         "{direction}: every worker thread has stopped; closing the connection"
                     );

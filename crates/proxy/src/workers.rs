@@ -13,7 +13,15 @@
 //! several workers still use every core.
 //!
 //! The price is that a connection cannot move to an idle core: a worker with a few very busy
-//! connections is not helped by its neighbours. Round-robin placement keeps the counts even.
+//! connections is not helped by its neighbours. So placement is per listener: a connection goes
+//! to the worker with the fewest live connections from the same listener ([`Spread`]), ties
+//! taken in turn. One count over every listener (plain round-robin) let the few long-lived
+//! connections that carry a listener's whole load land together: the HBONE port's two
+//! connections from a client sidecar, every request multiplexed on them, were both placed on
+//! worker 0 whenever an odd number of other connections (a probe, a metrics scrape) came in
+//! between, and the server sidecar then ran on one core while the other idled (seen in the
+//! benchmark's per-thread CPU; the first requests of a burst of new app connections queued
+//! behind each other on that one thread).
 //!
 //! The acceptor (the runtime that called [`Workers::start`]) only accepts and dispatches; a socket
 //! is taken out of the acceptor's reactor and registered with the worker's, so its readiness
@@ -26,6 +34,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::reqbody::AppBody;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -78,6 +87,55 @@ impl AppClients {
     }
 }
 
+/// One listener's live connections on each worker, and where its next connection goes.
+pub struct Spread {
+    live: Arc<[AtomicUsize]>,
+    /// Where the search for the least busy worker starts: moves on with every pick, so ties
+    /// are taken in turn.
+    turn: AtomicUsize,
+}
+
+/// A connection counted on its worker by [`Spread`] until this is dropped (its job ends).
+pub struct Live {
+    live: Arc<[AtomicUsize]>,
+    worker: usize,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.live[self.worker].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Spread {
+    /// For `workers` workers; `first` is where the first tie goes (a listener's index, so
+    /// the first connections of different listeners do not all go to worker 0).
+    pub fn new(workers: usize, first: usize) -> Spread {
+        let n = workers.max(1);
+        Spread {
+            live: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            turn: AtomicUsize::new(first % n),
+        }
+    }
+
+    /// The worker with the fewest live connections of this listener, and the count of the
+    /// new one, to hold for its whole life.
+    pub fn pick(&self) -> (usize, Live) {
+        let n = self.live.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let worker = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&w| self.live[w].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.live[worker].fetch_add(1, Ordering::Relaxed);
+        let live = Live {
+            live: self.live.clone(),
+            worker,
+        };
+        (worker, live)
+    }
+}
+
 thread_local! {
     /// The clients of the worker running on this thread (unset on other threads).
     static WORKER_CLIENTS: std::cell::OnceCell<AppClients> = const { std::cell::OnceCell::new() };
@@ -86,7 +144,6 @@ thread_local! {
 /// Worker threads and the queues that feed them.
 pub struct Workers {
     queues: Vec<mpsc::UnboundedSender<Job>>,
-    next: AtomicUsize,
     /// Used from threads that are not workers (an embedding runtime, tests calling handlers
     /// directly).
     fallback: AppClients,
@@ -116,7 +173,6 @@ impl Workers {
         }
         Ok(Workers {
             queues,
-            next: AtomicUsize::new(0),
             fallback: AppClients::new(connect_timeout),
         })
     }
@@ -129,15 +185,14 @@ impl Workers {
         self.queues.is_empty()
     }
 
-    /// Hands `job` to the next worker. Returns the job back if every worker has stopped.
-    pub fn dispatch(&self, job: Job) -> Result<(), Job> {
+    /// Hands `job` to worker `w` (see [`Spread::pick`]), or to the next one alive if that
+    /// worker's thread is gone (it panicked). Returns the job back if every worker has stopped.
+    pub fn dispatch_to(&self, w: usize, job: Job) -> Result<(), Job> {
         let n = self.queues.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut job = job;
         for k in 0..n {
-            match self.queues[(start + k) % n].send(job) {
+            match self.queues[(w + k) % n].send(job) {
                 Ok(()) => return Ok(()),
-                // That worker's thread is gone (it panicked); try the next one.
                 Err(mpsc::error::SendError(j)) => job = j,
             }
         }
@@ -219,12 +274,47 @@ mod tests {
     }
 
     #[test]
-    fn jobs_are_spread_round_robin_over_worker_threads() {
+    fn a_listeners_connections_go_to_its_least_busy_worker_ties_in_turn() {
+        let spread = Spread::new(3, 0);
+        let (a, live_a) = spread.pick();
+        let (b, _live_b) = spread.pick();
+        let (c, _live_c) = spread.pick();
+        assert_eq!((a, b, c), (0, 1, 2));
+        // The connection on worker 0 ends: the next goes there, whoever's turn it is.
+        drop(live_a);
+        let (d, _live_d) = spread.pick();
+        assert_eq!(d, 0);
+        // All even again: the turn goes on from where it was (the fifth pick starts at 1).
+        let (e, _live_e) = spread.pick();
+        assert_eq!(e, 1);
+        // Another listener starts its turns elsewhere, and counts its own connections only.
+        let other = Spread::new(3, 1);
+        assert_eq!(other.pick().0, 1);
+        assert_eq!(Spread::new(2, 5).pick().0, 1);
+    }
+
+    #[test]
+    fn a_listeners_two_connections_take_both_workers_whatever_comes_in_between() {
+        // The HBONE port's two long-lived connections, with a metrics scrape on another
+        // listener accepted between them: one count over both listeners put both on worker 0.
+        let (hbone, admin) = (Spread::new(2, 0), Spread::new(2, 1));
+        let (first, _a) = hbone.pick();
+        let (_, _scrape) = admin.pick();
+        let (second, _b) = hbone.pick();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn jobs_go_to_the_worker_they_are_handed_to() {
         let workers = Workers::start(3, std::time::Duration::from_secs(1)).unwrap();
         assert_eq!(workers.len(), 3);
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let spread = Spread::new(3, 0);
+        let mut held = Vec::new();
         for _ in 0..9 {
-            assert!(workers.dispatch(job(seen.clone())).is_ok());
+            let (w, live) = spread.pick();
+            held.push(live);
+            assert!(workers.dispatch_to(w, job(seen.clone())).is_ok());
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while seen.lock().unwrap().len() < 9 && std::time::Instant::now() < deadline {
@@ -248,7 +338,7 @@ mod tests {
                 let _ = tx.send(());
             })
         });
-        assert!(workers.dispatch(job).is_ok());
+        assert!(workers.dispatch_to(0, job).is_ok());
         drop(workers);
         assert!(
             rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok(),
@@ -304,7 +394,7 @@ mod tests {
                 let _ = tx.send(thread_write_calls() - before);
             })
         });
-        assert!(workers.dispatch(job).is_ok());
+        assert!(workers.dispatch_to(0, job).is_ok());
         for _ in 0..=ROUNDS {
             std::thread::sleep(std::time::Duration::from_millis(3));
             theirs.write_all(b"x").unwrap();
@@ -328,7 +418,7 @@ mod tests {
                 let _ = tx.send(own);
             })
         });
-        assert!(workers.dispatch(job).is_ok());
+        assert!(workers.dispatch_to(0, job).is_ok());
         assert_eq!(
             rx.recv_timeout(std::time::Duration::from_secs(5)).ok(),
             Some(true)
