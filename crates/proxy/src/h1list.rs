@@ -47,18 +47,20 @@ impl<B: Body + 'static, M> H1List<B, M> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently put back ready connection and its `M`. On the way, closed
-    /// connections leave the front of the list and, with `max_idle`, ready ones put back
-    /// longer ago than that (the front is the oldest, so the first younger one ends the
-    /// pruning), and closed ones passed over from the back leave too. A closed connection in
-    /// the middle stays until one of those reaches it; it holds no socket.
+    /// The most recently put back ready connection and its `M`, never one that waited
+    /// unused longer than `max_idle`. On the way, closed connections and (with `max_idle`)
+    /// ready ones put back longer ago than that leave the front of the list (the front is the
+    /// oldest, so the first that stays ends the pruning), and the ones of either kind the
+    /// search from the back passes leave too. One in the middle, behind a connection still
+    /// streaming a body, stays until one of those reaches it; a closed one holds no socket.
     pub fn take(&self, max_idle: Option<Duration>) -> Option<(SendRequest<B>, M)> {
         let mut conns = self.lock();
         let now = max_idle.map(|max| (Instant::now(), max));
+        let expired = |c: &Kept<B, M>| {
+            now.is_some_and(|(now, max)| c.sender.is_ready() && now.duration_since(c.since) > max)
+        };
         while let Some(c) = conns.front() {
-            let expired = now
-                .is_some_and(|(now, max)| c.sender.is_ready() && now.duration_since(c.since) > max);
-            if !(c.sender.is_closed() || expired) {
+            if !(c.sender.is_closed() || expired(c)) {
                 break;
             }
             conns.pop_front();
@@ -67,12 +69,11 @@ impl<B: Body + 'static, M> H1List<B, M> {
         while i > 0 {
             i -= 1;
             let c = &conns[i];
-            if c.sender.is_ready() {
+            if c.sender.is_closed() || expired(c) {
+                conns.remove(i);
+            } else if c.sender.is_ready() {
                 let kept = conns.remove(i)?;
                 return Some((kept.sender, kept.meta));
-            }
-            if c.sender.is_closed() {
-                conns.remove(i);
             }
         }
         None
@@ -112,8 +113,9 @@ mod tests {
     use super::*;
     use hyper_util::rt::TokioIo;
 
-    /// `n` HTTP/1.1 connections to a loopback server that answers every request with an empty
-    /// 200, each driven by its own task.
+    /// `n` HTTP/1.1 connections to a loopback server that answers every request with a 200 and
+    /// 256 KiB of body (a response not read to the end keeps its connection busy), each driven
+    /// by its own task.
     async fn connections(n: usize) -> Vec<SendRequest<String>> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -121,7 +123,7 @@ mod tests {
             while let Ok((s, _)) = listener.accept().await {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+                        Ok::<_, std::convert::Infallible>(Response::new("x".repeat(256 << 10)))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
@@ -157,6 +159,26 @@ mod tests {
         let (_, second) = list.take(Some(Duration::from_secs(60))).unwrap();
         assert_eq!(second, 2);
         assert!(list.take(Some(Duration::from_secs(60))).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stale_connection_behind_a_busy_one_is_not_handed_out() {
+        let list: H1List<String, usize> = H1List::default();
+        let now = Instant::now();
+        let mut senders = connections(2).await;
+        let stale = senders.pop().unwrap();
+        let mut busy = senders.pop().unwrap();
+        // A request whose response head is in and whose body is not read: not ready.
+        let resp = busy
+            .send_request(Request::new(String::new()))
+            .await
+            .unwrap();
+        assert!(!busy.is_ready());
+        list.put(busy, 0, now - Duration::from_secs(120));
+        list.put(stale, 1, now - Duration::from_secs(90));
+        assert!(list.take(Some(Duration::from_secs(60))).is_none());
+        assert_eq!(list.len(), 1, "the stale one left, the busy one stays");
+        drop(resp);
     }
 
     #[tokio::test]
