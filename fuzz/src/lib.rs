@@ -4,12 +4,14 @@
 //! only the absence of a panic.
 
 mod grpc;
+mod h1;
 mod jwt;
 mod keys;
 #[cfg(test)]
 mod seeds;
 
 pub use grpc::{grpc_requests, handled};
+pub use h1::h1;
 pub use jwt::{jwt, verdicts, Verdicts};
 
 use std::borrow::Cow;
