@@ -5,6 +5,7 @@
 
 mod grpc;
 mod h1;
+mod h1_hyper;
 mod jwt;
 mod keys;
 #[cfg(test)]
@@ -12,6 +13,7 @@ mod seeds;
 
 pub use grpc::{grpc_requests, handled};
 pub use h1::h1;
+pub use h1_hyper::h1_hyper;
 pub use jwt::{jwt, verdicts, Verdicts};
 
 use std::borrow::Cow;

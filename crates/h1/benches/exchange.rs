@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 use http_body_util::Empty;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -140,24 +140,39 @@ async fn inline_relay(mut front: DuplexStream, mut back: DuplexStream) {
     }
 }
 
+/// The two ends and a relay of `kind` between them, on `rt`: the client's end.
+fn setup(rt: &tokio::runtime::Runtime, kind: &str) -> DuplexStream {
+    rt.block_on(async {
+        let (client, front) = tokio::io::duplex(64 * 1024);
+        let (back, app_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(app(app_end));
+        match kind {
+            "hyper" => hyper_relay(front, back),
+            "inline" => drop(tokio::spawn(inline_relay(front, back))),
+            // Bytes copied as they come: what the streams, the client and the app cost alone.
+            _ => drop(tokio::spawn(async move {
+                let (mut front, mut back) = (front, back);
+                let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
+            })),
+        }
+        client
+    })
+}
+
+const KINDS: [(&str, &str); 3] = [
+    ("hyper", "hyper server + client"),
+    ("inline", "trustmesh-h1 inline"),
+    ("copy", "bytes copied (baseline)"),
+];
+
 fn relays(c: &mut Criterion) {
     let mut g = c.benchmark_group("relay one request");
-    for name in ["hyper server + client", "trustmesh-h1 inline"] {
+    for (kind, name) in KINDS {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let mut client = rt.block_on(async {
-            let (client, front) = tokio::io::duplex(64 * 1024);
-            let (back, app_end) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(app(app_end));
-            if name.starts_with("hyper") {
-                hyper_relay(front, back);
-            } else {
-                tokio::spawn(inline_relay(front, back));
-            }
-            client
-        });
+        let mut client = setup(&rt, kind);
         let mut buf = Vec::with_capacity(8192);
         g.bench_function(name, |b| {
             b.iter(|| rt.block_on(exchange(&mut client, &mut buf)))
@@ -166,5 +181,27 @@ fn relays(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, relays);
-criterion_main!(benches);
+/// `RELAY_ONLY=<hyper|inline|copy>:<n>` runs n exchanges through one relay and nothing else,
+/// for counting instructions: run it under `valgrind --tool=callgrind` with two values of n
+/// and divide the difference by theirs (this machine has no instruction counter for `perf`).
+fn main() {
+    if let Ok(only) = std::env::var("RELAY_ONLY") {
+        let (kind, n) = only.split_once(':').expect("RELAY_ONLY=<kind>:<n>");
+        let n: usize = n.parse().expect("a count");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut client = setup(&rt, kind);
+        let mut buf = Vec::with_capacity(8192);
+        rt.block_on(async {
+            for _ in 0..n {
+                exchange(&mut client, &mut buf).await;
+            }
+        });
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    relays(&mut c);
+    c.final_summary();
+}

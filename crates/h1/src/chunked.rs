@@ -124,6 +124,23 @@ impl Chunked {
         })
     }
 
+    /// Decodes a body held whole in `input`, appending its data to `data`: where the body
+    /// ended (the next message starts there), or `None` if `input` ends before it does.
+    pub fn decode_all(&mut self, input: &[u8], data: &mut Vec<u8>) -> Result<Option<usize>, Error> {
+        let mut at = 0;
+        loop {
+            let p = self.feed(&input[at..])?;
+            data.extend_from_slice(&input[at..][p.data]);
+            at += p.consumed;
+            if p.done {
+                return Ok(Some(at));
+            }
+            if at == input.len() {
+                return Ok(None);
+            }
+        }
+    }
+
     /// The body has ended (the last chunk and the trailer section were read).
     pub fn is_done(&self) -> bool {
         self.state == State::Done

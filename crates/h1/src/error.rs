@@ -23,8 +23,11 @@ pub enum Error {
     LengthAndTransferEncoding,
     /// A `Content-Length` that is not digits, overflows, or disagrees with another.
     ContentLength,
-    /// No `Host` in an HTTP/1.1 request, or more than one.
+    /// No `Host` in an HTTP/1.1 request, more than one, or one that is not an authority.
     Host,
+    /// A request target that is not an origin, absolute (`http(s)`), authority (CONNECT) or
+    /// asterisk (OPTIONS) form, or holds an octet parsers read differently.
+    Target,
     /// A chunk-size line, chunk data terminator or trailer section that breaks RFC 9112 §7.1.
     Chunk(&'static str),
     /// Chunk extensions or trailers beyond their bound.
@@ -66,7 +69,8 @@ impl fmt::Display for Error {
             Error::ContentLength => {
                 f.write_str("Content-Length is invalid or repeated with another value")
             }
-            Error::Host => f.write_str("an HTTP/1.1 request needs exactly one Host header"),
+            Error::Host => f.write_str("an HTTP/1.1 request needs exactly one valid Host header"),
+            Error::Target => f.write_str("the request target is not a path, an http(s) URI, CONNECT's host:port or OPTIONS' *"),
             Error::Chunk(what) => write!(f, "malformed chunked body: {what}"),
             Error::ChunkMetadataTooLarge => {
                 f.write_str("chunk extensions or trailers are larger than the limit")

@@ -2,7 +2,8 @@
 //! §9.3), decided once per head from its few framing fields. Anything another parser could
 //! read differently is an error here, not a guess: see the crate's doc for the rules.
 
-use crate::head::{Head, Span, Version};
+use crate::head::{Head, Span, StartLine, Version};
+use crate::target::Target;
 use crate::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub enum Body {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Framing {
+    /// A request's target form (`Origin` for a response, which has none).
+    pub target: Target,
     pub body: Body,
     /// The connection can carry another message after this exchange.
     pub keep_alive: bool,
@@ -44,12 +47,19 @@ pub fn request_framing(head: &Head, buf: &[u8]) -> Result<Framing, Error> {
         _ => return Err(Error::Host),
     }
     if let Some(host) = f.host {
-        if !host.of(buf).iter().all(|&b| is_authority_octet(b)) {
+        let host = host.of(buf);
+        // RFC 9110 §7.2: empty when the target has no authority.
+        if !host.is_empty() && crate::target::authority(host).is_none() {
             return Err(Error::Host);
         }
     }
-    let connect = head.method(buf) == b"CONNECT";
+    let StartLine::Request { method, target } = head.line else {
+        return Err(Error::Malformed("a response where a request was expected"));
+    };
+    let target = crate::target::classify(method.of(buf), target, buf)?;
+    let connect = target == Target::Authority;
     Ok(Framing {
+        target,
         body: f.body(head.version, Body::Empty)?,
         keep_alive: f.keep_alive(head.version),
         upgrade: connect || (http11 && f.connection_upgrade && f.upgrade),
@@ -70,6 +80,7 @@ pub fn response_framing(
     let f = Fields::scan(head, buf)?;
     let status = head.status();
     let mut framing = Framing {
+        target: Target::Origin,
         body: Body::Empty,
         keep_alive: f.keep_alive(head.version),
         upgrade: false,
@@ -114,6 +125,7 @@ struct Fields {
     chunked_only: bool,
     codings: u32,
     length: Option<u64>,
+    length_text: Option<Span>,
     close: bool,
     keep_alive_token: bool,
     connection_upgrade: bool,
@@ -151,11 +163,14 @@ impl Fields {
                     }
                 }
                 14 if name.eq_ignore_ascii_case(b"content-length") => {
-                    // One number per field; a repeated field must repeat it (RFC 9110 §8.6
-                    // lets a recipient refuse a list, and hyper's server does).
+                    // One number per field; a repeated field must repeat it octet for octet
+                    // (RFC 9110 §8.6 lets a recipient refuse a list, and hyper's server does;
+                    // hyper keeps the first of `05` and `5`, a relay passing both on would
+                    // leave the next parser to choose).
                     let n = digits(value).ok_or(Error::ContentLength)?;
-                    if f.length.is_some_and(|prev| prev != n) {
-                        return Err(Error::ContentLength);
+                    match f.length_text {
+                        Some(first) if first.of(buf) != value => return Err(Error::ContentLength),
+                        _ => f.length_text = Some(field.value),
                     }
                     f.length = Some(n);
                 }
@@ -227,32 +242,4 @@ fn digits(s: &[u8]) -> Option<u64> {
         }
         n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
-}
-
-/// An octet of `uri-host [":" port]` (RFC 3986: unreserved, sub-delims, `%` of pct-encoded,
-/// `:` and the brackets of an IP literal). Whitespace, `/`, `@`, `?` and `#` are not: a Host
-/// that smuggles a path or userinfo past the policy's `hosts` match is refused.
-fn is_authority_octet(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b'%'
-                | b':'
-                | b'['
-                | b']'
-        )
 }

@@ -18,7 +18,9 @@
 //! - `Transfer-Encoding` must be exactly `chunked`, never with `Content-Length`, never in
 //!   HTTP/1.0 (Envoy's defaults; RFC 9112 §6.1 allows rejecting all three);
 //! - `Content-Length` is one number, digits only; a repeated field repeats it (RFC 9110 §8.6);
-//! - an HTTP/1.1 request has exactly one `Host` (RFC 9112 §3.2);
+//! - an HTTP/1.1 request has exactly one `Host` (RFC 9112 §3.2), an authority;
+//! - a request target is a path, an `http(s)://` URI, CONNECT's `host:port` or OPTIONS' `*`,
+//!   without the octets other parsers drop or refuse (`#`, `"`, `<`, `>`, `` ` ``);
 //! - chunk sizes are at most 16 hex digits, extensions are tokens or quoted strings and
 //!   bounded, trailers are field lines like a head's (RFC 9112 §7.1).
 //!
@@ -36,11 +38,13 @@ pub mod encode;
 mod error;
 mod framing;
 mod head;
+mod target;
 
 pub use chunked::{Chunked, Progress};
 pub use error::Error;
 pub use framing::{request_framing, response_framing, Body, Framing};
 pub use head::{Field, Head, Limits, Span, StartLine, Version};
+pub use target::Target;
 
 #[cfg(test)]
 mod tests;

@@ -189,6 +189,12 @@ fn content_length_is_digits_that_agree() {
         let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n");
         assert_eq!(request_err(&raw), Error::ContentLength, "{cl:?}");
     }
+    let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 05\r\nContent-Length: 5\r\n\r\n";
+    assert_eq!(
+        request_err(raw),
+        Error::ContentLength,
+        "equal numbers, different text"
+    );
     let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
     assert_eq!(request_err(raw), Error::ContentLength);
     let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length:\r\n\r\n";
@@ -206,11 +212,13 @@ fn an_http11_request_has_exactly_one_valid_host() {
         request_err("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
         Error::Host
     );
-    for host in ["a b", "a/b", "a@b", "a?b", "a#b", "a\\b"] {
+    for host in [
+        "a b", "a/b", "a@b", "a?b", "a#b", "a\\b", "a%41", "a:", "a:b", "a:123456", "[::1",
+    ] {
         let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
         assert_eq!(request_err(&raw), Error::Host, "{host:?}");
     }
-    for host in ["[::1]:80", "svc.ns.svc.cluster.local", "a-b_c~d%41", ""] {
+    for host in ["[::1]:80", "svc.ns.svc.cluster.local", "a-b_c~d", ""] {
         let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
         assert!(request(raw.as_bytes()).is_ok(), "{host:?}");
     }
@@ -428,4 +436,74 @@ fn an_encoded_head_parses_back() {
     let mut out = Vec::new();
     encode::status_line(&mut out, Version::Http10, 404, b"Not Found");
     assert_eq!(out, b"HTTP/1.0 404 Not Found\r\n");
+}
+
+#[test]
+fn a_whole_body_decodes_at_once() {
+    let body = b"3\r\nabc\r\n0\r\n\r\nNEXT";
+    let mut data = Vec::new();
+    assert_eq!(
+        Chunked::default().decode_all(body, &mut data),
+        Ok(Some(body.len() - 4))
+    );
+    assert_eq!(data, b"abc");
+    let mut data = Vec::new();
+    assert_eq!(
+        Chunked::default().decode_all(&body[..9], &mut data),
+        Ok(None)
+    );
+    assert_eq!(data, b"abc", "the data before the end of the input");
+}
+
+#[test]
+fn each_target_form_in_its_place() {
+    let form = |method: &str, target: &str| {
+        let raw = format!("{method} {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        request(raw.as_bytes()).map(|(_, f)| f.target)
+    };
+    assert_eq!(form("GET", "/a/b?c=d&e"), Ok(crate::Target::Origin));
+    assert_eq!(
+        form("GET", "/{x}|y^z[0]\\w"),
+        Ok(crate::Target::Origin),
+        "what clients send unencoded"
+    );
+    assert_eq!(form("OPTIONS", "*"), Ok(crate::Target::Asterisk));
+    assert_eq!(form("CONNECT", "a:443"), Ok(crate::Target::Authority));
+    assert_eq!(form("CONNECT", "[::1]:443"), Ok(crate::Target::Authority));
+    let raw = b"GET https://[::1]:8443?q HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (_, f) = request(raw).unwrap();
+    let crate::Target::Absolute {
+        https,
+        authority,
+        path_and_query,
+    } = f.target
+    else {
+        panic!("{:?}", f.target)
+    };
+    assert!(https);
+    assert_eq!(
+        (authority.of(raw), path_and_query.of(raw)),
+        (&b"[::1]:8443"[..], &b"?q"[..])
+    );
+    for (method, target) in [
+        ("GET", "*"),     // asterisk is OPTIONS' only
+        ("CONNECT", "a"), // CONNECT names a port
+        ("CONNECT", "/a"),
+        ("GET", "a/b"),              // neither a path nor a URI
+        ("GET", "ftp://a/b"),        // not http(s)
+        ("GET", "http:///b"),        // no host
+        ("GET", "http://u@a/b"),     // userinfo
+        ("GET", "http://a:123456/"), // a port of six digits
+        ("GET", "http://a:/"),       // an empty port
+        ("GET", "/a#frag"),
+        ("GET", "/a\"b"),
+        ("GET", "/a`b"),
+    ] {
+        assert_eq!(
+            form(method, target),
+            Err(Error::Target),
+            "{method} {target}"
+        );
+    }
+    assert_eq!(Error::Target.status(), 400);
 }
