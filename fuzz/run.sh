@@ -17,7 +17,7 @@ cd "$(dirname "$0")"
 seconds="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(normalize spiffe_id policy csr_and_svid jwt grpc_requests h1 h1_hyper)
+[ ${#targets[@]} -gt 0 ] || targets=(normalize spiffe_id policy csr_and_svid jwt grpc_requests h1 h1_hyper h1_hyper_response)
 
 out="${FUZZ_OUT:-$(mktemp -d -t trustmesh-fuzz.XXXXXX)}"
 mkdir -p "$out"

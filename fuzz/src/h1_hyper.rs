@@ -1,6 +1,6 @@
-//! The HTTP/1 framing crate next to hyper's server, the parser the sidecar runs today, on the
-//! same request bytes (the table of known cases is `crates/h1/tests/against_hyper.rs`; this
-//! explores around it).
+//! The HTTP/1 framing crate next to hyper, the parser the sidecar runs today, on the same
+//! bytes: requests against hyper's server, an app's responses against hyper's client (the
+//! table of known cases is `crates/h1/tests/against_hyper.rs`; these explore around it).
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trustmesh_h1::{request_framing, Body, Chunked, Head, Limits, Target};
+use trustmesh_h1::{request_framing, response_framing, Body, Chunked, Head, Limits, Target};
 
 /// Method, target, fields (lower-case names, sorted, one of equal Content-Lengths), body.
 type Seen = (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
@@ -40,8 +40,25 @@ fn ours(raw: &[u8]) -> Option<Seen> {
         return None;
     }
     let framing = request_framing(&head, raw).ok()?;
-    let rest = &raw[head.len..];
-    let body = match framing.body {
+    // An upgrade or CONNECT hands the connection to its service: not compared.
+    if framing.upgrade {
+        return None;
+    }
+    let body = body_of(framing.body, &raw[head.len..])?;
+    let mut fields = fields_of(&head, raw);
+    // hyper's server keeps one of several equal Content-Lengths (its client keeps them all).
+    fields.dedup_by(|a, b| a.0 == b"content-length" && a == b);
+    Some((
+        head.method(raw).to_vec(),
+        canonical(framing.target, &head, raw),
+        fields,
+        body,
+    ))
+}
+
+/// The body the framing says `rest` starts with, if all of it is there.
+fn body_of(framing: Body, rest: &[u8]) -> Option<Vec<u8>> {
+    Some(match framing {
         Body::Empty => Vec::new(),
         Body::Length(n) => rest.get(..usize::try_from(n).ok()?)?.to_vec(),
         Body::Chunked => {
@@ -49,12 +66,13 @@ fn ours(raw: &[u8]) -> Option<Seen> {
             Chunked::default().decode_all(rest, &mut data).ok()??;
             data
         }
-        Body::UntilClose | Body::Tunnel => unreachable!("not a request's framing"),
-    };
-    // An upgrade or CONNECT hands the connection to its service: not compared.
-    if framing.upgrade {
-        return None;
-    }
+        Body::UntilClose => rest.to_vec(),
+        Body::Tunnel => return None,
+    })
+}
+
+/// Lower-case names, sorted.
+fn fields_of(head: &Head, raw: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut fields: Vec<(Vec<u8>, Vec<u8>)> = head
         .fields
         .iter()
@@ -66,13 +84,7 @@ fn ours(raw: &[u8]) -> Option<Seen> {
         })
         .collect();
     fields.sort();
-    fields.dedup_by(|a, b| a.0 == b"content-length" && a == b);
-    Some((
-        head.method(raw).to_vec(),
-        canonical(framing.target, &head, raw),
-        fields,
-        body,
-    ))
+    fields
 }
 
 /// The target as hyper's `Uri` prints it: an absolute URI's scheme in lower case and its
@@ -107,12 +119,7 @@ async fn hypers(raw: Vec<u8>) -> Option<Seen> {
         async move {
             let method = req.method().as_str().as_bytes().to_vec();
             let target = req.uri().to_string().into_bytes();
-            let mut fields: Vec<(Vec<u8>, Vec<u8>)> = req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect();
-            fields.sort();
+            let fields = sorted(req.headers());
             let body = req
                 .into_body()
                 .collect()
@@ -141,5 +148,87 @@ async fn hypers(raw: Vec<u8>) -> Option<Seen> {
         }
     };
     conn.abort();
+    seen
+}
+
+/// hyper's fields, as [`fields_of`] lists ours.
+fn sorted(headers: &http::HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// Status, fields, body.
+type SeenResponse = (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+
+/// The first byte picks the request's method (GET, HEAD, POST); the rest is what the app
+/// answers before it closes. Must hold: a response this crate accepts, hyper's client (what
+/// the sidecar reads its app's answers with today) accepts as the same status, fields and
+/// body.
+pub fn h1_hyper_response(data: &[u8]) {
+    let Some((&selector, raw)) = data.split_first() else {
+        return;
+    };
+    let method = ["GET", "HEAD", "POST"][usize::from(selector % 3)];
+    let Some(ours) = our_response(method, raw) else {
+        return;
+    };
+    let theirs = RUNTIME.with(|rt| rt.borrow().block_on(hypers_response(method, raw.to_vec())));
+    let Some(theirs) = theirs else {
+        panic!("accepted here, refused by hyper: {ours:?}");
+    };
+    assert_eq!(ours, theirs, "read differently");
+}
+
+fn our_response(method: &str, raw: &[u8]) -> Option<SeenResponse> {
+    let mut head = Head::default();
+    if head.parse_response(raw, &Limits::default()) != Ok(true) {
+        return None;
+    }
+    let framing = response_framing(&head, raw, method.as_bytes(), false).ok()?;
+    // hyper's client reads past an interim response to the final one: not compared.
+    if framing.interim {
+        return None;
+    }
+    let body = body_of(framing.body, &raw[head.len..])?;
+    Some((head.status(), fields_of(&head, raw), body))
+}
+
+async fn hypers_response(method: &str, raw: Vec<u8>) -> Option<SeenResponse> {
+    let (client, mut app) = tokio::io::duplex(256 * 1024);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(TokioIo::new(client))
+    .await
+    .ok()?;
+    let conn = tokio::spawn(conn);
+    let app = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let _ = app.read(&mut buf).await;
+        let _ = app.write_all(&raw).await;
+        let _ = app.shutdown().await;
+        let _ = app.read(&mut buf).await;
+    });
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri("/")
+        .header("host", "a")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(2), async {
+        let res = sender.send_request(req).await.ok()?;
+        let status = res.status().as_u16();
+        let fields = sorted(res.headers());
+        let body = res.into_body().collect().await.ok()?.to_bytes().to_vec();
+        Some((status, fields, body))
+    })
+    .await
+    .expect("hyper neither read nor refused a response this crate accepts");
+    conn.abort();
+    app.abort();
     seen
 }

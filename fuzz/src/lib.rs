@@ -13,7 +13,7 @@ mod seeds;
 
 pub use grpc::{grpc_requests, handled};
 pub use h1::h1;
-pub use h1_hyper::h1_hyper;
+pub use h1_hyper::{h1_hyper, h1_hyper_response};
 pub use jwt::{jwt, verdicts, Verdicts};
 
 use std::borrow::Cow;

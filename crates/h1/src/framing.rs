@@ -79,6 +79,11 @@ pub fn response_framing(
 ) -> Result<Framing, Error> {
     let f = Fields::scan(head, buf)?;
     let status = head.status();
+    // The tokenizer takes any three digits; 000-099 mean nothing, and hyper's client refuses
+    // them (and what a 6xx means, nobody says).
+    if !(100..=599).contains(&status) {
+        return Err(Error::Malformed("a status outside 100-599"));
+    }
     let mut framing = Framing {
         target: Target::Origin,
         body: Body::Empty,

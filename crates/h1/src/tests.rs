@@ -310,6 +310,17 @@ fn response_bodies_follow_the_request_and_status() {
 }
 
 #[test]
+fn a_status_means_something() {
+    for status in ["000", "099", "600", "999"] {
+        let raw = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        assert!(
+            matches!(response(&raw, "GET", false), Err(Error::Malformed(_))),
+            "{status}"
+        );
+    }
+}
+
+#[test]
 fn a_response_without_a_reason_phrase_parses() {
     let raw = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
     let mut head = Head::default();

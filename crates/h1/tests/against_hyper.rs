@@ -255,7 +255,13 @@ const RESPONSES: &[(&str, &str, &[u8])] = &[
     ("204", "GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
     ("304 with a length", "GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 615\r\n\r\n"),
     ("head", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 615\r\n\r\n"),
+    (
+        "repeated equal lengths",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    ),
     // Refused by both.
+    ("status 000", "GET", b"HTTP/1.1 000 OK\r\nContent-Length: 0\r\n\r\n"),
     ("different lengths", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
     ("obs-fold", "GET", b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
     ("space before colon", "GET", b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"),
