@@ -13,9 +13,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trustmesh_h1::{request_framing, Body, Chunked, Head, Limits, Target};
 
-/// A request as a parser understood it: method, target, fields (lower-case names, sorted),
-/// body.
-type Seen = (String, String, Vec<(String, Vec<u8>)>, Vec<u8>);
+/// Fields with lower-case names, sorted.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// A request as a parser understood it: method, target, fields, body.
+type Seen = (String, String, Fields, Vec<u8>);
 
 const CASES: &[(&str, &[u8])] = &[
     ("get", b"GET /a?b=c HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n"),
@@ -127,8 +129,23 @@ fn ours(raw: &[u8]) -> Option<Seen> {
         return None;
     }
     let framing = request_framing(&head, raw).ok()?;
-    let rest = &raw[head.len..];
-    let body = match framing.body {
+    let body = body_of(framing.body, &raw[head.len..])?;
+    let mut fields = fields_of(&head, raw);
+    // hyper's server keeps one of several equal Content-Length fields (its client keeps them
+    // all); so will a relay writing the head.
+    fields.dedup_by(|a, b| a.0 == "content-length" && a == b);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Some((
+        text(head.method(raw)),
+        canonical(framing.target, &head, raw),
+        fields,
+        body,
+    ))
+}
+
+/// The body the framing says `rest` starts with, if all of it is there.
+fn body_of(framing: Body, rest: &[u8]) -> Option<Vec<u8>> {
+    Some(match framing {
         Body::Empty => Vec::new(),
         Body::Length(n) => rest.get(..n as usize)?.to_vec(),
         Body::Chunked => {
@@ -136,9 +153,14 @@ fn ours(raw: &[u8]) -> Option<Seen> {
             Chunked::default().decode_all(rest, &mut data).ok()??;
             data
         }
-        Body::UntilClose | Body::Tunnel => unreachable!("not a request's framing"),
-    };
-    let mut fields: Vec<(String, Vec<u8>)> = head
+        Body::UntilClose => rest.to_vec(),
+        Body::Tunnel => unreachable!("no case asks for an upgrade"),
+    })
+}
+
+/// The head's fields with lower-case names, sorted (as hyper's `HeaderMap` lists them).
+fn fields_of(head: &Head, raw: &[u8]) -> Fields {
+    let mut fields: Fields = head
         .fields
         .iter()
         .map(|f| {
@@ -149,15 +171,38 @@ fn ours(raw: &[u8]) -> Option<Seen> {
         })
         .collect();
     fields.sort();
-    // hyper keeps one of several equal Content-Length fields; so will a relay writing the head.
-    fields.dedup_by(|a, b| a.0 == "content-length" && a == b);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    Some((
-        text(head.method(raw)),
-        canonical(framing.target, &head, raw),
-        fields,
-        body,
-    ))
+    fields
+}
+
+fn sorted(headers: &http::HeaderMap) -> Fields {
+    let mut fields: Fields = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// Each case read here and by hyper: the same where both accept; the names of those only
+/// hyper accepts, which must be `stricter`'s.
+fn compare<T: PartialEq + std::fmt::Debug>(
+    results: Vec<(&str, Option<T>, Option<T>)>,
+    stricter: &[(&str, &str)],
+) {
+    let mut only_hyper = Vec::new();
+    for (name, ours, theirs) in results {
+        match (&ours, &theirs) {
+            (Some(o), Some(h)) => assert_eq!(o, h, "{name}: read differently"),
+            (Some(_), None) => panic!("{name}: accepted here, refused by hyper"),
+            (None, Some(_)) => only_hyper.push(name),
+            (None, None) => {}
+        }
+    }
+    let listed: Vec<&str> = stricter.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        only_hyper, listed,
+        "what hyper accepts and this crate refuses"
+    );
 }
 
 /// The target as hyper's `Uri` prints it: an absolute URI's scheme in lower case and its
@@ -189,12 +234,7 @@ async fn hypers(name: &str, raw: &'static [u8]) -> Option<Seen> {
         async move {
             let method = req.method().to_string();
             let target = req.uri().to_string();
-            let mut fields: Vec<(String, Vec<u8>)> = req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect();
-            fields.sort();
+            let fields = sorted(req.headers());
             let body = req
                 .into_body()
                 .collect()
@@ -226,25 +266,15 @@ async fn hypers(name: &str, raw: &'static [u8]) -> Option<Seen> {
 
 #[tokio::test]
 async fn what_this_crate_accepts_hyper_reads_the_same_way() {
-    let mut stricter = Vec::new();
+    let mut results = Vec::new();
     for &(name, raw) in CASES {
-        let (ours, theirs) = (ours(raw), hypers(name, raw).await);
-        match (&ours, &theirs) {
-            (Some(o), Some(h)) => assert_eq!(o, h, "{name}: read differently"),
-            (Some(_), None) => panic!("{name}: accepted here, refused by hyper"),
-            (None, Some(_)) => stricter.push(name),
-            (None, None) => {}
-        }
+        results.push((name, ours(raw), hypers(name, raw).await));
     }
-    let listed: Vec<&str> = STRICTER.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        stricter, listed,
-        "the requests refused here that hyper accepts"
-    );
+    compare(results, STRICTER);
 }
 
 /// A response as a parser understood it: status, fields (lower-case names, sorted), body.
-type SeenResponse = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+type SeenResponse = (u16, Fields, Vec<u8>);
 
 const RESPONSES: &[(&str, &str, &[u8])] = &[
     ("length", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
@@ -295,30 +325,8 @@ fn our_response(method: &str, raw: &[u8]) -> Option<SeenResponse> {
         return None;
     }
     let framing = trustmesh_h1::response_framing(&head, raw, method.as_bytes(), false).ok()?;
-    let rest = &raw[head.len..];
-    let body = match framing.body {
-        Body::Empty => Vec::new(),
-        Body::Length(n) => rest.get(..n as usize)?.to_vec(),
-        Body::UntilClose => rest.to_vec(),
-        Body::Chunked => {
-            let mut data = Vec::new();
-            Chunked::default().decode_all(rest, &mut data).ok()??;
-            data
-        }
-        Body::Tunnel => unreachable!("no upgrade was asked for"),
-    };
-    let mut fields: Vec<(String, Vec<u8>)> = head
-        .fields
-        .iter()
-        .map(|f| {
-            (
-                String::from_utf8_lossy(f.name.of(raw)).to_lowercase(),
-                f.value.of(raw).to_vec(),
-            )
-        })
-        .collect();
-    fields.sort();
-    Some((head.status(), fields, body))
+    let body = body_of(framing.body, &raw[head.len..])?;
+    Some((head.status(), fields_of(&head, raw), body))
 }
 
 /// What hyper's client makes of `raw` as the answer to a `method` request; the app closes
@@ -351,12 +359,7 @@ async fn hypers_response(name: &str, method: &str, raw: &'static [u8]) -> Option
     let seen = tokio::time::timeout(Duration::from_secs(5), async {
         let res = sender.send_request(req).await.ok()?;
         let status = res.status().as_u16();
-        let mut fields: Vec<(String, Vec<u8>)> = res
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect();
-        fields.sort();
+        let fields = sorted(res.headers());
         let body = res.into_body().collect().await.ok()?.to_bytes().to_vec();
         Some((status, fields, body))
     })
@@ -368,22 +371,13 @@ async fn hypers_response(name: &str, method: &str, raw: &'static [u8]) -> Option
 
 #[tokio::test]
 async fn what_this_crate_accepts_from_an_app_hyper_reads_the_same_way() {
-    let mut stricter = Vec::new();
+    let mut results = Vec::new();
     for &(name, method, raw) in RESPONSES {
-        let (ours, theirs) = (
+        results.push((
+            name,
             our_response(method, raw),
             hypers_response(name, method, raw).await,
-        );
-        match (&ours, &theirs) {
-            (Some(o), Some(h)) => assert_eq!(o, h, "{name}: read differently"),
-            (Some(_), None) => panic!("{name}: accepted here, refused by hyper"),
-            (None, Some(_)) => stricter.push(name),
-            (None, None) => {}
-        }
+        ));
     }
-    let listed: Vec<&str> = STRICTER_RESPONSES.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        stricter, listed,
-        "the responses refused here that hyper accepts"
-    );
+    compare(results, STRICTER_RESPONSES);
 }
