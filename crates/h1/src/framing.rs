@@ -126,9 +126,9 @@ pub fn response_framing(
 #[derive(Default)]
 struct Fields {
     transfer_encoding: bool,
-    /// Every `Transfer-Encoding` value together is the one coding `chunked`.
+    /// The one `Transfer-Encoding` field is the word `chunked` and nothing else.
     chunked_only: bool,
-    codings: u32,
+    transfer_encodings: u32,
     length: Option<u64>,
     length_text: Option<Span>,
     close: bool,
@@ -180,11 +180,13 @@ impl Fields {
                     f.length = Some(n);
                 }
                 17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    // Not a list read the RFC's way (empty elements ignored): hyper takes
+                    // the last element of `chunked,` to be empty, not chunked, and reads the
+                    // body another way. One field, one word.
                     f.transfer_encoding = true;
-                    for coding in elements(value) {
-                        f.codings += 1;
-                        f.chunked_only = f.codings == 1 && coding.eq_ignore_ascii_case(b"chunked");
-                    }
+                    f.transfer_encodings += 1;
+                    f.chunked_only =
+                        f.transfer_encodings == 1 && trim(value).eq_ignore_ascii_case(b"chunked");
                 }
                 _ => {}
             }

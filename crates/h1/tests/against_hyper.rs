@@ -300,6 +300,11 @@ const RESPONSES: &[(&str, &str, &[u8])] = &[
     // Accepted by hyper, refused here (each one in STRICTER_RESPONSES).
     ("CL.TE", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
     ("gzip coding", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello"),
+    (
+        "chunked with an empty element",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ),
     ("bare LF head", "GET", b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello"),
 ];
 
@@ -312,6 +317,10 @@ const STRICTER_RESPONSES: &[(&str, &str)] = &[
     (
         "gzip coding",
         "a body framed by a transfer coding we would not decode",
+    ),
+    (
+        "chunked with an empty element",
+        "hyper reads `chunked,` as not chunked, to the close",
     ),
     (
         "bare LF head",
