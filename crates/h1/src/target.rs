@@ -4,8 +4,9 @@
 //! app's router, the policy's path match) reads some of them differently: a `#` ends the path
 //! for one and not for another, `<`, `>`, `` ` `` and `"` are refused by some, and a target that
 //! is neither a path nor an `http(s)://` URI is anybody's guess. The differential fuzz target
-//! (fuzz/`h1_hyper`) found each of these; what is refused here is what hyper refuses or
-//! rewrites, so hyper reads every target this crate accepts the same way.
+//! (fuzz/`h1_hyper`) found each of these. Refused here is everything hyper refuses or
+//! rewrites (and `"` in a path too, which hyper refuses only in a query), so hyper reads every
+//! target this crate accepts the same way.
 
 use crate::head::Span;
 use crate::Error;
