@@ -93,7 +93,8 @@ impl Chunked {
     }
 
     /// Reads framing from the start of `input` up to the next run of data, and that run (as
-    /// much of it as `input` holds). Call again with the input after `consumed`.
+    /// much of it as `input` holds). Call again with the input after `consumed`. An error
+    /// ends the body: the connection cannot be read further, so do not feed it again.
     pub fn feed(&mut self, input: &[u8]) -> Result<Progress, Error> {
         let mut i = 0;
         while i < input.len() {
