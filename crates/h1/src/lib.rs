@@ -15,8 +15,9 @@
 //! tokenizer (method and field-name tokens, field-value octets, the two versions, no
 //! whitespace before a colon, no obs-fold in requests):
 //! - every line of a head and of a chunked body ends in CRLF; a bare LF or CR is an error;
-//! - `Transfer-Encoding` must be exactly `chunked`, never with `Content-Length`, never in
-//!   HTTP/1.0 (Envoy's defaults; RFC 9112 §6.1 allows rejecting all three);
+//! - `Transfer-Encoding` must be one field holding `chunked`, never with `Content-Length`
+//!   (Envoy refuses both by default: `allow_chunked_length`), never in HTTP/1.0 (RFC 9112 §6.1
+//!   allows refusing all three; a coding we do not implement is its 501);
 //! - `Content-Length` is one number, digits only; a repeated field repeats it (RFC 9110 §8.6);
 //! - an HTTP/1.1 request has exactly one `Host` (RFC 9112 §3.2), an authority;
 //! - a request target is a path, an `http(s)://` URI, CONNECT's `host:port` or OPTIONS' `*`,

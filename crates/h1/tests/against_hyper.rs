@@ -94,7 +94,7 @@ const STRICTER: &[(&str, &str)] = &[
     ("TE.CL", "both lengths, in the other order"),
     (
         "gzip, chunked",
-        "a transfer coding the app may not decode the way we forward it (Envoy: 501)",
+        "a transfer coding the app may not decode the way we forward it (RFC 9112 §6.1: 501)",
     ),
     (
         "bare LF head",
